@@ -1,0 +1,79 @@
+"""``facerec enroll`` and ``facerec identify``: the recognition core on local files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lambdas.core.enroll import PhotoReport, build_gallery, find_photos
+from lambdas.core.gallery import Gallery
+from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
+from lambdas.core.results import ERROR, Result
+
+from ..render import err, out, print_errors, print_json_lines, results_table
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    )
+
+
+def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface", device: str = "cpu") -> Gallery:
+    total = len(find_photos(photos_dir))
+    with progress() as bar:
+        task = bar.add_task("loading models", total=total)
+        encoder = FaceEncoder(weights=weights, device=device)
+        bar.update(task, description="enrolling")
+
+        def on_photo(report: PhotoReport) -> None:
+            bar.update(task, advance=1, description=f"enrolling {report.person}")
+
+        gallery, reports = build_gallery(photos_dir, encoder, on_photo)
+    gallery.save(output)
+    notes = [r for r in reports if r.note != "ok"]
+    if notes:
+        table = Table(title="photos that need a look")
+        table.add_column("person")
+        table.add_column("photo", overflow="fold")
+        table.add_column("note")
+        for r in notes:
+            table.add_row(r.person, r.path.name, r.note)
+        err.print(table)
+    people = gallery.people
+    err.print(
+        f"[green]wrote {output}[/]: {len(gallery.names)} faces of {len(people)} people "
+        f"({', '.join(people)}), weights {gallery.weights}"
+    )
+    return gallery
+
+
+def run_identify(
+    files: list[Path],
+    gallery_path: Path,
+    *,
+    json_lines: bool = False,
+    frames: int = 3,
+    fps: float = 0.0,
+    threshold: float | None = None,
+    device: str = "cpu",
+) -> int:
+    """Recognise each file; returns how many ended in error."""
+    gallery = Gallery.load(gallery_path)
+    recogniser = Recogniser(gallery, device=device, threshold=threshold, sampling=SamplingOptions(frames=frames, fps=fps or None))
+    results: list[Result] = []
+    with progress() as bar:
+        task = bar.add_task("recognising", total=len(files))
+        for path in files:
+            bar.update(task, description=f"recognising {path.name}")
+            result = recogniser.recognise_file(path)
+            results.append(result)
+            if json_lines:
+                print_json_lines([result])
+            bar.advance(task)
+    if not json_lines:
+        out.print(results_table(results))
+        print_errors(results)
+    return sum(r.status == ERROR for r in results)

@@ -1,0 +1,69 @@
+"""``facerec run-local``: rendering around ``facerec_cli.local.pipeline``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from rich.live import Live
+from rich.table import Table
+
+from lambdas.core.gallery import Gallery
+from lambdas.core.results import ERROR, Result
+
+from ..local.pipeline import LocalPipeline, RunOptions, VideoJob, collect_videos, write_outputs
+from ..render import STATUS_STYLE, err, out, print_errors, print_json_lines, results_table
+
+STATE_STYLE = {"waiting": "dim", "uploaded": "blue", "split": "magenta", "done": "green"}
+
+
+def progress_table(jobs: list[VideoJob], pipeline: LocalPipeline) -> Table:
+    counters = pipeline.cloud.dispatcher.counters()
+    done = sum(j.state == "done" for j in jobs)
+    table = Table(
+        title=f"run-local: {done}/{len(jobs)} done · invocations running {counters.running}, queued {counters.queued}, "
+        f"retried {counters.retried}, failed {counters.failed}",
+        title_justify="left",
+    )
+    table.add_column("video", overflow="fold")
+    table.add_column("state")
+    table.add_column("result")
+    table.add_column("s", justify="right")
+    shown = [j for j in jobs if j.state != "done"][:15] + [j for j in jobs if j.state == "done"][-5:]
+    for job in shown:
+        result = ""
+        if job.result is not None:
+            style = STATUS_STYLE.get(job.result.status, "")
+            result = f"[{style}]{job.result.status}[/] {job.result.name}"
+        latency = f"{job.latency_s:.2f}" if job.latency_s is not None else ""
+        table.add_row(job.key, f"[{STATE_STYLE[job.state]}]{job.state}[/]", result, latency)
+    return table
+
+
+def run_local(
+    inputs: list[Path], gallery: Path, options: RunOptions, *, json_lines: bool = False, out_dir: Path | None = None
+) -> list[Result]:
+    Gallery.load(gallery)  # fail fast, before starting anything, on a missing or foreign file
+    jobs, refused = collect_videos(inputs)
+    log_path = options.log_path or str(Path(tempfile.gettempdir()) / "facerec-run-local.log")
+    with err.status("starting the local cloud and the workers…"):
+        pipeline = LocalPipeline(gallery, options, log_path=log_path).__enter__()
+    try:
+        if json_lines or not err.is_terminal:
+            results = pipeline.run(jobs)
+        else:
+            with Live(progress_table(jobs, pipeline), console=err, refresh_per_second=4, transient=True) as live:
+                results = pipeline.run(jobs, on_tick=lambda js: live.update(progress_table(js, pipeline)))
+    finally:
+        pipeline.__exit__(None, None, None)
+    results = refused + results
+    if out_dir is not None:
+        write_outputs(out_dir, jobs, refused)
+    if json_lines:
+        print_json_lines(results)
+    else:
+        out.print(results_table(results, title="results"))
+        print_errors(results)
+        failed = sum(r.status == ERROR for r in results)
+        err.print(f"{len(results)} videos, {failed} failed; function logs in {log_path}" + (f"; results in {out_dir}" if out_dir else ""))
+    return results

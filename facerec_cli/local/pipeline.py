@@ -1,0 +1,199 @@
+"""``facerec run-local``: the whole pipeline on the embedded local cloud.
+
+The same deploy code as ``bootstrap`` (minus images) provisions buckets, roles, functions, the failure
+queue and the notification on the moto server; videos are uploaded to the input bucket, and every
+Lambda invocation moto receives runs the real handlers in warm workers. Results are read back from the
+output bucket, exactly as ``facerec results`` reads them on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lambdas import env as fenv
+from lambdas.core import media
+from lambdas.core.results import Result, error_result
+from lambdas.events import result_keys
+
+from ..config import Settings
+from ..deploy import Clients, DeployOptions, NullReporter, apply_plan, plan_deploy
+from ..errors import UserError
+from ..results import destination_record, fetch_result, list_result_keys, videos_of_event
+from .server import LocalCloud
+
+LOCAL_PREFIX = "facerec-local"
+
+
+@dataclass
+class VideoJob:
+    path: Path
+    key: str
+    stem: str
+    state: str = "waiting"  # waiting -> uploaded -> split -> done
+    uploaded_at: float | None = None
+    result: Result | None = None
+    latency_s: float | None = None
+
+
+@dataclass
+class RunOptions:
+    workers: int = 1
+    frames: int = fenv.DEFAULT_FRAMES
+    fps: float = 0.0
+    threshold: float | None = None
+    timeout_s: float = 900.0
+    upload_interval_s: float = 0.0  # 0: upload as a burst
+    log_path: str | None = None  # where the functions' output goes (their "CloudWatch")
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def collect_videos(inputs: list[Path]) -> tuple[list[VideoJob], list[Result]]:
+    """Jobs for the videos given (folders: their video files, non-recursive), and error results for
+    inputs that cannot enter the pipeline."""
+    jobs: list[VideoJob] = []
+    refused: list[Result] = []
+    used: set[str] = set()
+    for item in inputs:
+        if item.is_dir():
+            paths = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in media.VIDEO_SUFFIXES)
+            if not paths:
+                raise UserError(f"no videos ({', '.join(sorted(media.VIDEO_SUFFIXES))}) in {item}")
+        elif not item.exists():
+            raise UserError(f"{item} not found")
+        else:
+            paths = [item]
+        for path in paths:
+            if path.suffix.lower() not in media.VIDEO_SUFFIXES:
+                hint = "use `facerec identify` for images" if media.is_image(path) else "the input bucket only triggers on video suffixes"
+                refused.append(error_result(path.name, f"{path.name}: not a video file name ({hint})"))
+                continue
+            key = path.name
+            n = 2
+            while key in used:  # same file name from two folders: keep both
+                key = f"{path.stem}-{n}{path.suffix}"
+                n += 1
+            used.add(key)
+            jobs.append(VideoJob(path=path, key=key, stem=key.rsplit(".", 1)[0]))
+    return jobs, refused
+
+
+class LocalPipeline:
+    """The provisioned local cloud; ``run`` uploads videos and waits for their results."""
+
+    def __init__(self, gallery: Path, options: RunOptions, log_path: str | None = None) -> None:
+        self.gallery = gallery
+        self.options = options
+        self.cloud = LocalCloud(workers=options.workers, on_failure=self._on_failure, log_path=log_path)
+        self.settings: Settings | None = None
+        self.clients: Clients | None = None
+        self.timings: dict[str, float] = {}
+
+    def __enter__(self) -> "LocalPipeline":
+        started = time.perf_counter()
+        self.cloud.start()
+        try:
+            self.settings = Settings(prefix=LOCAL_PREFIX, region=self.cloud.region, endpoint_url=self.cloud.endpoint_url)
+            self.clients = Clients.from_session(self.cloud.session(), self.cloud.endpoint_url)
+            opts = self.options
+            deploy_options = DeployOptions(
+                gallery=self.gallery,
+                frames=opts.frames,
+                fps=opts.fps,
+                threshold=opts.threshold,
+                splitting_env=dict(opts.extra_env),
+                recognition_env=dict(opts.extra_env),
+            )
+            apply_plan(plan_deploy(self.settings, deploy_options, self.clients), NullReporter())
+            names = self.settings.names
+            self.cloud.prewarm(names.splitting_function, names.recognition_function)
+        except BaseException:
+            self.cloud.stop()
+            raise
+        self.timings["provision_ms"] = (time.perf_counter() - started) * 1000
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cloud.stop()
+
+    @property
+    def names(self) -> Any:
+        assert self.settings is not None
+        return self.settings.names
+
+    def _on_failure(self, function_name: str, event: Any, message: str) -> None:
+        """An invocation failed on every attempt: like Lambda, send it to the failure destination,
+        and write the video's error result so that every upload ends with exactly one result."""
+        assert self.clients is not None
+        names = self.names
+        arn = f"arn:aws:lambda:{self.cloud.region}:{self.clients.account_id}:function:{function_name}"
+        queue_url = self.clients.sqs.get_queue_url(QueueName=names.failure_queue)["QueueUrl"]
+        self.clients.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(destination_record(arn, "", event, message, 3)))
+        for stem, video in videos_of_event(event):
+            result = error_result(video, f"{function_name} failed on every attempt: {message}")
+            json_key, txt_key = result_keys(stem)
+            s3 = self.clients.s3
+            s3.put_object(Bucket=names.output_bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json")
+            s3.put_object(Bucket=names.output_bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8")
+
+    def upload(self, job: VideoJob) -> None:
+        assert self.clients is not None
+        job.uploaded_at = time.monotonic()
+        self.clients.s3.upload_file(str(job.path), self.names.input_bucket, job.key)
+        job.state = "uploaded"
+
+    def poll(self, jobs: list[VideoJob]) -> None:
+        """Advance job states from what the buckets hold (list calls; a result is fetched once)."""
+        assert self.clients is not None
+        s3 = self.clients.s3
+        pending = [j for j in jobs if j.state in ("uploaded", "split")]
+        if not pending:
+            return
+        done = list_result_keys(s3, self.names.output_bucket)
+        frames = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.names.stage1_bucket) for o in page.get("Contents", [])}
+        now = time.monotonic()
+        for job in pending:
+            if job.stem in done:
+                job.result = fetch_result(s3, self.names.output_bucket, job.stem)
+                job.state = "done"
+                job.latency_s = now - (job.uploaded_at or now)
+            elif f"{job.stem}.jpg" in frames:
+                job.state = "split"
+
+    def run(self, jobs: list[VideoJob], on_tick: Callable[[list[VideoJob]], None] | None = None) -> list[Result]:
+        deadline = time.monotonic() + self.options.timeout_s
+        to_upload = list(jobs)
+        next_upload = time.monotonic()
+        while True:
+            now = time.monotonic()
+            while to_upload and now >= next_upload:
+                self.upload(to_upload.pop(0))
+                next_upload = now + self.options.upload_interval_s
+                if self.options.upload_interval_s:
+                    break
+            self.poll(jobs)
+            if on_tick:
+                on_tick(jobs)
+            if not to_upload and all(j.state == "done" for j in jobs):
+                break
+            if time.monotonic() > deadline:
+                for job in jobs:
+                    if job.state != "done":
+                        job.result = error_result(job.key, f"no result within {self.options.timeout_s:.0f} s (last state: {job.state})")
+                        job.state = "done"
+                break
+            time.sleep(0.05 if self.options.upload_interval_s else 0.1)
+        return [j.result for j in jobs if j.result is not None]
+
+
+def write_outputs(out_dir: Path, jobs: list[VideoJob], refused: list[Result]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = [(j.stem, j.result) for j in jobs if j.result] + [(r.video.rsplit(".", 1)[0], r) for r in refused]
+    for stem, result in pairs:
+        json_key, txt_key = result_keys(stem)
+        (out_dir / json_key).write_text(result.to_json() + "\n", encoding="utf-8")
+        (out_dir / txt_key).write_text(result.name, encoding="utf-8")

@@ -1,0 +1,59 @@
+"""Terminal output: result tables and JSON Lines. ``--json`` prints one object per video on stdout and
+nothing else; everything for people goes to stderr or into rich tables."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from lambdas.core.results import ERROR, NO_FACE, OK, UNKNOWN, Result
+
+out = Console()
+err = Console(stderr=True)
+
+STATUS_STYLE = {OK: "green", UNKNOWN: "yellow", NO_FACE: "cyan", ERROR: "bold red"}
+
+
+def print_json_lines(results: Iterable[Result]) -> None:
+    for result in results:
+        sys.stdout.write(result.to_json() + "\n")
+    sys.stdout.flush()
+
+
+def results_table(results: Iterable[Result], title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("video", overflow="fold")
+    table.add_column("status")
+    table.add_column("name")
+    table.add_column("faces", justify="right")
+    table.add_column("distances")
+    table.add_column("frames", justify="right")
+    table.add_column("ms", justify="right")
+    for r in results:
+        style = STATUS_STYLE.get(r.status, "")
+        distances = ", ".join(f"{f.name}:{f.distance:.2f}" for f in r.faces[:4]) + (" …" if len(r.faces) > 4 else "")
+        total = sum(v for k, v in r.timings_ms.items() if k in ("decode", "detect", "embed", "match", "split", "recognise"))
+        table.add_row(
+            r.video,
+            f"[{style}]{r.status}[/]",
+            r.name,
+            str(len(r.faces)),
+            distances,
+            str(r.frames),
+            f"{total:.0f}",
+        )
+    return table
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+
+
+def print_errors(results: Iterable[Result]) -> None:
+    """The message of every error result, one line each, below the table."""
+    for r in results:
+        if r.status == ERROR:
+            err.print(f"[red]{r.video}[/]: {r.error}", highlight=False)

@@ -1,0 +1,98 @@
+"""Reading results back: ``<stem>.json`` objects in the output bucket, and failed invocations from
+the functions' failure destination (an SQS queue), shown as ``error`` results."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from lambdas.core.results import Result, error_result
+from lambdas.events import RESULT_PREFIX_SKIP, RecognitionRequest, uploads
+
+
+def list_result_keys(s3: Any, bucket: str) -> dict[str, str]:
+    """``<stem>.json`` keys in the bucket -> ETag (list calls only, no downloads)."""
+    found: dict[str, str] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if key.endswith(".json") and not key.startswith(RESULT_PREFIX_SKIP):
+                found[key[: -len(".json")]] = obj["ETag"]
+    return found
+
+
+def fetch_result(s3: Any, bucket: str, stem: str) -> Result:
+    body = s3.get_object(Bucket=bucket, Key=f"{stem}.json")["Body"].read()
+    try:
+        return Result.from_dict(json.loads(body))
+    except (ValueError, TypeError, KeyError) as exc:
+        return error_result(stem, f"unreadable result object {stem}.json: {exc}")
+
+
+@dataclass
+class FailedVideo:
+    stem: str
+    video: str
+    function: str
+    message: str
+
+
+def videos_of_event(event: Any) -> list[tuple[str, str]]:
+    """(stem, video) pairs an invocation was about, for either function's event."""
+    if isinstance(event, dict) and "Records" in event:
+        return [(u.stem, u.video) for u in uploads(event)]
+    if isinstance(event, dict) and "stem" in event:
+        request = RecognitionRequest.from_dict(event)
+        return [(request.stem, request.video)]
+    return []
+
+
+def destination_record(function_arn: str, request_id: str, event: Any, message: str, attempts: int) -> dict[str, Any]:
+    """What Lambda sends to an OnFailure destination (the shape `results` reads on AWS too)."""
+    return {
+        "version": "1.0",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": function_arn,
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+        "responsePayload": {"errorMessage": message},
+    }
+
+
+def parse_destination_record(body: str) -> list[FailedVideo]:
+    try:
+        record = json.loads(body)
+        function = str(record["requestContext"]["functionArn"]).split(":")[-1]
+        message = (record.get("responsePayload") or {}).get("errorMessage") or record["requestContext"].get("condition", "failed")
+        return [FailedVideo(stem, video, function, message) for stem, video in videos_of_event(record.get("requestPayload"))]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+def peek_failures(sqs: Any, queue_url: str, max_messages: int = 100) -> list[FailedVideo]:
+    """Failed videos from the failure queue, without consuming them (visibility timeout 0)."""
+    failures: list[FailedVideo] = []
+    seen: set[str] = set()
+    for _ in range(max_messages // 10 + 3):  # bounded: visibility 0 may hand back seen messages
+        reply = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0)
+        messages = [m for m in reply.get("Messages", []) if m["MessageId"] not in seen]
+        if not messages or len(seen) >= max_messages:
+            break
+        for message in messages:
+            seen.add(message["MessageId"])
+            failures.extend(parse_destination_record(message["Body"]))
+    return failures
+
+
+def failure_result(failure: FailedVideo) -> Result:
+    return error_result(
+        failure.video,
+        f"{failure.function} failed on every attempt: {failure.message} (see `facerec logs --function {failure.function}`)",
+    )

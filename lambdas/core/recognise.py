@@ -1,0 +1,145 @@
+"""Frames -> faces -> embeddings -> names -> one Result per video.
+
+Models load once per process (``FaceEncoder`` instances share them through the module caches in
+``faces`` and ``weights``); all faces of a video are embedded in one batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import media
+from .errors import FacerecError, InputError
+from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop
+from .gallery import Gallery
+from .media import Frame
+from .results import Face, Result, error_result, main_identity
+from .weights import load_embedder, weights_id
+
+EMBED_BATCH = 32
+
+
+@dataclass
+class EncodedFace:
+    frame: Frame
+    detection: Detection
+    embedding: torch.Tensor  # 512, unit length, on CPU
+
+
+class Stopwatch:
+    """Accumulates milliseconds per stage."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    def add(self, stage: str, started: float) -> None:
+        self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000
+
+
+class FaceEncoder:
+    """Detector plus embedder for one set of weights on one device."""
+
+    def __init__(
+        self,
+        weights: str = "casia-webface",
+        device: str = "cpu",
+        detect_size: int = DEFAULT_DETECT_SIZE,
+        min_prob: float = DEFAULT_MIN_PROB,
+    ) -> None:
+        self.weights = weights_id(weights)
+        self.device = device
+        self.detector = FaceDetector(device=device, detect_size=detect_size, min_prob=min_prob)
+        self.embedder = load_embedder(weights, device=device)
+
+    def embed(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        if not crops:
+            return torch.zeros(0, 512)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), EMBED_BATCH):
+                batch = torch.stack(crops[i : i + EMBED_BATCH]).to(self.device)
+                out.append(self.embedder(batch).cpu())
+        return torch.cat(out)
+
+    def encode(self, frames: list[Frame], watch: Stopwatch | None = None) -> list[EncodedFace]:
+        """Every face of every frame, embedded."""
+        watch = watch or Stopwatch()
+        started = time.perf_counter()
+        detections = self.detector.detect([f.image for f in frames])
+        watch.add("detect", started)
+        return self.embed_detections([(f, d) for f, dets in zip(frames, detections) for d in dets], watch)
+
+    def embed_detections(self, pairs: list[tuple[Frame, Detection]], watch: Stopwatch | None = None) -> list[EncodedFace]:
+        started = time.perf_counter()
+        embeddings = self.embed([crop(frame.image, det) for frame, det in pairs])
+        if watch:
+            watch.add("embed", started)
+        return [EncodedFace(f, d, e) for (f, d), e in zip(pairs, embeddings)]
+
+
+@dataclass
+class SamplingOptions:
+    frames: int = 3
+    fps: float | None = None
+    max_seconds: float | None = None
+    timeout: float = 60.0
+
+
+class Recogniser:
+    """Names the faces of videos and images against a gallery."""
+
+    def __init__(
+        self,
+        gallery: Gallery,
+        encoder: FaceEncoder | None = None,
+        *,
+        device: str = "cpu",
+        threshold: float | None = None,
+        sampling: SamplingOptions | None = None,
+    ) -> None:
+        self.gallery = gallery
+        self.encoder = encoder or FaceEncoder(weights=gallery.weights, device=device)
+        gallery.check_weights(self.encoder.weights)
+        self.threshold = threshold
+        self.sampling = sampling or SamplingOptions()
+
+    def recognise_frames(self, video: str, frames: list[Frame], watch: Stopwatch | None = None) -> Result:
+        watch = watch or Stopwatch()
+        encoded = self.encoder.encode(frames, watch)
+        started = time.perf_counter()
+        matches = self.gallery.match(torch.stack([e.embedding for e in encoded]) if encoded else torch.zeros(0, 512), self.threshold)
+        faces = [
+            Face(frame=e.frame.index, t=e.frame.t, box=list(e.detection.box), prob=e.detection.prob, name=m.name, distance=m.distance)
+            for e, m in zip(encoded, matches)
+        ]
+        watch.add("match", started)
+        status, name = main_identity(faces)
+        return Result(video=video, status=status, name=name, faces=faces, model=self.gallery.weights, frames=len(frames), timings_ms=watch.ms)
+
+    def recognise_file(self, path: Path, video: str | None = None) -> Result:
+        """A video or image file; a bad input becomes an ``error`` result, never an exception."""
+        name = video or path.name
+        watch = Stopwatch()
+        try:
+            started = time.perf_counter()
+            s = self.sampling
+            frames, _ = media.read_frames(path, count=s.frames, fps=s.fps, max_seconds=s.max_seconds, timeout=s.timeout)
+            watch.add("decode", started)
+            return self.recognise_frames(name, frames, watch)
+        except InputError as exc:
+            return error_result(name, str(exc), **watch.ms)
+
+    def recognise_images(self, video: str, images: list[tuple[float, Path]]) -> Result:
+        """Frames already on disk (stage-1 JPEGs), with their times in seconds."""
+        watch = Stopwatch()
+        try:
+            started = time.perf_counter()
+            frames = [Frame(i, t, media.load_image(p)) for i, (t, p) in enumerate(images)]
+            watch.add("decode", started)
+        except FacerecError as exc:
+            return error_result(video, str(exc), **watch.ms)
+        return self.recognise_frames(video, frames, watch)

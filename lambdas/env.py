@@ -1,0 +1,94 @@
+"""Environment variables the functions read: the contract between deploy (which sets them on the
+function) and the handlers (which read them). One place, so the two never drift apart."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# video-splitting
+STAGE1_BUCKET = "STAGE1_BUCKET"
+RECOGNITION_FUNCTION = "RECOGNITION_FUNCTION"
+FRAMES = "FACEREC_FRAMES"  # frames sampled per video
+FPS = "FACEREC_FPS"  # sampling rate in frames per second of video; 0 = spread evenly over the video
+MAX_BYTES = "FACEREC_MAX_BYTES"  # larger uploads are refused with an error result
+MAX_SECONDS = "FACEREC_MAX_SECONDS"  # longer videos are refused with an error result
+FFMPEG_TIMEOUT = "FACEREC_FFMPEG_TIMEOUT"
+
+# face-recognition
+OUTPUT_BUCKET = "OUTPUT_BUCKET"
+GALLERY_URI = "FACEREC_GALLERY"  # s3://bucket/key or a path inside the image
+WEIGHTS = "FACEREC_WEIGHTS"  # casia-webface | vggface2 | path to a state_dict
+THRESHOLD = "FACEREC_THRESHOLD"
+DEVICE = "FACEREC_DEVICE"
+ANNOTATE = "FACEREC_ANNOTATE"  # "1": store an annotated frame next to the result
+
+DEFAULT_FRAMES = 3
+DEFAULT_FPS = 0.0
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+DEFAULT_MAX_SECONDS = 600.0
+DEFAULT_FFMPEG_TIMEOUT = 60.0
+
+
+def get_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def get_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def require(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(f"environment variable {name} is not set on this function")
+    return value
+
+
+@dataclass(frozen=True)
+class SplittingEnv:
+    stage1_bucket: str
+    recognition_function: str
+    output_bucket: str
+    frames: int
+    fps: float
+    max_bytes: int
+    max_seconds: float
+    ffmpeg_timeout: float
+
+    @classmethod
+    def from_environ(cls) -> "SplittingEnv":
+        return cls(
+            stage1_bucket=require(STAGE1_BUCKET),
+            recognition_function=require(RECOGNITION_FUNCTION),
+            output_bucket=require(OUTPUT_BUCKET),
+            frames=get_int(FRAMES, DEFAULT_FRAMES),
+            fps=get_float(FPS, DEFAULT_FPS),
+            max_bytes=get_int(MAX_BYTES, DEFAULT_MAX_BYTES),
+            max_seconds=get_float(MAX_SECONDS, DEFAULT_MAX_SECONDS),
+            ffmpeg_timeout=get_float(FFMPEG_TIMEOUT, DEFAULT_FFMPEG_TIMEOUT),
+        )
+
+
+@dataclass(frozen=True)
+class RecognitionEnv:
+    output_bucket: str
+    gallery_uri: str
+    weights: str | None
+    threshold: float | None
+    device: str
+    annotate: bool
+
+    @classmethod
+    def from_environ(cls) -> "RecognitionEnv":
+        threshold = os.environ.get(THRESHOLD)
+        return cls(
+            output_bucket=require(OUTPUT_BUCKET),
+            gallery_uri=require(GALLERY_URI),
+            weights=os.environ.get(WEIGHTS) or None,
+            threshold=float(threshold) if threshold else None,
+            device=os.environ.get(DEVICE) or "cpu",
+            annotate=os.environ.get(ANNOTATE, "") == "1",
+        )

@@ -1,0 +1,95 @@
+"""Lambda ``face-recognition``: stage-1 frames -> faces named against the gallery -> ``<stem>.json``
+and ``<stem>.txt`` in the output bucket.
+
+The gallery and the models load once per container; the gallery is reloaded when its object changes
+(one HeadObject per invocation, no download).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .core.errors import FacerecError, GalleryError
+from .core.gallery import Gallery
+from .core.recognise import Recogniser
+from .core.results import error_result
+from .env import RecognitionEnv
+from .events import RecognitionRequest
+from .storage import already_done, client, log, write_result
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}  # gallery version -> Recogniser, kept warm across invocations
+
+
+def _gallery_version(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        try:
+            head = client("s3").head_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+        except Exception as exc:  # botocore's ClientError for 404/403
+            raise GalleryError(f"no gallery at {uri}: upload one with `facerec bootstrap --gallery G`") from exc
+        return f"{uri}#{head['ETag']}"
+    path = Path(parsed.path if parsed.scheme == "file" else uri)
+    if not path.is_file():
+        raise GalleryError(f"no gallery at {path} in this image: rebuild it with a gallery or set FACEREC_GALLERY")
+    stat = path.stat()
+    return f"{path}#{stat.st_mtime_ns}:{stat.st_size}"
+
+
+def _load_gallery(uri: str) -> Gallery:
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        body = client("s3").get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"].read()
+        return Gallery.from_bytes(body, origin=uri)
+    return Gallery.load(Path(parsed.path if parsed.scheme == "file" else uri))
+
+
+def recogniser(env: RecognitionEnv) -> Recogniser:
+    version = _gallery_version(env.gallery_uri)
+    with _lock:
+        if _state.get("version") != version:
+            gallery = _load_gallery(env.gallery_uri)
+            previous = _state.get("recogniser")
+            encoder = previous.encoder if previous and previous.encoder.weights == gallery.weights else None
+            _state["recogniser"] = Recogniser(gallery, encoder, device=env.device, threshold=env.threshold)
+            _state["version"] = version
+            log("gallery loaded", uri=env.gallery_uri, people=len(gallery.people), weights=gallery.weights)
+        return _state["recogniser"]
+
+
+def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
+    event_id = str(request.source.get("event_id", ""))
+    json_key = f"{request.stem}.json"
+    if event_id and already_done(env.output_bucket, json_key, event_id):
+        log("duplicate invocation skipped", stem=request.stem)
+        return
+    started = time.perf_counter()
+    try:
+        rec = recogniser(env)
+        with tempfile.TemporaryDirectory(prefix="facerec-rec-") as tmp:
+            frames = []
+            for i, ref in enumerate(request.frames):
+                local = Path(tmp) / f"{i:03d}.jpg"
+                client("s3").download_file(request.stage1_bucket, ref.key, str(local))
+                frames.append((ref.t, local))
+            fetched = time.perf_counter()
+            result = rec.recognise_images(request.video, frames)
+        result.timings_ms["download"] = (fetched - started) * 1000
+    except FacerecError as exc:
+        result = error_result(request.video, str(exc))
+    result.timings_ms.update(request.timings_ms)
+    result.timings_ms["recognise"] = (time.perf_counter() - started) * 1000
+    write_result(env.output_bucket, request.stem, result, event_id)
+    log("recognised", stem=request.stem, status=result.status, name=result.name, ms=round(result.timings_ms["recognise"]))
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    env = RecognitionEnv.from_environ()
+    request = RecognitionRequest.from_dict(event)
+    recognise(request, env)
+    return {"stem": request.stem}

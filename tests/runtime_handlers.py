@@ -1,0 +1,96 @@
+"""Tiny Lambda handlers for tests/test_local_runtime.py. They run inside the local cloud's workers, so
+they reach S3 the way the real handlers do: a plain boto3 client configured by the environment.
+
+Events are either S3 notifications or ``{"key": ...}`` from a direct Invoke. Results go to the bucket
+named by the function's ``OUTPUT_BUCKET`` variable as ``out/<key>`` (JSON describing the call).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+from urllib.parse import unquote_plus
+
+import boto3
+import botocore.exceptions
+
+
+
+@functools.lru_cache(maxsize=None)
+def _client(endpoint: str | None) -> Any:
+    # Created once per warm worker, like a real handler's module-level client, but per endpoint: with
+    # workers=0 this module stays imported in the test process while each test starts a cloud on a
+    # new port.
+    return boto3.client("s3")
+
+
+class _S3:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_client(os.environ.get("AWS_ENDPOINT_URL")), name)
+
+
+S3 = _S3()
+
+
+def _key(event: dict[str, Any]) -> str:
+    if "Records" in event:
+        return unquote_plus(event["Records"][0]["s3"]["object"]["key"])
+    return str(event["key"])
+
+
+def _first_time(name: str, key: str) -> bool:
+    """True on the first call for (name, key): remembered as a marker object, since a retry may run in
+    a fresh worker process."""
+    bucket, marker = os.environ["OUTPUT_BUCKET"], f"markers/{name}/{key}"
+    try:
+        S3.head_object(Bucket=bucket, Key=marker)
+        return False
+    except botocore.exceptions.ClientError:
+        S3.put_object(Bucket=bucket, Key=marker, Body=str(os.getpid()).encode())
+        return True
+
+
+def echo_to_s3(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    key = _key(event)
+    print("echo", key)  # where handler output lands is part of the contract
+    record = {
+        "key": key,
+        "pid": os.getpid(),
+        "function_name": context.function_name,
+        "request_id": context.aws_request_id,
+        "arn": context.invoked_function_arn,
+        "memory": context.memory_limit_in_mb,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "setting": os.environ.get("SETTING"),
+        "endpoint": os.environ.get("AWS_ENDPOINT_URL"),
+        "profile": os.environ.get("AWS_PROFILE"),
+    }
+    S3.put_object(Bucket=os.environ["OUTPUT_BUCKET"], Key=f"out/{key}", Body=json.dumps(record).encode())
+    return record
+
+
+def fail_once(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if _first_time("fail_once", _key(event)):
+        raise RuntimeError("first attempt fails")
+    return echo_to_s3(event, context)
+
+
+def die_once(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if _first_time("die_once", _key(event)):
+        os._exit(1)  # what a worker killed mid-invocation (OOM, SIGKILL) looks like to the runtime
+    return echo_to_s3(event, context)
+
+
+def always_fail(event: dict[str, Any], context: Any) -> None:
+    raise ValueError(f"always fails: {_key(event)}")
+
+
+def slow_echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Announces its pid, then takes a while: for shutdown and non-blocking tests."""
+    key = _key(event)
+    S3.put_object(Bucket=os.environ["OUTPUT_BUCKET"], Key=f"started/{key}", Body=str(os.getpid()).encode())
+    time.sleep(float(event.get("sleep", 1.0)) if "Records" not in event else 1.0)
+    return echo_to_s3(event, context)

@@ -1,0 +1,156 @@
+"""The recognition core on real photos and videos (issue: foundation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from facerec_cli.main import app
+from lambdas.core import media
+from lambdas.core.errors import GalleryError
+from lambdas.core.gallery import Gallery
+from lambdas.core.recognise import Recogniser, SamplingOptions
+from lambdas.core.results import ERROR, NO_FACE, OK, UNKNOWN, Face, main_identity
+
+runner = CliRunner()
+
+
+def test_5celeb_val_all_recognised(data, celeb_gallery, encoder):
+    _, gallery = celeb_gallery
+    recogniser = Recogniser(gallery, encoder)
+    photos = sorted((data / "5celeb" / "val").glob("*/*"))
+    assert len(photos) == 25
+    wrong = [(p.parent.name, r.name) for p in photos if (r := recogniser.recognise_file(p)).name != p.parent.name]
+    assert wrong == []
+
+
+def test_unenrolled_faces_are_unknown(data, celeb_gallery, encoder):
+    _, gallery = celeb_gallery
+    recogniser = Recogniser(gallery, encoder)
+    friends = recogniser.recognise_file(data / "multiface" / "friends_cast_6faces.jpg")
+    assert len(friends.faces) == 6
+    crowd = recogniser.recognise_file(data / "videos" / "crowd_unlabeled_4s.mp4")
+    assert crowd.frames == 3 and len(crowd.faces) >= 6  # several faces per frame
+    for result in (friends, crowd):
+        assert result.status == UNKNOWN and result.name == UNKNOWN
+        assert {f.name for f in result.faces} == {UNKNOWN}
+        assert all(f.distance > gallery.threshold_or_default for f in result.faces)
+
+
+def test_no_face_images(data, celeb_gallery, encoder):
+    recogniser = Recogniser(celeb_gallery[1], encoder)
+    for photo in sorted((data / "noface").iterdir()):
+        result = recogniser.recognise_file(photo)
+        assert (result.status, result.name, result.faces) == (NO_FACE, NO_FACE, []), photo.name
+
+
+def test_hamilton_clip_names_both_people(data, hamilton_gallery, encoder):
+    _, gallery, _ = hamilton_gallery
+    recogniser = Recogniser(gallery, encoder, sampling=SamplingOptions(frames=10))
+    result = recogniser.recognise_file(data / "videos" / "hamilton_miranda_lacamoire_10s.mp4")
+    assert result.status == OK
+    assert result.name == "lin_manuel_miranda"  # on stage in most of the clip
+    assert set(result.names) == {"lin_manuel_miranda", "alex_lacamoire"}
+
+
+def test_bad_files_give_error_results_and_others_go_on(data, celeb_gallery, bad_inputs):
+    gallery_path, _ = celeb_gallery
+    good = data / "5celeb" / "val" / "madonna"
+    good_photo = sorted(good.iterdir())[0]
+    files = [bad_inputs["corrupt"], good_photo, bad_inputs["empty"], bad_inputs["text"]]
+    result = runner.invoke(app, ["identify", *map(str, files), "--gallery", str(gallery_path), "--json"])
+    assert result.exit_code == 1  # some files failed
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    by_video = {r["video"]: r for r in lines}
+    assert list(by_video) == [f.name for f in files]
+    assert by_video[good_photo.name]["name"] == "madonna"
+    assert "empty" in by_video["empty.mp4"]["error"]
+    for name in ("corrupt.mp4", "empty.mp4", "notes.mp4"):
+        r = by_video[name]
+        assert r["status"] == ERROR and r["faces"] == []
+        assert r["error"].startswith(name)  # names the file, then says what is wrong
+        assert "Traceback" not in r["error"]
+
+
+def test_enroll_cli_reports_photos_and_records_weights(data, tmp_path):
+    out = tmp_path / "g.pt"
+    result = runner.invoke(app, ["enroll", str(data / "enroll"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 faces: the largest was taken" in result.stderr  # the Miranda photo shows two people
+    gallery = Gallery.load(out)
+    assert gallery.weights == "casia-webface"
+    assert gallery.people == ["alex_lacamoire", "lin_manuel_miranda"]
+    assert sorted(gallery.sources) == sorted(f"{p.parent.name}/{p.name}" for p in (data / "enroll").glob("*/*"))
+
+
+def test_identify_table_output(data, celeb_gallery):
+    photo = sorted((data / "5celeb" / "val" / "elton_john").iterdir())[0]
+    result = runner.invoke(app, ["identify", str(photo), "--gallery", str(celeb_gallery[0])])
+    assert result.exit_code == 0, result.output
+    assert "elton_john" in result.stdout and photo.name[:20] in result.stdout
+
+
+def test_gallery_from_other_weights_is_refused(celeb_gallery, encoder, tmp_path):
+    _, gallery = celeb_gallery
+    # A course data.pt: [embedding_list, name_list] made with vggface2.
+    course = tmp_path / "data.pt"
+    torch.save([[e.unsqueeze(0) for e in gallery.embeddings[:3]], gallery.names[:3]], course)
+    loaded = Gallery.load(course)
+    assert loaded.weights == "vggface2" and loaded.names == gallery.names[:3]
+    with pytest.raises(GalleryError, match="vggface2.*casia-webface"):
+        Recogniser(loaded, encoder)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "empty"), (b"not a gallery", "not a facerec gallery"), (None, "not found")],
+)
+def test_bad_gallery_files(tmp_path, content, message):
+    path = tmp_path / "g.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(GalleryError, match=message):
+        Gallery.load(path)
+    result = runner.invoke(app, ["identify", str(path), "--gallery", str(path)])
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_sampling_spreads_frames_and_reads_video_info(data):
+    video = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"
+    info = media.probe(video)
+    assert (info.width, info.height) == (640, 360) and 9.9 < info.duration < 10.1
+    frames, _ = media.read_frames(video, count=4)
+    assert [f.index for f in frames] == [0, 1, 2, 3]
+    assert [round(f.t, 1) for f in frames] == [0.0, 2.5, 5.0, 7.5]
+    assert all(f.image.size == (640, 360) for f in frames)
+    assert media.sample_times(10.0, 3, fps=1.0) == [0.0, 1.0, 2.0]
+    with pytest.raises(media.InputError, match="over the limit"):
+        media.read_frames(video, max_seconds=5)
+
+
+def test_transparent_png_is_composited_on_white(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "cutout.png"
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(path)
+    assert media.load_image(path).getpixel((0, 0)) == (255, 255, 255)
+
+
+def face(frame: int, name: str, distance: float, size: float = 10.0) -> Face:
+    return Face(frame=frame, t=float(frame), box=[0, 0, size, size], prob=1.0, name=name, distance=distance)
+
+
+def test_main_identity_rule():
+    assert main_identity([]) == (NO_FACE, NO_FACE)
+    assert main_identity([face(0, UNKNOWN, 1.3)]) == (UNKNOWN, UNKNOWN)
+    # seen in more frames wins, even against a closer single match
+    faces = [face(0, "a", 0.9), face(1, "a", 0.9), face(1, "b", 0.3)]
+    assert main_identity(faces) == (OK, "a")
+    # several faces of one person in one frame count once
+    assert main_identity([face(0, "a", 0.9), face(0, "a", 0.9), face(1, "b", 0.9), face(2, "b", 0.9)]) == (OK, "b")
+    # tie on frames: the larger face (nearer the camera) wins
+    assert main_identity([face(0, "a", 0.5, size=10), face(0, "b", 0.9, size=40)]) == (OK, "b")

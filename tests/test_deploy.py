@@ -1,0 +1,475 @@
+"""Deploy planner/executor against a real moto server over HTTP.
+
+Every test gets its own prefix and its own region: function names are not prefixed (course
+convention: `video-splitting`, `face-recognition`), so two deployments only coexist in one moto server
+when they live in different regions (or when destroy tells them apart, see the last tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+from moto.server import ThreadedMotoServer
+
+from facerec_cli.config import Settings
+from facerec_cli.deploy import (
+    Clients,
+    DeployError,
+    DeployOptions,
+    ListReporter,
+    apply_plan,
+    plan_deploy,
+    plan_destroy,
+)
+from facerec_cli.deploy import plan as plan_module
+from facerec_cli.deploy.desired import build_desired
+from facerec_cli.errors import UserError
+
+VIDEO_SUFFIXES = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"]
+_REGIONS = itertools.cycle(
+    ["us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-central-1", "ap-southeast-1",
+     "ap-southeast-2", "ap-northeast-1", "ca-central-1", "sa-east-1", "eu-north-1", "ap-south-1"]
+)
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Any:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()  # moto 5.2.1: the port the OS picked for port=0
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setattr(plan_module, "_sleep", lambda seconds: None)
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, moto_url: str, aws_env: None) -> Any:
+    """A fresh prefix in a region of its own (us-east-1 only when asked for: indirect param)."""
+    region = getattr(request, "param", None) or next(_REGIONS)
+    return Settings(prefix=f"t{uuid.uuid4().hex[:10]}", region=region, endpoint_url=moto_url, stage1_expiry_days=3)
+
+
+@pytest.fixture
+def clients(settings: Settings) -> Any:
+    """Clients for ``settings``; whatever the test deployed is destroyed afterwards (moto's state is
+    global to the process, and other test modules run their own moto servers in it)."""
+    clients = Clients.from_settings(settings)
+    yield clients
+    try:
+        apply_plan(plan_destroy(settings, DeployOptions(with_ecr=True), clients))
+    except Exception as exc:  # noqa: BLE001 - cleanup must not mask the test's own result
+        logging.getLogger(__name__).warning("cleanup of %s failed: %s", settings.prefix, exc)
+
+
+@pytest.fixture
+def gallery(tmp_path: Path) -> Path:
+    path = tmp_path / "gallery.pt"
+    path.write_bytes(b"not really a torch file, but bytes are bytes" * 100)
+    return path
+
+
+def code(exc: BaseException) -> str:
+    assert isinstance(exc, botocore.exceptions.ClientError), exc
+    return exc.response["Error"]["Code"]
+
+
+def absent(fn: Any, **kwargs: Any) -> str:
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        fn(**kwargs)
+    return code(info.value)
+
+
+def statements(clients: Clients, role: str, policy: str) -> list[dict[str, Any]]:
+    return clients.iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]["Statement"]
+
+
+# ------------------------------------------------------------------------------------------ bootstrap
+
+
+def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clients: Clients, gallery: Path) -> None:
+    n, region, acct = settings.names, settings.region, clients.account_id
+    options = DeployOptions(gallery=gallery, frames=5, splitting_env={"EXTRA": "1"})
+    plan = plan_deploy(settings, options, clients)
+    assert [s.action for s in plan.steps] == ["create"] * len(plan.steps)
+    reporter = ListReporter()
+    done = apply_plan(plan, reporter)
+    assert len(done) == len(plan.steps) == 15
+    assert [e for e, _, _ in reporter.events] == ["started", "finished"] * 15
+
+    s3, iam, lam = clients.s3, clients.iam, clients.lambda_
+    # -- buckets
+    for bucket in n.buckets:
+        enc = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+        assert enc[0]["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+        assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        }
+        assert s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+        location = s3.get_bucket_location(Bucket=bucket)["LocationConstraint"]
+        assert (location or "us-east-1") == region
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=n.stage1_bucket)["Rules"]
+    assert len(rules) == 1
+    assert rules[0]["Status"] == "Enabled" and rules[0]["Expiration"] == {"Days": 3}
+    assert rules[0]["Filter"] == {"Prefix": ""}
+    for bucket in (n.input_bucket, n.output_bucket):
+        assert absent(s3.get_bucket_lifecycle_configuration, Bucket=bucket) == "NoSuchLifecycleConfiguration"
+
+    # -- failure queue
+    url = clients.sqs.get_queue_url(QueueName=n.failure_queue)["QueueUrl"]
+    attrs = clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    queue_arn = f"arn:aws:sqs:{region}:{acct}:{n.failure_queue}"
+    assert attrs["QueueArn"] == queue_arn
+    assert attrs["SqsManagedSseEnabled"] == "true"
+
+    # -- roles: trust and the exact least-privilege statements
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    split, rec = n.splitting_function, n.recognition_function
+    split_arn = f"arn:aws:lambda:{region}:{acct}:function:{split}"
+    rec_arn = f"arn:aws:lambda:{region}:{acct}:function:{rec}"
+
+    def logs(function: str) -> dict[str, Any]:
+        group = f"arn:aws:logs:{region}:{acct}:log-group:/aws/lambda/{function}"
+        return {"Sid": "OwnLogGroup", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], "Resource": [group, f"{group}:*"]}
+
+    gallery_arn = f"arn:aws:s3:::{n.output_bucket}/{n.gallery_key}"
+    expected = {
+        split: [
+            {"Sid": "ReadUploads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.input_bucket}/*"},
+            {"Sid": "WriteFrames", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/*"},
+            {"Sid": "CheckFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/*"},
+            {"Sid": "ListFrames", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.stage1_bucket}"},
+            {"Sid": "WriteErrorResults", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.output_bucket}/*"},
+            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": "s3:PutObject", "Resource": gallery_arn},
+            {"Sid": "InvokeRecognition", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": rec_arn},
+            logs(split),
+            {"Sid": "ReportFailures", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn},
+        ],
+        rec: [
+            {"Sid": "ReadFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/*"},
+            {"Sid": "ListFrames", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.stage1_bucket}"},
+            {"Sid": "ReadGallery", "Effect": "Allow", "Action": "s3:GetObject", "Resource": gallery_arn},
+            {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.output_bucket}/*.json"},
+            {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.output_bucket}"},
+            {"Sid": "WriteResults", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.output_bucket}/*"},
+            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": "s3:PutObject", "Resource": gallery_arn},
+            logs(rec),
+            {"Sid": "ReportFailures", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn},
+        ],
+    }
+    for function, wanted in expected.items():
+        role = n.role(function)
+        assert iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"] == trust
+        assert iam.list_role_policies(RoleName=role)["PolicyNames"] == ["facerec-least-privilege"]
+        assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
+        assert statements(clients, role, "facerec-least-privilege") == wanted
+
+    # -- functions
+    image = f"{acct}.dkr.ecr.{region}.amazonaws.com/{n.ecr_repository}:local"
+    env = {
+        split: {"STAGE1_BUCKET": n.stage1_bucket, "RECOGNITION_FUNCTION": rec, "OUTPUT_BUCKET": n.output_bucket, "FACEREC_FRAMES": "5", "EXTRA": "1"},
+        rec: {"OUTPUT_BUCKET": n.output_bucket, "FACEREC_GALLERY": f"s3://{n.output_bucket}/{n.gallery_key}", "FACEREC_WEIGHTS": "casia-webface"},
+    }
+    shape = {split: (1024, 120, "lambdas.video_splitting.handler"), rec: (3008, 300, "lambdas.face_recognition.handler")}
+    for function, (memory, timeout, command) in shape.items():
+        got = lam.get_function(FunctionName=function)
+        config = got["Configuration"]
+        assert config["PackageType"] == "Image"
+        assert got["Code"]["ImageUri"] == image
+        assert config["ImageConfigResponse"]["ImageConfig"]["Command"] == [command]
+        assert (config["MemorySize"], config["Timeout"]) == (memory, timeout)
+        assert config["Environment"]["Variables"] == env[function]
+        assert config["Architectures"] == ["x86_64"]
+        assert config["Role"] == f"arn:aws:iam::{acct}:role/{n.role(function)}"
+        eic = lam.get_function_event_invoke_config(FunctionName=function)
+        assert eic["MaximumRetryAttempts"] == 2
+        assert eic["MaximumEventAgeInSeconds"] == 3600
+        assert eic["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
+        group = clients.logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{function}")["logGroups"]
+        assert [(g["logGroupName"], g.get("retentionInDays")) for g in group] == [(f"/aws/lambda/{function}", 14)]
+
+    # -- S3 may invoke splitting, only for the input bucket of this account
+    policy = json.loads(lam.get_policy(FunctionName=split)["Policy"])
+    (statement,) = policy["Statement"]
+    assert statement["Sid"] == "facerec-s3-invoke"
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Condition"] == {"ArnLike": {"AWS:SourceArn": f"arn:aws:s3:::{n.input_bucket}"}, "StringEquals": {"AWS:SourceAccount": acct}}
+    assert absent(lam.get_policy, FunctionName=rec) == "ResourceNotFoundException"
+
+    # -- notification: one configuration per suffix, both cases
+    configs = s3.get_bucket_notification_configuration(Bucket=n.input_bucket)["LambdaFunctionConfigurations"]
+    assert {c["LambdaFunctionArn"] for c in configs} == {split_arn}
+    assert {tuple(c["Events"]) for c in configs} == {("s3:ObjectCreated:*",)}
+    suffixes = sorted(r["Value"] for c in configs for r in c["Filter"]["Key"]["FilterRules"] if r["Name"].lower() == "suffix")
+    assert suffixes == sorted(VIDEO_SUFFIXES + [s.upper() for s in VIDEO_SUFFIXES])
+
+    # -- gallery
+    body = s3.get_object(Bucket=n.output_bucket, Key=n.gallery_key)["Body"].read()
+    assert body == gallery.read_bytes()
+
+    # -- ECR only when asked for
+    assert absent(clients.ecr.describe_repositories, repositoryNames=[n.ecr_repository]) == "RepositoryNotFoundException"
+
+    # -- idempotent: a second plan changes nothing
+    again = plan_deploy(settings, options, clients)
+    assert again.changes == [], again.render()
+    assert again.summary() == "No changes: 15 resources up to date."
+
+
+def test_dry_run_changes_nothing(settings: Settings, clients: Clients, gallery: Path) -> None:
+    n = settings.names
+    plan = plan_deploy(settings, DeployOptions(gallery=gallery, with_ecr=True), clients)
+    text = plan.render()
+    assert f"+ create s3 bucket {n.input_bucket}" in text
+    assert "+ create ecr repository" in text
+    assert text.endswith("Plan (deploy): 16 to create.")
+    # read back: nothing exists
+    owned = {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+    assert not owned & set(n.buckets)
+    for function in (n.splitting_function, n.recognition_function):
+        assert absent(clients.iam.get_role, RoleName=n.role(function)) == "NoSuchEntity"
+        assert absent(clients.lambda_.get_function, FunctionName=function) == "ResourceNotFoundException"
+    assert absent(clients.sqs.get_queue_url, QueueName=n.failure_queue) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+    assert absent(clients.ecr.describe_repositories, repositoryNames=[n.ecr_repository]) == "RepositoryNotFoundException"
+    assert clients.logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"] == []
+    # and the plan is the same when asked again
+    assert plan_deploy(settings, DeployOptions(gallery=gallery, with_ecr=True), clients).render() == text
+
+
+def test_no_gallery_is_a_warning(settings: Settings, clients: Clients) -> None:
+    plan = plan_deploy(settings, DeployOptions(), clients)
+    assert any("no gallery" in w for w in plan.warnings)
+    assert "! no gallery" in plan.render()
+
+
+def test_reserved_environment_names_are_refused(aws_env: None) -> None:
+    settings = Settings(prefix="reserved-env")
+    with pytest.raises(UserError, match="AWS_REGION .* reserved"):
+        build_desired(settings, DeployOptions(recognition_env={"AWS_REGION": "x"}), "123456789012")
+    desired = build_desired(settings, DeployOptions(recognition_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}), "123456789012")
+    assert desired.function("recognition").environment["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
+
+
+# ------------------------------------------------------------------------------------------ updates
+
+
+def test_drift_is_planned_as_updates_and_repaired(settings: Settings, clients: Clients, gallery: Path) -> None:
+    n = settings.names
+    options = DeployOptions(gallery=gallery)
+    apply_plan(plan_deploy(settings, options, clients))
+    s3, iam, lam = clients.s3, clients.iam, clients.lambda_
+    split, rec = n.splitting_function, n.recognition_function
+    # drift everywhere
+    s3.delete_bucket_encryption(Bucket=n.output_bucket)
+    s3.delete_public_access_block(Bucket=n.input_bucket)
+    s3.delete_bucket_lifecycle(Bucket=n.stage1_bucket)
+    iam.put_role_policy(RoleName=n.role(rec), PolicyName="extra", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    lam.update_function_configuration(FunctionName=split, MemorySize=512, Environment={"Variables": {"STAGE1_BUCKET": "elsewhere"}})
+    lam.delete_function_event_invoke_config(FunctionName=rec)
+    # moto 5.2 appends on put and keeps returning the first config: delete first to change it
+    lam.delete_function_event_invoke_config(FunctionName=split)
+    lam.put_function_event_invoke_config(FunctionName=split, MaximumRetryAttempts=0)
+    lam.remove_permission(FunctionName=split, StatementId="facerec-s3-invoke")
+    s3.put_bucket_notification_configuration(Bucket=n.input_bucket, NotificationConfiguration={})
+    gallery.write_bytes(b"a newer gallery")
+
+    plan = plan_deploy(settings, options, clients)
+    changes = {s.resource: s for s in plan.changes}
+    assert set(changes) == {
+        f"s3 bucket {n.input_bucket}", f"s3 bucket {n.stage1_bucket}", f"s3 bucket {n.output_bucket}",
+        f"iam role {n.role(rec)}", f"lambda function {split}",
+        f"lambda event-invoke-config {rec}", f"lambda event-invoke-config {split}",
+        f"lambda permission {split}/facerec-s3-invoke", f"s3 notification {n.input_bucket}",
+        f"s3 object s3://{n.output_bucket}/{n.gallery_key}",
+    }, plan.render()
+    assert changes[f"lambda function {split}"].action == "update"
+    assert "MemorySize 512 -> 1024" in changes[f"lambda function {split}"].detail
+    assert "remove inline policy extra" in changes[f"iam role {n.role(rec)}"].detail
+    assert changes[f"lambda event-invoke-config {rec}"].action == "create"
+    assert changes[f"lambda event-invoke-config {split}"].action == "update"
+    assert changes[f"s3 object s3://{n.output_bucket}/{n.gallery_key}"].action == "update"
+    apply_plan(plan)
+
+    assert plan_deploy(settings, options, clients).changes == []
+    assert iam.list_role_policies(RoleName=n.role(rec))["PolicyNames"] == ["facerec-least-privilege"]
+    assert lam.get_function_configuration(FunctionName=split)["MemorySize"] == 1024
+    assert lam.get_function_event_invoke_config(FunctionName=split)["MaximumRetryAttempts"] == 2
+    assert s3.get_object(Bucket=n.output_bucket, Key=n.gallery_key)["Body"].read() == b"a newer gallery"
+
+
+def test_images_and_sizes_from_options(settings: Settings, clients: Clients) -> None:
+    n = settings.names
+    split_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:split-1"
+    rec_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:rec-1"
+    options = DeployOptions(splitting_image=split_image, recognition_image=rec_image, recognition_memory=4096, recognition_timeout=600)
+    apply_plan(plan_deploy(settings, options, clients))
+    got = clients.lambda_.get_function(FunctionName=n.recognition_function)
+    assert got["Code"]["ImageUri"] == rec_image
+    assert (got["Configuration"]["MemorySize"], got["Configuration"]["Timeout"]) == (4096, 600)
+    # a new image is an update of the code; no image (run-local style) keeps what is there
+    newer = DeployOptions(splitting_image=split_image.replace("split-1", "split-2"), recognition_image=rec_image, recognition_memory=4096, recognition_timeout=600)
+    plan = plan_deploy(settings, newer, clients)
+    assert [(s.action, s.resource) for s in plan.changes] == [("update", f"lambda function {n.splitting_function}")]
+    assert "split-1 -> " in plan.changes[0].detail
+    apply_plan(plan)
+    assert clients.lambda_.get_function(FunctionName=n.splitting_function)["Code"]["ImageUri"].endswith(":split-2")
+    keep = DeployOptions(recognition_memory=4096, recognition_timeout=600)
+    assert [s for s in plan_deploy(settings, keep, clients).changes if s.resource.startswith("lambda function")] == []
+
+
+def test_create_function_retries_while_iam_propagates(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Real AWS refuses a role for a few seconds after it was created; moto never does, so the
+    # refusal is injected. The retry must swallow it and the function must exist afterwards.
+    real = clients.lambda_.create_function
+    refusals = []
+
+    def flaky(**kwargs: Any) -> Any:
+        if len(refusals) < 2:
+            refusals.append(kwargs["FunctionName"])
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "InvalidParameterValueException", "Message": "The role defined for the function cannot be assumed by Lambda."}},
+                "CreateFunction",
+            )
+        return real(**kwargs)
+
+    monkeypatch.setattr(clients.lambda_, "create_function", flaky)
+    apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    assert len(refusals) == 2
+    assert clients.lambda_.get_function(FunctionName=settings.names.recognition_function)["Configuration"]["State"] == "Active"
+
+
+# ------------------------------------------------------------------------------------------ failures
+
+
+def test_bucket_name_owned_by_another_account_stops_with_deploy_error(settings: Settings, clients: Clients, moto_url: str) -> None:
+    n = settings.names
+    # moto maps credentials from sts:AssumeRole into the role's account: a real second account.
+    creds = clients.sts.assume_role(RoleArn="arn:aws:iam::111111111111:role/other", RoleSessionName="other-account")["Credentials"]
+    other = boto3.client(
+        "s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"],
+    )
+    other.create_bucket(Bucket=n.stage1_bucket)
+
+    plan = plan_deploy(settings, DeployOptions(), clients)
+    assert plan.blockers == [f"bucket name {n.stage1_bucket} is taken by another AWS account (choose another --prefix)"]
+    assert f"!! bucket name {n.stage1_bucket} is taken" in plan.render()
+    # the planner saw it coming: applying is refused before anything is created ...
+    with pytest.raises(DeployError, match="nothing was changed: bucket name .*choose another --prefix"):
+        apply_plan(plan)
+    assert n.input_bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+    # ... and forced through, the executor stops at the failing step and names what it created
+    reporter = ListReporter()
+    with pytest.raises(DeployError) as info:
+        apply_plan(plan, reporter, ignore_blockers=True)
+    err = info.value
+    assert [s.resource for s in err.completed] == [f"s3 bucket {n.input_bucket}"]
+    assert err.failed is not None and err.failed.resource == f"s3 bucket {n.stage1_bucket}"
+    text = str(err)
+    assert "already taken by another AWS account" in text
+    assert "choose another --prefix" in text
+    assert f"created s3 bucket {n.input_bucket}" in text
+    assert reporter.events[-1] == ("failed", "create", f"s3 bucket {n.stage1_bucket}")
+    # it stopped: nothing after the failed step exists
+    assert absent(clients.sqs.get_queue_url, QueueName=n.failure_queue) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+    # and the other account's bucket was not touched by a later destroy
+    apply_plan(plan_destroy(settings, DeployOptions(), clients))
+    assert other.head_bucket(Bucket=n.stage1_bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert plan_destroy(settings, DeployOptions(), clients).changes == []
+    other.delete_bucket(Bucket=n.stage1_bucket)
+
+
+def test_access_denied_names_the_step_and_what_was_half_done(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    # moto does not enforce IAM for the caller by default: AccessDenied is injected on one call.
+    def denied(**kwargs: Any) -> Any:
+        raise botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied", "Message": "not allowed"}}, "PutRolePolicy")
+
+    real = clients.iam.put_role_policy
+    monkeypatch.setattr(clients.iam, "put_role_policy", denied)
+    with pytest.raises(DeployError) as info:
+        apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    err = info.value
+    role = settings.names.role(settings.names.recognition_function)
+    assert err.failed is not None and err.failed.resource == f"iam role {role}"
+    assert err.partial == ["create role"]
+    assert "AWS denied PutRolePolicy" in str(err) and "Already done in that step: create role" in str(err)
+    assert [s.resource.split(" ")[0] for s in err.completed] == ["s3"] * 3 + ["sqs", "log", "log"]
+    assert "run `facerec bootstrap` again" in str(err)
+    # a re-run does only what is left
+    monkeypatch.setattr(clients.iam, "put_role_policy", real)
+    rerun = plan_deploy(settings, DeployOptions(), clients)
+    assert [s.resource for s in rerun.changes][0] == f"iam role {role}"
+    assert rerun.changes[0].action == "update" and rerun.changes[0].detail == "inline policy"
+
+
+# ------------------------------------------------------------------------------------------ destroy
+
+
+@pytest.mark.parametrize("settings", ["us-east-1"], indirect=True)  # the region without LocationConstraint
+def test_destroy_removes_everything_and_is_idempotent(settings: Settings, clients: Clients, gallery: Path) -> None:
+    n = settings.names
+    options = DeployOptions(gallery=gallery, with_ecr=True)
+    apply_plan(plan_deploy(settings, options, clients))
+    s3 = clients.s3
+    s3.put_object(Bucket=n.stage1_bucket, Key="video/frame-0.jpg", Body=b"jpg")
+    s3.put_object(Bucket=n.output_bucket, Key="video.json", Body=b"{}")
+    s3.put_bucket_versioning(Bucket=n.output_bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=n.output_bucket, Key="video.json", Body=b"{\"v\": 2}")
+    s3.delete_object(Bucket=n.output_bucket, Key="video.json")  # a delete marker on top of versions
+    s3.create_multipart_upload(Bucket=n.output_bucket, Key="big.bin")
+    # Lambda creates log groups itself too; whatever exists under the functions' names goes.
+
+    dry = plan_destroy(settings, options, clients)
+    assert {s.action for s in dry.steps} == {"delete"}
+    resources = [s.resource for s in dry.steps]
+    assert resources[0] == f"s3 notification {n.input_bucket}"
+    assert resources.index(f"lambda function {n.splitting_function}") < resources.index(f"s3 bucket {n.input_bucket}")
+    assert resources[-1] == f"ecr repository {n.ecr_repository}"
+    assert "emptied first: 4 object(s)" in next(s.detail for s in dry.steps if s.resource == f"s3 bucket {n.output_bucket}")
+    # the dry run changed nothing
+    assert plan_deploy(settings, options, clients).changes == []
+
+    reporter = ListReporter()
+    apply_plan(dry, reporter)
+    assert [r for _, r in reporter.finished] == resources
+    owned = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert not owned & set(n.buckets)
+    for function in (n.splitting_function, n.recognition_function):
+        assert absent(clients.iam.get_role, RoleName=n.role(function)) == "NoSuchEntity"
+        assert absent(clients.lambda_.get_function, FunctionName=function) == "ResourceNotFoundException"
+    assert absent(clients.sqs.get_queue_url, QueueName=n.failure_queue) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+    assert absent(clients.ecr.describe_repositories, repositoryNames=[n.ecr_repository]) == "RepositoryNotFoundException"
+    assert clients.logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"] == []
+
+    again = plan_destroy(settings, options, clients)
+    assert again.steps == [] and again.summary() == "Nothing to destroy."
+
+
+def test_destroy_leaves_another_deployments_functions_alone(settings: Settings, clients: Clients, moto_url: str) -> None:
+    # Same region, another prefix: the function names collide (they are not prefixed).
+    apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    neighbour = Settings(prefix=f"{settings.prefix}-b", region=settings.region, endpoint_url=moto_url)
+    plan = plan_destroy(neighbour, DeployOptions(), Clients.from_settings(neighbour))
+    assert plan.changes == []
+    assert any("belongs to another deployment" in w for w in plan.warnings)
+    assert clients.lambda_.get_function(FunctionName=settings.names.splitting_function)
+    apply_plan(plan_destroy(settings, DeployOptions(), clients))

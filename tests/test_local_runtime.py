@@ -1,0 +1,335 @@
+"""The embedded local cloud: a real moto server over HTTP, real worker processes, real boto3 calls.
+
+Handlers live in tests/runtime_handlers.py and leave their traces in S3, which is what these tests read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from facerec_cli.local import LocalCloud, check_seam
+
+INPUT, OUTPUT = "rt-input", "rt-output"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/facerec:latest"
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+
+
+class Env:
+    """A started cloud with an input and an output bucket and a Lambda role, as bootstrap would leave it."""
+
+    def __init__(self, cloud: LocalCloud, failures: list[tuple[str, Any, str]]) -> None:
+        self.cloud = cloud
+        self.failures = failures
+        self.s3 = cloud.client("s3")
+        self.lam = cloud.client("lambda")
+        iam = cloud.client("iam")
+        for bucket in (INPUT, OUTPUT):
+            self.s3.create_bucket(Bucket=bucket)
+        self.role = iam.create_role(RoleName="facerec-lambda", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
+        # Needs MOTO_IAM_LOAD_MANAGED_POLICIES, which LocalCloud sets.
+        iam.attach_role_policy(
+            RoleName="facerec-lambda", PolicyArn="arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        )
+
+    def function(self, name: str, handler: str, **variables: str) -> str:
+        arn = self.lam.create_function(
+            FunctionName=name,
+            PackageType="Image",
+            Code={"ImageUri": IMAGE},
+            ImageConfig={"Command": [f"tests.runtime_handlers.{handler}"]},
+            Role=self.role,
+            Timeout=60,
+            MemorySize=512,
+            Environment={"Variables": {"OUTPUT_BUCKET": OUTPUT, **variables}},
+        )["FunctionArn"]
+        return arn
+
+    def trigger(self, function_arn: str) -> None:
+        """INPUT ObjectCreated -> the function, as bootstrap configures it on AWS."""
+        self.lam.add_permission(
+            FunctionName=function_arn,
+            StatementId="s3-invoke",
+            Action="lambda:InvokeFunction",
+            Principal="s3.amazonaws.com",
+            SourceArn=f"arn:aws:s3:::{INPUT}",
+        )
+        self.s3.put_bucket_notification_configuration(
+            Bucket=INPUT,
+            NotificationConfiguration={
+                "LambdaFunctionConfigurations": [{"LambdaFunctionArn": function_arn, "Events": ["s3:ObjectCreated:*"]}]
+            },
+        )
+
+    def outputs(self, prefix: str = "out/") -> dict[str, dict[str, Any]]:
+        listed = self.s3.list_objects_v2(Bucket=OUTPUT, Prefix=prefix).get("Contents", [])
+        return {
+            o["Key"][len(prefix) :]: json.loads(self.s3.get_object(Bucket=OUTPUT, Key=o["Key"])["Body"].read())
+            for o in listed
+        }
+
+    def idle(self, timeout: float = 30) -> None:
+        assert self.cloud.dispatcher.wait_idle(timeout), f"still busy: {self.cloud.dispatcher.counters}"
+
+
+@pytest.fixture
+def make_env() -> Iterator[Any]:
+    clouds: list[LocalCloud] = []
+
+    def make(workers: int) -> Env:
+        failures: list[tuple[str, Any, str]] = []
+        cloud = LocalCloud(workers=workers, on_failure=lambda *args: failures.append(args))
+        cloud.start()
+        clouds.append(cloud)
+        return Env(cloud, failures)
+
+    yield make
+    for cloud in clouds:
+        cloud.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_s3_notifications_run_the_image_command_handler(make_env: Any, workers: int) -> None:
+    env = make_env(workers)
+    arn = env.function("splitter", "echo_to_s3", SETTING="from-function-env")
+    env.trigger(arn)
+
+    keys = [f"video {i}.mp4" for i in range(6)]  # a space: S3 notifications URL-encode keys
+    for key in keys:
+        env.s3.put_object(Bucket=INPUT, Key=key, Body=b"x")
+    env.idle()
+
+    out = env.outputs()
+    assert sorted(out) == sorted(keys)
+    first = out[keys[0]]
+    assert first["function_name"] == "splitter"
+    assert first["arn"] == arn
+    assert first["memory"] == 512
+    assert 0 < first["remaining_ms"] <= 60_000
+    assert first["setting"] == "from-function-env"
+    assert first["endpoint"] == env.cloud.endpoint_url
+    pids = {o["pid"] for o in out.values()}
+    if workers == 0:
+        assert pids == {os.getpid()}
+        assert os.environ.get("SETTING") is None  # applied around the call only
+    else:
+        assert os.getpid() not in pids and 1 <= len(pids) <= workers
+    counters = env.cloud.dispatcher.counters
+    assert (counters.succeeded, counters.failed, counters.retried, counters.in_flight) == (6, 0, 0, 0)
+    assert env.failures == []
+
+
+def test_put_object_and_event_invoke_return_before_the_handler_finishes(make_env: Any) -> None:
+    env = make_env(1)
+    arn = env.function("slow", "slow_echo")
+    env.trigger(arn)
+    env.cloud.prewarm("slow")
+
+    started = time.monotonic()
+    env.s3.put_object(Bucket=INPUT, Key="a.mp4", Body=b"x")
+    response = env.lam.invoke(FunctionName="slow", InvocationType="Event", Payload=json.dumps({"key": "direct"}))
+    assert time.monotonic() - started < 0.9  # each handler sleeps 1 s, one worker: asynchronous
+    assert response["StatusCode"] == 202
+    assert env.cloud.dispatcher.counters.in_flight == 2
+    env.idle()
+    assert sorted(env.outputs()) == ["a.mp4", "direct"]
+
+
+def test_request_response_returns_the_payload_and_errors_unretried(make_env: Any) -> None:
+    env = make_env(1)
+    env.function("echo", "echo_to_s3", SETTING="v1")
+    env.function("broken", "always_fail")
+
+    response = env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "sync"}))
+    assert response["StatusCode"] == 200 and "FunctionError" not in response
+    payload = json.loads(response["Payload"].read())
+    assert payload["key"] == "sync" and payload["setting"] == "v1"
+    assert payload["request_id"] and payload["function_name"] == "echo"
+
+    response = env.lam.invoke(FunctionName="broken", Payload=json.dumps({"key": "k"}))
+    assert response["FunctionError"] == "Unhandled"
+    error = json.loads(response["Payload"].read())
+    assert error["errorType"] == "ValueError" and error["errorMessage"] == "always fails: k"
+    assert env.cloud.dispatcher.counters.retried == 0
+    assert env.failures == [] and env.cloud.dispatcher.failures == []
+
+    # A configuration change reaches fresh workers.
+    env.lam.update_function_configuration(
+        FunctionName="echo", Environment={"Variables": {"OUTPUT_BUCKET": OUTPUT, "SETTING": "v2"}}
+    )
+    response = env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "sync2"}))
+    assert json.loads(response["Payload"].read())["setting"] == "v2"
+
+
+@pytest.mark.parametrize("handler", ["fail_once", "die_once"])
+def test_failed_attempts_are_retried(make_env: Any, handler: str) -> None:
+    env = make_env(1)
+    env.trigger(env.function("flaky", handler))
+    env.s3.put_object(Bucket=INPUT, Key="v.mp4", Body=b"x")
+    env.idle()
+
+    assert list(env.outputs()) == ["v.mp4"]
+    counters = env.cloud.dispatcher.counters
+    assert (counters.succeeded, counters.failed, counters.retried) == (1, 0, 1)
+    assert env.failures == []
+    if handler == "die_once":  # the retry ran in a fresh worker
+        first_pid = int(env.s3.get_object(Bucket=OUTPUT, Key="markers/die_once/v.mp4")["Body"].read())
+        assert env.outputs()["v.mp4"]["pid"] != first_pid
+
+
+def test_fail_once_in_process(make_env: Any) -> None:
+    env = make_env(0)
+    env.lam.invoke(
+        FunctionName=env.function("flaky", "fail_once"), InvocationType="Event", Payload=json.dumps({"key": "k"})
+    )
+    env.idle()
+    assert list(env.outputs()) == ["k"]
+    assert env.cloud.dispatcher.counters.retried == 1
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_always_failing_event_ends_in_one_failure_after_three_attempts(make_env: Any, workers: int) -> None:
+    env = make_env(workers)
+    env.trigger(env.function("doomed", "always_fail"))
+    env.s3.put_object(Bucket=INPUT, Key="bad.mp4", Body=b"x")
+    env.idle()
+
+    assert len(env.failures) == 1
+    function_name, event, message = env.failures[0]
+    assert function_name == "doomed"
+    assert event["Records"][0]["s3"]["object"]["key"] == "bad.mp4"
+    assert message == "ValueError: always fails: bad.mp4"
+    [failure] = env.cloud.dispatcher.failures
+    assert failure.attempts == 3
+    counters = env.cloud.dispatcher.counters
+    assert (counters.succeeded, counters.failed, counters.retried) == (0, 1, 2)
+
+
+def test_stop_kills_busy_workers_also_on_keyboard_interrupt() -> None:
+    from moto.awslambda.models import LambdaFunction
+
+    original = LambdaFunction.__dict__["invoke"]
+    with pytest.raises(KeyboardInterrupt):
+        with LocalCloud(workers=1) as cloud:
+            env = Env(cloud, [])
+            env.function("slow", "slow_echo")
+            env.lam.invoke(FunctionName="slow", InvocationType="Event", Payload=json.dumps({"key": "k", "sleep": 60}))
+            deadline = time.monotonic() + 20
+            while not env.outputs("started/") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            pid = int(env.s3.get_object(Bucket=OUTPUT, Key="started/k")["Body"].read())
+            stopping = time.monotonic()
+            raise KeyboardInterrupt
+    assert time.monotonic() - stopping < 15
+    assert not _alive(pid)
+    assert LambdaFunction.__dict__["invoke"] is original  # moto restored
+    assert not [t for t in threading.enumerate() if t.name.startswith("facerec-lane")]
+    # The next cloud starts empty.
+    with LocalCloud(workers=0) as cloud:
+        assert cloud.client("s3").list_buckets()["Buckets"] == []
+
+
+def test_a_moved_seam_fails_loudly(monkeypatch: Any) -> None:
+    # A moto upgrade that moves or reshapes LambdaFunction.invoke cannot be produced with the pinned moto,
+    # so the move is simulated by changing the class.
+    from moto.awslambda.models import LambdaFunction
+
+    check_seam()  # the pinned moto has the seam
+    monkeypatch.delattr(LambdaFunction, "invoke")
+    with pytest.raises(RuntimeError, match=r"moto 5\.2\.1.*LambdaFunction\.invoke does not exist"):
+        check_seam()
+    with pytest.raises(RuntimeError, match="moto 5.2.1"):
+        LocalCloud().start()
+
+    monkeypatch.setattr(LambdaFunction, "invoke", lambda self, event, context: None, raising=False)
+    with pytest.raises(RuntimeError, match="has parameters"):
+        check_seam()
+
+
+def test_one_cloud_per_process() -> None:
+    with LocalCloud(workers=0) as cloud:
+        with pytest.raises(RuntimeError, match="already running"):
+            LocalCloud().start()
+        assert cloud.client("s3").list_buckets()["Buckets"] == []  # the refused start changed nothing
+
+
+def test_a_multipart_upload_invokes_once(make_env: Any) -> None:
+    # moto 5.2.1 also sends ObjectCreated:Put for a completed multipart upload; AWS does not.
+    from boto3.s3.transfer import TransferConfig
+
+    env = make_env(0)
+    env.trigger(env.function("splitter", "echo_to_s3"))
+    mib = 1024 * 1024
+    env.s3.upload_fileobj(
+        io.BytesIO(b"x" * 6 * mib),
+        INPUT,
+        "big.mp4",
+        Config=TransferConfig(multipart_threshold=5 * mib, multipart_chunksize=5 * mib),
+    )
+    env.idle()
+    [invocation] = env.cloud.dispatcher.invocations
+    assert invocation.event["Records"][0]["eventName"] == "ObjectCreated:CompleteMultipartUpload"
+    assert list(env.outputs()) == ["big.mp4"]
+
+
+USER_SESSION = """
+import json
+from facerec_cli.local import LocalCloud
+from tests.test_local_runtime import Env
+
+with LocalCloud(workers=1) as cloud:
+    env = Env(cloud, [])
+    env.function("echo", "echo_to_s3")
+    payload = env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "k"}))["Payload"].read()
+    print(payload.decode())
+"""
+
+
+def test_the_users_aws_files_and_profile_are_never_read(tmp_path: Path) -> None:
+    # In a fresh process: moto caches the boto3 Session it builds for itself, so only a first start
+    # shows whether that Session read the user's files. Files botocore cannot parse make any read fail.
+    broken = tmp_path / "aws-config"
+    broken.write_text("[profile broken\nthis is not ini\n")
+    env = {
+        **os.environ,
+        "AWS_PROFILE": "someones-real-account",
+        "AWS_CONFIG_FILE": str(broken),
+        "AWS_SHARED_CREDENTIALS_FILE": str(broken),
+        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",  # would send the handler's S3 calls nowhere
+    }
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", USER_SESSION], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Handler output (echo_to_s3 prints) goes to stderr: stdout stays for the CLI's own output (--json).
+    [line] = proc.stdout.splitlines()
+    payload = json.loads(line)
+    assert payload["key"] == "k" and payload["profile"] is None
+    assert "echo k" in proc.stderr

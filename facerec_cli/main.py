@@ -3,19 +3,12 @@ render. Errors meant for people become one red line and a non-zero exit code."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from lambdas.core.errors import FacerecError
-from lambdas.core.weights import WeightsError
-
-from .errors import UserError
-from .render import err, fail
+from .cli_common import Device, DeviceOpt, FpsOpt, FramesOpt, GalleryOpt, JsonOpt, ThresholdOpt, friendly
 
 app = typer.Typer(
     name="facerec",
@@ -24,41 +17,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(func: F) -> F:
-    """Turn errors meant for people into one red line and exit code 1 (2 for interrupted)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (UserError, FacerecError, WeightsError) as exc:
-            fail(str(exc))
-            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery file made by `facerec enroll` (or a course data.pt).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON Lines (one object per video) on stdout, nothing else.")]
-FramesOpt = Annotated[int, typer.Option("--frames", min=1, max=100, help="Frames sampled per video.")]
-FpsOpt = Annotated[float, typer.Option("--fps", min=0.0, help="Sample every 1/FPS seconds; 0 spreads --frames evenly over the video.")]
-ThresholdOpt = Annotated[
-    float | None, typer.Option("--threshold", help="Distance above which a face is unknown (default: the gallery's, else 1.05).")
-]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Run the models on cpu or cuda.")]
-
 
 @app.command()
 @friendly
@@ -117,6 +75,30 @@ def run_local(
     results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir)
     if any(r.status == ERROR for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def demo(
+    workers: Annotated[int, typer.Option("--workers", min=0, max=8, help="Warm worker processes per function.")] = 1,
+    keep: Annotated[Path | None, typer.Option("--keep", help="Keep the sample photos, videos, gallery and results in this folder.")] = None,
+) -> None:
+    """Enrol and recognise sample data shipped in installed packages, through run-local (no network, no AWS)."""
+    from .commands.demo import run_demo
+
+    results, expected = run_demo(workers=workers, keep=keep)
+    if any(expected.get(r.video) != r.name for r in results):
+        raise typer.Exit(1)
+
+
+def _register_cloud_commands() -> None:
+    # bootstrap, upload, results, logs, destroy: the AWS side, in their own module.
+    from .commands import cloud
+
+    cloud.register(app)
+
+
+_register_cloud_commands()
 
 
 def main() -> None:  # pragma: no cover - console script entry

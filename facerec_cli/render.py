@@ -34,8 +34,11 @@ def results_table(results: Iterable[Result], title: str | None = None) -> Table:
     table.add_column("ms", justify="right")
     for r in results:
         style = STATUS_STYLE.get(r.status, "")
-        distances = ", ".join(f"{f.name}:{f.distance:.2f}" for f in r.faces[:4]) + (" …" if len(r.faces) > 4 else "")
-        total = sum(v for k, v in r.timings_ms.items() if k in ("decode", "detect", "embed", "match", "split", "recognise"))
+        distances = " ".join(f"{f.distance:.2f}" for f in r.faces[:4]) + (" …" if len(r.faces) > 4 else "")
+        t = r.timings_ms
+        # In the pipeline "recognise" already contains decode/detect/embed/match.
+        stages = ("split", "recognise") if "recognise" in t else ("decode", "detect", "embed", "match")
+        total = sum(t.get(k, 0.0) for k in stages)
         table.add_row(
             r.video,
             f"[{style}]{r.status}[/]",
@@ -49,11 +52,11 @@ def results_table(results: Iterable[Result], title: str | None = None) -> Table:
 
 
 def fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def print_errors(results: Iterable[Result]) -> None:
     """The message of every error result, one line each, below the table."""
     for r in results:
         if r.status == ERROR:
-            err.print(f"[red]{r.video}[/]: {r.error}", highlight=False)
+            err.print(f"[red]{r.video}[/]: {r.error}", highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ The gallery and the models load once per container; the gallery is reloaded when
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
@@ -86,6 +87,23 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
     result.timings_ms["recognise"] = (time.perf_counter() - started) * 1000
     write_result(env.output_bucket, request.stem, result, event_id)
     log("recognised", stem=request.stem, status=result.status, name=result.name, ms=round(result.timings_ms["recognise"]))
+
+
+def warm_up() -> None:
+    """Load the models at import (Lambda's init phase; the local runtime's prewarm), not in the first
+    request. The gallery still loads on first use: it lives in S3 and can change."""
+    from .core.recognise import FaceEncoder
+    from .env import WEIGHTS
+
+    weights = os.environ.get(WEIGHTS) or "casia-webface"
+    try:
+        FaceEncoder(weights=weights, device=os.environ.get("FACEREC_DEVICE") or "cpu")
+    except FacerecError as exc:  # reported again, as an error result, by the first invocation
+        log("warm-up failed", error=str(exc))
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # inside a function, not when imported by tools
+    warm_up()
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import sys
 from typing import Any
 
 import boto3
@@ -16,10 +18,16 @@ from .events import result_keys
 EVENT_META = "facerec-event"
 
 
-@functools.lru_cache(maxsize=None)
 def client(service: str) -> Any:
-    # boto3 honours AWS_ENDPOINT_URL, so the same code reaches AWS or the local cloud.
-    return boto3.client(service)
+    """One client per service per container. boto3 honours AWS_ENDPOINT_URL, so the same code reaches
+    AWS or the local cloud; the endpoint is part of the cache key for handlers run in-process
+    (``run-local --workers 0``), where a later cloud has another endpoint."""
+    return _client(service, os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+
+
+@functools.lru_cache(maxsize=None)
+def _client(service: str, endpoint_url: str | None, region: str | None) -> Any:
+    return boto3.client(service, endpoint_url=endpoint_url, region_name=region)
 
 
 def head_metadata(bucket: str, key: str) -> dict[str, str] | None:
@@ -48,5 +56,6 @@ def write_result(bucket: str, stem: str, result: Result, event_id: str) -> None:
 
 
 def log(message: str, **fields: Any) -> None:
-    """One JSON line per event in CloudWatch (no payloads, no credentials)."""
-    print(json.dumps({"msg": message, **fields}, ensure_ascii=False, default=str), flush=True)
+    """One JSON line per event in CloudWatch (no payloads, no credentials). stderr: Lambda captures
+    it like stdout, and in-process runs keep stdout for ``--json``."""
+    print(json.dumps({"msg": message, **fields}, ensure_ascii=False, default=str), file=sys.stderr, flush=True)

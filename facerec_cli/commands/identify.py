@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from lambdas.core.enroll import PhotoReport, build_gallery, find_photos
 from lambdas.core.gallery import Gallery
@@ -33,15 +32,9 @@ def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface"
 
         gallery, reports = build_gallery(photos_dir, encoder, on_photo)
     gallery.save(output)
-    notes = [r for r in reports if r.note != "ok"]
-    if notes:
-        table = Table(title="photos that need a look")
-        table.add_column("person")
-        table.add_column("photo", overflow="fold")
-        table.add_column("note")
-        for r in notes:
-            table.add_row(r.person, r.path.name, r.note)
-        err.print(table)
+    for r in reports:
+        if r.note != "ok":
+            err.print(f"[yellow]{r.person}/{r.path.name}[/]: {r.note}", highlight=False, soft_wrap=True)
     people = gallery.people
     err.print(
         f"[green]wrote {output}[/]: {len(gallery.names)} faces of {len(people)} people "

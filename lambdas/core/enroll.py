@@ -76,4 +76,5 @@ def build_gallery(
             on_photo(report)
     if not embeddings:
         raise GalleryError(f"no face was found in any photo under {photos_dir}")
-    return Gallery(weights=encoder.weights, embeddings=torch.stack(embeddings), names=names, sources=sources), reports
+    gallery = Gallery(weights=encoder.weights, embeddings=torch.stack(embeddings), names=names, sources=sources, recipe=encoder.recipe)
+    return gallery, reports

@@ -22,10 +22,10 @@ VERSION = 1
 UNKNOWN = "unknown"
 
 # Euclidean distance from a face's unit embedding to a person's centroid (0 = same, 2 = opposite).
-# On 5celeb with casia-webface weights: true matches up to 0.95, other people from 1.29, unenrolled
-# faces (crowd clip, Friends cast) from 1.16; 1.05 sits in the middle of that gap (README, "Choosing
-# the threshold"). A gallery may carry its own.
-DEFAULT_THRESHOLD = 1.05
+# On 5celeb with casia-webface weights (crop margin 44, flip): true matches up to 0.97, other people
+# from 1.26, unenrolled faces (crowd clip, Friends cast) from 1.17; 1.07 sits in the middle of that gap
+# (README, "Choosing the threshold"). A gallery may carry its own.
+DEFAULT_THRESHOLD = 1.07
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Gallery:
     names: list[str]
     sources: list[str] = field(default_factory=list)
     threshold: float | None = None
+    recipe: str | None = None  # how faces were cropped and embedded; None: unknown (a course data.pt)
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.names):
@@ -68,11 +69,17 @@ class Gallery:
     def people(self) -> list[str]:
         return list(self._people)
 
-    def check_weights(self, weights_id: str) -> None:
+    def check_weights(self, weights_id: str, recipe: str | None = None) -> None:
+        """Refuse to compare embeddings from other weights (or another crop/embedding recipe)."""
         if weights_id != self.weights:
             raise GalleryError(
                 f"the gallery was made with {self.weights!r} weights but faces are embedded with {weights_id!r}; "
                 f"enrol again with --weights {weights_id} or recognise with --weights {self.weights}"
+            )
+        if recipe and self.recipe and recipe != self.recipe:
+            raise GalleryError(
+                f"the gallery's faces were embedded as {self.recipe!r}, this facerec embeds them as {recipe!r}; "
+                "enrol the photos again with `facerec enroll`"
             )
 
     def match(self, embeddings: torch.Tensor, threshold: float | None = None) -> list[Match]:
@@ -101,6 +108,7 @@ class Gallery:
                 "names": list(self.names),
                 "sources": list(self.sources),
                 "threshold": self.threshold,
+                "recipe": self.recipe,
             },
             buf,
         )
@@ -135,6 +143,7 @@ class Gallery:
                 names=list(obj["names"]),
                 sources=list(obj.get("sources") or []),
                 threshold=obj.get("threshold"),
+                recipe=obj.get("recipe"),
             )
         if isinstance(obj, (list, tuple)) and len(obj) == 2 and len(obj[0]) == len(obj[1]):
             # The course's data.pt: [embedding_list, name_list], made with vggface2 weights.

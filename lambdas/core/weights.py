@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from facenet_pytorch import InceptionResnetV1
 
+from .errors import FacerecError
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_CHOICES = ("casia-webface", "vggface2")
@@ -38,7 +40,7 @@ _GRAPH_FILE = "graph_final.pb"
 _SCOPE = "InceptionResnetV1/"
 
 
-class WeightsError(Exception):
+class WeightsError(FacerecError):
     """The requested embedding weights cannot be found, downloaded or loaded; the message says what to do."""
 
 

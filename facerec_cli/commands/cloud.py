@@ -1,0 +1,373 @@
+"""The AWS side of the CLI: bootstrap, upload, results, logs, destroy.
+
+Every command takes the common options ``--prefix --region --endpoint-url --profile`` (resolved by
+:func:`facerec_cli.config.load_settings`: flag > ``FACEREC_*`` > ``facerec.toml`` > default; boto3's
+``AWS_ENDPOINT_URL`` is honoured too). AWS errors become one red line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+from .. import aws
+from ..cli_common import JsonOpt, friendly
+from ..cloud_errors import aws_errors
+from ..config import Settings, load_settings
+from ..errors import UserError
+from ..render import err, out
+
+PrefixOpt = Annotated[
+    str | None,
+    typer.Option("--prefix", help="Resource name prefix: buckets <prefix>-input, <prefix>-stage-1, <prefix>-output. Default: FACEREC_PREFIX, facerec.toml, else facerec."),
+]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: FACEREC_REGION, AWS_DEFAULT_REGION, facerec.toml, else us-east-1.")]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint-url", help="Send AWS calls to this endpoint (e.g. a moto server); AWS_ENDPOINT_URL works too."),
+]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS profile from ~/.aws/config.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
+
+# Exit code of `results --watch` when --timeout passed with uploads still unanswered (as timeout(1)).
+TIMEOUT_EXIT = 124
+ACTION_STYLE = {"create": "green", "update": "yellow", "delete": "red", "noop": "dim"}
+
+
+def settings_from(prefix: str | None, region: str | None, endpoint_url: str | None, profile: str | None, **extra: Any) -> Settings:
+    return load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile, **extra)
+
+
+def stdin_is_tty() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def print_plan(plan: Any, console: Console, *, extra: list[tuple[str, str, str]] | None = None) -> None:
+    """One line per change (``+ create s3 bucket x: detail``), warnings, blockers, then the summary.
+    ``extra``: (action, resource, detail) lines that are not AWS API steps (image builds)."""
+    for action, resource, detail in extra or []:
+        console.print(_plan_line(action, resource, detail), soft_wrap=True)
+    for step in plan.changes:
+        console.print(_plan_line(step.action, step.resource, step.detail), soft_wrap=True)
+    for warning in plan.warnings:
+        console.print(Text.assemble(("! ", "yellow"), warning), soft_wrap=True)
+    for blocker in plan.blockers:
+        console.print(Text.assemble(("!! ", "bold red"), blocker), soft_wrap=True)
+    console.print(Text(plan.summary(), style="bold"), soft_wrap=True)
+
+
+def _plan_line(action: str, resource: str, detail: str) -> Text:
+    from ..deploy.plan import SYMBOLS
+
+    style = ACTION_STYLE.get(action, "")
+    line = Text.assemble((f"{SYMBOLS.get(action, '*')} {action:<6} ", style), resource)
+    if detail:
+        line.append(f": {detail}", style="dim")
+    return line
+
+
+# ------------------------------------------------------------------------------------------ bootstrap
+
+
+def _gallery_weights(gallery: Path | None, weights: str | None) -> tuple[str | None, str | None]:
+    """(weights the gallery was made with, weights to deploy); checks they agree."""
+    if gallery is None:
+        return None, weights
+    from lambdas.core.gallery import Gallery
+
+    loaded = Gallery.load(gallery)  # GalleryError (one red line) on a missing, empty or foreign file
+    if not len(loaded.names):
+        raise UserError(f"gallery {gallery} has nobody enrolled", hint="enrol photos with `facerec enroll PHOTOS_DIR -o GALLERY`")
+    if weights is not None and weights != loaded.weights:
+        raise UserError(
+            f"gallery {gallery} was made with {loaded.weights} weights, not {weights}",
+            hint=f"drop --weights, or enrol again with `facerec enroll ... --weights {weights}`",
+        )
+    return loaded.weights, loaded.weights
+
+
+def _deployed_weights(settings: Settings, clients: Any) -> str | None:
+    """The weights the deployed recognition function uses, so that a bootstrap without --gallery or
+    --weights does not switch an existing deployment to other weights than its gallery's."""
+    from lambdas import env as fenv
+
+    from ..deploy.plan import get_or_none
+
+    config = get_or_none(clients.lambda_.get_function_configuration, FunctionName=settings.names.recognition_function)
+    if not config:
+        return None
+    return ((config.get("Environment") or {}).get("Variables") or {}).get(fenv.WEIGHTS)
+
+
+def run_bootstrap(
+    settings: Settings,
+    *,
+    gallery: Path | None,
+    dry_run: bool,
+    skip_images: bool,
+    base_image: str | None,
+    weights: str | None,
+    yes: bool,
+) -> None:
+    from ..deploy import Clients, DeployOptions, RichReporter, apply_plan, plan_deploy, plan_repository
+
+    _, weights = _gallery_weights(gallery, weights)  # before any AWS call: a bad gallery costs nothing
+    clients = Clients.from_settings(settings)
+    with aws_errors(settings, "reading the current deployment"):
+        weights = weights or _deployed_weights(settings, clients) or "casia-webface"
+    options = DeployOptions(gallery=gallery, weights=weights, with_ecr=not skip_images)
+    where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
+    err.print(f"bootstrap: {escape(where)}, weights {escape(weights)}", highlight=False)
+    reporter = RichReporter(console=err)
+
+    image_lines: list[tuple[str, str, str]] = []
+    if not skip_images:
+        repository = f"{settings.registry}/{settings.names.ecr_repository}" if settings.registry else f"ECR repository {settings.names.ecr_repository}"
+        image_lines = [("create", "container images video-splitting, face-recognition", f"build with {weights} weights and push to {repository}")]
+        if not dry_run:
+            repo_plan = plan_repository(settings, options, clients)
+            apply_plan(repo_plan, reporter)
+            uris = _build_images(settings, clients, weights=weights, base_image=base_image)
+            options = dataclasses.replace(options, splitting_image=uris.get("splitting"), recognition_image=uris.get("recognition"))
+            image_lines = []
+
+    plan = plan_deploy(settings, options, clients)
+    if skip_images and any(s.action == "create" and s.resource.startswith("lambda function") for s in plan.steps):
+        plan.warnings.append(
+            "--skip-images: new functions point at a placeholder image (<repository>:local); AWS Lambda only accepts "
+            "an image that exists in ECR, so run without --skip-images to build and push them"
+        )
+    print_plan(plan, out, extra=image_lines)
+    if dry_run:
+        err.print("dry run: nothing was changed", style="dim")
+        return
+    if plan.empty:
+        return
+    updates = [s for s in plan.changes if s.action in ("update", "delete")]
+    if updates and not yes and stdin_is_tty():
+        if not typer.confirm(f"Change {len(updates)} existing resource(s) as shown?", default=True, err=True):
+            raise UserError("nothing was changed")
+    apply_plan(plan, reporter)
+    n = settings.names
+    err.print(
+        f"[green]deployed[/]: upload videos with `facerec upload VIDEO...` (to s3://{escape(n.input_bucket)}), "
+        f"then `facerec results --watch` (from s3://{escape(n.output_bucket)})",
+        highlight=False,
+    )
+
+
+def _build_images(settings: Settings, clients: Any, *, weights: str, base_image: str | None) -> dict[str, str]:
+    try:
+        from ..deploy import images
+    except ImportError as exc:
+        raise UserError(
+            f"building images is not available in this installation ({exc})",
+            hint="pass --skip-images to keep the functions' current images",
+        ) from exc
+
+    def on_progress(*args: Any, **kwargs: Any) -> None:
+        message = " ".join(str(a) for a in args if a is not None) or ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        if message:
+            err.print(Text(message, style="dim"), soft_wrap=True)
+
+    with err.status("building and pushing the container images…"):
+        uris = images.build_and_push(
+            settings, clients, weights=weights, registry=settings.registry, base_image=base_image, on_progress=on_progress
+        )
+    for kind, uri in sorted(uris.items()):
+        err.print(Text.assemble(("✓ ", "green"), f"image {kind}: {uri}"), soft_wrap=True)
+    return uris
+
+
+# ------------------------------------------------------------------------------------------ destroy
+
+
+def run_destroy(settings: Settings, *, yes: bool, dry_run: bool) -> None:
+    from ..deploy import Clients, DeployOptions, RichReporter, apply_plan, plan_destroy
+    from ..upload_ledger import UploadLedger
+
+    clients = Clients.from_settings(settings)
+    plan = plan_destroy(settings, DeployOptions(with_ecr=True), clients)
+    print_plan(plan, out)
+    if dry_run:
+        err.print("dry run: nothing was deleted", style="dim")
+        return
+    if plan.empty:
+        UploadLedger(settings).forget()
+        return
+    if not yes:
+        if not stdin_is_tty():
+            raise UserError("not deleting anything without confirmation", hint="pass --yes to delete without asking")
+        if not typer.confirm(f"Delete these {len(plan.changes)} resource(s) and everything in the buckets?", default=False, err=True):
+            raise UserError("nothing was deleted")
+    apply_plan(plan, RichReporter(console=err))
+    UploadLedger(settings).forget()
+    err.print(f"[green]destroyed[/] the deployment with prefix {escape(settings.prefix)} in {escape(settings.region)}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def run_results(settings: Settings, *, watch: bool, json_lines: bool, timeout: float) -> int:
+    """List (or follow) results; returns the exit code: 0, 1 if any video ended in error, or
+    TIMEOUT_EXIT when --watch gave up with uploads still unanswered."""
+    from .. import watch_results as wr
+    from ..upload_ledger import UploadLedger
+
+    sess = aws.session(settings)
+    reader = wr.ResultsReader(settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sqs", sess=sess))
+    ledger = UploadLedger(settings)
+    if not watch:
+        snapshot = reader.refresh(ledger.records())
+        wr.show(snapshot, json_lines=json_lines)
+        return 1 if snapshot.errors else 0
+    if not ledger.records():
+        err.print("no uploads recorded by `facerec upload` for this deployment: nothing to wait for", style="yellow", highlight=False)
+    outcome = wr.watch(reader, ledger.records, timeout=timeout, json_lines=json_lines)
+    if not json_lines:
+        wr.show(outcome.snapshot, json_lines=False)
+    if outcome.timed_out:
+        pending = outcome.snapshot.pending
+        names = ", ".join(u.video for u in pending[:10]) + (" …" if len(pending) > 10 else "")
+        err.print(
+            f"[bold red]timed out[/] after {timeout:g}s: {len(pending)} uploaded video(s) without a result: {escape(names)} "
+            "(see `facerec logs`)",
+            highlight=False,
+        )
+        return TIMEOUT_EXIT
+    return 1 if outcome.snapshot.errors else 0
+
+
+# ------------------------------------------------------------------------------------------ register
+
+
+def register(app: typer.Typer) -> None:
+    """Add the AWS commands to the app."""
+
+    @app.command()
+    @friendly
+    def bootstrap(
+        prefix: PrefixOpt = None,
+        region: RegionOpt = None,
+        gallery: Annotated[
+            Path | None, typer.Option("--gallery", "-g", help="Gallery file (from `facerec enroll`) to upload for the recognition function.")
+        ] = None,
+        dry_run: DryRunOpt = False,
+        skip_images: Annotated[
+            bool, typer.Option("--skip-images", help="Do not build or push images: existing functions keep theirs, new ones get a placeholder.")
+        ] = False,
+        registry: Annotated[
+            str | None, typer.Option("--registry", help="Push images to this registry host instead of the account's ECR.")
+        ] = None,
+        base_image: Annotated[str | None, typer.Option("--base-image", help="Base image for the function images.")] = None,
+        weights: Annotated[
+            str | None, typer.Option("--weights", help="Model weights in the images (default: the gallery's, else the deployed function's, else casia-webface).")
+        ] = None,
+        yes: YesOpt = False,
+        endpoint_url: EndpointOpt = None,
+        profile: ProfileOpt = None,
+    ) -> None:
+        """Create or update everything on AWS (buckets, failure queue, log groups, ECR, images, roles,
+        functions, trigger, gallery), idempotently: a second run has nothing to change."""
+        settings = settings_from(prefix, region, endpoint_url, profile, registry=registry)
+        with aws_errors(settings, "bootstrap"):
+            run_bootstrap(settings, gallery=gallery, dry_run=dry_run, skip_images=skip_images, base_image=base_image, weights=weights, yes=yes)
+
+    @app.command()
+    @friendly
+    def upload(
+        videos: Annotated[list[Path], typer.Argument(help="Video files (.mp4 .mov .mkv .avi .webm .m4v); the key is the file name.")],
+        prefix: PrefixOpt = None,
+        region: RegionOpt = None,
+        endpoint_url: EndpointOpt = None,
+        profile: ProfileOpt = None,
+    ) -> None:
+        """Upload videos to the input bucket (multipart, with progress). Every file is checked first:
+        nothing is sent if any is not a video or is empty."""
+        from ..upload import check_files, upload_files
+
+        settings = settings_from(prefix, region, endpoint_url, profile)
+        items = check_files(videos)
+        with aws_errors(settings, "upload"):
+            records = upload_files(aws.client(settings, "s3"), settings, items, console=err)
+        total = sum(r.size for r in records)
+        err.print(
+            f"uploaded {len(records)} video(s), {total / 1e6:.1f} MB, to s3://{escape(settings.names.input_bucket)}; "
+            "follow them with `facerec results --watch`",
+            highlight=False,
+        )
+
+    @app.command()
+    @friendly
+    def results(
+        watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow new results live until every uploaded video is answered.")] = False,
+        json_lines: JsonOpt = False,
+        timeout: Annotated[
+            float, typer.Option("--timeout", min=0.0, help="With --watch: give up after this many seconds (exit code 124).")
+        ] = 900.0,
+        prefix: PrefixOpt = None,
+        region: RegionOpt = None,
+        endpoint_url: EndpointOpt = None,
+        profile: ProfileOpt = None,
+    ) -> None:
+        """List results from the output bucket, and failed invocations from the failure queue as
+        errors. Exits 1 if any video ended in error."""
+        settings = settings_from(prefix, region, endpoint_url, profile)
+        with aws_errors(settings, "reading results"):
+            code = run_results(settings, watch=watch, json_lines=json_lines, timeout=timeout)
+        if code:
+            raise typer.Exit(code)
+
+    @app.command()
+    @friendly
+    def logs(
+        function: Annotated[
+            str | None, typer.Option("--function", "-f", help="video-splitting or face-recognition (short: splitting, recognition); default both.")
+        ] = None,
+        follow: Annotated[bool, typer.Option("--follow", help="Keep printing new events until Ctrl-C.")] = False,
+        since: Annotated[str, typer.Option("--since", help="Start this long ago (30s, 10m, 2h, 1d) or at this time (2026-01-31T14:00).")] = "10m",
+        prefix: PrefixOpt = None,
+        region: RegionOpt = None,
+        endpoint_url: EndpointOpt = None,
+        profile: ProfileOpt = None,
+    ) -> None:
+        """CloudWatch logs of the functions: timestamp, function, message, oldest first."""
+        from ..function_logs import parse_since, resolve_functions, show_logs
+
+        settings = settings_from(prefix, region, endpoint_url, profile)
+        functions = resolve_functions(settings, function)
+        start = parse_since(since)
+        client = aws.client(settings, "logs")
+
+        def warn(message: str) -> None:
+            err.print(Text(message, style="yellow"), soft_wrap=True)
+
+        with aws_errors(settings, "reading the logs"):
+            show_logs(settings, client, functions, since=start, follow=follow, console=out, warn=warn)
+
+    @app.command()
+    @friendly
+    def destroy(
+        yes: YesOpt = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be deleted and delete nothing.")] = False,
+        prefix: PrefixOpt = None,
+        region: RegionOpt = None,
+        endpoint_url: EndpointOpt = None,
+        profile: ProfileOpt = None,
+    ) -> None:
+        """Delete everything bootstrap created (buckets with their objects, functions, roles, queue,
+        log groups, ECR repository). Asks first unless --yes."""
+        settings = settings_from(prefix, region, endpoint_url, profile)
+        with aws_errors(settings, "destroy"):
+            run_destroy(settings, yes=yes, dry_run=dry_run)

@@ -1,0 +1,506 @@
+"""The AWS commands (bootstrap, upload, results, logs, destroy) through the real CLI (typer's CliRunner)
+against a real moto server over HTTP. Nothing of AWS is mocked.
+
+Each test gets its own prefix and a region of its own (function names are not prefixed, so two
+deployments only coexist in one moto server in different regions), and its own state directory for
+what `facerec upload` remembers. Settings reach the CLI the way a user's would: FACEREC_PREFIX,
+FACEREC_REGION and boto3's own AWS_ENDPOINT_URL in the environment (one test passes the flags).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+from moto.server import ThreadedMotoServer
+from typer.testing import CliRunner
+
+from facerec_cli import function_logs, watch_results
+from facerec_cli.config import Settings
+from facerec_cli.deploy import Clients, DeployOptions, apply_plan, plan_destroy
+from facerec_cli.deploy import plan as plan_module
+from facerec_cli.main import app
+from facerec_cli.results import destination_record
+from facerec_cli.upload_ledger import UploadLedger
+from lambdas.core.results import ERROR, NO_FACE, OK, Face, Result, error_result
+
+# Regions no other test module deploys to (tests/test_deploy.py cycles through its own list).
+_REGIONS = itertools.cycle(
+    ["eu-west-3", "eu-south-1", "ap-northeast-2", "ap-northeast-3", "me-south-1", "af-south-1", "ap-east-1",
+     "eu-central-2", "ap-south-2", "eu-south-2", "me-central-1", "il-central-1", "ap-southeast-3", "ap-southeast-4"]
+)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Any:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@dataclass
+class Env:
+    settings: Settings
+    tmp: Path
+
+    @property
+    def clients(self) -> Clients:
+        return Clients.from_settings(self.settings)
+
+    @property
+    def s3(self) -> Any:
+        return self.clients.s3
+
+
+@pytest.fixture
+def env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_REGION",
+                 "FACEREC_ENDPOINT_URL", "FACEREC_PROFILE", "FACEREC_REGISTRY", "FACEREC_STAGE1_EXPIRY_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+    prefix, region = f"c{uuid.uuid4().hex[:10]}", next(_REGIONS)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("FACEREC_PREFIX", prefix)
+    monkeypatch.setenv("FACEREC_REGION", region)
+    monkeypatch.setenv("FACEREC_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no user facerec.toml
+    monkeypatch.setenv("COLUMNS", "400")  # keep table cells and error lines unwrapped
+    monkeypatch.chdir(tmp_path)  # no ./facerec.toml
+    monkeypatch.setattr(plan_module, "_sleep", lambda seconds: None)
+    monkeypatch.setattr(watch_results, "POLL_SECONDS", 0.2)
+    settings = Settings(prefix=prefix, region=region, endpoint_url=moto_url)
+    yield Env(settings, tmp_path)
+    try:  # moto's state is global to the process: leave nothing behind
+        apply_plan(plan_destroy(settings, DeployOptions(with_ecr=True), Clients.from_settings(settings)))
+    except Exception as exc:  # noqa: BLE001 - cleanup must not mask the test's own result
+        logging.getLogger(__name__).warning("cleanup of %s failed: %s", prefix, exc)
+
+
+@pytest.fixture(scope="module")
+def gallery_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from lambdas.core.gallery import Gallery
+
+    path = tmp_path_factory.mktemp("gallery") / "gallery.pt"
+    Gallery(weights="casia-webface", embeddings=torch.randn(3, 512), names=["madonna", "madonna", "elton_john"]).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real one-second H.264 MP4 of a photo of Madonna."""
+    from facerec_cli.samples import still_video
+
+    photo = sorted((data / "5celeb" / "train" / "madonna").iterdir())[0]
+    return still_video(photo, tmp_path_factory.mktemp("video") / "madonna.mp4", seconds=1.0, size=(320, 240), fps=10)
+
+
+def facerec(*args: str) -> Any:
+    result = runner.invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def deploy(gallery: Path) -> None:
+    result = facerec("bootstrap", "--skip-images", "--gallery", str(gallery))
+    assert result.exit_code == 0, result.output
+
+
+def error_lines(result: Any) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def copy(src: Path, dst: Path) -> Path:
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def ok_result(video: str, name: str = "madonna") -> Result:
+    face = Face(frame=0, t=0.0, box=[10.0, 20.0, 110.0, 140.0], prob=0.999, name=name, distance=0.61)
+    return Result(video=video, status=OK, name=name, faces=[face], model="casia-webface", frames=3, timings_ms={"detect": 40.0})
+
+
+def put_result(env: Env, result: Result) -> None:
+    stem = Path(result.video).stem
+    s3 = env.s3
+    s3.put_object(Bucket=env.settings.names.output_bucket, Key=f"{stem}.json", Body=result.to_json().encode(), ContentType="application/json")
+    s3.put_object(Bucket=env.settings.names.output_bucket, Key=f"{stem}.txt", Body=result.name.encode())
+
+
+def put_failure(env: Env, video: str, message: str = "Task timed out after 300.00 seconds") -> None:
+    """What Lambda's OnFailure destination sends when the splitting function gave up on an upload."""
+    s = env.settings
+    clients = env.clients
+    event = {"Records": [{
+        "eventName": "ObjectCreated:Put", "eventTime": "2026-11-01T12:00:00.000Z",
+        "s3": {"bucket": {"name": s.names.input_bucket}, "object": {"key": video.replace(" ", "+"), "size": 1000, "eTag": "abc"}},
+    }]}  # fmt: skip
+    arn = f"arn:aws:lambda:{s.region}:{clients.account_id}:function:{s.names.splitting_function}"
+    url = clients.sqs.get_queue_url(QueueName=s.names.failure_queue)["QueueUrl"]
+    clients.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(destination_record(arn, str(uuid.uuid4()), event, message, 3)))
+
+
+# ------------------------------------------------------------------------------------------ bootstrap
+
+
+def test_bootstrap_dry_run_then_deploy_then_no_changes(env: Env, gallery_file: Path) -> None:
+    n = env.settings.names
+    dry = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"+ create s3 bucket {n.input_bucket}" in dry.stdout
+    assert "+ create lambda function video-splitting" in dry.stdout
+    assert "Plan (deploy): 15 to create." in dry.stdout
+    assert n.input_bucket not in {b["Name"] for b in env.s3.list_buckets()["Buckets"]}  # the dry run changed nothing
+
+    first = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))
+    assert first.exit_code == 0, first.output
+    assert "[15/15] created" in first.stderr
+    clients = env.clients
+    assert set(n.buckets) <= {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+    for function in (n.splitting_function, n.recognition_function):
+        config = clients.lambda_.get_function_configuration(FunctionName=function)
+        assert config["PackageType"] == "Image"
+    assert clients.lambda_.get_function_configuration(FunctionName=n.recognition_function)["Environment"]["Variables"]["FACEREC_WEIGHTS"] == "casia-webface"
+    head = clients.s3.head_object(Bucket=n.output_bucket, Key=n.gallery_key)
+    assert head["ContentLength"] == gallery_file.stat().st_size
+    triggers = clients.s3.get_bucket_notification_configuration(Bucket=n.input_bucket)["LambdaFunctionConfigurations"]
+    assert {t["LambdaFunctionArn"].rsplit(":", 1)[-1] for t in triggers} == {n.splitting_function}
+    assert clients.sqs.get_queue_url(QueueName=n.failure_queue)["QueueUrl"]
+
+    second = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))
+    assert second.exit_code == 0, second.output
+    assert "No changes: 15 resources up to date." in second.stdout
+    assert "created" not in second.stderr
+
+
+def test_bootstrap_flags_override_environment(env: Env, gallery_file: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FACEREC_PREFIX", "FACEREC_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.setenv(name, {"FACEREC_PREFIX": "someone-else", "FACEREC_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:1"}[name])
+    s = env.settings
+    flags = ["--prefix", s.prefix, "--region", s.region, "--endpoint-url", moto_url]
+    result = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--dry-run", *flags)
+    assert result.exit_code == 0, result.output
+    assert f"prefix {s.prefix}, region {s.region}" in result.stderr
+    assert f"+ create s3 bucket {s.names.output_bucket}" in result.stdout
+
+
+def test_bootstrap_refuses_a_bad_gallery_before_any_change(env: Env) -> None:
+    bad = env.tmp / "gallery.pt"
+    bad.write_bytes(b"certainly not a torch file")
+    result = facerec("bootstrap", "--skip-images", "--gallery", str(bad))
+    assert result.exit_code == 1
+    [line] = error_lines(result)
+    assert "not a facerec gallery" in line
+    assert env.settings.names.input_bucket not in {b["Name"] for b in env.s3.list_buckets()["Buckets"]}
+
+
+def test_bootstrap_weights_must_match_the_gallery(env: Env, gallery_file: Path) -> None:
+    result = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--weights", "vggface2", "--dry-run")
+    assert result.exit_code == 1
+    [line] = error_lines(result)
+    assert "made with casia-webface weights, not vggface2" in line
+
+
+# ------------------------------------------------------------------------------------------ upload
+
+
+def test_upload_sends_videos_with_content_type_and_remembers_them(env: Env, gallery_file: Path, video: Path) -> None:
+    deploy(gallery_file)
+    spaced = copy(video, env.tmp / "test 00 clip.mp4")
+    accented = copy(video, env.tmp / "vidéo ünïcode 名前.MOV")
+    big = env.tmp / "big.webm"  # above the 8 MiB multipart threshold (the content is not checked on upload)
+    big.write_bytes(video.read_bytes() * (9 * 1024 * 1024 // video.stat().st_size + 1))
+
+    result = facerec("upload", str(spaced), str(accented), str(big))
+    assert result.exit_code == 0, result.output
+    assert "uploaded 3 video(s)" in result.stderr
+    bucket = env.settings.names.input_bucket
+    for path, content_type in ((spaced, "video/mp4"), (accented, "video/quicktime"), (big, "video/webm")):
+        head = env.s3.head_object(Bucket=bucket, Key=path.name)
+        assert head["ContentType"] == content_type
+        assert head["ContentLength"] == path.stat().st_size
+    assert env.s3.head_object(Bucket=bucket, Key=big.name)["ETag"].strip('"').endswith("-2")  # multipart: 8 MiB + rest
+    body = env.s3.get_object(Bucket=bucket, Key=accented.name)["Body"].read()
+    assert body == video.read_bytes()
+
+    records = UploadLedger(env.settings).records()
+    assert sorted(r.key for r in records) == sorted([spaced.name, accented.name, big.name])
+    assert all(r.etag and r.size > 0 for r in records)
+
+
+def test_upload_refuses_non_videos_and_empty_files_before_sending_anything(env: Env, gallery_file: Path, video: Path) -> None:
+    deploy(gallery_file)
+    notes = env.tmp / "notes.txt"
+    notes.write_text("not a video\n")
+    empty = env.tmp / "empty.mp4"
+    empty.write_bytes(b"")
+    good = copy(video, env.tmp / "good.mp4")
+    for files, reason in (([good, notes], "notes.txt: not a video"), ([empty, good], "empty.mp4: empty file"), ([good, env.tmp / "missing.mp4"], "no such file")):
+        result = facerec("upload", *map(str, files))
+        assert result.exit_code == 1, result.output
+        [line] = error_lines(result)
+        assert "nothing was uploaded" in line and reason in line
+    assert env.s3.list_objects_v2(Bucket=env.settings.names.input_bucket).get("KeyCount", 0) == 0
+    assert UploadLedger(env.settings).records() == []
+
+
+def test_upload_before_bootstrap_says_to_bootstrap(env: Env, video: Path) -> None:
+    result = facerec("upload", str(video))
+    assert result.exit_code == 1
+    [line] = error_lines(result)
+    assert f"input bucket {env.settings.names.input_bucket} does not exist" in line
+    assert "run `facerec bootstrap` first" in line
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+def test_results_lists_result_objects_and_failures_as_errors(env: Env, gallery_file: Path) -> None:
+    deploy(gallery_file)
+    put_result(env, ok_result("test_00.mp4"))
+    put_result(env, Result(video="clip two.mp4", status=NO_FACE, name=NO_FACE, frames=3))
+    put_failure(env, "broken one.mp4", "Task timed out after 120.00 seconds")
+
+    table = facerec("results")
+    assert table.exit_code == 1, table.output  # one video ended in error
+    rows = {line.split("│")[1].strip(): line for line in table.stdout.splitlines() if line.count("│") > 3}
+    assert set(rows) == {"test_00.mp4", "clip two.mp4", "broken one.mp4"}
+    assert "madonna" in rows["test_00.mp4"] and " ok " in rows["test_00.mp4"]
+    assert "no_face" in rows["clip two.mp4"]
+    assert " error " in rows["broken one.mp4"]
+    assert "video-splitting failed on every attempt: Task timed out after 120.00 seconds" in table.stderr
+    assert "gallery" not in table.stdout  # facerec's own objects are not results
+
+    lines = facerec("results", "--json")
+    assert lines.exit_code == 1
+    objects = [json.loads(line) for line in lines.stdout.splitlines()]  # every stdout line is JSON
+    assert {o["video"]: o["status"] for o in objects} == {"test_00.mp4": OK, "clip two.mp4": NO_FACE, "broken one.mp4": ERROR}
+    assert objects[[o["video"] for o in objects].index("test_00.mp4")] == ok_result("test_00.mp4").to_dict()
+
+
+def test_results_reader_downloads_each_result_once_per_etag(env: Env, gallery_file: Path) -> None:
+    deploy(gallery_file)
+    clients = env.clients
+    put_result(env, ok_result("a.mp4"))
+    put_result(env, ok_result("b.mp4"))
+    reader = watch_results.ResultsReader(env.settings, clients.s3, clients.sqs)
+    assert sorted(reader.refresh().results) == ["a", "b"] and reader.fetches == 2
+    reader.refresh()
+    assert reader.fetches == 2  # nothing changed: list calls only
+    put_result(env, ok_result("b.mp4", name="elton_john"))
+    assert reader.refresh().results["b"].name == "elton_john" and reader.fetches == 3
+
+
+def test_results_before_bootstrap_says_to_bootstrap(env: Env) -> None:
+    result = facerec("results")
+    assert result.exit_code == 1
+    [line] = error_lines(result)
+    assert "output bucket" in line and "run `facerec bootstrap` first" in line
+
+
+def test_results_watch_follows_until_every_upload_is_answered(env: Env, gallery_file: Path, video: Path) -> None:
+    deploy(gallery_file)
+    first, second = copy(video, env.tmp / "first clip.mp4"), copy(video, env.tmp / "second.mp4")
+    put_result(env, error_result("second.mp4", "an answer to an earlier upload of the same name"))
+    time.sleep(1.1)  # S3 times have one-second resolution: the upload must come after that old result
+    assert facerec("upload", str(first), str(second)).exit_code == 0
+
+    def pipeline() -> None:  # plays the functions: answers arrive while `results --watch` runs
+        time.sleep(0.8)
+        put_result(env, ok_result("first clip.mp4"))
+        time.sleep(0.6)
+        put_result(env, ok_result("second.mp4", name="elton_john"))
+
+    worker = threading.Thread(target=pipeline)
+    started = time.monotonic()
+    worker.start()
+    result = facerec("results", "--watch", "--json", "--timeout", "20")
+    worker.join()
+    assert result.exit_code == 0, result.output
+    assert 1.2 < time.monotonic() - started < 15  # it waited for the second answer, not for the old one
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(o["video"], o["name"]) for o in objects] == [("first clip.mp4", "madonna"), ("second.mp4", "elton_john")]
+
+
+def test_results_watch_counts_failures_and_exits_non_zero(env: Env, gallery_file: Path, video: Path) -> None:
+    deploy(gallery_file)
+    good, bad = copy(video, env.tmp / "good.mp4"), copy(video, env.tmp / "bad.mp4")
+    assert facerec("upload", str(good), str(bad)).exit_code == 0
+
+    def pipeline() -> None:
+        time.sleep(0.5)
+        put_result(env, ok_result("good.mp4"))
+        put_failure(env, "bad.mp4", "Runtime exited with error: signal: killed")
+
+    worker = threading.Thread(target=pipeline)
+    worker.start()
+    result = facerec("results", "--watch", "--timeout", "20")
+    worker.join()
+    assert result.exit_code == 1, result.output
+    assert "good.mp4" in result.stdout and "bad.mp4" in result.stdout and "waiting" not in result.stdout
+    assert "signal: killed" in result.stderr
+
+
+def test_results_watch_times_out_with_a_non_zero_exit(env: Env, gallery_file: Path, video: Path) -> None:
+    deploy(gallery_file)
+    assert facerec("upload", str(copy(video, env.tmp / "never answered.mp4"))).exit_code == 0
+    started = time.monotonic()
+    result = facerec("results", "--watch", "--timeout", "1")
+    assert result.exit_code == 124
+    assert time.monotonic() - started < 10
+    assert "waiting" in result.stdout
+    assert "timed out after 1s: 1 uploaded video(s) without a result: never answered.mp4" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ logs
+
+
+def put_logs(env: Env, function: str, *messages: str) -> None:
+    logs = env.clients.logs
+    group = env.settings.names.log_group(function)
+    stream = f"2026/11/01/[$LATEST]{uuid.uuid4().hex}"
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    now = int(time.time() * 1000)
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(messages)])
+
+
+def test_logs_prints_both_functions_events(env: Env, gallery_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deploy(gallery_file)
+    put_logs(env, "video-splitting", "split test_00.mp4 into 3 frames\n")
+    put_logs(env, "face-recognition", "test_00: madonna (0.61)\n")
+
+    both = facerec("logs")
+    assert both.exit_code == 0, both.output
+    lines = both.stdout.splitlines()
+    assert any("video-splitting" in line and line.endswith("split test_00.mp4 into 3 frames") for line in lines)
+    assert any("face-recognition" in line and line.endswith("test_00: madonna (0.61)") for line in lines)
+
+    one = facerec("logs", "--function", "recognition", "--since", "1h")
+    assert one.exit_code == 0
+    assert "madonna" in one.stdout and "split test_00" not in one.stdout
+
+    # --follow: the first poll finds a new event, the second is interrupted (Ctrl-C) and ends quietly
+    polls: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 1:
+            put_logs(env, "face-recognition", "second.mp4: elton_john (0.7)")
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(function_logs, "_sleep", fake_sleep)
+    followed = facerec("logs", "--function", "face-recognition", "--follow")
+    assert followed.exit_code == 0, followed.output
+    assert followed.stdout.count("test_00: madonna") == 1 and "second.mp4: elton_john" in followed.stdout
+    assert polls[0] <= function_logs.FOLLOW_MAX_SECONDS
+
+    unknown = facerec("logs", "--function", "nope")
+    assert unknown.exit_code == 1 and "unknown function 'nope'" in error_lines(unknown)[0]
+    bad_since = facerec("logs", "--since", "yesterday")
+    assert bad_since.exit_code == 1 and "neither a duration nor a time" in error_lines(bad_since)[0]
+
+
+def test_logs_of_a_missing_deployment_say_so(env: Env) -> None:
+    result = facerec("logs")
+    assert result.exit_code == 1
+    [line] = error_lines(result)
+    assert "no log group /aws/lambda/video-splitting, /aws/lambda/face-recognition" in line
+    assert "run `facerec bootstrap` first" in line
+
+
+# ------------------------------------------------------------------------------------------ destroy
+
+
+def test_destroy_asks_then_removes_everything(env: Env, gallery_file: Path, video: Path) -> None:
+    deploy(gallery_file)
+    assert facerec("upload", str(video)).exit_code == 0
+    n = env.settings.names
+
+    refused = facerec("destroy")  # no --yes and no terminal to ask on
+    assert refused.exit_code == 1
+    [line] = error_lines(refused)
+    assert "without confirmation" in line and "--yes" in line
+    dry = facerec("destroy", "--dry-run")
+    assert dry.exit_code == 0 and f"- delete s3 bucket {n.input_bucket}" in dry.stdout
+    assert set(n.buckets) <= {b["Name"] for b in env.s3.list_buckets()["Buckets"]}  # still there
+
+    done = facerec("destroy", "--yes")
+    assert done.exit_code == 0, done.output
+    clients = env.clients
+    assert not set(n.buckets) & {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+    for function in (n.splitting_function, n.recognition_function):
+        with pytest.raises(botocore.exceptions.ClientError):
+            clients.lambda_.get_function(FunctionName=function)
+    with pytest.raises(botocore.exceptions.ClientError):
+        clients.sqs.get_queue_url(QueueName=n.failure_queue)
+    assert UploadLedger(env.settings).records() == []
+    again = facerec("destroy", "--yes")
+    assert again.exit_code == 0 and "Nothing to destroy." in again.stdout
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def test_missing_credentials_are_one_red_line(env: Env, video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = env.tmp / "empty-aws-file"
+    empty.write_text("")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    for args in (["bootstrap", "--skip-images"], ["upload", str(video)], ["results"], ["results", "--watch"], ["logs"], ["destroy", "--yes"]):
+        result = facerec(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stdout == ""
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: no AWS credentials found"), (args, line)
+
+
+def test_access_denied_is_one_red_line(env: Env, gallery_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IAM user with no policy at all: moto checks IAM when its no-auth allowance is 0."""
+    import moto.settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    deploy(gallery_file)
+    iam = env.clients.iam
+    user = f"nobody-{uuid.uuid4().hex[:6]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    with monkeypatch.context() as m:  # undone before the fixture's cleanup needs the admin keys again
+        m.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        m.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        m.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+        m.setattr(ActionAuthenticatorMixin, "request_count", 0)
+        results = facerec("results")
+        upload = facerec("upload", str(copy_text_video(env)))
+    for result in (results, upload):
+        assert result.exit_code == 1, result.output
+        [line] = error_lines(result)
+        assert "AWS denied" in line, line
+
+
+def copy_text_video(env: Env) -> Path:
+    path = env.tmp / "tiny.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    return path

@@ -1,0 +1,157 @@
+"""The whole pipeline on the embedded local cloud: real moto server over HTTP, real ffmpeg, real
+models, real videos (issue: the pipeline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from facerec_cli.local.pipeline import LocalPipeline, RunOptions, collect_videos
+from facerec_cli.main import app
+from facerec_cli.samples import still_video
+from lambdas.core.enroll import build_gallery
+
+PEOPLE = ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
+
+
+@pytest.fixture(scope="module")
+def gallery(data, encoder, tmp_path_factory) -> Path:
+    """5celeb/train plus the Hamilton enrolment photos, in one gallery."""
+    photos = tmp_path_factory.mktemp("photos")
+    for source in [*(data / "5celeb" / "train").iterdir(), *(data / "enroll").iterdir()]:
+        (photos / source.name).symlink_to(source)
+    path = tmp_path_factory.mktemp("gallery") / "gallery.pt"
+    build_gallery(photos, encoder)[0].save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def course_videos(data, tmp_path_factory) -> tuple[list[Path], dict[str, str]]:
+    """test_NN.mp4 in the course format (a few seconds, one person), from 5celeb/val photos, plus the
+    Hamilton clip; and the expected name of each."""
+    folder = tmp_path_factory.mktemp("videos")
+    expected = {}
+    for i, person in enumerate(PEOPLE):
+        photo = sorted((data / "5celeb" / "val" / person).iterdir())[1]
+        still_video(photo, folder / f"test_{i:02d}.mp4", seconds=2)
+        expected[f"test_{i:02d}.mp4"] = person
+    hamilton = folder / f"test_{len(PEOPLE):02d}.mp4"
+    hamilton.write_bytes((data / "videos" / "hamilton_miranda_lacamoire_10s.mp4").read_bytes())
+    expected[hamilton.name] = "lin_manuel_miranda"
+    return sorted(folder.iterdir()), expected
+
+
+def objects(pipeline: LocalPipeline, bucket: str) -> dict[str, bytes]:
+    s3 = pipeline.clients.s3
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_course_videos_named_and_stored_in_course_layout(gallery, course_videos, workers):
+    videos, expected = course_videos
+    jobs, refused = collect_videos(videos)
+    assert refused == []
+    with LocalPipeline(gallery, RunOptions(workers=workers, timeout_s=600)) as pipeline:
+        results = pipeline.run(jobs)
+        stage1 = objects(pipeline, pipeline.names.stage1_bucket)
+        output = objects(pipeline, pipeline.names.output_bucket)
+        counters = pipeline.cloud.dispatcher.counters()
+    assert {r.video: r.name for r in results} == expected
+    for name, person in expected.items():
+        stem = name[: -len(".mp4")]
+        assert stage1[f"{stem}.jpg"][:3] == b"\xff\xd8\xff"  # the first frame, a JPEG
+        assert f"{stem}/001.jpg" in stage1 and f"{stem}/002.jpg" in stage1
+        assert output[f"{stem}.txt"].decode() == person  # the course grader reads just the name
+        assert json.loads(output[f"{stem}.json"])["name"] == person
+    # one splitting and one recognition invocation per video, none failed
+    assert counters.succeeded == 2 * len(videos) and counters.failed == 0
+
+
+def test_bad_inputs_and_odd_keys_each_end_with_their_own_result(gallery, data, tmp_path, bad_inputs):
+    odd = tmp_path / "my video+1 ünïcode 名前.mp4"
+    still_video(sorted((data / "5celeb" / "val" / "madonna").iterdir())[0], odd, seconds=2)
+    no_face = still_video(data / "noface" / "noface_02_peppers.png", tmp_path / "peppers.mp4", seconds=2)
+    image = data / "noface" / "noface_03_rice.png"
+    files = [bad_inputs["corrupt"], odd, bad_inputs["empty"], no_face, bad_inputs["text"], image]
+    result = CliRunner().invoke(app, ["run-local", *map(str, files), "--gallery", str(gallery), "--json", "--workers", "1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1  # some videos failed
+    by_video = {r["video"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert set(by_video) == {f.name for f in files}
+    assert (by_video[odd.name]["status"], by_video[odd.name]["name"]) == ("ok", "madonna")
+    assert by_video["peppers.mp4"]["status"] == "no_face"
+    for name, words in [("corrupt.mp4", "not a readable video"), ("empty.mp4", "empty"), ("notes.mp4", "not a readable video"), (image.name, "identify")]:
+        assert by_video[name]["status"] == "error" and words in by_video[name]["error"], by_video[name]
+        assert by_video[name]["error"].startswith(name)
+    out = tmp_path / "out"
+    assert (out / "my video+1 ünïcode 名前.txt").read_text() == "madonna"
+    assert json.loads((out / "empty.json").read_text())["status"] == "error"
+
+
+def _replace_recognition_handler(pipeline: LocalPipeline, command: str, fault_dir: Path) -> None:
+    """Recreate face-recognition with another handler (moto ignores ImageConfig in updates)."""
+    lam = pipeline.clients.lambda_
+    name = pipeline.names.recognition_function
+    config = lam.get_function(FunctionName=name)["Configuration"]
+    env = dict(config["Environment"]["Variables"], FAULT_DIR=str(fault_dir))
+    lam.delete_function(FunctionName=name)
+    lam.create_function(
+        FunctionName=name, Role=config["Role"], PackageType="Image", Code={"ImageUri": "local/facerec:test"},
+        ImageConfig={"Command": [command]}, Environment={"Variables": env}, Timeout=config["Timeout"], MemorySize=config["MemorySize"],
+    )
+
+
+@pytest.mark.parametrize("fault", ["fail_once", "die_once"])
+def test_failed_or_killed_invocation_is_retried(gallery, course_videos, tmp_path, fault):
+    videos, expected = course_videos
+    jobs, _ = collect_videos(videos[:2])
+    with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300)) as pipeline:
+        _replace_recognition_handler(pipeline, f"tests.pipeline_faults.{fault}", tmp_path)
+        results = pipeline.run(jobs)
+        counters = pipeline.cloud.dispatcher.counters()
+    assert {r.video: r.name for r in results} == {j.key: expected[j.key] for j in jobs}
+    # each video's recognition failed once and succeeded on its retry; nothing given up on
+    assert counters.retried == len(jobs) and counters.failed == 0
+
+
+def test_duplicate_event_gives_one_result(gallery, course_videos):
+    videos, expected = course_videos
+    jobs, _ = collect_videos(videos[:1])
+    with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300)) as pipeline:
+        results = pipeline.run(jobs)
+        dispatcher = pipeline.cloud.dispatcher
+        (split_event,) = [i.event_text for i in dispatcher.invocations if i.spec.name == pipeline.names.splitting_function]
+        # S3 delivers at least once: deliver the very same notification again.
+        pipeline.clients.lambda_.invoke(FunctionName=pipeline.names.splitting_function, InvocationType="Event", Payload=split_event.encode())
+        assert dispatcher.wait_idle(120)
+        recognitions = [i for i in dispatcher.invocations if i.spec.name == pipeline.names.recognition_function]
+        output = objects(pipeline, pipeline.names.output_bucket)
+    assert [r.name for r in results] == [expected[jobs[0].key]]
+    assert len(recognitions) == 1  # the redelivery was recognised and skipped by video-splitting
+    assert sorted(k for k in output if not k.startswith(".facerec/")) == ["test_00.json", "test_00.txt"]
+
+
+def test_video_failing_every_attempt_ends_with_an_error_result(gallery, course_videos, tmp_path):
+    videos, _ = course_videos
+    jobs, _ = collect_videos(videos[:1])
+    with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300)) as pipeline:
+        _replace_recognition_handler(pipeline, "tests.runtime_handlers.always_fail", tmp_path)
+        results = pipeline.run(jobs)
+        queue_url = pipeline.clients.sqs.get_queue_url(QueueName=pipeline.names.failure_queue)["QueueUrl"]
+        messages = pipeline.clients.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    (result,) = results
+    assert result.status == "error" and "face-recognition failed on every attempt" in result.error
+    (message,) = messages
+    record = json.loads(message["Body"])
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestPayload"]["video"] == "test_00.mp4"
+
+
+def test_demo_runs_on_packaged_data():
+    result = CliRunner().invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "demo ok" in result.stderr
+    assert "eileen_collins" in result.stdout and "no_face" in result.stdout

@@ -106,6 +106,15 @@ def _from_file() -> dict[str, Any]:
     return {}
 
 
+def _profile_region(profile: str | None) -> str | None:
+    try:
+        import boto3
+
+        return boto3.Session(profile_name=profile).region_name
+    except Exception:  # a missing profile is reported when clients are made
+        return None
+
+
 def load_settings(**flags: Any) -> Settings:
     """Build settings from flags (None = not given), environment, config file and defaults."""
     names = [f.name for f in fields(Settings) if f.init]
@@ -122,6 +131,9 @@ def load_settings(**flags: Any) -> Settings:
             values[name] = os.environ["AWS_DEFAULT_REGION"]
         elif name in file_values:
             values[name] = file_values[name]
+    if "region" not in values:
+        # What `aws configure` set for the profile, before our default.
+        values["region"] = _profile_region(values.get("profile")) or DEFAULT_REGION
     if "stage1_expiry_days" in values:
         values["stage1_expiry_days"] = int(values["stage1_expiry_days"])
     return Settings(**values)

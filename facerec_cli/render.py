@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lambdas.core.results import ERROR, NO_FACE, OK, UNKNOWN, Result
@@ -27,7 +28,7 @@ def results_table(results: Iterable[Result], title: str | None = None) -> Table:
     table = Table(title=title, show_lines=False)
     table.add_column("video", overflow="fold")
     table.add_column("status")
-    table.add_column("name")
+    table.add_column("name", overflow="fold")
     table.add_column("faces", justify="right")
     table.add_column("distances")
     table.add_column("frames", justify="right")
@@ -40,9 +41,9 @@ def results_table(results: Iterable[Result], title: str | None = None) -> Table:
         stages = ("split", "recognise") if "recognise" in t else ("decode", "detect", "embed", "match")
         total = sum(t.get(k, 0.0) for k in stages)
         table.add_row(
-            r.video,
+            escape(r.video),
             f"[{style}]{r.status}[/]",
-            r.name,
+            escape(r.name),
             str(len(r.faces)),
             distances,
             str(r.frames),
@@ -52,11 +53,11 @@ def results_table(results: Iterable[Result], title: str | None = None) -> Table:
 
 
 def fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def print_errors(results: Iterable[Result]) -> None:
     """The message of every error result, one line each, below the table."""
     for r in results:
         if r.status == ERROR:
-            err.print(f"[red]{r.video}[/]: {r.error}", highlight=False, soft_wrap=True)
+            err.print(f"[red]{escape(r.video)}[/]: {escape(str(r.error))}", highlight=False, soft_wrap=True)

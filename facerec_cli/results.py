@@ -37,6 +37,7 @@ class FailedVideo:
     video: str
     function: str
     message: str
+    timestamp: str | None = None  # when Lambda gave up (an old failure must not answer a re-upload)
 
 
 def videos_of_event(event: Any) -> list[tuple[str, str]]:
@@ -71,7 +72,8 @@ def parse_destination_record(body: str) -> list[FailedVideo]:
         record = json.loads(body)
         function = str(record["requestContext"]["functionArn"]).split(":")[-1]
         message = (record.get("responsePayload") or {}).get("errorMessage") or record["requestContext"].get("condition", "failed")
-        return [FailedVideo(stem, video, function, message) for stem, video in videos_of_event(record.get("requestPayload"))]
+        when = record.get("timestamp")
+        return [FailedVideo(stem, video, function, message, when) for stem, video in videos_of_event(record.get("requestPayload"))]
     except (ValueError, KeyError, TypeError):
         return []
 

@@ -266,7 +266,7 @@ def show(snapshot: Snapshot, *, json_lines: bool, title: str = "results") -> Non
     if snapshot.pending:
         names = ", ".join(u.video for u in snapshot.pending[:5]) + (" …" if len(snapshot.pending) > 5 else "")
         summary += f"; {len(snapshot.pending)} uploaded video(s) still without a result: {names}"
-    err.print(summary, highlight=False)
+    err.print(Text(summary), highlight=False, soft_wrap=True)
 
 
 __all__ = [

@@ -38,13 +38,9 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path) -> RecognitionReques
     # characters are kept, within any file system's limit.
     local = workdir / Path(upload.key).name[-120:]
     client("s3").download_file(upload.bucket, upload.key, str(local))
-    info = media.probe(local, timeout=env.ffmpeg_timeout)
-    if info.duration is not None and info.duration > env.max_seconds:
-        raise InputError(
-            f"{upload.video}: the video is {info.duration:.0f} s long, over the limit of {env.max_seconds:.0f} s "
-            "(raise FACEREC_MAX_SECONDS or trim the video)"
-        )
-    times = media.sample_times(info.duration, env.frames, env.fps or None)
+    seconds = media.duration(local, timeout=env.ffmpeg_timeout)
+    media.check_duration(local, seconds, env.max_seconds)
+    times = media.sample_times(seconds, env.frames, env.fps or None)
     out_dir = workdir / "frames"
     out_dir.mkdir()
     files = media.extract_frames(local, times, out_dir, timeout=env.ffmpeg_timeout)

@@ -9,6 +9,7 @@ FACEREC_REGION and boto3's own AWS_ENDPOINT_URL in the environment (one test pas
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import pytest
 from moto.server import ThreadedMotoServer
@@ -32,7 +32,7 @@ from facerec_cli.deploy import plan as plan_module
 from facerec_cli.main import app
 from facerec_cli.results import destination_record
 from facerec_cli.upload_ledger import UploadLedger
-from lambdas.core.results import ERROR, NO_FACE, OK, Face, Result, error_result
+from lambdas.core.results import ERROR, NO_FACE, OK, Face, Result
 
 # Regions no other test module deploys to (tests/test_deploy.py cycles through its own list).
 _REGIONS = itertools.cycle(
@@ -57,7 +57,7 @@ class Env:
     settings: Settings
     tmp: Path
 
-    @property
+    @functools.cached_property
     def clients(self) -> Clients:
         return Clients.from_settings(self.settings)
 
@@ -66,32 +66,80 @@ class Env:
         return self.clients.s3
 
 
-@pytest.fixture
-def env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+def _user_environment(mp: pytest.MonkeyPatch, moto_url: str, home: Path) -> None:
+    """A user's shell pointed at the moto server: fake keys, no AWS config files, boto3's own
+    AWS_ENDPOINT_URL, no facerec.toml, and a state directory of its own."""
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_REGION",
                  "FACEREC_ENDPOINT_URL", "FACEREC_PROFILE", "FACEREC_REGISTRY", "FACEREC_STAGE1_EXPIRY_DAYS"):
-        monkeypatch.delenv(name, raising=False)
-    prefix, region = f"c{uuid.uuid4().hex[:10]}", next(_REGIONS)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("FACEREC_PREFIX", prefix)
-    monkeypatch.setenv("FACEREC_REGION", region)
-    monkeypatch.setenv("FACEREC_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no user facerec.toml
-    monkeypatch.setenv("COLUMNS", "400")  # keep table cells and error lines unwrapped
-    monkeypatch.chdir(tmp_path)  # no ./facerec.toml
-    monkeypatch.setattr(plan_module, "_sleep", lambda seconds: None)
-    monkeypatch.setattr(watch_results, "POLL_SECONDS", 0.2)
-    settings = Settings(prefix=prefix, region=region, endpoint_url=moto_url)
-    yield Env(settings, tmp_path)
+        mp.delenv(name, raising=False)
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_CONFIG_FILE", str(home / "no-config"))
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-credentials"))
+    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    mp.setenv("AWS_ENDPOINT_URL", moto_url)
+    mp.setenv("FACEREC_STATE_DIR", str(home / "state"))
+    mp.setenv("XDG_CONFIG_HOME", str(home / "config"))  # no user facerec.toml
+    mp.setenv("COLUMNS", "400")  # keep table cells and error lines unwrapped
+    mp.chdir(home)  # no ./facerec.toml
+    mp.setattr(plan_module, "_sleep", lambda seconds: None)
+    mp.setattr(watch_results, "POLL_SECONDS", 0.2)
+
+
+def _use(mp: pytest.MonkeyPatch, settings: Settings) -> None:
+    mp.setenv("FACEREC_PREFIX", settings.prefix)
+    mp.setenv("FACEREC_REGION", settings.region)
+
+
+def _destroy(settings: Settings) -> None:
     try:  # moto's state is global to the process: leave nothing behind
-        apply_plan(plan_destroy(settings, DeployOptions(with_ecr=True), Clients.from_settings(settings)))
+        clients = Clients.from_settings(settings)
+        # bootstrap creates the buckets first: without them nothing else of this deployment exists
+        if set(settings.names.buckets) & {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}:
+            apply_plan(plan_destroy(settings, DeployOptions(with_ecr=True), clients))
     except Exception as exc:  # noqa: BLE001 - cleanup must not mask the test's own result
-        logging.getLogger(__name__).warning("cleanup of %s failed: %s", prefix, exc)
+        logging.getLogger(__name__).warning("cleanup of %s failed: %s", settings.prefix, exc)
+
+
+def _new_settings(moto_url: str) -> Settings:
+    return Settings(prefix=f"c{uuid.uuid4().hex[:10]}", region=next(_REGIONS), endpoint_url=moto_url)
+
+
+@pytest.fixture
+def env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """A prefix and region with nothing deployed yet (destroyed after the test)."""
+    _user_environment(monkeypatch, moto_url, tmp_path)
+    settings = _new_settings(moto_url)
+    _use(monkeypatch, settings)
+    yield Env(settings, tmp_path)
+    _destroy(settings)
+
+
+@pytest.fixture(scope="module")
+def shared_deployment(moto_url: str, gallery_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One deployment (bootstrap --skip-images) for the tests that only use it."""
+    settings = _new_settings(moto_url)
+    with pytest.MonkeyPatch.context() as mp:
+        _user_environment(mp, moto_url, tmp_path_factory.mktemp("shared"))
+        _use(mp, settings)
+        deploy(gallery_file)
+        yield settings
+        _destroy(settings)
+
+
+@pytest.fixture
+def deployed(shared_deployment: Settings, moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Env:
+    """The shared deployment, emptied: no uploads, no results (the gallery stays), no failure records."""
+    _user_environment(monkeypatch, moto_url, tmp_path)
+    _use(monkeypatch, shared_deployment)
+    n = shared_deployment.names
+    clients = Clients.from_settings(shared_deployment)
+    for bucket in (n.input_bucket, n.stage1_bucket, n.output_bucket):
+        keys = [{"Key": o["Key"]} for o in clients.s3.list_objects_v2(Bucket=bucket).get("Contents", []) if o["Key"] != n.gallery_key]
+        if keys:
+            clients.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    clients.sqs.purge_queue(QueueUrl=clients.sqs.get_queue_url(QueueName=n.failure_queue)["QueueUrl"])
+    return Env(shared_deployment, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +252,41 @@ def test_bootstrap_flags_override_environment(env: Env, gallery_file: Path, moto
     assert f"+ create s3 bucket {s.names.output_bucket}" in result.stdout
 
 
+def test_bootstrap_builds_images_after_creating_the_repository(env: Env, gallery_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --skip-images: the ECR repository first, then images.build_and_push, then the functions
+    on the pushed URIs. The image builder (needs dockerd) is replaced by a recorder here."""
+    import types
+
+    import facerec_cli.deploy
+
+    calls: list[dict[str, Any]] = []
+    n = env.settings.names
+
+    def build_and_push(settings: Settings, clients: Clients, **kwargs: Any) -> dict[str, str]:
+        assert clients.ecr.describe_repositories(repositoryNames=[n.ecr_repository])["repositories"]
+        calls.append({"prefix": settings.prefix, **kwargs})
+        kwargs["on_progress"]("pushed layer 1/3")
+        return {kind: f"registry.test:5000/{n.ecr_repository}:{kind}-1" for kind in ("splitting", "recognition")}
+
+    fake = types.ModuleType("facerec_cli.deploy.images")
+    fake.build_and_push = build_and_push  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "facerec_cli.deploy.images", fake)
+    monkeypatch.setattr(facerec_cli.deploy, "images", fake, raising=False)
+
+    dry = facerec("bootstrap", "--gallery", str(gallery_file), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"+ create ecr repository {n.ecr_repository}" in dry.stdout and "container images" in dry.stdout
+    assert calls == []  # a dry run builds nothing
+
+    result = facerec("bootstrap", "--gallery", str(gallery_file), "--base-image", "base:1", "--registry", "registry.test:5000")
+    assert result.exit_code == 0, result.output
+    assert calls == [{"prefix": n.prefix, "weights": "casia-webface", "registry": "registry.test:5000", "base_image": "base:1", "on_progress": calls[0]["on_progress"]}]
+    assert "pushed layer 1/3" in result.stderr
+    lam = env.clients.lambda_
+    assert lam.get_function(FunctionName=n.splitting_function)["Code"]["ImageUri"] == f"registry.test:5000/{n.ecr_repository}:splitting-1"
+    assert lam.get_function(FunctionName=n.recognition_function)["Code"]["ImageUri"] == f"registry.test:5000/{n.ecr_repository}:recognition-1"
+
+
 def test_bootstrap_refuses_a_bad_gallery_before_any_change(env: Env) -> None:
     bad = env.tmp / "gallery.pt"
     bad.write_bytes(b"certainly not a torch file")
@@ -224,44 +307,42 @@ def test_bootstrap_weights_must_match_the_gallery(env: Env, gallery_file: Path) 
 # ------------------------------------------------------------------------------------------ upload
 
 
-def test_upload_sends_videos_with_content_type_and_remembers_them(env: Env, gallery_file: Path, video: Path) -> None:
-    deploy(gallery_file)
-    spaced = copy(video, env.tmp / "test 00 clip.mp4")
-    accented = copy(video, env.tmp / "vidéo ünïcode 名前.MOV")
-    big = env.tmp / "big.webm"  # above the 8 MiB multipart threshold (the content is not checked on upload)
+def test_upload_sends_videos_with_content_type_and_remembers_them(deployed: Env, video: Path) -> None:
+    spaced = copy(video, deployed.tmp / "test 00 clip.mp4")
+    accented = copy(video, deployed.tmp / "vidéo ünïcode 名前.MOV")
+    big = deployed.tmp / "big.webm"  # above the 8 MiB multipart threshold (the content is not checked on upload)
     big.write_bytes(video.read_bytes() * (9 * 1024 * 1024 // video.stat().st_size + 1))
 
     result = facerec("upload", str(spaced), str(accented), str(big))
     assert result.exit_code == 0, result.output
     assert "uploaded 3 video(s)" in result.stderr
-    bucket = env.settings.names.input_bucket
+    bucket = deployed.settings.names.input_bucket
     for path, content_type in ((spaced, "video/mp4"), (accented, "video/quicktime"), (big, "video/webm")):
-        head = env.s3.head_object(Bucket=bucket, Key=path.name)
+        head = deployed.s3.head_object(Bucket=bucket, Key=path.name)
         assert head["ContentType"] == content_type
         assert head["ContentLength"] == path.stat().st_size
-    assert env.s3.head_object(Bucket=bucket, Key=big.name)["ETag"].strip('"').endswith("-2")  # multipart: 8 MiB + rest
-    body = env.s3.get_object(Bucket=bucket, Key=accented.name)["Body"].read()
+    assert deployed.s3.head_object(Bucket=bucket, Key=big.name)["ETag"].strip('"').endswith("-2")  # multipart: 8 MiB + rest
+    body = deployed.s3.get_object(Bucket=bucket, Key=accented.name)["Body"].read()
     assert body == video.read_bytes()
 
-    records = UploadLedger(env.settings).records()
+    records = UploadLedger(deployed.settings).records()
     assert sorted(r.key for r in records) == sorted([spaced.name, accented.name, big.name])
     assert all(r.etag and r.size > 0 for r in records)
 
 
-def test_upload_refuses_non_videos_and_empty_files_before_sending_anything(env: Env, gallery_file: Path, video: Path) -> None:
-    deploy(gallery_file)
-    notes = env.tmp / "notes.txt"
+def test_upload_refuses_non_videos_and_empty_files_before_sending_anything(deployed: Env, video: Path) -> None:
+    notes = deployed.tmp / "notes.txt"
     notes.write_text("not a video\n")
-    empty = env.tmp / "empty.mp4"
+    empty = deployed.tmp / "empty.mp4"
     empty.write_bytes(b"")
-    good = copy(video, env.tmp / "good.mp4")
-    for files, reason in (([good, notes], "notes.txt: not a video"), ([empty, good], "empty.mp4: empty file"), ([good, env.tmp / "missing.mp4"], "no such file")):
+    good = copy(video, deployed.tmp / "good.mp4")
+    for files, reason in (([good, notes], "notes.txt: not a video"), ([empty, good], "empty.mp4: empty file"), ([good, deployed.tmp / "missing.mp4"], "no such file")):
         result = facerec("upload", *map(str, files))
         assert result.exit_code == 1, result.output
         [line] = error_lines(result)
         assert "nothing was uploaded" in line and reason in line
-    assert env.s3.list_objects_v2(Bucket=env.settings.names.input_bucket).get("KeyCount", 0) == 0
-    assert UploadLedger(env.settings).records() == []
+    assert deployed.s3.list_objects_v2(Bucket=deployed.settings.names.input_bucket).get("KeyCount", 0) == 0
+    assert UploadLedger(deployed.settings).records() == []
 
 
 def test_upload_before_bootstrap_says_to_bootstrap(env: Env, video: Path) -> None:
@@ -275,11 +356,10 @@ def test_upload_before_bootstrap_says_to_bootstrap(env: Env, video: Path) -> Non
 # ------------------------------------------------------------------------------------------ results
 
 
-def test_results_lists_result_objects_and_failures_as_errors(env: Env, gallery_file: Path) -> None:
-    deploy(gallery_file)
-    put_result(env, ok_result("test_00.mp4"))
-    put_result(env, Result(video="clip two.mp4", status=NO_FACE, name=NO_FACE, frames=3))
-    put_failure(env, "broken one.mp4", "Task timed out after 120.00 seconds")
+def test_results_lists_result_objects_and_failures_as_errors(deployed: Env) -> None:
+    put_result(deployed, ok_result("test_00.mp4"))
+    put_result(deployed, Result(video="clip two.mp4", status=NO_FACE, name=NO_FACE, frames=3))
+    put_failure(deployed, "broken one.mp4", "Task timed out after 120.00 seconds")
 
     table = facerec("results")
     assert table.exit_code == 1, table.output  # one video ended in error
@@ -297,18 +377,13 @@ def test_results_lists_result_objects_and_failures_as_errors(env: Env, gallery_f
     assert {o["video"]: o["status"] for o in objects} == {"test_00.mp4": OK, "clip two.mp4": NO_FACE, "broken one.mp4": ERROR}
     assert objects[[o["video"] for o in objects].index("test_00.mp4")] == ok_result("test_00.mp4").to_dict()
 
-
-def test_results_reader_downloads_each_result_once_per_etag(env: Env, gallery_file: Path) -> None:
-    deploy(gallery_file)
-    clients = env.clients
-    put_result(env, ok_result("a.mp4"))
-    put_result(env, ok_result("b.mp4"))
-    reader = watch_results.ResultsReader(env.settings, clients.s3, clients.sqs)
-    assert sorted(reader.refresh().results) == ["a", "b"] and reader.fetches == 2
-    reader.refresh()
-    assert reader.fetches == 2  # nothing changed: list calls only
-    put_result(env, ok_result("b.mp4", name="elton_john"))
-    assert reader.refresh().results["b"].name == "elton_john" and reader.fetches == 3
+    # a refresh costs list calls; a result object is downloaded again only when its ETag changes
+    clients = deployed.clients
+    reader = watch_results.ResultsReader(deployed.settings, clients.s3, clients.sqs)
+    assert sorted(reader.refresh().results) == ["broken one", "clip two", "test_00"] and reader.fetches == 2
+    assert reader.refresh().results["test_00"].name == "madonna" and reader.fetches == 2
+    put_result(deployed, ok_result("test_00.mp4", name="elton_john"))
+    assert reader.refresh().results["test_00"].name == "elton_john" and reader.fetches == 3
 
 
 def test_results_before_bootstrap_says_to_bootstrap(env: Env) -> None:
@@ -318,18 +393,15 @@ def test_results_before_bootstrap_says_to_bootstrap(env: Env) -> None:
     assert "output bucket" in line and "run `facerec bootstrap` first" in line
 
 
-def test_results_watch_follows_until_every_upload_is_answered(env: Env, gallery_file: Path, video: Path) -> None:
-    deploy(gallery_file)
-    first, second = copy(video, env.tmp / "first clip.mp4"), copy(video, env.tmp / "second.mp4")
-    put_result(env, error_result("second.mp4", "an answer to an earlier upload of the same name"))
-    time.sleep(1.1)  # S3 times have one-second resolution: the upload must come after that old result
+def test_results_watch_follows_until_every_upload_is_answered(deployed: Env, video: Path) -> None:
+    first, second = copy(video, deployed.tmp / "first clip.mp4"), copy(video, deployed.tmp / "second.mp4")
     assert facerec("upload", str(first), str(second)).exit_code == 0
 
     def pipeline() -> None:  # plays the functions: answers arrive while `results --watch` runs
         time.sleep(0.8)
-        put_result(env, ok_result("first clip.mp4"))
+        put_result(deployed, ok_result("first clip.mp4"))
         time.sleep(0.6)
-        put_result(env, ok_result("second.mp4", name="elton_john"))
+        put_result(deployed, ok_result("second.mp4", name="elton_john"))
 
     worker = threading.Thread(target=pipeline)
     started = time.monotonic()
@@ -337,20 +409,19 @@ def test_results_watch_follows_until_every_upload_is_answered(env: Env, gallery_
     result = facerec("results", "--watch", "--json", "--timeout", "20")
     worker.join()
     assert result.exit_code == 0, result.output
-    assert 1.2 < time.monotonic() - started < 15  # it waited for the second answer, not for the old one
+    assert 1.2 < time.monotonic() - started < 15  # it waited for the second answer
     objects = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(o["video"], o["name"]) for o in objects] == [("first clip.mp4", "madonna"), ("second.mp4", "elton_john")]
 
 
-def test_results_watch_counts_failures_and_exits_non_zero(env: Env, gallery_file: Path, video: Path) -> None:
-    deploy(gallery_file)
-    good, bad = copy(video, env.tmp / "good.mp4"), copy(video, env.tmp / "bad.mp4")
+def test_results_watch_counts_failures_and_exits_non_zero(deployed: Env, video: Path) -> None:
+    good, bad = copy(video, deployed.tmp / "good.mp4"), copy(video, deployed.tmp / "bad.mp4")
     assert facerec("upload", str(good), str(bad)).exit_code == 0
 
     def pipeline() -> None:
         time.sleep(0.5)
-        put_result(env, ok_result("good.mp4"))
-        put_failure(env, "bad.mp4", "Runtime exited with error: signal: killed")
+        put_result(deployed, ok_result("good.mp4"))
+        put_failure(deployed, "bad.mp4", "Runtime exited with error: signal: killed")
 
     worker = threading.Thread(target=pipeline)
     worker.start()
@@ -361,33 +432,34 @@ def test_results_watch_counts_failures_and_exits_non_zero(env: Env, gallery_file
     assert "signal: killed" in result.stderr
 
 
-def test_results_watch_times_out_with_a_non_zero_exit(env: Env, gallery_file: Path, video: Path) -> None:
-    deploy(gallery_file)
-    assert facerec("upload", str(copy(video, env.tmp / "never answered.mp4"))).exit_code == 0
+def test_results_watch_times_out_with_a_non_zero_exit(deployed: Env, video: Path) -> None:
+    """An old result of an earlier upload of the same name does not answer the new upload."""
+    put_result(deployed, ok_result("never answered.mp4"))
+    time.sleep(1.1)  # S3 times have one-second resolution: the upload must come after that old result
+    assert facerec("upload", str(copy(video, deployed.tmp / "never answered.mp4"))).exit_code == 0
     started = time.monotonic()
     result = facerec("results", "--watch", "--timeout", "1")
     assert result.exit_code == 124
     assert time.monotonic() - started < 10
-    assert "waiting" in result.stdout
+    assert "waiting" in result.stdout and "madonna" not in result.stdout
     assert "timed out after 1s: 1 uploaded video(s) without a result: never answered.mp4" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------ logs
 
 
-def put_logs(env: Env, function: str, *messages: str) -> None:
-    logs = env.clients.logs
-    group = env.settings.names.log_group(function)
+def put_logs(deployed: Env, function: str, *messages: str) -> None:
+    logs = deployed.clients.logs
+    group = deployed.settings.names.log_group(function)
     stream = f"2026/11/01/[$LATEST]{uuid.uuid4().hex}"
     logs.create_log_stream(logGroupName=group, logStreamName=stream)
     now = int(time.time() * 1000)
     logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(messages)])
 
 
-def test_logs_prints_both_functions_events(env: Env, gallery_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    deploy(gallery_file)
-    put_logs(env, "video-splitting", "split test_00.mp4 into 3 frames\n")
-    put_logs(env, "face-recognition", "test_00: madonna (0.61)\n")
+def test_logs_prints_both_functions_events(deployed: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    put_logs(deployed, "video-splitting", "split test_00.mp4 into 3 frames\n")
+    put_logs(deployed, "face-recognition", "test_00: madonna (0.61)\n")
 
     both = facerec("logs")
     assert both.exit_code == 0, both.output
@@ -405,7 +477,7 @@ def test_logs_prints_both_functions_events(env: Env, gallery_file: Path, monkeyp
     def fake_sleep(seconds: float) -> None:
         polls.append(seconds)
         if len(polls) == 1:
-            put_logs(env, "face-recognition", "second.mp4: elton_john (0.7)")
+            put_logs(deployed, "face-recognition", "second.mp4: elton_john (0.7)")
         else:
             raise KeyboardInterrupt
 
@@ -477,13 +549,12 @@ def test_missing_credentials_are_one_red_line(env: Env, video: Path, monkeypatch
         assert line.startswith("error: no AWS credentials found"), (args, line)
 
 
-def test_access_denied_is_one_red_line(env: Env, gallery_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_access_denied_is_one_red_line(deployed: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """An IAM user with no policy at all: moto checks IAM when its no-auth allowance is 0."""
     import moto.settings
     from moto.core.authorization import ActionAuthenticatorMixin
 
-    deploy(gallery_file)
-    iam = env.clients.iam
+    iam = deployed.clients.iam
     user = f"nobody-{uuid.uuid4().hex[:6]}"
     iam.create_user(UserName=user)
     key = iam.create_access_key(UserName=user)["AccessKey"]
@@ -493,14 +564,14 @@ def test_access_denied_is_one_red_line(env: Env, gallery_file: Path, monkeypatch
         m.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
         m.setattr(ActionAuthenticatorMixin, "request_count", 0)
         results = facerec("results")
-        upload = facerec("upload", str(copy_text_video(env)))
+        upload = facerec("upload", str(copy_text_video(deployed)))
     for result in (results, upload):
         assert result.exit_code == 1, result.output
         [line] = error_lines(result)
         assert "AWS denied" in line, line
 
 
-def copy_text_video(env: Env) -> Path:
-    path = env.tmp / "tiny.mp4"
+def copy_text_video(deployed: Env) -> Path:
+    path = deployed.tmp / "tiny.mp4"
     path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
     return path

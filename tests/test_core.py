@@ -154,3 +154,13 @@ def test_main_identity_rule():
     assert main_identity([face(0, "a", 0.9), face(0, "a", 0.9), face(1, "b", 0.9), face(2, "b", 0.9)]) == (OK, "b")
     # tie on frames: the larger face (nearer the camera) wins
     assert main_identity([face(0, "a", 0.5, size=10), face(0, "b", 0.9, size=40)]) == (OK, "b")
+
+
+def test_mp4_header_duration_agrees_with_ffmpeg(data, bad_inputs, tmp_path):
+    for video in sorted((data / "videos").iterdir()):
+        assert abs(media.mp4_duration(video) - media.probe(video).duration) < 0.05, video.name
+    # not MP4 (or truncated before the header): no duration from the header, ffmpeg decides
+    for name in ("text", "empty", "corrupt"):
+        assert media.mp4_duration(bad_inputs[name]) is None
+    with pytest.raises(media.InputError, match="not a readable video"):
+        media.duration(bad_inputs["text"])

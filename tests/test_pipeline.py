@@ -59,7 +59,7 @@ def test_course_videos_named_and_stored_in_course_layout(gallery, course_videos,
         results = pipeline.run(jobs)
         stage1 = objects(pipeline, pipeline.names.stage1_bucket)
         output = objects(pipeline, pipeline.names.output_bucket)
-        counters = pipeline.cloud.dispatcher.counters()
+        counters = pipeline.cloud.dispatcher.counters
     assert {r.video: r.name for r in results} == expected
     for name, person in expected.items():
         stem = name[: -len(".mp4")]
@@ -111,7 +111,7 @@ def test_failed_or_killed_invocation_is_retried(gallery, course_videos, tmp_path
     with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300)) as pipeline:
         _replace_recognition_handler(pipeline, f"tests.pipeline_faults.{fault}", tmp_path)
         results = pipeline.run(jobs)
-        counters = pipeline.cloud.dispatcher.counters()
+        counters = pipeline.cloud.dispatcher.counters
     assert {r.video: r.name for r in results} == {j.key: expected[j.key] for j in jobs}
     # each video's recognition failed once and succeeded on its retry; nothing given up on
     assert counters.retried == len(jobs) and counters.failed == 0
@@ -151,7 +151,7 @@ def test_video_failing_every_attempt_ends_with_an_error_result(gallery, course_v
 
 
 def test_demo_runs_on_packaged_data():
-    result = CliRunner().invoke(app, ["demo"])
+    result = CliRunner().invoke(app, ["demo"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "demo ok" in result.stderr
     assert "eileen_collins" in result.stdout and "no_face" in result.stdout

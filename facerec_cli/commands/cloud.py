@@ -287,7 +287,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @friendly
     def upload(
-        videos: Annotated[list[Path], typer.Argument(help="Video files (.mp4 .mov .mkv .avi .webm .m4v); the key is the file name.")],
+        videos: Annotated[list[Path], typer.Argument(metavar="VIDEO", help="Video files (.mp4 .mov .mkv .avi .webm .m4v); the key is the file name.")],
         prefix: PrefixOpt = None,
         region: RegionOpt = None,
         endpoint_url: EndpointOpt = None,
@@ -303,7 +303,7 @@ def register(app: typer.Typer) -> None:
             records = upload_files(aws.client(settings, "s3"), settings, items, console=err)
         total = sum(r.size for r in records)
         err.print(
-            f"uploaded {len(records)} video(s), {total / 1e6:.1f} MB, to s3://{escape(settings.names.input_bucket)}; "
+            f"uploaded {len(records)} video(s), {total / 2**20:.1f} MiB, to s3://{escape(settings.names.input_bucket)}; "
             "follow them with `facerec results --watch`",
             highlight=False,
         )

@@ -18,7 +18,7 @@ STATE_STYLE = {"waiting": "dim", "uploaded": "blue", "split": "magenta", "done":
 
 
 def progress_table(jobs: list[VideoJob], pipeline: LocalPipeline) -> Table:
-    counters = pipeline.cloud.dispatcher.counters()
+    counters = pipeline.cloud.dispatcher.counters
     done = sum(j.state == "done" for j in jobs)
     table = Table(
         title=f"run-local: {done}/{len(jobs)} done · invocations running {counters.running}, queued {counters.queued}, "

@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from lambdas import env as fenv
+from lambdas.core.media import VIDEO_SUFFIXES  # what the input bucket's notification triggers on
 
 from ..config import Settings
 from ..errors import UserError
-
-# Video suffixes the input bucket notifies on. S3 suffix filters are case sensitive, so the upper
-# case variant of each gets its own configuration too (phones and cameras often write `.MP4`/`.MOV`).
-VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 SPLITTING = "splitting"
 RECOGNITION = "recognition"
@@ -227,6 +224,8 @@ def notification_id(suffix: str) -> str:
     return f"{NOTIFICATION_ID_PREFIX}{suffix.lstrip('.')}"
 
 
+# The input bucket notifies on every video suffix. S3 suffix filters are case sensitive, so the upper
+# case variant of each gets its own configuration too (phones and cameras often write `.MP4`/`.MOV`).
 def notification_suffixes(suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> tuple[str, ...]:
     out: list[str] = []
     for suffix in suffixes:

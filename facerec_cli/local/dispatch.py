@@ -196,6 +196,14 @@ class Dispatcher:
 
     # -- lanes -------------------------------------------------------------------------------------
 
+    def worker_pids(self) -> dict[str, list[int]]:
+        """Live worker processes per function (empty with workers=0), e.g. to read their memory."""
+        with self._cond:
+            return {
+                name: [pid for r in lane.runners if (pid := getattr(r, "pid", None))]
+                for name, lane in self._lanes.items()
+            }
+
     def _lane_locked(self, spec: FunctionSpec, *, retry: bool) -> _Lane:
         if self._workers == 0:
             if self._shared is None:

@@ -21,7 +21,8 @@ from PIL import Image, UnidentifiedImageError
 from .errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".3gp"})
+# The suffixes the input bucket's notification triggers on (facerec_cli.deploy.desired).
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 JPEG_QUALITY = 2  # ffmpeg -q:v scale, 2 = visually lossless; what stage-1 stores
 
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
@@ -112,6 +113,72 @@ def probe(path: Path, timeout: float = 30.0) -> VideoInfo:
     return VideoInfo(duration=duration, width=int(video.group(1)), height=int(video.group(2)), fps=fps)
 
 
+MP4_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})
+
+
+def mp4_duration(path: Path) -> float | None:
+    """Duration from an MP4/MOV header (the ``mvhd`` box), without starting ffmpeg; None when the file
+    is not a well-formed MP4. Saves one ffmpeg process per video in the splitting function."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            pos = 0
+            while pos + 8 <= size:  # top-level boxes; mdat is skipped by seeking
+                fh.seek(pos)
+                header = fh.read(16)
+                box_size, box_type = int.from_bytes(header[:4], "big"), header[4:8]
+                offset = 8
+                if box_size == 1:
+                    box_size, offset = int.from_bytes(header[8:16], "big"), 16
+                elif box_size == 0:
+                    box_size = size - pos
+                if box_size < offset:
+                    return None
+                if box_type == b"moov":
+                    fh.seek(pos + offset)
+                    return _mvhd_duration(fh.read(min(box_size - offset, 1 << 20)))
+                pos += box_size
+    except OSError:
+        return None
+    return None
+
+
+def _mvhd_duration(moov: bytes) -> float | None:
+    pos = 0
+    while pos + 8 <= len(moov):
+        box_size, box_type = int.from_bytes(moov[pos : pos + 4], "big"), moov[pos + 4 : pos + 8]
+        if box_type == b"mvhd":
+            body = moov[pos + 8 : pos + box_size]
+            if not body:
+                return None
+            if body[0] == 1:  # version 1: 64-bit times
+                timescale, duration = int.from_bytes(body[20:24], "big"), int.from_bytes(body[24:32], "big")
+            else:
+                timescale, duration = int.from_bytes(body[12:16], "big"), int.from_bytes(body[16:20], "big")
+            return duration / timescale if timescale else None
+        if box_size < 8:
+            return None
+        pos += box_size
+    return None
+
+
+def duration(path: Path, timeout: float = 30.0) -> float | None:
+    """Seconds of video: from the MP4 header when there is one, else from ffmpeg's probe (which also
+    rejects files that are not videos). None when the container does not say."""
+    check_file(path)
+    if path.suffix.lower() in MP4_SUFFIXES and (seconds := mp4_duration(path)) is not None:
+        return seconds
+    return probe(path, timeout=timeout).duration
+
+
+def check_duration(path: Path, seconds: float | None, max_seconds: float | None) -> None:
+    if max_seconds is not None and seconds is not None and seconds > max_seconds:
+        raise InputError(
+            f"{path.name}: the video is {seconds:.0f} s long, over the limit of {max_seconds:.0f} s "
+            "(raise FACEREC_MAX_SECONDS or trim the video)"
+        )
+
+
 def sample_times(duration: float | None, count: int, fps: float | None = None) -> list[float]:
     """When to take frames: the first frame always (the course's ``<stem>.jpg``), then either every
     1/fps seconds or, by default, evenly across the whole video so that everyone in it gets a chance."""
@@ -154,7 +221,7 @@ def extract_frames(path: Path, times: list[float], out_dir: Path, timeout: float
     proc = _run(args, timeout)
     made = sorted(p for p in out_dir.glob("*.jpg") if p.stat().st_size > 0)
     if not made:
-        raise InputError(f"{path.name}: no frame could be decoded ({_last_error_line(proc.stderr)})")
+        raise InputError(f"{path.name}: not a readable video: no frame could be decoded ({_last_error_line(proc.stderr)})")
     return made
 
 
@@ -176,21 +243,17 @@ def load_image(path: Path) -> Image.Image:
 
 def read_frames(
     path: Path, count: int = 3, fps: float | None = None, max_seconds: float | None = None, timeout: float = 60.0
-) -> tuple[list[Frame], VideoInfo | None]:
+) -> tuple[list[Frame], float | None]:
     """Frames of a video (sampled) or of an image (one frame)."""
     if is_image(path):
         return [Frame(0, 0.0, load_image(path))], None
-    info = probe(path, timeout=timeout)
-    if max_seconds is not None and info.duration is not None and info.duration > max_seconds:
-        raise InputError(
-            f"{path.name}: the video is {info.duration:.0f} s long, over the limit of {max_seconds:.0f} s "
-            "(raise FACEREC_MAX_SECONDS or trim the video)"
-        )
-    times = sample_times(info.duration, count, fps)
+    seconds = duration(path, timeout=timeout)
+    check_duration(path, seconds, max_seconds)
+    times = sample_times(seconds, count, fps)
     with tempfile.TemporaryDirectory(prefix="facerec-frames-") as tmp:
         files = extract_frames(path, times, Path(tmp), timeout=timeout)
         frames = []
         for i, file in enumerate(files):
             with Image.open(file) as img:
                 frames.append(Frame(i, times[int(file.stem)], img.convert("RGB")))
-    return frames, info
+    return frames, seconds

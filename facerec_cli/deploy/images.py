@@ -1,0 +1,555 @@
+"""The functions' container images: build them (Docker's classic builder), tag them by content, push
+them to ECR (or another registry), and say what happened one line at a time.
+
+    uris = build_and_push(settings, clients, weights="casia-webface", on_progress=print)
+    # {"splitting": "<registry>/<repo>@sha256:...", "recognition": "<registry>/<repo>@sha256:..."}
+
+Tags are ``splitting-<hash>`` and ``recognition-<hash>``, where the hash covers exactly what goes into
+the build: the Dockerfile, the files of the build context (``lambdas/``) and the build arguments that
+shape the image (base image, torch index, weights). An image whose tag the registry already has is
+neither built nor pushed again, so running ``facerec bootstrap`` twice changes nothing, on any machine.
+The URIs returned carry the manifest digest, which is what the Lambda functions are pointed at.
+
+The registry is the account's ECR registry (login with ``ecr:GetAuthorizationToken``), unless a
+registry host is given (``--registry``, ``FACEREC_REGISTRY``): then no ECR login is made and the
+engine's own credentials for that host apply (``docker login``), none for a plain local registry such
+as ``127.0.0.1:5000``. Credentials are passed to the engine only, never printed or logged.
+
+The build context is made here, from the same list of files that the hash covers (``.dockerignore``
+says the same for builds by hand): only ``lambdas/`` and the Dockerfile, nothing else of the
+repository (no .git, no credentials). Builds use the classic builder with ``pull=False``: a base image
+already present is used as it is (a missing one is pulled by the engine).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+import stat
+import tarfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ..config import Settings
+from ..errors import UserError
+from .clients import Clients
+
+SPLITTING = "splitting"
+RECOGNITION = "recognition"
+KINDS: tuple[str, ...] = (SPLITTING, RECOGNITION)
+DOCKERFILES = {SPLITTING: "Dockerfile.splitting", RECOGNITION: "Dockerfile.recognition"}
+DEFAULT_BASE_IMAGE = "public.ecr.aws/lambda/python:3.11"
+DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
+IMAGE_WEIGHTS = ("casia-webface", "vggface2")  # what Dockerfile.recognition can bake in
+DEFAULT_PLATFORM = "linux/amd64"  # the functions' architecture (x86_64)
+CONTEXT_DIRS = ("lambdas",)  # the build context besides the Dockerfile
+# Bump when the way tags are computed changes.
+_TAG_SCHEME = "1"
+_ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_LOG_LINES = 25  # build output kept for the error message of a failed build
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """One image in the registry. ``pushed``: this call built and pushed it; False when the registry
+    already had the tag (an unchanged build)."""
+
+    kind: str
+    repository: str  # registry host / repository name
+    tag: str
+    digest: str  # sha256:...
+    pushed: bool
+
+    @property
+    def tag_uri(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def uri(self) -> str:
+        """``<registry>/<repo>@sha256:...``: what the Lambda function runs."""
+        return f"{self.repository}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class RegistryTarget:
+    host: str
+    repository: str  # host/name
+    auth: dict[str, str] | None  # for the engine only; never printed
+    ecr: bool
+
+    def __repr__(self) -> str:  # keep the password out of any repr
+        return f"RegistryTarget(host={self.host!r}, repository={self.repository!r}, ecr={self.ecr})"
+
+
+# ------------------------------------------------------------------------------------------ context
+
+
+def source_root(root: Path | None = None) -> Path:
+    """The directory holding the Dockerfiles and lambdas/ (the repository root of a source checkout)."""
+    if root is None:
+        import lambdas
+
+        root = Path(lambdas.__file__).resolve().parent.parent
+    missing = [name for name in (*DOCKERFILES.values(), *CONTEXT_DIRS) if not (root / name).exists()]
+    if missing:
+        raise UserError(
+            f"cannot build the images: {', '.join(missing)} not found in {root}",
+            hint="run `facerec bootstrap` from an editable install of a source checkout (pip install -e .), "
+            "or pass --skip-images to keep the functions' current images",
+        )
+    return root
+
+
+def _wanted(path: Path) -> bool:
+    return not any(part.startswith(".") or part == "__pycache__" for part in path.parts) and path.suffix not in (".pyc", ".pyo")
+
+
+def context_files(kind: str, root: Path | None = None) -> list[tuple[str, Path]]:
+    """(name in the context, file on disk), sorted: the Dockerfile of ``kind`` and every file under
+    lambdas/ except caches and hidden files (what .dockerignore lets through)."""
+    root = source_root(root)
+    files = [(DOCKERFILES[kind], root / DOCKERFILES[kind])]
+    for top in CONTEXT_DIRS:
+        for path in sorted((root / top).rglob("*")):
+            rel = path.relative_to(root)
+            if path.is_file() and not path.is_symlink() and _wanted(rel):
+                files.append((rel.as_posix(), path))
+    return sorted(files)
+
+
+def build_context(files: Iterable[tuple[str, Path]]) -> bytes:
+    """A reproducible tar of ``files`` (fixed owner and times; modes 644, or 755 when executable)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in files:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _hashed_args(build_args: Mapping[str, str]) -> dict[str, str]:
+    # pip's transport settings (mirror, wheelhouse) say where packages come from, not what the image is.
+    return {k: v for k, v in sorted(build_args.items()) if not k.startswith("PIP_")}
+
+
+def content_hash(kind: str, files: Iterable[tuple[str, Path]], build_args: Mapping[str, str]) -> str:
+    digest = hashlib.sha256(f"facerec-image:{_TAG_SCHEME}:{kind}\n".encode())
+    for name, path in files:
+        data = path.read_bytes()
+        executable = bool(path.stat().st_mode & stat.S_IXUSR)
+        digest.update(f"{name}\0{len(data)}\0{int(executable)}\0".encode())
+        digest.update(data)
+    for key, value in _hashed_args(build_args).items():
+        digest.update(f"arg\0{key}={value}\n".encode())
+    return digest.hexdigest()
+
+
+def image_tag(kind: str, files: Iterable[tuple[str, Path]], build_args: Mapping[str, str]) -> str:
+    return f"{kind}-{content_hash(kind, files, build_args)[:16]}"
+
+
+def build_args_for(
+    kind: str,
+    *,
+    base_image: str | None = None,
+    weights: str = "casia-webface",
+    torch_index_url: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The build arguments of one image; only those its Dockerfile uses (so that, say, other weights
+    do not rebuild the splitting image)."""
+    args = {"BASE_IMAGE": base_image or DEFAULT_BASE_IMAGE}
+    if kind == RECOGNITION:
+        if weights not in IMAGE_WEIGHTS:
+            raise UserError(
+                f"weights {weights!r} cannot be baked into the recognition image",
+                hint=f"use one of {', '.join(IMAGE_WEIGHTS)} (a gallery made with other weights cannot be used on AWS)",
+            )
+        args["TORCH_INDEX_URL"] = torch_index_url or DEFAULT_TORCH_INDEX_URL
+        args["WEIGHTS"] = weights
+    args.update(extra or {})
+    return args
+
+
+# ----------------------------------------------------------------------------------------- registry
+
+
+def is_ecr_host(host: str) -> bool:
+    return bool(_ECR_HOST.match(host))
+
+
+def _ecr_login(clients: Clients, registry_id: str | None) -> tuple[str, dict[str, str]]:
+    import botocore.exceptions
+
+    from .errors import explain
+
+    try:
+        kwargs = {"registryIds": [registry_id]} if registry_id else {}
+        data = clients.ecr.get_authorization_token(**kwargs)["authorizationData"][0]
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        message, hint = explain(exc, what="the ECR login")
+        raise UserError(f"could not get an ECR login (ecr:GetAuthorizationToken): {message}", hint=hint) from exc
+    try:
+        username, password = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)
+    except (KeyError, ValueError) as exc:
+        raise UserError("ECR returned an authorization token that is not base64 'user:password'") from exc
+    endpoint = data.get("proxyEndpoint") or ""
+    host = urlparse(endpoint).netloc or endpoint
+    return host, {"username": username, "password": password, "serveraddress": endpoint or f"https://{host}"}
+
+
+def registry_target(settings: Settings, clients: Clients | None, registry: str | None = None) -> RegistryTarget:
+    """Where images go: ``registry`` (or ``settings.registry``), else the account's ECR registry."""
+    host = (registry or settings.registry or "").strip().rstrip("/")
+    host = urlparse(host).netloc if "://" in host else host
+    name = settings.names.ecr_repository
+    if host and not is_ecr_host(host):
+        return RegistryTarget(host=host, repository=f"{host}/{name}", auth=None, ecr=False)
+    clients = clients or Clients.from_settings(settings)
+    match = _ECR_HOST.match(host) if host else None
+    token_host, auth = _ecr_login(clients, match.group("account") if match else None)
+    host = host or token_host
+    return RegistryTarget(host=host, repository=f"{host}/{name}", auth=auth, ecr=True)
+
+
+# ------------------------------------------------------------------------------------------- engine
+
+
+def connect(docker_host: str | None = None, timeout: float = 600.0) -> Any:
+    """A client for the engine at ``docker_host`` (else $DOCKER_HOST, else the default socket), checked."""
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - docker is a dependency
+        raise UserError("the docker Python package is missing", hint="pip install docker") from exc
+    where = docker_host or "the default Docker engine ($DOCKER_HOST or /var/run/docker.sock)"
+    try:
+        client = docker.DockerClient(base_url=docker_host, timeout=int(timeout)) if docker_host else docker.from_env(timeout=int(timeout))
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - DockerException, connection and permission errors alike
+        raise UserError(
+            f"cannot reach a Docker engine at {where}: {_short(exc)}",
+            hint="start Docker (Docker Desktop, or `sudo systemctl start docker`), or install it "
+            "(https://docs.docker.com/engine/install/); DOCKER_HOST selects another engine; "
+            "--skip-images keeps the functions' current images",
+        ) from exc
+    return client
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(getattr(exc, "explanation", None) or exc).strip().replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def remote_digest(client: Any, reference: str, auth: Mapping[str, str] | None) -> str | None:
+    """The manifest digest of ``reference`` in its registry, or None when it is not there (or cannot be
+    read: the push that follows reports a real problem)."""
+    import docker
+
+    try:
+        data = client.images.get_registry_data(reference, auth_config=dict(auth) if auth else None)
+    except docker.errors.DockerException:
+        return None
+    digest = getattr(data, "id", None)
+    return digest if isinstance(digest, str) and digest.startswith("sha256:") else None
+
+
+def _build(
+    client: Any,
+    kind: str,
+    context: bytes,
+    reference: str,
+    build_args: Mapping[str, str],
+    *,
+    emit: Progress,
+    network_mode: str | None,
+    platform: str | None,
+    timeout: float,
+) -> str:
+    """Build with the classic builder; one progress line per Dockerfile step. Returns the image id."""
+    import docker
+
+    started = time.monotonic()
+    lines: deque[str] = deque(maxlen=_LOG_LINES)
+    step = ""
+    image_id = ""
+    partial = ""
+    try:
+        stream = client.api.build(
+            fileobj=io.BytesIO(context), custom_context=True, dockerfile=DOCKERFILES[kind], tag=reference,
+            buildargs=dict(build_args), pull=False, rm=True, forcerm=True, decode=True,
+            network_mode=network_mode, platform=platform, labels={"facerec.image": kind},
+        )  # fmt: skip
+        for chunk in stream:
+            if time.monotonic() - started > timeout:
+                raise UserError(
+                    f"building the {kind} image took longer than {timeout:.0f} s (at {step or 'the start'})",
+                    hint="run again (finished steps are cached), or raise the build timeout",
+                )
+            if "error" in chunk or "errorDetail" in chunk:
+                detail = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error") or "unknown error"
+                raise _build_error(kind, step, str(detail), lines, build_args)
+            if "aux" in chunk and isinstance(chunk["aux"], dict) and chunk["aux"].get("ID"):
+                image_id = chunk["aux"]["ID"]
+            text = chunk.get("stream")
+            if not text:
+                continue
+            partial += text
+            *complete, partial = partial.split("\n")
+            for line in complete:
+                line = _ANSI.sub("", line).rstrip("\r")
+                if not line.strip():
+                    continue
+                lines.append(line)
+                match = _STEP.match(line)
+                if match:
+                    step = line
+                    emit(f"{kind}: step {match.group(1)}/{match.group(2)}: {_clip(match.group(3))}")
+    except UserError:
+        raise
+    except docker.errors.BuildError as exc:
+        raise _build_error(kind, step, str(exc.msg), lines, build_args) from exc
+    except docker.errors.APIError as exc:
+        raise _build_error(kind, step, _short(exc), lines, build_args) from exc
+    except Exception as exc:  # noqa: BLE001 - a read timeout or a dropped connection to the engine
+        raise UserError(
+            f"building the {kind} image stopped at {step or 'the start'}: {type(exc).__name__}: {_short(exc)}",
+            hint="a step gave no output for longer than the engine timeout, or the engine went away; run again "
+            "(finished steps are cached)",
+        ) from exc
+    if not image_id:
+        image_id = client.images.get(reference).id
+    emit(f"{kind}: built {image_id[:19]} in {time.monotonic() - started:.0f} s")
+    return image_id
+
+
+def _clip(text: str, limit: int = 110) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _build_error(kind: str, step: str, detail: str, lines: Iterable[str], build_args: Mapping[str, str]) -> UserError:
+    where = f" at {_clip(step, 160)}" if step else ""
+    tail = "\n".join(f"  | {line}" for line in lines)
+    hint = "fix what the log shows and run the command again (finished steps are cached)"
+    base = build_args.get("BASE_IMAGE", "")
+    if step.startswith(("Step 1/", "Step 2/")) or "pull access denied" in detail or "manifest unknown" in detail:
+        hint = (
+            f"the base image {base} could not be used: the engine needs internet access to pull it once, "
+            "or pass --base-image with an image that the engine already has"
+        )
+    elif "pip" in step and ("Could not find a version" in tail or "No matching distribution" in tail or "Failed to establish" in tail):
+        hint = "pip could not get a package: the build needs the package index (or set PIP_INDEX_URL/TORCH_INDEX_URL build arguments)"
+    message = f"building the {kind} image failed{where}: {detail.strip()}"
+    if tail:
+        message += f"\nlast lines of the build:\n{tail}"
+    return UserError(message, hint=hint)
+
+
+class _PushProgress:
+    """Push stream -> lines: each layer's status changes, and its upload every 25%."""
+
+    def __init__(self, kind: str, emit: Progress) -> None:
+        self.kind = kind
+        self.emit = emit
+        self.status: dict[str, str] = {}
+        self.quarter: dict[str, int] = {}
+
+    def __call__(self, chunk: Mapping[str, Any]) -> None:
+        layer = chunk.get("id")
+        status = str(chunk.get("status") or "")
+        if not layer or not status:
+            return  # repository-level lines ("The push refers to ...", the final digest line)
+        if status == "Pushing":
+            detail = chunk.get("progressDetail") or {}
+            current, total = detail.get("current") or 0, detail.get("total") or 0
+            quarter = min(4, int(4 * current / total)) if total else 0
+            if quarter > self.quarter.get(layer, -1):
+                self.quarter[layer] = quarter
+                size = f"{current / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{current / 1e6:.1f} MB"
+                self.emit(f"{self.kind}: layer {layer} pushing {size}")
+        elif self.status.get(layer) != status and (status in ("Pushed", "Layer already exists") or status.startswith("Mounted from")):
+            self.emit(f"{self.kind}: layer {layer} {status[0].lower()}{status[1:]}")
+        self.status[layer] = status
+
+    @property
+    def summary(self) -> str:
+        done = sum(1 for s in self.status.values() if s == "Pushed")
+        present = sum(1 for s in self.status.values() if s == "Layer already exists" or s.startswith("Mounted"))
+        return f"{done} layer(s) pushed, {present} already there"
+
+
+def _push(client: Any, target: RegistryTarget, tag: str, kind: str, *, emit: Progress, timeout: float) -> str:
+    """Push ``repository:tag``; per-layer progress lines. Returns the manifest digest."""
+    import docker
+
+    reference = f"{target.repository}:{tag}"
+    started = time.monotonic()
+    progress = _PushProgress(kind, emit)
+    digest = ""
+    try:
+        stream = client.api.push(target.repository, tag=tag, stream=True, decode=True, auth_config=dict(target.auth) if target.auth else None)
+        for chunk in stream:
+            if time.monotonic() - started > timeout:
+                raise UserError(f"pushing {reference} took longer than {timeout:.0f} s", hint="check the network and run again")
+            if "error" in chunk or "errorDetail" in chunk:
+                detail = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error") or "unknown error"
+                raise _push_error(reference, str(detail), target)
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                digest = aux["Digest"]
+            progress(chunk)
+    except UserError:
+        raise
+    except docker.errors.APIError as exc:
+        raise _push_error(reference, _short(exc), target) from exc
+    except Exception as exc:  # noqa: BLE001 - read timeout, dropped connection
+        raise UserError(f"pushing {reference} stopped: {type(exc).__name__}: {_short(exc)}", hint="run the command again") from exc
+    if not digest:
+        digest = remote_digest(client, reference, target.auth) or ""
+    if not digest:
+        raise UserError(f"pushing {reference} ended without a digest", hint="check the registry and run again")
+    emit(f"{kind}: pushed {reference} ({progress.summary}) in {time.monotonic() - started:.0f} s")
+    return digest
+
+
+def _push_error(reference: str, detail: str, target: RegistryTarget) -> UserError:
+    lowered = detail.lower()
+    if any(word in lowered for word in ("denied", "unauthorized", "no basic auth", "authentication required", "forbidden")):
+        if target.ecr:
+            hint = (
+                "ECR refused the push: check that the repository exists (bootstrap creates it first) and that your "
+                "identity may push to it (ecr:InitiateLayerUpload, ecr:UploadLayerPart, ecr:CompleteLayerUpload, ecr:PutImage)"
+            )
+        else:
+            hint = f"the registry refused the push: run `docker login {target.host}`, or check the repository name"
+    elif "server gave http response to https client" in lowered:
+        hint = f"{target.host} speaks plain HTTP: add it to the engine's insecure-registries (127.0.0.1 is allowed by default)"
+    elif any(word in lowered for word in ("connection refused", "no such host", "timeout", "i/o timeout")):
+        hint = f"the registry {target.host} cannot be reached from the Docker engine; is it running?"
+    else:
+        hint = "run the command again; an unchanged image that is already pushed is skipped"
+    return UserError(f"pushing {reference} failed: {detail.strip()}", hint=hint)
+
+
+def _login(client: Any, target: RegistryTarget) -> None:
+    """Check the ECR credentials with the engine before a long build (the push uses them again)."""
+    import docker
+
+    if not target.auth:
+        return
+    try:
+        client.login(
+            username=target.auth["username"], password=target.auth["password"],
+            registry=target.auth.get("serveraddress") or target.host, reauth=True,
+        )  # fmt: skip
+    except docker.errors.APIError as exc:
+        raise UserError(
+            f"the Docker engine could not log in to {target.host}: {_short(exc)}",
+            hint="check the AWS credentials and region (the ECR login comes from ecr:GetAuthorizationToken), and "
+            "that the engine can reach the registry",
+        ) from exc
+
+
+# ---------------------------------------------------------------------------------------------- API
+
+
+def build_images(
+    settings: Settings,
+    clients: Clients | None = None,
+    *,
+    weights: str = "casia-webface",
+    registry: str | None = None,
+    base_image: str | None = None,
+    docker_client: Any = None,
+    docker_host: str | None = None,
+    on_progress: Progress | None = None,
+    only: Iterable[str] = KINDS,
+    torch_index_url: str | None = None,
+    build_args: Mapping[str, str] | None = None,
+    network_mode: str | None = None,
+    platform: str | None = DEFAULT_PLATFORM,
+    force: bool = False,
+    root: Path | None = None,
+    timeout: float = 3600.0,
+) -> dict[str, PushedImage]:
+    """Build and push the images of ``only`` (default both); see :func:`build_and_push`."""
+    emit: Progress = on_progress or (lambda line: None)
+    kinds = [k for k in KINDS if k in set(only)]
+    unknown = set(only) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown image kind(s) {sorted(unknown)}; choose from {KINDS}")
+    plans = []
+    for kind in kinds:  # everything that can fail without an engine is checked first
+        args = build_args_for(kind, base_image=base_image, weights=weights, torch_index_url=torch_index_url, extra=build_args)
+        files = context_files(kind, root)
+        plans.append((kind, args, files, image_tag(kind, files, args)))
+    target = registry_target(settings, clients, registry)
+    own_client = docker_client is None
+    client = docker_client or connect(docker_host)
+    try:
+        _login(client, target)
+        results: dict[str, PushedImage] = {}
+        for kind, args, files, tag in plans:
+            reference = f"{target.repository}:{tag}"
+            existing = None if force else remote_digest(client, reference, target.auth)
+            if existing:
+                emit(f"{kind}: {reference} is already in the registry (unchanged), not rebuilt")
+                results[kind] = PushedImage(kind, target.repository, tag, existing, pushed=False)
+                continue
+            emit(f"{kind}: building {reference} from {args['BASE_IMAGE']}")
+            started = time.monotonic()
+            _build(client, kind, build_context(files), reference, args, emit=emit, network_mode=network_mode,
+                   platform=platform, timeout=timeout)  # fmt: skip
+            remaining = max(60.0, timeout - (time.monotonic() - started))
+            digest = _push(client, target, tag, kind, emit=emit, timeout=remaining)
+            results[kind] = PushedImage(kind, target.repository, tag, digest, pushed=True)
+        return results
+    finally:
+        if own_client:
+            client.close()
+
+
+def build_and_push(
+    settings: Settings,
+    clients: Clients | None = None,
+    *,
+    weights: str = "casia-webface",
+    registry: str | None = None,
+    base_image: str | None = None,
+    docker_client: Any = None,
+    on_progress: Progress | None = None,
+    only: Iterable[str] = KINDS,
+    **options: Any,
+) -> dict[str, str]:
+    """Build the images (``only``: "splitting", "recognition"), push what the registry lacks, and return
+    ``{kind: "<registry>/<repository>@sha256:<digest>"}``.
+
+    ``registry``: a registry host (default ``settings.registry``, else the account's ECR registry, logged
+    in with ``ecr.get_authorization_token()``). ``base_image``: default public.ecr.aws/lambda/python:3.11.
+    ``weights``: baked into the recognition image (casia-webface or vggface2). ``on_progress``: called
+    with one line per build step and per layer event. Further keyword options: ``docker_host``,
+    ``torch_index_url``, ``build_args`` (e.g. PIP_INDEX_URL), ``network_mode`` (of the build),
+    ``platform`` (default linux/amd64), ``force`` (rebuild and push even if the registry has the tag),
+    ``timeout`` (seconds per image). Raises UserError with what to do on any failure: no engine, a
+    failed build step (with its last log lines), a refused login or push.
+    """
+    images = build_images(
+        settings, clients, weights=weights, registry=registry, base_image=base_image, docker_client=docker_client,
+        on_progress=on_progress, only=only, **options,
+    )  # fmt: skip
+    return {kind: image.uri for kind, image in images.items()}

@@ -21,18 +21,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# Light imports only at module level: run-local's workers are spawned, and spawning re-imports this
+# module in each of them; torch here would weigh on the splitting workers' memory.
 from facerec_cli.local.pipeline import LocalPipeline, RunOptions, collect_videos  # noqa: E402
 from facerec_cli.samples import still_video  # noqa: E402
-from lambdas.core import media  # noqa: E402
-from lambdas.core.enroll import build_gallery  # noqa: E402
-from lambdas.core.faces import FaceDetector, crop  # noqa: E402
-from lambdas.core.gallery import Gallery  # noqa: E402
-from lambdas.core.recognise import FaceEncoder  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -95,6 +90,13 @@ def run_mode(gallery: Path, videos: list[Path], expected: dict[str, str], worker
 def run_naive(gallery: Path, videos: list[Path], expected: dict[str, str]) -> dict[str, float]:
     """The course seeds' way, in one process: per video, reload the gallery, decode the first frame,
     detect at full resolution twice (once to crop, once for the box/probability), embed one face."""
+    import torch
+
+    from lambdas.core import media
+    from lambdas.core.faces import FaceDetector, crop
+    from lambdas.core.gallery import Gallery
+    from lambdas.core.recognise import FaceEncoder
+
     encoder = FaceEncoder()
     detector = FaceDetector(detect_size=0)
     correct = 0
@@ -123,6 +125,10 @@ def main() -> None:
     parser.add_argument("--gallery", type=Path)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
+    import torch
+
+    from lambdas.core.enroll import build_gallery
+    from lambdas.core.recognise import FaceEncoder
 
     tmp = Path(tempfile.mkdtemp(prefix="facerec-bench-"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; videos {args.videos} at {args.size}")

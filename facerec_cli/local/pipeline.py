@@ -9,6 +9,7 @@ output bucket, exactly as ``facerec results`` reads them on AWS.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,6 +109,9 @@ class LocalPipeline:
                 splitting_env=dict(opts.extra_env),
                 recognition_env=dict(opts.extra_env),
             )
+            # Recognition workers share this machine's cores: one torch thread per core each.
+            threads = str(max(1, (os.cpu_count() or 1) // max(1, opts.workers)))
+            deploy_options.recognition_env.setdefault("FACEREC_TORCH_THREADS", threads)
             apply_plan(plan_deploy(self.settings, deploy_options, self.clients), NullReporter())
             names = self.settings.names
             self.cloud.prewarm(names.splitting_function, names.recognition_function)

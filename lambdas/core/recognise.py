@@ -6,7 +6,9 @@ Models load once per process (``FaceEncoder`` instances share them through the m
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from .errors import FacerecError, InputError
 from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop
 from .gallery import Gallery
 from .media import Frame
-from .results import Face, Result, error_result, main_identity
+from .results import UNKNOWN, Face, Result, error_result, main_identity
 from .weights import load_embedder, weights_id
 
 EMBED_BATCH = 32
@@ -44,6 +46,14 @@ class Stopwatch:
         self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000
 
 
+def configure_threads() -> None:
+    """Torch intra-op threads from FACEREC_TORCH_THREADS. Several torch processes sharing few cores
+    (run-local's workers) slow each other down badly when each runs one thread per core."""
+    threads = os.environ.get("FACEREC_TORCH_THREADS")
+    if threads and int(threads) > 0 and torch.get_num_threads() != int(threads):
+        torch.set_num_threads(int(threads))
+
+
 class FaceEncoder:
     """Detector plus embedder for one set of weights on one device."""
 
@@ -54,6 +64,7 @@ class FaceEncoder:
         detect_size: int = DEFAULT_DETECT_SIZE,
         min_prob: float = DEFAULT_MIN_PROB,
     ) -> None:
+        configure_threads()
         self.weights = weights_id(weights)
         self.recipe = RECIPE
         self.device = device
@@ -88,12 +99,17 @@ class FaceEncoder:
         return [EncodedFace(f, d, e) for (f, d), e in zip(pairs, embeddings)]
 
 
+# A first frame whose faces are all named at least this far inside the threshold settles the answer.
+CONFIDENT_MARGIN = 0.15
+
+
 @dataclass
 class SamplingOptions:
     frames: int = 3
     fps: float | None = None
     max_seconds: float | None = None
     timeout: float = 60.0
+    early_exit: bool = True  # stop after the first frame when it settles the answer
 
 
 class Recogniser:
@@ -115,7 +131,40 @@ class Recogniser:
         self.sampling = sampling or SamplingOptions()
 
     def recognise_frames(self, video: str, frames: list[Frame], watch: Stopwatch | None = None) -> Result:
+        return self.recognise_lazily(video, len(frames), frames.__getitem__, watch)[0]
+
+    def recognise_lazily(
+        self, video: str, count: int, load: Callable[[int], Frame], watch: Stopwatch | None = None
+    ) -> tuple[Result, list[Frame]]:
+        """Recognise up to ``count`` frames, loading each only when needed.
+
+        The first frame is looked at alone. If every face in it is named with room to spare
+        (``confident``), the answer is settled and the other frames are never loaded, detected or
+        embedded; otherwise they are processed in one batch. Returns the result and the frames used."""
         watch = watch or Stopwatch()
+        faces: list[Face] = []
+        used: list[Frame] = []
+        batches = [[0], list(range(1, count))] if self.sampling.early_exit else [list(range(count))]
+        for batch in batches:
+            if not batch:
+                continue
+            started = time.perf_counter()
+            frames = [load(i) for i in batch]
+            watch.add("decode", started)
+            used += frames
+            faces += self._faces(frames, watch)
+            if batch == [0] and self.confident(faces):
+                break
+        status, name = main_identity(faces)
+        result = Result(video=video, status=status, name=name, faces=faces, model=self.gallery.weights, frames=len(used), timings_ms=watch.ms)
+        return result, used
+
+    def confident(self, faces: list[Face]) -> bool:
+        """Every face found is named, and well inside the threshold."""
+        limit = (self.threshold if self.threshold is not None else self.gallery.threshold_or_default) - CONFIDENT_MARGIN
+        return bool(faces) and all(f.name != UNKNOWN and f.distance <= limit for f in faces)
+
+    def _faces(self, frames: list[Frame], watch: Stopwatch) -> list[Face]:
         encoded = self.encoder.encode(frames, watch)
         started = time.perf_counter()
         matches = self.gallery.match(torch.stack([e.embedding for e in encoded]) if encoded else torch.zeros(0, 512), self.threshold)
@@ -124,11 +173,14 @@ class Recogniser:
             for e, m in zip(encoded, matches)
         ]
         watch.add("match", started)
-        status, name = main_identity(faces)
-        return Result(video=video, status=status, name=name, faces=faces, model=self.gallery.weights, frames=len(frames), timings_ms=watch.ms)
+        return faces
 
     def recognise_file(self, path: Path, video: str | None = None) -> Result:
         """A video or image file; a bad input becomes an ``error`` result, never an exception."""
+        return self.recognise_file_frames(path, video)[0]
+
+    def recognise_file_frames(self, path: Path, video: str | None = None) -> tuple[Result, list[Frame]]:
+        """:meth:`recognise_file`, and the sampled frames too (to draw the faces on); no frames on error."""
         name = video or path.name
         watch = Stopwatch()
         try:
@@ -136,17 +188,21 @@ class Recogniser:
             s = self.sampling
             frames, _ = media.read_frames(path, count=s.frames, fps=s.fps, max_seconds=s.max_seconds, timeout=s.timeout)
             watch.add("decode", started)
-            return self.recognise_frames(name, frames, watch)
+            return self.recognise_frames(name, frames, watch), frames
         except InputError as exc:
-            return error_result(name, str(exc), **watch.ms)
+            return error_result(name, str(exc), **watch.ms), []
 
     def recognise_images(self, video: str, images: list[tuple[float, Path]]) -> Result:
         """Frames already on disk (stage-1 JPEGs), with their times in seconds."""
+        return self.recognise_images_frames(video, images)[0]
+
+    def recognise_images_frames(self, video: str, images: list[tuple[float, Path]]) -> tuple[Result, list[Frame]]:
+        """:meth:`recognise_images`, and the loaded frames too (to draw the faces on); no frames on error."""
         watch = Stopwatch()
         try:
             started = time.perf_counter()
             frames = [Frame(i, t, media.load_image(p)) for i, (t, p) in enumerate(images)]
             watch.add("decode", started)
         except FacerecError as exc:
-            return error_result(video, str(exc), **watch.ms)
-        return self.recognise_frames(video, frames, watch)
+            return error_result(video, str(exc), **watch.ms), []
+        return self.recognise_frames(video, frames, watch), frames

@@ -31,7 +31,7 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path) -> RecognitionReques
     started = time.perf_counter()
     if upload.size > env.max_bytes:
         raise InputError(
-            f"{upload.video}: {upload.size / 1e6:.0f} MB is over the limit of {env.max_bytes / 1e6:.0f} MB "
+            f"{upload.video}: {upload.size / 1e6:.1f} MB is over the limit of {env.max_bytes / 1e6:.1f} MB "
             "(raise FACEREC_MAX_BYTES on the video-splitting function)"
         )
     # The local file keeps the video's own name (error messages name it); only its last 120

@@ -155,3 +155,18 @@ def test_demo_runs_on_packaged_data():
     assert result.exit_code == 0, result.output
     assert "demo ok" in result.stderr
     assert "eileen_collins" in result.stdout and "no_face" in result.stdout
+
+
+def test_videos_over_the_size_or_duration_limit_are_refused_with_a_result(gallery, data, tmp_path):
+    short = still_video(sorted((data / "5celeb" / "val" / "elton_john").iterdir())[0], tmp_path / "short.mp4", seconds=2)
+    long = still_video(sorted((data / "5celeb" / "val" / "elton_john").iterdir())[0], tmp_path / "long.mp4", seconds=5)
+    big = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"  # 600 KB
+    assert short.stat().st_size < 400_000 < big.stat().st_size and long.stat().st_size < 400_000
+    jobs, _ = collect_videos([short, long, big])
+    limits = {"FACEREC_MAX_BYTES": "400000", "FACEREC_MAX_SECONDS": "3"}
+    with LocalPipeline(gallery, RunOptions(workers=0, timeout_s=300, extra_env=limits)) as pipeline:
+        results = {r.video: r for r in pipeline.run(jobs)}
+    assert results["short.mp4"].name == "elton_john"
+    assert results["long.mp4"].status == "error" and "5 s long, over the limit of 3 s" in results["long.mp4"].error
+    assert results[big.name].status == "error" and "over the limit of 0 MB" not in results[big.name].error
+    assert "MB is over the limit" in results[big.name].error

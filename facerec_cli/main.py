@@ -42,11 +42,16 @@ def identify(
     fps: FpsOpt = 0.0,
     threshold: ThresholdOpt = None,
     device: DeviceOpt = Device.cpu,
+    annotate: Annotated[
+        Path | None, typer.Option("--annotate", help="Write every sampled frame with faces here, boxes and names drawn on it: DIR/<stem>_f<frame>.jpg.")
+    ] = None,
 ) -> None:
     """Recognise faces in files directly, without any bucket. Exits 1 if any file ended in error."""
     from .commands.identify import run_identify
 
-    failed = run_identify(files, gallery, json_lines=json_lines, frames=frames, fps=fps, threshold=threshold, device=device.value)
+    failed = run_identify(
+        files, gallery, json_lines=json_lines, frames=frames, fps=fps, threshold=threshold, device=device.value, annotate_dir=annotate
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -63,6 +68,9 @@ def run_local(
     fps: FpsOpt = 0.0,
     threshold: ThresholdOpt = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for all results.")] = 900.0,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML report (a row per video, with its annotated frame).")
+    ] = None,
 ) -> None:
     """Run the whole pipeline (S3 -> video-splitting -> face-recognition -> S3) on an embedded local cloud.
     Exits 1 if any video ended in error."""
@@ -72,7 +80,7 @@ def run_local(
     from .local.pipeline import RunOptions
 
     options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, timeout_s=timeout)
-    results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir)
+    results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir, html=html)
     if any(r.status == ERROR for r in results):
         raise typer.Exit(1)
 
@@ -98,7 +106,15 @@ def _register_cloud_commands() -> None:
     cloud.register(app)
 
 
+def _register_iaas_commands() -> None:
+    # web, worker and the `iaas` group: the HTTP/SQS/EC2 variant of the system.
+    from .iaas.cli import register
+
+    register(app)
+
+
 _register_cloud_commands()
+_register_iaas_commands()
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -21,7 +21,7 @@ from .core.recognise import Recogniser
 from .core.results import error_result
 from .env import RecognitionEnv
 from .events import RecognitionRequest
-from .storage import already_done, client, log, write_result
+from .storage import EVENT_META, already_done, client, log, write_result
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # gallery version -> Recogniser, kept warm across invocations
@@ -70,6 +70,7 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
         log("duplicate invocation skipped", stem=request.stem)
         return
     started = time.perf_counter()
+    kept: list[Any] = []  # the decoded frames, kept only to annotate one
     try:
         rec = recogniser(env)
         with tempfile.TemporaryDirectory(prefix="facerec-rec-") as tmp:
@@ -79,14 +80,41 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
                 client("s3").download_file(request.stage1_bucket, ref.key, str(local))
                 frames.append((ref.t, local))
             fetched = time.perf_counter()
-            result = rec.recognise_images(request.video, frames)
+            if env.annotate:
+                result, kept = rec.recognise_images_frames(request.video, frames)
+            else:
+                result = rec.recognise_images(request.video, frames)
         result.timings_ms["download"] = (fetched - started) * 1000
     except FacerecError as exc:
         result = error_result(request.video, str(exc))
     result.timings_ms.update(request.timings_ms)
+    if env.annotate and result.faces and kept:
+        store_annotated(env.output_bucket, request.stem, result, kept, event_id)
     result.timings_ms["recognise"] = (time.perf_counter() - started) * 1000
     write_result(env.output_bucket, request.stem, result, event_id)
     log("recognised", stem=request.stem, status=result.status, name=result.name, ms=round(result.timings_ms["recognise"]))
+
+
+def store_annotated(bucket: str, stem: str, result: Any, frames: list[Any], event_id: str) -> None:
+    """``<stem>.annotated.jpg`` beside the result (FACEREC_ANNOTATE=1): the frame with the most, then
+    the largest, faces, with boxes, names and distances. Written before the result, so a reader that
+    sees the result finds the picture; a failure here is logged and never fails the recognition."""
+    from .core.annotate import annotate_frame, annotated_key, best_frame, jpeg_bytes
+
+    started = time.perf_counter()
+    try:
+        index = best_frame(result.faces)
+        frame = next((f for f in frames if f.index == index), None)
+        if frame is None:
+            return
+        body = jpeg_bytes(annotate_frame(frame.image, result.faces, frame.index))
+        client("s3").put_object(
+            Bucket=bucket, Key=annotated_key(stem), Body=body, ContentType="image/jpeg", Metadata={EVENT_META: event_id, "frame": str(index)}
+        )
+    except Exception as exc:  # noqa: BLE001 - the picture is an extra; the result must still be written
+        log("annotated frame not stored", stem=stem, error=f"{type(exc).__name__}: {exc}")
+        return
+    result.timings_ms["annotate"] = (time.perf_counter() - started) * 1000
 
 
 def warm_up() -> None:

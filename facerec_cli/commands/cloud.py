@@ -316,6 +316,9 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[
             float, typer.Option("--timeout", min=0.0, help="With --watch: give up after this many seconds (exit code 124).")
         ] = 900.0,
+        html: Annotated[
+            Path | None, typer.Option("--html", help="Also write a self-contained HTML report: a row per video with its annotated frame.")
+        ] = None,
         prefix: PrefixOpt = None,
         region: RegionOpt = None,
         endpoint_url: EndpointOpt = None,
@@ -326,8 +329,34 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(prefix, region, endpoint_url, profile)
         with aws_errors(settings, "reading results"):
             code = run_results(settings, watch=watch, json_lines=json_lines, timeout=timeout)
+        if html is not None:
+            from ..report import write_report
+
+            with aws_errors(settings, "writing the HTML report"):
+                sess = aws.session(settings)
+                rows = write_report(html, settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sqs", sess=sess))
+            err.print(f"report of {rows} video(s) in {escape(str(html))}", highlight=False, soft_wrap=True)
         if code:
             raise typer.Exit(code)
+
+    @app.command("watch")
+    @friendly
+    def watch_pipeline(
+        until_idle: Annotated[bool, typer.Option("--until-idle", help="Stop once no uploaded video is in flight.")] = False,
+        json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON snapshot per refresh on stdout (one line each), nothing else.")] = False,
+        interval: Annotated[float, typer.Option("--interval", min=0.1, max=60.0, help="Seconds between refreshes.")] = 1.5,
+        prefix: PrefixOpt = None,
+        region: RegionOpt = None,
+        endpoint_url: EndpointOpt = None,
+        profile: ProfileOpt = None,
+    ) -> None:
+        """Live dashboard of the pipeline until Ctrl-C: videos per bucket, in flight, finished, failed,
+        latency upload -> result (p50/p95), and the last errors in the functions' logs. List calls only."""
+        from ..dashboard import run_watch
+
+        settings = settings_from(prefix, region, endpoint_url, profile)
+        with aws_errors(settings, "watching the pipeline"):
+            run_watch(settings, interval=interval, until_idle=until_idle, json_lines=json_lines)
 
     @app.command()
     @friendly

@@ -8,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lambdas.core.enroll import PhotoReport, build_gallery, find_photos
 from lambdas.core.gallery import Gallery
+from lambdas.core.media import Frame
 from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
 from lambdas.core.results import ERROR, Result
 
@@ -52,16 +53,23 @@ def run_identify(
     fps: float = 0.0,
     threshold: float | None = None,
     device: str = "cpu",
+    annotate_dir: Path | None = None,
 ) -> int:
-    """Recognise each file; returns how many ended in error."""
+    """Recognise each file; returns how many ended in error. With ``annotate_dir``, every sampled frame
+    with faces is written there with the faces drawn on it, as ``<stem>_f<frame>.jpg``."""
     gallery = Gallery.load(gallery_path)
     recogniser = Recogniser(gallery, device=device, threshold=threshold, sampling=SamplingOptions(frames=frames, fps=fps or None))
     results: list[Result] = []
+    written: list[Path] = []
     with progress() as bar:
         task = bar.add_task("recognising", total=len(files))
         for path in files:
             bar.update(task, description=f"recognising {path.name}")
-            result = recogniser.recognise_file(path)
+            if annotate_dir is None:
+                result = recogniser.recognise_file(path)
+            else:
+                result, sampled = recogniser.recognise_file_frames(path)
+                written += write_annotated(annotate_dir, path.stem, result, sampled)
             results.append(result)
             if json_lines:
                 print_json_lines([result])
@@ -69,4 +77,21 @@ def run_identify(
     if not json_lines:
         out.print(results_table(results))
         print_errors(results)
+    if annotate_dir is not None:
+        err.print(f"{len(written)} annotated frame(s) in {annotate_dir}", highlight=False, soft_wrap=True)
     return sum(r.status == ERROR for r in results)
+
+
+def write_annotated(directory: Path, stem: str, result: Result, frames: list[Frame]) -> list[Path]:
+    """``<stem>_f<frame>.jpg`` for every frame with faces, boxes and names drawn on it."""
+    from lambdas.core.annotate import annotate_frame, faces_in_frame, jpeg_bytes
+
+    paths = []
+    for frame in frames:
+        if not faces_in_frame(result.faces, frame.index):
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{stem}_f{frame.index}.jpg"
+        path.write_bytes(jpeg_bytes(annotate_frame(frame.image, result.faces, frame.index)))
+        paths.append(path)
+    return paths

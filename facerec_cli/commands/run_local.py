@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
 from rich.live import Live
 from rich.table import Table
 
+from lambdas import env as fenv
 from lambdas.core.gallery import Gallery
 from lambdas.core.results import ERROR, Result
 
 from ..local.pipeline import LocalPipeline, RunOptions, VideoJob, collect_videos, write_outputs
+from ..report import write_report
 from ..render import STATUS_STYLE, err, out, print_errors, print_json_lines, results_table
 
 STATE_STYLE = {"waiting": "dim", "uploaded": "blue", "split": "magenta", "done": "green"}
@@ -41,9 +44,12 @@ def progress_table(jobs: list[VideoJob], pipeline: LocalPipeline) -> Table:
 
 
 def run_local(
-    inputs: list[Path], gallery: Path, options: RunOptions, *, json_lines: bool = False, out_dir: Path | None = None
+    inputs: list[Path], gallery: Path, options: RunOptions, *, json_lines: bool = False, out_dir: Path | None = None,
+    html: Path | None = None,
 ) -> list[Result]:
     Gallery.load(gallery)  # fail fast, before starting anything, on a missing or foreign file
+    if html is not None:  # the report shows each video's annotated frame: have the function store it
+        options = dataclasses.replace(options, extra_env={**options.extra_env, fenv.ANNOTATE: "1"})
     jobs, refused = collect_videos(inputs)
     log_path = options.log_path or str(Path(tempfile.gettempdir()) / "facerec-run-local.log")
     with err.status("starting the local cloud and the workers…"):
@@ -54,6 +60,10 @@ def run_local(
         else:
             with Live(progress_table(jobs, pipeline), console=err, refresh_per_second=4, transient=True) as live:
                 results = pipeline.run(jobs, on_tick=lambda js: live.update(progress_table(js, pipeline)))
+        if html is not None:  # while the local cloud still holds the buckets
+            assert pipeline.settings is not None and pipeline.clients is not None
+            write_report(html, pipeline.settings, pipeline.clients.s3, pipeline.clients.sqs, title="facerec run-local", extra=refused)
+            err.print(f"report in {html}", highlight=False, soft_wrap=True)
     finally:
         pipeline.__exit__(None, None, None)
     results = refused + results

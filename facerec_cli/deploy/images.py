@@ -115,30 +115,39 @@ def _wanted(path: Path) -> bool:
     return not any(part.startswith(".") or part == "__pycache__" for part in path.parts) and path.suffix not in (".pyc", ".pyo")
 
 
-def context_files(kind: str, root: Path | None = None) -> list[tuple[str, Path]]:
-    """(name in the context, file on disk), sorted: the Dockerfile of ``kind`` and every file under
-    lambdas/ except caches and hidden files (what .dockerignore lets through)."""
+@dataclass(frozen=True)
+class ContextFile:
+    """One file of a build context, read once: the tag is computed from, and the context made of, the
+    same bytes, however the working tree changes meanwhile."""
+
+    name: str  # path in the context (POSIX)
+    data: bytes
+    executable: bool
+
+
+def context_files(kind: str, root: Path | None = None) -> list[ContextFile]:
+    """The build context of ``kind``, sorted: its Dockerfile and every file under lambdas/ except caches
+    and hidden files (what .dockerignore lets through)."""
     root = source_root(root)
-    files = [(DOCKERFILES[kind], root / DOCKERFILES[kind])]
+    paths = [(DOCKERFILES[kind], root / DOCKERFILES[kind])]
     for top in CONTEXT_DIRS:
         for path in sorted((root / top).rglob("*")):
             rel = path.relative_to(root)
             if path.is_file() and not path.is_symlink() and _wanted(rel):
-                files.append((rel.as_posix(), path))
-    return sorted(files)
+                paths.append((rel.as_posix(), path))
+    return [ContextFile(name, path.read_bytes(), bool(path.stat().st_mode & stat.S_IXUSR)) for name, path in sorted(paths)]
 
 
-def build_context(files: Iterable[tuple[str, Path]]) -> bytes:
+def build_context(files: Iterable[ContextFile]) -> bytes:
     """A reproducible tar of ``files`` (fixed owner and times; modes 644, or 755 when executable)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in files:
-            data = path.read_bytes()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644
+        for file in files:
+            info = tarfile.TarInfo(file.name)
+            info.size = len(file.data)
+            info.mode = 0o755 if file.executable else 0o644
             info.mtime = 0
-            tar.addfile(info, io.BytesIO(data))
+            tar.addfile(info, io.BytesIO(file.data))
     return buf.getvalue()
 
 
@@ -147,19 +156,17 @@ def _hashed_args(build_args: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in sorted(build_args.items()) if not k.startswith("PIP_")}
 
 
-def content_hash(kind: str, files: Iterable[tuple[str, Path]], build_args: Mapping[str, str]) -> str:
+def content_hash(kind: str, files: Iterable[ContextFile], build_args: Mapping[str, str]) -> str:
     digest = hashlib.sha256(f"facerec-image:{_TAG_SCHEME}:{kind}\n".encode())
-    for name, path in files:
-        data = path.read_bytes()
-        executable = bool(path.stat().st_mode & stat.S_IXUSR)
-        digest.update(f"{name}\0{len(data)}\0{int(executable)}\0".encode())
-        digest.update(data)
+    for file in files:
+        digest.update(f"{file.name}\0{len(file.data)}\0{int(file.executable)}\0".encode())
+        digest.update(file.data)
     for key, value in _hashed_args(build_args).items():
         digest.update(f"arg\0{key}={value}\n".encode())
     return digest.hexdigest()
 
 
-def image_tag(kind: str, files: Iterable[tuple[str, Path]], build_args: Mapping[str, str]) -> str:
+def image_tag(kind: str, files: Iterable[ContextFile], build_args: Mapping[str, str]) -> str:
     return f"{kind}-{content_hash(kind, files, build_args)[:16]}"
 
 
@@ -292,7 +299,7 @@ def _build(
         stream = client.api.build(
             fileobj=io.BytesIO(context), custom_context=True, dockerfile=DOCKERFILES[kind], tag=reference,
             buildargs=dict(build_args), pull=False, rm=True, forcerm=True, decode=True,
-            network_mode=network_mode, platform=platform, labels={"facerec.image": kind},
+            network_mode=network_mode, platform=platform,
         )  # fmt: skip
         for chunk in stream:
             if time.monotonic() - started > timeout:
@@ -446,12 +453,17 @@ def _push_error(reference: str, detail: str, target: RegistryTarget) -> UserErro
     return UserError(f"pushing {reference} failed: {detail.strip()}", hint=hint)
 
 
-def _login(client: Any, target: RegistryTarget) -> None:
+def _login(client: Any, target: RegistryTarget, local_endpoint: bool = False) -> None:
     """Check the ECR credentials with the engine before a long build (the push uses them again)."""
     import docker
 
     if not target.auth:
         return
+    hint = ("check the AWS credentials and region (the ECR login comes from ecr:GetAuthorizationToken), and that the "
+            "engine can reach the registry")  # fmt: skip
+    if local_endpoint:
+        hint = ("with --endpoint-url (a local cloud) there is no ECR to push to: push to a registry of your own with "
+                "--registry HOST (e.g. 127.0.0.1:5000), or pass --skip-images")  # fmt: skip
     try:
         client.login(
             username=target.auth["username"], password=target.auth["password"],
@@ -460,8 +472,7 @@ def _login(client: Any, target: RegistryTarget) -> None:
     except docker.errors.APIError as exc:
         raise UserError(
             f"the Docker engine could not log in to {target.host}: {_short(exc)}",
-            hint="check the AWS credentials and region (the ECR login comes from ecr:GetAuthorizationToken), and "
-            "that the engine can reach the registry",
+            hint=hint,
         ) from exc
 
 
@@ -502,7 +513,7 @@ def build_images(
     own_client = docker_client is None
     client = docker_client or connect(docker_host)
     try:
-        _login(client, target)
+        _login(client, target, local_endpoint=bool(settings.endpoint_url))
         results: dict[str, PushedImage] = {}
         for kind, args, files, tag in plans:
             reference = f"{target.repository}:{tag}"
@@ -543,8 +554,10 @@ def build_and_push(
     in with ``ecr.get_authorization_token()``). ``base_image``: default public.ecr.aws/lambda/python:3.11.
     ``weights``: baked into the recognition image (casia-webface or vggface2). ``on_progress``: called
     with one line per build step and per layer event. Further keyword options: ``docker_host``,
-    ``torch_index_url``, ``build_args`` (e.g. PIP_INDEX_URL), ``network_mode`` (of the build),
+    ``torch_index_url``, ``build_args`` (e.g. PIP_INDEX_URL; Docker records build argument values in the
+    image history, so they must hold no credentials), ``network_mode`` (of the build),
     ``platform`` (default linux/amd64), ``force`` (rebuild and push even if the registry has the tag),
+    ``root`` (the source checkout; default: the one ``lambdas`` is imported from),
     ``timeout`` (seconds per image). Raises UserError with what to do on any failure: no engine, a
     failed build step (with its last log lines), a refused login or push.
     """

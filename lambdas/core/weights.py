@@ -269,6 +269,8 @@ def casia_state_dict_path() -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
+        # mkstemp makes the file 0600; images bake it in as root and Lambda runs as another user.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

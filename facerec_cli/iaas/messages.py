@@ -1,0 +1,130 @@
+"""The two queue messages, as JSON.
+
+Request (web tier -> ``<prefix>-req-queue``): ``{"id", "key", "etag", "sent_at"}``; the image is the
+object ``key`` of the in-bucket, and ``etag`` is the ETag the web tier's PutObject got back: the worker
+reads with ``IfMatch`` so that it never answers with the pixels of a later upload that reused the name.
+
+Response (app tier -> ``<prefix>-resp-queue``): ``{"id", "key", "stem", "name", "status", "error",
+"worker", "receive_count", "ms"}``; the web tier answers the HTTP request ``id`` with ``<stem>:<name>``.
+``status`` is the core's (``ok``, ``unknown``, ``no_face``, ``error``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def stem_of(key: str) -> str:
+    """``test_00.jpg`` -> ``test_00`` (the out-bucket key and the answer's left side)."""
+    name = PurePosixPath(key).name
+    return PurePosixPath(name).stem if "." in name.lstrip(".") else name
+
+
+def _load(body: str, kind: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{kind} message is not JSON: {body[:80]!r}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{kind} message is not a JSON object: {body[:80]!r}")
+    return data
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    key: str
+    etag: str | None = None
+    sent_at: float = field(default_factory=time.time)
+
+    def to_body(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_body(cls, body: str) -> "Request":
+        data = _load(body, "request")
+        if not isinstance(data.get("id"), str) or not data["id"]:
+            raise ValueError("request message has no id")
+        if not isinstance(data.get("key"), str) or not data["key"]:
+            raise ValueError(f"request {data['id']} has no key")
+        etag = data.get("etag")
+        return cls(id=data["id"], key=data["key"], etag=etag if isinstance(etag, str) else None, sent_at=float(data.get("sent_at") or 0.0))
+
+    @property
+    def stem(self) -> str:
+        return stem_of(self.key)
+
+
+@dataclass(frozen=True)
+class Response:
+    id: str
+    key: str
+    name: str
+    status: str
+    error: str | None = None
+    worker: str = ""
+    receive_count: int = 1
+    ms: float = 0.0
+
+    @property
+    def stem(self) -> str:
+        return stem_of(self.key)
+
+    @property
+    def answer(self) -> str:
+        """What the web tier sends back: ``<stem>:<name>``."""
+        return f"{self.stem}:{self.name}"
+
+    def to_body(self) -> str:
+        return json.dumps({**asdict(self), "stem": self.stem})
+
+    @classmethod
+    def from_body(cls, body: str) -> "Response":
+        data = _load(body, "response")
+        if not isinstance(data.get("id"), str) or not data["id"]:
+            raise ValueError("response message has no id")
+        return cls(
+            id=data["id"],
+            key=str(data.get("key") or ""),
+            name=str(data.get("name") or ""),
+            status=str(data.get("status") or ""),
+            error=data.get("error") if isinstance(data.get("error"), str) else None,
+            worker=str(data.get("worker") or ""),
+            receive_count=int(data.get("receive_count") or 1),
+            ms=float(data.get("ms") or 0.0),
+        )
+
+
+# ------------------------------------------------------------------------------------------ queues
+
+
+def queue_url(sqs: Any, name: str) -> str:
+    """The URL of queue ``name``; a UserError that says to bootstrap when it does not exist."""
+    import botocore.exceptions
+
+    from ..aws import error_code
+    from ..errors import UserError
+
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise UserError(f"queue {name} does not exist", hint="run `facerec iaas bootstrap` first, or pass the --prefix/--region it used") from exc
+        raise
+
+
+def queue_depth(sqs: Any, url: str) -> int:
+    """Requests waiting or being worked on: ApproximateNumberOfMessages + ...NotVisible."""
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attrs.get("ApproximateNumberOfMessages", 0)) + int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))

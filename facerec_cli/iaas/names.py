@@ -1,0 +1,107 @@
+"""Resource names of the IaaS system, derived from one prefix (course convention for queues, buckets
+and instances), and the tag that marks what belongs to one deployment."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..deploy.desired import TAG_KEY
+
+WEB_INSTANCE = "web-instance"
+APP_INSTANCE_PREFIX = "app-tier-instance-"
+GALLERY_KEY = "gallery.pt"
+MAX_APP_INSTANCES = 20  # course convention: at most 20 app-tier instances
+
+__all__ = ["APP_INSTANCE_PREFIX", "GALLERY_KEY", "IaasNames", "MAX_APP_INSTANCES", "TAG_KEY", "WEB_INSTANCE", "app_instance_index"]
+
+_APP_NAME = re.compile(re.escape(APP_INSTANCE_PREFIX) + r"(\d+)$")
+
+
+def app_instance_index(name: str) -> int | None:
+    """``app-tier-instance-7`` -> 7; None for any other name."""
+    m = _APP_NAME.match(name or "")
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class IaasNames:
+    prefix: str
+
+    # ---- SQS
+    @property
+    def request_queue(self) -> str:
+        return f"{self.prefix}-req-queue"
+
+    @property
+    def response_queue(self) -> str:
+        return f"{self.prefix}-resp-queue"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        # Requests that made workers fail (or die) max_receive_count times end here instead of
+        # cycling forever.
+        return f"{self.prefix}-req-dlq"
+
+    @property
+    def queues(self) -> tuple[str, str, str]:
+        return (self.dead_letter_queue, self.request_queue, self.response_queue)
+
+    # ---- S3
+    @property
+    def in_bucket(self) -> str:
+        return f"{self.prefix}-in-bucket"
+
+    @property
+    def out_bucket(self) -> str:
+        return f"{self.prefix}-out-bucket"
+
+    @property
+    def gallery_bucket(self) -> str:
+        # Not in the in/out buckets: graders count their objects (one per request).
+        return f"{self.prefix}-gallery-bucket"
+
+    @property
+    def buckets(self) -> tuple[str, str, str]:
+        return (self.in_bucket, self.out_bucket, self.gallery_bucket)
+
+    @property
+    def gallery_uri(self) -> str:
+        return f"s3://{self.gallery_bucket}/{GALLERY_KEY}"
+
+    # ---- EC2 and IAM
+    @property
+    def app_role(self) -> str:
+        return f"{self.prefix}-app-tier-role"
+
+    @property
+    def web_role(self) -> str:
+        return f"{self.prefix}-web-tier-role"
+
+    @property
+    def app_profile(self) -> str:
+        return f"{self.prefix}-app-tier-profile"
+
+    @property
+    def web_profile(self) -> str:
+        return f"{self.prefix}-web-tier-profile"
+
+    @property
+    def app_security_group(self) -> str:
+        return f"{self.prefix}-app-tier-sg"
+
+    @property
+    def web_security_group(self) -> str:
+        return f"{self.prefix}-web-tier-sg"
+
+    @property
+    def launch_template(self) -> str:
+        return f"{self.prefix}-app-tier"
+
+    @staticmethod
+    def app_instance(n: int) -> str:
+        return f"{APP_INSTANCE_PREFIX}{n}"
+
+    @property
+    def web_instance(self) -> str:
+        return WEB_INSTANCE

@@ -14,7 +14,6 @@ throughput ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time

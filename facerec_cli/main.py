@@ -45,12 +45,17 @@ def identify(
     annotate: Annotated[
         Path | None, typer.Option("--annotate", help="Write every sampled frame with faces here, boxes and names drawn on it: DIR/<stem>_f<frame>.jpg.")
     ] = None,
+    all_frames: Annotated[
+        bool,
+        typer.Option("--all-frames", help="Look at every sampled frame even when the first one settles the answer (slower; reports every face)."),
+    ] = False,
 ) -> None:
     """Recognise faces in files directly, without any bucket. Exits 1 if any file ended in error."""
     from .commands.identify import run_identify
 
     failed = run_identify(
-        files, gallery, json_lines=json_lines, frames=frames, fps=fps, threshold=threshold, device=device.value, annotate_dir=annotate
+        files, gallery, json_lines=json_lines, frames=frames, fps=fps, threshold=threshold, device=device.value,
+        annotate_dir=annotate, all_frames=all_frames,
     )
     if failed:
         raise typer.Exit(1)

@@ -22,6 +22,7 @@ WEIGHTS = "FACEREC_WEIGHTS"  # casia-webface | vggface2 | path to a state_dict
 THRESHOLD = "FACEREC_THRESHOLD"
 DEVICE = "FACEREC_DEVICE"
 ANNOTATE = "FACEREC_ANNOTATE"  # "1": store an annotated frame next to the result
+ALL_FRAMES = "FACEREC_ALL_FRAMES"  # "1": no early exit, every sampled frame is recognised
 
 DEFAULT_FRAMES = 3
 DEFAULT_FPS = 0.0
@@ -80,6 +81,7 @@ class RecognitionEnv:
     threshold: float | None
     device: str
     annotate: bool
+    all_frames: bool = False
 
     @classmethod
     def from_environ(cls) -> "RecognitionEnv":
@@ -91,4 +93,5 @@ class RecognitionEnv:
             threshold=float(threshold) if threshold else None,
             device=os.environ.get(DEVICE) or "cpu",
             annotate=os.environ.get(ANNOTATE, "") == "1",
+            all_frames=os.environ.get(ALL_FRAMES, "") == "1",
         )

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from .core.errors import FacerecError, GalleryError
 from .core.gallery import Gallery
-from .core.recognise import Recogniser
+from .core.recognise import Recogniser, SamplingOptions
 from .core.results import error_result
 from .env import RecognitionEnv
 from .events import RecognitionRequest
@@ -51,13 +51,14 @@ def _load_gallery(uri: str) -> Gallery:
 
 
 def recogniser(env: RecognitionEnv) -> Recogniser:
-    version = _gallery_version(env.gallery_uri)
+    version = f"{_gallery_version(env.gallery_uri)}|all_frames={env.all_frames}"
     with _lock:
         if _state.get("version") != version:
             gallery = _load_gallery(env.gallery_uri)
             previous = _state.get("recogniser")
             encoder = previous.encoder if previous and previous.encoder.weights == gallery.weights else None
-            _state["recogniser"] = Recogniser(gallery, encoder, device=env.device, threshold=env.threshold)
+            sampling = SamplingOptions(early_exit=not env.all_frames)
+            _state["recogniser"] = Recogniser(gallery, encoder, device=env.device, threshold=env.threshold, sampling=sampling)
             _state["version"] = version
             log("gallery loaded", uri=env.gallery_uri, people=len(gallery.people), weights=gallery.weights)
         return _state["recogniser"]
@@ -71,20 +72,27 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
         return
     started = time.perf_counter()
     kept: list[Any] = []  # the decoded frames, kept only to annotate one
+    download = [0.0]
     try:
         rec = recogniser(env)
         with tempfile.TemporaryDirectory(prefix="facerec-rec-") as tmp:
-            frames = []
-            for i, ref in enumerate(request.frames):
+
+            def fetch(i: int) -> tuple[float, Path]:
+                # Called only for the frames the recogniser looks at: an early exit skips the rest.
+                t0 = time.perf_counter()
+                ref = request.frames[i]
                 local = Path(tmp) / f"{i:03d}.jpg"
                 client("s3").download_file(request.stage1_bucket, ref.key, str(local))
-                frames.append((ref.t, local))
-            fetched = time.perf_counter()
-            if env.annotate:
-                result, kept = rec.recognise_images_frames(request.video, frames)
-            else:
-                result = rec.recognise_images(request.video, frames)
-        result.timings_ms["download"] = (fetched - started) * 1000
+                download[0] += time.perf_counter() - t0
+                return ref.t, local
+
+            result, kept = rec.recognise_fetched(request.video, len(request.frames), fetch)
+        if not env.annotate:
+            kept = []
+        ms = download[0] * 1000
+        result.timings_ms["download"] = ms
+        if "decode" in result.timings_ms:  # the recogniser timed fetch + decode together
+            result.timings_ms["decode"] = max(0.0, result.timings_ms["decode"] - ms)
     except FacerecError as exc:
         result = error_result(request.video, str(exc))
     result.timings_ms.update(request.timings_ms)

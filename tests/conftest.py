@@ -3,7 +3,9 @@ built once per test session."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,19 @@ def bad_inputs(tmp_path: Path, data: Path) -> dict[str, Path]:
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n")
     return {"corrupt": corrupt, "empty": empty, "text": text}
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """A real moto server over HTTP on 127.0.0.1 (a port the OS picks), one per test module."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()  # moto 5.2.1: the port the OS picked for port=0
+    yield f"http://{host}:{port}"
+    server.stop()
+    inner = getattr(server, "_server", None)  # stop() leaves the listening socket open
+    if inner is not None:
+        inner.server_close()

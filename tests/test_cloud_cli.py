@@ -22,7 +22,6 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
-from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from facerec_cli import function_logs, watch_results
@@ -40,16 +39,6 @@ _REGIONS = itertools.cycle(
      "eu-central-2", "ap-south-2", "eu-south-2", "me-central-1", "il-central-1", "ap-southeast-3", "ap-southeast-4"]
 )
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Any:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @dataclass

@@ -29,6 +29,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote_plus
 from typing import Any
@@ -81,12 +82,23 @@ def cache_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="module")
-def rie(cache_dir: Path) -> Path:
+def rie(cache_dir: Path) -> Iterator[Path]:
     try:
-        return lambda_rie(cache_dir)
+        cached = lambda_rie(cache_dir)
     except (DockerUnavailable, subprocess.TimeoutExpired) as exc:
         _unavailable(f"the Lambda Runtime Interface Emulator could not be fetched: {exc}")
         raise  # not reached
+    # Bind-mounted into containers that run as a non-root user: pytest's own temporary directories
+    # are 0700, so copy it into one the container user can traverse.
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="facerec-rie-"))
+    shared.chmod(0o755)
+    target = shared / cached.name
+    shutil.copy2(cached, target)
+    target.chmod(0o755)
+    yield target
+    shutil.rmtree(shared, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -196,17 +208,9 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def cloud() -> Any:
+def cloud(moto_url: str) -> Any:
     """A moto server on 127.0.0.1 with the pipeline deployed by the bootstrap code (placeholder images)."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    endpoint = moto_url
     core = botocore.session.Session(session_vars={"profile": (None, None, None, None),
                                                   "config_file": (None, None, os.devnull, None),
                                                   "credentials_file": (None, None, os.devnull, None)})  # fmt: skip
@@ -220,10 +224,6 @@ def cloud() -> Any:
     finally:
         with contextlib.suppress(Exception):
             apply_plan(plan_destroy(settings, DeployOptions(), clients), NullReporter())
-        server.stop()
-        inner = getattr(server, "_server", None)
-        if inner is not None:
-            inner.server_close()
 
 
 def function_env(cloud: dict[str, Any], function: str) -> dict[str, str]:

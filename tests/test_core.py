@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +163,15 @@ def test_mp4_header_duration_agrees_with_ffmpeg(data, bad_inputs, tmp_path):
         assert media.mp4_duration(bad_inputs[name]) is None
     with pytest.raises(media.InputError, match="not a readable video"):
         media.duration(bad_inputs["text"])
+
+
+def test_early_exit_and_all_frames(data, celeb_gallery, tmp_path):
+    from facerec_cli.samples import still_video
+
+    # An enrolled photo as a 3-second video: the first frame settles it, unless --all-frames.
+    video = still_video(sorted((data / "5celeb" / "train" / "jerry_seinfeld").iterdir())[0], tmp_path / "jerry.mp4", seconds=3)
+    for flags, frames in (([], 1), (["--all-frames"], 3)):
+        result = runner.invoke(app, ["identify", str(video), "--gallery", str(celeb_gallery[0]), "--json", *flags])
+        assert result.exit_code == 0, result.output
+        line = json.loads(result.stdout.strip().splitlines()[-1])
+        assert (line["name"], line["frames"], len({f["frame"] for f in line["faces"]})) == ("jerry_seinfeld", frames, frames)

@@ -17,7 +17,6 @@ from typing import Any
 import boto3
 import botocore.exceptions
 import pytest
-from moto.server import ThreadedMotoServer
 
 from facerec_cli.config import Settings
 from facerec_cli.deploy import (
@@ -38,16 +37,6 @@ _REGIONS = itertools.cycle(
     ["us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-central-1", "ap-southeast-1",
      "ap-southeast-2", "ap-northeast-1", "ca-central-1", "sa-east-1", "eu-north-1", "ap-south-1"]
 )
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Any:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()  # moto 5.2.1: the port the OS picked for port=0
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

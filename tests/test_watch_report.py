@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import os
 import re
 import shutil
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -46,16 +44,6 @@ SCREENSHOT_DIR = os.environ.get("FACEREC_SCREENSHOT_DIR")
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Any:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

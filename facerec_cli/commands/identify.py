@@ -54,11 +54,14 @@ def run_identify(
     threshold: float | None = None,
     device: str = "cpu",
     annotate_dir: Path | None = None,
+    all_frames: bool = False,
 ) -> int:
     """Recognise each file; returns how many ended in error. With ``annotate_dir``, every sampled frame
     with faces is written there with the faces drawn on it, as ``<stem>_f<frame>.jpg``."""
     gallery = Gallery.load(gallery_path)
-    recogniser = Recogniser(gallery, device=device, threshold=threshold, sampling=SamplingOptions(frames=frames, fps=fps or None))
+    recogniser = Recogniser(
+        gallery, device=device, threshold=threshold, sampling=SamplingOptions(frames=frames, fps=fps or None, early_exit=not all_frames)
+    )
     results: list[Result] = []
     written: list[Path] = []
     with progress() as bar:

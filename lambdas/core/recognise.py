@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import media
-from .errors import FacerecError, InputError
+from .errors import InputError
 from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop
 from .gallery import Gallery
 from .media import Frame
@@ -198,11 +198,20 @@ class Recogniser:
 
     def recognise_images_frames(self, video: str, images: list[tuple[float, Path]]) -> tuple[Result, list[Frame]]:
         """:meth:`recognise_images`, and the loaded frames too (to draw the faces on); no frames on error."""
-        watch = Stopwatch()
+        return self.recognise_fetched(video, len(images), images.__getitem__)
+
+    def recognise_fetched(
+        self, video: str, count: int, fetch: Callable[[int], tuple[float, Path]], watch: Stopwatch | None = None
+    ) -> tuple[Result, list[Frame]]:
+        """Frames that ``fetch(i)`` puts on disk on demand (the recognition Lambda downloads stage-1
+        JPEGs in it), so an early exit saves the fetches too. A bad frame gives an ``error`` result."""
+        watch = watch or Stopwatch()
+
+        def load(i: int) -> Frame:
+            t, path = fetch(i)
+            return Frame(i, t, media.load_image(path))
+
         try:
-            started = time.perf_counter()
-            frames = [Frame(i, t, media.load_image(p)) for i, (t, p) in enumerate(images)]
-            watch.add("decode", started)
-        except FacerecError as exc:
+            return self.recognise_lazily(video, count, load, watch)
+        except InputError as exc:
             return error_result(video, str(exc), **watch.ms), []
-        return self.recognise_frames(video, frames, watch), frames

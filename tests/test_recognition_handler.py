@@ -1,0 +1,92 @@
+"""The face-recognition handler on its own, against a real moto server: stage-1 frames are fetched
+only when the recogniser needs them, so an early exit on a settled first frame saves the S3 GETs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+
+from lambdas import face_recognition
+from lambdas.core.media import load_image
+from lambdas.events import FrameRef, RecognitionRequest
+
+
+@pytest.fixture
+def buckets(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, celeb_gallery: Any) -> dict[str, Any]:
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        "AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "OUTPUT_BUCKET": f"out-{tag}", "FACEREC_GALLERY": str(celeb_gallery[0]),
+    }  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+    stage1 = f"stage-{tag}"
+    s3.create_bucket(Bucket=stage1)
+    s3.create_bucket(Bucket=env["OUTPUT_BUCKET"])
+    return {"s3": s3, "stage1": stage1, "output": env["OUTPUT_BUCKET"]}
+
+
+def _request(stage1: str, stem: str, keys: list[str]) -> dict[str, Any]:
+    frames = [FrameRef(key=k, t=float(i)) for i, k in enumerate(keys)]
+    return RecognitionRequest(stage1, stem, f"{stem}.mp4", frames, {"event_id": uuid.uuid4().hex}).to_dict()
+
+
+def _jpeg(path: Path) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    load_image(path).save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+def test_a_settled_first_frame_never_fetches_the_others(buckets: dict[str, Any], data: Path) -> None:
+    s3, stage1 = buckets["s3"], buckets["stage1"]
+    # An enrolled photo: near its person's centroid, so the first frame settles the answer.
+    photo = sorted((data / "5celeb" / "train" / "madonna").iterdir())[0]
+    s3.put_object(Bucket=stage1, Key="clip.jpg", Body=_jpeg(photo))
+    # Frames 1 and 2 are not in stage-1: fetching either would fail the invocation.
+    face_recognition.handler(_request(stage1, "clip", ["clip.jpg", "clip/001.jpg", "clip/002.jpg"]), None)
+
+    result = json.loads(s3.get_object(Bucket=buckets["output"], Key="clip.json")["Body"].read())
+    assert (result["status"], result["name"], result["frames"]) == ("ok", "madonna", 1)
+    assert result["timings_ms"]["download"] > 0
+    assert s3.get_object(Bucket=buckets["output"], Key="clip.txt")["Body"].read() == b"madonna"
+
+
+def test_an_unsettled_first_frame_fetches_the_rest(buckets: dict[str, Any], data: Path) -> None:
+    s3, stage1 = buckets["s3"], buckets["stage1"]
+    empty = sorted((data / "noface").iterdir())[0]
+    face = sorted((data / "5celeb" / "val" / "elton_john").iterdir())[0]
+    s3.put_object(Bucket=stage1, Key="two.jpg", Body=_jpeg(empty))
+    s3.put_object(Bucket=stage1, Key="two/001.jpg", Body=_jpeg(face))
+    face_recognition.handler(_request(stage1, "two", ["two.jpg", "two/001.jpg"]), None)
+    result = json.loads(s3.get_object(Bucket=buckets["output"], Key="two.json")["Body"].read())
+    assert (result["status"], result["name"], result["frames"]) == ("ok", "elton_john", 2)
+
+    # A frame it needs and cannot fetch fails the invocation (Lambda retries it), writing nothing.
+    with pytest.raises(botocore.exceptions.ClientError):
+        face_recognition.handler(_request(stage1, "gone", ["two.jpg", "gone/001.jpg"]), None)
+    listed = s3.list_objects_v2(Bucket=buckets["output"], Prefix="gone").get("KeyCount", 0)
+    assert listed == 0
+
+
+def test_all_frames_turns_the_early_exit_off(buckets: dict[str, Any], data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3, stage1 = buckets["s3"], buckets["stage1"]
+    photo = sorted((data / "5celeb" / "train" / "madonna").iterdir())[0]
+    s3.put_object(Bucket=stage1, Key="all.jpg", Body=_jpeg(photo))
+    s3.put_object(Bucket=stage1, Key="all/001.jpg", Body=_jpeg(photo))
+    monkeypatch.setenv("FACEREC_ALL_FRAMES", "1")
+    face_recognition.handler(_request(stage1, "all", ["all.jpg", "all/001.jpg"]), None)
+    result = json.loads(s3.get_object(Bucket=buckets["output"], Key="all.json")["Body"].read())
+    assert (result["status"], result["name"], result["frames"]) == ("ok", "madonna", 2)
+    assert {f["frame"] for f in result["faces"]} == {0, 1}

@@ -45,14 +45,27 @@ def make_videos(folder: Path, count: int, size: tuple[int, int]) -> dict[str, st
     return expected
 
 
-def proc_memory_mb(pid: int) -> tuple[float, float]:
-    """(peak RSS, current private anonymous RSS) in MB, from /proc."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    kb = lambda k: float(fields.get(k, "0 kB").split()[0])  # noqa: E731
-    return kb("VmHWM") / 1024, kb("RssAnon") / 1024
+def proc_memory_mb(pid: int) -> dict[str, float]:
+    """A process's memory in MB, from /proc: peak RSS (VmHWM), and now: RSS, PSS (shared pages divided
+    among the processes that map them), USS (pages only this process has: what one more worker costs)
+    and the private anonymous part (RssAnon)."""
+    def read(name: str) -> dict[str, float]:
+        out = {}
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            key, _, value = line.partition(":")
+            parts = value.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                out[key] = float(parts[0]) / 1024
+        return out
+
+    status, rollup = read("status"), read("smaps_rollup")
+    return {
+        "peak_rss": status.get("VmHWM", 0.0),
+        "rss": status.get("VmRSS", 0.0),
+        "pss": rollup.get("Pss", 0.0),
+        "uss": rollup.get("Private_Clean", 0.0) + rollup.get("Private_Dirty", 0.0),
+        "anon": status.get("RssAnon", 0.0),
+    }
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -151,8 +164,11 @@ def main() -> None:
             f"p95 {r['p95_ms']:.0f} ms, correct {r['correct']}/{r['total']}, cold start {r['cold_start_s']:.2f} s"
         )
         for name, mems in r["memory"].items():  # type: ignore[union-attr]
-            for peak, anon in mems:
-                print(f"    worker {name}: peak RSS {peak:.0f} MB (private anonymous now {anon:.0f} MB)")
+            for m in mems:
+                print(
+                    f"    worker {name}: peak RSS {m['peak_rss']:.0f} MB; now RSS {m['rss']:.0f} MB, PSS {m['pss']:.0f} MB, "
+                    f"USS {m['uss']:.0f} MB (private anonymous {m['anon']:.0f} MB)"
+                )
     print(f"throughput ratio run-local burst / naive: {burst['throughput'] / naive['throughput']:.2f}x")
 
 

@@ -28,6 +28,13 @@ PrefixOpt = Annotated[
     str | None,
     typer.Option("--prefix", help="Resource name prefix: buckets <prefix>-input, <prefix>-stage-1, <prefix>-output. Default: FACEREC_PREFIX, facerec.toml, else facerec."),
 ]
+WatchPrefixOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--prefix",
+        help="Resource name prefix: buckets <prefix>-input, -stage-1, -output; with --iaas queues <prefix>-req-queue, -resp-queue and buckets <prefix>-in-bucket, -out-bucket. Default: FACEREC_PREFIX, facerec.toml, else facerec.",
+    ),
+]
 RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: FACEREC_REGION, AWS_DEFAULT_REGION, facerec.toml, else us-east-1.")]
 EndpointOpt = Annotated[
     str | None,
@@ -249,6 +256,35 @@ def run_results(settings: Settings, *, watch: bool, json_lines: bool, timeout: f
     return 1 if outcome.snapshot.errors else 0
 
 
+# ------------------------------------------------------------------------------------------ watch --iaas
+
+
+def run_iaas_watch(
+    prefix: str | None,
+    region: str | None,
+    endpoint_url: str | None,
+    profile: str | None,
+    *,
+    web_url: str | None,
+    interval: float,
+    until_idle: bool,
+    json_lines: bool,
+) -> Any:
+    """``facerec watch --iaas``: from a web tier's /healthz with ``web_url``, else from the AWS APIs
+    of the deployment the IaaS commands would address."""
+    from ..iaas import watch as iaas_watch
+
+    if web_url:
+        source: Any = iaas_watch.WebSource(web_url)
+        return iaas_watch.watch(source, interval=interval, until_idle=until_idle, json_lines=json_lines)
+    from ..iaas.cli import _settings  # the settings `facerec iaas ...` resolve
+
+    settings = _settings(prefix, region, endpoint_url, profile)
+    with aws_errors(settings, "watching the IaaS system"):
+        source = iaas_watch.aws_source(settings)
+        return iaas_watch.watch(source, interval=interval, until_idle=until_idle, json_lines=json_lines)
+
+
 # ------------------------------------------------------------------------------------------ register
 
 
@@ -342,16 +378,29 @@ def register(app: typer.Typer) -> None:
     @app.command("watch")
     @friendly
     def watch_pipeline(
-        until_idle: Annotated[bool, typer.Option("--until-idle", help="Stop once no uploaded video is in flight.")] = False,
+        until_idle: Annotated[
+            bool, typer.Option("--until-idle", help="Stop once no uploaded video is in flight (--iaas: no request queued or in flight and no app instance).")
+        ] = False,
         json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON snapshot per refresh on stdout (one line each), nothing else.")] = False,
         interval: Annotated[float, typer.Option("--interval", min=0.1, max=60.0, help="Seconds between refreshes.")] = 1.5,
-        prefix: PrefixOpt = None,
+        iaas: Annotated[
+            bool, typer.Option("--iaas", help="Watch the IaaS system instead: request/response/dead-letter queue depths, app-tier instances, in/out buckets.")
+        ] = False,
+        web_url: Annotated[
+            str | None,
+            typer.Option("--web-url", help="With --iaas (implied): read a web tier's GET /healthz instead of the AWS APIs, e.g. the URL `facerec iaas run-local` printed."),
+        ] = None,
+        prefix: WatchPrefixOpt = None,
         region: RegionOpt = None,
         endpoint_url: EndpointOpt = None,
         profile: ProfileOpt = None,
     ) -> None:
         """Live dashboard of the pipeline until Ctrl-C: videos per bucket, in flight, finished, failed,
-        latency upload -> result (p50/p95), and the last errors in the functions' logs. List calls only."""
+        latency upload -> result (p50/p95), and the last errors in the functions' logs. With --iaas: the
+        IaaS system's queue depths and app instances. List calls only."""
+        if iaas or web_url:
+            run_iaas_watch(prefix, region, endpoint_url, profile, web_url=web_url, interval=interval, until_idle=until_idle, json_lines=json_lines)
+            return
         from ..dashboard import run_watch
 
         settings = settings_from(prefix, region, endpoint_url, profile)

@@ -122,9 +122,14 @@ def queue_url(sqs: Any, name: str) -> str:
         raise
 
 
-def queue_depth(sqs: Any, url: str) -> int:
-    """Requests waiting or being worked on: ApproximateNumberOfMessages + ...NotVisible."""
+def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
+    """(waiting, in flight): ApproximateNumberOfMessages and ...NotVisible, in one GetQueueAttributes."""
     attrs = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
-    return int(attrs.get("ApproximateNumberOfMessages", 0)) + int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+    return int(attrs.get("ApproximateNumberOfMessages", 0)), int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+
+
+def queue_depth(sqs: Any, url: str) -> int:
+    """Requests waiting or being worked on: ApproximateNumberOfMessages + ...NotVisible."""
+    return sum(queue_counts(sqs, url))

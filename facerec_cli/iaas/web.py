@@ -14,8 +14,8 @@ tier per response queue, as in the course design.)
 Status codes: 200 answer; 400 no ``inputFile`` / empty / no usable file name; 409 another upload with
 the same name but other content is still being recognised; 413 too large (bytes or pixels); 415 not an
 image; 422 the app tier could not recognise the image (its message); 503 the queue or bucket could not
-be reached, or the server is stopping; 504 no answer in time. ``GET /healthz`` reports the router and
-the scaler in JSON (503 when the router thread is dead).
+be reached, or the server is stopping; 504 no answer in time. ``GET /healthz`` reports the router, the
+scaler, the queue depths and the scaler's instances in JSON (503 when the router thread is dead).
 
 Served by waitress (a production WSGI server: a fixed pool of ``threads`` request threads, each may
 wait for one answer, so ``threads`` bounds the requests in flight per web tier).
@@ -37,8 +37,8 @@ from typing import Any
 import botocore.exceptions
 
 from ..aws import error_code
-from .messages import Request, Response, new_id, queue_url, stem_of
-from .names import IaasNames
+from .messages import Request, Response, new_id, queue_counts, queue_url, stem_of
+from .names import IaasNames, app_instance_index
 
 log = logging.getLogger("facerec.iaas.web")
 
@@ -198,6 +198,30 @@ class ResponseRouter:
 
 # ------------------------------------------------------------------------------------------ the tier
 
+ACTIVE_STATES = ("pending", "running")
+
+
+def pool_report(pool: Any) -> dict[str, Any]:
+    """The instances of a scaler's pool for /healthz: ``count`` and ``names`` of those starting or
+    running (the scaler's capacity), ``list`` with every instance's state. Local worker processes
+    are ``running`` or ``stopping`` (with their phase); EC2 instances have their EC2 state."""
+    lister = getattr(pool, "instances", None)
+    try:
+        if lister is None:  # a pool that can only count
+            return {"count": pool.active(), "names": None, "list": None}
+        rows: list[dict[str, Any]] = []
+        for inst in lister():
+            if isinstance(inst, dict):  # Ec2Pool: DescribeInstances rows
+                rows.append({"name": inst.get("Name") or "", "state": inst.get("State") or "", "id": inst.get("InstanceId")})
+            else:  # LocalProcessPool: InstanceInfo of worker processes
+                state = "stopping" if inst.stopping else "running"
+                rows.append({"name": inst.name, "state": state, "id": inst.pid, "phase": inst.phase})
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        return {"error": error_code(exc) or type(exc).__name__}
+    rows.sort(key=lambda r: (app_instance_index(r["name"]) is None, app_instance_index(r["name"]) or 0, r["name"]))
+    active = [r["name"] for r in rows if r["state"] in ACTIVE_STATES]
+    return {"count": len(active), "names": active, "list": rows}
+
 
 def check_image(name: str, data: bytes, max_pixels: int) -> tuple[int, str] | None:
     """None for an acceptable image, else (HTTP status, message)."""
@@ -315,8 +339,12 @@ class WebTier:
                 self._inflight[key] = (digest, count - 1)
 
     def health(self) -> tuple[int, dict[str, Any]]:
+        """/healthz: the router and scaler, the queue depths and the scaler's instances (what
+        ``facerec watch --web-url`` shows). Costs two GetQueueAttributes, plus one DescribeInstances
+        with the EC2 pool; a failed call is reported in the body, not as an unhealthy tier."""
         body: dict[str, Any] = {
             "status": "ok" if self.router.alive else "router stopped",
+            "prefix": self.names.prefix,
             "waiting": self.router.waiting,
             "responses": dict(self.router.counts),
             "http": {str(k): v for k, v in sorted(self.counts.items())},
@@ -324,7 +352,21 @@ class WebTier:
         last = getattr(self.scaler, "last", None)
         if last is not None:
             body["scaler"] = {"depth": last.depth, "target": last.target, "instances": last.active}
+        body["queues"] = {
+            "request": self._queue_report(self.request_url),
+            "response": self._queue_report(self.router.url),
+        }
+        pool = getattr(self.scaler, "pool", None)
+        if pool is not None:
+            body["instances"] = pool_report(pool)
         return (200 if self.router.alive else 503), body
+
+    def _queue_report(self, url: str) -> dict[str, Any]:
+        try:
+            waiting, in_flight = queue_counts(self.sqs, url)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            return {"error": error_code(exc) or type(exc).__name__}
+        return {"waiting": waiting, "in_flight": in_flight}
 
     # -- Flask
 

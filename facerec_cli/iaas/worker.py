@@ -274,13 +274,9 @@ def process_main(
     """Entry point of a local worker process (multiprocessing spawn): one "instance" of the app tier."""
     stop = threading.Event()
     install_stop_signals(stop)
-    if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    else:
-        os.dup2(2, 1)  # keep the parent's stdout clean
+    from ..local.workers import redirect_output
+
+    redirect_output(log_path)
     os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s", force=True)
     for noisy in ("botocore", "boto3", "urllib3"):

@@ -140,6 +140,7 @@ class Dispatcher:
         self._failures: list[Failure] = []
         self._queued = self._running = self._succeeded = self._failed = self._retried = 0
         self._outstanding = 0  # submitted and not finished, retries included
+        self._settled = 0  # invocations finished so far (any state): what observers wait on
         self._closing = False
         atexit.register(self.close)  # no orphan workers even if the owner forgets
 
@@ -178,6 +179,14 @@ class Dispatcher:
         timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: self._outstanding == 0, timeout)
+
+    def wait_settled(self, seen: int, timeout: float) -> int:
+        """Block until more than ``seen`` invocations have finished, or ``timeout`` seconds; returns
+        the number finished. Lets a watcher look at the buckets when something happened instead of
+        listing them in a tight loop (each list is work for the embedded moto server)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._settled > seen, max(0.0, timeout))
+            return self._settled
 
     @property
     def counters(self) -> Counters:
@@ -306,6 +315,7 @@ class Dispatcher:
             self._outstanding -= 1
         inv.state, inv.outcome, inv.finished_at = state, outcome, time.monotonic()
         inv._done.set()
+        self._settled += 1
         self._cond.notify_all()
 
     # -- shutdown ----------------------------------------------------------------------------------

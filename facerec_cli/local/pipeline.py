@@ -28,6 +28,7 @@ from ..results import destination_record, fetch_result, list_result_keys, videos
 from .server import LocalCloud
 
 LOCAL_PREFIX = "facerec-local"
+POLL_FALLBACK_S = 1.0  # look at the buckets at least this often, even when no invocation finished
 
 
 @dataclass
@@ -158,7 +159,9 @@ class LocalPipeline:
         if not pending:
             return
         done = list_result_keys(s3, self.names.output_bucket)
-        frames = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.names.stage1_bucket) for o in page.get("Contents", [])}
+        frames: set[str] = set()
+        if any(j.state == "uploaded" and j.stem not in done for j in pending):  # only progress display needs stage-1
+            frames = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.names.stage1_bucket) for o in page.get("Contents", [])}
         now = time.monotonic()
         for job in pending:
             if job.stem in done:
@@ -172,6 +175,8 @@ class LocalPipeline:
         deadline = time.monotonic() + self.options.timeout_s
         to_upload = list(jobs)
         next_upload = time.monotonic()
+        dispatcher = self.cloud.dispatcher
+        settled, last_poll = -1, 0.0
         while True:
             now = time.monotonic()
             while to_upload and now >= next_upload:
@@ -179,7 +184,13 @@ class LocalPipeline:
                 next_upload = now + self.options.upload_interval_s
                 if self.options.upload_interval_s:
                     break
-            self.poll(jobs)
+            # The buckets change when an invocation finishes: look then (and at least every
+            # POLL_FALLBACK_S), not in a tight loop that keeps the moto server busy listing.
+            wait = min(POLL_FALLBACK_S, max(0.0, next_upload - now) if to_upload else POLL_FALLBACK_S)
+            now_settled = dispatcher.wait_settled(settled, wait)
+            if now_settled != settled or time.monotonic() - last_poll >= POLL_FALLBACK_S:
+                settled, last_poll = now_settled, time.monotonic()
+                self.poll(jobs)
             if on_tick:
                 on_tick(jobs)
             if not to_upload and all(j.state == "done" for j in jobs):
@@ -190,7 +201,6 @@ class LocalPipeline:
                         job.result = error_result(job.key, f"no result within {self.options.timeout_s:.0f} s (last state: {job.state})")
                         job.state = "done"
                 break
-            time.sleep(0.05 if self.options.upload_interval_s else 0.1)
         return [j.result for j in jobs if j.result is not None]
 
 

@@ -48,6 +48,18 @@ REAL_AWS_KEYS = frozenset(
 )
 
 
+def redirect_output(log_path: str | None) -> None:
+    """A worker process's stdout and stderr (its subprocesses' too) to ``log_path``, or stdout to
+    stderr: the parent's stdout carries only results."""
+    if log_path:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    else:
+        os.dup2(2, 1)
+
+
 def real_aws_keys(environ: Mapping[str, str]) -> frozenset[str]:
     """The variables in ``environ`` that a local worker must not see: credentials and profiles, and
     per-service endpoints (``AWS_ENDPOINT_URL_S3``...) that would override the local cloud's."""
@@ -215,13 +227,7 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Keep the CLI's stdout clean (`--json` prints only results there): handler output, including that
     # of subprocesses such as ffmpeg, goes to the log file or to stderr.
-    if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    else:
-        os.dup2(2, 1)
+    redirect_output(log_path)
     sys.path[:] = sys_path
     os.environ.clear()
     os.environ.update(env)

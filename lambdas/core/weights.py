@@ -292,11 +292,13 @@ def _load_file(path: Path) -> InceptionResnetV1:
         )
     model = InceptionResnetV1(pretrained=None, classify=False)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap + assign: the parameters stay pages of the file (page cache) instead of a private copy,
+        # so every worker process on a machine shares one copy of the weights.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if not isinstance(state, dict):
             raise TypeError(f"expected a state_dict, found {type(state).__name__}")
         # facenet-pytorch's own downloads carry a classifier head (logits.*) that embeddings do not use.
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")})
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")}, assign=True)
     except Exception as exc:
         raise WeightsError(f"{path} is not an InceptionResnetV1 state_dict: {exc}") from exc
     return model

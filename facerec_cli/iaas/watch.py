@@ -1,0 +1,494 @@
+"""``facerec watch --iaas``: queue depths and app-tier instances of the IaaS system, live.
+
+Like the course's autoscaling check: requests waiting and in flight, responses waiting, and how many
+app instances run. One snapshot per refresh, from one of two sources, never downloading anything:
+
+- the AWS APIs (AWS, or a moto endpoint): GetQueueAttributes on the request, response and dead-letter
+  queues; DescribeInstances for the app-tier instances and the web-instance; ListObjectsV2 on the
+  in/out buckets, counting ``KeyCount`` per page of up to 1000 keys. Seven calls, made concurrently.
+- a web tier's ``GET /healthz`` (``--web-url``): one request. For ``facerec iaas run-local``, whose
+  app instances are local worker processes and whose moto server is private to it.
+
+``idle``: no request waiting or in flight, and no app instance starting, running or on its way down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import botocore.exceptions
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ..aws import error_code
+from ..errors import UserError
+from .names import WEB_INSTANCE, IaasNames, app_instance_index
+
+DEFAULT_INTERVAL = 1.5
+HTTP_TIMEOUT_S = 5.0
+ACTIVE = ("pending", "running")  # what the scaler counts as capacity (the course's check: running)
+LIVE = ("pending", "running", "stopping", "shutting-down")  # not idle while any of these remain
+PRESENT = ("pending", "running", "stopping", "stopped", "shutting-down")  # terminated ones are left out
+MISSING_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+BOOTSTRAP_HINT = "run `facerec iaas bootstrap` first, or pass the --prefix/--region it used"
+
+
+# ---------------------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    waiting: int  # ApproximateNumberOfMessages
+    in_flight: int  # ApproximateNumberOfMessagesNotVisible: received, not yet deleted
+
+    def to_dict(self) -> dict[str, int]:
+        return {"waiting": self.waiting, "in_flight": self.in_flight}
+
+
+@dataclass(frozen=True)
+class AppInstance:
+    name: str
+    state: str  # EC2 state; a local worker process is running or stopping
+    id: str | None = None  # EC2 instance id, or a local worker's pid
+    phase: str | None = None  # local workers: loading, idle, holding, answering
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "state": self.state, "id": self.id}
+        if self.phase is not None:
+            data["phase"] = self.phase
+        return data
+
+
+@dataclass
+class IaasSnapshot:
+    """What one refresh saw. A field is None where the source could not tell."""
+
+    taken_at: datetime
+    source: str  # "aws" or "web" (/healthz)
+    prefix: str | None
+    request: QueueCounts | None
+    response: QueueCounts | None
+    dead_letter: QueueCounts | None = None
+    instances: list[AppInstance] | None = None  # app tier, by number; None: unknown (no scaler)
+    web: dict[str, Any] = field(default_factory=dict)  # aws: the web-instance's state; web: the tier's status
+    buckets: dict[str, int | None] = field(default_factory=dict)  # "in"/"out" object counts (aws only)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def app_instances(self) -> int | None:
+        """Instances starting or running (what the scaler and the course's check count)."""
+        return None if self.instances is None else sum(i.state in ACTIVE for i in self.instances)
+
+    @property
+    def by_state(self) -> dict[str, int]:
+        return dict(sorted(Counter(i.state for i in self.instances or []).items()))
+
+    @property
+    def idle(self) -> bool:
+        if self.request is None or self.request.waiting or self.request.in_flight:
+            return False
+        return not any(i.state in LIVE for i in self.instances or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        def counts(q: QueueCounts | None) -> dict[str, int] | None:
+            return q.to_dict() if q is not None else None
+
+        data: dict[str, Any] = {
+            "time": _iso(self.taken_at),
+            "source": self.source,
+            "prefix": self.prefix,
+            "queues": {"request": counts(self.request), "response": counts(self.response), "dead_letter": counts(self.dead_letter)},
+            "app_instances": self.app_instances,
+            "app_instance_names": None if self.instances is None else [i.name for i in self.instances if i.state in ACTIVE],
+            "instances_by_state": None if self.instances is None else self.by_state,
+            "instances": None if self.instances is None else [i.to_dict() for i in self.instances],
+            "web": dict(self.web),
+            "buckets": dict(self.buckets),
+            "idle": self.idle,
+        }
+        if self.notes:
+            data["notes"] = list(self.notes)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, default=str)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _by_number(instances: list[AppInstance]) -> list[AppInstance]:
+    def key(i: AppInstance) -> tuple[bool, int, str]:
+        n = app_instance_index(i.name)
+        return (n is None, n or 0, i.name)
+
+    return sorted(instances, key=key)
+
+
+class Source(Protocol):
+    def snapshot(self) -> IaasSnapshot: ...
+
+
+# ------------------------------------------------------------------------------------ AWS APIs
+
+
+class AwsSource:
+    """Snapshots from the AWS APIs. Queue URLs are looked up once, on the first snapshot."""
+
+    def __init__(self, sqs: Any, ec2: Any, s3: Any, names: IaasNames, *, where: str = "", page_size: int = 1000) -> None:
+        self.sqs = sqs
+        self.ec2 = ec2
+        self.s3 = s3
+        self.names = names
+        self.where = where  # "region r, endpoint e" for messages
+        self.page_size = page_size
+        self._urls: dict[str, str | None] | None = None
+
+    def _not_deployed(self, what: str) -> UserError:
+        where = f"prefix {self.names.prefix}" + (f", {self.where}" if self.where else "")
+        return UserError(f"not deployed: {what} does not exist ({where})", hint=BOOTSTRAP_HINT)
+
+    def _queue_urls(self) -> dict[str, str | None]:
+        if self._urls is None:
+            n = self.names
+            urls: dict[str, str | None] = {}
+            for queue in (n.request_queue, n.response_queue, n.dead_letter_queue):
+                try:
+                    urls[queue] = self.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+                except botocore.exceptions.ClientError as exc:
+                    if error_code(exc) not in MISSING_QUEUE:
+                        raise
+                    if queue != n.dead_letter_queue:
+                        raise self._not_deployed(f"queue {queue}") from exc
+                    urls[queue] = None  # shown as a note: the request queue still works without it
+            self._urls = urls
+        return self._urls
+
+    def _counts(self, queue: str) -> QueueCounts | None:
+        url = self._queue_urls()[queue]
+        if url is None:
+            return None
+        try:
+            attrs = self.sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            )["Attributes"]
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in MISSING_QUEUE:  # deleted while watching
+                raise self._not_deployed(f"queue {queue}") from exc
+            raise
+        return QueueCounts(int(attrs.get("ApproximateNumberOfMessages", 0)), int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)))
+
+    def _app_instances(self) -> list[AppInstance]:
+        from .pools import find_app_instances
+
+        found = find_app_instances(self.ec2, self.names.prefix, PRESENT)
+        return _by_number([AppInstance(i["Name"], i["State"], i["InstanceId"]) for i in found])
+
+    def _web_instance(self) -> str:
+        from .pools import _find_instances
+
+        found = _find_instances(self.ec2, self.names.prefix, WEB_INSTANCE, PRESENT)
+        states = sorted({i["State"] for i in found}, key=lambda s: (s not in ACTIVE, s))
+        return states[0] if states else "absent"
+
+    def _objects(self, bucket: str) -> int | None:
+        try:
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, PaginationConfig={"PageSize": self.page_size})
+            return sum(int(page.get("KeyCount", 0)) for page in pages)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "NoSuchBucket":
+                return None
+            raise
+
+    def snapshot(self) -> IaasSnapshot:
+        n = self.names
+        taken = datetime.now(timezone.utc)
+        self._queue_urls()  # a missing deployment fails here, before the other calls
+        with ThreadPoolExecutor(max_workers=7) as pool:
+            request = pool.submit(self._counts, n.request_queue)
+            response = pool.submit(self._counts, n.response_queue)
+            dead = pool.submit(self._counts, n.dead_letter_queue)
+            instances = pool.submit(self._app_instances)
+            web = pool.submit(self._web_instance)
+            in_objects = pool.submit(self._objects, n.in_bucket)
+            out_objects = pool.submit(self._objects, n.out_bucket)
+            snap = IaasSnapshot(
+                taken_at=taken,
+                source="aws",
+                prefix=n.prefix,
+                request=request.result(),
+                response=response.result(),
+                dead_letter=dead.result(),
+                instances=instances.result(),
+                web={"instance": web.result()},
+                buckets={"in": in_objects.result(), "out": out_objects.result()},
+            )
+        if snap.dead_letter is None:
+            snap.notes.append(f"no dead-letter queue {n.dead_letter_queue}")
+        for name, bucket in (("in", n.in_bucket), ("out", n.out_bucket)):
+            if snap.buckets[name] is None:
+                snap.notes.append(f"no bucket {bucket}")
+        return snap
+
+
+# ------------------------------------------------------------------------------------ /healthz
+
+
+def healthz_url(url: str) -> str:
+    """``127.0.0.1:8000`` or ``http://host:8000/`` -> ``http://host:8000/healthz``."""
+    text = url.strip()
+    if "://" not in text:
+        text = "http://" + text
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UserError(f"--web-url {url!r} is not an http(s) URL", hint="pass the URL the web tier printed, e.g. http://127.0.0.1:8000/")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/healthz"):
+        path += "/healthz"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+class WebSource:
+    """Snapshots from a web tier's /healthz: one GET each."""
+
+    def __init__(self, url: str, *, timeout: float = HTTP_TIMEOUT_S) -> None:
+        self.url = healthz_url(url)
+        self.timeout = timeout
+        # A proxy meant for the internet must not capture a web tier on this machine.
+        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(urllib.parse.urlsplit(self.url).hostname) else []
+        self._opener = urllib.request.build_opener(*handlers)
+
+    def _get(self) -> tuple[int, Any]:
+        hint = "start it with `facerec iaas run-local` or `facerec web`, and pass the URL it printed"
+        try:
+            with self._opener.open(self.url, timeout=self.timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:  # 503 still carries the body (router stopped)
+                raise UserError(f"the web tier at {self.url} answered HTTP {exc.code}", hint="is this a facerec web tier?") from exc
+            status, raw = exc.code, exc.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise UserError(f"the web tier at {self.url} does not answer ({reason})", hint=hint) from exc
+        try:
+            return status, json.loads(raw)
+        except ValueError as exc:
+            raise UserError(f"{self.url} did not answer JSON: not a facerec web tier's /healthz") from exc
+
+    def snapshot(self) -> IaasSnapshot:
+        taken = datetime.now(timezone.utc)
+        status, body = self._get()
+        return from_health(body, taken_at=taken, url=self.url, http_status=status)
+
+
+def from_health(body: Any, *, taken_at: datetime, url: str, http_status: int = 200) -> IaasSnapshot:
+    """A snapshot from a /healthz body (see :meth:`facerec_cli.iaas.web.WebTier.health`)."""
+    if not isinstance(body, dict) or not isinstance(body.get("queues"), dict):
+        raise UserError(f"{url} reports no queue depths", hint="the web tier predates `facerec watch --iaas`: update facerec where it runs")
+    notes: list[str] = []
+
+    def counts(name: str) -> QueueCounts | None:
+        q = body["queues"].get(name)
+        if isinstance(q, dict) and "waiting" in q:
+            return QueueCounts(int(q["waiting"]), int(q.get("in_flight", 0)))
+        why = q.get("error") if isinstance(q, dict) else None
+        notes.append(f"{name} queue not read: {why or 'not reported'}")
+        return None
+
+    request, response = counts("request"), counts("response")
+    report = body.get("instances")
+    instances: list[AppInstance] | None = None
+    if report is None:
+        notes.append("the web tier runs no auto-scaler: app instances unknown")
+    elif isinstance(report, dict) and "error" in report:
+        notes.append(f"app instances not read: {report['error']}")
+    elif isinstance(report, dict) and isinstance(report.get("list"), list):
+        instances = _by_number([
+            AppInstance(str(i.get("name", "")), str(i.get("state", "")), None if i.get("id") is None else str(i["id"]), i.get("phase"))
+            for i in report["list"]
+        ])  # fmt: skip
+    elif isinstance(report, dict):  # a pool that only counts
+        instances = [AppInstance("", "running") for _ in range(int(report.get("count") or 0))]
+    web: dict[str, Any] = {"url": url, "status": body.get("status"), "http_waiting": body.get("waiting")}
+    if http_status != 200:
+        notes.append(f"/healthz answered HTTP {http_status}: {body.get('status')}")
+    if body.get("scaler"):
+        web["scaler"] = body["scaler"]
+    return IaasSnapshot(
+        taken_at=taken_at,
+        source="web",
+        prefix=body.get("prefix"),
+        request=request,
+        response=response,
+        instances=instances,
+        web=web,
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------- rendering
+
+STATE_STYLE = {"running": "green", "pending": "yellow", "stopping": "magenta", "shutting-down": "magenta", "stopped": "dim"}
+
+
+def _n(value: int | None) -> str:
+    return "–" if value is None else str(value)
+
+
+def render(snap: IaasSnapshot, *, interval: float | None = None, rows: int = 20) -> Group:
+    """A header line, then a table of the queues, the app tier's instances and the buckets."""
+    when = snap.taken_at.astimezone().strftime("%H:%M:%S")
+    where = f"prefix {snap.prefix}" if snap.prefix else ""
+    if snap.source == "web":
+        where = (where + " · " if where else "") + str(snap.web.get("url", ""))
+    state = Text("idle", style="green") if snap.idle else Text("busy", style="bold yellow")
+    header = Text.assemble(("facerec watch --iaas", "bold"), f" · {where} · {when} · ", state)
+    if interval:
+        header.append(f" · every {interval:g}s, Ctrl-C to stop", style="dim")
+
+    table = Table(box=None, pad_edge=False, show_header=True)
+    table.add_column("", style="bold")
+    table.add_column("", overflow="fold")
+    table.add_column("waiting", justify="right")
+    table.add_column("in flight", justify="right")
+    prefix = snap.prefix or "<prefix>"
+    names = IaasNames(prefix)
+    for label, queue, q in (
+        ("request queue", names.request_queue, snap.request),
+        ("response queue", names.response_queue, snap.response),
+        ("dead-letter queue", names.dead_letter_queue, snap.dead_letter),
+    ):
+        if q is None and snap.source == "web" and label == "dead-letter queue":
+            continue  # /healthz does not report it
+        busy = q is not None and (q.waiting or q.in_flight) and label != "dead-letter queue"
+        waiting = Text(_n(q.waiting if q else None), style="bold yellow" if busy else "")
+        if label == "dead-letter queue" and q is not None and q.waiting:
+            waiting.stylize("bold red")
+        table.add_row(label, queue, waiting, _n(q.in_flight if q else None))
+    table.add_section()
+
+    count = snap.app_instances
+    if snap.instances is None:
+        table.add_row("app instances", "unknown", "", "")
+    else:
+        detail = ", ".join(f"{n} {s}" for s, n in snap.by_state.items()) or "none"
+        table.add_row("app instances", Text(f"{count} starting or running ({detail})", style="bold" if count else "dim"), "", "")
+        for inst in snap.instances[:rows]:
+            extra = " · ".join(str(x) for x in (inst.id, inst.phase) if x)
+            table.add_row("", Text.assemble(inst.name or "(unnamed)", "  ", (inst.state, STATE_STYLE.get(inst.state, "")), f"  {extra}" if extra else ""), "", "")
+        if len(snap.instances) > rows:
+            table.add_row("", Text(f"… and {len(snap.instances) - rows} more", style="dim"), "", "")
+    if snap.source == "aws":
+        web = str(snap.web.get("instance", "absent"))
+        table.add_row("web instance", Text(web, style=STATE_STYLE.get(web, "dim")), "", "")
+        table.add_section()
+        table.add_row("in bucket", f"{names.in_bucket}: {_n(snap.buckets.get('in'))} object(s)", "", "")
+        table.add_row("out bucket", f"{names.out_bucket}: {_n(snap.buckets.get('out'))} object(s)", "", "")
+    else:
+        table.add_row("web tier", f"{snap.web.get('status')}, {_n(snap.web.get('http_waiting'))} HTTP request(s) waiting", "", "")
+    parts: list[Any] = [header, table]
+    if snap.notes:
+        parts.append(Text("; ".join(snap.notes), style="yellow"))
+    return Group(*parts)
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def watch(
+    source: Source,
+    *,
+    interval: float = DEFAULT_INTERVAL,
+    until_idle: bool = False,
+    json_lines: bool = False,
+    console: Console | None = None,
+    sleep: Callable[[float], None] | None = None,
+    max_refreshes: int | None = None,
+) -> IaasSnapshot | None:
+    """Refresh every ``interval`` seconds until Ctrl-C or, with ``until_idle``, until a snapshot is
+    idle (the first one included). ``json_lines``: one snapshot per refresh on stdout, one line each.
+    Otherwise a live view on a terminal; elsewhere the last snapshot is printed once at the end.
+    ``max_refreshes`` (for tests) stops after that many snapshots. Returns the last snapshot."""
+    from ..render import out
+
+    console = console or out
+    pause = sleep or time.sleep
+    live: Live | None = None
+    snap: IaasSnapshot | None = None
+    taken = 0
+    try:
+        if not json_lines and console.is_terminal:
+            live = Live(console=console, refresh_per_second=4, transient=False, vertical_overflow="crop")
+            live.start()
+        while True:
+            snap = source.snapshot()
+            taken += 1
+            if json_lines:
+                sys.stdout.write(snap.to_json() + "\n")
+                sys.stdout.flush()
+            elif live is not None:
+                live.update(render(snap, interval=interval, rows=max(3, console.size.height - 14)))
+            if (until_idle and snap.idle) or (max_refreshes is not None and taken >= max_refreshes):
+                break
+            pause(interval)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends
+    finally:
+        if live is not None:
+            live.stop()
+    if snap is not None and not json_lines and live is None:
+        console.print(render(snap))
+    return snap
+
+
+def aws_source(settings: Any) -> AwsSource:
+    """The AWS source for the deployment ``settings`` names (flags/env/facerec.toml as resolved)."""
+    from .. import aws
+
+    sess = aws.session(settings)
+    where = f"region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
+    return AwsSource(
+        aws.client(settings, "sqs", sess=sess),
+        aws.client(settings, "ec2", sess=sess),
+        aws.client(settings, "s3", sess=sess),
+        IaasNames(settings.prefix),
+        where=where,
+    )
+
+
+__all__ = [
+    "AppInstance",
+    "AwsSource",
+    "IaasSnapshot",
+    "QueueCounts",
+    "WebSource",
+    "aws_source",
+    "from_health",
+    "healthz_url",
+    "render",
+    "watch",
+]

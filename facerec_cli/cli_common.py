@@ -48,5 +48,11 @@ ThresholdOpt = Annotated[
     float | None, typer.Option("--threshold", help="Distance above which a face is unknown (default: the gallery's, else 1.07).")
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Run the models on cpu or cuda.")]
-
-
+RecogniseWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="casia-webface, vggface2 or a state_dict path; must be the weights the gallery was made with "
+        "(default: the gallery's; a gallery enrolled from a file needs that file here).",
+    ),
+]

@@ -95,15 +95,16 @@ def config_files() -> list[Path]:
     return [Path.cwd() / "facerec.toml", Path(platformdirs.user_config_dir("facerec")) / "facerec.toml"]
 
 
-def _from_file() -> dict[str, Any]:
+def _from_file() -> tuple[dict[str, Any], Path | None]:
+    """The first facerec.toml found, and its path."""
     for path in config_files():
         if path.is_file():
             try:
                 with path.open("rb") as fh:
-                    return tomllib.load(fh)
+                    return tomllib.load(fh), path
             except tomllib.TOMLDecodeError as exc:
                 raise UserError(f"{path} is not valid TOML: {exc}") from exc
-    return {}
+    return {}, None
 
 
 def _profile_region(profile: str | None) -> str | None:
@@ -115,28 +116,66 @@ def _profile_region(profile: str | None) -> str | None:
         return None
 
 
+def _positive_int(value: Any, name: str, source: str) -> int:
+    """``value`` as an int >= 1, else a UserError naming the setting and where it came from."""
+    # bool is an int to Python, and int() would truncate a float from TOML: refuse both.
+    if isinstance(value, bool) or isinstance(value, float):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    else:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            number = None
+    if number is None or number < 1:
+        raise UserError(f"{name} from {source} must be a whole number of at least 1, not {value!r}")
+    return number
+
+
+# Integer settings, checked when read (a bad value is one red line naming its source, not a traceback).
+_INT_SETTINGS = ("stage1_expiry_days",)
+NO_REGION = "no AWS region: pass --region, set AWS_DEFAULT_REGION, or run `aws configure`"
+
+
 def load_settings(**flags: Any) -> Settings:
-    """Build settings from flags (None = not given), environment, config file and defaults."""
+    """Build settings from flags (None = not given), environment, config file and defaults.
+
+    Without a region from any of flag, FACEREC_REGION, AWS_REGION/AWS_DEFAULT_REGION, facerec.toml or
+    the profile, raises UserError, unless an endpoint URL is set (a local cloud such as moto, where
+    us-east-1 is as good as any): guessing a region on real AWS would deploy to the wrong one.
+    """
     names = [f.name for f in fields(Settings) if f.init]
-    file_values = _from_file()
+    file_values, file_path = _from_file()
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for name in names:
+        env_name = f"FACEREC_{name.upper()}"
         if flags.get(name) is not None:
-            values[name] = flags[name]
-        elif os.environ.get(f"FACEREC_{name.upper()}"):
-            values[name] = os.environ[f"FACEREC_{name.upper()}"]
+            values[name], sources[name] = flags[name], f"--{name.replace('_', '-')}"
+        elif os.environ.get(env_name):
+            values[name], sources[name] = os.environ[env_name], env_name
         elif name == "endpoint_url" and os.environ.get("AWS_ENDPOINT_URL"):
-            values[name] = os.environ["AWS_ENDPOINT_URL"]
-        elif name == "region" and os.environ.get("AWS_DEFAULT_REGION") and name not in file_values:
-            values[name] = os.environ["AWS_DEFAULT_REGION"]
+            values[name], sources[name] = os.environ["AWS_ENDPOINT_URL"], "AWS_ENDPOINT_URL"
+        elif name == "region" and name not in file_values and (aws_var := _aws_region_variable()):
+            values[name], sources[name] = os.environ[aws_var], aws_var
         elif name in file_values:
-            values[name] = file_values[name]
+            values[name], sources[name] = file_values[name], str(file_path)
     if "region" not in values:
-        # What `aws configure` set for the profile, before our default.
-        values["region"] = _profile_region(values.get("profile")) or DEFAULT_REGION
-    if "stage1_expiry_days" in values:
-        values["stage1_expiry_days"] = int(values["stage1_expiry_days"])
+        # What `aws configure` set for the profile; a local endpoint needs no real region.
+        region = _profile_region(values.get("profile")) or (DEFAULT_REGION if values.get("endpoint_url") else None)
+        if region is None:
+            raise UserError(NO_REGION)
+        values["region"] = region
+    for name in _INT_SETTINGS:
+        if name in values:
+            values[name] = _positive_int(values[name], name, sources[name])
     return Settings(**values)
+
+
+def _aws_region_variable() -> str | None:
+    """The AWS SDKs' region variable that is set: AWS_REGION first (as the AWS CLI v2), then AWS_DEFAULT_REGION."""
+    return next((name for name in ("AWS_REGION", "AWS_DEFAULT_REGION") if os.environ.get(name)), None)
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .cli_common import Device, DeviceOpt, FpsOpt, FramesOpt, GalleryOpt, JsonOpt, ThresholdOpt, friendly
+from .cli_common import Device, DeviceOpt, FpsOpt, FramesOpt, GalleryOpt, JsonOpt, RecogniseWeightsOpt, ThresholdOpt, friendly
 
 app = typer.Typer(
     name="facerec",
@@ -41,9 +41,15 @@ def identify(
     frames: FramesOpt = 3,
     fps: FpsOpt = 0.0,
     threshold: ThresholdOpt = None,
+    weights: RecogniseWeightsOpt = None,
     device: DeviceOpt = Device.cpu,
     annotate: Annotated[
-        Path | None, typer.Option("--annotate", help="Write every sampled frame with faces here, boxes and names drawn on it: DIR/<stem>_f<frame>.jpg.")
+        Path | None,
+        typer.Option(
+            "--annotate",
+            help="Write every sampled frame with faces here, boxes and names drawn on it: DIR/<stem>_f<frame>.jpg. "
+            "Implies --all-frames (every sampled frame is looked at).",
+        ),
     ] = None,
     all_frames: Annotated[
         bool,
@@ -54,7 +60,7 @@ def identify(
     from .commands.identify import run_identify
 
     failed = run_identify(
-        files, gallery, json_lines=json_lines, frames=frames, fps=fps, threshold=threshold, device=device.value,
+        files, gallery, json_lines=json_lines, frames=frames, fps=fps, threshold=threshold, weights=weights, device=device.value,
         annotate_dir=annotate, all_frames=all_frames,
     )
     if failed:
@@ -72,6 +78,7 @@ def run_local(
     frames: FramesOpt = 3,
     fps: FpsOpt = 0.0,
     threshold: ThresholdOpt = None,
+    weights: RecogniseWeightsOpt = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for all results.")] = 900.0,
     html: Annotated[
         Path | None, typer.Option("--html", help="Write a self-contained HTML report (a row per video, with its annotated frame).")
@@ -84,7 +91,7 @@ def run_local(
     from .commands.run_local import run_local as run
     from .local.pipeline import RunOptions
 
-    options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, timeout_s=timeout)
+    options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout)
     results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir, html=html)
     if any(r.status == ERROR for r in results):
         raise typer.Exit(1)

@@ -67,10 +67,17 @@ def destination_record(function_arn: str, request_id: str, event: Any, message: 
     }
 
 
+def function_name_of(arn: str) -> str:
+    """``arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`` -> NAME (AWS's records carry the
+    qualified ARN, e.g. ``...:video-splitting:$LATEST``)."""
+    parts = arn.split(":")
+    return parts[6] if len(parts) >= 7 and parts[5] == "function" else parts[-1]
+
+
 def parse_destination_record(body: str) -> list[FailedVideo]:
     try:
         record = json.loads(body)
-        function = str(record["requestContext"]["functionArn"]).split(":")[-1]
+        function = function_name_of(str(record["requestContext"]["functionArn"]))
         message = (record.get("responsePayload") or {}).get("errorMessage") or record["requestContext"].get("condition", "failed")
         when = record.get("timestamp")
         return [FailedVideo(stem, video, function, message, when) for stem, video in videos_of_event(record.get("requestPayload"))]

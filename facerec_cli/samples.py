@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lambdas.core.media import ffmpeg_exe, load_image
+from lambdas.core.media import ffmpeg_exe, file_arg, load_image
 
 from .errors import UserError
 
@@ -40,10 +40,10 @@ def still_video(
         )
         args = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-loop", "1", "-framerate", str(fps), "-i", str(still),
+            "-loop", "1", "-framerate", str(fps), "-i", file_arg(still),
             "-vf", vf, "-frames:v", str(frames),
             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
-            str(out),
+            file_arg(out),  # "file:": an output named "-x.mp4" is not read as an option
         ]  # fmt: skip
         proc = subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
         if proc.returncode != 0 or not out.exists():

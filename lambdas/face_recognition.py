@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .core.errors import FacerecError, GalleryError
-from .core.gallery import Gallery
+from .core.gallery import Gallery, weights_for
 from .core.recognise import Recogniser, SamplingOptions
 from .core.results import error_result
 from .env import RecognitionEnv
@@ -51,14 +51,21 @@ def _load_gallery(uri: str) -> Gallery:
 
 
 def recogniser(env: RecognitionEnv) -> Recogniser:
-    version = f"{_gallery_version(env.gallery_uri)}|all_frames={env.all_frames}"
+    """The warm recogniser; rebuilt when the gallery object or the function's settings change. Faces are
+    embedded with the function's weights (FACEREC_WEIGHTS: the ones its image carries) when set, else
+    the gallery's, and a gallery made with other weights is refused."""
+    version = f"{_gallery_version(env.gallery_uri)}|all_frames={env.all_frames}|weights={env.weights}"
     with _lock:
         if _state.get("version") != version:
             gallery = _load_gallery(env.gallery_uri)
+            weights = weights_for(gallery, env.weights)  # refuses a mismatch before any model loads
             previous = _state.get("recogniser")
+            # A new gallery of the same weights keeps the loaded models.
             encoder = previous.encoder if previous and previous.encoder.weights == gallery.weights else None
             sampling = SamplingOptions(early_exit=not env.all_frames)
-            _state["recogniser"] = Recogniser(gallery, encoder, device=env.device, threshold=env.threshold, sampling=sampling)
+            _state["recogniser"] = Recogniser(
+                gallery, encoder, weights=weights, device=env.device, threshold=env.threshold, sampling=sampling
+            )
             _state["version"] = version
             log("gallery loaded", uri=env.gallery_uri, people=len(gallery.people), weights=gallery.weights)
         return _state["recogniser"]

@@ -230,6 +230,24 @@ def test_bootstrap_dry_run_then_deploy_then_no_changes(env: Env, gallery_file: P
     assert "created" not in second.stderr
 
 
+def test_bootstrap_annotate_is_kept_until_turned_off(env: Env, gallery_file: Path) -> None:
+    n = env.settings.names
+
+    def annotate_var() -> str | None:
+        config = env.clients.lambda_.get_function_configuration(FunctionName=n.recognition_function)
+        return config["Environment"]["Variables"].get("FACEREC_ANNOTATE")
+
+    assert facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--annotate").exit_code == 0
+    assert annotate_var() == "1"
+    again = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))  # no flag: as deployed
+    assert again.exit_code == 0 and "No changes" in again.stdout, again.output
+    assert annotate_var() == "1"
+    off = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--no-annotate", "--yes")
+    assert off.exit_code == 0, off.output
+    assert "update lambda function face-recognition" in off.stdout
+    assert annotate_var() is None
+
+
 def test_bootstrap_flags_override_environment(env: Env, gallery_file: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("FACEREC_PREFIX", "FACEREC_REGION", "AWS_ENDPOINT_URL"):
         monkeypatch.setenv(name, {"FACEREC_PREFIX": "someone-else", "FACEREC_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:1"}[name])
@@ -242,8 +260,9 @@ def test_bootstrap_flags_override_environment(env: Env, gallery_file: Path, moto
 
 
 def test_bootstrap_builds_images_after_creating_the_repository(env: Env, gallery_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without --skip-images: the ECR repository first, then images.build_and_push, then the functions
-    on the pushed URIs. The image builder (needs dockerd) is replaced by a recorder here."""
+    """Without --skip-images: the Docker engine is opened before anything exists, then the ECR
+    repository, then images.build_and_push, then the functions on the pushed URIs. The image builder
+    (needs dockerd) is replaced by a recorder here; tests/test_containers.py runs the real one."""
     import types
 
     import facerec_cli.deploy
@@ -251,14 +270,31 @@ def test_bootstrap_builds_images_after_creating_the_repository(env: Env, gallery
     calls: list[dict[str, Any]] = []
     n = env.settings.names
 
+    def repository_exists() -> bool:
+        return any(r["repositoryName"] == n.ecr_repository for r in env.clients.ecr.describe_repositories()["repositories"])
+
+    class Engine:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    engine = Engine()
+
+    def open_engine(settings: Settings, clients: Clients, **kwargs: Any) -> Engine:
+        assert not repository_exists() and n.input_bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+        calls.append({"open_engine": kwargs})
+        return engine
+
     def build_and_push(settings: Settings, clients: Clients, **kwargs: Any) -> dict[str, str]:
-        assert clients.ecr.describe_repositories(repositoryNames=[n.ecr_repository])["repositories"]
+        assert repository_exists() and not engine.closed
         calls.append({"prefix": settings.prefix, **kwargs})
         kwargs["on_progress"]("pushed layer 1/3")
         return {kind: f"registry.test:5000/{n.ecr_repository}:{kind}-1" for kind in ("splitting", "recognition")}
 
     fake = types.ModuleType("facerec_cli.deploy.images")
     fake.build_and_push = build_and_push  # type: ignore[attr-defined]
+    fake.open_engine = open_engine  # type: ignore[attr-defined]
     monkeypatch.setitem(__import__("sys").modules, "facerec_cli.deploy.images", fake)
     monkeypatch.setattr(facerec_cli.deploy, "images", fake, raising=False)
 
@@ -269,11 +305,153 @@ def test_bootstrap_builds_images_after_creating_the_repository(env: Env, gallery
 
     result = facerec("bootstrap", "--gallery", str(gallery_file), "--base-image", "base:1", "--registry", "registry.test:5000")
     assert result.exit_code == 0, result.output
-    assert calls == [{"prefix": n.prefix, "weights": "casia-webface", "registry": "registry.test:5000", "base_image": "base:1", "on_progress": calls[0]["on_progress"]}]
+    assert calls == [
+        {"open_engine": {"registry": "registry.test:5000"}},
+        {"prefix": n.prefix, "weights": "casia-webface", "registry": "registry.test:5000", "base_image": "base:1",
+         "on_progress": calls[1]["on_progress"], "engine": engine},
+    ]  # fmt: skip
+    assert engine.closed
     assert "pushed layer 1/3" in result.stderr
+    assert "+ create container images" in result.stdout  # the plan is shown before the build
     lam = env.clients.lambda_
     assert lam.get_function(FunctionName=n.splitting_function)["Code"]["ImageUri"] == f"registry.test:5000/{n.ecr_repository}:splitting-1"
     assert lam.get_function(FunctionName=n.recognition_function)["Code"]["ImageUri"] == f"registry.test:5000/{n.ecr_repository}:recognition-1"
+
+
+def test_bootstrap_names_the_repository_it_created_when_the_push_fails(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push that fails after the repository was created: one red line with the push error and what
+    was left behind. The builder is faked (no dockerd here); tests/test_containers.py fails a real push."""
+    import types
+
+    import facerec_cli.deploy
+    from facerec_cli.errors import UserError
+
+    n = env.settings.names
+
+    class Engine:
+        def close(self) -> None:
+            pass
+
+    def build_and_push(settings: Settings, clients: Clients, **kwargs: Any) -> dict[str, str]:
+        raise UserError("pushing 127.0.0.1:9/x:splitting-1 failed: connection refused", hint="the registry 127.0.0.1:9 cannot be reached")
+
+    fake = types.ModuleType("facerec_cli.deploy.images")
+    fake.build_and_push = build_and_push  # type: ignore[attr-defined]
+    fake.open_engine = lambda settings, clients, **kwargs: Engine()  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "facerec_cli.deploy.images", fake)
+    monkeypatch.setattr(facerec_cli.deploy, "images", fake, raising=False)
+
+    result = facerec("bootstrap", "--registry", "127.0.0.1:9")
+    assert result.exit_code == 1, result.output
+    [line] = error_lines(result)
+    assert "pushing 127.0.0.1:9/x:splitting-1 failed: connection refused" in line, line
+    assert f"Done before it: created ecr repository {n.ecr_repository}" in line, line
+    assert "run `facerec bootstrap` again" in line, line
+    assert not set(n.buckets) & {b["Name"] for b in env.s3.list_buckets()["Buckets"]}  # it stopped there
+    env.clients.ecr.delete_repository(repositoryName=n.ecr_repository, force=True)  # the env cleanup starts from buckets
+
+
+def _other_accounts_bucket(env: Env, moto_url: str, name: str) -> Any:
+    """An S3 client of a second account (moto maps sts:AssumeRole credentials into the role's
+    account), after it created bucket ``name``."""
+    import boto3
+
+    creds = env.clients.sts.assume_role(RoleArn="arn:aws:iam::111111111111:role/other", RoleSessionName="other-account")["Credentials"]
+    other = boto3.client(
+        "s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"],
+    )  # fmt: skip
+    other.create_bucket(Bucket=name)
+    return other
+
+
+def assert_nothing_created(env: Env) -> None:
+    n = env.settings.names
+    assert not set(n.buckets) & {b["Name"] for b in env.s3.list_buckets()["Buckets"]}
+    assert n.ecr_repository not in {r["repositoryName"] for r in env.clients.ecr.describe_repositories()["repositories"]}
+    assert not [u for u in env.clients.sqs.list_queues(QueueNamePrefix=n.failure_queue).get("QueueUrls", [])]
+    roles = {r["RoleName"] for r in env.clients.iam.list_roles()["Roles"]}
+    assert not {n.role(n.splitting_function), n.role(n.recognition_function)} & roles
+
+
+def test_bootstrap_with_images_checks_blockers_before_docker_and_ecr(env: Env, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = env.settings.names
+    # No engine either: the blocker must be what stops it, before Docker is even asked.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{env.tmp}/no-docker.sock")
+    other = _other_accounts_bucket(env, moto_url, n.stage1_bucket)
+    try:
+        result = facerec("bootstrap")
+        assert result.exit_code == 1, result.output
+        [line] = error_lines(result)
+        assert f"nothing was changed: bucket name {n.stage1_bucket} is taken by another AWS account" in line, line
+        assert f"!! bucket name {n.stage1_bucket} is taken" in result.stdout  # the plan says why
+        assert_nothing_created(env)
+    finally:
+        other.delete_bucket(Bucket=n.stage1_bucket)
+
+
+def test_bootstrap_without_a_docker_engine_creates_nothing(env: Env, gallery_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    socket = env.tmp / "no-docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket}")
+    result = facerec("bootstrap", "--gallery", str(gallery_file))
+    assert result.exit_code == 1, result.output
+    [line] = error_lines(result)
+    assert "cannot reach a Docker engine" in line and str(socket) in line and "--skip-images" in line, line
+    assert_nothing_created(env)
+
+
+def test_no_region_is_one_red_line(env: Env, video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user with credentials but no region anywhere: guessing us-east-1 would deploy to the wrong
+    region, so every AWS command stops with what to do. Only a local endpoint (moto) may default."""
+    home = env.tmp / "empty-home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))  # no ~/.aws/config with a region, no facerec.toml
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    for name in ("FACEREC_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "FACEREC_ENDPOINT_URL",
+                 "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    for args in (["bootstrap", "--skip-images"], ["upload", str(video)], ["results"], ["logs"], ["destroy", "--yes"], ["watch"]):
+        result = facerec(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stdout == ""
+        [line] = result.stderr.strip().splitlines()
+        assert line == "error: no AWS region: pass --region, set AWS_DEFAULT_REGION, or run `aws configure`", (args, line)
+
+    # a local endpoint (moto here) needs no real region: us-east-1 is used
+    monkeypatch.setenv("AWS_ENDPOINT_URL", env.settings.endpoint_url or "")
+    dry = facerec("bootstrap", "--skip-images", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"prefix {env.settings.prefix}, region us-east-1" in dry.stderr
+    # and AWS_REGION is a region as good as AWS_DEFAULT_REGION
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_REGION", env.settings.region)
+    flagged = facerec("bootstrap", "--skip-images", "--dry-run", "--endpoint-url", env.settings.endpoint_url or "")
+    assert flagged.exit_code == 0, flagged.output
+    assert f"region {env.settings.region}" in flagged.stderr
+
+
+@pytest.mark.parametrize("value", ["three", "0", "-2", "1.5", ""])
+def test_bad_stage1_expiry_days_names_the_setting_and_its_source(env: Env, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if value:
+        monkeypatch.setenv("FACEREC_STAGE1_EXPIRY_DAYS", value)
+        source = "FACEREC_STAGE1_EXPIRY_DAYS"
+    else:  # from facerec.toml (the current directory's): a TOML number below 1
+        (env.tmp / "facerec.toml").write_text("stage1_expiry_days = 0\n")
+        value, source = "0", str(env.tmp / "facerec.toml")
+    result = facerec("bootstrap", "--skip-images", "--dry-run")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: stage1_expiry_days from {source}"), line
+    assert "must be a whole number of at least 1" in line and value in line, line
+
+
+def test_stage1_expiry_days_from_the_environment_reaches_the_lifecycle_rule(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEREC_STAGE1_EXPIRY_DAYS", " 7 ")
+    result = facerec("bootstrap", "--skip-images", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"+ create s3 bucket {env.settings.names.stage1_bucket}" in result.stdout
+    assert "objects expire after 7 day(s)" in result.stdout
 
 
 def test_bootstrap_refuses_a_bad_gallery_before_any_change(env: Env) -> None:
@@ -373,6 +551,70 @@ def test_results_lists_result_objects_and_failures_as_errors(deployed: Env) -> N
     assert reader.refresh().results["test_00"].name == "madonna" and reader.fetches == 2
     put_result(deployed, ok_result("test_00.mp4", name="elton_john"))
     assert reader.refresh().results["test_00"].name == "elton_john" and reader.fetches == 3
+
+
+def literal_failure_record(env: Env, key: str, qualifier: str = "") -> dict[str, Any]:
+    """A failure destination record written out as AWS documents it (Lambda > Asynchronous invocation >
+    destinations), not built by the product's own destination_record: the S3 event of the upload as the
+    request payload, and the Python runtime's error payload of an unhandled exception."""
+    s, acct = env.settings, env.clients.account_id
+    return {
+        "version": "1.0",
+        "timestamp": "2026-11-01T12:00:07.512Z",
+        "requestContext": {
+            "requestId": "e4b46cbf-b738-4d32-8880-a18cdf61200e",
+            "functionArn": f"arn:aws:lambda:{s.region}:{acct}:function:{s.names.splitting_function}{qualifier}",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": 3,
+        },
+        "requestPayload": {"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": s.region, "eventTime": "2026-11-01T12:00:00.000Z",
+            "eventName": "ObjectCreated:Put", "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+            "requestParameters": {"sourceIPAddress": "203.0.113.10"},
+            "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
+            "s3": {
+                "s3SchemaVersion": "1.0", "configurationId": "facerec-mp4",
+                "bucket": {"name": s.names.input_bucket, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"}, "arn": f"arn:aws:s3:::{s.names.input_bucket}"},
+                "object": {"key": key, "size": 1048576, "eTag": "d41d8cd98f00b204e9800998ecf8427e", "sequencer": "0A1B2C3D4E5F678901"},
+            },
+        }]},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {
+            "errorMessage": "ffmpeg could not read the video: moov atom not found",
+            "errorType": "RuntimeError",
+            "requestId": "e4b46cbf-b738-4d32-8880-a18cdf61200e",
+            "stackTrace": ["  File \"/var/task/lambdas/video_splitting.py\", line 41, in handler\n    raise RuntimeError(...)\n"],
+        },
+    }  # fmt: skip
+
+
+def send_record(env: Env, record: dict[str, Any]) -> None:
+    clients = env.clients
+    url = clients.sqs.get_queue_url(QueueName=env.settings.names.failure_queue)["QueueUrl"]
+    clients.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+
+
+def test_results_reads_a_literal_lambda_failure_destination_record(deployed: Env) -> None:
+    put_result(deployed, ok_result("test_00.mp4"))
+    send_record(deployed, literal_failure_record(deployed, "holiday+clip+%281%29.mp4"))  # S3 URL-encodes the key
+
+    lines = facerec("results", "--json")
+    assert lines.exit_code == 1, lines.output
+    objects = {o["video"]: o for o in map(json.loads, lines.stdout.splitlines())}
+    assert set(objects) == {"test_00.mp4", "holiday clip (1).mp4"}
+    failed = objects["holiday clip (1).mp4"]
+    assert failed["status"] == ERROR
+    assert "ffmpeg could not read the video: moov atom not found" in failed["error"]
+    assert f"{deployed.settings.names.splitting_function} failed on every attempt" in failed["error"]
+    assert objects["test_00.mp4"]["status"] == OK
+
+
+def test_results_names_the_function_of_a_qualified_arn(deployed: Env) -> None:
+    send_record(deployed, literal_failure_record(deployed, "late.mp4", qualifier=":$LATEST"))
+    lines = facerec("results", "--json")
+    [failed] = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert failed["video"] == "late.mp4" and failed["status"] == ERROR
+    assert f"{deployed.settings.names.splitting_function} failed on every attempt" in failed["error"]
 
 
 def test_results_before_bootstrap_says_to_bootstrap(env: Env) -> None:

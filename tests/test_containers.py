@@ -361,6 +361,31 @@ def test_splitting_image_is_built_and_pushed(docker_env: DockerEnv, built: dict[
 
 
 @pytest.mark.docker
+def test_push_to_a_registry_that_is_not_there_says_which(docker_env: DockerEnv) -> None:
+    """A failed push is one UserError naming the registry. The image is the base image under a new
+    tag (no build needed); it goes through open_engine and _push, the calls build_images makes for
+    `facerec bootstrap`, to a port on 127.0.0.1 where nothing listens."""
+    host = f"127.0.0.1:{free_port()}"  # bound and closed: nothing listens there now
+    client = docker_env.client
+    engine = images.open_engine(Settings(prefix=PREFIX, region=REGION, registry=host), None, docker_client=client)
+    assert engine.target.repository == f"{host}/{PREFIX}-facerec" and not engine.target.ecr
+    tag = f"splitting-{uuid.uuid4().hex[:12]}"
+    client.images.get(docker_env.base_image).tag(engine.target.repository, tag)
+    lines: list[str] = []
+    try:
+        with pytest.raises(UserError) as info:
+            images._push(client, engine.target, tag, images.SPLITTING, emit=lines.append, timeout=120)
+    finally:
+        client.images.remove(f"{engine.target.repository}:{tag}", noprune=True)
+        engine.close()  # a no-op: the client belongs to docker_env
+    message = str(info.value)
+    assert message.startswith(f"pushing {engine.target.repository}:{tag} failed: "), message
+    assert f"the registry {host} cannot be reached from the Docker engine; is it running?" in message, message
+    assert "\n" not in message  # one red line
+    assert not any(" pushed" in line for line in lines), lines
+
+
+@pytest.mark.docker
 def test_splitting_container_handles_a_real_s3_event(
     docker_env: DockerEnv, built: dict[str, Any], cloud: dict[str, Any], rie: Path, data: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,3 +176,99 @@ def test_early_exit_and_all_frames(data, celeb_gallery, tmp_path):
         assert result.exit_code == 0, result.output
         line = json.loads(result.stdout.strip().splitlines()[-1])
         assert (line["name"], line["frames"], len({f["frame"] for f in line["faces"]})) == ("jerry_seinfeld", frames, frames)
+
+
+def _rgb_distance(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    return sum((x - y) ** 2 for x, y in zip(a[:3], b[:3])) ** 0.5
+
+
+def test_identify_annotate_writes_every_sampled_frame_with_its_boxes(data, hamilton_gallery, celeb_gallery, tmp_path):
+    from PIL import Image
+
+    from facerec_cli.samples import still_video
+    from lambdas.core import annotate
+
+    video = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"
+    out = tmp_path / "annotated"
+    result = runner.invoke(app, ["identify", str(video), "--gallery", str(hamilton_gallery[0]), "--annotate", str(out), "--frames", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    with_faces = sorted({f["frame"] for f in found["faces"]})
+    assert found["frames"] == 3 and len(with_faces) > 1
+    assert sorted(p.name for p in out.iterdir()) == [f"{video.stem}_f{i}.jpg" for i in with_faces]
+
+    frames, _ = media.read_frames(video, count=3)  # the pixels identify saw, from the same sampling
+    for face in found["faces"]:
+        plain = frames[face["frame"]].image
+        drawn = Image.open(out / f"{video.stem}_f{face['frame']}.jpg").convert("RGB")
+        assert drawn.size == plain.size
+        colour = annotate.UNKNOWN_COLOUR if face["name"] == UNKNOWN else annotate.KNOWN_COLOUR
+        width = annotate.line_width(plain.size)
+        x1, y1, x2, y2 = (round(v) for v in face["box"])
+        # annotate draws a `width`-pixel band outwards from the box edge: sample the band's middle
+        m = (width - 1) // 2
+        lx, rx, ty, by = x1 - m, x2 + m, y1 - m, y2 + m
+        line = [(x, y) for x in range(lx, rx + 1, 2) for y in (ty, by)] + [(x, y) for y in range(ty, by + 1, 2) for x in (lx, rx)]
+        assert sum(_rgb_distance(drawn.getpixel(p), colour) < 60 for p in line) / len(line) > 0.9
+        assert sum(_rgb_distance(drawn.getpixel(p), plain.getpixel(p)) > 40 for p in line) / len(line) > 0.9
+        # well inside the face, and just outside the band beside it: only JPEG noise
+        qx, qy = (x2 - x1) // 4, (y2 - y1) // 4
+        inner = [(x, y) for x in range(x1 + qx, x2 - qx, 2) for y in range(y1 + qy, y2 - qy, 2)]
+        beside = [(x, y) for y in range(y1 + qy, y2 - qy, 2) for x in (x1 - width - 3, x2 + width + 3)]
+        assert max(_rgb_distance(drawn.getpixel(p), plain.getpixel(p)) for p in inner + beside) < 30
+
+    # A first frame that settles the answer would stop identify there; --annotate looks at them all.
+    still = still_video(sorted((data / "5celeb" / "train" / "jerry_seinfeld").iterdir())[0], tmp_path / "jerry.mp4", seconds=3)
+    result = runner.invoke(app, ["identify", str(still), "--gallery", str(celeb_gallery[0]), "--annotate", str(tmp_path / "jerry"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frames"] == 3
+    assert sorted(p.name for p in (tmp_path / "jerry").iterdir()) == ["jerry_f0.jpg", "jerry_f1.jpg", "jerry_f2.jpg"]
+
+
+def test_webp_image_is_identified(data, celeb_gallery, tmp_path):
+    from PIL import Image
+
+    photo = sorted((data / "5celeb" / "val" / "ben_afflek").iterdir())[0]
+    webp = tmp_path / "ben.webp"
+    Image.open(photo).convert("RGB").save(webp, format="WEBP", quality=90)
+    assert webp.read_bytes()[8:12] == b"WEBP"
+    result = runner.invoke(app, ["identify", str(webp), "--gallery", str(celeb_gallery[0]), "--json"])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)
+    assert (line["video"], line["status"], line["name"]) == ("ben.webp", OK, "ben_afflek")
+
+
+def test_enroll_reports_a_photo_without_a_face(data, tmp_path):
+    import shutil
+
+    person = tmp_path / "photos" / "madonna"
+    person.mkdir(parents=True)
+    for photo in sorted((data / "5celeb" / "train" / "madonna").iterdir())[:2]:
+        shutil.copy(photo, person / photo.name)
+    shutil.copy(data / "noface" / "noface_02_peppers.png", person / "peppers.png")
+    out = tmp_path / "g.pt"
+    result = runner.invoke(app, ["enroll", str(tmp_path / "photos"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "madonna/peppers.png: no face found: photo skipped" in result.stderr
+    gallery = Gallery.load(out)
+    assert gallery.names == ["madonna", "madonna"] and "madonna/peppers.png" not in gallery.sources
+
+
+def test_ffmpeg_timeout_is_an_input_error_naming_the_file(data, tmp_path):
+    video = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"
+    with pytest.raises(media.InputError) as caught:
+        media.extract_frames(video, [0.0, 2.5, 5.0], tmp_path, timeout=0.001)
+    message = str(caught.value)
+    assert message.startswith(f"{video.name}: ffmpeg took longer than 0.001 s") and "FACEREC_FFMPEG_TIMEOUT" in message
+    assert list(tmp_path.iterdir()) == []  # stopped before writing a frame
+    with pytest.raises(media.InputError, match="took longer than 0.001 s"):
+        media.probe(video, timeout=0.001)
+
+
+def test_still_video_output_named_like_an_option(data, tmp_path, monkeypatch):
+    from facerec_cli.samples import still_video
+
+    monkeypatch.chdir(tmp_path)  # a relative name starting with '-', as a user might type it
+    made = still_video(sorted((data / "5celeb" / "val" / "madonna").iterdir())[0], Path("-clip.mp4"), seconds=1)
+    assert (tmp_path / "-clip.mp4").is_file()
+    assert media.probe(made).duration == pytest.approx(1.0, abs=0.1)

@@ -7,6 +7,7 @@ when they live in different regions (or when destroy tells them apart, see the l
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -215,8 +216,15 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     body = s3.get_object(Bucket=n.output_bucket, Key=n.gallery_key)["Body"].read()
     assert body == gallery.read_bytes()
 
-    # -- ECR only when asked for
+    # -- ECR only when asked for (bootstrap without --skip-images): then scanned on push
     assert absent(clients.ecr.describe_repositories, repositoryNames=[n.ecr_repository]) == "RepositoryNotFoundException"
+    with_ecr = plan_deploy(settings, dataclasses.replace(options, with_ecr=True), clients)
+    assert [(s.action, s.resource) for s in with_ecr.changes] == [("create", f"ecr repository {n.ecr_repository}")]
+    apply_plan(with_ecr)
+    [repo] = clients.ecr.describe_repositories(repositoryNames=[n.ecr_repository])["repositories"]
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert repo["imageTagMutability"] == "MUTABLE"
+    assert repo["repositoryUri"] == f"{acct}.dkr.ecr.{region}.amazonaws.com/{n.ecr_repository}"
 
     # -- idempotent: a second plan changes nothing
     again = plan_deploy(settings, options, clients)

@@ -199,10 +199,8 @@ def test_bootstrap_is_idempotent_and_destroy_removes_everything(moto_cloud, tiny
         ("s3:PutObject", f"arn:aws:s3:::{n.out_bucket}/*"),
         ("s3:GetObject", f"arn:aws:s3:::{n.gallery_bucket}/gallery.pt"),
     }
-    web_policy = iam.get_role_policy(RoleName=n.web_role, PolicyName="facerec-least-privilege")["PolicyDocument"]
-    by_sid = {s["Sid"]: s for s in web_policy["Statement"]}
-    assert by_sid["PassAppRole"]["Resource"].endswith(f":role/{n.app_role}")
-    assert by_sid["TerminateOwnAppInstances"]["Condition"] == {"StringEquals": {f"aws:ResourceTag/{TAG_KEY}": PREFIX}}
+    template_id = ec2.describe_launch_templates(LaunchTemplateNames=[n.launch_template])["LaunchTemplates"][0]["LaunchTemplateId"]
+    assert _web_policy(iam) == _expected_web_policy(account, template_id)
     for profile, role in ((n.app_profile, n.app_role), (n.web_profile, n.web_role)):
         assert [r["RoleName"] for r in iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]] == [role]
 
@@ -231,6 +229,25 @@ def test_bootstrap_is_idempotent_and_destroy_removes_everything(moto_cloud, tiny
     assert data["VersionNumber"] == 2 and data["LaunchTemplateData"]["InstanceType"] == "t3.large"
     assert plan_bootstrap(settings, bigger, clients).empty
 
+    # Drift in the web policy (an older, looser one) is planned as an update and put back.
+    loose = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"}]}
+    iam.put_role_policy(RoleName=n.web_role, PolicyName="facerec-least-privilege", PolicyDocument=json.dumps(loose))
+    drift = plan_bootstrap(settings, bigger, clients)
+    assert [(s.action, s.resource, s.detail) for s in drift.changes] == [("update", f"iam role {n.web_role}", "inline policy")]
+    apply_plan(drift)
+    assert _web_policy(iam) == _expected_web_policy(account, template_id)
+
+    # A template made again has a new id: the policy follows it (read when the step runs).
+    ec2.delete_launch_template(LaunchTemplateName=n.launch_template)
+    remade = plan_bootstrap(settings, bigger, clients)
+    assert [(s.action, s.resource) for s in remade.changes] == [
+        ("create", f"ec2 launch-template {n.launch_template}"), ("update", f"iam role {n.web_role}"),
+    ]
+    apply_plan(remade)
+    new_id = ec2.describe_launch_templates(LaunchTemplateNames=[n.launch_template])["LaunchTemplates"][0]["LaunchTemplateId"]
+    assert new_id != template_id and _web_policy(iam) == _expected_web_policy(account, new_id)
+    assert plan_bootstrap(settings, bigger, clients).empty
+
     # The auto-scaler's EC2 pool launches app-tier-instance-<n> from the template and stops the highest first.
     pool = Ec2Pool(ec2, n)
     pool.scale_to(3)
@@ -252,6 +269,44 @@ def test_bootstrap_is_idempotent_and_destroy_removes_everything(moto_cloud, tiny
     assert not ec2.describe_launch_templates()["LaunchTemplates"]
     states = {i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
     assert states == {"terminated"}
+
+
+def _web_policy(iam) -> dict:
+    return iam.get_role_policy(RoleName=IaasNames(PREFIX).web_role, PolicyName="facerec-least-privilege")["PolicyDocument"]
+
+
+def _expected_web_policy(account: str, template_id: str) -> dict:
+    """The web tier's whole policy, written out: RunInstances only through this deployment's launch
+    template (its own AMI/security group/key) for tagged app-tier-instance-*; terminate only those."""
+    n, ec2 = IaasNames(PREFIX), f"arn:aws:ec2:us-east-1:{account}"
+    template = {"ec2:LaunchTemplate": f"{ec2}:launch-template/{template_id}"}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "SendRequests", "Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:SendMessage", "sqs:GetQueueAttributes"],
+             "Resource": f"arn:aws:sqs:us-east-1:{account}:{n.request_queue}"},
+            {"Sid": "TakeResponses", "Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+             "Resource": f"arn:aws:sqs:us-east-1:{account}:{n.response_queue}"},
+            {"Sid": "StoreUploads", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.in_bucket}/*"},
+            {"Sid": "SeeInstances", "Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},
+            {"Sid": "LaunchFromAppTemplateOnly", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": f"{ec2}:launch-template/{template_id}"},
+            {"Sid": "LaunchNamedAppInstances", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": f"{ec2}:instance/*",
+             "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_KEY}": PREFIX, **template}, "StringLike": {"aws:RequestTag/Name": "app-tier-instance-*"}}},
+            {"Sid": "LaunchTaggedVolumes", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": f"{ec2}:volume/*",
+             "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_KEY}": PREFIX, **template}}},
+            {"Sid": "TemplateResourcesOnly", "Effect": "Allow", "Action": "ec2:RunInstances",
+             "Resource": ["arn:aws:ec2:us-east-1::image/*", f"{ec2}:security-group/*", f"{ec2}:key-pair/*"],
+             "Condition": {"StringEquals": {**template, "ec2:IsLaunchTemplateResource": "true"}}},
+            {"Sid": "NetworkForTemplateLaunches", "Effect": "Allow", "Action": "ec2:RunInstances",
+             "Resource": [f"{ec2}:subnet/*", f"{ec2}:network-interface/*"], "Condition": {"StringEquals": template}},
+            {"Sid": "TagAtLaunch", "Effect": "Allow", "Action": "ec2:CreateTags", "Resource": [f"{ec2}:instance/*", f"{ec2}:volume/*"],
+             "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+            {"Sid": "TerminateOwnAppInstances", "Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": f"{ec2}:instance/*",
+             "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_KEY}": PREFIX}, "StringLike": {"aws:ResourceTag/Name": "app-tier-instance-*"}}},
+            {"Sid": "PassAppRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": f"arn:aws:iam::{account}:role/{n.app_role}",
+             "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+        ],
+    }
 
 
 def test_cli_bootstrap_dry_run_apply_rerun_and_destroy(moto_cloud, tiny_gallery) -> None:
@@ -358,6 +413,8 @@ def test_web_tier_refuses_bad_uploads_and_answers_504_without_workers(tiny_galle
     options = LocalOptions(max_instances=0, request_timeout_s=1.5, max_upload_bytes=100_000, poll_wait_s=1)
     with LocalIaas(tiny_gallery, options) as system:
         url = system.url
+        # Local only: the listening socket is on the loopback interface, not 0.0.0.0.
+        assert url.startswith("http://127.0.0.1:") and system.server.server.socket.getsockname()[0] == "127.0.0.1"
         health = requests.get(url + "healthz", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
 
@@ -500,3 +557,149 @@ def test_worker_command_answers_drops_garbage_and_exits_when_idle(moto_cloud, ce
     assert (response.id, response.answer, response.status) == ("r-1", "test_00:madonna", "ok")
     assert s3.get_object(Bucket=n.out_bucket, Key="test_00")["Body"].read() == b"madonna"
     assert queue_depth(sqs, request_url) == 0 and queue_depth(sqs, queue_url(sqs, n.dead_letter_queue)) == 0
+
+
+# ------------------------------------------------------------------------------------------ worker: delete after the response
+
+
+def _loaded_worker(moto_cloud, tiny_gallery, visibility_timeout_s: int = 30):
+    """An AppWorker on the moto server, models and gallery loaded, with one request for a real PNG queued."""
+    from facerec_cli.iaas.messages import Request
+    from facerec_cli.iaas.worker import AppWorker, WorkerConfig
+
+    settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
+    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    options = IaasOptions(gallery=tiny_gallery, with_compute=False, visibility_timeout_s=visibility_timeout_s)
+    apply_plan(plan_bootstrap(settings, options, clients))
+    n = IaasNames(PREFIX)
+    sqs = clients.sqs
+    etag = clients.s3.put_object(Bucket=n.in_bucket, Key="test_07.png", Body=_png())["ETag"]
+    sqs.send_message(QueueUrl=queue_url(sqs, n.request_queue), MessageBody=Request("r-7", "test_07.png", etag).to_body())
+    worker = AppWorker(sqs, clients.s3, n, WorkerConfig(gallery=n.gallery_uri, poll_wait_s=1))
+    worker.load()
+    return worker, clients, n
+
+
+def test_worker_sends_the_response_before_it_deletes_the_request(moto_cloud, tiny_gallery) -> None:
+    worker, clients, n = _loaded_worker(moto_cloud, tiny_gallery)
+    sqs = clients.sqs
+    req_url, resp_url = queue_url(sqs, n.request_queue), queue_url(sqs, n.response_queue)
+    calls: list[tuple[str, str, str]] = []  # (start|done, operation, queue URL), in the order the worker's client made them
+
+    def start(model, params, **kwargs) -> None:  # params: the API call's own (QueueUrl...)
+        calls.append(("start", model.name, params.get("QueueUrl", "")))
+
+    def done(model, http_response, **kwargs) -> None:
+        calls.append(("done", model.name, str(http_response.status_code)))
+
+    worker.sqs.meta.events.register("before-parameter-build.sqs.*", start)
+    worker.sqs.meta.events.register("after-call.sqs.*", done)
+    assert worker.poll_once() is True
+
+    answering = [c for c in calls if c[1] in ("SendMessage", "DeleteMessage")]
+    # The response was sent (and SQS answered 200) before the request's delete was even built.
+    assert answering == [
+        ("start", "SendMessage", resp_url), ("done", "SendMessage", "200"),
+        ("start", "DeleteMessage", req_url), ("done", "DeleteMessage", "200"),
+    ]
+    response = Response.from_body(sqs.receive_message(QueueUrl=resp_url, WaitTimeSeconds=1)["Messages"][0]["Body"])
+    assert response.id == "r-7" and worker.handled == 1
+    assert queue_depth(sqs, req_url) == 0
+
+
+def test_worker_keeps_the_request_when_the_response_cannot_be_sent(moto_cloud, tiny_gallery) -> None:
+    """The response queue is deleted after the worker looked it up: SendMessage fails (a real
+    QueueDoesNotExist from moto), so the request must stay and come back after the visibility timeout."""
+    import botocore.exceptions
+
+    worker, clients, n = _loaded_worker(moto_cloud, tiny_gallery, visibility_timeout_s=1)
+    sqs = clients.sqs
+    req_url = queue_url(sqs, n.request_queue)
+    sqs.delete_queue(QueueUrl=queue_url(sqs, n.response_queue))
+    deletes: list[str] = []
+    worker.sqs.meta.events.register("before-call.sqs.DeleteMessage", lambda params, **kw: deletes.append(params["QueueUrl"]))
+
+    with pytest.raises(botocore.exceptions.ClientError) as failed:
+        worker.poll_once()
+    assert "NonExistentQueue" in str(failed.value) or "QueueDoesNotExist" in str(failed.value)
+    assert deletes == [] and worker.handled == 0
+    # Still in the request queue: received again once its visibility timeout (1 s) passes.
+    again = sqs.receive_message(QueueUrl=req_url, WaitTimeSeconds=5, AttributeNames=["ApproximateReceiveCount"]).get("Messages") or []
+    assert len(again) == 1 and json.loads(again[0]["Body"])["id"] == "r-7"
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+# ------------------------------------------------------------------------------------------ /healthz cache
+
+
+def test_healthz_reuses_queue_and_instance_counts_but_reports_the_router_live(moto_cloud) -> None:
+    from facerec_cli.iaas.messages import Request
+    from facerec_cli.iaas.web import WebConfig, WebTier
+
+    settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
+    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    apply_plan(plan_bootstrap(settings, IaasOptions(with_compute=False), clients))
+    n = IaasNames(PREFIX)
+    health_calls: list[str] = []  # the calls /healthz makes (the router's ReceiveMessage etc. are not counted)
+
+    def record(model, **kwargs) -> None:
+        if model.name in ("GetQueueAttributes", "DescribeInstances"):
+            health_calls.append(model.name)
+
+    for client in (clients.sqs, clients.ec2):
+        client.meta.events.register("before-call.*.*", record)
+    scaler = AutoScaler(Ec2Pool(clients.ec2, n), lambda: 0, ScalingPolicy(max_instances=0))
+    tier = WebTier(s3=clients.s3, sqs=clients.sqs, names=n, config=WebConfig(poll_wait_s=1), scaler=scaler)  # default: 2 s
+    http = tier.app.test_client()
+    try:
+        first = http.get("/healthz")
+        read_at = time.monotonic()  # (the cache's clock starts when the read is done)
+        assert first.status_code == 503 and first.json["status"] == "router stopped"
+        assert first.json["queues"]["request"] == {"waiting": 0, "in_flight": 0} and first.json["instances"]["count"] == 0
+        one_read = ["DescribeInstances", "GetQueueAttributes", "GetQueueAttributes"]
+        assert sorted(health_calls) == one_read
+
+        clients.sqs.send_message(QueueUrl=tier.request_url, MessageBody=Request("r-1", "a.png").to_body())
+        tier.start()
+        for _ in range(50):  # a burst of outside calls: no AWS call, but the router's state is live
+            again = http.get("/healthz")
+        assert again.status_code == 200 and again.json["status"] == "ok"
+        assert again.json["queues"]["request"] == {"waiting": 0, "in_flight": 0}  # the cached depth
+        assert time.monotonic() - read_at < 2.0, "the burst outlasted the cache: this check proves nothing"
+        assert sorted(health_calls) == one_read
+
+        time.sleep(max(0.0, read_at + 2.1 - time.monotonic()))  # past health_cache_s: one fresh read
+        fresh = http.get("/healthz").json
+        assert fresh["queues"]["request"] == {"waiting": 1, "in_flight": 0}
+        assert sorted(health_calls) == sorted(one_read * 2)
+    finally:
+        tier.stop()
+
+
+# ------------------------------------------------------------------------------------------ CLI settings
+
+
+def test_iaas_setting_precedence_is_flag_env_file_default(tmp_path: Path, monkeypatch) -> None:
+    from facerec_cli.errors import UserError
+    from facerec_cli.iaas.cli import setting
+
+    monkeypatch.chdir(tmp_path)  # facerec.toml in the working directory is read first
+    (tmp_path / "facerec.toml").write_text('[iaas]\nami = "ami-file"\nport = 9000\n')
+    monkeypatch.setenv("FACEREC_AMI", "ami-env")
+    monkeypatch.delenv("FACEREC_PORT", raising=False)
+    monkeypatch.delenv("FACEREC_INSTANCE_TYPE", raising=False)
+
+    assert setting("ami", "ami-flag") == "ami-flag"  # flag over everything
+    assert setting("ami", None) == "ami-env"  # env over the file
+    monkeypatch.setenv("FACEREC_AMI", "")  # set but empty: as if unset
+    assert setting("ami", None) == "ami-file"
+    assert setting("port", None, int) == 9000
+    monkeypatch.setenv("FACEREC_PORT", "8100")
+    assert setting("port", None, int) == 8100  # env values are cast
+    assert setting("port", 0, int) == 0  # a falsy flag is still a flag
+    assert setting("instance_type", None) == "t3.medium" and setting("max_instances", None, int) == 20  # defaults
+
+    (tmp_path / "facerec.toml").write_text("[iaas\n")
+    monkeypatch.setenv("FACEREC_AMI", "")
+    with pytest.raises(UserError, match="not valid TOML"):
+        setting("ami", None)

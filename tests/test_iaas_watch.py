@@ -258,7 +258,7 @@ def test_healthz_reports_queues_and_instances_and_watch_reads_it(cloud: LocalClo
     scaler = AutoScaler(pool, lambda: queue_depth(sqs, req), ScalingPolicy(max_instances=5, per_instance=2))
     assert scaler.tick().active == 2  # depth 4, 2 per instance
     pool.stop(2)  # scale-in under way: app-tier-instance-2 finishes its request
-    tier = WebTier(s3=clients.s3, sqs=sqs, names=n, config=WebConfig(poll_wait_s=1), scaler=scaler)
+    tier = WebTier(s3=clients.s3, sqs=sqs, names=n, config=WebConfig(poll_wait_s=1, health_cache_s=0), scaler=scaler)
     server = WebServer(tier.app, host="127.0.0.1", port=0, threads=4).start()
     url = server.url + "/"
     try:
@@ -314,7 +314,7 @@ def test_healthz_reports_queues_and_instances_and_watch_reads_it(cloud: LocalClo
 
 def test_healthz_without_a_scaler_leaves_instances_unknown(cloud: LocalCloud) -> None:
     clients, n = deploy(cloud, compute=False)
-    tier = WebTier(s3=clients.s3, sqs=clients.sqs, names=n, config=WebConfig(poll_wait_s=1)).start()
+    tier = WebTier(s3=clients.s3, sqs=clients.sqs, names=n, config=WebConfig(poll_wait_s=1, health_cache_s=0)).start()
     server = WebServer(tier.app, host="127.0.0.1", port=0, threads=2).start()
     try:
         snap = WebSource(server.url).snapshot()

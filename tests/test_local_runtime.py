@@ -333,3 +333,51 @@ def test_the_users_aws_files_and_profile_are_never_read(tmp_path: Path) -> None:
     payload = json.loads(line)
     assert payload["key"] == "k" and payload["profile"] is None
     assert "echo k" in proc.stderr
+
+
+def test_one_notification_with_two_records_splits_and_recognises_both(make_env: Any, data: Path, celeb_gallery: Any, tmp_path: Path) -> None:
+    """video-splitting with ONE S3 event holding TWO records (S3 may batch them): both videos get their
+    stage-1 frames and their own face-recognition invocation; the real handlers run in the cloud."""
+    from urllib.parse import quote_plus
+
+    from facerec_cli.samples import still_video
+
+    env = make_env(0)
+    stage1 = "rt-stage-1"
+    env.s3.create_bucket(Bucket=stage1)
+    for name, command, variables in (
+        ("face-recognition", "lambdas.face_recognition.handler", {"FACEREC_GALLERY": str(celeb_gallery[0])}),
+        ("video-splitting", "lambdas.video_splitting.handler", {"STAGE1_BUCKET": stage1, "RECOGNITION_FUNCTION": "face-recognition"}),
+    ):
+        env.lam.create_function(
+            FunctionName=name, PackageType="Image", Code={"ImageUri": IMAGE}, ImageConfig={"Command": [command]},
+            Role=env.role, Timeout=120, MemorySize=1024, Environment={"Variables": {"OUTPUT_BUCKET": OUTPUT, **variables}},
+        )  # fmt: skip
+    people = {"madonna clip.mp4": "madonna", "elton+john.mp4": "elton_john"}  # keys arrive URL-encoded
+    records = []
+    for i, (key, person) in enumerate(people.items()):
+        video = still_video(sorted((data / "5celeb" / "val" / person).iterdir())[0], tmp_path / f"{i}.mp4", seconds=2)
+        env.s3.upload_file(str(video), INPUT, key)  # no notification on INPUT: only the event below runs
+        head = env.s3.head_object(Bucket=INPUT, Key=key)
+        records.append({
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventTime": "2026-11-01T00:00:00.000Z",
+            "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": INPUT, "arn": f"arn:aws:s3:::{INPUT}"},
+                   "object": {"key": quote_plus(key), "size": head["ContentLength"], "eTag": head["ETag"].strip('"'), "sequencer": f"{i + 1:016X}"}},
+        })  # fmt: skip
+    env.lam.invoke(FunctionName="video-splitting", InvocationType="Event", Payload=json.dumps({"Records": records}))
+    env.idle(600)
+
+    invocations = env.cloud.dispatcher.invocations
+    assert [i.spec.name for i in invocations].count("video-splitting") == 1
+    recognitions = [i.event for i in invocations if i.spec.name == "face-recognition"]
+    assert sorted(r["video"] for r in recognitions) == sorted(people)
+    stage1_keys = {o["Key"] for o in env.s3.list_objects_v2(Bucket=stage1).get("Contents", [])}
+    for key, person in people.items():
+        stem = key[: -len(".mp4")]
+        assert {f"{stem}.jpg", f"{stem}/001.jpg", f"{stem}/002.jpg"} <= stage1_keys
+        (request,) = [r for r in recognitions if r["video"] == key]
+        assert [f["key"] for f in request["frames"]] == [f"{stem}.jpg", f"{stem}/001.jpg", f"{stem}/002.jpg"]
+        assert env.s3.get_object(Bucket=OUTPUT, Key=f"{stem}.txt")["Body"].read().decode() == person
+    counters = env.cloud.dispatcher.counters
+    assert (counters.succeeded, counters.failed) == (3, 0) and env.failures == []

@@ -170,3 +170,29 @@ def test_videos_over_the_size_or_duration_limit_are_refused_with_a_result(galler
     assert results["long.mp4"].status == "error" and "5 s long, over the limit of 3 s" in results["long.mp4"].error
     assert results[big.name].status == "error" and "over the limit of 0 MB" not in results[big.name].error
     assert "MB is over the limit" in results[big.name].error
+
+
+def test_run_local_with_a_gallery_enrolled_from_a_weights_file(gallery, course_videos, tmp_path, monkeypatch):
+    from facerec_cli.local.pipeline import function_weights
+    from lambdas.core.gallery import Gallery
+    from lambdas.core.weights import casia_state_dict_path, weights_id
+
+    # The casia-webface state_dict as a plain file; a gallery enrolled with it records file:<hash>
+    # (the same numbers: relabelling the casia gallery stands in for enrolling again).
+    monkeypatch.chdir(tmp_path)
+    Path("weights.pt").write_bytes(casia_state_dict_path().read_bytes())
+    loaded = Gallery.load(gallery)
+    file_gallery = tmp_path / "file-gallery.pt"
+    Gallery(weights=weights_id("weights.pt"), embeddings=loaded.embeddings, names=loaded.names, sources=loaded.sources, recipe=loaded.recipe).save(file_gallery)
+    # The function gets an absolute path: its workers need not share this working directory.
+    assert function_weights(file_gallery, "weights.pt") == str(tmp_path / "weights.pt")
+
+    videos, expected = course_videos
+    refused = CliRunner().invoke(app, ["run-local", str(videos[0]), "--gallery", str(file_gallery), "--workers", "0", "--json"])
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert "this gallery was made with weights from a file; pass --weights PATH" in refused.stderr
+
+    ran = CliRunner().invoke(app, ["run-local", str(videos[0]), "--gallery", str(file_gallery), "--weights", "weights.pt", "--workers", "0", "--json"])
+    assert ran.exit_code == 0, ran.output
+    (line,) = map(json.loads, ran.stdout.splitlines())
+    assert (line["status"], line["name"]) == ("ok", expected[videos[0].name])

@@ -90,3 +90,73 @@ def test_all_frames_turns_the_early_exit_off(buckets: dict[str, Any], data: Path
     result = json.loads(s3.get_object(Bucket=buckets["output"], Key="all.json")["Body"].read())
     assert (result["status"], result["name"], result["frames"]) == ("ok", "madonna", 2)
     assert {f["frame"] for f in result["faces"]} == {0, 1}
+
+
+def _madonna_frame(buckets: dict[str, Any], data: Path, stem: str) -> dict[str, Any]:
+    photo = sorted((data / "5celeb" / "train" / "madonna").iterdir())[0]
+    buckets["s3"].put_object(Bucket=buckets["stage1"], Key=f"{stem}.jpg", Body=_jpeg(photo))
+    return _request(buckets["stage1"], stem, [f"{stem}.jpg"])
+
+
+def _result(buckets: dict[str, Any], stem: str) -> dict[str, Any]:
+    return json.loads(buckets["s3"].get_object(Bucket=buckets["output"], Key=f"{stem}.json")["Body"].read())
+
+
+def test_the_gallery_is_reloaded_when_its_object_changes(
+    buckets: dict[str, Any], data: Path, celeb_gallery: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lambdas.core.gallery import Gallery
+
+    s3, output = buckets["s3"], buckets["output"]
+    _, gallery = celeb_gallery
+    s3.put_object(Bucket=output, Key=".facerec/gallery.pt", Body=gallery.to_bytes())
+    monkeypatch.setenv("FACEREC_GALLERY", f"s3://{output}/.facerec/gallery.pt")
+
+    face_recognition.handler(_madonna_frame(buckets, data, "r1"), None)
+    assert _result(buckets, "r1")["name"] == "madonna"
+    first = face_recognition._state["recogniser"]
+    face_recognition.handler(_madonna_frame(buckets, data, "r2"), None)
+    assert _result(buckets, "r2")["name"] == "madonna"
+    assert face_recognition._state["recogniser"] is first  # unchanged object: the warm recogniser is reused
+
+    # Same embeddings, madonna under her birth name: only a reloaded gallery can give that name.
+    renamed = Gallery(
+        weights=gallery.weights, embeddings=gallery.embeddings, names=["louise_ciccone" if n == "madonna" else n for n in gallery.names],
+        sources=gallery.sources, threshold=gallery.threshold, recipe=gallery.recipe,
+    )
+    s3.put_object(Bucket=output, Key=".facerec/gallery.pt", Body=renamed.to_bytes())
+    face_recognition.handler(_madonna_frame(buckets, data, "r3"), None)
+    assert _result(buckets, "r3")["name"] == "louise_ciccone"
+    reloaded = face_recognition._state["recogniser"]
+    assert reloaded is not first and reloaded.encoder is first.encoder  # same weights: the models stay loaded
+
+
+def test_the_functions_weights_are_used_and_a_file_gallery_needs_them(
+    buckets: dict[str, Any], data: Path, celeb_gallery: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lambdas.core.gallery import Gallery
+    from lambdas.core.weights import casia_state_dict_path, weights_id
+
+    # The casia-webface state_dict as a plain file: a gallery enrolled with it records file:<hash>, and
+    # its embeddings are the casia-webface ones.
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(casia_state_dict_path().read_bytes())
+    _, gallery = celeb_gallery
+    from_file = Gallery(weights=weights_id(str(weights)), embeddings=gallery.embeddings, names=gallery.names, sources=gallery.sources, recipe=gallery.recipe)
+    path = tmp_path / "file-gallery.pt"
+    from_file.save(path)
+    monkeypatch.setenv("FACEREC_GALLERY", str(path))
+
+    face_recognition.handler(_madonna_frame(buckets, data, "w1"), None)
+    result = _result(buckets, "w1")
+    assert result["status"] == "error" and "this gallery was made with weights from a file; pass --weights PATH" in result["error"]
+
+    monkeypatch.setenv("FACEREC_WEIGHTS", str(weights))
+    face_recognition.handler(_madonna_frame(buckets, data, "w2"), None)
+    assert (_result(buckets, "w2")["status"], _result(buckets, "w2")["name"]) == ("ok", "madonna")
+
+    # A function whose weights are not the gallery's refuses it, naming both.
+    monkeypatch.setenv("FACEREC_WEIGHTS", "casia-webface")
+    face_recognition.handler(_madonna_frame(buckets, data, "w3"), None)
+    error = _result(buckets, "w3")["error"]
+    assert "weights casia-webface are not the weights the gallery was made with" in error and from_file.weights in error

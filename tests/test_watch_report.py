@@ -260,6 +260,29 @@ def test_snapshot_counts_videos_in_each_state(deployment: Any) -> None:
     assert with_sections.to_dict()["sections"] == {"queues": {"request": 3, "response": 0}}
 
 
+def test_a_refresh_makes_list_calls_only_and_downloads_nothing(deployment: Any) -> None:
+    """The issue's cost rule, counted on the wire: botocore's before-call event sees every API call
+    the dashboard's clients make (against the real moto server)."""
+    settings, clients = deployment
+    stage_pipeline(settings, clients)
+    calls: list[str] = []
+    for client in (clients.s3, clients.sqs, clients.logs):
+        client.meta.events.register("before-call.*.*", lambda model, **_: calls.append(model.name))
+    board = dashboard.Dashboard(clients.s3, clients.sqs, clients.logs, settings.names, settings=settings)
+
+    board.snapshot()
+    first = list(calls)
+    reads = {"ListObjectsV2", "HeadObject", "GetQueueUrl", "ReceiveMessage", "FilterLogEvents"}
+    assert set(first) <= reads, f"a refresh made other calls: {sorted(set(first) - reads)}"
+    assert first.count("HeadObject") == 2  # one per result object, the first time it is seen
+    assert first.count("ListObjectsV2") == 3  # one page per bucket
+
+    calls.clear()
+    board.snapshot()
+    assert set(calls) <= reads - {"HeadObject", "GetQueueUrl"}  # results cached by ETag, queue URL kept
+    assert "GetObject" not in first + calls
+
+
 def test_watch_json_until_idle_and_html_report(deployment: Any, chromium: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, clients = deployment
     n = settings.names

@@ -3,18 +3,25 @@ original TensorFlow graph computes (run by OpenCV's dnn module), and the cache/l
 
 from __future__ import annotations
 
-import glob
+import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from facerec_cli.main import app
 from lambdas.core import weights as W
+from lambdas.core.gallery import Gallery
 
 cv2 = pytest.importorskip("cv2")
 
-FACE_PHOTOS = sorted(glob.glob("/work/shared/data/5celeb/val/*/*.jpg"))
+
+@pytest.fixture(scope="module")
+def face_photos(data: Path) -> list[Path]:
+    return sorted((data / "5celeb" / "val").glob("*/*.jpg"))
 
 
 @pytest.fixture(scope="module")
@@ -45,24 +52,23 @@ def _embed(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
         return model(x).numpy()
 
 
-def _face_crop() -> torch.Tensor:
+def _face_crop(photos: list[Path]) -> torch.Tensor:
     """One real face, cropped and standardised as the pipeline does (MTCNN post_process = (x-127.5)/128)."""
     from facenet_pytorch import MTCNN
     from PIL import Image
 
     mtcnn = MTCNN(image_size=160, margin=20, post_process=True)
-    for photo in FACE_PHOTOS:
+    for photo in photos:
         crop = mtcnn(Image.open(photo).convert("RGB"))
         if crop is not None:
             return crop.unsqueeze(0)
-    pytest.skip("no face found in the 5celeb photos")
+    pytest.fail("no face found in the 5celeb photos")
 
 
-def test_matches_tensorflow_graph_run_by_opencv(casia_model: torch.nn.Module) -> None:
+def test_matches_tensorflow_graph_run_by_opencv(casia_model: torch.nn.Module, face_photos: list[Path]) -> None:
     net = cv2.dnn.readNetFromTensorflow(str(W._graph_path()))
     inputs = [torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 160, 160)).astype(np.float32))]
-    if FACE_PHOTOS:
-        inputs.append(_face_crop())
+    inputs.append(_face_crop(face_photos))
     for x in inputs:
         net.setInput(x.numpy())  # cv2 takes NCHW blobs and transposes for the NHWC graph itself
         reference = net.forward("embeddings").reshape(1, -1)
@@ -121,3 +127,46 @@ def test_vggface2_offline_names_casia(tmp_path: Path, monkeypatch: pytest.Monkey
         assert "download" in str(exc) and "casia-webface" in str(exc)
     else:
         pytest.skip("this machine is online: the vggface2 download succeeded")
+
+
+def test_legacy_format_state_dict_loads_without_mmap(cache_env: Path, casia_model: torch.nn.Module, tmp_path: Path) -> None:
+    # torch's pre-1.6 format cannot be memory-mapped: it must be read into memory instead.
+    legacy = tmp_path / "legacy.pt"
+    torch.save(torch.load(W.casia_state_dict_path(), weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(legacy)
+    model = W.load_embedder(str(legacy))
+    assert model is not casia_model
+    x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (1, 3, 160, 160)).astype(np.float32))
+    np.testing.assert_array_equal(_embed(model, x), _embed(casia_model, x))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_gallery_enrolled_from_a_weights_file_needs_that_file(cache_env: Path, data: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "my weights.pt"
+    torch.save(torch.load(W.casia_state_dict_path(), weights_only=True), weights)
+    gallery = tmp_path / "g.pt"
+    runner = CliRunner()
+    enrolled = runner.invoke(app, ["enroll", str(data / "5celeb" / "train"), "-o", str(gallery), "--weights", str(weights)])
+    assert enrolled.exit_code == 0, enrolled.output
+    file_id = W.weights_id(str(weights))
+    assert Gallery.load(gallery).weights == file_id and W.is_file_id(file_id)
+
+    photo = sorted((data / "5celeb" / "val" / "mindy_kaling").iterdir())[0]
+    found = runner.invoke(app, ["identify", str(photo), "--gallery", str(gallery), "--weights", str(weights), "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["name"] == "mindy_kaling"
+
+    # Without the file: the gallery's id names no file, and the message says what to pass.
+    missing = runner.invoke(app, ["identify", str(photo), "--gallery", str(gallery), "--json"])
+    assert missing.exit_code == 1 and missing.stdout == ""
+    assert "this gallery was made with weights from a file; pass --weights PATH" in _one_line(missing.stderr)
+    assert "Traceback" not in missing.output
+
+    # Other weights (here the same numbers under their name) are refused, naming both.
+    other = runner.invoke(app, ["identify", str(photo), "--gallery", str(gallery), "--weights", "casia-webface"])
+    assert other.exit_code == 1
+    assert "weights casia-webface are not the weights the gallery was made with" in _one_line(other.stderr)
+    assert file_id in other.stderr

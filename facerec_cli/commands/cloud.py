@@ -35,7 +35,7 @@ WatchPrefixOpt = Annotated[
         help="Resource name prefix: buckets <prefix>-input, -stage-1, -output; with --iaas queues <prefix>-req-queue, -resp-queue and buckets <prefix>-in-bucket, -out-bucket. Default: FACEREC_PREFIX, facerec.toml, else facerec.",
     ),
 ]
-RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: FACEREC_REGION, AWS_DEFAULT_REGION, facerec.toml, else us-east-1.")]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: FACEREC_REGION, AWS_REGION/AWS_DEFAULT_REGION, facerec.toml, the profile's; us-east-1 only with an endpoint URL.")]
 EndpointOpt = Annotated[
     str | None,
     typer.Option("--endpoint-url", help="Send AWS calls to this endpoint (e.g. a moto server); AWS_ENDPOINT_URL works too."),
@@ -104,17 +104,32 @@ def _gallery_weights(gallery: Path | None, weights: str | None) -> tuple[str | N
     return loaded.weights, loaded.weights
 
 
-def _deployed_weights(settings: Settings, clients: Any) -> str | None:
-    """The weights the deployed recognition function uses, so that a bootstrap without --gallery or
-    --weights does not switch an existing deployment to other weights than its gallery's."""
-    from lambdas import env as fenv
-
+def _deployed_recognition_env(settings: Settings, clients: Any) -> dict[str, str] | None:
+    """The deployed recognition function's environment (None when there is no function yet)."""
     from ..deploy.plan import get_or_none
 
     config = get_or_none(clients.lambda_.get_function_configuration, FunctionName=settings.names.recognition_function)
     if not config:
         return None
-    return ((config.get("Environment") or {}).get("Variables") or {}).get(fenv.WEIGHTS)
+    return dict((config.get("Environment") or {}).get("Variables") or {})
+
+
+def _deployed_weights(settings: Settings, clients: Any) -> str | None:
+    """The weights the deployed recognition function uses, so that a bootstrap without --gallery or
+    --weights does not switch an existing deployment to other weights than its gallery's."""
+    from lambdas import env as fenv
+
+    return (_deployed_recognition_env(settings, clients) or {}).get(fenv.WEIGHTS)
+
+
+def _annotate_env(settings: Settings, clients: Any, annotate: bool | None) -> dict[str, str]:
+    """FACEREC_ANNOTATE for the recognition function: as asked, else as deployed (a bootstrap without
+    --annotate/--no-annotate keeps what the function does now)."""
+    from lambdas import env as fenv
+
+    if annotate is None:
+        annotate = (_deployed_recognition_env(settings, clients) or {}).get(fenv.ANNOTATE) == "1"
+    return {fenv.ANNOTATE: "1"} if annotate else {}
 
 
 def run_bootstrap(
@@ -126,45 +141,66 @@ def run_bootstrap(
     base_image: str | None,
     weights: str | None,
     yes: bool,
+    annotate: bool | None = None,
 ) -> None:
-    from ..deploy import Clients, DeployOptions, RichReporter, apply_plan, plan_deploy, plan_repository
+    """Plan, check, then change. Everything that can refuse the deployment without changing anything
+    (a bad gallery, a blocked bucket name, no Docker engine, a refused registry login) is checked before
+    the first resource is created; the images are built after the ECR repository exists, and the
+    functions are pointed at them last."""
+    from ..deploy import Clients, DeployOptions, Plan, RichReporter, apply_plan, plan_deploy, refuse_blocked
 
     _, weights = _gallery_weights(gallery, weights)  # before any AWS call: a bad gallery costs nothing
     clients = Clients.from_settings(settings)
     with aws_errors(settings, "reading the current deployment"):
         weights = weights or _deployed_weights(settings, clients) or "casia-webface"
-    options = DeployOptions(gallery=gallery, weights=weights, with_ecr=not skip_images)
+        recognition_env = _annotate_env(settings, clients, annotate)
+    options = DeployOptions(gallery=gallery, weights=weights, with_ecr=not skip_images, recognition_env=recognition_env)
     where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
     err.print(f"bootstrap: {escape(where)}, weights {escape(weights)}", highlight=False)
     reporter = RichReporter(console=err)
 
+    # The plan as it stands before any image exists: what the user sees and confirms, and its blockers.
+    plan = plan_deploy(settings, options, clients)
     image_lines: list[tuple[str, str, str]] = []
-    if not skip_images:
+    if skip_images:
+        if any(s.action == "create" and s.resource.startswith("lambda function") for s in plan.steps):
+            plan.warnings.append(
+                "--skip-images: new functions point at a placeholder image (<repository>:local); AWS Lambda only accepts "
+                "an image that exists in ECR, so run without --skip-images to build and push them"
+            )
+    else:
         repository = f"{settings.registry}/{settings.names.ecr_repository}" if settings.registry else f"ECR repository {settings.names.ecr_repository}"
         image_lines = [("create", "container images video-splitting, face-recognition", f"build with {weights} weights and push to {repository}")]
-        if not dry_run:
-            repo_plan = plan_repository(settings, options, clients)
-            apply_plan(repo_plan, reporter)
-            uris = _build_images(settings, clients, weights=weights, base_image=base_image)
-            options = dataclasses.replace(options, splitting_image=uris.get("splitting"), recognition_image=uris.get("recognition"))
-            image_lines = []
-
-    plan = plan_deploy(settings, options, clients)
-    if skip_images and any(s.action == "create" and s.resource.startswith("lambda function") for s in plan.steps):
-        plan.warnings.append(
-            "--skip-images: new functions point at a placeholder image (<repository>:local); AWS Lambda only accepts "
-            "an image that exists in ECR, so run without --skip-images to build and push them"
-        )
     print_plan(plan, out, extra=image_lines)
     if dry_run:
         err.print("dry run: nothing was changed", style="dim")
         return
-    if plan.empty:
+    refuse_blocked(plan)
+    if plan.empty and skip_images:
         return
     updates = [s for s in plan.changes if s.action in ("update", "delete")]
     if updates and not yes and stdin_is_tty():
         if not typer.confirm(f"Change {len(updates)} existing resource(s) as shown?", default=True, err=True):
             raise UserError("nothing was changed")
+
+    if not skip_images:
+        # Docker and the registry login are checked before the repository is created, so that "no
+        # engine" leaves nothing behind; the images need the repository before they can be pushed.
+        engine = _open_engine(settings, clients)
+        try:
+            repository_steps = [s for s in plan.changes if s.resource.startswith("ecr repository")]
+            created = apply_plan(Plan("deploy", repository_steps), reporter)
+            uris = _build_images(settings, clients, engine=engine, weights=weights, base_image=base_image, done_before=created)
+        finally:
+            engine.close()
+        options = dataclasses.replace(options, splitting_image=uris.get("splitting"), recognition_image=uris.get("recognition"))
+        shown = {(s.action, s.resource) for s in plan.changes}
+        plan = plan_deploy(settings, options, clients)  # now with the pushed images (and the repository done)
+        for step in plan.changes:  # what the images add to the plan shown above: functions on new images
+            if (step.action, step.resource) not in shown:
+                out.print(_plan_line(step.action, step.resource, step.detail), soft_wrap=True)
+        if plan.empty:
+            return
     apply_plan(plan, reporter)
     n = settings.names
     err.print(
@@ -174,7 +210,7 @@ def run_bootstrap(
     )
 
 
-def _build_images(settings: Settings, clients: Any, *, weights: str, base_image: str | None) -> dict[str, str]:
+def _images_module() -> Any:
     try:
         from ..deploy import images
     except ImportError as exc:
@@ -182,16 +218,42 @@ def _build_images(settings: Settings, clients: Any, *, weights: str, base_image:
             f"building images is not available in this installation ({exc})",
             hint="pass --skip-images to keep the functions' current images",
         ) from exc
+    return images
+
+
+def _open_engine(settings: Settings, clients: Any) -> Any:
+    with err.status("connecting to the Docker engine…"):
+        return _images_module().open_engine(settings, clients, registry=settings.registry)
+
+
+def _build_images(
+    settings: Settings, clients: Any, *, engine: Any, weights: str, base_image: str | None, done_before: list[Any]
+) -> dict[str, str]:
+    """Build and push; a failure names what this bootstrap had already created (the repository)."""
+    from ..deploy import DeployError
+
+    images = _images_module()
 
     def on_progress(*args: Any, **kwargs: Any) -> None:
         message = " ".join(str(a) for a in args if a is not None) or ", ".join(f"{k}={v}" for k, v in kwargs.items())
         if message:
             err.print(Text(message, style="dim"), soft_wrap=True)
 
-    with err.status("building and pushing the container images…"):
-        uris = images.build_and_push(
-            settings, clients, weights=weights, registry=settings.registry, base_image=base_image, on_progress=on_progress
-        )
+    try:
+        with err.status("building and pushing the container images…"):
+            uris = images.build_and_push(
+                settings, clients, weights=weights, registry=settings.registry, base_image=base_image, on_progress=on_progress, engine=engine
+            )
+    except UserError as exc:
+        if not done_before:
+            raise
+        done = "; ".join(f"{s.past} {s.resource}" for s in done_before)
+        hint = f"{exc.hint}; " if exc.hint else ""
+        raise DeployError(
+            f"{exc.args[0] if exc.args else exc}. Done before it: {done}",
+            hint=f"{hint}run `facerec bootstrap` again to finish: it only does what is left",
+            completed=done_before,
+        ) from exc
     for kind, uri in sorted(uris.items()):
         err.print(Text.assemble(("✓ ", "green"), f"image {kind}: {uri}"), soft_wrap=True)
     return uris
@@ -310,6 +372,13 @@ def register(app: typer.Typer) -> None:
         weights: Annotated[
             str | None, typer.Option("--weights", help="Model weights in the images (default: the gallery's, else the deployed function's, else casia-webface).")
         ] = None,
+        annotate: Annotated[
+            bool | None,
+            typer.Option(
+                "--annotate/--no-annotate",
+                help="The recognition function also stores <stem>.annotated.jpg (boxes and names) beside each result, for `results --html`. Default: as deployed (off for a new deployment).",
+            ),
+        ] = None,
         yes: YesOpt = False,
         endpoint_url: EndpointOpt = None,
         profile: ProfileOpt = None,
@@ -318,7 +387,10 @@ def register(app: typer.Typer) -> None:
         functions, trigger, gallery), idempotently: a second run has nothing to change."""
         settings = settings_from(prefix, region, endpoint_url, profile, registry=registry)
         with aws_errors(settings, "bootstrap"):
-            run_bootstrap(settings, gallery=gallery, dry_run=dry_run, skip_images=skip_images, base_image=base_image, weights=weights, yes=yes)
+            run_bootstrap(
+                settings, gallery=gallery, dry_run=dry_run, skip_images=skip_images, base_image=base_image, weights=weights, yes=yes,
+                annotate=annotate,
+            )
 
     @app.command()
     @friendly

@@ -52,15 +52,20 @@ def run_identify(
     frames: int = 3,
     fps: float = 0.0,
     threshold: float | None = None,
+    weights: str | None = None,
     device: str = "cpu",
     annotate_dir: Path | None = None,
     all_frames: bool = False,
 ) -> int:
-    """Recognise each file; returns how many ended in error. With ``annotate_dir``, every sampled frame
-    with faces is written there with the faces drawn on it, as ``<stem>_f<frame>.jpg``."""
+    """Recognise each file; returns how many ended in error. ``weights``: a name or state_dict path,
+    default the gallery's (checked against it). With ``annotate_dir``, every sampled frame with faces
+    is written there with the faces drawn on it, as ``<stem>_f<frame>.jpg``."""
     gallery = Gallery.load(gallery_path)
+    # An annotated frame per sampled frame means looking at all of them: no early exit.
+    early_exit = not all_frames and annotate_dir is None
     recogniser = Recogniser(
-        gallery, device=device, threshold=threshold, sampling=SamplingOptions(frames=frames, fps=fps or None, early_exit=not all_frames)
+        gallery, weights=weights, device=device, threshold=threshold,
+        sampling=SamplingOptions(frames=frames, fps=fps or None, early_exit=early_exit),
     )
     results: list[Result] = []
     written: list[Path] = []

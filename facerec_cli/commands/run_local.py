@@ -10,10 +10,9 @@ from rich.live import Live
 from rich.table import Table
 
 from lambdas import env as fenv
-from lambdas.core.gallery import Gallery
 from lambdas.core.results import ERROR, Result
 
-from ..local.pipeline import LocalPipeline, RunOptions, VideoJob, collect_videos, write_outputs
+from ..local.pipeline import LocalPipeline, RunOptions, VideoJob, collect_videos, function_weights, write_outputs
 from ..report import write_report
 from ..render import STATUS_STYLE, err, out, print_errors, print_json_lines, results_table
 
@@ -47,7 +46,7 @@ def run_local(
     inputs: list[Path], gallery: Path, options: RunOptions, *, json_lines: bool = False, out_dir: Path | None = None,
     html: Path | None = None,
 ) -> list[Result]:
-    Gallery.load(gallery)  # fail fast, before starting anything, on a missing or foreign file
+    function_weights(gallery, options.weights)  # fail fast, before starting anything, on a missing or foreign gallery or weights
     if html is not None:  # the report shows each video's annotated frame: have the function store it
         options = dataclasses.replace(options, extra_env={**options.extra_env, fenv.ANNOTATE: "1"})
     jobs, refused = collect_videos(inputs)

@@ -16,7 +16,7 @@ import dataclasses
 import botocore.exceptions
 
 from ..config import Settings
-from .apply import ListReporter, NullReporter, Reporter, RichReporter, apply_plan
+from .apply import ListReporter, NullReporter, Reporter, RichReporter, apply_plan, refuse_blocked
 from .clients import Clients
 from .desired import DeployOptions, DesiredState, build_desired
 from .destroy import empty_bucket, plan_destroy_state
@@ -42,6 +42,7 @@ __all__ = [
     "plan_deploy",
     "plan_destroy",
     "plan_repository",
+    "refuse_blocked",
 ]
 
 

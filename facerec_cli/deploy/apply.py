@@ -91,11 +91,8 @@ def apply_plan(plan: Plan, reporter: Reporter | None = None, *, ignore_blockers:
     completed before it. Re-running the command is always safe: a new plan only contains what is
     still missing.
     """
-    if plan.blockers and not ignore_blockers:
-        raise DeployError(
-            "nothing was changed: " + "; ".join(plan.blockers),
-            hint="fix that, then run the command again",
-        )
+    if not ignore_blockers:
+        refuse_blocked(plan)
     reporter = reporter or NullReporter()
     changes = plan.changes
     total = len(changes)
@@ -112,6 +109,12 @@ def apply_plan(plan: Plan, reporter: Reporter | None = None, *, ignore_blockers:
         completed.append(step)
         reporter.step_finished(step, index, total)
     return completed
+
+
+def refuse_blocked(plan: Plan) -> None:
+    """Raise DeployError if the plan has blockers: steps known to fail before anything is changed."""
+    if plan.blockers:
+        raise DeployError("nothing was changed: " + "; ".join(plan.blockers), hint="fix that, then run the command again")
 
 
 def _failure(plan: Plan, step: Step, exc: BaseException, completed: list[Step]) -> DeployError:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import re
 import stat
 import tarfile
@@ -243,7 +244,8 @@ def connect(docker_host: str | None = None, timeout: float = 600.0) -> Any:
         import docker
     except ImportError as exc:  # pragma: no cover - docker is a dependency
         raise UserError("the docker Python package is missing", hint="pip install docker") from exc
-    where = docker_host or "the default Docker engine ($DOCKER_HOST or /var/run/docker.sock)"
+    env_host = os.environ.get("DOCKER_HOST")
+    where = docker_host or (f"{env_host} (DOCKER_HOST)" if env_host else "the default socket /var/run/docker.sock")
     try:
         client = docker.DockerClient(base_url=docker_host, timeout=int(timeout)) if docker_host else docker.from_env(timeout=int(timeout))
         client.ping()
@@ -479,6 +481,40 @@ def _login(client: Any, target: RegistryTarget, local_endpoint: bool = False) ->
 # ---------------------------------------------------------------------------------------------- API
 
 
+@dataclass
+class Engine:
+    """A checked Docker engine and the registry it is logged in to: what a build needs before it starts."""
+
+    client: Any
+    target: RegistryTarget
+    owned: bool = True  # made by open_engine: closed by close()
+
+    def close(self) -> None:
+        if self.owned:
+            self.client.close()
+
+
+def open_engine(
+    settings: Settings,
+    clients: Clients | None = None,
+    *,
+    registry: str | None = None,
+    docker_client: Any = None,
+    docker_host: str | None = None,
+) -> Engine:
+    """Connect to the Docker engine, then log in to the registry: everything of an image build that can
+    fail without changing anything, so that callers can do it before they create resources."""
+    client = docker_client or connect(docker_host)
+    try:
+        target = registry_target(settings, clients, registry)
+        _login(client, target, local_endpoint=bool(settings.endpoint_url))
+    except BaseException:
+        if docker_client is None:
+            client.close()
+        raise
+    return Engine(client, target, owned=docker_client is None)
+
+
 def build_images(
     settings: Settings,
     clients: Clients | None = None,
@@ -497,8 +533,10 @@ def build_images(
     force: bool = False,
     root: Path | None = None,
     timeout: float = 3600.0,
+    engine: Engine | None = None,
 ) -> dict[str, PushedImage]:
-    """Build and push the images of ``only`` (default both); see :func:`build_and_push`."""
+    """Build and push the images of ``only`` (default both); see :func:`build_and_push`. ``engine``
+    (from :func:`open_engine`) is used as it is and left open; without one, one is opened and closed."""
     emit: Progress = on_progress or (lambda line: None)
     kinds = [k for k in KINDS if k in set(only)]
     unknown = set(only) - set(KINDS)
@@ -509,11 +547,10 @@ def build_images(
         args = build_args_for(kind, base_image=base_image, weights=weights, torch_index_url=torch_index_url, extra=build_args)
         files = context_files(kind, root)
         plans.append((kind, args, files, image_tag(kind, files, args)))
-    target = registry_target(settings, clients, registry)
-    own_client = docker_client is None
-    client = docker_client or connect(docker_host)
+    own_engine = engine is None
+    engine = engine or open_engine(settings, clients, registry=registry, docker_client=docker_client, docker_host=docker_host)
+    client, target = engine.client, engine.target
     try:
-        _login(client, target, local_endpoint=bool(settings.endpoint_url))
         results: dict[str, PushedImage] = {}
         for kind, args, files, tag in plans:
             reference = f"{target.repository}:{tag}"
@@ -531,8 +568,8 @@ def build_images(
             results[kind] = PushedImage(kind, target.repository, tag, digest, pushed=True)
         return results
     finally:
-        if own_client:
-            client.close()
+        if own_engine:
+            engine.close()
 
 
 def build_and_push(
@@ -558,7 +595,7 @@ def build_and_push(
     image history, so they must hold no credentials), ``network_mode`` (of the build),
     ``platform`` (default linux/amd64), ``force`` (rebuild and push even if the registry has the tag),
     ``root`` (the source checkout; default: the one ``lambdas`` is imported from),
-    ``timeout`` (seconds per image). Raises UserError with what to do on any failure: no engine, a
+    ``timeout`` (seconds per image), ``engine`` (from :func:`open_engine`, checked beforehand). Raises UserError with what to do on any failure: no engine, a
     failed build step (with its last log lines), a refused login or push.
     """
     images = build_images(

@@ -12,14 +12,15 @@ What bootstrap makes, in order:
    ``max_receive_count`` receives, visibility ``visibility_timeout_s``, 20 s long polls) and
    ``<prefix>-resp-queue``; SSE-SQS on all three;
 3. the gallery object ``s3://<prefix>-gallery-bucket/gallery.pt`` (with ``--gallery``);
-4. IAM roles for EC2 with least-privilege inline policies, and an instance profile for each: the app
-   tier (receive/delete on the request queue, send on the response queue, get uploads, put results,
-   get the gallery) and the web tier (send requests, receive/delete responses, put uploads, queue
-   depth, launch/terminate its own app instances from the template, pass the app role);
+4. the app tier's IAM role with a least-privilege inline policy (receive/delete on the request queue,
+   send on the response queue, get uploads, put results, get the gallery) and its instance profile;
 5. security groups: the web tier's (``port`` from ``allow_cidr``), the app tier's (no inbound);
 6. the launch template ``<prefix>-app-tier``: AMI, instance type, app profile, app security group,
    IMDSv2 only, and user data that runs ``facerec worker`` as a systemd service;
-7. the ``web-instance``, whose user data runs ``facerec web`` (the web tier and the auto-scaler).
+7. the web tier's role and instance profile (send requests, receive/delete responses, put uploads,
+   queue depth, pass the app role, launch ``app-tier-instance-*`` only from that launch template, by
+   its id, with its AMI, and terminate only those), after the template whose id its policy names;
+8. the ``web-instance``, whose user data runs ``facerec web`` (the web tier and the auto-scaler).
 
 The AMIs must have facerec installed (``pip install facerec``) with its model weights already built
 (run ``facerec enroll`` or ``facerec identify`` once while making the image).
@@ -46,7 +47,7 @@ from ..deploy.destroy import empty_bucket
 from ..deploy.errors import DeployError, explain
 from ..deploy.plan import Calls, DeployPlanner, Plan, Step, _paginate, canonical_policy, get_or_none, owned_buckets, retrying
 from ..errors import UserError
-from .names import GALLERY_KEY, MAX_APP_INSTANCES, TAG_KEY, WEB_INSTANCE, IaasNames
+from .names import APP_INSTANCE_PREFIX, GALLERY_KEY, MAX_APP_INSTANCES, TAG_KEY, WEB_INSTANCE, IaasNames
 from .pools import _find_instances, find_app_instances
 
 SSE = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
@@ -55,6 +56,7 @@ OWNERSHIP = "BucketOwnerEnforced"
 DLQ_RETENTION_S = 14 * 24 * 3600
 QUEUE_RETENTION_S = 3600  # an unanswered request is useless to its HTTP client long before this
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+PENDING_TEMPLATE_ID = "lt-pending"  # in a planned web policy until the launch template exists
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,10 @@ class Arns:
     def ec2(self, kind: str, account: str | None = None) -> str:
         return f"arn:{self.partition}:ec2:{self.region}:{self.account if account is None else account}:{kind}/*"
 
+    def launch_template(self, template_id: str) -> str:
+        # The ARN names the template by id (lt-...), not by name.
+        return f"arn:{self.partition}:ec2:{self.region}:{self.account}:launch-template/{template_id}"
+
 
 def queue_attributes(names: IaasNames, options: IaasOptions, arns: Arns) -> dict[str, dict[str, str]]:
     common = {"SqsManagedSseEnabled": "true", "ReceiveMessageWaitTimeSeconds": "20"}
@@ -162,10 +168,14 @@ def app_policy(arns: Arns) -> dict[str, Any]:
     }
 
 
-def web_policy(arns: Arns, prefix: str) -> dict[str, Any]:
-    """Least privilege for the web tier and its auto-scaler. Instances can only be launched from a
-    launch template and tagged with this deployment's prefix, and only those can be terminated."""
+def web_policy(arns: Arns, prefix: str, launch_template_id: str) -> dict[str, Any]:
+    """Least privilege for the web tier and its auto-scaler. RunInstances only through this
+    deployment's launch template, with the template's own AMI, security group and key pair (not
+    overridden in the call), for instances named ``app-tier-instance-*`` and tagged with the prefix;
+    TerminateInstances only on those (never the ``web-instance``)."""
     n = arns.n
+    template = arns.launch_template(launch_template_id)
+    from_template = {"ec2:LaunchTemplate": template}
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -173,22 +183,39 @@ def web_policy(arns: Arns, prefix: str) -> dict[str, Any]:
             {"Sid": "TakeResponses", "Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"], "Resource": arns.queue(n.response_queue)},
             {"Sid": "StoreUploads", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{arns.bucket(n.in_bucket)}/*"},
             {"Sid": "SeeInstances", "Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},
+            {"Sid": "LaunchFromAppTemplateOnly", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": template},
             {
-                "Sid": "LaunchTaggedAppInstances",
+                "Sid": "LaunchNamedAppInstances",
                 "Effect": "Allow",
                 "Action": "ec2:RunInstances",
-                "Resource": [arns.ec2("instance"), arns.ec2("volume")],
-                "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_KEY}": prefix}},
+                "Resource": arns.ec2("instance"),
+                "Condition": {
+                    "StringEquals": {f"aws:RequestTag/{TAG_KEY}": prefix, **from_template},
+                    "StringLike": {"aws:RequestTag/Name": f"{APP_INSTANCE_PREFIX}*"},
+                },
             },
             {
-                "Sid": "LaunchFromTemplateOnly",
+                "Sid": "LaunchTaggedVolumes",
                 "Effect": "Allow",
                 "Action": "ec2:RunInstances",
-                "Resource": [
-                    arns.ec2("launch-template"), arns.ec2("image", account=""), arns.ec2("subnet"),
-                    arns.ec2("network-interface"), arns.ec2("security-group"), arns.ec2("key-pair"),
-                ],
-                "Condition": {"Null": {"ec2:LaunchTemplate": "false"}},
+                "Resource": arns.ec2("volume"),
+                "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_KEY}": prefix, **from_template}},
+            },
+            {
+                # IsLaunchTemplateResource: the call cannot swap in another AMI, security group or key.
+                "Sid": "TemplateResourcesOnly",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": [arns.ec2("image", account=""), arns.ec2("security-group"), arns.ec2("key-pair")],
+                "Condition": {"StringEquals": {**from_template, "ec2:IsLaunchTemplateResource": "true"}},
+            },
+            {
+                # Not in the template (EC2 picks the default subnet and makes the interface).
+                "Sid": "NetworkForTemplateLaunches",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": [arns.ec2("subnet"), arns.ec2("network-interface")],
+                "Condition": {"StringEquals": from_template},
             },
             {
                 "Sid": "TagAtLaunch",
@@ -202,7 +229,10 @@ def web_policy(arns: Arns, prefix: str) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": "ec2:TerminateInstances",
                 "Resource": arns.ec2("instance"),
-                "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_KEY}": prefix}},
+                "Condition": {
+                    "StringEquals": {f"aws:ResourceTag/{TAG_KEY}": prefix},
+                    "StringLike": {"aws:ResourceTag/Name": f"{APP_INSTANCE_PREFIX}*"},
+                },
             },
             {
                 "Sid": "PassAppRole",
@@ -327,6 +357,7 @@ class IaasPlanner:
         self.warnings: list[str] = []
         self.blockers: list[str] = []
         self._vpc: str | None = None
+        self._existing_template_id: str | None = None
 
     @property
     def tag_list(self) -> list[dict[str, str]]:
@@ -350,13 +381,19 @@ class IaasPlanner:
         if self.o.with_compute:
             self._vpc = self.default_vpc()
             steps.append(self.role(self.n.app_role, app_policy(self.arns), "app tier"))
-            steps.append(self.role(self.n.web_role, web_policy(self.arns, self.s.prefix), "web tier"))
             steps.append(self.profile(self.n.app_profile, self.n.app_role))
-            steps.append(self.profile(self.n.web_profile, self.n.web_role))
             steps.append(self.security_group(self.n.app_security_group, "facerec app tier: no inbound traffic", set()))
             web_rule = ("tcp", self.o.port, self.o.port, self.o.allow_cidr)
             steps.append(self.security_group(self.n.web_security_group, f"facerec web tier: HTTP on port {self.o.port}", {web_rule}))
             steps.append(self.launch_template())
+            # The web policy names the template by id: after the template step, and read again when
+            # applied (a template made by this plan has no id yet; a new id is drift to update).
+            planned_id = self._existing_template_id or PENDING_TEMPLATE_ID
+            steps.append(self.role(
+                self.n.web_role, web_policy(self.arns, self.s.prefix, planned_id), "web tier",
+                make_policy=lambda: web_policy(self.arns, self.s.prefix, self._template_id()),
+            ))
+            steps.append(self.profile(self.n.web_profile, self.n.web_role))
             if self.o.with_web:
                 steps.append(self.web_instance())
         return Plan("deploy", steps, self.warnings, self.blockers)
@@ -391,11 +428,14 @@ class IaasPlanner:
 
     # ---- IAM
 
-    def role(self, name: str, policy: dict[str, Any], tier: str) -> Step:
+    def role(self, name: str, policy: dict[str, Any], tier: str, *, make_policy: Callable[[], dict[str, Any]] | None = None) -> Step:
+        """``policy`` is compared with the role's; ``make_policy`` (default: ``policy``) makes the one
+        put when the step runs, for a policy that names something earlier steps create."""
         iam = self.c.iam
         resource = f"iam role {name}"
         detail = f"assumed by ec2.amazonaws.com; inline policy {ROLE_POLICY_NAME} ({len(policy['Statement'])} statements)"
-        put_policy = ("put inline policy", lambda: iam.put_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME, PolicyDocument=json.dumps(policy)))
+        make = make_policy or (lambda: policy)
+        put_policy = ("put inline policy", lambda: iam.put_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME, PolicyDocument=json.dumps(make())))
         current = get_or_none(iam.get_role, RoleName=name)
         if current is None:
             create = (
@@ -447,6 +487,12 @@ class IaasPlanner:
         return Step("update", resource, f"roles {roles} -> [{role}]", Calls(*parts))
 
     # ---- EC2
+
+    def _template_id(self) -> str:
+        template = find_launch_template(self.c.ec2, self.n.launch_template)
+        if template is None:
+            raise DeployError(f"launch template {self.n.launch_template} does not exist")
+        return template["LaunchTemplateId"]
 
     def _group_id(self, name: str) -> str:
         group = find_security_group(self.c.ec2, name, self._vpc)
@@ -502,6 +548,7 @@ class IaasPlanner:
         name = self.n.launch_template
         resource = f"ec2 launch-template {name}"
         current = find_launch_template(ec2, name)
+        self._existing_template_id = current["LaunchTemplateId"] if current else None
         data: dict[str, Any] = {}
         if current is not None:
             versions = ec2.describe_launch_template_versions(LaunchTemplateName=name, Versions=["$Default"]).get("LaunchTemplateVersions") or [{}]

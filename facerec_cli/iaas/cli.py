@@ -29,7 +29,7 @@ PrefixOpt = Annotated[
     str | None,
     typer.Option("--prefix", help="Resource name prefix: queues <prefix>-req-queue/-resp-queue, buckets <prefix>-in-bucket/-out-bucket. Default: FACEREC_PREFIX, facerec.toml, else facerec."),
 ]
-RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: FACEREC_REGION, AWS_DEFAULT_REGION, facerec.toml, else us-east-1.")]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: FACEREC_REGION, AWS_REGION/AWS_DEFAULT_REGION, facerec.toml, the profile's; us-east-1 only with an endpoint URL.")]
 EndpointOpt = Annotated[str | None, typer.Option("--endpoint-url", help="Send AWS calls to this endpoint (e.g. a moto server); AWS_ENDPOINT_URL works too.")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS profile from ~/.aws/config.")]
 MaxInstancesOpt = Annotated[int | None, typer.Option("--max-instances", min=0, max=1000, help="Most app-tier instances (course: 20).")]

@@ -15,7 +15,8 @@ Status codes: 200 answer; 400 no ``inputFile`` / empty / no usable file name; 40
 the same name but other content is still being recognised; 413 too large (bytes or pixels); 415 not an
 image; 422 the app tier could not recognise the image (its message); 503 the queue or bucket could not
 be reached, or the server is stopping; 504 no answer in time. ``GET /healthz`` reports the router, the
-scaler, the queue depths and the scaler's instances in JSON (503 when the router thread is dead).
+scaler, the queue depths and the scaler's instances in JSON (503 when the router thread is dead); the
+depths and instances are cached for ``health_cache_s`` (anyone may call it; AWS calls are not free).
 
 Served by waitress (a production WSGI server: a fixed pool of ``threads`` request threads, each may
 wait for one answer, so ``threads`` bounds the requests in flight per web tier).
@@ -54,6 +55,9 @@ class WebConfig:
     max_upload_bytes: int = 10 * 2**20
     max_pixels: int = 40_000_000
     poll_wait_s: int = 20  # the router's long poll on the response queue
+    # /healthz is unauthenticated: its AWS part (queue depths, instances) is reused this long, so
+    # outside traffic cannot turn into GetQueueAttributes/DescribeInstances calls. 0: always fresh.
+    health_cache_s: float = 2.0
 
 
 # ------------------------------------------------------------------------------------------ router
@@ -267,6 +271,8 @@ class WebTier:
         self.counts: collections.Counter[int] = collections.Counter()  # by HTTP status
         self._inflight: dict[str, tuple[str, int]] = {}  # key -> (content md5, requests using it)
         self._lock = threading.Lock()
+        self._health_lock = threading.Lock()
+        self._health_cache: tuple[float, dict[str, Any]] | None = None  # (monotonic time, AWS part)
         self.app = self._make_app()
 
     def start(self) -> "WebTier":
@@ -340,8 +346,9 @@ class WebTier:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """/healthz: the router and scaler, the queue depths and the scaler's instances (what
-        ``facerec watch --web-url`` shows). Costs two GetQueueAttributes, plus one DescribeInstances
-        with the EC2 pool; a failed call is reported in the body, not as an unhealthy tier."""
+        ``facerec watch --web-url`` shows). The router and scaler parts are live; the queue depths
+        and instances (two GetQueueAttributes, plus one DescribeInstances with the EC2 pool) are at
+        most ``health_cache_s`` old. A failed call is reported in the body, not as an unhealthy tier."""
         body: dict[str, Any] = {
             "status": "ok" if self.router.alive else "router stopped",
             "prefix": self.names.prefix,
@@ -352,14 +359,23 @@ class WebTier:
         last = getattr(self.scaler, "last", None)
         if last is not None:
             body["scaler"] = {"depth": last.depth, "target": last.target, "instances": last.active}
-        body["queues"] = {
-            "request": self._queue_report(self.request_url),
-            "response": self._queue_report(self.router.url),
-        }
-        pool = getattr(self.scaler, "pool", None)
-        if pool is not None:
-            body["instances"] = pool_report(pool)
+        body.update(self._aws_health())
         return (200 if self.router.alive else 503), body
+
+    def _aws_health(self) -> dict[str, Any]:
+        # One caller refreshes while the others wait for its result rather than call AWS too.
+        with self._health_lock:
+            cached = self._health_cache
+            if cached is not None and time.monotonic() - cached[0] < self.config.health_cache_s:
+                return cached[1]
+            part: dict[str, Any] = {
+                "queues": {"request": self._queue_report(self.request_url), "response": self._queue_report(self.router.url)},
+            }
+            pool = getattr(self.scaler, "pool", None)
+            if pool is not None:
+                part["instances"] = pool_report(pool)
+            self._health_cache = (time.monotonic(), part)
+            return part
 
     def _queue_report(self, url: str) -> dict[str, Any]:
         try:

@@ -18,7 +18,9 @@ from typing import Any
 
 from lambdas import env as fenv
 from lambdas.core import media
+from lambdas.core.gallery import Gallery, weights_for
 from lambdas.core.results import Result, error_result
+from lambdas.core.weights import WEIGHTS_CHOICES
 from lambdas.events import result_keys
 
 from ..config import Settings
@@ -48,10 +50,18 @@ class RunOptions:
     frames: int = fenv.DEFAULT_FRAMES
     fps: float = 0.0
     threshold: float | None = None
+    weights: str | None = None  # name or state_dict path; None: the gallery's
     timeout_s: float = 900.0
     upload_interval_s: float = 0.0  # 0: upload as a burst
     log_path: str | None = None  # where the functions' output goes (their "CloudWatch")
     extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def function_weights(gallery: Path, weights: str | None) -> str:
+    """FACEREC_WEIGHTS for the recognition function: ``weights`` (checked against the gallery) or the
+    gallery's own. A path is made absolute: the workers do not share the caller's working directory."""
+    resolved = weights_for(Gallery.load(gallery), weights)
+    return resolved if resolved in WEIGHTS_CHOICES else str(Path(resolved).expanduser().resolve())
 
 
 def collect_videos(inputs: list[Path]) -> tuple[list[VideoJob], list[Result]]:
@@ -97,6 +107,7 @@ class LocalPipeline:
 
     def __enter__(self) -> "LocalPipeline":
         started = time.perf_counter()
+        weights = function_weights(self.gallery, self.options.weights)  # a refused gallery starts nothing
         self.cloud.start()
         try:
             self.settings = Settings(prefix=LOCAL_PREFIX, region=self.cloud.region, endpoint_url=self.cloud.endpoint_url)
@@ -107,6 +118,7 @@ class LocalPipeline:
                 frames=opts.frames,
                 fps=opts.fps,
                 threshold=opts.threshold,
+                weights=weights,
                 splitting_env=dict(opts.extra_env),
                 recognition_env=dict(opts.extra_env),
             )

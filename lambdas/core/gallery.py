@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import GalleryError
+from .weights import is_file_id, weights_id
 
 FORMAT = "facerec-gallery"
 VERSION = 1
@@ -26,6 +27,14 @@ UNKNOWN = "unknown"
 # from 1.26, unenrolled faces (crowd clip, Friends cast) from 1.17; 1.07 sits in the middle of that gap
 # (README, "Choosing the threshold"). A gallery may carry its own.
 DEFAULT_THRESHOLD = 1.07
+
+
+def _as_option(weights_id: str) -> str:
+    """What to pass as --weights for these weights: a name as is; a file id (file:<sha256 prefix>) is no
+    path, so describe the file instead."""
+    if is_file_id(weights_id):
+        return f"PATH (the state_dict file whose sha256 starts with {weights_id.removeprefix('file:')})"
+    return weights_id
 
 
 @dataclass
@@ -74,7 +83,7 @@ class Gallery:
         if weights_id != self.weights:
             raise GalleryError(
                 f"the gallery was made with {self.weights!r} weights but faces are embedded with {weights_id!r}; "
-                f"enrol again with --weights {weights_id} or recognise with --weights {self.weights}"
+                f"enrol again with --weights {_as_option(weights_id)} or recognise with --weights {_as_option(self.weights)}"
             )
         if recipe and self.recipe and recipe != self.recipe:
             raise GalleryError(
@@ -160,3 +169,26 @@ class Gallery:
         except IsADirectoryError as exc:
             raise GalleryError(f"gallery {path} is a folder; to enrol photos use `facerec enroll {path} -o gallery.pt`") from exc
         return cls.from_bytes(data, origin=str(path))
+
+
+def weights_for(gallery: Gallery, weights: str | None = None) -> str:
+    """The weights to embed faces with for ``gallery``: ``weights`` (a name or a state_dict path) when
+    given, refused unless they are the ones the gallery was made with; else the gallery's own. Checked
+    by id before any model loads, so a mismatch costs nothing."""
+    if weights is None:
+        if is_file_id(gallery.weights):
+            # The gallery records only the file's hash: the file itself must be given again.
+            raise GalleryError(
+                "this gallery was made with weights from a file; pass --weights PATH (FACEREC_WEIGHTS on a "
+                f"function): the state_dict file it was enrolled with ({gallery.weights}: its sha256 starts "
+                f"with {gallery.weights.removeprefix('file:')})"
+            )
+        return gallery.weights
+    given = weights_id(weights)
+    if given != gallery.weights:
+        shown = weights if given == weights else f"{weights} ({given})"
+        raise GalleryError(
+            f"weights {shown} are not the weights the gallery was made with ({gallery.weights}); "
+            "pass the gallery's weights, or enrol the photos again with these"
+        )
+    return weights

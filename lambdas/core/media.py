@@ -65,17 +65,23 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _input(path: Path) -> str:
-    # "file:" + an absolute path: a name like "pipe:1.mp4" or "-x.mp4" can never be read as an
-    # ffmpeg protocol or option.
+def file_arg(path: Path) -> str:
+    """A path as an ffmpeg input or output argument: "file:" + the absolute path, so that a name like
+    "pipe:1.mp4" or "-x.mp4" can never be read as an ffmpeg protocol or option."""
     return "file:" + str(Path(path).resolve())
 
 
-def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+_input = file_arg
+
+
+def _run(args: list[str], timeout: float, path: Path) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise InputError(f"ffmpeg took longer than {timeout:.0f} s on this file; is it a valid video?") from exc
+        raise InputError(
+            f"{path.name}: ffmpeg took longer than {timeout:g} s on this file and was stopped; is it a valid "
+            "video? (a very long one may need a larger FACEREC_FFMPEG_TIMEOUT)"
+        ) from exc
 
 
 def _last_error_line(stderr: bytes) -> str:
@@ -98,7 +104,7 @@ def check_file(path: Path) -> int:
 def probe(path: Path, timeout: float = 30.0) -> VideoInfo:
     """Duration, size and frame rate from ffmpeg's own description of the input."""
     check_file(path)
-    proc = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _input(path)], timeout)
+    proc = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _input(path)], timeout, path)
     text = proc.stderr.decode("utf-8", "replace")
     video = _VIDEO.search(text)
     if "Input #0" not in text or video is None:
@@ -218,7 +224,7 @@ def extract_frames(path: Path, times: list[float], out_dir: Path, timeout: float
         args += ["-i", _input(path), "-map", "0:v:0", "-vf", select, "-fps_mode", "passthrough"]
         args += ["-frames:v", str(len(times)), "-q:v", str(JPEG_QUALITY), "-an", "-sn"]
         args += ["-start_number", "0", str(out_dir / "%03d.jpg")]
-    proc = _run(args, timeout)
+    proc = _run(args, timeout, path)
     made = sorted(p for p in out_dir.glob("*.jpg") if p.stat().st_size > 0)
     if not made:
         raise InputError(f"{path.name}: not a readable video: no frame could be decoded ({_last_error_line(proc.stderr)})")

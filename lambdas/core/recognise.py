@@ -17,7 +17,7 @@ import torch
 from . import media
 from .errors import InputError
 from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop
-from .gallery import Gallery
+from .gallery import Gallery, weights_for
 from .media import Frame
 from .results import UNKNOWN, Face, Result, error_result, main_identity
 from .weights import load_embedder, weights_id
@@ -120,12 +120,14 @@ class Recogniser:
         gallery: Gallery,
         encoder: FaceEncoder | None = None,
         *,
+        weights: str | None = None,
         device: str = "cpu",
         threshold: float | None = None,
         sampling: SamplingOptions | None = None,
     ) -> None:
         self.gallery = gallery
-        self.encoder = encoder or FaceEncoder(weights=gallery.weights, device=device)
+        # `weights`: a name or state_dict path (default: the gallery's); ignored when `encoder` is given.
+        self.encoder = encoder or FaceEncoder(weights=weights_for(gallery, weights), device=device)
         gallery.check_weights(self.encoder.weights, self.encoder.recipe)
         self.threshold = threshold
         self.sampling = sampling or SamplingOptions()

@@ -19,19 +19,27 @@ import os
 import struct
 import tempfile
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from facenet_pytorch import InceptionResnetV1
 
 from .errors import FacerecError
+
+if TYPE_CHECKING:
+    from facenet_pytorch import InceptionResnetV1
+
+# facenet_pytorch is imported where a model is built: weights_id and the names here stay cheap to import
+# for callers that only check a gallery's weights (run-local's parent process).
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_CHOICES = ("casia-webface", "vggface2")
 WEIGHTS_DIR_ENV = "FACEREC_WEIGHTS_DIR"
+FILE_ID_PREFIX = "file:"  # weights_id of a state_dict file: file:<sha256 prefix>
 
 # Bump when the conversion changes so that caches built by older code are not reused.
 _CONVERTER_VERSION = "1"
@@ -186,6 +194,8 @@ def build_casia_state_dict(graph_path: Path) -> dict[str, torch.Tensor]:
     The freezing folded every batch norm of a conv layer into its weights plus an offset (Conv2D_bn_offset),
     so each BasicConv2d's BatchNorm2d becomes the identity followed by that offset.
     """
+    from facenet_pytorch import InceptionResnetV1
+
     consts, epsilons = _read_graph(Path(graph_path))
     tf_layers = [n.removesuffix("/weights") for n in consts if n.startswith(_SCOPE) and n.endswith("/weights")]
     model = InceptionResnetV1(pretrained=None, classify=False)
@@ -284,7 +294,9 @@ _models: dict[tuple[str, str], torch.nn.Module] = {}
 _lock = threading.Lock()
 
 
-def _load_file(path: Path) -> InceptionResnetV1:
+def _load_file(path: Path) -> "InceptionResnetV1":
+    from facenet_pytorch import InceptionResnetV1
+
     if not path.is_file():
         raise WeightsError(
             f"weights file not found: {path}; use one of {', '.join(WEIGHTS_CHOICES)} or a path to an "
@@ -293,8 +305,10 @@ def _load_file(path: Path) -> InceptionResnetV1:
     model = InceptionResnetV1(pretrained=None, classify=False)
     try:
         # mmap + assign: the parameters stay pages of the file (page cache) instead of a private copy,
-        # so every worker process on a machine shares one copy of the weights.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # so every worker process on a machine shares one copy of the weights. Only torch's zip format
+        # can be mapped: a legacy save (_use_new_zipfile_serialization=False) is read into memory.
+        mmap = zipfile.is_zipfile(path)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         if not isinstance(state, dict):
             raise TypeError(f"expected a state_dict, found {type(state).__name__}")
         # facenet-pytorch's own downloads carry a classifier head (logits.*) that embeddings do not use.
@@ -305,6 +319,8 @@ def _load_file(path: Path) -> InceptionResnetV1:
 
 
 def _load(weights: str) -> torch.nn.Module:
+    from facenet_pytorch import InceptionResnetV1
+
     if weights == "casia-webface":
         return _load_file(casia_state_dict_path())
     if weights == "vggface2":
@@ -332,15 +348,22 @@ def load_embedder(weights: str = "casia-webface", device: str = "cpu") -> torch.
         return model
 
 
+def is_file_id(weights_id: str) -> bool:
+    """True for the id of weights from a state_dict file (``file:<sha256 prefix>``), which names no file."""
+    return weights_id.startswith(FILE_ID_PREFIX)
+
+
 def weights_id(weights: str) -> str:
-    """Stable name of the weights, recorded in galleries so that embeddings of different models never meet."""
+    """Stable name of the weights, recorded in galleries so that embeddings of different models never meet:
+    the name for named weights, ``file:<first 12 hex digits of the file's sha256>`` for a state_dict file."""
     if weights in WEIGHTS_CHOICES:
         return weights
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+        hint = " (that is the id a gallery records, not a path: pass the state_dict file itself)" if is_file_id(weights) else ""
+        raise WeightsError(f"weights file not found: {path}{hint}")
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    return f"file:{digest.hexdigest()[:12]}"
+    return f"{FILE_ID_PREFIX}{digest.hexdigest()[:12]}"

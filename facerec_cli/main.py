@@ -83,6 +83,9 @@ def run_local(
     html: Annotated[
         Path | None, typer.Option("--html", help="Write a self-contained HTML report (a row per video, with its annotated frame).")
     ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show the `facerec watch` dashboard of the local cloud (buckets, in flight, failed, latency) instead of the per-video progress.")
+    ] = False,
 ) -> None:
     """Run the whole pipeline (S3 -> video-splitting -> face-recognition -> S3) on an embedded local cloud.
     Exits 1 if any video ended in error."""
@@ -92,7 +95,7 @@ def run_local(
     from .local.pipeline import RunOptions
 
     options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout)
-    results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir, html=html)
+    results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir, html=html, watch=watch)
     if any(r.status == ERROR for r in results):
         raise typer.Exit(1)
 

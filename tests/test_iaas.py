@@ -559,6 +559,20 @@ def test_worker_command_answers_drops_garbage_and_exits_when_idle(moto_cloud, ce
     assert queue_depth(sqs, request_url) == 0 and queue_depth(sqs, queue_url(sqs, n.dead_letter_queue)) == 0
 
 
+def test_worker_refuses_weights_other_than_the_gallerys(moto_cloud, celeb_gallery) -> None:
+    from facerec_cli.iaas.cli import register
+
+    app = typer.Typer()
+    app.command("noop")(lambda: None)
+    register(app)
+    result = CliRunner().invoke(app, [
+        "worker", "--gallery", str(celeb_gallery[0]), "--weights", "vggface2", "--prefix", PREFIX,
+        "--endpoint-url", moto_cloud.endpoint_url, "--region", "us-east-1", "--poll-wait", "0",
+    ])
+    assert result.exit_code == 1
+    assert "weights vggface2 are not the weights the gallery was made with (casia-webface)" in result.output
+
+
 # ------------------------------------------------------------------------------------------ worker: delete after the response
 
 

@@ -460,3 +460,31 @@ def test_run_local_html_report_shows_annotated_frames(small_gallery: Path, video
     assert 'class="face known">madonna 0.' in text and 'class="face unknown">unknown 1.' in text
     shot = screenshot(chromium, report, tmp_path, "run-local-report.png")
     assert Image.open(shot).size == (1400, 1000)
+
+
+def test_run_local_watch_shows_the_dashboard_of_the_local_cloud(
+    small_gallery: Path, videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run-local --watch`: the same dashboard as `facerec watch`, live on a terminal, over the
+    embedded cloud's buckets and failure queue; it ends on the final, idle snapshot."""
+    import io
+
+    from rich.console import Console
+
+    from facerec_cli.commands import run_local as run_local_cmd
+
+    screen = io.StringIO()
+    monkeypatch.setattr(run_local_cmd, "err", Console(file=screen, force_terminal=True, color_system=None, width=160))
+    clips = [videos[k] for k in ("madonna", "noface", "corrupt")]
+    result = facerec("run-local", *map(str, clips), "--gallery", str(small_gallery), "--workers", "0", "--watch")
+    assert result.exit_code == 1, result.output  # the truncated video ended in error
+    text = screen.getvalue()
+    assert "facerec watch · prefix facerec-local" in text and "every 1.5s" in text
+    final = text[text.rindex("facerec watch · prefix"):]  # the last frame the live view drew
+    assert " · idle" in final
+    header = next(line for line in final.splitlines() if "input" in line and "finished" in line)
+    row = final.splitlines()[final.splitlines().index(header) + 1].split()
+    # input, stage-1, output, in flight, finished, failed: 3 uploaded, 2 split (the corrupt one was
+    # refused before any frame), 3 results; the corrupt video is the one failure
+    assert row[:6] == ["3", "2", "3", "0", "2", "1"], final
+    assert "failed (newest first)" in final and "test_03.mp4" in final

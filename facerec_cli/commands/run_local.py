@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from pathlib import Path
 
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
@@ -13,6 +15,7 @@ from lambdas import env as fenv
 from lambdas.core.results import ERROR, Result
 
 from ..local.pipeline import LocalPipeline, RunOptions, VideoJob, collect_videos, function_weights, write_outputs
+from ..dashboard import DEFAULT_INTERVAL, Dashboard, Snapshot, render
 from ..report import write_report
 from ..render import STATUS_STYLE, err, out, print_errors, print_json_lines, results_table
 
@@ -42,9 +45,31 @@ def progress_table(jobs: list[VideoJob], pipeline: LocalPipeline) -> Table:
     return table
 
 
+class LocalWatch:
+    """``run-local --watch``: the `facerec watch` dashboard over the embedded cloud's buckets, failure
+    queue and log groups, refreshed at most every ``interval`` seconds (list calls only, like
+    `facerec watch` on AWS)."""
+
+    def __init__(self, pipeline: LocalPipeline, interval: float = DEFAULT_INTERVAL) -> None:
+        assert pipeline.settings is not None and pipeline.clients is not None
+        c = pipeline.clients
+        self.board = Dashboard(c.s3, c.sqs, c.logs, pipeline.settings.names, settings=pipeline.settings)
+        self.interval = interval
+        self.snapshot: Snapshot | None = None
+        self._taken = 0.0
+
+    def refresh(self, force: bool = False) -> Snapshot:
+        if force or self.snapshot is None or time.monotonic() - self._taken >= self.interval:
+            self.snapshot, self._taken = self.board.snapshot(), time.monotonic()
+        return self.snapshot
+
+    def view(self, force: bool = False) -> Group:
+        return render(self.refresh(force), interval=self.interval)
+
+
 def run_local(
     inputs: list[Path], gallery: Path, options: RunOptions, *, json_lines: bool = False, out_dir: Path | None = None,
-    html: Path | None = None,
+    html: Path | None = None, watch: bool = False,
 ) -> list[Result]:
     function_weights(gallery, options.weights)  # fail fast, before starting anything, on a missing or foreign gallery or weights
     if html is not None:  # the report shows each video's annotated frame: have the function store it
@@ -54,7 +79,16 @@ def run_local(
     with err.status("starting the local cloud and the workers…"):
         pipeline = LocalPipeline(gallery, options, log_path=log_path).__enter__()
     try:
-        if json_lines or not err.is_terminal:
+        if watch:
+            board = LocalWatch(pipeline)
+            if err.is_terminal and not json_lines:
+                with Live(board.view(), console=err, refresh_per_second=4, transient=False) as live:
+                    results = pipeline.run(jobs, on_tick=lambda js: live.update(board.view()))
+                    live.update(board.view(force=True))
+            else:  # no terminal to animate: the final dashboard, once
+                results = pipeline.run(jobs)
+                err.print(board.view(force=True))
+        elif json_lines or not err.is_terminal:
             results = pipeline.run(jobs)
         else:
             with Live(progress_table(jobs, pipeline), console=err, refresh_per_second=4, transient=True) as live:

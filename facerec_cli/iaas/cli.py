@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ..cli_common import Device, DeviceOpt, ThresholdOpt, friendly
+from ..cli_common import Device, DeviceOpt, RecogniseWeightsOpt, ThresholdOpt, friendly
 from ..errors import UserError
 from ..render import err, out
 
@@ -168,14 +168,14 @@ def _pooled_client(settings: Any, sess: Any, service: str, connections: int) -> 
 
 
 def run_worker(settings: Any, *, gallery: str | None, threshold: float | None, device: str, poll_wait: int,
-               torch_threads: int, exit_when_idle: float | None) -> int:
+               torch_threads: int, exit_when_idle: float | None, weights: str | None = None) -> int:
     from .. import aws
     from .names import IaasNames
     from .worker import AppWorker, WorkerConfig, install_stop_signals
 
     names = IaasNames(settings.prefix)
     config = WorkerConfig(
-        gallery=gallery or names.gallery_uri, threshold=threshold, device=device, poll_wait_s=poll_wait,
+        gallery=gallery or names.gallery_uri, threshold=threshold, device=device, weights=weights, poll_wait_s=poll_wait,
         torch_threads=torch_threads, exit_when_idle_s=exit_when_idle,
     )
     sess = aws.session(settings)
@@ -235,6 +235,7 @@ def register(app: typer.Typer) -> None:
     def worker_command(
         gallery: Annotated[str | None, typer.Option("--gallery", "-g", help="Gallery: s3://bucket/key or a file (default: the deployment's gallery bucket).")] = None,
         threshold: ThresholdOpt = None,
+        weights: RecogniseWeightsOpt = None,
         device: DeviceOpt = Device.cpu,
         poll_wait: Annotated[int, typer.Option("--poll-wait", min=0, max=20, help="SQS long-poll seconds.")] = 20,
         torch_threads: Annotated[int, typer.Option("--torch-threads", min=0, help="Threads for torch; 0: all cores.")] = 0,
@@ -251,7 +252,7 @@ def register(app: typer.Typer) -> None:
         settings = _settings(prefix, region, endpoint_url, profile)
         with aws_errors(settings, "app-tier worker"):
             run_worker(settings, gallery=gallery, threshold=threshold, device=device.value, poll_wait=poll_wait,
-                       torch_threads=torch_threads, exit_when_idle=exit_when_idle)
+                       torch_threads=torch_threads, exit_when_idle=exit_when_idle, weights=weights)
 
     iaas = typer.Typer(
         name="iaas",

@@ -60,6 +60,7 @@ class WorkerConfig:
     gallery: str  # s3://bucket/key or a path on this machine
     threshold: float | None = None
     device: str = "cpu"
+    weights: str | None = None  # a name or state_dict path; None: the gallery's (refused if they differ)
     poll_wait_s: int = 20  # SQS long poll (0-20 s)
     torch_threads: int = 0  # 0: torch's default (all cores)
     exit_when_idle_s: float | None = None  # stop after this long without a request; None: never
@@ -115,7 +116,8 @@ class AppWorker:
         from lambdas.core.recognise import Recogniser
 
         gallery = load_gallery(self.config.gallery, self.s3)
-        self.recogniser = Recogniser(gallery, device=self.config.device, threshold=self.config.threshold)
+        # weights None: the gallery's; others are refused (by id) before any model loads
+        self.recogniser = Recogniser(gallery, weights=self.config.weights, device=self.config.device, threshold=self.config.threshold)
         self._req_url = queue_url(self.sqs, self.names.request_queue)
         self._resp_url = queue_url(self.sqs, self.names.response_queue)
         self.state.set(IDLE)

@@ -381,3 +381,18 @@ def test_one_notification_with_two_records_splits_and_recognises_both(make_env: 
         assert env.s3.get_object(Bucket=OUTPUT, Key=f"{stem}.txt")["Body"].read().decode() == person
     counters = env.cloud.dispatcher.counters
     assert (counters.succeeded, counters.failed) == (3, 0) and env.failures == []
+
+
+def test_the_local_runtime_imports_no_torch() -> None:
+    """Spawned workers re-import their parent's __main__ module: a script (or the CLI) that imports the
+    local runtime at the top must not make every video-splitting worker load torch (~2 s and ~500 MB
+    of RSS here). Run in a fresh interpreter, as a spawned worker would."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, facerec_cli.main, facerec_cli.local.pipeline, facerec_cli.commands.run_local, lambdas.video_splitting; "
+        "print(sorted(m for m in ('torch', 'facenet_pytorch', 'torchvision') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

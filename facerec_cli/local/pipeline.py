@@ -18,9 +18,7 @@ from typing import Any
 
 from lambdas import env as fenv
 from lambdas.core import media
-from lambdas.core.gallery import Gallery, weights_for
 from lambdas.core.results import Result, error_result
-from lambdas.core.weights import WEIGHTS_CHOICES
 from lambdas.events import result_keys
 
 from ..config import Settings
@@ -60,6 +58,11 @@ class RunOptions:
 def function_weights(gallery: Path, weights: str | None) -> str:
     """FACEREC_WEIGHTS for the recognition function: ``weights`` (checked against the gallery) or the
     gallery's own. A path is made absolute: the workers do not share the caller's working directory."""
+    # Imported here: the gallery module needs torch, and whatever imports this module at the top (a
+    # script that spawned workers re-import as their __main__) must not pay for torch in every worker.
+    from lambdas.core.gallery import Gallery, weights_for
+    from lambdas.core.weights import WEIGHTS_CHOICES
+
     resolved = weights_for(Gallery.load(gallery), weights)
     return resolved if resolved in WEIGHTS_CHOICES else str(Path(resolved).expanduser().resolve())
 

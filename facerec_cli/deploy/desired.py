@@ -271,9 +271,9 @@ def _logs_statement(partition: str, region: str, account: str, group: str) -> di
 def splitting_policy(settings: Settings, *, partition: str, account: str, recognition_arn: str, queue_arn: str) -> dict[str, Any]:
     """Least privilege for video-splitting.
 
-    No s3:ListBucket/GetObject on the output bucket: the function only writes error results for
-    refused inputs under deterministic keys (<stem>.json/.txt), so a redelivered event overwrites the
-    same objects. It reads back its own first frame in stage-1 (HeadObject: GetObject, and ListBucket
+    No s3:ListBucket/GetObject on the output bucket, and PutObject there only on ``*.json``/``*.txt``:
+    the function only writes error results for refused inputs under deterministic keys
+    (<stem>.json/.txt), so a redelivered event overwrites the same objects. It reads back its own first frame in stage-1 (HeadObject: GetObject, and ListBucket
     so that a missing key answers 404 rather than 403) to skip a redelivered S3 event. Writing the gallery object is
     denied explicitly: the function runs ffmpeg on untrusted uploads and must not be able to replace
     the gallery (the Allow on `output/*` would otherwise cover it).
@@ -287,7 +287,10 @@ def splitting_policy(settings: Settings, *, partition: str, account: str, recogn
             {"Sid": "WriteFrames", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{s3}{n.stage1_bucket}/*"},
             {"Sid": "CheckFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.stage1_bucket}/*"},
             {"Sid": "ListFrames", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"{s3}{n.stage1_bucket}"},
-            {"Sid": "WriteErrorResults", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{s3}{n.output_bucket}/*"},
+            {
+                "Sid": "WriteErrorResults", "Effect": "Allow", "Action": "s3:PutObject",
+                "Resource": [f"{s3}{n.output_bucket}/*.json", f"{s3}{n.output_bucket}/*.txt"],
+            },
             {"Sid": "ProtectGallery", "Effect": "Deny", "Action": "s3:PutObject", "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
             {"Sid": "InvokeRecognition", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": recognition_arn},
             _logs_statement(partition, settings.region, account, n.log_group(n.splitting_function)),

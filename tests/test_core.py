@@ -238,6 +238,29 @@ def test_webp_image_is_identified(data, celeb_gallery, tmp_path):
     assert (line["video"], line["status"], line["name"]) == ("ben.webp", OK, "ben_afflek")
 
 
+def test_exif_orientation_is_applied_like_a_photo_viewer_does(data, celeb_gallery, tmp_path):
+    """A phone photo: pixels stored sideways, EXIF Orientation 6 ("rotate 90 degrees clockwise to
+    show"). Every person in 5celeb/val, so that a sideways face found by luck cannot pass the test."""
+    from PIL import Image
+
+    files, expected = [], {}
+    for person in ("ben_afflek", "madonna", "mindy_kaling"):
+        photo = sorted((data / "5celeb" / "val" / person).iterdir())[0]
+        upright = Image.open(photo).convert("RGB")
+        stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote
+        exif = Image.Exif()
+        exif[0x0112] = 6  # Orientation
+        path = tmp_path / f"{person}_phone.jpg"
+        stored.save(path, format="JPEG", quality=92, exif=exif)
+        assert Image.open(path).size == (upright.height, upright.width)
+        files.append(str(path))
+        expected[path.name] = person
+    result = runner.invoke(app, ["identify", *files, "--gallery", str(celeb_gallery[0]), "--json"])
+    assert result.exit_code == 0, result.output
+    got = {r["video"]: (r["status"], r["name"]) for r in map(json.loads, result.stdout.splitlines())}
+    assert got == {name: (OK, person) for name, person in expected.items()}
+
+
 def test_enroll_reports_a_photo_without_a_face(data, tmp_path):
     import shutil
 

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
@@ -235,7 +235,10 @@ def load_image(path: Path) -> Image.Image:
     """An RGB image; transparency is composited on white (a PNG cut-out must not turn black)."""
     check_file(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as opened:
+            # Phone photos store pixels sideways plus an EXIF orientation that viewers apply: apply it
+            # too, or the faces reach the detector lying on their side and are not found.
+            img = ImageOps.exif_transpose(opened)
             img.load()
             if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")

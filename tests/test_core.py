@@ -261,6 +261,32 @@ def test_exif_orientation_is_applied_like_a_photo_viewer_does(data, celeb_galler
     assert got == {name: (OK, person) for name, person in expected.items()}
 
 
+def test_phone_video_with_display_rotation_is_seen_upright(data, celeb_gallery, tmp_path):
+    """A phone video: frames encoded sideways plus a display-matrix rotation that players apply.
+    ffmpeg applies it when it extracts frames (autorotate); this keeps it that way."""
+    import subprocess
+
+    from PIL import Image
+
+    person = "jerry_seinfeld"
+    photo = next(p for p in sorted((data / "5celeb" / "val" / person).iterdir()) if Image.open(p).width != Image.open(p).height)
+    upright = Image.open(photo).convert("RGB")
+    upright = upright.resize((upright.width // 2 * 2, upright.height // 2 * 2))
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.png")
+    ff = media.ffmpeg_exe()
+    quiet = [ff, "-hide_banner", "-loglevel", "error", "-y"]
+    subprocess.run([*quiet, "-loop", "1", "-i", str(tmp_path / "sideways.png"), "-t", "2", "-r", "10", "-pix_fmt", "yuv420p",
+                    str(tmp_path / "raw.mp4")], check=True)  # fmt: skip
+    video = tmp_path / "phone.mp4"
+    subprocess.run([*quiet, "-display_rotation", "-90", "-i", str(tmp_path / "raw.mp4"), "-c", "copy", str(video)], check=True)
+
+    frames, _ = media.read_frames(video, count=2)
+    assert frames[0].image.size == upright.size  # portrait, as shown, not the stored landscape
+    result = runner.invoke(app, ["identify", str(video), "--gallery", str(celeb_gallery[0]), "--json"])
+    line = json.loads(result.stdout)
+    assert (line["status"], line["name"]) == (OK, person), result.output
+
+
 def test_enroll_reports_a_photo_without_a_face(data, tmp_path):
     import shutil
 

@@ -287,6 +287,16 @@ def test_phone_video_with_display_rotation_is_seen_upright(data, celeb_gallery, 
     assert (line["status"], line["name"]) == (OK, person), result.output
 
 
+def test_audio_only_file_says_it_has_no_video_stream(tmp_path):
+    import subprocess
+
+    audio = tmp_path / "voice memo.mp4"
+    subprocess.run([media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+                    "-c:a", "aac", str(audio)], check=True)  # fmt: skip
+    with pytest.raises(media.InputError, match=r"voice memo\.mp4: the file has no video stream \(audio only\?\)"):
+        media.read_frames(audio, count=3)
+
+
 def test_enroll_reports_a_photo_without_a_face(data, tmp_path):
     import shutil
 

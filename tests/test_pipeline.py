@@ -196,3 +196,21 @@ def test_run_local_with_a_gallery_enrolled_from_a_weights_file(gallery, course_v
     assert ran.exit_code == 0, ran.output
     (line,) = map(json.loads, ran.stdout.splitlines())
     assert (line["status"], line["name"]) == ("ok", expected[videos[0].name])
+
+
+def test_inputs_sharing_a_stem_get_distinct_results(tmp_path: Path) -> None:
+    """Results are stored per stem (<stem>.txt): clip.mp4 and clip.mov, or clip.mp4 from two folders,
+    must not answer into the same objects."""
+    from facerec_cli.local.pipeline import collect_videos
+
+    for name in ("a/clip.mp4", "a/clip.mov", "b/clip.mp4", "b/clip-2.mp4"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    jobs, refused = collect_videos([tmp_path / "a", tmp_path / "b"])
+    assert not refused
+    assert [(j.path.relative_to(tmp_path).as_posix(), j.key, j.stem) for j in jobs] == [
+        ("a/clip.mov", "clip.mov", "clip"),
+        ("a/clip.mp4", "clip-2.mp4", "clip-2"),
+        ("b/clip-2.mp4", "clip-2-2.mp4", "clip-2-2"),
+        ("b/clip.mp4", "clip-3.mp4", "clip-3"),
+    ]

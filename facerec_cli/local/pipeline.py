@@ -87,13 +87,17 @@ def collect_videos(inputs: list[Path]) -> tuple[list[VideoJob], list[Result]]:
                 hint = "use `facerec identify` for images" if media.is_image(path) else "the input bucket only triggers on video suffixes"
                 refused.append(error_result(path.name, f"{path.name}: not a video file name ({hint})"))
                 continue
-            key = path.name
+            # Results are stored per stem (<stem>.txt, the course's layout): two inputs with one stem
+            # (a/clip.mp4 and b/clip.mp4, or clip.mp4 and clip.mov) get distinct keys, or one result
+            # would overwrite the other.
+            key, stem = path.name, path.stem
             n = 2
-            while key in used:  # same file name from two folders: keep both
-                key = f"{path.stem}-{n}{path.suffix}"
+            while stem in used:
+                stem = f"{path.stem}-{n}"
+                key = f"{stem}{path.suffix}"
                 n += 1
-            used.add(key)
-            jobs.append(VideoJob(path=path, key=key, stem=key.rsplit(".", 1)[0]))
+            used.add(stem)
+            jobs.append(VideoJob(path=path, key=key, stem=stem))
     return jobs, refused
 
 

@@ -227,6 +227,8 @@ def extract_frames(path: Path, times: list[float], out_dir: Path, timeout: float
     proc = _run(args, timeout, path)
     made = sorted(p for p in out_dir.glob("*.jpg") if p.stat().st_size > 0)
     if not made:
+        if b"matches no streams" in proc.stderr:  # -map 0:v:0 found nothing to map
+            raise InputError(f"{path.name}: the file has no video stream (audio only?): nothing to recognise")
         raise InputError(f"{path.name}: not a readable video: no frame could be decoded ({_last_error_line(proc.stderr)})")
     return made
 

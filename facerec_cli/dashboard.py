@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import botocore.exceptions
 from rich.console import Console, Group
@@ -523,6 +523,65 @@ def render(snapshot: Snapshot, *, interval: float | None = None, rows: int = 10)
 # ------------------------------------------------------------------------------------------ the loop
 
 
+class Refreshable(Protocol):
+    """What a watch loop shows: a snapshot that knows when it is idle and how to be JSON."""
+
+    @property
+    def idle(self) -> bool: ...
+
+    def to_json(self) -> str: ...
+
+
+S = TypeVar("S", bound=Refreshable)
+
+
+def refresh_loop(
+    take: Callable[[], S],
+    draw: Callable[[S, int | None], Any],
+    *,
+    interval: float = DEFAULT_INTERVAL,
+    until_idle: bool = False,
+    json_lines: bool = False,
+    console: Console | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    max_refreshes: int | None = None,
+) -> S | None:
+    """The loop of every `watch`: ``take`` a snapshot every ``interval`` seconds until Ctrl-C, or with
+    ``until_idle`` until one is idle (the first one included), or after ``max_refreshes`` (tests).
+    ``json_lines``: one snapshot per refresh on stdout, one line each. Otherwise a live view on a
+    terminal (``draw(snapshot, terminal height)``); elsewhere the last snapshot is printed once at the
+    end (``draw(snapshot, None)``). Returns the last snapshot."""
+    from .render import out
+
+    console = console or out
+    live: Live | None = None
+    snapshot: S | None = None
+    taken = 0
+    try:
+        if not json_lines and console.is_terminal:
+            live = Live(console=console, refresh_per_second=4, transient=False, vertical_overflow="crop")
+            live.start()
+        while True:
+            snapshot = take()
+            taken += 1
+            if json_lines:
+                sys.stdout.write(snapshot.to_json() + "\n")
+                sys.stdout.flush()
+            elif live is not None:
+                live.update(draw(snapshot, console.size.height))
+            if (until_idle and snapshot.idle) or (max_refreshes is not None and taken >= max_refreshes):
+                break
+            sleep(interval)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends
+    finally:
+        if live is not None:
+            live.stop()
+    if snapshot is not None and not json_lines and live is None:
+        console.print(draw(snapshot, None))
+    return snapshot
+
+
 def watch(
     dashboard: Dashboard,
     *,
@@ -532,36 +591,16 @@ def watch(
     console: Console | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Snapshot | None:
-    """Refresh every ``interval`` seconds until Ctrl-C or, with ``until_idle``, until nothing is in
-    flight. ``json_lines``: one snapshot per refresh on stdout, one line each. Otherwise a live view on
-    a terminal; elsewhere the last snapshot is printed once at the end. Returns the last snapshot."""
-    from .render import out
+    """`facerec watch` on a pipeline: :func:`refresh_loop` over ``dashboard``'s snapshots."""
 
-    console = console or out
-    live: Live | None = None
-    snapshot: Snapshot | None = None
-    try:
-        if not json_lines and console.is_terminal:
-            live = Live(console=console, refresh_per_second=4, transient=False, vertical_overflow="crop")
-            live.start()
-        while True:
-            snapshot = dashboard.snapshot()
-            if json_lines:
-                sys.stdout.write(snapshot.to_json() + "\n")
-                sys.stdout.flush()
-            elif live is not None:
-                live.update(render(snapshot, interval=interval, rows=max(3, (console.size.height - 12) // 2)))
-            if until_idle and snapshot.idle:
-                break
-            sleep(interval)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a watch ends
-    finally:
-        if live is not None:
-            live.stop()
-    if snapshot is not None and not json_lines and live is None:
-        console.print(render(snapshot))
-    return snapshot
+    def draw(snapshot: Snapshot, height: int | None) -> Group:
+        if height is None:
+            return render(snapshot)
+        return render(snapshot, interval=interval, rows=max(3, (height - 12) // 2))
+
+    return refresh_loop(
+        dashboard.snapshot, draw, interval=interval, until_idle=until_idle, json_lines=json_lines, console=console, sleep=sleep
+    )
 
 
 def run_watch(settings: Settings, *, interval: float, until_idle: bool, json_lines: bool, sections: Mapping[str, Section] | None = None) -> Snapshot | None:
@@ -591,6 +630,7 @@ __all__ = [
     "VideoState",
     "first_frames",
     "percentile",
+    "refresh_loop",
     "render",
     "run_watch",
     "take_snapshot",

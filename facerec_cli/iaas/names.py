@@ -10,6 +10,8 @@ from ..deploy.desired import TAG_KEY
 
 WEB_INSTANCE = "web-instance"
 APP_INSTANCE_PREFIX = "app-tier-instance-"
+# EC2 states the scaler counts as capacity (the course's check counts running instances).
+ACTIVE_STATES = ("pending", "running")
 GALLERY_KEY = "gallery.pt"
 MAX_APP_INSTANCES = 20  # course convention: at most 20 app-tier instances
 

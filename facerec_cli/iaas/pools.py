@@ -21,7 +21,7 @@ from typing import Any
 import botocore.exceptions
 
 from ..aws import error_code
-from .names import APP_INSTANCE_PREFIX, TAG_KEY, IaasNames, app_instance_index
+from .names import ACTIVE_STATES, APP_INSTANCE_PREFIX, TAG_KEY, IaasNames, app_instance_index
 from .worker import HOLDING, IDLE, LOADING, PHASES, SharedState, WorkerConfig, process_main
 
 log = logging.getLogger("facerec.iaas.pools")
@@ -221,7 +221,7 @@ class Ec2Pool:
     named ``app-tier-instance-<n>`` and tagged with the deployment's prefix. Scale-in terminates: the
     requests they held reappear after the visibility timeout and other instances answer them."""
 
-    ACTIVE = ("pending", "running")
+    ACTIVE = ACTIVE_STATES
     PRESENT = ("pending", "running", "stopping", "stopped", "shutting-down")
 
     def __init__(self, ec2: Any, names: IaasNames) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -30,17 +29,16 @@ from typing import Any, Protocol
 
 import botocore.exceptions
 from rich.console import Console, Group
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from ..aws import error_code
 from ..errors import UserError
-from .names import WEB_INSTANCE, IaasNames, app_instance_index
+from .names import ACTIVE_STATES, WEB_INSTANCE, IaasNames, app_instance_index
 
 DEFAULT_INTERVAL = 1.5
 HTTP_TIMEOUT_S = 5.0
-ACTIVE = ("pending", "running")  # what the scaler counts as capacity (the course's check: running)
+ACTIVE = ACTIVE_STATES
 LIVE = ("pending", "running", "stopping", "shutting-down")  # not idle while any of these remain
 PRESENT = ("pending", "running", "stopping", "stopped", "shutting-down")  # terminated ones are left out
 MISSING_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
@@ -429,40 +427,17 @@ def watch(
     sleep: Callable[[float], None] | None = None,
     max_refreshes: int | None = None,
 ) -> IaasSnapshot | None:
-    """Refresh every ``interval`` seconds until Ctrl-C or, with ``until_idle``, until a snapshot is
-    idle (the first one included). ``json_lines``: one snapshot per refresh on stdout, one line each.
-    Otherwise a live view on a terminal; elsewhere the last snapshot is printed once at the end.
-    ``max_refreshes`` (for tests) stops after that many snapshots. Returns the last snapshot."""
-    from ..render import out
+    """`facerec watch --iaas`: the loop of `facerec watch` (:func:`facerec_cli.dashboard.refresh_loop`)
+    over ``source``'s snapshots; ``until_idle`` stops at the first idle one."""
+    from ..dashboard import refresh_loop
 
-    console = console or out
-    pause = sleep or time.sleep
-    live: Live | None = None
-    snap: IaasSnapshot | None = None
-    taken = 0
-    try:
-        if not json_lines and console.is_terminal:
-            live = Live(console=console, refresh_per_second=4, transient=False, vertical_overflow="crop")
-            live.start()
-        while True:
-            snap = source.snapshot()
-            taken += 1
-            if json_lines:
-                sys.stdout.write(snap.to_json() + "\n")
-                sys.stdout.flush()
-            elif live is not None:
-                live.update(render(snap, interval=interval, rows=max(3, console.size.height - 14)))
-            if (until_idle and snap.idle) or (max_refreshes is not None and taken >= max_refreshes):
-                break
-            pause(interval)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a watch ends
-    finally:
-        if live is not None:
-            live.stop()
-    if snap is not None and not json_lines and live is None:
-        console.print(render(snap))
-    return snap
+    def draw(snap: IaasSnapshot, height: int | None) -> Group:
+        return render(snap) if height is None else render(snap, interval=interval, rows=max(3, height - 14))
+
+    return refresh_loop(
+        source.snapshot, draw, interval=interval, until_idle=until_idle, json_lines=json_lines, console=console,
+        sleep=sleep or time.sleep, max_refreshes=max_refreshes,
+    )
 
 
 def aws_source(settings: Any) -> AwsSource:

@@ -39,7 +39,7 @@ import botocore.exceptions
 
 from ..aws import error_code
 from .messages import Request, Response, new_id, queue_counts, queue_url, stem_of
-from .names import IaasNames, app_instance_index
+from .names import ACTIVE_STATES, IaasNames, app_instance_index
 
 log = logging.getLogger("facerec.iaas.web")
 
@@ -201,8 +201,6 @@ class ResponseRouter:
 
 
 # ------------------------------------------------------------------------------------------ the tier
-
-ACTIVE_STATES = ("pending", "running")
 
 
 def pool_report(pool: Any) -> dict[str, Any]:

@@ -71,8 +71,6 @@ def file_arg(path: Path) -> str:
     return "file:" + str(Path(path).resolve())
 
 
-_input = file_arg
-
 
 def _run(args: list[str], timeout: float, path: Path) -> subprocess.CompletedProcess[bytes]:
     try:
@@ -104,7 +102,7 @@ def check_file(path: Path) -> int:
 def probe(path: Path, timeout: float = 30.0) -> VideoInfo:
     """Duration, size and frame rate from ffmpeg's own description of the input."""
     check_file(path)
-    proc = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _input(path)], timeout, path)
+    proc = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", file_arg(path)], timeout, path)
     text = proc.stderr.decode("utf-8", "replace")
     video = _VIDEO.search(text)
     if "Input #0" not in text or video is None:
@@ -214,14 +212,14 @@ def extract_frames(path: Path, times: list[float], out_dir: Path, timeout: float
     args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     if step > SEEK_WHEN_STEP_OVER_S:
         for t in times:
-            args += ["-ss", f"{t:.3f}", "-i", _input(path)]
+            args += ["-ss", f"{t:.3f}", "-i", file_arg(path)]
         for i in range(len(times)):
             args += ["-map", f"{i}:v:0", "-frames:v", "1", "-q:v", str(JPEG_QUALITY), "-an", "-sn"]
             args.append(str(out_dir / f"{i:03d}.jpg"))
     else:
         # The first frame, then the first frame at least `step` seconds after the last one taken.
         select = f"select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{step:.3f})'"
-        args += ["-i", _input(path), "-map", "0:v:0", "-vf", select, "-fps_mode", "passthrough"]
+        args += ["-i", file_arg(path), "-map", "0:v:0", "-vf", select, "-fps_mode", "passthrough"]
         args += ["-frames:v", str(len(times)), "-q:v", str(JPEG_QUALITY), "-an", "-sn"]
         args += ["-start_number", "0", str(out_dir / "%03d.jpg")]
     proc = _run(args, timeout, path)

@@ -104,32 +104,14 @@ def _gallery_weights(gallery: Path | None, weights: str | None) -> tuple[str | N
     return loaded.weights, loaded.weights
 
 
-def _deployed_recognition_env(settings: Settings, clients: Any) -> dict[str, str] | None:
-    """The deployed recognition function's environment (None when there is no function yet)."""
+def _deployed_recognition_env(settings: Settings, clients: Any) -> dict[str, str]:
+    """The deployed recognition function's environment ({} when there is no function yet): a bootstrap
+    without --gallery/--weights or --annotate/--no-annotate keeps what the function does now (other
+    weights than its gallery's would be refused at the first video)."""
     from ..deploy.plan import get_or_none
 
     config = get_or_none(clients.lambda_.get_function_configuration, FunctionName=settings.names.recognition_function)
-    if not config:
-        return None
-    return dict((config.get("Environment") or {}).get("Variables") or {})
-
-
-def _deployed_weights(settings: Settings, clients: Any) -> str | None:
-    """The weights the deployed recognition function uses, so that a bootstrap without --gallery or
-    --weights does not switch an existing deployment to other weights than its gallery's."""
-    from lambdas import env as fenv
-
-    return (_deployed_recognition_env(settings, clients) or {}).get(fenv.WEIGHTS)
-
-
-def _annotate_env(settings: Settings, clients: Any, annotate: bool | None) -> dict[str, str]:
-    """FACEREC_ANNOTATE for the recognition function: as asked, else as deployed (a bootstrap without
-    --annotate/--no-annotate keeps what the function does now)."""
-    from lambdas import env as fenv
-
-    if annotate is None:
-        annotate = (_deployed_recognition_env(settings, clients) or {}).get(fenv.ANNOTATE) == "1"
-    return {fenv.ANNOTATE: "1"} if annotate else {}
+    return dict(((config or {}).get("Environment") or {}).get("Variables") or {})
 
 
 def run_bootstrap(
@@ -147,13 +129,18 @@ def run_bootstrap(
     (a bad gallery, a blocked bucket name, no Docker engine, a refused registry login) is checked before
     the first resource is created; the images are built after the ECR repository exists, and the
     functions are pointed at them last."""
+    from lambdas import env as fenv
+
     from ..deploy import Clients, DeployOptions, Plan, RichReporter, apply_plan, plan_deploy, refuse_blocked
 
     _, weights = _gallery_weights(gallery, weights)  # before any AWS call: a bad gallery costs nothing
     clients = Clients.from_settings(settings)
     with aws_errors(settings, "reading the current deployment"):
-        weights = weights or _deployed_weights(settings, clients) or "casia-webface"
-        recognition_env = _annotate_env(settings, clients, annotate)
+        deployed = _deployed_recognition_env(settings, clients)
+    weights = weights or deployed.get(fenv.WEIGHTS) or "casia-webface"
+    if annotate is None:
+        annotate = deployed.get(fenv.ANNOTATE) == "1"
+    recognition_env = {fenv.ANNOTATE: "1"} if annotate else {}
     options = DeployOptions(gallery=gallery, weights=weights, with_ecr=not skip_images, recognition_env=recognition_env)
     where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
     err.print(f"bootstrap: {escape(where)}, weights {escape(weights)}", highlight=False)

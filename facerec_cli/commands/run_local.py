@@ -14,7 +14,7 @@ from rich.table import Table
 from lambdas import env as fenv
 from lambdas.core.results import ERROR, Result
 
-from ..local.pipeline import LocalPipeline, RunOptions, VideoJob, collect_videos, function_weights, write_outputs
+from ..local.pipeline import LocalPipeline, RunOptions, VideoJob, collect_videos, write_outputs
 from ..dashboard import DEFAULT_INTERVAL, Dashboard, Snapshot, render
 from ..report import write_report
 from ..render import STATUS_STYLE, err, out, print_errors, print_json_lines, results_table
@@ -71,13 +71,13 @@ def run_local(
     inputs: list[Path], gallery: Path, options: RunOptions, *, json_lines: bool = False, out_dir: Path | None = None,
     html: Path | None = None, watch: bool = False,
 ) -> list[Result]:
-    function_weights(gallery, options.weights)  # fail fast, before starting anything, on a missing or foreign gallery or weights
     if html is not None:  # the report shows each video's annotated frame: have the function store it
         options = dataclasses.replace(options, extra_env={**options.extra_env, fenv.ANNOTATE: "1"})
-    jobs, refused = collect_videos(inputs)
     log_path = options.log_path or str(Path(tempfile.gettempdir()) / "facerec-run-local.log")
+    pipeline = LocalPipeline(gallery, options, log_path=log_path)  # checks gallery and weights; starts nothing
+    jobs, refused = collect_videos(inputs)
     with err.status("starting the local cloud and the workers…"):
-        pipeline = LocalPipeline(gallery, options, log_path=log_path).__enter__()
+        pipeline.__enter__()
     try:
         if watch:
             board = LocalWatch(pipeline)

@@ -107,6 +107,8 @@ class LocalPipeline:
     def __init__(self, gallery: Path, options: RunOptions, log_path: str | None = None) -> None:
         self.gallery = gallery
         self.options = options
+        # Checked here, before anything starts: a missing or foreign gallery or weights costs nothing.
+        self.weights = function_weights(gallery, options.weights)
         self.cloud = LocalCloud(workers=options.workers, on_failure=self._on_failure, log_path=log_path)
         self.settings: Settings | None = None
         self.clients: Clients | None = None
@@ -114,7 +116,6 @@ class LocalPipeline:
 
     def __enter__(self) -> "LocalPipeline":
         started = time.perf_counter()
-        weights = function_weights(self.gallery, self.options.weights)  # a refused gallery starts nothing
         self.cloud.start()
         try:
             self.settings = Settings(prefix=LOCAL_PREFIX, region=self.cloud.region, endpoint_url=self.cloud.endpoint_url)
@@ -125,7 +126,7 @@ class LocalPipeline:
                 frames=opts.frames,
                 fps=opts.fps,
                 threshold=opts.threshold,
-                weights=weights,
+                weights=self.weights,
                 splitting_env=dict(opts.extra_env),
                 recognition_env=dict(opts.extra_env),
             )

@@ -128,8 +128,15 @@ def _register_iaas_commands() -> None:
     register(app)
 
 
+def _register_model_commands() -> None:
+    from .commands.models import app as models_app
+
+    app.add_typer(models_app, name="models")
+
+
 _register_cloud_commands()
 _register_iaas_commands()
+_register_model_commands()
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -1,4 +1,4 @@
-"""lambdas.core.weights against real files: the converted casia-webface weights must compute what the
+"""lambdas.core.weights and torch_models against real files: the converted casia-webface weights must compute what the
 original TensorFlow graph computes (run by OpenCV's dnn module), and the cache/loading rules must hold."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from facerec_cli.main import app
+from lambdas.core import torch_models as T
 from lambdas.core import weights as W
 from lambdas.core.gallery import Gallery
 
@@ -30,7 +31,7 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(W.WEIGHTS_DIR_ENV, str(path))
-        W.casia_state_dict_path()
+        T.casia_state_dict_path()
     return path
 
 
@@ -44,7 +45,7 @@ def cache_env(weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def casia_model(weights_dir: Path) -> torch.nn.Module:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(W.WEIGHTS_DIR_ENV, str(weights_dir))
-        return W.load_embedder("casia-webface")
+        return T.load_embedder("casia-webface")
 
 
 def _embed(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -79,23 +80,23 @@ def test_matches_tensorflow_graph_run_by_opencv(casia_model: torch.nn.Module, fa
 
 
 def test_cache_is_built_once(cache_env: Path) -> None:
-    first = W.casia_state_dict_path()
+    first = T.casia_state_dict_path()
     mtime = first.stat().st_mtime_ns
-    second = W.casia_state_dict_path()
+    second = T.casia_state_dict_path()
     assert second == first and first.parent == cache_env
     assert second.stat().st_mtime_ns == mtime
     assert [p.name for p in cache_env.iterdir()] == [first.name]  # no temp files left behind
 
 
 def test_embedder_is_loaded_once_per_process(cache_env: Path, casia_model: torch.nn.Module) -> None:
-    model = W.load_embedder("casia-webface")
+    model = T.load_embedder("casia-webface")
     assert model is casia_model and not model.training
 
 
 def test_state_dict_path(cache_env: Path, casia_model: torch.nn.Module, tmp_path: Path) -> None:
     path = tmp_path / "mine.pt"
-    path.write_bytes(W.casia_state_dict_path().read_bytes())
-    model = W.load_embedder(str(path))
+    path.write_bytes(T.casia_state_dict_path().read_bytes())
+    model = T.load_embedder(str(path))
     assert model is not casia_model and not model.training
     x = torch.zeros(1, 3, 160, 160)
     np.testing.assert_array_equal(_embed(model, x), _embed(casia_model, x))
@@ -105,24 +106,24 @@ def test_state_dict_path(cache_env: Path, casia_model: torch.nn.Module, tmp_path
 
 def test_bad_paths_raise_weights_error(tmp_path: Path) -> None:
     with pytest.raises(W.WeightsError, match="not found"):
-        W.load_embedder(str(tmp_path / "missing.pt"))
+        T.load_embedder(str(tmp_path / "missing.pt"))
     with pytest.raises(W.WeightsError, match="not found"):
         W.weights_id(str(tmp_path / "missing.pt"))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a state dict")
     with pytest.raises(W.WeightsError, match="not an InceptionResnetV1 state_dict"):
-        W.load_embedder(str(junk))
+        T.load_embedder(str(junk))
     wrong = tmp_path / "wrong.pt"
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(W.WeightsError, match="not an InceptionResnetV1 state_dict"):
-        W.load_embedder(str(wrong))
+        T.load_embedder(str(wrong))
 
 
 def test_vggface2_offline_names_casia(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A fresh TORCH_HOME so that a previously downloaded file cannot stand in for the download.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     try:
-        W.load_embedder("vggface2")
+        T.load_embedder("vggface2")
     except W.WeightsError as exc:
         assert "download" in str(exc) and "casia-webface" in str(exc)
     else:
@@ -132,9 +133,9 @@ def test_vggface2_offline_names_casia(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_legacy_format_state_dict_loads_without_mmap(cache_env: Path, casia_model: torch.nn.Module, tmp_path: Path) -> None:
     # torch's pre-1.6 format cannot be memory-mapped: it must be read into memory instead.
     legacy = tmp_path / "legacy.pt"
-    torch.save(torch.load(W.casia_state_dict_path(), weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    torch.save(torch.load(T.casia_state_dict_path(), weights_only=True), legacy, _use_new_zipfile_serialization=False)
     assert not zipfile.is_zipfile(legacy)
-    model = W.load_embedder(str(legacy))
+    model = T.load_embedder(str(legacy))
     assert model is not casia_model
     x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (1, 3, 160, 160)).astype(np.float32))
     np.testing.assert_array_equal(_embed(model, x), _embed(casia_model, x))
@@ -146,7 +147,7 @@ def _one_line(text: str) -> str:
 
 def test_gallery_enrolled_from_a_weights_file_needs_that_file(cache_env: Path, data: Path, tmp_path: Path) -> None:
     weights = tmp_path / "my weights.pt"
-    torch.save(torch.load(W.casia_state_dict_path(), weights_only=True), weights)
+    torch.save(torch.load(T.casia_state_dict_path(), weights_only=True), weights)
     gallery = tmp_path / "g.pt"
     runner = CliRunner()
     enrolled = runner.invoke(app, ["enroll", str(data / "5celeb" / "train"), "-o", str(gallery), "--weights", str(weights)])

@@ -168,7 +168,7 @@ def _pooled_client(settings: Any, sess: Any, service: str, connections: int) -> 
 
 
 def run_worker(settings: Any, *, gallery: str | None, threshold: float | None, device: str, poll_wait: int,
-               torch_threads: int, exit_when_idle: float | None, weights: str | None = None) -> int:
+               threads: int, exit_when_idle: float | None, weights: str | None = None) -> int:
     from .. import aws
     from .names import IaasNames
     from .worker import AppWorker, WorkerConfig, install_stop_signals
@@ -176,7 +176,7 @@ def run_worker(settings: Any, *, gallery: str | None, threshold: float | None, d
     names = IaasNames(settings.prefix)
     config = WorkerConfig(
         gallery=gallery or names.gallery_uri, threshold=threshold, device=device, weights=weights, poll_wait_s=poll_wait,
-        torch_threads=torch_threads, exit_when_idle_s=exit_when_idle,
+        threads=threads, exit_when_idle_s=exit_when_idle,
     )
     sess = aws.session(settings)
     worker = AppWorker(aws.client(settings, "sqs", sess=sess), aws.client(settings, "s3", sess=sess), names, config)
@@ -238,7 +238,7 @@ def register(app: typer.Typer) -> None:
         weights: RecogniseWeightsOpt = None,
         device: DeviceOpt = Device.cpu,
         poll_wait: Annotated[int, typer.Option("--poll-wait", min=0, max=20, help="SQS long-poll seconds.")] = 20,
-        torch_threads: Annotated[int, typer.Option("--torch-threads", min=0, help="Threads for torch; 0: all cores.")] = 0,
+        threads: Annotated[int, typer.Option("--threads", "--torch-threads", min=0, help="onnxruntime threads per model; 0: all cores.")] = 0,
         exit_when_idle: Annotated[float | None, typer.Option("--exit-when-idle", min=0.0, help="Exit after this many seconds without a request.")] = None,
         prefix: PrefixOpt = None,
         region: RegionOpt = None,
@@ -252,7 +252,7 @@ def register(app: typer.Typer) -> None:
         settings = _settings(prefix, region, endpoint_url, profile)
         with aws_errors(settings, "app-tier worker"):
             run_worker(settings, gallery=gallery, threshold=threshold, device=device.value, poll_wait=poll_wait,
-                       torch_threads=torch_threads, exit_when_idle=exit_when_idle, weights=weights)
+                       threads=threads, exit_when_idle=exit_when_idle, weights=weights)
 
     iaas = typer.Typer(
         name="iaas",

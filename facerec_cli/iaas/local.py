@@ -54,7 +54,7 @@ class LocalOptions:
     threshold: float | None = None
     # One torch thread per worker process: the workers share the cores, and oversubscribed OpenMP
     # threads made recognition up to 6x slower on a busy 2-core machine (3.6 s vs 0.6 s a photo).
-    torch_threads: int = 1
+    threads: int = 1
     log_path: str | None = None  # workers' output (None: this process's stderr)
 
 
@@ -92,7 +92,7 @@ class LocalIaas:
             apply_plan(plan_bootstrap(settings, options, self.clients), NullReporter())
 
             config = WorkerConfig(
-                gallery=self.names.gallery_uri, threshold=o.threshold, poll_wait_s=o.poll_wait_s, torch_threads=o.torch_threads
+                gallery=self.names.gallery_uri, threshold=o.threshold, poll_wait_s=o.poll_wait_s, threads=o.threads
             )
             env = {k: v for k, v in os.environ.items() if k not in real_aws_keys(os.environ)}
             env.update(cloud.env())

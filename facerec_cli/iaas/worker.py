@@ -62,7 +62,7 @@ class WorkerConfig:
     device: str = "cpu"
     weights: str | None = None  # a name or state_dict path; None: the gallery's (refused if they differ)
     poll_wait_s: int = 20  # SQS long poll (0-20 s)
-    torch_threads: int = 0  # 0: torch's default (all cores)
+    threads: int = 0  # onnxruntime intra-op threads; 0: its default (all cores)
     exit_when_idle_s: float | None = None  # stop after this long without a request; None: never
 
 
@@ -109,10 +109,10 @@ class AppWorker:
     def load(self) -> None:
         started = time.perf_counter()
         self.state.set(LOADING)
-        if self.config.torch_threads > 0:
-            import torch
+        if self.config.threads > 0:
+            from lambdas.core.models import THREADS_ENV
 
-            torch.set_num_threads(self.config.torch_threads)
+            os.environ[THREADS_ENV] = str(self.config.threads)  # read when the sessions are made
         from lambdas.core.recognise import Recogniser
 
         gallery = load_gallery(self.config.gallery, self.s3)

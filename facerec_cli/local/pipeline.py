@@ -18,6 +18,7 @@ from typing import Any
 
 from lambdas import env as fenv
 from lambdas.core import media
+from lambdas.core.models import THREADS_ENV
 from lambdas.core.results import Result, error_result
 from lambdas.events import result_keys
 
@@ -130,12 +131,12 @@ class LocalPipeline:
                 splitting_env=dict(opts.extra_env),
                 recognition_env=dict(opts.extra_env),
             )
-            # Recognition workers share this machine's cores with the splitting workers (ffmpeg) and the
+            # Recognition workers share this machine's cores with the splitting workers (decoding) and the
             # moto server: leave one core to those, split the rest. Measured on 2 cores, 40 videos in a
-            # burst: 1 torch thread 2.67 videos/s, 2 threads 1.96 (idle OpenMP threads spin on the core
-            # ffmpeg needs).
+            # burst with torch: 1 thread 2.67 videos/s, 2 threads 1.96 (idle threads spin on the core the
+            # decoder needs).
             threads = str(max(1, ((os.cpu_count() or 1) - 1) // max(1, opts.workers)))
-            deploy_options.recognition_env.setdefault("FACEREC_TORCH_THREADS", threads)
+            deploy_options.recognition_env.setdefault(THREADS_ENV, threads)
             apply_plan(plan_deploy(self.settings, deploy_options, self.clients), NullReporter())
             names = self.settings.names
             self.cloud.prewarm(names.splitting_function, names.recognition_function)

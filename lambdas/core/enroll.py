@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from . import media
 from .errors import GalleryError, InputError
@@ -55,7 +55,7 @@ def build_gallery(
     photos_dir: Path, encoder: FaceEncoder, on_photo: Callable[[PhotoReport], None] | None = None
 ) -> tuple[Gallery, list[PhotoReport]]:
     """Embed the largest face of every photo. Photos without a face are reported and skipped."""
-    embeddings: list[torch.Tensor] = []
+    embeddings: list[np.ndarray] = []
     names: list[str] = []
     sources: list[str] = []
     reports: list[PhotoReport] = []
@@ -76,5 +76,5 @@ def build_gallery(
             on_photo(report)
     if not embeddings:
         raise GalleryError(f"no face was found in any photo under {photos_dir}")
-    gallery = Gallery(weights=encoder.weights, embeddings=torch.stack(embeddings), names=names, sources=sources, recipe=encoder.recipe)
+    gallery = Gallery(weights=encoder.weights, embeddings=np.stack(embeddings), names=names, sources=sources, recipe=encoder.recipe)
     return gallery, reports

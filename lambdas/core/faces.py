@@ -1,4 +1,4 @@
-"""Face detection (facenet-pytorch MTCNN) and aligned crops for the embedder.
+"""Face detection (MTCNN, ``mtcnn``) and aligned crops for the embedder.
 
 Detection runs on a copy downscaled so its long side is at most ``detect_size`` pixels (MTCNN's cost
 grows with the pixel count; faces small enough to vanish there are too small to recognise anyway), and
@@ -8,14 +8,13 @@ one batch.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
+
+from . import mtcnn
+from .models import Nets, load_models
 
 CROP_SIZE = 160
 # Pixels of the 160-pixel crop given to context around the box (Sandberg's FaceNet was trained on
@@ -26,10 +25,6 @@ DEFAULT_DETECT_SIZE = 640
 # MTCNN last-stage probability. Real faces in small photos score 0.91-0.95; partial and profile
 # faces in crowds 0.83-0.86 (embeddings of those are unreliable). No-face images score nothing.
 DEFAULT_MIN_PROB = 0.90
-
-_models: dict[str, MTCNN] = {}
-_lock = threading.Lock()
-
 
 @dataclass
 class Detection:
@@ -42,32 +37,13 @@ class Detection:
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
-def _mtcnn(device: str) -> MTCNN:
-    """One MTCNN per device per process: the weights ship in the facenet-pytorch wheel."""
-    with _lock:
-        if device not in _models:
-            _models[device] = MTCNN(keep_all=True, device=torch.device(device))
-        return _models[device]
-
-
-def _as_float_array(value: object) -> np.ndarray | None:
-    # With numpy 2, MTCNN returns dtype=object arrays in some paths (DESIGN.md section 4).
-    if value is None:
-        return None
-    arr = np.asarray(value, dtype=object)
-    if arr.size == 0 or any(v is None for v in arr.ravel()):
-        return None
-    return np.asarray(value, dtype=np.float32)
-
-
 class FaceDetector:
     def __init__(
-        self, device: str = "cpu", detect_size: int = DEFAULT_DETECT_SIZE, min_prob: float = DEFAULT_MIN_PROB
+        self, nets: Nets | None = None, detect_size: int = DEFAULT_DETECT_SIZE, min_prob: float = DEFAULT_MIN_PROB
     ) -> None:
-        self.device = device
+        self.nets = nets or load_models()
         self.detect_size = detect_size
         self.min_prob = min_prob
-        self.mtcnn = _mtcnn(device)
 
     def _scale(self, image: Image.Image) -> float:
         long_side = max(image.size)
@@ -82,31 +58,33 @@ class FaceDetector:
         for size, indices in by_size.items():
             scale = self._scale(images[indices[0]])
             small_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-            batch = [images[i] if scale == 1.0 else images[i].resize(small_size, Image.BILINEAR) for i in indices]
-            with torch.inference_mode():
-                boxes, probs = self.mtcnn.detect(batch)
-            for i, img_boxes, img_probs in zip(indices, boxes, probs):
-                results[i] = self._detections(img_boxes, img_probs, scale, size)
+            batch = [np.asarray(images[i] if scale == 1.0 else images[i].resize(small_size, Image.BILINEAR)) for i in indices]
+            for i, found in zip(indices, mtcnn.detect(self.nets, batch)):
+                results[i] = self._detections(found, scale, size)
         return results
 
-    def _detections(self, boxes: object, probs: object, scale: float, size: tuple[int, int]) -> list[Detection]:
-        b = _as_float_array(boxes)
-        p = _as_float_array(probs)
-        if b is None or p is None:
-            return []
-        found = []
-        for box, prob in zip(b.reshape(-1, 4), p.reshape(-1)):
+    def _detections(self, found: np.ndarray, scale: float, size: tuple[int, int]) -> list[Detection]:
+        detections = []
+        for *box, prob in found.tolist():
             if prob < self.min_prob:
                 continue
             x1, y1, x2, y2 = (float(v) / scale for v in box)
             x1, y1 = max(0.0, x1), max(0.0, y1)
             x2, y2 = min(float(size[0]), x2), min(float(size[1]), y2)
             if x2 - x1 >= 2 and y2 - y1 >= 2:
-                found.append(Detection((x1, y1, x2, y2), float(prob)))
-        return sorted(found, key=lambda d: d.area, reverse=True)
+                detections.append(Detection((x1, y1, x2, y2), float(prob)))
+        return sorted(detections, key=lambda d: d.area, reverse=True)
 
 
-def crop(image: Image.Image, det: Detection) -> torch.Tensor:
-    """A 3x160x160 crop standardised as the embedder expects ((x - 127.5) / 128)."""
-    face = extract_face(image, np.asarray(det.box), image_size=CROP_SIZE, margin=CROP_MARGIN)
-    return (face - 127.5) / 128.0
+def crop(image: Image.Image, det: Detection) -> np.ndarray:
+    """A 3 x 160 x 160 float32 crop standardised as the embedder expects ((x - 127.5) / 128): the box
+    widened by the margin (in crop pixels), clipped to the image, resized bilinearly, as facenet-pytorch's
+    ``extract_face`` does."""
+    x1, y1, x2, y2 = det.box
+    mx = CROP_MARGIN * (x2 - x1) / (CROP_SIZE - CROP_MARGIN)
+    my = CROP_MARGIN * (y2 - y1) / (CROP_SIZE - CROP_MARGIN)
+    width, height = image.size
+    box = (int(max(x1 - mx / 2, 0)), int(max(y1 - my / 2, 0)), int(min(x2 + mx / 2, width)), int(min(y2 + my / 2, height)))
+    face = image.crop(box).resize((CROP_SIZE, CROP_SIZE), Image.BILINEAR)
+    pixels = np.asarray(face, dtype=np.float32).transpose(2, 0, 1)
+    return (pixels - np.float32(127.5)) / np.float32(128.0)

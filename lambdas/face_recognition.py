@@ -21,7 +21,7 @@ from .core.recognise import Recogniser, SamplingOptions
 from .core.results import error_result
 from .env import RecognitionEnv
 from .events import RecognitionRequest
-from .storage import EVENT_META, already_done, client, log, write_result
+from .storage import EVENT_META, client, log, result_done, write_result
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # gallery version -> Recogniser, kept warm across invocations
@@ -73,8 +73,7 @@ def recogniser(env: RecognitionEnv) -> Recogniser:
 
 def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
     event_id = str(request.source.get("event_id", ""))
-    json_key = f"{request.stem}.json"
-    if event_id and already_done(env.output_bucket, json_key, event_id):
+    if event_id and result_done(env.output_bucket, request.stem, event_id):
         log("duplicate invocation skipped", stem=request.stem)
         return
     started = time.perf_counter()

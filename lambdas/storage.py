@@ -1,5 +1,9 @@
 """S3 access shared by the handlers: clients made once per container, results written as the pair
-``<stem>.json`` + ``<stem>.txt`` with the event id in metadata (so a redelivered event is recognised)."""
+``<stem>.txt`` + ``<stem>.json`` with the event id in metadata (so a redelivered event is recognised).
+
+``<stem>.json`` is written last, and it is both what readers (the CLI) take as "answered" and what the
+duplicate check looks at: a failure between the two writes leaves no ``.json``, so the retry writes
+both again instead of skipping a half-written result."""
 
 from __future__ import annotations
 
@@ -45,14 +49,20 @@ def already_done(bucket: str, key: str, event_id: str) -> bool:
 
 
 def write_result(bucket: str, stem: str, result: Result, event_id: str) -> None:
-    """JSON first, then the name: a reader that sees ``<stem>.txt`` can rely on ``<stem>.json``."""
+    """The name first, then the JSON: a reader that sees ``<stem>.json`` can rely on ``<stem>.txt``,
+    and ``result_done`` (which looks at the JSON) never counts half a result as done."""
     json_key, txt_key = result_keys(stem)
     meta = {EVENT_META: event_id, "status": result.status}
     s3 = client("s3")
+    s3.put_object(Bucket=bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Metadata=meta)
     s3.put_object(
         Bucket=bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Metadata=meta
     )
-    s3.put_object(Bucket=bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Metadata=meta)
+
+
+def result_done(bucket: str, stem: str, event_id: str) -> bool:
+    """This event's result is complete in ``bucket`` (its ``<stem>.json``, written last, carries the event id)."""
+    return already_done(bucket, result_keys(stem)[0], event_id)
 
 
 def log(message: str, **fields: Any) -> None:

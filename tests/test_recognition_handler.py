@@ -135,7 +135,8 @@ def test_the_functions_weights_are_used_and_a_file_gallery_needs_them(
     buckets: dict[str, Any], data: Path, celeb_gallery: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lambdas.core.gallery import Gallery
-    from lambdas.core.weights import casia_state_dict_path, weights_id
+    from lambdas.core.torch_models import casia_state_dict_path
+    from lambdas.core.weights import weights_id
 
     # The casia-webface state_dict as a plain file: a gallery enrolled with it records file:<hash>, and
     # its embeddings are the casia-webface ones.
@@ -160,3 +161,34 @@ def test_the_functions_weights_are_used_and_a_file_gallery_needs_them(
     face_recognition.handler(_madonna_frame(buckets, data, "w3"), None)
     error = _result(buckets, "w3")["error"]
     assert "weights casia-webface are not the weights the gallery was made with" in error and from_file.weights in error
+
+
+def test_a_failure_between_the_two_result_writes_is_redone_by_the_retry(
+    buckets: dict[str, Any], data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The invocation dies after one of the two result objects is written (a crash we cannot cause in
+    moto at that exact moment, hence the injected failure); Lambda's retry must complete the pair."""
+    from lambdas import storage
+
+    s3_client = storage.client("s3")
+    real_put = s3_client.put_object
+    calls: list[str] = []
+
+    def dies_after_the_first_result_object(**kwargs: Any) -> Any:
+        if kwargs["Bucket"] == buckets["output"] and kwargs["Key"].startswith("half."):
+            calls.append(kwargs["Key"])
+            if len(calls) == 2:
+                raise RuntimeError("the function timed out here")
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(s3_client, "put_object", dies_after_the_first_result_object)
+    event = _madonna_frame(buckets, data, "half")
+    with pytest.raises(RuntimeError):
+        face_recognition.handler(event, None)
+    face_recognition.handler(event, None)  # Lambda's retry: the same event
+    s3 = buckets["s3"]
+    assert s3.get_object(Bucket=buckets["output"], Key="half.txt")["Body"].read() == b"madonna"
+    assert _result(buckets, "half")["name"] == "madonna"
+    # A third delivery of the same event is a duplicate now: nothing is written again.
+    face_recognition.handler(event, None)
+    assert len(calls) == 4

@@ -91,9 +91,9 @@ def _gallery_weights(gallery: Path | None, weights: str | None) -> tuple[str | N
     """(weights the gallery was made with, weights to deploy); checks they agree."""
     if gallery is None:
         return None, weights
-    from lambdas.core.gallery import Gallery
+    from ..galleries import load_gallery
 
-    loaded = Gallery.load(gallery)  # GalleryError (one red line) on a missing, empty or foreign file
+    loaded = load_gallery(gallery)  # GalleryError (one red line) on a missing, empty or foreign file; old ones converted
     if not len(loaded.names):
         raise UserError(f"gallery {gallery} has nobody enrolled", hint="enrol photos with `facerec enroll PHOTOS_DIR -o GALLERY`")
     if weights is not None and weights != loaded.weights:

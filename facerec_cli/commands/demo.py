@@ -48,7 +48,7 @@ def run_demo(workers: int = 1, keep: Path | None = None) -> tuple[list[Result], 
         err.print(f"[bold]1/3[/] making sample videos from scikit-image photos in {workdir}")
         photos, videos, expected = demo_inputs(workdir)
         err.print("[bold]2/3[/] enrolling the portrait")
-        gallery = workdir / "gallery.pt"
+        gallery = workdir / "gallery.safetensors"
         run_enroll(photos, gallery)
         err.print("[bold]3/3[/] running the pipeline on the local cloud (S3 -> video-splitting -> face-recognition -> S3)")
         results = run_local(videos, gallery, RunOptions(workers=workers), out_dir=workdir / "results")

@@ -12,6 +12,7 @@ from lambdas.core.media import Frame
 from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
 from lambdas.core.results import ERROR, Result
 
+from ..galleries import load_gallery
 from ..render import err, out, print_errors, print_json_lines, results_table
 
 
@@ -60,7 +61,7 @@ def run_identify(
     """Recognise each file; returns how many ended in error. ``weights``: a name or state_dict path,
     default the gallery's (checked against it). With ``annotate_dir``, every sampled frame with faces
     is written there with the faces drawn on it, as ``<stem>_f<frame>.jpg``."""
-    gallery = Gallery.load(gallery_path)
+    gallery = load_gallery(gallery_path)  # an old torch gallery or a course data.pt is converted
     # An annotated frame per sampled frame means looking at all of them: no early exit.
     early_exit = not all_frames and annotate_dir is None
     recogniser = Recogniser(

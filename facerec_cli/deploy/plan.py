@@ -572,13 +572,12 @@ class DeployPlanner:
     def gallery(self, g: GallerySpec) -> Step:
         s3 = self.c.s3
         resource = f"s3 object {g.uri}"
-        size = g.path.stat().st_size
-        detail = f"gallery {g.path} ({size / 1e6:.1f} MB, md5 {g.md5})"
+        converted = ", converted from torch to safetensors" if g.converted else ""
+        detail = f"gallery {g.path} ({len(g.body) / 1e6:.1f} MB{converted}, md5 {g.md5})"
 
         def upload() -> None:
-            body = g.path.read_bytes()
             content_md5 = base64.b64encode(bytes.fromhex(g.md5)).decode()
-            s3.put_object(Bucket=g.bucket, Key=g.key, Body=body, ContentMD5=content_md5, Metadata={"md5": g.md5})
+            s3.put_object(Bucket=g.bucket, Key=g.key, Body=g.body, ContentMD5=content_md5, Metadata={"md5": g.md5})
 
         current = get_or_none(s3.head_object, Bucket=g.bucket, Key=g.key) if g.bucket in self.owned else None
         if current is None:

@@ -42,7 +42,7 @@ import botocore.exceptions
 from .. import aws
 from ..aws import error_code
 from ..config import Settings
-from ..deploy.desired import ROLE_POLICY_NAME, BucketSpec, GallerySpec, file_md5, partition_for
+from ..deploy.desired import ROLE_POLICY_NAME, BucketSpec, GallerySpec, partition_for
 from ..deploy.destroy import empty_bucket
 from ..deploy.errors import DeployError, explain
 from ..deploy.plan import Calls, DeployPlanner, Plan, Step, _paginate, canonical_policy, get_or_none, owned_buckets, retrying
@@ -374,7 +374,7 @@ class IaasPlanner:
             path = Path(self.o.gallery)
             if not path.is_file():
                 raise UserError(f"gallery {path} not found", hint="make one with `facerec enroll PHOTOS_DIR -o GALLERY`")
-            steps.append(buckets.gallery(GallerySpec(self.n.gallery_bucket, GALLERY_KEY, path, file_md5(path))))
+            steps.append(buckets.gallery(GallerySpec.of_file(self.n.gallery_bucket, GALLERY_KEY, path)))
         elif self.n.gallery_bucket not in owned or get_or_none(self.c.s3.head_object, Bucket=self.n.gallery_bucket, Key=GALLERY_KEY) is None:
             self.warnings.append(f"no gallery at {self.n.gallery_uri}: workers cannot start until one is uploaded (pass --gallery)")
         self.blockers += buckets.blockers

@@ -189,9 +189,9 @@ def run_worker(settings: Any, *, gallery: str | None, threshold: float | None, d
 def _check_gallery(gallery: Path | None) -> None:
     if gallery is None:
         return
-    from lambdas.core.gallery import Gallery
+    from ..galleries import load_gallery
 
-    loaded = Gallery.load(gallery)
+    loaded = load_gallery(gallery)
     if not loaded.names:
         raise UserError(f"gallery {gallery} has nobody enrolled", hint="enrol photos with `facerec enroll PHOTOS_DIR -o GALLERY`")
 

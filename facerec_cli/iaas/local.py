@@ -73,9 +73,9 @@ class LocalIaas:
         self.clients: IaasClients | None = None
 
     def start(self) -> "LocalIaas":
-        from lambdas.core.gallery import Gallery
+        from ..galleries import load_gallery
 
-        Gallery.load(self.gallery)  # a bad gallery fails here, not in every worker the scaler starts
+        load_gallery(self.gallery)  # a bad gallery fails here, not in every worker the scaler starts
         o = self.options
         self.cloud = LocalCloud(workers=1).start()
         try:

@@ -4,6 +4,9 @@ The same deploy code as ``bootstrap`` (minus images) provisions buckets, roles, 
 queue and the notification on the moto server; videos are uploaded to the input bucket, and every
 Lambda invocation moto receives runs the real handlers in warm workers. Results are read back from the
 output bucket, exactly as ``facerec results`` reads them on AWS.
+
+With ``runtime="containers"`` the functions' container images are built as bootstrap builds them and
+the invocations run in them, behind the Lambda Runtime Interface Emulator (``containers.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..results import destination_record, fetch_result, list_result_keys, videos
 from .server import LocalCloud
 
 LOCAL_PREFIX = "facerec-local"
+RUNTIMES = ("workers", "containers")
 POLL_FALLBACK_S = 1.0  # look at the buckets at least this often, even when no invocation finished
 
 
@@ -54,17 +58,22 @@ class RunOptions:
     upload_interval_s: float = 0.0  # 0: upload as a burst
     log_path: str | None = None  # where the functions' output goes (their "CloudWatch")
     extra_env: dict[str, str] = field(default_factory=dict)
+    runtime: str = "workers"  # workers: warm processes (or this one); containers: the images, behind the emulator
+    base_image: str | None = None  # containers: the images' base (default: bootstrap's)
+    docker_host: str | None = None  # containers: the engine (default: $DOCKER_HOST, else the default socket)
 
 
 def function_weights(gallery: Path, weights: str | None) -> str:
     """FACEREC_WEIGHTS for the recognition function: ``weights`` (checked against the gallery) or the
     gallery's own. A path is made absolute: the workers do not share the caller's working directory."""
-    # Imported here: the gallery module needs torch, and whatever imports this module at the top (a
-    # script that spawned workers re-import as their __main__) must not pay for torch in every worker.
-    from lambdas.core.gallery import Gallery, weights_for
+    # Imported here: whatever imports this module at the top (a script that spawned workers re-import
+    # as their __main__) must not pay for them in every worker.
+    from lambdas.core.gallery import weights_for
     from lambdas.core.weights import WEIGHTS_CHOICES
 
-    resolved = weights_for(Gallery.load(gallery), weights)
+    from ..galleries import load_gallery
+
+    resolved = weights_for(load_gallery(gallery), weights)
     return resolved if resolved in WEIGHTS_CHOICES else str(Path(resolved).expanduser().resolve())
 
 
@@ -105,18 +114,42 @@ def collect_videos(inputs: list[Path]) -> tuple[list[VideoJob], list[Result]]:
 class LocalPipeline:
     """The provisioned local cloud; ``run`` uploads videos and waits for their results."""
 
-    def __init__(self, gallery: Path, options: RunOptions, log_path: str | None = None) -> None:
+    def __init__(
+        self, gallery: Path, options: RunOptions, log_path: str | None = None, on_progress: Callable[[str], None] | None = None
+    ) -> None:
         self.gallery = gallery
         self.options = options
+        self.on_progress = on_progress  # image build lines (containers)
         # Checked here, before anything starts: a missing or foreign gallery or weights costs nothing.
         self.weights = function_weights(gallery, options.weights)
-        self.cloud = LocalCloud(workers=options.workers, on_failure=self._on_failure, log_path=log_path)
+        self.containers: Any = None
+        runner_factory = None
+        if options.runtime not in RUNTIMES:
+            raise UserError(f"unknown runtime {options.runtime!r}", hint=f"choose one of {', '.join(RUNTIMES)}")
+        if options.runtime == "containers":
+            from ..deploy.images import build_args_for
+            from .containers import ContainerRuntime
+
+            if options.workers < 1:
+                raise UserError("--workers 0 runs the handlers in this process, not in containers", hint="use --workers 1 or more with --runtime containers")
+            build_args_for("recognition", weights=self.weights)  # weights an image can carry, before any engine
+            self.containers = ContainerRuntime.connect(options.docker_host, log_path=log_path)  # one red line without an engine
+            runner_factory = self.containers.runner
+        self.cloud = LocalCloud(workers=options.workers, on_failure=self._on_failure, log_path=log_path, runner_factory=runner_factory)
         self.settings: Settings | None = None
         self.clients: Clients | None = None
         self.timings: dict[str, float] = {}
 
     def __enter__(self) -> "LocalPipeline":
         started = time.perf_counter()
+        images: dict[str, str] = {}
+        if self.containers is not None:  # before the cloud starts: a failed build leaves nothing running
+            try:
+                images = self.containers.build(self.weights, base_image=self.options.base_image, on_progress=self.on_progress)
+            except BaseException:
+                self.containers.close()
+                raise
+            self.timings["images_ms"] = (time.perf_counter() - started) * 1000
         self.cloud.start()
         try:
             self.settings = Settings(prefix=LOCAL_PREFIX, region=self.cloud.region, endpoint_url=self.cloud.endpoint_url)
@@ -130,6 +163,8 @@ class LocalPipeline:
                 weights=self.weights,
                 splitting_env=dict(opts.extra_env),
                 recognition_env=dict(opts.extra_env),
+                splitting_image=images.get("splitting"),
+                recognition_image=images.get("recognition"),
             )
             # Recognition workers share this machine's cores with the splitting workers (decoding) and the
             # moto server: leave one core to those, split the rest. Measured on 2 cores, 40 videos in a
@@ -139,15 +174,24 @@ class LocalPipeline:
             deploy_options.recognition_env.setdefault(THREADS_ENV, threads)
             apply_plan(plan_deploy(self.settings, deploy_options, self.clients), NullReporter())
             names = self.settings.names
+            if self.containers is not None:  # the functions' runners run these images
+                self.containers.images.update({names.splitting_function: images["splitting"], names.recognition_function: images["recognition"]})
             self.cloud.prewarm(names.splitting_function, names.recognition_function)
         except BaseException:
-            self.cloud.stop()
+            self._stop()
             raise
         self.timings["provision_ms"] = (time.perf_counter() - started) * 1000
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.cloud.stop()
+        self._stop()
+
+    def _stop(self) -> None:
+        try:
+            self.cloud.stop()
+        finally:
+            if self.containers is not None:
+                self.containers.close()
 
     @property
     def names(self) -> Any:

@@ -12,3 +12,8 @@ class InputError(FacerecError):
 
 class GalleryError(FacerecError):
     """The gallery is missing, unreadable, or was made with other weights."""
+
+
+class LegacyGalleryError(GalleryError):
+    """The gallery is a torch file (an old facerec gallery or a course data.pt): the runtime never
+    unpickles, so it must be converted on the CLI side (``facerec gallery convert OLD NEW``)."""

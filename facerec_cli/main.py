@@ -3,6 +3,7 @@ render. Errors meant for people become one red line and a non-zero exit code."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,9 @@ app = typer.Typer(
 @friendly
 def enroll(
     photos_dir: Annotated[Path, typer.Argument(help="Folder with one sub-folder of photos per person: PHOTOS_DIR/<person>/*.jpg")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Gallery file to write.")] = Path("gallery.pt"),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Gallery file to write (a safetensors file; name it .safetensors).")
+    ] = Path("gallery.safetensors"),
     weights: Annotated[str, typer.Option("--weights", help="casia-webface (offline), vggface2 (downloads once) or a state_dict path.")] = "casia-webface",
     device: DeviceOpt = Device.cpu,
 ) -> None:
@@ -67,6 +70,11 @@ def identify(
         raise typer.Exit(1)
 
 
+class Runtime(str, Enum):
+    workers = "workers"
+    containers = "containers"
+
+
 @app.command("run-local")
 @friendly
 def run_local(
@@ -86,6 +94,12 @@ def run_local(
     watch: Annotated[
         bool, typer.Option("--watch", help="Show the `facerec watch` dashboard of the local cloud (buckets, in flight, failed, latency) instead of the per-video progress.")
     ] = False,
+    runtime: Annotated[
+        Runtime,
+        typer.Option("--runtime", help="workers: the handlers in warm local processes; containers: in the functions' images as bootstrap builds them, "
+                     "behind the Lambda Runtime Interface Emulator (needs a Docker engine)."),
+    ] = Runtime.workers,
+    base_image: Annotated[str | None, typer.Option("--base-image", help="With --runtime containers: base image of the function images (default: bootstrap's).")] = None,
 ) -> None:
     """Run the whole pipeline (S3 -> video-splitting -> face-recognition -> S3) on an embedded local cloud.
     Exits 1 if any video ended in error."""
@@ -94,7 +108,8 @@ def run_local(
     from .commands.run_local import run_local as run
     from .local.pipeline import RunOptions
 
-    options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout)
+    options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout,
+                         runtime=runtime.value, base_image=base_image)  # fmt: skip
     results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir, html=html, watch=watch)
     if any(r.status == ERROR for r in results):
         raise typer.Exit(1)
@@ -112,6 +127,27 @@ def demo(
     results, expected = run_demo(workers=workers, keep=keep)
     if any(expected.get(r.video) != r.name for r in results):
         raise typer.Exit(1)
+
+
+gallery_app = typer.Typer(name="gallery", help="Gallery files: convert old ones.", no_args_is_help=True)
+app.add_typer(gallery_app, name="gallery")
+
+
+@gallery_app.command("convert")
+@friendly
+def gallery_convert(
+    old: Annotated[Path, typer.Argument(help="A gallery: an old torch .pt gallery, a course data.pt, or a safetensors gallery.")],
+    new: Annotated[Path, typer.Argument(help="The safetensors gallery to write, e.g. gallery.safetensors.")],
+) -> None:
+    """Convert an old torch gallery or a course data.pt to a safetensors gallery.
+
+    Enroll writes safetensors galleries, and the runtime reads only those (no torch, no pickle);
+    identify, run-local and bootstrap convert old files on the fly. A course data.pt means vggface2 weights."""
+    from .galleries import convert_gallery
+    from .render import err
+
+    gallery = convert_gallery(old, new)
+    err.print(f"{new}: {len(gallery.names)} embeddings of {len(gallery.people)} people, {gallery.weights} weights")
 
 
 def _register_cloud_commands() -> None:

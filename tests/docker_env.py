@@ -7,14 +7,21 @@ No image can be pulled on these machines, so everything the container tests need
   use ``network_mode="host"`` and everything binds to 127.0.0.1);
 * a registry (Debian's ``docker-registry``) on 127.0.0.1 and a free port;
 * a base image made with ``docker import`` from a root file system built out of this machine's own
-  Python 3.11, its shared libraries and a static busybox, plus pip and ``awslambdaric``. It is laid
-  out like ``public.ecr.aws/lambda/python:3.11`` (``/var/lang``, ``/var/task``, ``LAMBDA_TASK_ROOT``,
-  ``/lambda-entrypoint.sh``) so that the project's Dockerfiles build on it unchanged;
+  Python (3.11 here), its shared libraries and a static busybox, plus pip, ``awslambdaric`` and the
+  Lambda Runtime Interface Emulator. It is laid out like ``public.ecr.aws/lambda/python:3.12``
+  (``/var/lang``, ``/var/task``, ``LAMBDA_TASK_ROOT``, ``/lambda-entrypoint.sh``,
+  ``/usr/local/bin/aws-lambda-rie``) so that the project's Dockerfiles build on it unchanged: they call
+  ``python3`` and ``pip`` through ``python3 -m pip``, never a versioned name. That its Python is 3.11, not
+  3.12, does not matter to them: the wheels they install exist for both, and pip picks this
+  interpreter's; this machine's glibc (2.36) is newer than the 2.28 that those wheels need, as is Amazon
+  Linux 2023's (2.34);
 * the Lambda Runtime Interface Emulator, taken out of the ``aws-sam-cli`` wheel;
-* a wheelhouse served over HTTP on 127.0.0.1 so that ``pip install`` inside a build needs no index.
+* a wheelhouse of the images' requirements (read from the Dockerfiles) and their dependencies, served
+  over HTTP on 127.0.0.1 so that ``pip install`` inside a build needs no index.
 
 Used by tests/test_containers.py, and by ``scripts/docker-up.sh`` (``python -m tests.docker_env up``)
-to leave an engine and a registry running for manual work. Every wait has a timeout; every process
+to leave an engine, a registry and a wheelhouse running for manual work (``facerec bootstrap --registry``,
+``facerec run-local --runtime containers``). Every wait has a timeout; every process
 started here is stopped by the object that started it.
 """
 
@@ -26,6 +33,8 @@ import hashlib
 import http.server
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -48,8 +57,10 @@ BASE_REPOSITORY = "facerec-test/lambda-python"
 # Packages of the local base image: what the AWS base image provides that our Dockerfiles rely on.
 BASE_PACKAGES = ("pip", "awslambdaric")
 # Bump when the base image's recipe changes (part of the base image's tag).
-BASE_RECIPE = "4"
+BASE_RECIPE = "5"
 RIE_PATH_IN_WHEEL = "samcli/local/rapid/aws-lambda-rie-x86_64"
+RIE_IN_IMAGE = "/usr/local/bin/aws-lambda-rie"  # where the AWS base images have the emulator
+PYTHON = f"python{sys.version_info.major}.{sys.version_info.minor}"  # the interpreter the base image copies
 ENTRYPOINT_SCRIPT = """#!/bin/sh
 # Like the AWS base image's entrypoint: inside Lambda (AWS_LAMBDA_RUNTIME_API set) run the runtime
 # interface client; elsewhere run it behind the emulator when one is at /usr/local/bin/aws-lambda-rie.
@@ -57,11 +68,13 @@ if [ $# -lt 1 ]; then
   echo "usage: the handler (module.function) is the first argument (the image's CMD)" 1>&2
   exit 142
 fi
+export _HANDLER="$1"
 if [ -z "${AWS_LAMBDA_RUNTIME_API}" ] && [ -x /usr/local/bin/aws-lambda-rie ]; then
-  exec /usr/local/bin/aws-lambda-rie /var/lang/bin/python3.11 -m awslambdaric "$@"
+  exec /usr/local/bin/aws-lambda-rie /var/lang/bin/python3 -m awslambdaric "$@"
 fi
-exec /var/lang/bin/python3.11 -m awslambdaric "$@"
+exec /var/lang/bin/python3 -m awslambdaric "$@"
 """
+DOCKERFILES = ("Dockerfile.splitting", "Dockerfile.recognition")
 # Parts of the standard library a Lambda function never uses (GUI, tests, the build's own files).
 _STDLIB_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data"}
 _BASE_LIBS = ("libc.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libpthread.so.0", "libmvec.so.1", "libutil.so.1",
@@ -304,6 +317,26 @@ def pip_download(requirements: Sequence[str], dest: Path, timeout: float = 600.0
     return dest
 
 
+def image_requirements(names: Sequence[str] = DOCKERFILES) -> list[str]:
+    """The requirements the Dockerfiles install, as they spell them (quoted ``name>=x`` words), so that
+    the wheelhouse never drifts from them."""
+    found: list[str] = []
+    for name in names:
+        text = (ROOT / name).read_text()
+        for requirement in re.findall(r'"([A-Za-z][\w.\-]*\s*(?:>=|==|~=|<=|<|>)[^"]*)"', text):
+            if requirement not in found:
+                found.append(requirement)
+    if not found:
+        raise DockerUnavailable(f"no quoted requirements found in {', '.join(names)}")
+    return found
+
+
+def prepare_wheelhouse(directory: Path, names: Sequence[str] = DOCKERFILES, timeout: float = 900.0) -> Path:
+    """Wheels of the images' requirements and all their dependencies (onnxruntime's flatbuffers,
+    protobuf and packaging; boto3's botocore...) for this interpreter, through pip's own configuration."""
+    return pip_download(image_requirements(names), directory, timeout=timeout)
+
+
 def lambda_rie(cache: Path, timeout: float = 300.0) -> Path:
     """The Lambda Runtime Interface Emulator binary, extracted from the aws-sam-cli wheel (cached)."""
     target = cache / "aws-lambda-rie-x86_64"
@@ -346,6 +379,13 @@ class Wheelhouse:
     def build_args(self) -> dict[str, str]:
         return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": self.url}
 
+    @property
+    def build_environ(self) -> dict[str, str]:
+        """The same for the CLI (``facerec bootstrap``, ``run-local --runtime containers``): build
+        arguments and the build's network (the wheelhouse is on 127.0.0.1) from the environment."""
+        words = " ".join(shlex.quote(f"{k}={v}") for k, v in self.build_args.items())
+        return {"FACEREC_IMAGE_BUILD_ARGS": words, "FACEREC_IMAGE_BUILD_NETWORK": "host"}
+
     def start(self) -> "Wheelhouse":
         handler = functools.partial(_QuietHandler, directory=str(self.directory))
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -364,16 +404,17 @@ class Wheelhouse:
 
 
 def _python_prefix() -> Path:
-    if sys.version_info[:2] != (3, 11):
-        raise DockerUnavailable(f"the local Lambda base image copies this interpreter, which must be Python 3.11 "
-                                f"(like public.ecr.aws/lambda/python:3.11); this is {sys.version.split()[0]}")
-    return Path(sys.base_prefix)
+    prefix = Path(sys.base_prefix)
+    if not (prefix / "bin" / PYTHON).is_file() or not (prefix / "lib" / PYTHON).is_dir():
+        raise DockerUnavailable(f"the local Lambda base image copies the interpreter under {prefix}, which has no "
+                                f"bin/{PYTHON} and lib/{PYTHON} (a python.org-style build such as pyenv's is needed)")
+    return prefix
 
 
 def base_image_tag() -> str:
     """Tag of the local base image: changes with the interpreter and the recipe."""
     key = f"{BASE_RECIPE}:{sys.version}:{sys.base_prefix}:{','.join(BASE_PACKAGES)}:{ENTRYPOINT_SCRIPT}"
-    return f"{BASE_REPOSITORY}:3.11-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return f"{BASE_REPOSITORY}:{PYTHON[len('python'):]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def _is_elf(path: Path) -> bool:
@@ -418,8 +459,9 @@ def _copy_into(rootfs: Path, host_path: Path) -> None:
             name.symlink_to(real)
 
 
-def build_rootfs(rootfs: Path, wheels: Path | None = None, timeout: float = 600.0) -> Path:
-    """A minimal root file system laid out like public.ecr.aws/lambda/python:3.11 (see module doc)."""
+def build_rootfs(rootfs: Path, rie: Path, wheels: Path | None = None, timeout: float = 600.0) -> Path:
+    """A minimal root file system laid out like public.ecr.aws/lambda/python:3.12 (see module doc), with
+    the emulator ``rie`` at /usr/local/bin/aws-lambda-rie as in the AWS base images."""
     prefix = _python_prefix()
     if rootfs.exists():
         shutil.rmtree(rootfs)
@@ -432,15 +474,15 @@ def build_rootfs(rootfs: Path, wheels: Path | None = None, timeout: float = 600.
 
     # Python: the interpreter, libpython, the standard library without tests/GUI, no site-packages.
     lang = rootfs / "var/lang"
-    shutil.copy2(prefix / "bin/python3.11", lang / "bin/python3.11")
+    shutil.copy2(prefix / "bin" / PYTHON, lang / "bin" / PYTHON)
     for name in ("python3", "python"):
-        (lang / "bin" / name).symlink_to("python3.11")
+        (lang / "bin" / name).symlink_to(PYTHON)
     for lib in prefix.joinpath("lib").glob("libpython3*.so*"):
         if lib.is_symlink():
             (lang / "lib" / lib.name).symlink_to(os.readlink(lib))
         else:
             shutil.copy2(lib, lang / "lib" / lib.name)
-    stdlib = prefix / "lib/python3.11"
+    stdlib = prefix / "lib" / PYTHON
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         skip = {n for n in names if n.endswith((".opt-1.pyc", ".opt-2.pyc"))}
@@ -450,8 +492,8 @@ def build_rootfs(rootfs: Path, wheels: Path | None = None, timeout: float = 600.
             skip |= {n for n in names if n.startswith(_DYNLOAD_SKIP)}
         return skip
 
-    shutil.copytree(stdlib, lang / "lib/python3.11", ignore=ignore, symlinks=True)
-    site = lang / "lib/python3.11/site-packages"
+    shutil.copytree(stdlib, lang / "lib" / PYTHON, ignore=ignore, symlinks=True)
+    site = lang / "lib" / PYTHON / "site-packages"
     site.mkdir()
 
     # pip and the runtime interface client, for this interpreter.
@@ -461,7 +503,7 @@ def build_rootfs(rootfs: Path, wheels: Path | None = None, timeout: float = 600.
         args += ["--no-index", "--find-links", str(wheels)]
     _run([*args, *BASE_PACKAGES], timeout=timeout)
     shutil.rmtree(site / "bin", ignore_errors=True)
-    (lang / "bin/pip").write_text("#!/var/lang/bin/python3.11\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n")
+    (lang / "bin/pip").write_text(f"#!/var/lang/bin/{PYTHON}\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n")
     (lang / "bin/pip").chmod(0o755)
     (lang / "bin/pip3").symlink_to("pip")
 
@@ -475,6 +517,10 @@ def build_rootfs(rootfs: Path, wheels: Path | None = None, timeout: float = 600.
         dest = rootfs / "usr/bin" / applet
         if not dest.exists() and not dest.is_symlink():
             dest.symlink_to("busybox")
+
+    # The emulator, where the AWS base images have it (a static Go binary).
+    shutil.copy2(rie, rootfs / RIE_IN_IMAGE.lstrip("/"))
+    (rootfs / RIE_IN_IMAGE.lstrip("/")).chmod(0o755)
 
     # Shared libraries of every ELF file in the tree, resolved on this host, copied to the same paths.
     library_path = str(lang / "lib")
@@ -515,15 +561,15 @@ BASE_CHANGES = (
 )
 
 
-def make_base_image(client, workdir: Path, wheels: Path | None = None, timeout: float = 900.0) -> str:
-    """Build (once per engine) the local Lambda-like base image; returns its tag."""
+def make_base_image(client, workdir: Path, rie: Path, wheels: Path | None = None, timeout: float = 900.0) -> str:
+    """Build (once per engine) the local Lambda-like base image, with the emulator ``rie``; returns its tag."""
     import docker
 
     tag = base_image_tag()
     with contextlib.suppress(docker.errors.ImageNotFound):
         client.images.get(tag)
         return tag
-    rootfs = build_rootfs(workdir / "rootfs", wheels=wheels, timeout=timeout)
+    rootfs = build_rootfs(workdir / "rootfs", rie, wheels=wheels, timeout=timeout)
     archive = workdir / "rootfs.tar"
     with tarfile.open(archive, "w") as tar:
         for path in sorted(rootfs.iterdir()):
@@ -576,9 +622,12 @@ class DockerEnv:
             self.dockerd.stop()
 
 
-def start_environment(workdir: Path, *, install: bool = True, base_image: bool = True, timeout: float = 900.0) -> DockerEnv:
+def start_environment(
+    workdir: Path, *, install: bool = True, base_image: bool = True, timeout: float = 900.0, cache: Path | None = None
+) -> DockerEnv:
     """Use the engine at $DOCKER_HOST and the registry at $FACEREC_TEST_REGISTRY when they answer;
-    otherwise (as root) install and start our own under ``workdir``. Raises DockerUnavailable."""
+    otherwise (as root) install and start our own under ``workdir``. Downloads (the emulator) are kept
+    in ``cache`` (default ``workdir/cache``). Raises DockerUnavailable."""
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     dockerd: Dockerd | None = None
@@ -605,7 +654,8 @@ def start_environment(workdir: Path, *, install: bool = True, base_image: bool =
         env = DockerEnv(docker_host=host, registry=registry_host, workdir=workdir, dockerd=dockerd, registry_daemon=registry)
         if base_image:
             remaining = max(120.0, timeout - (time.monotonic() - started))
-            env.base_image = make_base_image(env.client, workdir / "base", timeout=remaining)
+            rie = lambda_rie(cache or workdir / "cache", timeout=remaining)
+            env.base_image = make_base_image(env.client, workdir / "base", rie, timeout=remaining)
         return env
     except BaseException:
         if registry is not None:
@@ -667,23 +717,36 @@ def image_size_mb(client, image: str) -> float:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m tests.docker_env up [WORKDIR]``: start an engine, a registry and the base image, print
-    shell exports, and keep running until interrupted (Ctrl-C stops everything)."""
+    """``python -m tests.docker_env up [WORKDIR]``: start an engine, a registry, the base image and a
+    wheelhouse of the images' requirements, print shell exports, and keep running until interrupted
+    (Ctrl-C stops everything)."""
     if len(argv) < 1 or argv[0] != "up":
         print("usage: python -m tests.docker_env up [WORKDIR]", file=sys.stderr)
         return 2
     workdir = Path(argv[1]) if len(argv) > 1 else Path("/tmp/facerec-docker")
     try:
         env = start_environment(workdir)
-    except DockerUnavailable as exc:
+    except (DockerUnavailable, subprocess.TimeoutExpired) as exc:
         print(f"docker-up: {exc}", file=sys.stderr)
         return 1
-    exports = (f"export DOCKER_HOST={env.docker_host}\n"
-               f"export FACEREC_TEST_REGISTRY={env.registry}\n"
-               f"export FACEREC_TEST_BASE_IMAGE={env.base_image}\n")  # fmt: skip
+    house: Wheelhouse | None = None
+    try:
+        house = Wheelhouse(prepare_wheelhouse(workdir / "wheels")).start()
+    except (DockerUnavailable, subprocess.TimeoutExpired) as exc:
+        env.close()
+        print(f"docker-up: the wheelhouse: {exc}", file=sys.stderr)
+        return 1
+    exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in {
+        "DOCKER_HOST": env.docker_host,
+        "FACEREC_TEST_REGISTRY": env.registry,
+        "FACEREC_TEST_BASE_IMAGE": env.base_image,
+        **house.build_environ,  # pip inside image builds: the wheelhouse, no index
+    }.items())  # fmt: skip
     (workdir / "env.sh").write_text(exports)
     print(exports, end="", flush=True)
-    print(f"# ready ({workdir / 'env.sh'}); Ctrl-C or SIGTERM stops dockerd and the registry", file=sys.stderr, flush=True)
+    print(f"# ready ({workdir / 'env.sh'}); e.g. facerec run-local VIDEO --gallery G --runtime containers "
+          f"--base-image $FACEREC_TEST_BASE_IMAGE; Ctrl-C or SIGTERM stops dockerd, the registry and the wheelhouse",
+          file=sys.stderr, flush=True)  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -691,6 +754,7 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        house.stop()
         env.close()
     return 0
 

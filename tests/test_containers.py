@@ -1,15 +1,19 @@
 """The functions' container images and the Lambda runtime, for real.
 
-(a) ``build_and_push`` (what ``facerec bootstrap`` runs) builds the video-splitting image on a local
-    Lambda-like base image and pushes it to a registry on 127.0.0.1; the registry lists it, and an
-    unchanged build is neither rebuilt nor pushed again.
-(b) That image, pulled back from the registry, runs behind the Lambda Runtime Interface Emulator on the
-    host network against a moto server deployed by the bootstrap code: the S3 ObjectCreated event that
-    moto itself emitted for a real uploaded video goes in; frames land in stage-1 and an asynchronous
-    Invoke of face-recognition reaches moto's Lambda.
-(c) The face-recognition handler runs under awslambdaric + the emulator as a process (its image needs
-    torch: see the README), takes a RecognitionRequest for frames of a real video, and writes a result
-    that names the right person.
+(a) ``build_and_push`` (what ``facerec bootstrap`` runs) builds both images on a local Lambda-like base
+    image and pushes them to a registry on 127.0.0.1; the registry lists them, an unchanged build is
+    neither rebuilt nor pushed again, and the recognition image (onnxruntime and the ONNX models, no
+    torch) is at most 600 MB.
+(b) The splitting image, pulled back from the registry, runs behind the Lambda Runtime Interface
+    Emulator on the host network against a moto server deployed by the bootstrap code: the S3
+    ObjectCreated event that moto itself emitted for a real uploaded video goes in; frames land in
+    stage-1 and an asynchronous Invoke of face-recognition reaches moto's Lambda.
+(c) The recognition image, pulled back the same way, runs behind the emulator, takes a
+    RecognitionRequest for stage-1 frames of a real video, and writes a result that names the right
+    person; the same handler also runs under awslambdaric + the emulator as a process of this machine.
+(d) ``facerec run-local --runtime containers`` runs real videos through the whole chain on the two images
+    (S3 notification -> splitting container -> Invoke -> recognition container -> output bucket) and
+    names the people in them; without a Docker engine it says so in one line.
 
 Docker comes from tests/docker_env.py: as root it installs and starts a private dockerd and registry
 (and stops them afterwards); without root and without $DOCKER_HOST the docker tests skip, and under
@@ -31,17 +35,26 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote_plus
 from typing import Any
+from urllib.parse import unquote_plus
 
 import boto3
 import botocore.session
 import pytest
 
 from facerec_cli.config import Settings
-from facerec_cli.deploy import Clients, DeployOptions, NullReporter, apply_plan, plan_deploy, plan_destroy
-from facerec_cli.deploy import images
+from facerec_cli.deploy import (
+    Clients,
+    DeployOptions,
+    NullReporter,
+    apply_plan,
+    images,
+    plan_deploy,
+    plan_destroy,
+)
 from facerec_cli.errors import UserError
+from facerec_cli.local.containers import container_environ, invocation_outcome
+from facerec_cli.local.workers import FunctionSpec
 from lambdas.events import FrameRef, RecognitionRequest
 from tests.docker_env import (
     ROOT,
@@ -49,9 +62,10 @@ from tests.docker_env import (
     DockerUnavailable,
     Wheelhouse,
     free_port,
+    image_requirements,
     image_size_mb,
     lambda_rie,
-    pip_download,
+    prepare_wheelhouse,
     registry_tags,
     remove_container,
     run_container,
@@ -62,7 +76,10 @@ REGION = "eu-south-2"  # a region no other test module deploys to (function name
 PREFIX = "ctest"
 FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+RIE_IN_IMAGE = "/usr/local/bin/aws-lambda-rie"
 PERSON, OTHER = "madonna", "elton_john"
+MAX_RECOGNITION_MB = 600
+HAMILTON = "hamilton_miranda_lacamoire_10s.mp4"
 
 
 def _unavailable(message: str) -> None:
@@ -88,8 +105,7 @@ def rie(cache_dir: Path) -> Iterator[Path]:
     except (DockerUnavailable, subprocess.TimeoutExpired) as exc:
         _unavailable(f"the Lambda Runtime Interface Emulator could not be fetched: {exc}")
         raise  # not reached
-    # Bind-mounted into containers that run as a non-root user: pytest's own temporary directories
-    # are 0700, so copy it into one the container user can traverse.
+    # Kept in a directory any user can traverse (pytest's own temporary directories are 0700).
     import tempfile
 
     shared = Path(tempfile.mkdtemp(prefix="facerec-rie-"))
@@ -102,14 +118,14 @@ def rie(cache_dir: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def docker_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def docker_env(cache_dir: Path) -> Any:
     # dockerd's sockets live under this directory: keep its path short (unix sockets: 108 bytes).
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="facerec-dk-", dir="/tmp"))
     started = time.monotonic()
     try:
-        env = start_environment(workdir)
+        env = start_environment(workdir, cache=cache_dir)
     except (DockerUnavailable, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         _unavailable(str(exc))
@@ -122,22 +138,14 @@ def docker_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def splitting_requirements() -> list[str]:
-    """The requirements Dockerfile.splitting installs, as it spells them (so the wheelhouse never drifts)."""
-    text = (ROOT / "Dockerfile.splitting").read_text()
-    found = re.findall(r'"([A-Za-z][\w.\-]*\s*(?:>=|==|~=|<=|<|>)[^"]*)"', text)
-    assert found, "no quoted requirements found in Dockerfile.splitting"
-    return found
-
-
 @pytest.fixture(scope="module")
 def wheelhouse(cache_dir: Path) -> Any:
-    """The splitting image's wheels, served on 127.0.0.1 so that the build needs no package index."""
-    directory = cache_dir / "wheels-splitting"
+    """Both images' wheels and their dependencies, served on 127.0.0.1 so that builds need no index."""
     try:
-        pip_download(splitting_requirements(), directory, timeout=600)
+        directory = prepare_wheelhouse(cache_dir / "wheels-images")
     except (DockerUnavailable, subprocess.TimeoutExpired) as exc:
-        _unavailable(f"pip download of the splitting image's wheels failed: {exc}")
+        _unavailable(f"pip download of the images' wheels failed: {exc}")
+        raise  # not reached
     house = Wheelhouse(directory).start()
     yield house
     house.stop()
@@ -155,25 +163,35 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(docker_env: DockerEnv, wheelhouse: Wheelhouse, source: Path) -> dict[str, Any]:
-    """The splitting image, built and pushed through the code path of `facerec bootstrap`."""
+def models() -> Path:
+    """The casia-webface ONNX models the recognition image bakes in: the weights cache's (exported once
+    with torch when missing), as bootstrap finds them."""
+    return images.built_models("casia-webface")
+
+
+def _build(docker_env: DockerEnv, wheelhouse: Wheelhouse, source: Path, kind: str, **options: Any) -> dict[str, Any]:
     lines: list[str] = []
     started = time.monotonic()
     result = images.build_images(
-        Settings(prefix=PREFIX, region=REGION),
-        None,
-        registry=docker_env.registry,
-        base_image=docker_env.base_image,
-        docker_client=docker_env.client,
-        on_progress=lines.append,
-        only=("splitting",),
-        build_args=wheelhouse.build_args,
+        Settings(prefix=PREFIX, region=REGION), None, registry=docker_env.registry, base_image=docker_env.base_image,
+        docker_client=docker_env.client, on_progress=lines.append, only=(kind,), build_args=wheelhouse.build_args,
         network_mode="host",  # the engine runs with --bridge=none; the wheelhouse is on 127.0.0.1
         force=True,  # a registry kept from an earlier run may have the tag: build and push for real
-        root=source,
-        timeout=900,
-    )
-    return {"image": result["splitting"], "lines": lines, "seconds": time.monotonic() - started}
+        root=source, timeout=1800, **options,
+    )  # fmt: skip
+    return {"image": result[kind], "lines": lines, "seconds": time.monotonic() - started}
+
+
+@pytest.fixture(scope="module")
+def built(docker_env: DockerEnv, wheelhouse: Wheelhouse, source: Path) -> dict[str, Any]:
+    """The splitting image, built and pushed through the code path of `facerec bootstrap`."""
+    return _build(docker_env, wheelhouse, source, "splitting")
+
+
+@pytest.fixture(scope="module")
+def built_recognition(docker_env: DockerEnv, wheelhouse: Wheelhouse, source: Path, models: Path) -> dict[str, Any]:
+    """The recognition image (casia-webface models), built and pushed through the code path of `facerec bootstrap`."""
+    return _build(docker_env, wheelhouse, source, "recognition", weights="casia-webface", models=models)
 
 
 class Recorder:
@@ -183,7 +201,8 @@ class Recorder:
     Why not let moto invoke: moto cannot run Image functions (the functions bootstrap creates), and a
     Zip stand-in would test a function bootstrap never makes. Recording at the seam shows what matters
     here without faking the caller: moto emits the real S3 notification for the upload, and the
-    handler in the container really calls lambda:Invoke on moto, which routes it to this seam."""
+    handler in the container really calls lambda:Invoke on moto, which routes it to this seam. (The
+    whole chain, dispatched to containers, is run-local's: test_run_local_containers_*.)"""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
@@ -226,6 +245,19 @@ def cloud(moto_url: str) -> Any:
             apply_plan(plan_destroy(settings, DeployOptions(), clients), NullReporter())
 
 
+@pytest.fixture(scope="module")
+def mixed_gallery(data: Path, encoder: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5celeb/train plus the Hamilton enrolment photos, in one gallery (as tests/test_pipeline.py)."""
+    from lambdas.core.enroll import build_gallery
+
+    photos = tmp_path_factory.mktemp("photos")
+    for folder in [*(data / "5celeb" / "train").iterdir(), *(data / "enroll").iterdir()]:
+        (photos / folder.name).symlink_to(folder)
+    path = tmp_path_factory.mktemp("gallery") / "gallery.safetensors"
+    build_gallery(photos, encoder)[0].save(path)
+    return path
+
+
 def function_env(cloud: dict[str, Any], function: str) -> dict[str, str]:
     """The function's environment as bootstrap configured it, plus what Lambda would add: the region,
     (fake) credentials, and here the endpoint of the local cloud."""
@@ -233,6 +265,7 @@ def function_env(cloud: dict[str, Any], function: str) -> dict[str, str]:
     env = dict((config.get("Environment") or {}).get("Variables") or {})
     env.update(FAKE_KEYS)
     env.update({"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": cloud["endpoint"],
+                "AWS_LAMBDA_FUNCTION_NAME": function,
                 "AWS_LAMBDA_FUNCTION_TIMEOUT": str(config.get("Timeout", 300)),
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.get("MemorySize", 1024))})  # fmt: skip
     return env
@@ -262,22 +295,101 @@ def sample_video(data: Path, tmp_path: Path, person: str = PERSON, seconds: floa
     return still_video(photo, tmp_path / f"{person}_clip.mp4", seconds=seconds)
 
 
+def stage1_request(cloud: dict[str, Any], video: Path, stem: str) -> RecognitionRequest:
+    """Frames of ``video`` in stage-1 as video-splitting stores them, and the request it would send."""
+    from lambdas.core import media
+
+    names, s3 = cloud["settings"].names, cloud["clients"].s3
+    frames = []
+    for frame in media.sample_frames(video, count=3):
+        frame_key = f"{stem}.jpg" if frame.index == 0 else f"{stem}/{frame.index:03d}.jpg"
+        s3.put_object(Bucket=names.stage1_bucket, Key=frame_key, Body=media.encode_jpeg(frame.image), ContentType="image/jpeg")
+        frames.append(FrameRef(key=frame_key, t=frame.t))
+    return RecognitionRequest(
+        stage1_bucket=names.stage1_bucket, stem=stem, video=video.name, frames=frames,
+        source={"bucket": names.input_bucket, "key": f"{stem}.mp4", "event_id": uuid.uuid4().hex},
+    )  # fmt: skip
+
+
+def run_behind_emulator(client: Any, image: str, environment: dict[str, str], event: Any, *, kind: str, timeout: float) -> tuple[Any, float, str]:
+    """Run ``image`` as Lambda runs it (not root, read-only but /tmp) behind the emulator it carries, on
+    127.0.0.1 and free ports; invoke it once. Returns (answer, seconds, logs)."""
+    port, api_port = free_port(), free_port()
+    cmd = client.images.get(image).attrs["Config"]["Cmd"]
+    container = run_container(
+        client, image, name=f"facerec-{kind}-{uuid.uuid4().hex[:8]}",
+        # The emulator in front of the image's own entrypoint (as on AWS, the runtime API then exists).
+        entrypoint=[RIE_IN_IMAGE, "--runtime-interface-emulator-address", f"127.0.0.1:{port}",
+                    "--runtime-api-address", f"127.0.0.1:{api_port}", "/lambda-entrypoint.sh"],
+        command=cmd, environment=environment,
+    )  # fmt: skip
+    try:
+
+        def alive() -> None:
+            container.reload()
+            assert container.status in ("created", "running"), remove_container(container)
+
+        wait_port(port, 30, alive)
+        started = time.monotonic()
+        answer = invoke_rie(port, event, timeout=timeout)
+        return answer, time.monotonic() - started, container.logs(tail=200).decode(errors="replace")
+    finally:
+        remove_container(container)
+
+
+def fake_models(directory: Path, weights: str = "casia-webface", embedder: bytes = b"embedder") -> Path:
+    """A directory shaped like a built one (lambdas/core/models.py), with stand-in bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for net in ("pnet", "rnet", "onet"):
+        (directory / f"{net}.onnx").write_bytes(net.encode())
+    (directory / "embedder.onnx").write_bytes(embedder)
+    (directory / "manifest.json").write_text(json.dumps({"weights": weights, "export": "1"}))
+    return directory
+
+
+def facerec_cli(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """The `facerec` command in its own process (its own moto state and local cloud)."""
+    return subprocess.run([sys.executable, "-c", "from facerec_cli.main import main; main()", *args], check=False, capture_output=True, text=True,
+                          env=env, timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------ without docker
 
 
-def test_build_context_is_lambdas_and_the_dockerfile_only() -> None:
-    for kind in images.KINDS:
-        names = [file.name for file in images.context_files(kind)]
-        assert names[0] == images.DOCKERFILES[kind] or images.DOCKERFILES[kind] in names
-        others = [n for n in names if n != images.DOCKERFILES[kind]]
-        assert others and all(n.startswith("lambdas/") for n in others)
-        assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
-        # .dockerignore (for builds by hand) lets through the same files of lambdas/.
-        from docker.utils.build import exclude_paths
+def test_build_contexts_are_lambdas_the_models_and_the_dockerfile_only(tmp_path: Path) -> None:
+    from docker.utils.build import exclude_paths
 
-        patterns = [p for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
-        by_hand = {p for p in exclude_paths(str(ROOT), patterns) if (ROOT / p).is_file() and p.startswith("lambdas/")}
-        assert by_hand == set(others)
+    # A checkout with models/ built for a by-hand build and files that must stay out of any context.
+    root = tmp_path / "src"
+    shutil.copytree(ROOT / "lambdas", root / "lambdas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in [*images.DOCKERFILES.values(), ".dockerignore"]:
+        shutil.copy2(ROOT / name, root / name)
+    models = fake_models(root / "models")
+    for stray in ("facerec_cli/x.py", ".git/config", "tests/t.py", "lambdas/__pycache__/x.pyc", ".env"):
+        (root / stray).parent.mkdir(parents=True, exist_ok=True)
+        (root / stray).write_text("secret")
+    patterns = [p for p in (root / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
+    # (The engine always receives .dockerignore itself.)
+    by_hand = {p for p in exclude_paths(str(root), patterns) if (root / p).is_file()} - {".dockerignore"}
+    for kind in images.KINDS:
+        names = [file.name for file in images.context_files(kind, root, models if kind == "recognition" else None)]
+        assert names == sorted(names) and images.DOCKERFILES[kind] in names
+        others = [n for n in names if n != images.DOCKERFILES[kind]]
+        assert others and all(n.startswith("lambdas/") for n in others if not n.startswith("models/"))
+        assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+        model_names = {n for n in names if n.startswith("models/")}
+        if kind == "recognition":
+            assert model_names == {f"models/{n}" for n in ("pnet.onnx", "rnet.onnx", "onet.onnx", "embedder.onnx", "manifest.json")}
+        else:
+            assert not model_names
+        # .dockerignore (for builds by hand) lets through the same files of lambdas/ and models/.
+        assert {p for p in by_hand if p.startswith(("lambdas/", "models/"))} >= set(others)
+    assert by_hand == {*images.DOCKERFILES.values(), *(n for n in (f.name for f in images.context_files("recognition", root, models)))}
+    with pytest.raises(ValueError, match="built models"):
+        images.context_files("recognition", root)
+    (models / "onet.onnx").unlink()
+    with pytest.raises(UserError, match="onet.onnx missing"):
+        images.context_files("recognition", root, models)
 
 
 def test_tags_follow_content_and_only_the_arguments_that_shape_the_image(tmp_path: Path) -> None:
@@ -285,21 +397,84 @@ def test_tags_follow_content_and_only_the_arguments_that_shape_the_image(tmp_pat
     shutil.copytree(ROOT / "lambdas", root / "lambdas", ignore=shutil.ignore_patterns("__pycache__"))
     for name in images.DOCKERFILES.values():
         shutil.copy2(ROOT / name, root / name)
+    models = fake_models(tmp_path / "models")
+
+    def tag(args: dict[str, str], kind: str = "recognition", model_dir: Path | None = models) -> str:
+        return images.image_tag(kind, images.context_files(kind, root, model_dir if kind == "recognition" else None), args)
+
     args = images.build_args_for("recognition", weights="casia-webface")
-    tag = images.image_tag("recognition", images.context_files("recognition", root), args)
-    assert re.fullmatch(r"recognition-[0-9a-f]{16}", tag)
-    assert images.image_tag("recognition", images.context_files("recognition", root), dict(args)) == tag
-    # pip transport settings do not change the image's identity; weights and code do.
-    with_mirror = dict(args, PIP_INDEX_URL="https://mirror.invalid/simple")
-    assert images.image_tag("recognition", images.context_files("recognition", root), with_mirror) == tag
-    vgg = images.build_args_for("recognition", weights="vggface2")
-    assert images.image_tag("recognition", images.context_files("recognition", root), vgg) != tag
+    assert args == {"BASE_IMAGE": "public.ecr.aws/lambda/python:3.12", "WEIGHTS": "casia-webface"}
+    first = tag(args)
+    assert re.fullmatch(r"recognition-[0-9a-f]{16}", first)
+    assert tag(dict(args)) == first
+    # pip transport settings do not change the image's identity; weights, models and code do.
+    assert tag(dict(args, PIP_INDEX_URL="https://mirror.invalid/simple", PIP_FIND_LINKS="http://127.0.0.1:1/")) == first
+    assert tag(images.build_args_for("recognition", weights="vggface2")) != first
+    assert tag(images.build_args_for("recognition", base_image="example/python:3.13")) != first
+    assert tag(args, model_dir=fake_models(tmp_path / "other", embedder=b"other embedder")) != first
+    assert tag(args, model_dir=fake_models(tmp_path / "vgg", weights="vggface2")) != first  # the manifest is content
+    splitting = tag(images.build_args_for("splitting"), "splitting")
     (root / "lambdas" / "env.py").write_text((root / "lambdas" / "env.py").read_text() + "\n# changed\n")
-    assert images.image_tag("recognition", images.context_files("recognition", root), args) != tag
-    # The splitting image does not depend on the weights.
+    assert tag(args) != first and tag(images.build_args_for("splitting"), "splitting") != splitting
+    # The splitting image depends neither on the weights nor on the models.
     assert images.build_args_for("splitting", weights="vggface2") == images.build_args_for("splitting")
     with pytest.raises(UserError, match="cannot be baked"):
         images.build_args_for("recognition", weights="/some/state_dict.pt")
+
+
+def test_build_arguments_and_network_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(images.BUILD_ARGS_ENV, "PIP_NO_INDEX=1 'PIP_FIND_LINKS=http://127.0.0.1:8000/a b/'")
+    monkeypatch.setenv(images.BUILD_NETWORK_ENV, "host")
+    assert images.environ_build_args() == {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "http://127.0.0.1:8000/a b/"}
+    assert images._build_options({"PIP_NO_INDEX": "0"}, None) == ({"PIP_NO_INDEX": "0", "PIP_FIND_LINKS": "http://127.0.0.1:8000/a b/"}, "host")
+    assert images._build_options(None, "none")[1] == "none"
+    monkeypatch.setenv(images.BUILD_ARGS_ENV, "PIP_NO_INDEX")
+    with pytest.raises(UserError, match="not NAME=VALUE"):
+        images.environ_build_args()
+
+
+def test_dockerfiles_name_no_python_version_and_no_torch() -> None:
+    for name in images.DOCKERFILES.values():
+        text = (ROOT / name).read_text()
+        assert "ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.12" in text
+        assert not re.search(r"python3\.\d+", text.replace("python:3.12", "")), f"{name} names a versioned python"
+    requirements = image_requirements()
+    assert not any(r.lower().startswith(("torch", "facenet", "imageio")) for r in requirements), requirements
+    recognition = (ROOT / "Dockerfile.recognition").read_text()
+    assert "COPY models/ /opt/facerec/models/" in recognition and "FACEREC_MODELS=/opt/facerec/models" in recognition
+    # The 94 MB models layer comes after the dependencies and before the code (cached while code changes).
+    assert recognition.index("pip install") < recognition.index("COPY models/") < recognition.index("COPY lambdas/")
+
+
+def test_container_environment_is_the_functions_variables_and_the_local_cloud() -> None:
+    from lambdas import env as fenv
+
+    spec = FunctionSpec(
+        name="face-recognition", arn="arn:aws:lambda:us-east-1:123456789012:function:face-recognition", handler="lambdas.face_recognition.handler",
+        environment={fenv.OUTPUT_BUCKET: "out", fenv.GALLERY_URI: "s3://out/gallery", fenv.WEIGHTS: "casia-webface", "FACEREC_THREADS": "1",
+                     "FACEREC_MODELS": "/host/models", "HOME": "/root", "SOMETHING_ELSE": "x"},
+        timeout_s=120, memory_mb=3008,
+    )  # fmt: skip
+    cloud_env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:5000", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull, "NO_PROXY": "127.0.0.1"}  # fmt: skip
+    env = container_environ(spec, cloud_env)
+    assert env[fenv.OUTPUT_BUCKET] == "out" and env[fenv.GALLERY_URI] == "s3://out/gallery" and env["FACEREC_THREADS"] == "1"
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000" and env["AWS_ACCESS_KEY_ID"] == "testing"
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == "face-recognition" and env["AWS_LAMBDA_FUNCTION_TIMEOUT"] == "120"
+    # Nothing of this machine: not its paths (the image's models), files, proxies or other variables.
+    for name in ("FACEREC_MODELS", "HOME", "SOMETHING_ELSE", "AWS_CONFIG_FILE", "NO_PROXY", "PATH"):
+        assert name not in env, name
+
+
+def test_emulator_answers_become_outcomes() -> None:
+    ok = invocation_outcome(200, b'{"stem": "a"}')
+    assert ok.ok and json.loads(ok.payload) == {"stem": "a"}
+    assert invocation_outcome(200, b"").ok
+    failed = invocation_outcome(200, b'{"errorMessage": "boom", "errorType": "ValueError", "requestId": "1", "stackTrace": []}')
+    assert not failed.ok and failed.message == "ValueError: boom"
+    assert invocation_outcome(200, b"Task timed out after 3.00 seconds").message.startswith("Runtime.Timeout")
+    assert not invocation_outcome(502, b"").ok
+    assert not invocation_outcome(200, b"<html>").ok
 
 
 def test_registry_target_plain_registry_needs_no_ecr() -> None:
@@ -321,6 +496,15 @@ def test_no_engine_is_a_user_error(tmp_path: Path) -> None:
     assert "start Docker" in str(info.value)
 
 
+def test_run_local_containers_without_an_engine_says_so_in_one_line(data: Path, hamilton_gallery: Any, tmp_path: Path) -> None:
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock", COLUMNS="1000", TMPDIR=str(tmp_path))
+    proc = facerec_cli(["run-local", str(data / "videos" / HAMILTON), "--gallery", str(hamilton_gallery[0]), "--runtime", "containers"], env, timeout=120)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--runtime containers needs a Docker engine" in lines[0] and "DOCKER_HOST" in lines[0], proc.stderr
+    assert proc.stdout == ""
+
+
 # --------------------------------------------------------------------------------------- with docker
 
 
@@ -334,15 +518,16 @@ def test_splitting_image_is_built_and_pushed(docker_env: DockerEnv, built: dict[
     assert any(line.startswith("splitting: step 1/") for line in lines), lines
     assert any(" layer " in line and " pushed" in line for line in lines), lines
 
-    # What is in it: the handler and nothing else of the repository; ffmpeg; no torch.
+    # What is in it: the handler and nothing else of the repository; PyAV; no ffmpeg binary, no torch.
     client = docker_env.client
     config = client.images.get(image.tag_uri).attrs["Config"]
     assert config["Cmd"] == ["lambdas.video_splitting.handler"]
-    script = ("ls -A /var/task; /opt/facerec/bin/ffmpeg -hide_banner -version | head -n 1; "
-              "python3.11 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch")  # fmt: skip
+    script = ("ls -A /var/task; python3 -c 'import av; print(\"av\", av.__version__)'; "
+              "command -v ffmpeg || echo no-ffmpeg; "
+              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch")  # fmt: skip
     out = client.containers.run(image.tag_uri, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True).decode()
-    listing, ffmpeg, torch = out.strip().splitlines()
-    assert listing.split() == ["lambdas"] and ffmpeg.startswith("ffmpeg version") and torch == "no-torch", out
+    listing, av, ffmpeg, torch = out.strip().splitlines()
+    assert listing.split() == ["lambdas"] and av.startswith("av ") and ffmpeg == "no-ffmpeg" and torch == "no-torch", out
 
     # Unchanged: found in the registry, neither built nor pushed again (bootstrap stays idempotent).
     again: list[str] = []
@@ -387,8 +572,7 @@ def test_push_to_a_registry_that_is_not_there_says_which(docker_env: DockerEnv) 
 
 @pytest.mark.docker
 def test_splitting_container_handles_a_real_s3_event(
-    docker_env: DockerEnv, built: dict[str, Any], cloud: dict[str, Any], rie: Path, data: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    docker_env: DockerEnv, built: dict[str, Any], cloud: dict[str, Any], data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     image: images.PushedImage = built["image"]
     client = docker_env.client
@@ -408,30 +592,8 @@ def test_splitting_container_handles_a_real_s3_event(
     event = notifications[0]["event"]
     assert unquote_plus(event["Records"][0]["s3"]["object"]["key"]) == key  # URL-encoded, as S3 sends it
 
-    port, api_port = free_port(), free_port()
-    cmd = client.images.get(image.uri).attrs["Config"]["Cmd"]
-    container = run_container(
-        client, image.uri, name=f"facerec-splitting-{uuid.uuid4().hex[:8]}",
-        # The emulator in front of the image's own entrypoint (as on AWS, the runtime API then exists);
-        # as Lambda runs it: not root, read-only but for /tmp (run_container's like_lambda).
-        entrypoint=[f"/opt/rie/{rie.name}", "--runtime-interface-emulator-address", f"127.0.0.1:{port}",
-                    "--runtime-api-address", f"127.0.0.1:{api_port}", "/lambda-entrypoint.sh"],
-        command=cmd, environment=function_env(cloud, names.splitting_function),
-        volumes={str(rie.parent): {"bind": "/opt/rie", "mode": "ro"}},
-    )  # fmt: skip
-    try:
-
-        def alive() -> None:
-            container.reload()
-            assert container.status in ("created", "running"), remove_container(container)
-
-        wait_port(port, 30, alive)
-        started = time.monotonic()
-        answer = invoke_rie(port, event, timeout=120)
-        seconds = time.monotonic() - started
-        assert answer == {"videos": {key: "split"}}, (answer, container.logs(tail=50).decode(errors="replace"))
-    finally:
-        logs = remove_container(container)
+    answer, seconds, logs = run_behind_emulator(client, image.uri, function_env(cloud, names.splitting_function), event, kind="splitting", timeout=120)
+    assert answer == {"videos": {key: "split"}}, (answer, logs)
 
     stem = "uploads/" + video.stem
     first = s3.head_object(Bucket=names.stage1_bucket, Key=f"{stem}.jpg")
@@ -446,37 +608,83 @@ def test_splitting_container_handles_a_real_s3_event(
     print(f"\nsplitting container: {len(request.frames)} frames in {seconds:.1f} s (first invocation, cold)")
 
 
+@pytest.mark.docker
+def test_recognition_image_is_built_pushed_lean_and_without_torch(
+    docker_env: DockerEnv, built_recognition: dict[str, Any], wheelhouse: Wheelhouse, source: Path, models: Path
+) -> None:
+    image: images.PushedImage = built_recognition["image"]
+    client = docker_env.client
+    assert image.pushed and image.tag in registry_tags(docker_env.registry, image.repository.split("/", 1)[1])
+    lines = built_recognition["lines"]
+    assert any(line.startswith("recognition: step 1/") for line in lines), lines
+
+    size = image_size_mb(client, image.tag_uri)
+    base = image_size_mb(client, docker_env.base_image)
+    print(f"\nrecognition image: {size:.0f} MB (base {base:.0f} MB, models {sum(p.stat().st_size for p in models.iterdir()) / 1e6:.0f} MB), "
+          f"built and pushed in {built_recognition['seconds']:.0f} s")  # fmt: skip
+    assert size <= MAX_RECOGNITION_MB, f"the recognition image is {size:.0f} MB, over {MAX_RECOGNITION_MB} MB"
+
+    attrs = client.images.get(image.tag_uri).attrs["Config"]
+    assert attrs["Cmd"] == ["lambdas.face_recognition.handler"]
+    assert "FACEREC_MODELS=/opt/facerec/models" in attrs["Env"] and "FACEREC_WEIGHTS=casia-webface" in attrs["Env"]
+    script = ("ls -A /var/task; ls /opt/facerec/models | tr '\\n' ' '; echo; "
+              "python3 -c 'import onnxruntime, numpy, PIL, boto3, safetensors; print(\"ort\", onnxruntime.__version__)'; "
+              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch")  # fmt: skip
+    out = client.containers.run(image.tag_uri, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True, user="993:990").decode()
+    listing, nets, ort, torch = out.strip().splitlines()
+    assert listing.split() == ["lambdas"] and nets.split() == sorted(["embedder.onnx", "manifest.json", "onet.onnx", "pnet.onnx", "rnet.onnx"]), out
+    assert ort.startswith("ort ") and torch == "no-torch", out
+
+    # Unchanged (same code, models and arguments): found in the registry, neither built nor pushed again.
+    again: list[str] = []
+    second = images.build_and_push(
+        Settings(prefix=PREFIX, region=REGION), None, registry=docker_env.registry, base_image=docker_env.base_image,
+        docker_client=client, on_progress=again.append, only=("recognition",), build_args=wheelhouse.build_args, network_mode="host",
+        root=source, models=models,
+    )  # fmt: skip
+    assert second == {"recognition": image.uri} and not any("step" in line or "layer" in line for line in again), again
+
+
+@pytest.mark.docker
+def test_recognition_container_names_the_person_in_real_frames(
+    docker_env: DockerEnv, built_recognition: dict[str, Any], cloud: dict[str, Any], celeb_gallery: Any, data: Path, tmp_path: Path
+) -> None:
+    image: images.PushedImage = built_recognition["image"]
+    client = docker_env.client
+    client.images.remove(image.tag_uri, noprune=True)  # run what the registry holds, pulled by digest
+    client.images.pull(image.uri)
+    settings, clients = cloud["settings"], cloud["clients"]
+    names = settings.names
+    # The 5celeb/train gallery deployed by bootstrap's code: uploaded to the output bucket, FACEREC_GALLERY set.
+    gallery_path, gallery = celeb_gallery
+    assert {PERSON, OTHER} <= set(gallery.people)
+    apply_plan(plan_deploy(settings, DeployOptions(gallery=gallery_path), clients), NullReporter())
+    video = sample_video(data, tmp_path)
+    request = stage1_request(cloud, video, f"container/{video.stem}")
+
+    env = function_env(cloud, names.recognition_function)
+    answer, seconds, logs = run_behind_emulator(client, image.uri, env, request.to_dict(), kind="recognition", timeout=300)
+    assert answer == {"stem": request.stem}, (answer, logs)
+    result = json.loads(clients.s3.get_object(Bucket=names.output_bucket, Key=f"{request.stem}.json")["Body"].read())
+    assert result["status"] == "ok" and result["name"] == PERSON, result
+    assert result["frames"] == len(request.frames) and result["model"] == gallery.weights
+    assert clients.s3.get_object(Bucket=names.output_bucket, Key=f"{request.stem}.txt")["Body"].read().decode() == PERSON
+    assert "REPORT RequestId" in logs, logs
+    print(f"\nrecognition container: {result['name']} from {len(request.frames)} frames in {seconds:.1f} s (cold: models load)")
+
+
 def test_recognition_handler_under_the_runtime_interface_client(
     cloud: dict[str, Any], rie: Path, data: Path, celeb_gallery: Any, tmp_path: Path
 ) -> None:
     pytest.importorskip("awslambdaric", reason="pip install awslambdaric (in the test extra)")
-    from lambdas.core import media
-
     settings, clients = cloud["settings"], cloud["clients"]
     names = settings.names
-    # The 5celeb/train gallery (build_gallery, shared with test_core), deployed by bootstrap's code:
-    # uploaded to the output bucket, FACEREC_GALLERY set on the function.
     gallery_path, gallery = celeb_gallery
-    assert {PERSON, OTHER} <= set(gallery.people)
     apply_plan(plan_deploy(settings, DeployOptions(gallery=gallery_path), clients), NullReporter())
-
     # Stage-1 frames of a real video of PERSON (a photo not in the gallery), as video-splitting stores them.
     video = sample_video(data, tmp_path)
-    stem = f"direct/{video.stem}"
-    info = media.probe(video)
-    times = media.sample_times(info.duration, 3)
-    frames_dir = tmp_path / "frames"
-    frames_dir.mkdir()
-    frames = []
-    for file in media.extract_frames(video, times, frames_dir):
-        index = int(file.stem)
-        frame_key = f"{stem}.jpg" if index == 0 else f"{stem}/{index:03d}.jpg"
-        clients.s3.upload_file(str(file), names.stage1_bucket, frame_key)
-        frames.append(FrameRef(key=frame_key, t=times[index]))
-    request = RecognitionRequest(
-        stage1_bucket=names.stage1_bucket, stem=stem, video=video.name, frames=frames,
-        source={"bucket": names.input_bucket, "key": f"{stem}.mp4", "event_id": uuid.uuid4().hex},
-    )  # fmt: skip
+    request = stage1_request(cloud, video, f"direct/{video.stem}")
+    stem = request.stem
 
     port, api_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -509,31 +717,49 @@ def test_recognition_handler_under_the_runtime_interface_client(
 
     result = json.loads(clients.s3.get_object(Bucket=names.output_bucket, Key=f"{stem}.json")["Body"].read())
     assert result["status"] == "ok" and result["name"] == PERSON, result
-    assert result["frames"] == len(frames) and result["model"] == gallery.weights
+    assert result["frames"] == len(request.frames) and result["model"] == gallery.weights
     assert clients.s3.get_object(Bucket=names.output_bucket, Key=f"{stem}.txt")["Body"].read().decode() == PERSON
-    print(f"\nrecognition under the RIE: {result['name']} from {len(frames)} frames in {seconds:.1f} s (cold: models load)")
+    print(f"\nrecognition under the RIE: {result['name']} from {len(request.frames)} frames in {seconds:.1f} s (cold: models load)")
 
 
 @pytest.mark.docker
-def test_recognition_image_build(docker_env: DockerEnv, source: Path) -> None:
-    """Opt-in: needs a CPU build of torch *and torchvision* reachable from the build, which no registry
-    these machines reach has (PyPI's torchvision is the CUDA build, and fails with CPU torch: "operator
-    torchvision::nms does not exist"). Set FACEREC_TEST_TORCH_INDEX_URL (e.g.
-    https://download.pytorch.org/whl/cpu) on a machine with internet to run it."""
-    index = os.environ.get("FACEREC_TEST_TORCH_INDEX_URL")
-    if not index:
-        pytest.skip("set FACEREC_TEST_TORCH_INDEX_URL to a CPU torch index (e.g. https://download.pytorch.org/whl/cpu): "
-                    "the registries reachable here have no CPU build of torchvision")
-    lines: list[str] = []
+def test_run_local_containers_names_real_videos_end_to_end(
+    docker_env: DockerEnv, built: dict[str, Any], built_recognition: dict[str, Any], wheelhouse: Wheelhouse,
+    mixed_gallery: Path, data: Path, tmp_path: Path,
+) -> None:
+    """`facerec run-local --runtime containers`, as a user runs it: the images built by bootstrap's code
+    (reused from the builds above when the code has not changed), the S3 notification to the splitting
+    container, its Invoke to the recognition container, the results read from the output bucket."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy2(data / "videos" / HAMILTON, videos / HAMILTON)
+    sample_video(data, videos)  # madonna_clip.mp4: a 5celeb/val photo (not enrolled) as a 2 s video
+    expected = {HAMILTON: "lin_manuel_miranda", f"{PERSON}_clip.mp4": PERSON}
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(DOCKER_HOST=docker_env.docker_host, TMPDIR=str(tmp_path), COLUMNS="200", **wheelhouse.build_environ)
     started = time.monotonic()
-    result = images.build_images(
-        Settings(prefix=PREFIX, region=REGION), None, registry=docker_env.registry, base_image=docker_env.base_image,
-        docker_client=docker_env.client, on_progress=lines.append, only=("recognition",), torch_index_url=index,
-        network_mode="host", force=True, root=source, timeout=3000,
-    )  # fmt: skip
-    image = result["recognition"]
-    assert image.pushed and image.tag in registry_tags(docker_env.registry, image.repository.split("/", 1)[1])
-    script = "ls /opt/facerec/weights; cd /var/task && python3.11 -c 'import lambdas.face_recognition'"
-    out = docker_env.client.containers.run(image.uri, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True).decode()
-    assert "casia-webface-" in out, out
-    print(f"\nrecognition image: {image_size_mb(docker_env.client, image.uri):.0f} MB, built and pushed in {time.monotonic() - started:.0f} s")
+    proc = facerec_cli(["run-local", str(videos), "--gallery", str(mixed_gallery), "--runtime", "containers",
+                        "--base-image", docker_env.base_image, "--json", "--out", str(out), "--timeout", "600"], env, timeout=1800)  # fmt: skip
+    seconds = time.monotonic() - started
+    log_file = tmp_path / "facerec-run-local.log"
+    logs = log_file.read_text(errors="replace") if log_file.is_file() else ""
+    assert proc.returncode == 0, (proc.stderr[-4000:], logs[-4000:])
+    results = {r["video"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert {video: r["name"] for video, r in results.items()} == expected, (results, logs[-3000:])
+    assert all(r["status"] == "ok" for r in results.values()), results
+    for video, name in expected.items():
+        assert (out / f"{Path(video).stem}.txt").read_text() == name
+    # It ran in the containers, behind the emulator (its START/REPORT lines, per function)...
+    for function in ("video-splitting", "face-recognition"):
+        assert f"[{function}] START RequestId" in logs and f"[{function}] REPORT RequestId" in logs, logs[-3000:]
+    # ...on the images bootstrap's code builds (content tags), and left no container behind.
+    client = docker_env.client
+    local_tags = {tag for image in client.images.list(name=images.LOCAL_REPOSITORY) for tag in image.tags}
+    for kind in images.KINDS:
+        assert any(re.fullmatch(rf"{images.LOCAL_REPOSITORY}:{kind}-[0-9a-f]{{16}}", tag) for tag in local_tags), local_tags
+    assert client.containers.list(all=True, filters={"label": "facerec.run-local"}) == []
+    built_lines = [line for line in proc.stderr.splitlines() if "built" in line or "not rebuilt" in line]
+    print(f"\nrun-local --runtime containers: {len(results)} videos named in {seconds:.0f} s (CLI start to exit, images "
+          f"{'reused' if all('not rebuilt' in line for line in built_lines) else 'built'}); "
+          + ", ".join(f"{v}: {r['name']} ({sum((r.get('timings_ms') or {}).values()):.0f} ms in the functions)" for v, r in sorted(results.items())))

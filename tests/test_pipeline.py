@@ -175,7 +175,8 @@ def test_videos_over_the_size_or_duration_limit_are_refused_with_a_result(galler
 def test_run_local_with_a_gallery_enrolled_from_a_weights_file(gallery, course_videos, tmp_path, monkeypatch):
     from facerec_cli.local.pipeline import function_weights
     from lambdas.core.gallery import Gallery
-    from lambdas.core.weights import casia_state_dict_path, weights_id
+    from lambdas.core.torch_models import casia_state_dict_path
+    from lambdas.core.weights import weights_id
 
     # The casia-webface state_dict as a plain file; a gallery enrolled with it records file:<hash>
     # (the same numbers: relabelling the casia gallery stands in for enrolling again).

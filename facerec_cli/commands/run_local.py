@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from lambdas import env as fenv
@@ -74,9 +75,11 @@ def run_local(
     if html is not None:  # the report shows each video's annotated frame: have the function store it
         options = dataclasses.replace(options, extra_env={**options.extra_env, fenv.ANNOTATE: "1"})
     log_path = options.log_path or str(Path(tempfile.gettempdir()) / "facerec-run-local.log")
-    pipeline = LocalPipeline(gallery, options, log_path=log_path)  # checks gallery and weights; starts nothing
+    containers = options.runtime == "containers"
+    # Checks gallery and weights (and with containers, the Docker engine); starts nothing.
+    pipeline = LocalPipeline(gallery, options, log_path=log_path, on_progress=lambda line: err.print(f"[dim]{escape(line)}[/]", soft_wrap=True))
     jobs, refused = collect_videos(inputs)
-    with err.status("starting the local cloud and the workers…"):
+    with err.status("building the images, starting the local cloud and the containers…" if containers else "starting the local cloud and the workers…"):
         pipeline.__enter__()
     try:
         if watch:

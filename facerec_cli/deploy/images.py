@@ -5,10 +5,15 @@ them to ECR (or another registry), and say what happened one line at a time.
     # {"splitting": "<registry>/<repo>@sha256:...", "recognition": "<registry>/<repo>@sha256:..."}
 
 Tags are ``splitting-<hash>`` and ``recognition-<hash>``, where the hash covers exactly what goes into
-the build: the Dockerfile, the files of the build context (``lambdas/``) and the build arguments that
-shape the image (base image, torch index, weights). An image whose tag the registry already has is
-neither built nor pushed again, so running ``facerec bootstrap`` twice changes nothing, on any machine.
-The URIs returned carry the manifest digest, which is what the Lambda functions are pointed at.
+the build: the Dockerfile, the files of the build context (``lambdas/``, and for recognition the ONNX
+models and their manifest under ``models/``) and the build arguments that shape the image (base image,
+weights). An image whose tag the registry already has is neither built nor pushed again, so running
+``facerec bootstrap`` twice changes nothing, on any machine. The URIs returned carry the manifest digest,
+which is what the Lambda functions are pointed at.
+
+The recognition image runs the models on onnxruntime and holds no torch: the models are built here, on
+the machine that builds the image (``lambdas.core.models.model_dir``: the weights cache, exported once
+with torch), for the weights of the gallery, and sent in the build context.
 
 The registry is the account's ECR registry (login with ``ecr:GetAuthorizationToken``), unless a
 registry host is given (``--registry``, ``FACEREC_REGISTRY``): then no ECR login is made and the
@@ -16,9 +21,15 @@ engine's own credentials for that host apply (``docker login``), none for a plai
 as ``127.0.0.1:5000``. Credentials are passed to the engine only, never printed or logged.
 
 The build context is made here, from the same list of files that the hash covers (``.dockerignore``
-says the same for builds by hand): only ``lambdas/`` and the Dockerfile, nothing else of the
-repository (no .git, no credentials). Builds use the classic builder with ``pull=False``: a base image
-already present is used as it is (a missing one is pulled by the engine).
+says the same for builds by hand): only ``lambdas/``, ``models/`` and the Dockerfile, nothing else of
+the repository (no .git, no credentials). Builds use the classic builder with ``pull=False``: a base image
+already present is used as it is (a missing one is pulled by the engine). Builds without a package index
+(a mirror, or a wheelhouse as the tests use) take pip's settings as build arguments, from ``build_args``
+or from ``$FACEREC_IMAGE_BUILD_ARGS`` (``"PIP_NO_INDEX=1 PIP_FIND_LINKS=http://127.0.0.1:8000/"``), and
+the build's network from ``network_mode`` or ``$FACEREC_IMAGE_BUILD_NETWORK`` (e.g. ``host``).
+
+``build_local`` builds the same images for ``facerec run-local --runtime containers`` and tags them
+``facerec-local:<kind>-<hash>`` in the engine, without a registry.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import hashlib
 import io
 import os
 import re
+import shlex
 import stat
 import tarfile
 import time
@@ -46,13 +58,19 @@ SPLITTING = "splitting"
 RECOGNITION = "recognition"
 KINDS: tuple[str, ...] = (SPLITTING, RECOGNITION)
 DOCKERFILES = {SPLITTING: "Dockerfile.splitting", RECOGNITION: "Dockerfile.recognition"}
-DEFAULT_BASE_IMAGE = "public.ecr.aws/lambda/python:3.11"
-DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cpu"
+# Amazon Linux 2023. The onnxruntime, av and safetensors wheels are manylinux_2_28 (glibc >= 2.28):
+# public.ecr.aws/lambda/python:3.11 and older are Amazon Linux 2, whose glibc is 2.26.
+DEFAULT_BASE_IMAGE = "public.ecr.aws/lambda/python:3.12"
 IMAGE_WEIGHTS = ("casia-webface", "vggface2")  # what Dockerfile.recognition can bake in
 DEFAULT_PLATFORM = "linux/amd64"  # the functions' architecture (x86_64)
-CONTEXT_DIRS = ("lambdas",)  # the build context besides the Dockerfile
+CONTEXT_DIRS = ("lambdas",)  # the build context besides the Dockerfile (and the recognition models)
+MODELS_DIR = "models"  # where the recognition image's models are in its build context
+LOCAL_REPOSITORY = "facerec-local"  # build_local's images: facerec-local:<kind>-<hash>
+CONTENT_LABEL = "facerec.content"  # on every image built here: its content tag (<kind>-<hash>)
+BUILD_ARGS_ENV = "FACEREC_IMAGE_BUILD_ARGS"  # "NAME=VALUE ..." build arguments (pip's mirror or wheelhouse)
+BUILD_NETWORK_ENV = "FACEREC_IMAGE_BUILD_NETWORK"  # network of the build steps (e.g. host)
 # Bump when the way tags are computed changes.
-_TAG_SCHEME = "1"
+_TAG_SCHEME = "2"
 _ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -106,8 +124,8 @@ def source_root(root: Path | None = None) -> Path:
     if missing:
         raise UserError(
             f"cannot build the images: {', '.join(missing)} not found in {root}",
-            hint="run `facerec bootstrap` from an editable install of a source checkout (pip install -e .), "
-            "or pass --skip-images to keep the functions' current images",
+            hint="the images are built from a source checkout: install it editable (pip install -e .) and run from it; "
+            "`facerec bootstrap --skip-images` keeps the functions' current images",
         )
     return root
 
@@ -126,9 +144,10 @@ class ContextFile:
     executable: bool
 
 
-def context_files(kind: str, root: Path | None = None) -> list[ContextFile]:
+def context_files(kind: str, root: Path | None = None, models: Path | None = None) -> list[ContextFile]:
     """The build context of ``kind``, sorted: its Dockerfile and every file under lambdas/ except caches
-    and hidden files (what .dockerignore lets through)."""
+    and hidden files (what .dockerignore lets through); for recognition also the built models of
+    ``models`` (a directory made by ``lambdas.core.models``) as ``models/``."""
     root = source_root(root)
     paths = [(DOCKERFILES[kind], root / DOCKERFILES[kind])]
     for top in CONTEXT_DIRS:
@@ -136,7 +155,35 @@ def context_files(kind: str, root: Path | None = None) -> list[ContextFile]:
             rel = path.relative_to(root)
             if path.is_file() and not path.is_symlink() and _wanted(rel):
                 paths.append((rel.as_posix(), path))
+    if kind == RECOGNITION:
+        if models is None:
+            raise ValueError("the recognition image's context needs the built models (models=...)")
+        paths += [(f"{MODELS_DIR}/{path.name}", path) for path in model_files(models)]
     return [ContextFile(name, path.read_bytes(), bool(path.stat().st_mode & stat.S_IXUSR)) for name, path in sorted(paths)]
+
+
+def model_files(models: Path) -> list[Path]:
+    """The files of a built model directory that the recognition image needs: the four ONNX nets and
+    the manifest (which says which weights made them)."""
+    from lambdas.core.models import MANIFEST, NETS
+
+    files = [models / f"{net}.onnx" for net in NETS] + [models / MANIFEST]
+    missing = [file.name for file in files if not file.is_file()]
+    if missing:
+        raise UserError(
+            f"{models} is not a built model directory: {', '.join(missing)} missing",
+            hint="build the models with `facerec models build --weights W` (or unset FACEREC_MODELS)",
+        )
+    return files
+
+
+def built_models(weights: str, on_progress: Progress | None = None) -> Path:
+    """The models the recognition image bakes in for ``weights``: $FACEREC_MODELS when it names a
+    directory built for them, else the weights cache, where they are exported first when missing (that
+    needs torch and facenet-pytorch, which the CLI has; the image never does)."""
+    from lambdas.core.models import model_dir
+
+    return model_dir(weights, progress=on_progress).path
 
 
 def build_context(files: Iterable[ContextFile]) -> bytes:
@@ -176,7 +223,6 @@ def build_args_for(
     *,
     base_image: str | None = None,
     weights: str = "casia-webface",
-    torch_index_url: str | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The build arguments of one image; only those its Dockerfile uses (so that, say, other weights
@@ -188,10 +234,27 @@ def build_args_for(
                 f"weights {weights!r} cannot be baked into the recognition image",
                 hint=f"use one of {', '.join(IMAGE_WEIGHTS)} (a gallery made with other weights cannot be used on AWS)",
             )
-        args["TORCH_INDEX_URL"] = torch_index_url or DEFAULT_TORCH_INDEX_URL
         args["WEIGHTS"] = weights
     args.update(extra or {})
     return args
+
+
+def environ_build_args(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Build arguments from ``$FACEREC_IMAGE_BUILD_ARGS`` (``NAME=VALUE`` words, shell-quoted where
+    needed), e.g. pip's mirror or a wheelhouse for a machine without the package index."""
+    text = (os.environ if environ is None else environ).get(BUILD_ARGS_ENV, "")
+    args: dict[str, str] = {}
+    for word in shlex.split(text):
+        name, sep, value = word.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise UserError(f"{BUILD_ARGS_ENV}: {word!r} is not NAME=VALUE", hint="e.g. PIP_INDEX_URL=https://mirror.example/simple")
+        args[name] = value
+    return args
+
+
+def _build_options(build_args: Mapping[str, str] | None, network_mode: str | None) -> tuple[dict[str, str], str | None]:
+    """Explicit build arguments and network over those of the environment."""
+    return {**environ_build_args(), **(build_args or {})}, network_mode or os.environ.get(BUILD_NETWORK_ENV) or None
 
 
 # ----------------------------------------------------------------------------------------- registry
@@ -301,7 +364,7 @@ def _build(
         stream = client.api.build(
             fileobj=io.BytesIO(context), custom_context=True, dockerfile=DOCKERFILES[kind], tag=reference,
             buildargs=dict(build_args), pull=False, rm=True, forcerm=True, decode=True,
-            network_mode=network_mode, platform=platform,
+            network_mode=network_mode, platform=platform, labels={CONTENT_LABEL: reference.rpartition(":")[2]},
         )  # fmt: skip
         for chunk in stream:
             if time.monotonic() - started > timeout:
@@ -362,7 +425,8 @@ def _build_error(kind: str, step: str, detail: str, lines: Iterable[str], build_
             "or pass --base-image with an image that the engine already has"
         )
     elif "pip" in step and ("Could not find a version" in tail or "No matching distribution" in tail or "Failed to establish" in tail):
-        hint = "pip could not get a package: the build needs the package index (or set PIP_INDEX_URL/TORCH_INDEX_URL build arguments)"
+        hint = (f"pip could not get a package: the build needs the package index, or a mirror or wheelhouse given as build "
+                f"arguments (PIP_INDEX_URL, PIP_FIND_LINKS...; ${BUILD_ARGS_ENV})")
     message = f"building the {kind} image failed{where}: {detail.strip()}"
     if tail:
         message += f"\nlast lines of the build:\n{tail}"
@@ -515,6 +579,42 @@ def open_engine(
     return Engine(client, target, owned=docker_client is None)
 
 
+@dataclass(frozen=True)
+class ImagePlan:
+    """One image to build: its build arguments, its context (read once) and the tag they hash to."""
+
+    kind: str
+    args: dict[str, str]
+    files: list[ContextFile]
+    tag: str
+
+
+def plan_images(
+    *,
+    weights: str = "casia-webface",
+    base_image: str | None = None,
+    only: Iterable[str] = KINDS,
+    build_args: Mapping[str, str] | None = None,
+    root: Path | None = None,
+    models: Path | None = None,
+    on_progress: Progress | None = None,
+) -> list[ImagePlan]:
+    """What :func:`build_images` and :func:`build_local` build: everything that can fail without an
+    engine (unknown kinds, weights that cannot be baked, missing sources, models to export) fails here."""
+    kinds = [k for k in KINDS if k in set(only)]
+    unknown = set(only) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown image kind(s) {sorted(unknown)}; choose from {KINDS}")
+    plans = []
+    for kind in kinds:
+        args = build_args_for(kind, base_image=base_image, weights=weights, extra=build_args)
+        if kind == RECOGNITION and models is None:
+            models = built_models(weights, on_progress)
+        files = context_files(kind, root, models if kind == RECOGNITION else None)
+        plans.append(ImagePlan(kind, args, files, image_tag(kind, files, args)))
+    return plans
+
+
 def build_images(
     settings: Settings,
     clients: Clients | None = None,
@@ -526,42 +626,36 @@ def build_images(
     docker_host: str | None = None,
     on_progress: Progress | None = None,
     only: Iterable[str] = KINDS,
-    torch_index_url: str | None = None,
     build_args: Mapping[str, str] | None = None,
     network_mode: str | None = None,
     platform: str | None = DEFAULT_PLATFORM,
     force: bool = False,
     root: Path | None = None,
+    models: Path | None = None,
     timeout: float = 3600.0,
     engine: Engine | None = None,
 ) -> dict[str, PushedImage]:
     """Build and push the images of ``only`` (default both); see :func:`build_and_push`. ``engine``
     (from :func:`open_engine`) is used as it is and left open; without one, one is opened and closed."""
     emit: Progress = on_progress or (lambda line: None)
-    kinds = [k for k in KINDS if k in set(only)]
-    unknown = set(only) - set(KINDS)
-    if unknown:
-        raise ValueError(f"unknown image kind(s) {sorted(unknown)}; choose from {KINDS}")
-    plans = []
-    for kind in kinds:  # everything that can fail without an engine is checked first
-        args = build_args_for(kind, base_image=base_image, weights=weights, torch_index_url=torch_index_url, extra=build_args)
-        files = context_files(kind, root)
-        plans.append((kind, args, files, image_tag(kind, files, args)))
+    build_args, network_mode = _build_options(build_args, network_mode)
+    plans = plan_images(weights=weights, base_image=base_image, only=only, build_args=build_args, root=root, models=models, on_progress=emit)
     own_engine = engine is None
     engine = engine or open_engine(settings, clients, registry=registry, docker_client=docker_client, docker_host=docker_host)
     client, target = engine.client, engine.target
     try:
         results: dict[str, PushedImage] = {}
-        for kind, args, files, tag in plans:
+        for plan in plans:
+            kind, tag = plan.kind, plan.tag
             reference = f"{target.repository}:{tag}"
             existing = None if force else remote_digest(client, reference, target.auth)
             if existing:
                 emit(f"{kind}: {reference} is already in the registry (unchanged), not rebuilt")
                 results[kind] = PushedImage(kind, target.repository, tag, existing, pushed=False)
                 continue
-            emit(f"{kind}: building {reference} from {args['BASE_IMAGE']}")
+            emit(f"{kind}: building {reference} from {plan.args['BASE_IMAGE']}")
             started = time.monotonic()
-            _build(client, kind, build_context(files), reference, args, emit=emit, network_mode=network_mode,
+            _build(client, kind, build_context(plan.files), reference, plan.args, emit=emit, network_mode=network_mode,
                    platform=platform, timeout=timeout)  # fmt: skip
             remaining = max(60.0, timeout - (time.monotonic() - started))
             digest = _push(client, target, tag, kind, emit=emit, timeout=remaining)
@@ -570,6 +664,64 @@ def build_images(
     finally:
         if own_engine:
             engine.close()
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """An image in the engine only (``facerec run-local --runtime containers``). ``built``: this call
+    built it; False when the engine already had an image of that content."""
+
+    kind: str
+    reference: str  # facerec-local:<kind>-<hash>
+    image_id: str
+    built: bool
+
+
+def _image_with_tag(client: Any, kind: str, tag: str) -> Any:
+    """An image in the engine built from the content that ``tag`` names (e.g. built and pushed by
+    bootstrap, even if its tag was removed since), or None."""
+    for image in client.images.list(filters={"label": f"{CONTENT_LABEL}={tag}"}):
+        if (image.labels or {}).get("facerec.image") == kind:
+            return image
+    return None
+
+
+def build_local(
+    docker_client: Any,
+    *,
+    weights: str = "casia-webface",
+    base_image: str | None = None,
+    on_progress: Progress | None = None,
+    only: Iterable[str] = KINDS,
+    build_args: Mapping[str, str] | None = None,
+    network_mode: str | None = None,
+    platform: str | None = DEFAULT_PLATFORM,
+    force: bool = False,
+    root: Path | None = None,
+    models: Path | None = None,
+    timeout: float = 3600.0,
+) -> dict[str, LocalImage]:
+    """Build the images as :func:`build_images` does (same Dockerfiles, context, arguments and tags) into
+    the engine of ``docker_client`` only, tagged ``facerec-local:<kind>-<hash>``. An image of the same
+    content already in the engine (by its tag, under any repository) is reused, not rebuilt."""
+    emit: Progress = on_progress or (lambda line: None)
+    build_args, network_mode = _build_options(build_args, network_mode)
+    plans = plan_images(weights=weights, base_image=base_image, only=only, build_args=build_args, root=root, models=models, on_progress=emit)
+    results: dict[str, LocalImage] = {}
+    for plan in plans:
+        reference = f"{LOCAL_REPOSITORY}:{plan.tag}"
+        found = None if force else _image_with_tag(docker_client, plan.kind, plan.tag)
+        if found is not None:
+            if reference not in found.tags:
+                found.tag(LOCAL_REPOSITORY, plan.tag)
+            emit(f"{plan.kind}: {reference} is already built (unchanged), not rebuilt")
+            results[plan.kind] = LocalImage(plan.kind, reference, found.id, built=False)
+            continue
+        emit(f"{plan.kind}: building {reference} from {plan.args['BASE_IMAGE']}")
+        image_id = _build(docker_client, plan.kind, build_context(plan.files), reference, plan.args, emit=emit,
+                          network_mode=network_mode, platform=platform, timeout=timeout)  # fmt: skip
+        results[plan.kind] = LocalImage(plan.kind, reference, image_id, built=True)
+    return results
 
 
 def build_and_push(
@@ -588,15 +740,17 @@ def build_and_push(
     ``{kind: "<registry>/<repository>@sha256:<digest>"}``.
 
     ``registry``: a registry host (default ``settings.registry``, else the account's ECR registry, logged
-    in with ``ecr.get_authorization_token()``). ``base_image``: default public.ecr.aws/lambda/python:3.11.
-    ``weights``: baked into the recognition image (casia-webface or vggface2). ``on_progress``: called
-    with one line per build step and per layer event. Further keyword options: ``docker_host``,
-    ``torch_index_url``, ``build_args`` (e.g. PIP_INDEX_URL; Docker records build argument values in the
-    image history, so they must hold no credentials), ``network_mode`` (of the build),
+    in with ``ecr.get_authorization_token()``). ``base_image``: default public.ecr.aws/lambda/python:3.12.
+    ``weights``: the models baked into the recognition image (casia-webface or vggface2), built on this
+    machine first when the weights cache lacks them. ``on_progress``: called with one line per build step
+    and per layer event. Further keyword options: ``docker_host``, ``build_args`` (e.g. PIP_INDEX_URL;
+    default from $FACEREC_IMAGE_BUILD_ARGS; Docker records build argument values in the image history, so
+    they must hold no credentials), ``network_mode`` (of the build; default $FACEREC_IMAGE_BUILD_NETWORK),
     ``platform`` (default linux/amd64), ``force`` (rebuild and push even if the registry has the tag),
-    ``root`` (the source checkout; default: the one ``lambdas`` is imported from),
-    ``timeout`` (seconds per image), ``engine`` (from :func:`open_engine`, checked beforehand). Raises UserError with what to do on any failure: no engine, a
-    failed build step (with its last log lines), a refused login or push.
+    ``root`` (the source checkout; default: the one ``lambdas`` is imported from), ``models`` (a built
+    model directory; default: the weights cache's for ``weights``), ``timeout`` (seconds per image),
+    ``engine`` (from :func:`open_engine`, checked beforehand). Raises UserError with what to do on any
+    failure: no engine, a failed build step (with its last log lines), a refused login or push.
     """
     images = build_images(
         settings, clients, weights=weights, registry=registry, base_image=base_image, docker_client=docker_client,

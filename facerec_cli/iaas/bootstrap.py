@@ -162,6 +162,9 @@ def app_policy(arns: Arns) -> dict[str, Any]:
             {"Sid": "TakeRequests", "Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage"], "Resource": arns.queue(n.request_queue)},
             {"Sid": "SendResponses", "Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"], "Resource": arns.queue(n.response_queue)},
             {"Sid": "ReadUploads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{arns.bucket(n.in_bucket)}/*"},
+            # Without ListBucket, S3 answers a GET of a missing key with 403, not 404: the worker could not
+            # tell "the upload is gone" (an error result, 422) from a real permission problem (retried).
+            {"Sid": "ListUploads", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": arns.bucket(n.in_bucket)},
             {"Sid": "WriteResults", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{arns.bucket(n.out_bucket)}/*"},
             {"Sid": "ReadGallery", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{arns.bucket(n.gallery_bucket)}/{GALLERY_KEY}"},
         ],

@@ -41,6 +41,10 @@ DRY_RUN = "DryRun"
 FailureHook = Callable[[str, Any, str], None]
 """on_failure(function_name, event, error_message): an asynchronous invocation was given up on."""
 
+RunnerFactory = Callable[[FunctionSpec, Mapping[str, str]], Runner]
+"""runner_factory(spec, cloud_env): a runner for one of a function's lanes, instead of a worker process
+(``run-local --runtime containers``: a container behind the Lambda emulator)."""
+
 _STOP = object()  # tells a lane thread to finish
 
 
@@ -112,7 +116,8 @@ class _Lane:
 
 class Dispatcher:
     """Runs Lambda invocations on warm workers (``workers`` processes per function) or, with
-    ``workers=0``, serially on one thread of this process."""
+    ``workers=0``, serially on one thread of this process; with a ``runner_factory``, on ``workers``
+    (at least one) runners per function that it makes."""
 
     def __init__(
         self,
@@ -123,6 +128,7 @@ class Dispatcher:
         max_attempts: int = 3,
         log_path: str | None = None,
         shutdown_grace_s: float = 1.0,
+        runner_factory: RunnerFactory | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0")
@@ -132,6 +138,7 @@ class Dispatcher:
         self._max_attempts = max(1, max_attempts)
         self._log_path = log_path
         self._grace = shutdown_grace_s
+        self._runner_factory = runner_factory
         self._cond = threading.Condition()
         self._lanes: dict[str, _Lane] = {}  # current lane per function name (process mode)
         self._all_lanes: list[_Lane] = []  # current and retired, for shutdown
@@ -214,7 +221,7 @@ class Dispatcher:
             }
 
     def _lane_locked(self, spec: FunctionSpec, *, retry: bool) -> _Lane:
-        if self._workers == 0:
+        if self._workers == 0 and self._runner_factory is None:
             if self._shared is None:
                 self._shared = self._start_lane(None, [InProcessRunner(self._cloud_env)])
             return self._shared
@@ -226,9 +233,10 @@ class Dispatcher:
             # with the new environment; the old ones finish what they hold and stop.
             for _ in lane.threads:
                 lane.queue.put(_STOP)
-        runners: list[Runner] = [
-            WorkerProcess(spec, self._cloud_env, log_path=self._log_path) for _ in range(self._workers)
-        ]
+        if self._runner_factory is not None:
+            runners: list[Runner] = [self._runner_factory(spec, self._cloud_env) for _ in range(max(1, self._workers))]
+        else:
+            runners = [WorkerProcess(spec, self._cloud_env, log_path=self._log_path) for _ in range(self._workers)]
         lane = self._start_lane(spec, runners)
         self._lanes[spec.name] = lane
         return lane

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import botocore.session
 
-from .dispatch import Dispatcher, FailureHook, check_seam, install_seam
+from .dispatch import Dispatcher, FailureHook, RunnerFactory, check_seam, install_seam
 from .workers import FunctionSpec, applied_environ, real_aws_keys
 
 DEFAULT_REGION = "us-east-1"
@@ -49,6 +49,7 @@ class LocalCloud:
         region: str = DEFAULT_REGION,
         host: str = "127.0.0.1",
         port: int = 0,
+        runner_factory: RunnerFactory | None = None,
     ) -> None:
         self.region = region
         self._host, self._port = host, port
@@ -57,6 +58,7 @@ class LocalCloud:
             "on_failure": on_failure,
             "max_attempts": max_attempts,
             "log_path": log_path,
+            "runner_factory": runner_factory,  # None: worker processes (or this process)
         }
         self._server: Any = None
         self._dispatcher: Dispatcher | None = None

@@ -13,7 +13,9 @@ FRAMES = "FACEREC_FRAMES"  # frames sampled per video
 FPS = "FACEREC_FPS"  # sampling rate in frames per second of video; 0 = spread evenly over the video
 MAX_BYTES = "FACEREC_MAX_BYTES"  # larger uploads are refused with an error result
 MAX_SECONDS = "FACEREC_MAX_SECONDS"  # longer videos are refused with an error result
-FFMPEG_TIMEOUT = "FACEREC_FFMPEG_TIMEOUT"
+# Seconds of decoding allowed per video (PyAV, in process); past it the video gets an error result.
+DECODE_TIMEOUT = "FACEREC_DECODE_TIMEOUT"
+DECODE_TIMEOUT_OLD_NAME = "FACEREC_FFMPEG_TIMEOUT"  # still read when DECODE_TIMEOUT is not set
 
 # face-recognition
 OUTPUT_BUCKET = "OUTPUT_BUCKET"
@@ -28,7 +30,7 @@ DEFAULT_FRAMES = 3
 DEFAULT_FPS = 0.0
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 600.0
-DEFAULT_FFMPEG_TIMEOUT = 60.0
+DEFAULT_DECODE_TIMEOUT = 60.0
 
 
 def get_int(name: str, default: int) -> int:
@@ -57,7 +59,7 @@ class SplittingEnv:
     fps: float
     max_bytes: int
     max_seconds: float
-    ffmpeg_timeout: float
+    decode_timeout: float
 
     @classmethod
     def from_environ(cls) -> "SplittingEnv":
@@ -69,7 +71,7 @@ class SplittingEnv:
             fps=get_float(FPS, DEFAULT_FPS),
             max_bytes=get_int(MAX_BYTES, DEFAULT_MAX_BYTES),
             max_seconds=get_float(MAX_SECONDS, DEFAULT_MAX_SECONDS),
-            ffmpeg_timeout=get_float(FFMPEG_TIMEOUT, DEFAULT_FFMPEG_TIMEOUT),
+            decode_timeout=get_float(DECODE_TIMEOUT, get_float(DECODE_TIMEOUT_OLD_NAME, DEFAULT_DECODE_TIMEOUT)),
         )
 
 

@@ -38,23 +38,21 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path) -> RecognitionReques
     # characters are kept, within any file system's limit.
     local = workdir / Path(upload.key).name[-120:]
     client("s3").download_file(upload.bucket, upload.key, str(local))
-    seconds = media.duration(local, timeout=env.ffmpeg_timeout)
-    media.check_duration(local, seconds, env.max_seconds)
-    times = media.sample_times(seconds, env.frames, env.fps or None)
-    out_dir = workdir / "frames"
-    out_dir.mkdir()
-    files = media.extract_frames(local, times, out_dir, timeout=env.ffmpeg_timeout)
     frames = []
-    for file in files:
-        index = int(file.stem)
-        key = frame_key(upload.stem, index)
-        client("s3").upload_file(
-            str(file),
-            env.stage1_bucket,
-            key,
-            ExtraArgs={"ContentType": "image/jpeg", "Metadata": {EVENT_META: upload.event_id, "t": f"{times[index]:.3f}"}},
-        )
-        frames.append(FrameRef(key=key, t=times[index]))
+    # Decoded in process; each frame is encoded and stored as soon as it is decoded, frame 0 first.
+    with media.open_video(local, timeout=env.decode_timeout) as video:
+        media.check_duration(local, video.duration, env.max_seconds)
+        times = media.sample_times(video.duration, env.frames, env.fps or None)
+        for frame in video.frames(times):
+            key = frame_key(upload.stem, frame.index)
+            client("s3").put_object(
+                Bucket=env.stage1_bucket,
+                Key=key,
+                Body=media.encode_jpeg(frame.image),
+                ContentType="image/jpeg",
+                Metadata={EVENT_META: upload.event_id, "t": f"{frame.t:.3f}"},
+            )
+            frames.append(FrameRef(key=key, t=frame.t))
     return RecognitionRequest(
         stage1_bucket=env.stage1_bucket,
         stem=upload.stem,

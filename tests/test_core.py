@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from facerec_cli.galleries import load_gallery
 from facerec_cli.main import app
 from lambdas.core import media
 from lambdas.core.errors import GalleryError
@@ -98,8 +99,8 @@ def test_gallery_from_other_weights_is_refused(celeb_gallery, encoder, tmp_path)
     _, gallery = celeb_gallery
     # A course data.pt: [embedding_list, name_list] made with vggface2.
     course = tmp_path / "data.pt"
-    torch.save([[e.unsqueeze(0) for e in gallery.embeddings[:3]], gallery.names[:3]], course)
-    loaded = Gallery.load(course)
+    torch.save([[torch.from_numpy(e.copy()).unsqueeze(0) for e in gallery.embeddings[:3]], gallery.names[:3]], course)
+    loaded = load_gallery(course)  # converted on the CLI side (the runtime refuses torch files)
     assert loaded.weights == "vggface2" and loaded.names == gallery.names[:3]
     with pytest.raises(GalleryError, match="vggface2.*casia-webface"):
         Recogniser(loaded, encoder)
@@ -156,14 +157,59 @@ def test_main_identity_rule():
     assert main_identity([face(0, "a", 0.5, size=10), face(0, "b", 0.9, size=40)]) == (OK, "b")
 
 
-def test_mp4_header_duration_agrees_with_ffmpeg(data, bad_inputs, tmp_path):
+def _ffmpeg() -> str:
+    """The ffmpeg binary (imageio-ffmpeg, in the test extra): tests make odd videos with it."""
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="pip install imageio-ffmpeg (in the test extra)")
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def test_duration_and_size_agree_with_the_ffmpeg_binary(data):
+    import re
+    import subprocess
+
     for video in sorted((data / "videos").iterdir()):
-        assert abs(media.mp4_duration(video) - media.probe(video).duration) < 0.05, video.name
-    # not MP4 (or truncated before the header): no duration from the header, ffmpeg decides
-    for name in ("text", "empty", "corrupt"):
-        assert media.mp4_duration(bad_inputs[name]) is None
-    with pytest.raises(media.InputError, match="not a readable video"):
-        media.duration(bad_inputs["text"])
+        said = subprocess.run([_ffmpeg(), "-hide_banner", "-i", str(video)], capture_output=True, text=True, check=False).stderr  # exits 1: no output
+        h, m, sec = re.search(r"Duration: (\d+):(\d\d):(\d\d\.\d+)", said).groups()
+        width, height = map(int, re.search(r"Video: .*?(\d{2,5})x(\d{2,5})", said).groups())
+        info = media.probe(video)
+        assert abs(info.duration - (int(h) * 3600 + int(m) * 60 + float(sec))) < 0.01, video.name
+        assert (info.width, info.height, info.rotation) == (width, height, 0), video.name
+        assert media.duration(video) == info.duration
+
+
+def test_unreadable_videos_say_what_is_wrong(bad_inputs, tmp_path):
+    import subprocess
+
+    cases = {
+        bad_inputs["corrupt"]: "corrupt.mp4: not a readable video (moov atom not found)",  # truncated upload
+        bad_inputs["text"]: "notes.mp4: not a readable video (",
+        bad_inputs["empty"]: "empty.mp4: the file is empty (0 bytes)",
+        tmp_path / "gone.mp4": "gone.mp4: file not found",
+    }
+    audio = tmp_path / "voice memo.mp4"
+    subprocess.run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+                    "-c:a", "aac", str(audio)], check=True)  # fmt: skip
+    cases[audio] = "voice memo.mp4: the file has no video stream (audio only?): nothing to recognise"
+    for path, message in cases.items():
+        for call in (media.probe, media.duration, media.read_frames, media.open_video):
+            with pytest.raises(media.InputError) as caught:
+                call(path)
+            assert str(caught.value).startswith(message), (call.__name__, str(caught.value))
+
+
+def test_a_video_cut_short_gives_the_frames_before_the_cut(data, tmp_path):
+    """An MP4 whose header (moov) comes first and whose data is cut off: what is there is decoded, the
+    samples past the cut are missing, and nothing raises."""
+    import subprocess
+
+    whole = tmp_path / "whole.mp4"
+    subprocess.run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", str(data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"),
+                    "-c", "copy", "-movflags", "+faststart", str(whole)], check=True)  # fmt: skip
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    frames, seconds = media.read_frames(cut, count=4)
+    assert 9.9 < seconds < 10.1  # the header still says 10 s
+    assert 1 <= len(frames) < 4 and [f.index for f in frames] == list(range(len(frames)))
 
 
 def test_early_exit_and_all_frames(data, celeb_gallery, tmp_path):
@@ -273,8 +319,7 @@ def test_phone_video_with_display_rotation_is_seen_upright(data, celeb_gallery, 
     upright = Image.open(photo).convert("RGB")
     upright = upright.resize((upright.width // 2 * 2, upright.height // 2 * 2))
     upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.png")
-    ff = media.ffmpeg_exe()
-    quiet = [ff, "-hide_banner", "-loglevel", "error", "-y"]
+    quiet = [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y"]
     subprocess.run([*quiet, "-loop", "1", "-i", str(tmp_path / "sideways.png"), "-t", "2", "-r", "10", "-pix_fmt", "yuv420p",
                     str(tmp_path / "raw.mp4")], check=True)  # fmt: skip
     video = tmp_path / "phone.mp4"
@@ -282,6 +327,17 @@ def test_phone_video_with_display_rotation_is_seen_upright(data, celeb_gallery, 
 
     frames, _ = media.read_frames(video, count=2)
     assert frames[0].image.size == upright.size  # portrait, as shown, not the stored landscape
+    assert media.probe(video) == media.VideoInfo(duration=pytest.approx(2.0, abs=0.05), width=upright.width, height=upright.height,
+                                                 fps=10.0, rotation=270)  # fmt: skip
+    small = (upright.width // 8, upright.height // 8)
+
+    def off(a, b):  # mean absolute difference of the two pictures, downscaled
+        import numpy as np
+
+        return float(np.abs(np.asarray(a.resize(small), dtype=np.float32) - np.asarray(b.resize(small), dtype=np.float32)).mean())
+
+    assert off(frames[0].image, upright) < 8  # the same picture (after H.264), the right way up
+    assert off(frames[0].image, upright.transpose(Image.Transpose.ROTATE_180)) > 3 * off(frames[0].image, upright)
     result = runner.invoke(app, ["identify", str(video), "--gallery", str(celeb_gallery[0]), "--json"])
     line = json.loads(result.stdout)
     assert (line["status"], line["name"]) == (OK, person), result.output
@@ -291,7 +347,7 @@ def test_audio_only_file_says_it_has_no_video_stream(tmp_path):
     import subprocess
 
     audio = tmp_path / "voice memo.mp4"
-    subprocess.run([media.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+    subprocess.run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
                     "-c:a", "aac", str(audio)], check=True)  # fmt: skip
     with pytest.raises(media.InputError, match=r"voice memo\.mp4: the file has no video stream \(audio only\?\)"):
         media.read_frames(audio, count=3)
@@ -313,15 +369,143 @@ def test_enroll_reports_a_photo_without_a_face(data, tmp_path):
     assert gallery.names == ["madonna", "madonna"] and "madonna/peppers.png" not in gallery.sources
 
 
-def test_ffmpeg_timeout_is_an_input_error_naming_the_file(data, tmp_path):
+def test_decode_budget_stops_a_video_with_an_input_error_naming_the_file(data):
     video = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"
+    # time: counted from opening the file, checked before every frame
     with pytest.raises(media.InputError) as caught:
-        media.extract_frames(video, [0.0, 2.5, 5.0], tmp_path, timeout=0.001)
+        media.read_frames(video, count=3, timeout=0)
     message = str(caught.value)
-    assert message.startswith(f"{video.name}: ffmpeg took longer than 0.001 s") and "FACEREC_FFMPEG_TIMEOUT" in message
-    assert list(tmp_path.iterdir()) == []  # stopped before writing a frame
-    with pytest.raises(media.InputError, match="took longer than 0.001 s"):
-        media.probe(video, timeout=0.001)
+    assert message.startswith(f"{video.name}: decoding took longer than 0 s and was stopped") and "FACEREC_DECODE_TIMEOUT" in message
+    with pytest.raises(media.InputError, match="took longer than 0 s"):
+        media.probe(video, timeout=0)
+    # frames: in a video with one keyframe (at 0 s), the sample at 2 s is 50 frames after frame 0 and
+    # cannot be reached by seeking: a cap of 30 decoded frames per sample stops the decode there
+    video = data / "videos" / "crowd_unlabeled_4s.mp4"
+    with media.open_video(video, max_frames_per_sample=30) as opened:
+        frames = opened.frames([0.0, 2.0])
+        assert next(frames).index == 0  # frame 0 came out before the budget ran out
+        with pytest.raises(media.InputError, match=rf"{video.name}: decoded 30 frames without reaching 2\.00 s"):
+            next(frames)
+    with media.open_video(video, max_frames_per_sample=50) as opened:
+        assert [(f.index, f.t) for f in opened.frames([0.0, 2.0])] == [(0, 0.0), (1, 2.0)]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])  # MP4 has its seek index up front, Matroska reads it at the first seek
+def test_far_samples_are_reached_by_seeking_and_match_a_full_decode(tmp_path, suffix, monkeypatch):
+    """A 60 s video with a keyframe every 2 s: samples 12 s apart are reached by seeking, and each is
+    the very frame a decode of the whole video finds (the first at or after its time)."""
+    import subprocess
+
+    import av
+    import numpy as np
+
+    video = tmp_path / f"long{suffix}"
+    subprocess.run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+                    "-t", "60", "-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-pix_fmt", "yuv420p", str(video)], check=True)  # fmt: skip
+    seeks = []
+    should_seek = media.Video._should_seek
+    monkeypatch.setattr(media.Video, "_should_seek", lambda self, pos, target: (r := should_seek(self, pos, target)) and not seeks.append(target) or r)
+    with media.open_video(video) as opened:
+        times = media.sample_times(opened.duration, 5)
+        got = list(opened.frames(times))
+    assert times == [0.0, 12.0, 24.0, 36.0, 48.0] and len(seeks) == 4
+    with av.open(str(video)) as container:  # the reference: every frame, in order, no seeking
+        decoded = [(float(f.pts * f.time_base), f) for f in container.decode(video=0)]
+        want = [next((t, np.asarray(f.to_image())) for t, f in decoded if t >= s - 0.0005) for s in times]
+    assert [f.index for f in got] == [0, 1, 2, 3, 4]
+    assert [round(f.t, 3) for f in got] == [round(t, 3) for t, _ in want]
+    assert all(np.array_equal(np.asarray(f.image), pixels) for f, (_, pixels) in zip(got, want))
+
+
+def test_close_samples_take_one_pass_and_distinct_frames(data, monkeypatch):
+    video = data / "videos" / "crowd_unlabeled_4s.mp4"  # one keyframe in 105 frames: seeking cannot help
+    should_seek = media.Video._should_seek
+    monkeypatch.setattr(media.Video, "_should_seek", lambda *a: should_seek(*a) and pytest.fail("seeked"))
+    with media.open_video(video) as opened:
+        # 100 fps asked of a 25 fps video: each sample takes the next frame, never one twice
+        assert [round(f.t, 2) for f in opened.frames(media.sample_times(opened.duration, 4, fps=100))] == [0.0, 0.04, 0.08, 0.12]
+        # a second call starts again from the start
+        assert [f.index for f in opened.frames([0.0])] == [0]
+
+
+def test_images_and_video_frames_over_the_pixel_limit_are_refused(data, tmp_path, monkeypatch):
+    from PIL import Image
+
+    # 196 megapixels (Pillow's own bomb check fires inside Image.open) and 64 (ours, from the header)
+    for side in (14000, 8000):
+        path = tmp_path / f"huge{side}.png"
+        Image.new("1", (side, side)).save(path)
+        with pytest.raises(media.InputError) as caught:
+            media.load_image(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path.name}: the image is ") and f"over the limit of {media.MAX_PIXELS // 10**6} megapixels" in message
+        assert "scale it down" in message and str(side * side // 10**6) in message
+    # a video whose frames are over the limit is refused before decoding
+    monkeypatch.setattr(media, "MAX_PIXELS", 200_000)
+    video = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"  # 640x360 = 0.23 megapixels
+    with pytest.raises(media.InputError, match=r"frames are 640x360 \(0\.23 megapixels\), over the limit of 0\.20 megapixels"):
+        media.read_frames(video)
+
+
+def test_jpeg_encoding_of_a_frame(data):
+    from PIL import Image
+
+    frame = media.read_frames(data / "videos" / "hamilton_miranda_lacamoire_10s.mp4", count=1)[0][0]
+    jpeg = media.encode_jpeg(frame.image)
+    assert jpeg[:3] == b"\xff\xd8\xff"
+    import io
+
+    back = Image.open(io.BytesIO(jpeg))
+    assert back.size == frame.image.size and back.mode == "RGB"
+
+
+def test_split_stores_each_sampled_frame_in_the_course_layout(data, moto_url, monkeypatch, tmp_path):
+    """video-splitting's split() on a real video against a real moto S3: frame 0 as <stem>.jpg, the
+    others as <stem>/001.jpg..., JPEG bytes with their content type, event id and time."""
+    import io
+
+    import boto3
+    from PIL import Image
+
+    from lambdas import video_splitting
+    from lambdas.env import SplittingEnv
+    from lambdas.events import Upload
+    from lambdas.storage import EVENT_META
+
+    for name, value in {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+    for bucket in ("split-in", "split-stage-1"):
+        s3.create_bucket(Bucket=bucket)
+    video = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"
+    key = "clips/hamilton clip.mp4"
+    s3.upload_file(str(video), "split-in", key)
+    env = SplittingEnv(stage1_bucket="split-stage-1", recognition_function="face-recognition", output_bucket="out",
+                       frames=4, fps=0.0, max_bytes=10**9, max_seconds=600.0, decode_timeout=60.0)  # fmt: skip
+    upload = Upload(bucket="split-in", key=key, etag="e", size=video.stat().st_size, event_id="ev-1")
+    work = tmp_path / "work"
+    work.mkdir()
+    request = video_splitting.split(upload, env, work)
+    keys = [f.key for f in request.frames]
+    assert keys == ["clips/hamilton clip.jpg", "clips/hamilton clip/001.jpg", "clips/hamilton clip/002.jpg", "clips/hamilton clip/003.jpg"]
+    assert [round(f.t, 1) for f in request.frames] == [0.0, 2.5, 5.0, 7.5]
+    listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="split-stage-1")["Contents"])
+    assert listed == sorted(keys)
+    for ref in request.frames:
+        obj = s3.get_object(Bucket="split-stage-1", Key=ref.key)
+        assert obj["ContentType"] == "image/jpeg"
+        assert obj["Metadata"] == {EVENT_META: "ev-1", "t": f"{ref.t:.3f}"}
+        image = Image.open(io.BytesIO(obj["Body"].read()))
+        assert image.format == "JPEG" and image.size == (640, 360)
+    assert request.video == "hamilton clip.mp4" and request.stem == "clips/hamilton clip"
+    # an unreadable upload: InputError naming the file, nothing stored
+    s3.put_object(Bucket="split-in", Key="notes.mp4", Body=b"this is not a video\n")
+    bad = Upload(bucket="split-in", key="notes.mp4", etag="e", size=20, event_id="ev-2")
+    (tmp_path / "work2").mkdir()
+    with pytest.raises(media.InputError, match="notes.mp4: not a readable video"):
+        video_splitting.split(bad, env, tmp_path / "work2")
+    assert not [o for o in s3.list_objects_v2(Bucket="split-stage-1")["Contents"] if o["Key"].startswith("notes")]
 
 
 def test_still_video_output_named_like_an_option(data, tmp_path, monkeypatch):

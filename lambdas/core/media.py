@@ -1,21 +1,43 @@
-"""Reading videos and images: probing and frame sampling with the ffmpeg binary.
+"""Reading videos and images, in process: videos with PyAV (``av``: ffmpeg's libraries in the wheel),
+images with Pillow.
 
-ffmpeg always runs as an argument list (never a shell string), with a timeout, on a file path. Frames
-are sampled by seeking (one ``-ss`` input per sampled time in a single ffmpeg process), so a long video
-costs a few seeks, not a full decode. The video-splitting function and ``facerec identify`` use the same
-sampling, JPEG quality included, so both see the same pixels.
+A video is opened once (:func:`open_video`); its first video stream gives the duration, frame rate,
+size and display rotation. ``Video.frames(times)`` then decodes, for each sampled time ``t``
+(:func:`sample_times`), the first frame whose timestamp is at or after ``t``:
+
+- close samples are taken in one sequential decode that stops after the last one needed;
+- a far sample (the keyframe before it lies past what has been decoded so far; without a seek index,
+  more than ``SEEK_WHEN_GAP_OVER_S`` ahead) by seeking to the keyframe before ``t`` and decoding
+  forward from there.
+
+``Frame.t`` is the frame's own presentation time, in seconds from the start of the video stream (not
+the sampled time: the two differ by less than one frame interval). Frames come out upright: the
+display rotation that phone videos carry (a display matrix) is applied, as players and ffmpeg's
+autorotate do. Frames are RGB Pillow images, decoded in memory; the video-splitting function stores
+them as JPEG (:func:`encode_jpeg`, ``JPEG_QUALITY``), ``facerec identify`` uses them as decoded.
+
+A decode budget keeps any file from hanging or spinning a worker: a time limit for the whole video
+(the callers' ``timeout``, in seconds, counted from opening the file and checked before every decoded
+frame) and ``MAX_FRAMES_PER_SAMPLE`` decoded frames per sampled frame. Exceeding either is an
+:class:`InputError`, like every other reason a file cannot be read; images and video frames over
+``MAX_PIXELS`` are refused before they are decoded.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import re
-import shutil
-import subprocess
-import tempfile
+import time
+import warnings
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
+import av
+import av.logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
@@ -23,69 +45,46 @@ from .errors import InputError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # The suffixes the input bucket's notification triggers on (facerec_cli.deploy.desired).
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-JPEG_QUALITY = 2  # ffmpeg -q:v scale, 2 = visually lossless; what stage-1 stores
+# Pillow's scale; what stage-1 stores. Measured on course-like frames: a mean error of 0.7-1.0 levels
+# of 255 and 1.2-1.3x the bytes of the JPEGs the ffmpeg binary wrote before (-q:v 2); 95 doubles them.
+JPEG_QUALITY = 90
 
-_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-_VIDEO = re.compile(r"Stream #\d+:\d+.*?: Video: .*?(\d{2,5})x(\d{2,5})")
-_FPS = re.compile(r"([\d.]+) fps")
+# Images and video frames with more pixels than this are refused before decoding (a 50-megapixel RGB
+# image is 150 MB in memory; Pillow's own decompression-bomb limit is 89 megapixels, with a warning).
+MAX_PIXELS = 50_000_000
+# Seconds of decoding allowed per video when the caller gives none (FACEREC_DECODE_TIMEOUT in Lambda).
+DEFAULT_DECODE_TIMEOUT = 60.0
+# Frames decoded to reach one sampled frame (from the previous one or from the keyframe a seek landed
+# on): a keyframe interval of 100 s at 30 fps. More means broken timestamps or a pathological file.
+MAX_FRAMES_PER_SAMPLE = 3000
+# Packets the decoder may reject (damaged data) before the video counts as unreadable; ffmpeg skips
+# such packets and goes on, and so do we, up to this many.
+MAX_BAD_PACKETS = 50
+# Without a seek index (some containers have none), seek when the next sample is further ahead than
+# this; with one, seek exactly when the keyframe before the sample lies past what was decoded.
+SEEK_WHEN_GAP_OVER_S = 10.0
+
+_PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    duration: float | None
-    width: int
+    duration: float | None  # seconds; None when the container does not say
+    width: int  # as displayed: after the display rotation
     height: int
     fps: float | None
+    rotation: int = 0  # degrees counter-clockwise applied to the stored frames to show them (0/90/180/270)
 
 
 @dataclass
 class Frame:
-    index: int
-    t: float  # seconds from the start of the video
-    image: Image.Image  # RGB
-
-
-def ffmpeg_exe() -> str:
-    """ffmpeg from FACEREC_FFMPEG, else the one on PATH (the Lambda image), else imageio-ffmpeg's."""
-    explicit = os.environ.get("FACEREC_FFMPEG")
-    if explicit:
-        return explicit
-    try:
-        import imageio_ffmpeg  # the pip-installed static binary
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        found = shutil.which("ffmpeg")
-        if found:
-            return found
-    raise InputError("ffmpeg not found: install the imageio-ffmpeg package or set FACEREC_FFMPEG")
+    index: int  # position of the sampled time in the requested times (0 = the first frame)
+    t: float  # the frame's own timestamp: seconds from the start of the video
+    image: Image.Image  # RGB, upright
 
 
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def file_arg(path: Path) -> str:
-    """A path as an ffmpeg input or output argument: "file:" + the absolute path, so that a name like
-    "pipe:1.mp4" or "-x.mp4" can never be read as an ffmpeg protocol or option."""
-    return "file:" + str(Path(path).resolve())
-
-
-
-def _run(args: list[str], timeout: float, path: Path) -> subprocess.CompletedProcess[bytes]:
-    try:
-        return subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise InputError(
-            f"{path.name}: ffmpeg took longer than {timeout:g} s on this file and was stopped; is it a valid "
-            "video? (a very long one may need a larger FACEREC_FFMPEG_TIMEOUT)"
-        ) from exc
-
-
-def _last_error_line(stderr: bytes) -> str:
-    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    interesting = [ln for ln in lines if "rror" in ln or "nvalid" in ln or "moov atom" in ln]
-    return (interesting or lines or ["no output"])[-1]
 
 
 def check_file(path: Path) -> int:
@@ -99,80 +98,283 @@ def check_file(path: Path) -> int:
     return size
 
 
-def probe(path: Path, timeout: float = 30.0) -> VideoInfo:
-    """Duration, size and frame rate from ffmpeg's own description of the input."""
-    check_file(path)
-    proc = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", file_arg(path)], timeout, path)
-    text = proc.stderr.decode("utf-8", "replace")
-    video = _VIDEO.search(text)
-    if "Input #0" not in text or video is None:
-        reason = _last_error_line(proc.stderr) if "Input #0" not in text else "it has no video stream"
-        raise InputError(f"{path.name}: not a readable video ({reason})")
-    duration = None
-    if (m := _DURATION.search(text)) is not None:
-        h, mi, s = m.groups()
-        duration = int(h) * 3600 + int(mi) * 60 + float(s)
-    fps_match = _FPS.search(text[video.start() :])
-    fps = float(fps_match.group(1)) if fps_match else None
-    return VideoInfo(duration=duration, width=int(video.group(1)), height=int(video.group(2)), fps=fps)
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f} megapixels" if pixels >= 1e6 else f"{pixels / 1e6:.2f} megapixels"
 
 
-MP4_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})
+def _check_video_pixels(path: Path, width: int, height: int, limit: int) -> None:
+    if width * height > limit:
+        raise InputError(
+            f"{path.name}: the video's frames are {width}x{height} ({_megapixels(width * height)}), over the limit "
+            f"of {_megapixels(limit)}; scale the video down (e.g. to 1920x1080) and upload it again"
+        )
 
 
-def mp4_duration(path: Path) -> float | None:
-    """Duration from an MP4/MOV header (the ``mvhd`` box), without starting ffmpeg; None when the file
-    is not a well-formed MP4. Saves one ffmpeg process per video in the splitting function."""
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            pos = 0
-            while pos + 8 <= size:  # top-level boxes; mdat is skipped by seeking
-                fh.seek(pos)
-                header = fh.read(16)
-                box_size, box_type = int.from_bytes(header[:4], "big"), header[4:8]
-                offset = 8
-                if box_size == 1:
-                    box_size, offset = int.from_bytes(header[8:16], "big"), 16
-                elif box_size == 0:
-                    box_size = size - pos
-                if box_size < offset:
-                    return None
-                if box_type == b"moov":
-                    fh.seek(pos + offset)
-                    return _mvhd_duration(fh.read(min(box_size - offset, 1 << 20)))
-                pos += box_size
-    except OSError:
-        return None
-    return None
+def _upright(image: Image.Image, rotation: int) -> Image.Image:
+    """``rotation``: degrees counter-clockwise that turn the stored frame into the displayed one."""
+    turn = round(rotation / 90) % 4  # a display matrix of phones is always a multiple of 90 degrees
+    if turn == 1:
+        return image.transpose(Image.Transpose.ROTATE_90)
+    if turn == 2:
+        return image.transpose(Image.Transpose.ROTATE_180)
+    if turn == 3:
+        return image.transpose(Image.Transpose.ROTATE_270)
+    return image
 
 
-def _mvhd_duration(moov: bytes) -> float | None:
-    pos = 0
-    while pos + 8 <= len(moov):
-        box_size, box_type = int.from_bytes(moov[pos : pos + 4], "big"), moov[pos + 4 : pos + 8]
-        if box_type == b"mvhd":
-            body = moov[pos + 8 : pos + box_size]
-            if not body:
-                return None
-            if body[0] == 1:  # version 1: 64-bit times
-                timescale, duration = int.from_bytes(body[20:24], "big"), int.from_bytes(body[24:32], "big")
+def _libav_reason(exc: BaseException) -> str:
+    """The library's own last error line ("moov atom not found") when there is one, else the error."""
+    log = getattr(exc, "log", None)
+    if log and log[2].strip():
+        return log[2].strip()
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+class _Libav:
+    """libav's error lines, kept for the messages of our errors instead of going to stderr."""
+
+    def __enter__(self) -> list[Any]:
+        if av.logging.get_level() is None:  # PyAV's default drops every line, and with it the reasons
+            av.logging.set_level(av.logging.ERROR)
+        self._capture = av.logging.Capture(local=False)  # decoder threads log too
+        return self._capture.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._capture.__exit__(*exc)
+
+
+class Video:
+    """An opened video file: see :func:`open_video`. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        timeout: float = DEFAULT_DECODE_TIMEOUT,
+        max_frames_per_sample: int = MAX_FRAMES_PER_SAMPLE,
+        max_pixels: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self.max_frames_per_sample = max_frames_per_sample
+        self.max_pixels = max_pixels if max_pixels is not None else MAX_PIXELS
+        self._started = time.monotonic()
+        check_file(self.path)
+        name = self.path.name
+        self._keyframes: list[int] | None = None
+        self._index_end: int | None = None
+        self._read = False  # whether frames() has read from the container yet
+        try:
+            with _Libav():
+                # "file:" + the absolute path: a name like "pipe:1.mp4" is never read as another
+                # protocol, and the file may open no other file or URL (an HLS playlist named .mp4).
+                self._container = av.open(
+                    "file:" + str(self.path.resolve()), mode="r", options={"protocol_whitelist": "file"}
+                )
+        except (av.FFmpegError, OSError) as exc:
+            raise InputError(f"{name}: not a readable video ({_libav_reason(exc)})") from exc
+        try:
+            streams = [s for s in self._container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+            if not streams:
+                raise InputError(f"{name}: the file has no video stream (audio only?): nothing to recognise")
+            self._stream = stream = streams[0]
+            if stream.codec_context is None:
+                raise InputError(f"{name}: not a readable video (no decoder for its video codec)")
+            self._tb: Fraction = stream.time_base or Fraction(1, 90000)
+            self._tbf = float(self._tb)
+            self._start: int = stream.start_time if stream.start_time is not None else 0
+            cc = stream.codec_context
+            self.coded_size = (cc.width, cc.height)
+            _check_video_pixels(self.path, cc.width, cc.height, self.max_pixels)
+            # The container's duration (the longest stream: what players show, and what the MP4 header
+            # says), else the video stream's own.
+            if self._container.duration:
+                self.duration: float | None = self._container.duration / av.time_base
+            elif stream.duration:
+                self.duration = float(stream.duration * self._tb)
             else:
-                timescale, duration = int.from_bytes(body[12:16], "big"), int.from_bytes(body[16:20], "big")
-            return duration / timescale if timescale else None
-        if box_size < 8:
-            return None
-        pos += box_size
-    return None
+                self.duration = None
+            rate = stream.average_rate or stream.guessed_rate
+            self.fps: float | None = float(rate) if rate else None
+            self.rotation: int | None = None  # known once a frame is decoded (it is frame side data)
+        except BaseException:
+            self._container.close()
+            raise
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def info(self) -> VideoInfo:
+        """Duration, upright size, frame rate and rotation. The rotation is frame side data: this
+        decodes the first frame when none has been decoded yet."""
+        if self.rotation is None:
+            self.first_frame()
+        width, height = self.coded_size
+        turn = round((self.rotation or 0) / 90) % 4
+        if turn % 2:
+            width, height = height, width
+        return VideoInfo(duration=self.duration, width=width, height=height, fps=self.fps, rotation=turn * 90)
+
+    def first_frame(self) -> Frame:
+        for frame in self.frames([0.0]):
+            return frame
+        raise AssertionError("frames() yields a frame or raises")  # pragma: no cover
+
+    # --- the decode budget -------------------------------------------------------------------------
+    def _check_time(self) -> None:
+        if time.monotonic() - self._started > self.timeout:
+            raise InputError(
+                f"{self.path.name}: decoding took longer than {self.timeout:g} s and was stopped; is it a valid "
+                "video? (a very long one may need a larger FACEREC_DECODE_TIMEOUT)"
+            )
+
+    def _check_frames(self, decoded: int, t: float) -> None:
+        if decoded > self.max_frames_per_sample:
+            raise InputError(
+                f"{self.path.name}: decoded {self.max_frames_per_sample} frames without reaching {t:.2f} s and "
+                "stopped; its timestamps look broken, or it has too few keyframes: re-encode it "
+                "(e.g. ffmpeg -i in.mp4 out.mp4) and upload it again"
+            )
+
+    # --- decoding ----------------------------------------------------------------------------------
+    def _keyframe_index(self) -> tuple[list[int], int | None]:
+        """Timestamps of the keyframes in the container's index, and the last timestamp it covers (None
+        when it has no index). MP4 and AVI index every frame up front; Matroska reads its index only
+        at the first seek, so early on it covers nothing past the start."""
+        if self._keyframes is None:
+            entries = getattr(self._stream, "index_entries", ())  # PyAV >= 17
+            self._keyframes = sorted(e.timestamp for e in entries if e.is_keyframe)
+            self._index_end = max((e.timestamp for e in entries), default=None)
+        return self._keyframes, self._index_end
+
+    def _should_seek(self, position: int | None, target: int) -> bool:
+        """Seek rather than decode forward from ``position`` (the last decoded frame's timestamp; None
+        before the first) to reach ``target``? Exactly when the keyframe before the target lies past
+        the position; without an index that covers the target, when the target is far ahead."""
+        here = self._start if position is None else position
+        if target <= here:
+            return False
+        keyframes, index_end = self._keyframe_index()
+        if index_end is not None and index_end >= target:
+            i = bisect_right(keyframes, target) - 1
+            return i >= 0 and keyframes[i] > here
+        return (target - here) * self._tbf > SEEK_WHEN_GAP_OVER_S
+
+    def _decoded(self, errors: list[str]) -> Iterator[av.VideoFrame]:
+        """Frames in presentation order from the container's current position; packets the decoder
+        rejects are skipped (as ffmpeg does), up to MAX_BAD_PACKETS; a read error ends the stream."""
+        packets = self._container.demux(self._stream)
+        bad = 0
+        while True:
+            self._check_time()
+            try:
+                with _Libav():
+                    packet = next(packets)
+            except StopIteration:
+                return
+            except (av.FFmpegError, OSError) as exc:  # damaged container data: what came before stands
+                errors.append(_libav_reason(exc))
+                try:
+                    with _Libav():
+                        frames = self._stream.codec_context.decode(None)  # drain the decoder
+                except (av.FFmpegError, OSError):
+                    return
+                yield from frames
+                return
+            try:
+                with _Libav():
+                    frames = packet.decode()
+            except (av.FFmpegError, OSError) as exc:
+                errors.append(_libav_reason(exc))
+                bad += 1
+                if bad > MAX_BAD_PACKETS:
+                    raise InputError(
+                        f"{self.path.name}: not a readable video: over {MAX_BAD_PACKETS} damaged packets ({errors[-1]})"
+                    ) from exc
+                continue
+            yield from frames
+
+    def frames(self, times: Sequence[float]) -> Iterator[Frame]:
+        """For each time of ``times`` (seconds from the start, increasing), the first frame at or after
+        it, upright, as ``Frame(index=position in times, t=the frame's own timestamp)``; each decoded
+        frame serves one sample at most. Times past the last decodable frame yield nothing; InputError
+        when no frame at all can be decoded, or when the decode budget runs out."""
+        errors: list[str] = []
+        decoder: Iterator[av.VideoFrame] | None = None
+        position: int | None = None  # timestamp of the last decoded frame
+        step = round(1 / (self.fps * self._tbf)) if self.fps else 0  # one frame, for frames without a timestamp
+        yielded = 0
+        rewind, self._read = self._read, True  # a second call seeks back: the first one moved the demuxer
+        for index, t in enumerate(times):
+            self._check_time()
+            target = self._start + int(t / self._tbf)  # the timestamp at or just before t
+            if rewind or self._should_seek(position, target):
+                try:
+                    with _Libav():
+                        self._container.seek(target, stream=self._stream, backward=True)
+                except (av.FFmpegError, OSError) as exc:  # not seekable: decode forward instead
+                    errors.append(_libav_reason(exc))
+                    if rewind:
+                        raise InputError(f"{self.path.name}: not a readable video: cannot seek in it ({errors[-1]})") from exc
+                else:
+                    rewind = False
+                    decoder = None
+                    if self._index_end is None or self._index_end < target:
+                        self._keyframes = None  # Matroska has read its index now
+            if decoder is None:
+                decoder = self._decoded(errors)
+            taken = None
+            for decoded, frame in enumerate(decoder, 1):
+                self._check_frames(decoded, t)
+                pts = frame.pts if frame.pts is not None else frame.dts
+                if pts is None:
+                    pts = self._start if position is None else position + step
+                if frame.width * frame.height > self.max_pixels:
+                    _check_video_pixels(self.path, frame.width, frame.height, self.max_pixels)
+                position = pts
+                if (pts - self._start) * self._tbf >= t - 0.0005:  # sample_times rounds to the millisecond
+                    taken = frame
+                    break
+                self._check_time()
+            if taken is None:
+                break  # the end of the video: no frame at or after t, nor after any later time
+            self.rotation = taken.rotation
+            self._check_time()
+            with _Libav():
+                image = _upright(taken.to_image(), taken.rotation)
+            yield Frame(index, max(0.0, (position - self._start) * self._tbf), image)
+            yielded += 1
+        if not yielded and times:
+            reason = f" ({errors[-1]})" if errors else ""
+            raise InputError(f"{self.path.name}: not a readable video: no frame could be decoded{reason}")
+
+
+def open_video(
+    path: Path, timeout: float = DEFAULT_DECODE_TIMEOUT, *, max_frames_per_sample: int = MAX_FRAMES_PER_SAMPLE
+) -> Video:
+    """Open a video file for :meth:`Video.frames`; InputError when it is missing, empty, not a
+    video, has no video stream, or has frames over ``MAX_PIXELS``. ``timeout`` (seconds) is the decode
+    budget of everything done with it, counted from now."""
+    return Video(path, timeout=timeout, max_frames_per_sample=max_frames_per_sample)
+
+
+def probe(path: Path, timeout: float = 30.0) -> VideoInfo:
+    """Duration, upright size, frame rate and rotation (decodes the first frame, which also proves
+    that the file is a readable video)."""
+    with open_video(path, timeout=timeout) as video:
+        return video.info()
 
 
 def duration(path: Path, timeout: float = 30.0) -> float | None:
-    """Seconds of video: from the MP4 header when there is one, else from ffmpeg's probe (which also
-    rejects files that are not videos). None when the container does not say."""
-    check_file(path)
-    if path.suffix.lower() in MP4_SUFFIXES and (seconds := mp4_duration(path)) is not None:
-        return seconds
-    return probe(path, timeout=timeout).duration
+    """Seconds of video, from the container (nothing is decoded). None when the container does not say."""
+    with open_video(path, timeout=timeout) as video:
+        return video.duration
 
 
 def check_duration(path: Path, seconds: float | None, max_seconds: float | None) -> None:
@@ -197,72 +399,76 @@ def sample_times(duration: float | None, count: int, fps: float | None = None) -
     return [round(i * step, 3) for i in range(count)]
 
 
-# Past this distance between samples, seeking (decoding at most one keyframe interval per sample)
-# beats one sequential pass over the video.
-SEEK_WHEN_STEP_OVER_S = 10.0
+def sample_frames(
+    path: Path,
+    count: int = 3,
+    fps: float | None = None,
+    max_seconds: float | None = None,
+    timeout: float = DEFAULT_DECODE_TIMEOUT,
+) -> Iterator[Frame]:
+    """The sampled frames of a video (``sample_times``), each yielded as soon as it is decoded, frame 0
+    first. InputError (before the first frame, or at the frame where the budget ran out) for a video
+    that cannot or will not be read, including one over ``max_seconds``."""
+    with open_video(path, timeout=timeout) as video:
+        check_duration(path, video.duration, max_seconds)
+        yield from video.frames(sample_times(video.duration, count, fps))
 
 
-def extract_frames(path: Path, times: list[float], out_dir: Path, timeout: float = 60.0) -> list[Path]:
-    """Write one JPEG per sampled time into out_dir (``000.jpg``, ``001.jpg``...) with one ffmpeg run.
+def encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
+    """An RGB image as JPEG bytes (what stage-1 stores)."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
-    ``times`` are evenly spaced from 0 (``sample_times``). Close samples are taken in one sequential
-    pass that stops after the last one; far-apart samples by seeking. A time past the last decodable
-    frame yields no file. Raises InputError when no frame at all could be decoded."""
-    step = times[1] - times[0] if len(times) > 1 else 0.0
-    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    if step > SEEK_WHEN_STEP_OVER_S:
-        for t in times:
-            args += ["-ss", f"{t:.3f}", "-i", file_arg(path)]
-        for i in range(len(times)):
-            args += ["-map", f"{i}:v:0", "-frames:v", "1", "-q:v", str(JPEG_QUALITY), "-an", "-sn"]
-            args.append(str(out_dir / f"{i:03d}.jpg"))
-    else:
-        # The first frame, then the first frame at least `step` seconds after the last one taken.
-        select = f"select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{step:.3f})'"
-        args += ["-i", file_arg(path), "-map", "0:v:0", "-vf", select, "-fps_mode", "passthrough"]
-        args += ["-frames:v", str(len(times)), "-q:v", str(JPEG_QUALITY), "-an", "-sn"]
-        args += ["-start_number", "0", str(out_dir / "%03d.jpg")]
-    proc = _run(args, timeout, path)
-    made = sorted(p for p in out_dir.glob("*.jpg") if p.stat().st_size > 0)
-    if not made:
-        if b"matches no streams" in proc.stderr:  # -map 0:v:0 found nothing to map
-            raise InputError(f"{path.name}: the file has no video stream (audio only?): nothing to recognise")
-        raise InputError(f"{path.name}: not a readable video: no frame could be decoded ({_last_error_line(proc.stderr)})")
-    return made
+
+def _image_too_large(path: Path, detail: str) -> InputError:
+    return InputError(
+        f"{path.name}: the image is {detail}, over the limit of {_megapixels(MAX_PIXELS)}; scale it down "
+        "(e.g. to 4000 pixels on its long side) and try again"
+    )
 
 
 def load_image(path: Path) -> Image.Image:
-    """An RGB image; transparency is composited on white (a PNG cut-out must not turn black)."""
+    """An RGB image; transparency is composited on white (a PNG cut-out must not turn black). Images
+    over ``MAX_PIXELS`` are refused from their header, before their pixels are decoded."""
     check_file(path)
     try:
-        with Image.open(path) as opened:
-            # Phone photos store pixels sideways plus an EXIF orientation that viewers apply: apply it
-            # too, or the faces reach the detector lying on their side and are not found.
-            img = ImageOps.exif_transpose(opened)
-            img.load()
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGB", rgba.size, (255, 255, 255))
-                background.paste(rgba, mask=rgba.getchannel("A"))
-                return background
-            return img.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                width, height = opened.size
+                if width * height > MAX_PIXELS:
+                    raise _image_too_large(path, f"{width}x{height} ({_megapixels(width * height)})")
+                # Phone photos store pixels sideways plus an EXIF orientation that viewers apply: apply
+                # it too, or the faces reach the detector lying on their side and are not found.
+                img = ImageOps.exif_transpose(opened)
+                img.load()
+                if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                    rgba = img.convert("RGBA")
+                    background = Image.new("RGB", rgba.size, (255, 255, 255))
+                    background.paste(rgba, mask=rgba.getchannel("A"))
+                    return background
+                return img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own limit (89 megapixels warns, twice that is an error) fires inside Image.open.
+        m = _PIL_BOMB_PIXELS.search(str(exc))
+        raise _image_too_large(path, _megapixels(int(m.group(1))) if m else "too large") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"{path.name}: not a readable image ({exc})") from exc
 
 
 def read_frames(
-    path: Path, count: int = 3, fps: float | None = None, max_seconds: float | None = None, timeout: float = 60.0
+    path: Path,
+    count: int = 3,
+    fps: float | None = None,
+    max_seconds: float | None = None,
+    timeout: float = DEFAULT_DECODE_TIMEOUT,
 ) -> tuple[list[Frame], float | None]:
-    """Frames of a video (sampled) or of an image (one frame)."""
+    """Frames of a video (sampled, decoded in memory) or of an image (one frame), and the video's
+    duration (None for an image)."""
     if is_image(path):
         return [Frame(0, 0.0, load_image(path))], None
-    seconds = duration(path, timeout=timeout)
-    check_duration(path, seconds, max_seconds)
-    times = sample_times(seconds, count, fps)
-    with tempfile.TemporaryDirectory(prefix="facerec-frames-") as tmp:
-        files = extract_frames(path, times, Path(tmp), timeout=timeout)
-        frames = []
-        for i, file in enumerate(files):
-            with Image.open(file) as img:
-                frames.append(Frame(i, times[int(file.stem)], img.convert("RGB")))
-    return frames, seconds
+    with open_video(path, timeout=timeout) as video:
+        check_duration(path, video.duration, max_seconds)
+        frames = list(video.frames(sample_times(video.duration, count, fps)))
+        return frames, video.duration

@@ -4,14 +4,22 @@ asynchronous Invoke of ``face-recognition``.
 Stage-1 layout (the course's): ``<stem>.jpg`` is the first frame; further frames are
 ``<stem>/001.jpg``, ``<stem>/002.jpg``... A refused or unreadable upload gets its ``error`` result
 written here, so every accepted upload ends with exactly one result.
+
+Nothing is lost to a crash or a timeout at any point: the "done" marker of an event
+(``.facerec/split/<hash of the stem>`` in stage-1, with the event id) is written only after the Invoke
+of face-recognition (or the error result) succeeded, and it is what a redelivered event is checked
+against. A retry after a crash before it splits and invokes again; face-recognition skips an event whose
+result is already complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .core import media
@@ -21,27 +29,52 @@ from .env import SplittingEnv
 from .events import FrameRef, RecognitionRequest, Upload, uploads
 from .storage import EVENT_META, already_done, client, log, write_result
 
+# Seconds of the invocation kept back from the decode budget for what follows decoding: the Invoke of
+# face-recognition, or the error result, and the done marker.
+RESERVE_S = 5.0
+MIN_BUDGET_S = 1.0
+
 
 def frame_key(stem: str, index: int) -> str:
     return f"{stem}.jpg" if index == 0 else f"{stem}/{index:03d}.jpg"
 
 
-def split(upload: Upload, env: SplittingEnv, workdir: Path) -> RecognitionRequest:
-    """Download, check, sample and store frames; InputError for a video we cannot or will not read."""
+def marker_key(stem: str) -> str:
+    """The done marker of a video in stage-1: a fixed-length key whatever the stem (keys may be 1024
+    bytes long), under a prefix no frame uses and that does not end in .jpg (not counted as a video)."""
+    return f".facerec/split/{hashlib.sha256(stem.encode()).hexdigest()[:40]}"
+
+
+def local_name(key: str) -> str:
+    """The downloaded file's name: independent of the key (which may be long, unicode or odd), keeping
+    only a short ASCII suffix for the demuxer's guess; messages name the upload, not this file."""
+    suffix = PurePosixPath(key).suffix.lower()
+    return "upload" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else "")
+
+
+def decode_budget(env: SplittingEnv, deadline: float | None) -> float:
+    """Seconds decoding may take: the function's setting, cut to what is left of the invocation (less a
+    reserve for the Invoke and the marker), so that a slow file ends in an error result, not a timeout."""
+    if deadline is None:
+        return env.decode_timeout
+    return max(MIN_BUDGET_S, min(env.decode_timeout, deadline - time.monotonic() - RESERVE_S))
+
+
+def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | None = None) -> RecognitionRequest:
+    """Download, check, sample and store frames; InputError for a video we cannot or will not read.
+    ``deadline``: time.monotonic() at which the invocation ends (None: no limit but the settings')."""
     started = time.perf_counter()
     if upload.size > env.max_bytes:
         raise InputError(
             f"{upload.video}: {upload.size / 1e6:.1f} MB is over the limit of {env.max_bytes / 1e6:.1f} MB "
             "(raise FACEREC_MAX_BYTES on the video-splitting function)"
         )
-    # The local file keeps the video's own name (error messages name it); only its last 120
-    # characters are kept, within any file system's limit.
-    local = workdir / Path(upload.key).name[-120:]
+    local = workdir / local_name(upload.key)
     client("s3").download_file(upload.bucket, upload.key, str(local))
     frames = []
     # Decoded in process; each frame is encoded and stored as soon as it is decoded, frame 0 first.
-    with media.open_video(local, timeout=env.decode_timeout) as video:
-        media.check_duration(local, video.duration, env.max_seconds)
+    with media.open_video(local, timeout=decode_budget(env, deadline), name=upload.video) as video:
+        media.check_duration(Path(upload.video), video.duration, env.max_seconds)
         times = media.sample_times(video.duration, env.frames, env.fps or None)
         for frame in video.frames(times):
             key = frame_key(upload.stem, frame.index)
@@ -63,27 +96,35 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path) -> RecognitionReques
     )
 
 
-def handle_upload(upload: Upload, env: SplittingEnv) -> str:
-    if already_done(env.stage1_bucket, frame_key(upload.stem, 0), upload.event_id):
+def mark_done(env: SplittingEnv, upload: Upload) -> None:
+    client("s3").put_object(Bucket=env.stage1_bucket, Key=marker_key(upload.stem), Body=b"", Metadata={EVENT_META: upload.event_id})
+
+
+def handle_upload(upload: Upload, env: SplittingEnv, deadline: float | None = None) -> str:
+    if already_done(env.stage1_bucket, marker_key(upload.stem), upload.event_id):
         log("duplicate event skipped", key=upload.key, event_id=upload.event_id)
         return "duplicate"
     with tempfile.TemporaryDirectory(prefix="facerec-split-") as tmp:
         try:
-            request = split(upload, env, Path(tmp))
+            request = split(upload, env, Path(tmp), deadline)
         except InputError as exc:
             log("refused", key=upload.key, error=str(exc))
             write_result(env.output_bucket, upload.stem, error_result(upload.video, str(exc)), upload.event_id)
+            mark_done(env, upload)
             return "error"
     client("lambda").invoke(
         FunctionName=env.recognition_function,
         InvocationType="Event",
         Payload=json.dumps(request.to_dict()).encode(),
     )
+    mark_done(env, upload)  # only now: a crash before this makes the retry split and invoke again
     log("split", key=upload.key, frames=len(request.frames), ms=round(request.timings_ms["split"]))
     return "split"
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     env = SplittingEnv.from_environ()
-    outcomes = {u.key: handle_upload(u, env) for u in uploads(event)}
+    remaining_ms = context.get_remaining_time_in_millis() if context is not None and hasattr(context, "get_remaining_time_in_millis") else None
+    deadline = time.monotonic() + remaining_ms / 1000 if remaining_ms is not None else None
+    outcomes = {u.key: handle_upload(u, env, deadline) for u in uploads(event)}
     return {"videos": outcomes}

@@ -36,11 +36,23 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
-import av.logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+
+# PyAV, imported on first use (``_require_av``): the recognition function only reads JPEGs and images,
+# and its image need not carry av's ~100 MB.
+av: Any = None
+
+
+def _require_av() -> None:
+    global av
+    if av is None:
+        import importlib
+
+        module = importlib.import_module("av")
+        importlib.import_module("av.logging")
+        av = module
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # The suffixes the input bucket's notification triggers on (facerec_cli.deploy.desired).
@@ -87,14 +99,15 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def check_file(path: Path) -> int:
+def check_file(path: Path, name: str | None = None) -> int:
     """Size of a readable, non-empty file; InputError otherwise."""
+    name = name or path.name
     try:
         size = path.stat().st_size
     except FileNotFoundError as exc:
-        raise InputError(f"{path.name}: file not found") from exc
+        raise InputError(f"{name}: file not found") from exc
     if size == 0:
-        raise InputError(f"{path.name}: the file is empty (0 bytes); upload the video again")
+        raise InputError(f"{name}: the file is empty (0 bytes); upload the video again")
     return size
 
 
@@ -102,10 +115,10 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.0f} megapixels" if pixels >= 1e6 else f"{pixels / 1e6:.2f} megapixels"
 
 
-def _check_video_pixels(path: Path, width: int, height: int, limit: int) -> None:
+def _check_video_pixels(name: str, width: int, height: int, limit: int) -> None:
     if width * height > limit:
         raise InputError(
-            f"{path.name}: the video's frames are {width}x{height} ({_megapixels(width * height)}), over the limit "
+            f"{name}: the video's frames are {width}x{height} ({_megapixels(width * height)}), over the limit "
             f"of {_megapixels(limit)}; scale the video down (e.g. to 1920x1080) and upload it again"
         )
 
@@ -134,6 +147,7 @@ class _Libav:
     """libav's error lines, kept for the messages of our errors instead of going to stderr."""
 
     def __enter__(self) -> list[Any]:
+        _require_av()
         if av.logging.get_level() is None:  # PyAV's default drops every line, and with it the reasons
             av.logging.set_level(av.logging.ERROR)
         self._capture = av.logging.Capture(local=False)  # decoder threads log too
@@ -153,14 +167,17 @@ class Video:
         timeout: float = DEFAULT_DECODE_TIMEOUT,
         max_frames_per_sample: int = MAX_FRAMES_PER_SAMPLE,
         max_pixels: int | None = None,
+        name: str | None = None,
     ) -> None:
+        _require_av()
         self.path = Path(path)
+        self.name = name or self.path.name  # what messages call the video (the upload's name, not a temp file's)
         self.timeout = timeout
         self.max_frames_per_sample = max_frames_per_sample
         self.max_pixels = max_pixels if max_pixels is not None else MAX_PIXELS
         self._started = time.monotonic()
-        check_file(self.path)
-        name = self.path.name
+        check_file(self.path, self.name)
+        name = self.name
         self._keyframes: list[int] | None = None
         self._index_end: int | None = None
         self._read = False  # whether frames() has read from the container yet
@@ -185,7 +202,7 @@ class Video:
             self._start: int = stream.start_time if stream.start_time is not None else 0
             cc = stream.codec_context
             self.coded_size = (cc.width, cc.height)
-            _check_video_pixels(self.path, cc.width, cc.height, self.max_pixels)
+            _check_video_pixels(self.name, cc.width, cc.height, self.max_pixels)
             # The container's duration (the longest stream: what players show, and what the MP4 header
             # says), else the video stream's own.
             if self._container.duration:
@@ -230,14 +247,14 @@ class Video:
     def _check_time(self) -> None:
         if time.monotonic() - self._started > self.timeout:
             raise InputError(
-                f"{self.path.name}: decoding took longer than {self.timeout:g} s and was stopped; is it a valid "
+                f"{self.name}: decoding took longer than {self.timeout:g} s and was stopped; is it a valid "
                 "video? (a very long one may need a larger FACEREC_DECODE_TIMEOUT)"
             )
 
     def _check_frames(self, decoded: int, t: float) -> None:
         if decoded > self.max_frames_per_sample:
             raise InputError(
-                f"{self.path.name}: decoded {self.max_frames_per_sample} frames without reaching {t:.2f} s and "
+                f"{self.name}: decoded {self.max_frames_per_sample} frames without reaching {t:.2f} s and "
                 "stopped; its timestamps look broken, or it has too few keyframes: re-encode it "
                 "(e.g. ffmpeg -i in.mp4 out.mp4) and upload it again"
             )
@@ -295,7 +312,7 @@ class Video:
                 bad += 1
                 if bad > MAX_BAD_PACKETS:
                     raise InputError(
-                        f"{self.path.name}: not a readable video: over {MAX_BAD_PACKETS} damaged packets ({errors[-1]})"
+                        f"{self.name}: not a readable video: over {MAX_BAD_PACKETS} damaged packets ({errors[-1]})"
                     ) from exc
                 continue
             yield from frames
@@ -321,7 +338,7 @@ class Video:
                 except (av.FFmpegError, OSError) as exc:  # not seekable: decode forward instead
                     errors.append(_libav_reason(exc))
                     if rewind:
-                        raise InputError(f"{self.path.name}: not a readable video: cannot seek in it ({errors[-1]})") from exc
+                        raise InputError(f"{self.name}: not a readable video: cannot seek in it ({errors[-1]})") from exc
                 else:
                     rewind = False
                     decoder = None
@@ -336,7 +353,7 @@ class Video:
                 if pts is None:
                     pts = self._start if position is None else position + step
                 if frame.width * frame.height > self.max_pixels:
-                    _check_video_pixels(self.path, frame.width, frame.height, self.max_pixels)
+                    _check_video_pixels(self.name, frame.width, frame.height, self.max_pixels)
                 position = pts
                 if (pts - self._start) * self._tbf >= t - 0.0005:  # sample_times rounds to the millisecond
                     taken = frame
@@ -352,16 +369,17 @@ class Video:
             yielded += 1
         if not yielded and times:
             reason = f" ({errors[-1]})" if errors else ""
-            raise InputError(f"{self.path.name}: not a readable video: no frame could be decoded{reason}")
+            raise InputError(f"{self.name}: not a readable video: no frame could be decoded{reason}")
 
 
 def open_video(
-    path: Path, timeout: float = DEFAULT_DECODE_TIMEOUT, *, max_frames_per_sample: int = MAX_FRAMES_PER_SAMPLE
+    path: Path, timeout: float = DEFAULT_DECODE_TIMEOUT, *, max_frames_per_sample: int = MAX_FRAMES_PER_SAMPLE,
+    name: str | None = None,
 ) -> Video:
     """Open a video file for :meth:`Video.frames`; InputError when it is missing, empty, not a
     video, has no video stream, or has frames over ``MAX_PIXELS``. ``timeout`` (seconds) is the decode
     budget of everything done with it, counted from now."""
-    return Video(path, timeout=timeout, max_frames_per_sample=max_frames_per_sample)
+    return Video(path, timeout=timeout, max_frames_per_sample=max_frames_per_sample, name=name)
 
 
 def probe(path: Path, timeout: float = 30.0) -> VideoInfo:

@@ -16,6 +16,11 @@ MAX_SECONDS = "FACEREC_MAX_SECONDS"  # longer videos are refused with an error r
 # Seconds of decoding allowed per video (PyAV, in process); past it the video gets an error result.
 DECODE_TIMEOUT = "FACEREC_DECODE_TIMEOUT"
 DECODE_TIMEOUT_OLD_NAME = "FACEREC_FFMPEG_TIMEOUT"  # still read when DECODE_TIMEOUT is not set
+# Timelines (lambdas/segments.py): "1" gives every upload a timeline of who is on screen when, sampled at
+# FACEREC_TIMELINE_FPS and recognised in segments of FACEREC_SEGMENT_SECONDS, each its own invocation.
+TIMELINE = "FACEREC_TIMELINE"
+TIMELINE_FPS = "FACEREC_TIMELINE_FPS"
+SEGMENT_SECONDS = "FACEREC_SEGMENT_SECONDS"
 
 # face-recognition
 OUTPUT_BUCKET = "OUTPUT_BUCKET"
@@ -31,6 +36,8 @@ DEFAULT_FPS = 0.0
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_SECONDS = 600.0
 DEFAULT_DECODE_TIMEOUT = 60.0
+DEFAULT_TIMELINE_FPS = 2.0
+DEFAULT_SEGMENT_SECONDS = 30.0
 
 
 def get_int(name: str, default: int) -> int:
@@ -60,6 +67,9 @@ class SplittingEnv:
     max_bytes: int
     max_seconds: float
     decode_timeout: float
+    timeline: bool = False
+    timeline_fps: float = DEFAULT_TIMELINE_FPS
+    segment_seconds: float = DEFAULT_SEGMENT_SECONDS
 
     @classmethod
     def from_environ(cls) -> "SplittingEnv":
@@ -72,6 +82,9 @@ class SplittingEnv:
             max_bytes=get_int(MAX_BYTES, DEFAULT_MAX_BYTES),
             max_seconds=get_float(MAX_SECONDS, DEFAULT_MAX_SECONDS),
             decode_timeout=get_float(DECODE_TIMEOUT, get_float(DECODE_TIMEOUT_OLD_NAME, DEFAULT_DECODE_TIMEOUT)),
+            timeline=os.environ.get(TIMELINE, "") == "1",
+            timeline_fps=get_float(TIMELINE_FPS, DEFAULT_TIMELINE_FPS) or DEFAULT_TIMELINE_FPS,
+            segment_seconds=get_float(SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS) or DEFAULT_SEGMENT_SECONDS,
         )
 
 

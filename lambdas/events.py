@@ -61,6 +61,7 @@ class RecognitionRequest:
     frames: list[FrameRef]
     source: dict[str, Any]  # bucket, key, etag, size, event_id
     timings_ms: dict[str, float] = field(default_factory=dict)
+    sent_at: float | None = None  # epoch seconds of the Invoke: the hand-over is timed from it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +75,7 @@ class RecognitionRequest:
             frames=[FrameRef(**f) for f in data["frames"]],
             source=dict(data.get("source", {})),
             timings_ms=dict(data.get("timings_ms", {})),
+            sent_at=data.get("sent_at"),
         )
 
 

@@ -77,6 +77,8 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
         log("duplicate invocation skipped", stem=request.stem)
         return
     started = time.perf_counter()
+    # From the Invoke in video-splitting to here: Lambda's queue and a cold or busy instance.
+    handover_ms = max(0.0, (time.time() - request.sent_at) * 1000) if request.sent_at else None
     kept: list[Any] = []  # the decoded frames, kept only to annotate one
     download = [0.0]
     try:
@@ -102,6 +104,8 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
     except FacerecError as exc:
         result = error_result(request.video, str(exc))
     result.timings_ms.update(request.timings_ms)
+    if handover_ms is not None:
+        result.timings_ms["invoke"] = handover_ms
     if env.annotate and result.faces and kept:
         store_annotated(env.output_bucket, request.stem, result, kept, event_id)
     result.timings_ms["recognise"] = (time.perf_counter() - started) * 1000
@@ -150,6 +154,10 @@ if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # inside a function, not when im
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     env = RecognitionEnv.from_environ()
+    from .segments import handle_segment, is_segment_event
+
+    if is_segment_event(event):  # one segment of a video's timeline (lambdas/segments.py)
+        return handle_segment(event, env, context)
     request = RecognitionRequest.from_dict(event)
     recognise(request, env)
     return {"stem": request.stem}

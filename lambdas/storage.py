@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import boto3
@@ -54,7 +55,10 @@ def write_result(bucket: str, stem: str, result: Result, event_id: str) -> None:
     json_key, txt_key = result_keys(stem)
     meta = {EVENT_META: event_id, "status": result.status}
     s3 = client("s3")
+    started = time.perf_counter()
     s3.put_object(Bucket=bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Metadata=meta)
+    # What one result write costs (the .txt; the .json that follows is the same kind of call).
+    result.timings_ms["write"] = (time.perf_counter() - started) * 1000
     s3.put_object(
         Bucket=bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Metadata=meta
     )

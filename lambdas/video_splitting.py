@@ -69,22 +69,34 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
             f"{upload.video}: {upload.size / 1e6:.1f} MB is over the limit of {env.max_bytes / 1e6:.1f} MB "
             "(raise FACEREC_MAX_BYTES on the video-splitting function)"
         )
+    ms: dict[str, float] = {}
+
+    def lap(stage: str, since: float) -> float:
+        now = time.perf_counter()
+        ms[f"split_{stage}"] = ms.get(f"split_{stage}", 0.0) + (now - since) * 1000
+        return now
+
     local = workdir / local_name(upload.key)
     client("s3").download_file(upload.bucket, upload.key, str(local))
+    t = lap("download", started)
     frames = []
     # Decoded in process; each frame is encoded and stored as soon as it is decoded, frame 0 first.
     with media.open_video(local, timeout=decode_budget(env, deadline), name=upload.video) as video:
         media.check_duration(Path(upload.video), video.duration, env.max_seconds)
         times = media.sample_times(video.duration, env.frames, env.fps or None)
         for frame in video.frames(times):
+            t = lap("decode", t)
+            body = media.encode_jpeg(frame.image)
+            t = lap("encode", t)
             key = frame_key(upload.stem, frame.index)
             client("s3").put_object(
                 Bucket=env.stage1_bucket,
                 Key=key,
-                Body=media.encode_jpeg(frame.image),
+                Body=body,
                 ContentType="image/jpeg",
                 Metadata={EVENT_META: upload.event_id, "t": f"{frame.t:.3f}"},
             )
+            t = lap("upload", t)
             frames.append(FrameRef(key=key, t=frame.t))
     return RecognitionRequest(
         stage1_bucket=env.stage1_bucket,
@@ -92,7 +104,7 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
         video=upload.video,
         frames=frames,
         source={"bucket": upload.bucket, "key": upload.key, "etag": upload.etag, "size": upload.size, "event_id": upload.event_id},
-        timings_ms={"split": (time.perf_counter() - started) * 1000},
+        timings_ms={"split": (time.perf_counter() - started) * 1000, **ms},
     )
 
 
@@ -104,6 +116,12 @@ def handle_upload(upload: Upload, env: SplittingEnv, deadline: float | None = No
     if already_done(env.stage1_bucket, marker_key(upload.stem), upload.event_id):
         log("duplicate event skipped", key=upload.key, event_id=upload.event_id)
         return "duplicate"
+    if env.timeline:  # who is on screen when: segments recognised in parallel (lambdas/segments.py)
+        from .segments import fan_out
+
+        outcome = fan_out(upload, env, deadline)
+        mark_done(env, upload)  # as below: only after the invokes (or the error result)
+        return outcome
     with tempfile.TemporaryDirectory(prefix="facerec-split-") as tmp:
         try:
             request = split(upload, env, Path(tmp), deadline)
@@ -112,6 +130,7 @@ def handle_upload(upload: Upload, env: SplittingEnv, deadline: float | None = No
             write_result(env.output_bucket, upload.stem, error_result(upload.video, str(exc)), upload.event_id)
             mark_done(env, upload)
             return "error"
+    request.sent_at = time.time()  # face-recognition times the asynchronous hand-over from it
     client("lambda").invoke(
         FunctionName=env.recognition_function,
         InvocationType="Event",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -68,13 +69,22 @@ class LocalWatch:
         return render(self.refresh(force), interval=self.interval)
 
 
+def private_log_file() -> str:
+    """A new log file for this run's functions in $TMPDIR, readable by this user only (mkstemp: 0600, a
+    name nobody can guess or plant a link at): the handlers' output can name users' videos and people."""
+    fd, path = tempfile.mkstemp(prefix="facerec-run-local-", suffix=".log")
+    os.close(fd)
+    return path
+
+
 def run_local(
     inputs: list[Path], gallery: Path, options: RunOptions, *, json_lines: bool = False, out_dir: Path | None = None,
     html: Path | None = None, watch: bool = False,
 ) -> list[Result]:
     if html is not None:  # the report shows each video's annotated frame: have the function store it
         options = dataclasses.replace(options, extra_env={**options.extra_env, fenv.ANNOTATE: "1"})
-    log_path = options.log_path or str(Path(tempfile.gettempdir()) / "facerec-run-local.log")
+    log_path = options.log_path or private_log_file()
+    err.print(f"function logs: {log_path}", highlight=False, soft_wrap=True, style="dim")
     containers = options.runtime == "containers"
     # Checks gallery and weights (and with containers, the Docker engine); starts nothing.
     pipeline = LocalPipeline(gallery, options, log_path=log_path, on_progress=lambda line: err.print(f"[dim]{escape(line)}[/]", soft_wrap=True))
@@ -91,7 +101,20 @@ def run_local(
             else:  # no terminal to animate: the final dashboard, once
                 results = pipeline.run(jobs)
                 err.print(board.view(force=True))
-        elif json_lines or not err.is_terminal:
+        elif json_lines:
+            # One line per video as soon as its result is in (the refused inputs first): a consumer sees
+            # the first answer while the rest are still running.
+            print_json_lines(refused)
+            printed: set[str] = set()
+
+            def stream(js: list[VideoJob]) -> None:
+                fresh = [j for j in js if j.result is not None and j.key not in printed]
+                printed.update(j.key for j in fresh)
+                print_json_lines([j.result for j in fresh if j.result is not None])
+
+            results = pipeline.run(jobs, on_tick=stream)
+            stream(jobs)
+        elif not err.is_terminal:
             results = pipeline.run(jobs)
         else:
             with Live(progress_table(jobs, pipeline), console=err, refresh_per_second=4, transient=True) as live:
@@ -105,9 +128,7 @@ def run_local(
     results = refused + results
     if out_dir is not None:
         write_outputs(out_dir, jobs, refused)
-    if json_lines:
-        print_json_lines(results)
-    else:
+    if not json_lines:
         out.print(results_table(results, title="results"))
         print_errors(results)
         failed = sum(r.status == ERROR for r in results)

@@ -48,14 +48,29 @@ def area_resize(table: np.ndarray, y0: int, y1: int, x0: int, x1: int, out_h: in
 
 def _crops(tables: list[np.ndarray], boxes: np.ndarray, image_inds: np.ndarray, w: int, h: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``size`` x ``size`` crops of the (padded, truncated) boxes as N x 3 x size x size network input;
-    also which boxes had a non-empty crop."""
-    b = np.trunc(boxes[:, :4]).astype(np.int32)
+    also which boxes had a non-empty crop. All crops of one image come from its integral image in four
+    vectorised gathers (no loop over boxes)."""
+    b = np.trunc(boxes[:, :4]).astype(np.int64)
     x, y, ex, ey = b[:, 0].copy(), b[:, 1].copy(), b[:, 2].copy(), b[:, 3].copy()
     x[x < 1], y[y < 1] = 1, 1
     ex[ex > w], ey[ey > h] = w, h
     ok = (ey > y - 1) & (ex > x - 1)
-    crops = [area_resize(tables[image_inds[k]], y[k] - 1, ey[k], x[k] - 1, ex[k], size, size) for k in np.flatnonzero(ok)]
-    data = np.stack(crops) if crops else np.zeros((0, size, size, 3), _F32)
+    data = np.zeros((int(ok.sum()), size, size, 3), _F32)
+    kept = np.flatnonzero(ok)
+    i = np.arange(size, dtype=np.int64)
+    for image in np.unique(image_inds[kept]):
+        pick = image_inds[kept] == image
+        k = kept[pick]
+        y0, x0 = y[k, None] - 1, x[k, None] - 1
+        hk, wk = ey[k, None] - y0, ex[k, None] - x0
+        # adaptive average pooling windows, per box (as _windows, broadcast over the boxes)
+        rs, re = y0 + (i * hk) // size, y0 + ((i + 1) * hk + size - 1) // size
+        cs, ce = x0 + (i * wk) // size, x0 + ((i + 1) * wk + size - 1) // size
+        t = tables[image]
+        total = (t[re[:, :, None], ce[:, None, :]] - t[rs[:, :, None], ce[:, None, :]]
+                 - t[re[:, :, None], cs[:, None, :]] + t[rs[:, :, None], cs[:, None, :]])
+        count = ((re - rs)[:, :, None] * (ce - cs)[:, None, :])[..., None]
+        data[pick] = total / count
     return ((data - _F32(127.5)) * _F32(0.0078125)).transpose(0, 3, 1, 2), ok
 
 

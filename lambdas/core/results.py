@@ -29,6 +29,88 @@ class Face:
 
 
 @dataclass
+class View:
+    """One sighting of a face: the frame (its index in the sampling grid), its time and box."""
+
+    frame: int
+    t: float
+    box: list[float]
+    prob: float
+    distance: float  # to the nearest enrolled person
+
+
+@dataclass
+class Appearance:
+    """A timeline row: one person (a gallery name, or ``unknown-N`` for a stranger grouped across
+    frames by embedding) and the time ranges in which they are on screen."""
+
+    person: str
+    known: bool
+    ranges: list[list[float]]  # [[start, end], ...] in seconds: first and last sighting of each stretch
+    detections: int  # faces counted for this person
+    best_distance: float  # the smallest distance to the gallery among them
+    nearest: str  # the enrolled person that smallest distance is to (the person itself when known)
+    best: View  # the best view: the smallest distance (known), the largest clear face (unknown)
+    image: str | None = None  # where a crop of the best view was stored (output-bucket key or file name)
+
+    @property
+    def first(self) -> float:
+        return self.ranges[0][0]
+
+    @property
+    def last(self) -> float:
+        return self.ranges[-1][1]
+
+    @property
+    def seconds(self) -> float:
+        """Time on screen: the ranges' lengths added up."""
+        return sum(end - start for start, end in self.ranges)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "person": self.person, "known": self.known,
+            "ranges": [[round(a, 3), round(b, 3)] for a, b in self.ranges],
+            "first": round(self.first, 3), "last": round(self.last, 3), "detections": self.detections,
+            "best_distance": round(self.best_distance, 4), "nearest": self.nearest,
+            "best": {"frame": self.best.frame, "t": round(self.best.t, 3), "box": [round(v, 1) for v in self.best.box],
+                     "prob": round(self.best.prob, 4), "distance": round(self.best.distance, 4)},
+            "image": self.image,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Appearance":
+        return cls(
+            person=data["person"], known=bool(data.get("known")), ranges=[[float(a), float(b)] for a, b in data["ranges"]],
+            detections=int(data.get("detections", 0)), best_distance=float(data.get("best_distance", 0.0)),
+            nearest=str(data.get("nearest", "")), best=View(**data["best"]), image=data.get("image"),
+        )  # fmt: skip
+
+
+@dataclass
+class Timeline:
+    """Who is on screen, and when (``facerec identify --timeline``, ``FACEREC_TIMELINE=1``): frames
+    sampled every 1/``fps`` seconds over ``duration``, recognised in ``segments`` parts."""
+
+    fps: float
+    duration: float | None
+    people: list[Appearance] = field(default_factory=list)
+    segments: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fps": self.fps, "duration": None if self.duration is None else round(self.duration, 3),
+            "segments": self.segments, "people": [p.to_dict() for p in self.people],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Timeline":
+        return cls(
+            fps=float(data["fps"]), duration=None if data.get("duration") is None else float(data["duration"]),
+            people=[Appearance.from_dict(p) for p in data.get("people", [])], segments=int(data.get("segments", 1)),
+        )  # fmt: skip
+
+
+@dataclass
 class Result:
     video: str
     status: str
@@ -38,9 +120,16 @@ class Result:
     frames: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    # Only with a timeline (FACEREC_TIMELINE=1 / identify --timeline); absent from the JSON otherwise, so
+    # results without one read and write as before.
+    timeline: Timeline | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.timeline is None:
+            del data["timeline"]
+        else:
+            data["timeline"] = self.timeline.to_dict()
         data["timings_ms"] = {k: round(v, 1) for k, v in self.timings_ms.items()}
         for face in data["faces"]:
             face["box"] = [round(v, 1) for v in face["box"]]
@@ -65,10 +154,12 @@ class Result:
     def from_dict(cls, data: dict[str, Any]) -> "Result":
         faces = [Face(**f) for f in data.get("faces", [])]
         known = {k: data.get(k) for k in ("video", "status", "name", "model", "error")}
+        timeline = data.get("timeline")
         return cls(
             faces=faces,
             frames=int(data.get("frames", 0)),
             timings_ms=dict(data.get("timings_ms", {})),
+            timeline=Timeline.from_dict(timeline) if isinstance(timeline, dict) else None,
             **known,  # type: ignore[arg-type]
         )
 

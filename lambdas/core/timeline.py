@@ -1,0 +1,422 @@
+"""Who is on screen, and when: the face timeline of a video.
+
+Sampling. Frames lie on one grid, frame ``k`` at ``t = k / fps`` (``DEFAULT_FPS``: 2 per second), and a
+part of the video ``[start, end)`` takes the grid points inside it (:func:`grid`). The segments of a
+fanned-out video (``lambdas/segments.py``) therefore sample exactly the frames a single pass samples,
+and the frame numbers in the result are grid numbers in both cases. :func:`scan` decodes its part in one
+sequential pass (``media.Video.frames`` seeks to the first point and decodes forward), detects and
+embeds in batches of ``BATCH`` frames and keeps no frame beyond the batch in hand: memory stays bounded
+whatever the length. What a scan keeps is one :class:`Observation` per face (box, gallery match, the
+embedding as float16: 1 KB a face).
+
+Observations to rows (:func:`build_timeline`), on the observations alone (sorted), so that a timeline
+merged from segments is the one a single pass gives:
+
+1. a face the gallery names (within its threshold) belongs to that person;
+2. every other face, in time order, joins the group (a named person's faces, or strangers grouped so
+   far) whose centroid is nearest, if nearer than ``JOIN_DISTANCE`` and the group has no face in the
+   same frame (two faces in one frame are two people); otherwise it starts a new group;
+3. groups whose centroids are nearer than ``MERGE_DISTANCE`` and never share a frame are merged, the
+   closest pair first (a stranger seen in two shots; a named person's profile views the gallery missed);
+4. each group's sightings become time ranges, merged across gaps of up to ``MERGE_GAP_SAMPLES``
+   sampling intervals; strangers are numbered ``unknown-1``, ``unknown-2``... by first appearance.
+
+The distances were measured on the test data (``../shared/data``), unit embeddings of this project's
+recipe, faces tracked frame to frame at 10-12.5 fps for ground truth:
+
+- same person within a shot, face to the centroid of its own track: at most 0.87 on the crowd clip
+  (10 tracks) and 0.59 on the Hamilton clip, except one track where Lacamoire turns from profile to
+  three-quarter view (1.02);
+- different people: centroid to centroid at least 0.99 (Hamilton), 1.10 (crowd); a face to another
+  person's centroid at least 0.93; the six faces of the Friends photo at least 1.09 apart.
+
+``JOIN_DISTANCE`` 0.85 sits under the 0.93 that separates a face from another person's centroid, and
+``MERGE_DISTANCE`` 0.95 under the 0.99 between two people's centroids; the cannot-link rule (step 2/3)
+keeps people who are on screen together apart whatever their distance.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import media
+from .errors import InputError
+from .media import Frame
+from .results import UNKNOWN, Appearance, Face, Result, Timeline, View, error_result, main_identity
+
+DEFAULT_FPS = 2.0
+BATCH = 16  # frames detected and embedded together
+MERGE_GAP_SAMPLES = 2  # a person's sightings merge into one range across gaps of up to two intervals
+JOIN_DISTANCE = 0.85
+MERGE_DISTANCE = 0.95
+CLEAR_PROB = 0.95  # an unknown person's best view: the largest face at least this sure
+CROP_SIZE = 160  # pixels, long side of a best-view crop
+CROP_MARGIN = 0.3  # of the box's size, added around it in a crop
+DEFAULT_MAX_SECONDS = 3600.0  # how far a grid reaches into a video whose container gives no duration
+# Seconds of scanning allowed per sampled frame on top of the decode budget (detection and embedding
+# run between decoded frames, and media counts the budget in wall time from opening the video).
+SECONDS_PER_FRAME = 5.0
+
+
+# -------------------------------------------------------------------------------------- sampling
+
+
+def grid(duration: float | None, fps: float, start: float = 0.0, end: float | None = None, *, limit: float = DEFAULT_MAX_SECONDS) -> list[tuple[int, float]]:
+    """``(k, t)`` for the grid points ``t = k / fps`` in ``[start, end)`` (``end``: the duration) and
+    before the end of the video; times rounded to the millisecond, as ``media.sample_times``."""
+    if fps <= 0:
+        raise ValueError("fps must be positive")
+    stop = min(x for x in (end, duration, limit) if x is not None)
+    points = []
+    k = max(0, math.ceil(start * fps - 1e-6))
+    while k / fps < stop - 1e-6:
+        points.append((k, round(k / fps, 3)))
+        k += 1
+    return points
+
+
+def segment_plan(duration: float | None, seconds: float) -> list[tuple[float, float]]:
+    """The parts ``[start, end)`` of a video of ``duration`` seconds, ``seconds`` long each (the last
+    one shorter): one part for a video no longer than that, or of unknown length."""
+    if not duration or duration <= seconds or seconds <= 0:
+        return [(0.0, float(duration or 0.0))]
+    count = math.ceil(duration / seconds - 1e-6)
+    return [(i * seconds, min(float(duration), (i + 1) * seconds)) for i in range(count)]
+
+
+# ---------------------------------------------------------------------------------- observations
+
+
+@dataclass
+class Observation:
+    """One face in one sampled frame, as the recogniser saw it."""
+
+    frame: int  # grid number: t of the sample = frame / fps
+    t: float  # the decoded frame's own time
+    box: list[float]
+    prob: float
+    name: str  # a gallery name, or UNKNOWN beyond the threshold
+    distance: float
+    nearest: str
+    embedding: np.ndarray  # 512 float16, unit length before rounding
+
+    def face(self) -> Face:
+        return Face(frame=self.frame, t=self.t, box=list(self.box), prob=self.prob, name=self.name, distance=self.distance)
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Exact: floats as JSON writes them (they read back bit for bit), the embedding's bytes."""
+        return {
+            "frame": self.frame, "t": self.t, "box": list(self.box), "prob": self.prob, "name": self.name,
+            "distance": self.distance, "nearest": self.nearest,
+            "e": base64.b64encode(np.ascontiguousarray(self.embedding, dtype="<f2").tobytes()).decode("ascii"),
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Observation":
+        embedding = np.frombuffer(base64.b64decode(data["e"]), dtype="<f2").astype(np.float16)
+        return cls(
+            frame=int(data["frame"]), t=float(data["t"]), box=[float(v) for v in data["box"]], prob=float(data["prob"]),
+            name=str(data["name"]), distance=float(data["distance"]), nearest=str(data["nearest"]), embedding=embedding,
+        )  # fmt: skip
+
+
+@dataclass
+class Scan:
+    observations: list[Observation] = field(default_factory=list)
+    frames: int = 0  # sampled frames decoded and looked at
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _observe(recogniser: Any, frames: list[Frame], watch: Any) -> list[Observation]:
+    encoded = recogniser.encoder.encode(frames, watch)
+    if not encoded:
+        return []
+    started = time.perf_counter()
+    embeddings = np.stack([e.embedding for e in encoded])
+    matches = recogniser.gallery.match(embeddings, recogniser.threshold)
+    watch.add("match", started)
+    return [
+        Observation(
+            frame=e.frame.index, t=float(e.frame.t), box=[float(v) for v in e.detection.box], prob=float(e.detection.prob),
+            name=m.name, distance=float(m.distance), nearest=m.nearest, embedding=e.embedding.astype(np.float16),
+        )  # fmt: skip
+        for e, m in zip(encoded, matches)
+    ]
+
+
+def scan(
+    recogniser: Any,
+    video: media.Video,
+    fps: float = DEFAULT_FPS,
+    start: float = 0.0,
+    end: float | None = None,
+    *,
+    batch: int = BATCH,
+    on_batch: Callable[[int], None] | None = None,
+) -> Scan:
+    """Observations of the faces in the grid frames of ``[start, end)`` of an open video (``recogniser``:
+    a :class:`~lambdas.core.recognise.Recogniser`: its encoder, gallery and threshold). InputError when
+    the video cannot be decoded; the decode budget is the video's (``media.open_video(timeout=...)``)."""
+    from .recognise import Stopwatch
+
+    watch = Stopwatch()
+    points = grid(video.duration, fps, start, end)
+    found = Scan()
+    if not points:
+        return found
+    pending: list[Frame] = []
+    frames: Iterator[Frame] = iter(video.frames([t for _, t in points]))
+    while True:
+        started = time.perf_counter()
+        frame = next(frames, None)
+        watch.add("decode", started)
+        if frame is not None:
+            pending.append(Frame(points[frame.index][0], frame.t, frame.image))
+            found.frames += 1
+        if pending and (frame is None or len(pending) >= batch):
+            found.observations += _observe(recogniser, pending, watch)
+            pending = []  # the frames go: only observations are kept
+            if on_batch:
+                on_batch(found.frames)
+        if frame is None:
+            break
+    found.timings_ms = watch.ms
+    return found
+
+
+def scan_budget(duration: float | None, fps: float, start: float = 0.0, end: float | None = None, base: float = media.DEFAULT_DECODE_TIMEOUT) -> float:
+    """A decode budget for scanning ``[start, end)``: media counts it in wall time from opening, and
+    detection runs between decoded frames."""
+    return base + SECONDS_PER_FRAME * len(grid(duration, fps, start, end))
+
+
+# -------------------------------------------------------------------------------------- grouping
+
+
+@dataclass
+class _Group:
+    name: str | None  # the gallery name, None for strangers
+    members: list[int] = field(default_factory=list)
+    frames: set[int] = field(default_factory=set)
+    total: np.ndarray = field(default_factory=lambda: np.zeros(512, np.float64))
+
+    def add(self, i: int, frame: int, embedding: np.ndarray) -> None:
+        self.members.append(i)
+        self.frames.add(frame)
+        self.total += embedding
+
+    def absorb(self, other: "_Group") -> None:
+        self.members += other.members
+        self.frames |= other.frames
+        self.total += other.total
+
+    @property
+    def centroid(self) -> np.ndarray:
+        norm = np.linalg.norm(self.total)
+        return (self.total / norm if norm else self.total).astype(np.float32)
+
+
+def _canonical(observations: Iterable[Observation]) -> list[Observation]:
+    """One order whatever the order of arrival (segments finish in any order)."""
+    return sorted(observations, key=lambda o: (o.frame, o.box[0], o.box[1], o.box[2], o.box[3], o.name))
+
+
+def group_faces(observations: list[Observation]) -> list[_Group]:
+    """Steps 1-3 of the module's rule: groups of observation indices (into ``observations``, which must
+    be in canonical order), named groups first."""
+    if not observations:
+        return []
+    emb = np.stack([o.embedding.astype(np.float32) for o in observations])
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    named: dict[str, _Group] = {}
+    for i, o in enumerate(observations):
+        if o.name != UNKNOWN:
+            named.setdefault(o.name, _Group(o.name)).add(i, o.frame, emb[i])
+    groups: list[_Group] = [named[n] for n in sorted(named)]
+    centroids = [g.centroid for g in groups]
+    for i, o in enumerate(observations):
+        if o.name != UNKNOWN:
+            continue
+        chosen = None
+        if groups:
+            distances = np.linalg.norm(np.stack(centroids) - emb[i], axis=1)
+            for j in np.argsort(distances, kind="stable"):
+                if distances[j] >= JOIN_DISTANCE:
+                    break
+                if o.frame not in groups[j].frames:
+                    chosen = int(j)
+                    break
+        if chosen is None:
+            groups.append(_Group(None))
+            centroids.append(np.zeros(512, np.float32))
+            chosen = len(groups) - 1
+        groups[chosen].add(i, o.frame, emb[i])
+        centroids[chosen] = groups[chosen].centroid
+    # Step 3: merge the closest pair (at least one of them strangers) while one is under MERGE_DISTANCE.
+    while True:
+        best: tuple[float, int, int] | None = None
+        matrix = np.stack([g.centroid for g in groups])
+        dist = np.linalg.norm(matrix[:, None, :] - matrix[None, :, :], axis=2)
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                if groups[a].name is not None and groups[b].name is not None:
+                    continue  # two enrolled people stay two people
+                d = float(dist[a, b])
+                if d < MERGE_DISTANCE and (best is None or d < best[0]) and not (groups[a].frames & groups[b].frames):
+                    best = (d, a, b)
+        if best is None:
+            break
+        _, a, b = best
+        keep, gone = (a, b) if groups[a].name is not None or groups[b].name is None else (b, a)
+        groups[keep].absorb(groups[gone])
+        del groups[gone]
+    return groups
+
+
+def ranges_of(frames: list[tuple[int, float]], gap: int = MERGE_GAP_SAMPLES) -> list[list[float]]:
+    """``[[start, end], ...]`` from sightings ``(grid frame, time)``: one range per run of frames with
+    gaps of at most ``gap`` grid steps between consecutive sightings."""
+    ranges: list[list[float]] = []
+    last = None
+    for frame, t in sorted(frames):
+        if last is not None and frame - last <= gap:
+            ranges[-1][1] = t
+        elif last is None or frame != last:
+            ranges.append([t, t])
+        last = frame
+    return ranges
+
+
+def _view(o: Observation) -> View:
+    return View(frame=o.frame, t=o.t, box=list(o.box), prob=o.prob, distance=o.distance)
+
+
+def build_timeline(observations: Iterable[Observation], fps: float, duration: float | None, segments: int = 1) -> Timeline:
+    """The rows of the timeline (module docstring, steps 1-4): named people and ``unknown-N`` strangers,
+    ordered by first appearance."""
+    obs = _canonical(observations)
+    rows: list[tuple[Appearance, int]] = []
+    for group in group_faces(obs):
+        members = [obs[i] for i in group.members]
+        # One sighting per frame and person: a person counted twice in a frame is still one sighting.
+        sightings = sorted({(o.frame, o.t) for o in members})
+        closest = min(members, key=lambda o: (o.distance, o.frame))
+        if group.name is not None:
+            named = [o for o in members if o.name == group.name]
+            best = min(named, key=lambda o: (o.distance, o.frame))
+        else:
+            clear = [o for o in members if o.prob >= CLEAR_PROB] or members
+            best = max(clear, key=lambda o: (o.area, -o.frame))
+        row = Appearance(
+            person=group.name or UNKNOWN, known=group.name is not None, ranges=ranges_of(sightings),
+            detections=len(members), best_distance=closest.distance, nearest=closest.nearest, best=_view(best),
+        )  # fmt: skip
+        rows.append((row, min(o.frame for o in members)))
+    rows.sort(key=lambda r: (r[1], not r[0].known, r[0].person))
+    n = 0
+    for row, _ in rows:
+        if not row.known:
+            n += 1
+            row.person = f"unknown-{n}"
+    return Timeline(fps=fps, duration=duration, people=[r for r, _ in rows], segments=segments)
+
+
+def timeline_result(
+    video: str, observations: list[Observation], *, frames: int, model: str | None, fps: float, duration: float | None,
+    segments: int = 1, timings_ms: dict[str, float] | None = None,
+) -> Result:
+    """The result of a video with a timeline: every face, the main identity (the course's answer, as
+    without a timeline), and the rows."""
+    obs = _canonical(observations)
+    faces = [o.face() for o in obs]
+    status, name = main_identity(faces)
+    return Result(
+        video=video, status=status, name=name, faces=faces, model=model, frames=frames, timings_ms=dict(timings_ms or {}),
+        timeline=build_timeline(obs, fps, duration, segments),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ best views
+
+
+def crop_view(image: Image.Image, box: list[float], size: int = CROP_SIZE) -> bytes:
+    """A JPEG of the face in ``box`` with some room around it, ``size`` pixels on its long side at most."""
+    x1, y1, x2, y2 = box
+    mx, my = (x2 - x1) * CROP_MARGIN, (y2 - y1) * CROP_MARGIN
+    area = (max(0, int(x1 - mx)), max(0, int(y1 - my)), min(image.width, int(x2 + mx)), min(image.height, int(y2 + my)))
+    face = image.crop(area)
+    face.thumbnail((size, size))
+    buffer = io.BytesIO()
+    face.convert("RGB").save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def best_view_crops(path: Path, timeline: Timeline, *, timeout: float = media.DEFAULT_DECODE_TIMEOUT, name: str | None = None) -> dict[str, bytes]:
+    """person -> JPEG crop of its best view, decoded again from the video (seeks to the few frames
+    needed: nothing was kept from the scan). An image yields its one frame."""
+    if not timeline.people:
+        return {}
+    if media.is_image(path):
+        image = media.load_image(path)
+        return {p.person: crop_view(image, p.best.box) for p in timeline.people}
+    wanted: dict[float, list[Appearance]] = {}
+    for person in timeline.people:
+        wanted.setdefault(round(person.best.frame / timeline.fps, 3), []).append(person)
+    times = sorted(wanted)
+    crops = {}
+    with media.open_video(path, timeout=timeout, name=name) as video:
+        for frame in video.frames(times):
+            for person in wanted[times[frame.index]]:
+                crops[person.person] = crop_view(frame.image, person.best.box)
+    return crops
+
+
+# ----------------------------------------------------------------------------------- one pass
+
+
+def recognise_timeline(
+    recogniser: Any, path: Path, *, fps: float = DEFAULT_FPS, video: str | None = None, max_seconds: float | None = None,
+    timeout: float | None = None, on_batch: Callable[[int], None] | None = None,
+) -> Result:
+    """``facerec identify --timeline``: the whole video in one sequential pass; an image is one frame.
+    A bad input becomes an ``error`` result, never an exception."""
+    name = video or path.name
+    started = time.perf_counter()
+    try:
+        if media.is_image(path):
+            found = Scan(_observe(recogniser, [Frame(0, 0.0, media.load_image(path))], _watch()), 1)
+            duration = None
+        else:
+            with media.open_video(path, name=name) as opened:
+                media.check_duration(Path(name), opened.duration, max_seconds)
+                # Its budget counts from opening, in wall time: widened for the detection between frames.
+                opened.timeout = timeout if timeout is not None else scan_budget(opened.duration, fps)
+                found = scan(recogniser, opened, fps, on_batch=on_batch)
+                duration = opened.duration
+    except InputError as exc:
+        return error_result(name, str(exc), total=(time.perf_counter() - started) * 1000)
+    return timeline_result(
+        name, found.observations, frames=found.frames, model=recogniser.gallery.weights, fps=fps, duration=duration,
+        timings_ms=found.timings_ms,
+    )  # fmt: skip
+
+
+def _watch() -> Any:
+    from .recognise import Stopwatch
+
+    return Stopwatch()

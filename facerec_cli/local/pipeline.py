@@ -18,18 +18,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+
+import botocore.exceptions
 
 from lambdas import env as fenv
 from lambdas.core import media
 from lambdas.core.models import THREADS_ENV
 from lambdas.core.results import Result, error_result
 from lambdas.events import result_keys
+from lambdas.segments import fail_segment, is_segment_event
 
 from ..config import Settings
 from ..deploy import Clients, DeployOptions, NullReporter, apply_plan, plan_deploy
+from ..deploy.desired import RESULT_TAG_KEY, RESULT_TAG_VALUE
 from ..errors import UserError
 from ..results import destination_record, fetch_result, list_result_keys, videos_of_event
 from .server import LocalCloud
+from .workers import Allowlist
 
 LOCAL_PREFIX = "facerec-local"
 RUNTIMES = ("workers", "containers")
@@ -61,6 +67,18 @@ class RunOptions:
     runtime: str = "workers"  # workers: warm processes (or this one); containers: the images, behind the emulator
     base_image: str | None = None  # containers: the images' base (default: bootstrap's)
     docker_host: str | None = None  # containers: the engine (default: $DOCKER_HOST, else the default socket)
+    # IAM: each handler runs with its function role's credentials and moto checks every call against the
+    # role's policy, as AWS does. None: on with worker processes (--workers >= 1), off in this process.
+    enforce_iam: bool | None = None
+    # What the runtime runs: None is the pipeline's two handlers with the variables lambdas/env.py names
+    # (tests widen it for fault-injecting handlers).
+    allow: Allowlist | None = None
+
+    @property
+    def iam(self) -> bool:
+        if self.enforce_iam is not None:
+            return self.enforce_iam
+        return self.runtime == "workers" and self.workers >= 1
 
 
 def function_weights(gallery: Path, weights: str | None) -> str:
@@ -135,7 +153,10 @@ class LocalPipeline:
             build_args_for("recognition", weights=self.weights)  # weights an image can carry, before any engine
             self.containers = ContainerRuntime.connect(options.docker_host, log_path=log_path)  # one red line without an engine
             runner_factory = self.containers.runner
-        self.cloud = LocalCloud(workers=options.workers, on_failure=self._on_failure, log_path=log_path, runner_factory=runner_factory)
+        self.cloud = LocalCloud(
+            workers=options.workers, on_failure=self._on_failure, log_path=log_path, runner_factory=runner_factory,
+            allow=options.allow, enforce_iam=options.iam,
+        )  # fmt: skip
         self.settings: Settings | None = None
         self.clients: Clients | None = None
         self.timings: dict[str, float] = {}
@@ -151,6 +172,7 @@ class LocalPipeline:
                 raise
             self.timings["images_ms"] = (time.perf_counter() - started) * 1000
         self.cloud.start()
+        self.timings["cloud_start_ms"] = (time.perf_counter() - started) * 1000
         try:
             self.settings = Settings(prefix=LOCAL_PREFIX, region=self.cloud.region, endpoint_url=self.cloud.endpoint_url)
             self.clients = Clients.from_session(self.cloud.session(), self.cloud.endpoint_url)
@@ -172,7 +194,9 @@ class LocalPipeline:
             # decoder needs).
             threads = str(max(1, ((os.cpu_count() or 1) - 1) // max(1, opts.workers)))
             deploy_options.recognition_env.setdefault(THREADS_ENV, threads)
+            planned = time.perf_counter()
             apply_plan(plan_deploy(self.settings, deploy_options, self.clients), NullReporter())
+            self.timings["deploy_ms"] = (time.perf_counter() - planned) * 1000
             names = self.settings.names
             if self.containers is not None:  # the functions' runners run these images
                 self.containers.images.update({names.splitting_function: images["splitting"], names.recognition_function: images["recognition"]})
@@ -205,13 +229,23 @@ class LocalPipeline:
         names = self.names
         arn = f"arn:aws:lambda:{self.cloud.region}:{self.clients.account_id}:function:{function_name}"
         queue_url = self.clients.sqs.get_queue_url(QueueName=names.failure_queue)["QueueUrl"]
-        self.clients.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(destination_record(arn, "", event, message, 3)))
+        # Lambda sends the failure record with the function's execution role (its ReportFailures statement).
+        role = self.cloud.function_spec(function_name).role if self.cloud.enforce_iam else None
+        sqs = self.cloud.client("sqs", role=role) if role else self.clients.sqs
+        try:
+            sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(destination_record(arn, "", event, message, 3)))
+        except botocore.exceptions.ClientError as exc:  # e.g. the role may not send to the queue: say so in the result
+            message = f"{message} (and the failure record could not be sent to {names.failure_queue}: {exc})"
+        if is_segment_event(event):  # a timeline segment: its failure is merged like its part, once (lambdas/segments.py)
+            fail_segment(self.clients.s3, names.output_bucket, event, f"{function_name} failed on every attempt: {message}")
+            return
+        tagging = urlencode({RESULT_TAG_KEY: RESULT_TAG_VALUE})  # results expire with --retain-days, like the handlers'
         for stem, video in videos_of_event(event):
             result = error_result(video, f"{function_name} failed on every attempt: {message}")
             json_key, txt_key = result_keys(stem)
             s3 = self.clients.s3
-            s3.put_object(Bucket=names.output_bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json")
-            s3.put_object(Bucket=names.output_bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8")
+            s3.put_object(Bucket=names.output_bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Tagging=tagging)
+            s3.put_object(Bucket=names.output_bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Tagging=tagging)
 
     def upload(self, job: VideoJob) -> None:
         assert self.clients is not None

@@ -52,6 +52,10 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+# Given plain (unmirrored) unit embeddings, which of them need no mirror image (FaceEncoder.embed).
+Settled = Callable[[np.ndarray], "np.ndarray | list[bool]"]
+
+
 class FaceEncoder:
     """Detector plus embedder for one set of weights on one device."""
 
@@ -68,28 +72,41 @@ class FaceEncoder:
         self.nets = load_models(weights, device)
         self.detector = FaceDetector(self.nets, detect_size=detect_size, min_prob=min_prob)
 
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
-        """Unit embeddings (N x 512) of standardised crops, each averaged with its mirror image's."""
+    def _run(self, crops: list[np.ndarray], mirrored: bool) -> np.ndarray:
+        """The model's unit embeddings of the crops (or of their mirror images), in batches."""
+        out = [self.nets.embed(np.stack(crops[i : i + EMBED_BATCH])[..., ::-1] if mirrored else np.stack(crops[i : i + EMBED_BATCH]))
+               for i in range(0, len(crops), EMBED_BATCH)]
+        return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+
+    def embed(self, crops: list[np.ndarray], settled: Settled | None = None) -> np.ndarray:
+        """Unit embeddings (N x 512) of standardised crops, each averaged with its mirror image's.
+
+        ``settled``: given the plain embeddings, which faces they already name beyond doubt; those
+        skip the mirror (half the embedding work), the others get it. Without it, every face does."""
         if not crops:
             return np.zeros((0, 512), np.float32)
-        out = []
-        for i in range(0, len(crops), EMBED_BATCH // 2):
-            batch = np.stack(crops[i : i + EMBED_BATCH // 2])
-            both = self.nets.embed(np.concatenate([batch, batch[..., ::-1]]))
-            out.append(normalise(both[: len(batch)] + both[len(batch) :]))
-        return np.concatenate(out)
+        if settled is None:
+            both = self._run(crops + [c[..., ::-1] for c in crops], mirrored=False)  # crops and mirrors, batched together
+            return normalise(both[: len(crops)] + both[len(crops) :])
+        plain = self._run(crops, mirrored=False)
+        redo = np.flatnonzero(~np.asarray(settled(plain), dtype=bool))
+        if len(redo):
+            plain[redo] = normalise(plain[redo] + self._run([crops[i] for i in redo], mirrored=True))
+        return plain
 
-    def encode(self, frames: list[Frame], watch: Stopwatch | None = None) -> list[EncodedFace]:
-        """Every face of every frame, embedded."""
+    def encode(self, frames: list[Frame], watch: Stopwatch | None = None, settled: Settled | None = None) -> list[EncodedFace]:
+        """Every face of every frame, embedded (``settled``: see :meth:`embed`)."""
         watch = watch or Stopwatch()
         started = time.perf_counter()
         detections = self.detector.detect([f.image for f in frames])
         watch.add("detect", started)
-        return self.embed_detections([(f, d) for f, dets in zip(frames, detections) for d in dets], watch)
+        return self.embed_detections([(f, d) for f, dets in zip(frames, detections) for d in dets], watch, settled)
 
-    def embed_detections(self, pairs: list[tuple[Frame, Detection]], watch: Stopwatch | None = None) -> list[EncodedFace]:
+    def embed_detections(
+        self, pairs: list[tuple[Frame, Detection]], watch: Stopwatch | None = None, settled: Settled | None = None
+    ) -> list[EncodedFace]:
         started = time.perf_counter()
-        embeddings = self.embed([crop(frame.image, det) for frame, det in pairs])
+        embeddings = self.embed([crop(frame.image, det) for frame, det in pairs], settled)
         if watch:
             watch.add("embed", started)
         return [EncodedFace(f, d, e) for (f, d), e in zip(pairs, embeddings)]
@@ -159,11 +176,21 @@ class Recogniser:
 
     def confident(self, faces: list[Face]) -> bool:
         """Every face found is named, and well inside the threshold."""
-        limit = (self.threshold if self.threshold is not None else self.gallery.threshold_or_default) - CONFIDENT_MARGIN
+        limit = self._limit() - CONFIDENT_MARGIN
         return bool(faces) and all(f.name != UNKNOWN and f.distance <= limit for f in faces)
 
+    def _limit(self) -> float:
+        return self.threshold if self.threshold is not None else self.gallery.threshold_or_default
+
+    def _settled(self, plain: np.ndarray) -> list[bool]:
+        """A face named well inside the threshold (CONFIDENT_MARGIN) by its plain embedding keeps it: the
+        mirror average moves a distance by at most 0.037 on 5celeb val and Friends (33 faces), a
+        quarter of the margin, so it could not change the name. Others get the mirror."""
+        limit = self._limit() - CONFIDENT_MARGIN
+        return [m.name != UNKNOWN and m.distance <= limit for m in self.gallery.match(plain, self.threshold)]
+
     def _faces(self, frames: list[Frame], watch: Stopwatch) -> list[Face]:
-        encoded = self.encoder.encode(frames, watch)
+        encoded = self.encoder.encode(frames, watch, settled=self._settled if self.sampling.early_exit else None)
         started = time.perf_counter()
         matches = self.gallery.match(np.stack([e.embedding for e in encoded]) if encoded else np.zeros((0, 512), np.float32), self.threshold)
         faces = [

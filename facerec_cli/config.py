@@ -75,6 +75,9 @@ class Settings:
     # Registry that images are pushed to; None means the account's ECR registry.
     registry: str | None = None
     stage1_expiry_days: int = 1
+    # Uploads (input bucket) and results (output bucket) expire after this many days; 0 removes the rule;
+    # None (not set anywhere) leaves the buckets as they are (a new deployment keeps everything).
+    retain_days: int | None = None
     names: Names = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +138,7 @@ def _positive_int(value: Any, name: str, source: str) -> int:
 
 # Integer settings, checked when read (a bad value is one red line naming its source, not a traceback).
 _INT_SETTINGS = ("stage1_expiry_days",)
+_COUNT_SETTINGS = ("retain_days",)  # 0 allowed (it means: none)
 NO_REGION = "no AWS region: pass --region, set AWS_DEFAULT_REGION, or run `aws configure`"
 
 
@@ -170,6 +174,15 @@ def load_settings(**flags: Any) -> Settings:
     for name in _INT_SETTINGS:
         if name in values:
             values[name] = _positive_int(values[name], name, sources[name])
+    for name in _COUNT_SETTINGS:
+        if name in values:
+            value = values[name]
+            if isinstance(value, bool) or str(value).strip() != "0":
+                try:
+                    value = _positive_int(value, name, sources[name])
+                except UserError:
+                    raise UserError(f"{name} from {sources[name]} must be a whole number of days, 0 for none, not {values[name]!r}") from None
+            values[name] = int(value)
     return Settings(**values)
 
 

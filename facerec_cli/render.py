@@ -61,3 +61,41 @@ def print_errors(results: Iterable[Result]) -> None:
     for r in results:
         if r.status == ERROR:
             err.print(f"[red]{escape(r.video)}[/]: {escape(str(r.error))}", highlight=False, soft_wrap=True)
+
+
+def clock(seconds: float) -> str:
+    """``m:ss.s``: a time in a video."""
+    minutes, rest = divmod(max(0.0, seconds), 60)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def timeline_table(result: Result, max_ranges: int = 6) -> Table | None:
+    """Who is on screen when (a result with a timeline): a row per person, their time ranges."""
+    timeline = result.timeline
+    if timeline is None:
+        return None
+    length = f", {clock(timeline.duration)} long" if timeline.duration else ""
+    table = Table(title=f"{escape(result.video)}: timeline at {timeline.fps:g} fps{length}, {timeline.segments} segment(s)", title_justify="left")
+    table.add_column("person", overflow="fold")
+    table.add_column("on screen", overflow="fold")
+    table.add_column("seen", justify="right")
+    table.add_column("best", justify="right")
+    table.add_column("best view", justify="right")
+    for person in timeline.people:
+        spans = [f"{clock(a)}–{clock(b)}" if b > a else clock(a) for a, b in person.ranges]
+        shown = ", ".join(spans[:max_ranges]) + (f" … (+{len(spans) - max_ranges})" if len(spans) > max_ranges else "")
+        best = f"{person.best_distance:.2f}" + ("" if person.known else f" ({escape(person.nearest)})")
+        table.add_row(
+            f"[{'green' if person.known else 'yellow'}]{escape(person.person)}[/]", shown, str(person.detections), best,
+            clock(person.best.t),
+        )
+    if not timeline.people:
+        table.caption = "nobody on screen"
+    return table
+
+
+def print_timelines(results: Iterable[Result]) -> None:
+    for result in results:
+        table = timeline_table(result)
+        if table is not None:
+            out.print(table)

@@ -10,6 +10,7 @@ from typing import Any
 
 from lambdas.core.results import Result, error_result
 from lambdas.events import RESULT_PREFIX_SKIP, RecognitionRequest, uploads
+from lambdas.segments import is_segment_event, segment_label
 
 
 def list_result_keys(s3: Any, bucket: str) -> dict[str, str]:
@@ -44,6 +45,8 @@ def videos_of_event(event: Any) -> list[tuple[str, str]]:
     """(stem, video) pairs an invocation was about, for either function's event."""
     if isinstance(event, dict) and "Records" in event:
         return [(u.stem, u.video) for u in uploads(event)]
+    if is_segment_event(event):  # one segment of a timeline (lambdas/segments.py)
+        return [(str(event["stem"]), str(event["video"]))]
     if isinstance(event, dict) and "stem" in event:
         request = RecognitionRequest.from_dict(event)
         return [(request.stem, request.video)]
@@ -79,6 +82,9 @@ def parse_destination_record(body: str) -> list[FailedVideo]:
         record = json.loads(body)
         function = function_name_of(str(record["requestContext"]["functionArn"]))
         message = (record.get("responsePayload") or {}).get("errorMessage") or record["requestContext"].get("condition", "failed")
+        segment = segment_label(record.get("requestPayload"))
+        if segment:  # a timeline segment: say which, as its error result does
+            message = f"{segment}: {message}"
         when = record.get("timestamp")
         return [FailedVideo(stem, video, function, message, when) for stem, video in videos_of_event(record.get("requestPayload"))]
     except (ValueError, KeyError, TypeError):

@@ -21,7 +21,7 @@ from .core.recognise import Recogniser, SamplingOptions
 from .core.results import error_result
 from .env import RecognitionEnv
 from .events import RecognitionRequest
-from .storage import EVENT_META, client, log, result_done, write_result
+from .storage import EVENT_META, RESULT_TAGGING, client, log, result_done, write_result
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # gallery version -> Recogniser, kept warm across invocations
@@ -127,7 +127,8 @@ def store_annotated(bucket: str, stem: str, result: Any, frames: list[Any], even
             return
         body = jpeg_bytes(annotate_frame(frame.image, result.faces, frame.index))
         client("s3").put_object(
-            Bucket=bucket, Key=annotated_key(stem), Body=body, ContentType="image/jpeg", Metadata={EVENT_META: event_id, "frame": str(index)}
+            Bucket=bucket, Key=annotated_key(stem), Body=body, ContentType="image/jpeg", Metadata={EVENT_META: event_id, "frame": str(index)},
+            Tagging=RESULT_TAGGING,
         )
     except Exception as exc:  # noqa: BLE001 - the picture is an extra; the result must still be written
         log("annotated frame not stored", stem=stem, error=f"{type(exc).__name__}: {exc}")

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from urllib.parse import urlencode
 from typing import Any
 
 import boto3
@@ -21,6 +22,10 @@ from .core.results import Result
 from .events import result_keys
 
 EVENT_META = "facerec-event"
+# Results carry this tag so that `bootstrap --retain-days` can expire them (an S3 lifecycle rule cannot
+# exclude one key, and a prefix-wide rule would expire the gallery beside them).
+RESULT_TAG_KEY, RESULT_TAG_VALUE = "facerec:kind", "result"
+RESULT_TAGGING = urlencode({RESULT_TAG_KEY: RESULT_TAG_VALUE})
 
 
 def client(service: str) -> Any:
@@ -35,38 +40,41 @@ def _client(service: str, endpoint_url: str | None, region: str | None) -> Any:
     return boto3.client(service, endpoint_url=endpoint_url, region_name=region)
 
 
-def head_metadata(bucket: str, key: str) -> dict[str, str] | None:
+def head_metadata(bucket: str, key: str, s3: Any = None) -> dict[str, str] | None:
     try:
-        return client("s3").head_object(Bucket=bucket, Key=key).get("Metadata", {})
+        return (s3 or client("s3")).head_object(Bucket=bucket, Key=key).get("Metadata", {})
     except botocore.exceptions.ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
 
 
-def already_done(bucket: str, key: str, event_id: str) -> bool:
-    meta = head_metadata(bucket, key)
+def already_done(bucket: str, key: str, event_id: str, s3: Any = None) -> bool:
+    meta = head_metadata(bucket, key, s3)
     return meta is not None and meta.get(EVENT_META) == event_id
 
 
-def write_result(bucket: str, stem: str, result: Result, event_id: str) -> None:
+def write_result(bucket: str, stem: str, result: Result, event_id: str, s3: Any = None) -> None:
     """The name first, then the JSON: a reader that sees ``<stem>.json`` can rely on ``<stem>.txt``,
-    and ``result_done`` (which looks at the JSON) never counts half a result as done."""
+    and ``result_done`` (which looks at the JSON) never counts half a result as done. ``s3``: a client
+    other than the function's (the local runtime's failure hook)."""
     json_key, txt_key = result_keys(stem)
     meta = {EVENT_META: event_id, "status": result.status}
-    s3 = client("s3")
+    s3 = s3 or client("s3")
     started = time.perf_counter()
-    s3.put_object(Bucket=bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Metadata=meta)
+    s3.put_object(Bucket=bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Metadata=meta,
+                  Tagging=RESULT_TAGGING)
     # What one result write costs (the .txt; the .json that follows is the same kind of call).
     result.timings_ms["write"] = (time.perf_counter() - started) * 1000
     s3.put_object(
-        Bucket=bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Metadata=meta
+        Bucket=bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Metadata=meta,
+        Tagging=RESULT_TAGGING,
     )
 
 
-def result_done(bucket: str, stem: str, event_id: str) -> bool:
+def result_done(bucket: str, stem: str, event_id: str, s3: Any = None) -> bool:
     """This event's result is complete in ``bucket`` (its ``<stem>.json``, written last, carries the event id)."""
-    return already_done(bucket, result_keys(stem)[0], event_id)
+    return already_done(bucket, result_keys(stem)[0], event_id, s3)
 
 
 def log(message: str, **fields: Any) -> None:

@@ -259,6 +259,28 @@ def test_bootstrap_flags_override_environment(env: Env, gallery_file: Path, moto
     assert f"+ create s3 bucket {s.names.output_bucket}" in result.stdout
 
 
+def test_bootstrap_retain_days_is_planned_applied_kept_and_removed(env: Env, gallery_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    n, s3 = env.settings.names, env.s3
+    dry = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--retain-days", "7", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "uploads expire after 7 day(s)" in dry.stdout and "results (tagged facerec:kind=result) expire after 7 day(s)" in dry.stdout
+    assert facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--retain-days", "7").exit_code == 0
+    assert s3.get_bucket_lifecycle_configuration(Bucket=n.input_bucket)["Rules"][0]["Expiration"] == {"Days": 7}
+    again = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))  # not given: as deployed
+    assert again.exit_code == 0 and "No changes" in again.stdout, again.output
+    monkeypatch.setenv("FACEREC_RETAIN_DAYS", "0")
+    off = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--yes")
+    assert off.exit_code == 0, off.output
+    assert f"update s3 bucket {n.output_bucket}: lifecycle: remove the retention rule" in off.stdout
+    with pytest.raises(botocore.exceptions.ClientError, match="NoSuchLifecycleConfiguration"):
+        s3.get_bucket_lifecycle_configuration(Bucket=n.output_bucket)
+    bad = facerec("bootstrap", "--skip-images", "--retain-days", "-3", "--dry-run")
+    assert bad.exit_code == 2 and "--retain-days" in bad.output  # typer: not in the range x>=0
+    monkeypatch.setenv("FACEREC_RETAIN_DAYS", "a week")
+    [line] = error_lines(facerec("bootstrap", "--skip-images", "--dry-run"))
+    assert "retain_days from FACEREC_RETAIN_DAYS must be a whole number of days, 0 for none, not 'a week'" in line, line
+
+
 def test_bootstrap_builds_images_after_creating_the_repository(env: Env, gallery_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --skip-images: the Docker engine is opened before anything exists, then the ECR
     repository, then images.build_and_push, then the functions on the pushed URIs. The image builder

@@ -141,15 +141,16 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
         return {"Sid": "OwnLogGroup", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], "Resource": [group, f"{group}:*"]}
 
     gallery_arn = f"arn:aws:s3:::{n.output_bucket}/{n.gallery_key}"
+    write = ["s3:PutObject", "s3:PutObjectTagging"]  # results carry their tag (retention); never on the gallery
     expected = {
         split: [
             {"Sid": "ReadUploads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.input_bucket}/*"},
             {"Sid": "WriteFrames", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/*"},
             {"Sid": "CheckFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/*"},
             {"Sid": "ListFrames", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.stage1_bucket}"},
-            {"Sid": "WriteErrorResults", "Effect": "Allow", "Action": "s3:PutObject",
+            {"Sid": "WriteErrorResults", "Effect": "Allow", "Action": write,
              "Resource": [f"arn:aws:s3:::{n.output_bucket}/*.json", f"arn:aws:s3:::{n.output_bucket}/*.txt"]},
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": "s3:PutObject", "Resource": gallery_arn},
+            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": write, "Resource": gallery_arn},
             {"Sid": "InvokeRecognition", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": rec_arn},
             logs(split),
             {"Sid": "ReportFailures", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn},
@@ -160,10 +161,12 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
             {"Sid": "ReadGallery", "Effect": "Allow", "Action": "s3:GetObject", "Resource": gallery_arn},
             {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.output_bucket}/*.json"},
             {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.output_bucket}"},
-            {"Sid": "WriteResults", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.output_bucket}/*"},
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": "s3:PutObject", "Resource": gallery_arn},
+            {"Sid": "WriteResults", "Effect": "Allow", "Action": write, "Resource": f"arn:aws:s3:::{n.output_bucket}/*"},
+            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": write, "Resource": gallery_arn},
             logs(rec),
             {"Sid": "ReportFailures", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn},
+            {"Sid": "ReadUploadsForTimelines", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.input_bucket}/*"},
+            {"Sid": "WriteTimelineSegments", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/.facerec/segments/*"},
         ],
     }
     for function, wanted in expected.items():
@@ -471,3 +474,107 @@ def test_destroy_leaves_another_deployments_functions_alone(settings: Settings, 
     assert any("belongs to another deployment" in w for w in plan.warnings)
     assert clients.lambda_.get_function(FunctionName=settings.names.splitting_function)
     apply_plan(plan_destroy(settings, DeployOptions(), clients))
+
+
+# ------------------------------------------------------------------------------------------ buckets
+
+
+def test_tls_only_policy_and_retention_are_read_back_and_idempotent(settings: Settings, clients: Clients) -> None:
+    n, s3 = settings.names, clients.s3
+    retained = dataclasses.replace(settings, retain_days=30)
+    options = DeployOptions(tls_only=True)  # by default off on a plain-HTTP endpoint such as this one
+    plan = plan_deploy(retained, options, clients)
+    detail = {s.resource: s.detail for s in plan.steps}
+    assert "TLS only (bucket policy)" in detail[f"s3 bucket {n.stage1_bucket}"]
+    assert "uploads expire after 30 day(s)" in detail[f"s3 bucket {n.input_bucket}"]
+    assert "results (tagged facerec:kind=result) expire after 30 day(s), the gallery stays" in detail[f"s3 bucket {n.output_bucket}"]
+    assert "objects expire after 3 day(s)" in detail[f"s3 bucket {n.stage1_bucket}"]  # stage-1 keeps its own expiry
+    apply_plan(plan)
+
+    for bucket in n.buckets:
+        arn = f"arn:aws:s3:::{bucket}"
+        assert json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"] == [{
+            "Sid": "facerec-tls-only", "Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": [arn, f"{arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }]  # fmt: skip
+    retention = {"ID": "facerec-retention", "Status": "Enabled", "Expiration": {"Days": 30}}
+    assert s3.get_bucket_lifecycle_configuration(Bucket=n.input_bucket)["Rules"] == [
+        {**retention, "Filter": {"Prefix": ""}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
+    ]
+    assert s3.get_bucket_lifecycle_configuration(Bucket=n.output_bucket)["Rules"] == [
+        {**retention, "Filter": {"Tag": {"Key": "facerec:kind", "Value": "result"}}}
+    ]
+    [stage1_rule] = s3.get_bucket_lifecycle_configuration(Bucket=n.stage1_bucket)["Rules"]
+    assert (stage1_rule["ID"], stage1_rule["Expiration"]) == ("facerec-stage1-expiry", {"Days": 3})
+    # A request over plain HTTP is refused (moto refuses it whatever the transport: it does not evaluate
+    # the condition, which is also why run-local, on HTTP, gets no such policy).
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        s3.put_object(Bucket=n.input_bucket, Key="over-http.mp4", Body=b"x")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+    assert plan_deploy(retained, options, clients).changes == []  # a second bootstrap changes nothing
+
+    # Someone else's statement and rule are theirs: kept, and no reason to change anything.
+    theirs = {"Sid": "theirs", "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteBucket", "Resource": f"arn:aws:s3:::{n.output_bucket}"}
+    policy = json.loads(s3.get_bucket_policy(Bucket=n.output_bucket)["Policy"])
+    s3.put_bucket_policy(Bucket=n.output_bucket, Policy=json.dumps({**policy, "Statement": [theirs, *policy["Statement"]]}))
+    archive = {"ID": "their-archive", "Filter": {"Prefix": "archive/"}, "Status": "Enabled", "Expiration": {"Days": 400}}
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=n.output_bucket)["Rules"]
+    s3.put_bucket_lifecycle_configuration(Bucket=n.output_bucket, LifecycleConfiguration={"Rules": [archive, *rules]})
+    assert plan_deploy(retained, options, clients).changes == []
+
+    # Not set anywhere: the buckets are left as deployed. --retain-days 0: this tool's rules go, shown.
+    assert plan_deploy(settings, options, clients).changes == []
+    off = plan_deploy(dataclasses.replace(settings, retain_days=0), options, clients)
+    assert {s.resource: s.detail for s in off.changes} == {
+        f"s3 bucket {n.input_bucket}": "lifecycle: remove the retention rule",
+        f"s3 bucket {n.output_bucket}": "lifecycle: remove the retention rule",
+    }
+    apply_plan(off)
+    assert absent(s3.get_bucket_lifecycle_configuration, Bucket=n.input_bucket) == "NoSuchLifecycleConfiguration"
+    assert [r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket=n.output_bucket)["Rules"]] == ["their-archive"]
+    assert plan_deploy(dataclasses.replace(settings, retain_days=0), options, clients).changes == []
+
+    # Without the TLS-only policy (a plain-HTTP endpoint), this tool's statement goes and theirs stays.
+    plain = plan_deploy(settings, DeployOptions(), clients)
+    assert {s.detail for s in plain.changes} == {"bucket policy: remove TLS-only statement"} and len(plain.changes) == 3
+    apply_plan(plain)
+    assert [st["Sid"] for st in json.loads(s3.get_bucket_policy(Bucket=n.output_bucket)["Policy"])["Statement"]] == ["theirs"]
+    assert absent(s3.get_bucket_policy, Bucket=n.input_bucket) == "NoSuchBucketPolicy"
+
+    # destroy undoes all of it: the buckets go with their policies and rules
+    apply_plan(plan_destroy(settings, DeployOptions(), clients))
+    assert not set(n.buckets) & {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert plan_deploy(retained, options, clients).steps[0].action == "create"
+
+
+def test_calls_on_the_prefix_named_buckets_carry_the_expected_owner(settings: Settings, clients: Clients, gallery: Path, moto_url: str) -> None:
+    """S3 refuses a call carrying ExpectedBucketOwner when another account owns the bucket: every call
+    on the buckets named from the prefix sends it, where the API takes it (moto does not check it, so
+    the requests themselves are read here)."""
+    from facerec_cli.deploy import owner_checked_s3
+
+    n, account = settings.names, clients.account_id
+    sent: list[tuple[str, str, str | None]] = []
+
+    def record(request: Any, event_name: str, **_: Any) -> None:
+        bucket = request.url.split("://", 1)[1].split("/")[1].split("?")[0]
+        owner = request.headers.get("x-amz-expected-bucket-owner")
+        sent.append((event_name.rsplit(".", 1)[-1], bucket, owner.decode() if isinstance(owner, bytes) else owner))
+
+    clients.s3.meta.events.register("before-send.s3", record)
+    apply_plan(plan_deploy(settings, DeployOptions(gallery=gallery), clients))
+    clients.s3.put_object(Bucket=n.output_bucket, Key="a.json", Body=b"{}")
+    apply_plan(plan_destroy(settings, DeployOptions(), clients))
+    # the CLI's own clients (upload, results, reports)
+    cli = owner_checked_s3(settings)
+    cli.meta.events.register("before-send.s3", record)
+    with pytest.raises(botocore.exceptions.ClientError):
+        cli.head_object(Bucket=n.input_bucket, Key="gone.mp4")
+
+    model = clients.s3.meta.service_model
+    ours = [(op, bucket, owner) for op, bucket, owner in sent if bucket in n.buckets]
+    takes_it = {op for op, _, _ in ours if "ExpectedBucketOwner" in model.operation_model(op).input_shape.members}
+    assert {"PutBucketEncryption", "PutBucketLifecycleConfiguration", "PutObject", "HeadObject", "DeleteBucket", "HeadBucket"} <= takes_it
+    assert {"CreateBucket"} <= {op for op, _, _ in ours} - takes_it
+    assert [(op, bucket) for op, bucket, owner in ours if op in takes_it and owner != account] == []

@@ -19,6 +19,13 @@ from typing import Any
 import pytest
 
 from facerec_cli.local import LocalCloud, check_seam
+from facerec_cli.local.workers import Allowlist
+
+# The runtime's own tests run the tiny handlers of tests/runtime_handlers.py, with a variable of theirs.
+TEST_HANDLERS = Allowlist.pipeline().widened(
+    handlers=[f"tests.runtime_handlers.{name}" for name in ("echo_to_s3", "fail_once", "die_once", "always_fail", "slow_echo")],
+    variables=["SETTING"],
+)
 
 INPUT, OUTPUT = "rt-input", "rt-output"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/facerec:latest"
@@ -89,9 +96,9 @@ class Env:
 def make_env() -> Iterator[Any]:
     clouds: list[LocalCloud] = []
 
-    def make(workers: int) -> Env:
+    def make(workers: int, **options: Any) -> Env:
         failures: list[tuple[str, Any, str]] = []
-        cloud = LocalCloud(workers=workers, on_failure=lambda *args: failures.append(args))
+        cloud = LocalCloud(workers=workers, on_failure=lambda *args: failures.append(args), allow=TEST_HANDLERS, **options)
         cloud.start()
         clouds.append(cloud)
         return Env(cloud, failures)
@@ -236,7 +243,7 @@ def test_stop_kills_busy_workers_also_on_keyboard_interrupt() -> None:
 
     original = LambdaFunction.__dict__["invoke"]
     with pytest.raises(KeyboardInterrupt):
-        with LocalCloud(workers=1) as cloud:
+        with LocalCloud(workers=1, allow=TEST_HANDLERS) as cloud:
             env = Env(cloud, [])
             env.function("slow", "slow_echo")
             env.lam.invoke(FunctionName="slow", InvocationType="Event", Payload=json.dumps({"key": "k", "sleep": 60}))
@@ -301,9 +308,9 @@ def test_a_multipart_upload_invokes_once(make_env: Any) -> None:
 USER_SESSION = """
 import json
 from facerec_cli.local import LocalCloud
-from tests.test_local_runtime import Env
+from tests.test_local_runtime import TEST_HANDLERS, Env
 
-with LocalCloud(workers=1) as cloud:
+with LocalCloud(workers=1, allow=TEST_HANDLERS) as cloud:
     env = Env(cloud, [])
     env.function("echo", "echo_to_s3")
     payload = env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "k"}))["Payload"].read()
@@ -396,3 +403,121 @@ def test_the_local_runtime_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------ what runs
+
+
+def test_the_runtime_runs_only_the_pipelines_handlers_and_variables() -> None:
+    from facerec_cli.deploy.desired import RECOGNITION_COMMAND, SPLITTING_COMMAND
+    from facerec_cli.local.workers import PIPELINE_HANDLERS, FunctionSpec
+
+    assert PIPELINE_HANDLERS == {SPLITTING_COMMAND, RECOGNITION_COMMAND}  # what bootstrap deploys
+    allow = Allowlist.pipeline()
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:face-recognition"
+    good = FunctionSpec("face-recognition", arn, RECOGNITION_COMMAND, {"OUTPUT_BUCKET": "o", "FACEREC_GALLERY": "s3://o/g", "FACEREC_THREADS": "1"})
+    assert allow.refusal(good) is None
+    for handler in ("tests.runtime_handlers.echo_to_s3", "os.system", None):
+        refusal = allow.refusal(FunctionSpec("face-recognition", arn, handler))
+        assert refusal is not None and f"names the handler {handler!r}" in refusal, refusal
+    for variable in ("LD_PRELOAD", "PYTHONPATH", "AWS_ENDPOINT_URL", "FACEREC_MODELS", "FACEREC_WEIGHTS_DIR", "HOME"):
+        spec = FunctionSpec("face-recognition", arn, RECOGNITION_COMMAND, {"OUTPUT_BUCKET": "o", variable: "/tmp/x"})
+        refusal = allow.refusal(spec)
+        assert refusal is not None and f"sets {variable}, which the local runtime does not pass" in refusal, refusal
+
+
+def test_a_function_changed_to_another_handler_or_variable_is_refused(tmp_path: Path) -> None:
+    """moto on 127.0.0.1 takes UpdateFunctionConfiguration from any local user: a configuration that sets
+    LD_PRELOAD (or names another handler) must never reach a process. Refused with a clear error, logged."""
+    log = tmp_path / "functions.log"
+    failures: list[tuple[str, Any, str]] = []
+    with LocalCloud(workers=1, on_failure=lambda *args: failures.append(args), log_path=str(log), allow=TEST_HANDLERS) as cloud:
+        env = Env(cloud, failures)
+        env.function("echo", "echo_to_s3", SETTING="v1")
+        assert "FunctionError" not in env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "before"}))
+        (before_pid,) = cloud.dispatcher.worker_pids()["echo"]
+
+        variables = {"OUTPUT_BUCKET": OUTPUT, "SETTING": "v1", "LD_PRELOAD": str(tmp_path / "evil.so")}
+        env.lam.update_function_configuration(FunctionName="echo", Environment={"Variables": variables})
+        refused = env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "after"}))
+        assert refused["FunctionError"] == "Unhandled"
+        error = json.loads(refused["Payload"].read())
+        assert error["errorType"] == "Runtime.ConfigurationRefused"
+        assert error["errorMessage"].startswith("refused to run echo: its configuration sets LD_PRELOAD, which the local runtime does not pass")
+        assert cloud.dispatcher.worker_pids()["echo"] == []  # no worker was started with it
+        deadline = time.monotonic() + 10
+        while _alive(before_pid) and time.monotonic() < deadline:  # the old worker was told to stop
+            time.sleep(0.05)
+        assert not _alive(before_pid)
+
+        # Asynchronous invocations fail like any other failure: retried, then given up on.
+        env.lam.invoke(FunctionName="echo", InvocationType="Event", Payload=json.dumps({"key": "async"}))
+        env.idle()
+        assert [(name, message.split(":")[0]) for name, _, message in failures] == [("echo", "Runtime.ConfigurationRefused")]
+
+        # Another handler (moto keeps ImageConfig on updates: the function is made again, as anyone could).
+        config = env.lam.get_function_configuration(FunctionName="echo")
+        env.lam.delete_function(FunctionName="echo")
+        env.lam.create_function(
+            FunctionName="echo", PackageType="Image", Code={"ImageUri": IMAGE}, ImageConfig={"Command": ["os.system"]},
+            Role=config["Role"], Environment={"Variables": {"OUTPUT_BUCKET": OUTPUT}},
+        )  # fmt: skip
+        other = json.loads(env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "k"}))["Payload"].read())
+        assert other["errorMessage"].startswith("refused to run echo: its configuration names the handler 'os.system'")
+        assert sorted(env.outputs()) == ["before"]  # nothing ran after the change
+
+    text = log.read_text()
+    assert text.count("refused to run echo: its configuration sets LD_PRELOAD") == 1  # once per configuration
+    assert "refused to run echo: its configuration names the handler 'os.system'" in text
+    assert log.stat().st_mode & 0o777 == 0o600  # the workers created it private
+
+
+def test_the_default_allowlist_refuses_anything_but_the_pipeline() -> None:
+    with LocalCloud(workers=0) as cloud:
+        env = Env(cloud, [])
+        env.function("echo", "echo_to_s3")
+        error = json.loads(env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "k"}))["Payload"].read())
+        assert error["errorType"] == "Runtime.ConfigurationRefused" and "'tests.runtime_handlers.echo_to_s3'" in error["errorMessage"]
+        env.lam.create_function(
+            FunctionName="splitter", PackageType="Image", Code={"ImageUri": IMAGE}, Role=env.role,
+            ImageConfig={"Command": ["lambdas.video_splitting.handler"]}, Environment={"Variables": {"PYTHONPATH": "/tmp"}},
+        )  # fmt: skip
+        error = json.loads(env.lam.invoke(FunctionName="splitter", Payload=json.dumps({"key": "k"}))["Payload"].read())
+        assert "refused to run splitter: its configuration sets PYTHONPATH" in error["errorMessage"]
+        assert env.outputs() == {}
+
+
+# ------------------------------------------------------------------------------------------ IAM
+
+
+def test_with_iam_enforced_handlers_run_with_exactly_their_roles_policy(make_env: Any) -> None:
+    import boto3
+    import botocore.exceptions
+
+    env = make_env(1, enforce_iam=True)
+    iam = env.cloud.client("iam")
+    # The fake keys of an unenforced cloud are refused; the cloud's own clients are an administrator's.
+    fake = boto3.client("s3", endpoint_url=env.cloud.endpoint_url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidAccessKeyId"):
+        fake.list_buckets()
+    assert {b["Name"] for b in env.s3.list_buckets()["Buckets"]} == {INPUT, OUTPUT}
+
+    env.function("echo", "echo_to_s3")  # its role may only write logs (AWSLambdaBasicExecutionRole)
+    denied = env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "k"}))
+    assert denied["FunctionError"] == "Unhandled"
+    assert "AccessDenied" in json.loads(denied["Payload"].read())["errorMessage"]
+
+    write_out = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{OUTPUT}/out/*"}]}
+    iam.put_role_policy(RoleName="facerec-lambda", PolicyName="write-out", PolicyDocument=json.dumps(write_out))
+    allowed = env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "k"}))
+    assert "FunctionError" not in allowed, allowed["Payload"].read()
+    assert list(env.outputs()) == ["k"]
+    # The policy is read at every request: taken away, the same warm worker is denied again.
+    iam.delete_role_policy(RoleName="facerec-lambda", PolicyName="write-out")
+    assert env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "k2"}))["FunctionError"] == "Unhandled"
+    assert len(env.cloud.dispatcher.worker_pids()["echo"]) == 1
+
+
+def test_iam_enforcement_needs_worker_processes() -> None:
+    with pytest.raises(ValueError, match="enforce_iam needs worker processes"):
+        LocalCloud(workers=0, enforce_iam=True)

@@ -4,17 +4,25 @@ models, real videos (issue: the pipeline)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from facerec_cli.local.pipeline import LocalPipeline, RunOptions, collect_videos
+from facerec_cli.local.workers import Allowlist
 from facerec_cli.main import app
 from facerec_cli.samples import still_video
 from lambdas.core.enroll import build_gallery
 
 PEOPLE = ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
+# The fault tests swap in handlers that wrap the real one (and tell it where to keep their marks).
+FAULTS = Allowlist.pipeline().widened(
+    handlers=["tests.pipeline_faults.fail_once", "tests.pipeline_faults.die_once", "tests.runtime_handlers.always_fail"],
+    variables=["FAULT_DIR"],
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +97,15 @@ def test_bad_inputs_and_odd_keys_each_end_with_their_own_result(gallery, data, t
     out = tmp_path / "out"
     assert (out / "my video+1 ünïcode 名前.txt").read_text() == "madonna"
     assert json.loads((out / "empty.json").read_text())["status"] == "error"
+    # The functions' log: a new private file in $TMPDIR, named on stderr (not a fixed, world-readable path).
+    [log_line] = [line for line in result.stderr.splitlines() if line.startswith("function logs: ")]
+    log = Path(log_line.removeprefix("function logs: ").strip())
+    try:
+        assert log.parent == Path(tempfile.gettempdir()) and log.name.startswith("facerec-run-local-") and log.name != "facerec-run-local.log"
+        assert log.stat().st_mode & 0o777 == 0o600
+        assert '"msg": "split"' in log.read_text()  # the handlers' output went there
+    finally:
+        log.unlink(missing_ok=True)
 
 
 def _replace_recognition_handler(pipeline: LocalPipeline, command: str, fault_dir: Path) -> None:
@@ -108,7 +125,7 @@ def _replace_recognition_handler(pipeline: LocalPipeline, command: str, fault_di
 def test_failed_or_killed_invocation_is_retried(gallery, course_videos, tmp_path, fault):
     videos, expected = course_videos
     jobs, _ = collect_videos(videos[:2])
-    with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300)) as pipeline:
+    with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300, allow=FAULTS)) as pipeline:
         _replace_recognition_handler(pipeline, f"tests.pipeline_faults.{fault}", tmp_path)
         results = pipeline.run(jobs)
         counters = pipeline.cloud.dispatcher.counters
@@ -137,7 +154,7 @@ def test_duplicate_event_gives_one_result(gallery, course_videos):
 def test_video_failing_every_attempt_ends_with_an_error_result(gallery, course_videos, tmp_path):
     videos, _ = course_videos
     jobs, _ = collect_videos(videos[:1])
-    with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300)) as pipeline:
+    with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300, allow=FAULTS)) as pipeline:
         _replace_recognition_handler(pipeline, "tests.runtime_handlers.always_fail", tmp_path)
         results = pipeline.run(jobs)
         queue_url = pipeline.clients.sqs.get_queue_url(QueueName=pipeline.names.failure_queue)["QueueUrl"]
@@ -215,3 +232,92 @@ def test_inputs_sharing_a_stem_get_distinct_results(tmp_path: Path) -> None:
         ("b/clip-2.mp4", "clip-2-2.mp4", "clip-2-2"),
         ("b/clip.mp4", "clip-3.mp4", "clip-3"),
     ]
+
+
+# ------------------------------------------------------------------------------------------ IAM and what runs
+
+
+def _runner(pipeline: LocalPipeline, source: Path, folder: Path) -> Any:
+    """run(name): ``source`` uploaded as ``name`` (a stem of its own), through the pipeline; its result."""
+
+    def run(name: str) -> Any:
+        path = folder / name
+        path.write_bytes(source.read_bytes())
+        jobs, _ = collect_videos([path])
+        (result,) = pipeline.run(jobs)
+        return result
+
+    return run
+
+
+def test_handlers_run_with_their_roles_policies_and_a_missing_permission_fails(gallery, course_videos, tmp_path):
+    """IAM is enforced by default with worker processes: each handler calls with its function role's
+    credentials, checked against the role's policy. With the policies bootstrap deploys, a video is
+    answered; without one statement, it ends in an error that names the refused call."""
+    from facerec_cli.deploy.desired import ROLE_POLICY_NAME
+
+    videos, expected = course_videos
+    with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300)) as pipeline:
+        assert pipeline.cloud.enforce_iam
+        n, iam = pipeline.names, pipeline.clients.iam
+        run = _runner(pipeline, videos[0], tmp_path)
+        documents = {f: iam.get_role_policy(RoleName=n.role(f), PolicyName=ROLE_POLICY_NAME)["PolicyDocument"] for f in (n.splitting_function, n.recognition_function)}
+
+        def without(function: str, *sids: str) -> None:
+            doc = documents[function]
+            cut = {**doc, "Statement": [s for s in doc["Statement"] if s.get("Sid") not in sids]}
+            assert len(cut["Statement"]) == len(doc["Statement"]) - len(sids)
+            iam.put_role_policy(RoleName=n.role(function), PolicyName=ROLE_POLICY_NAME, PolicyDocument=json.dumps(cut))
+
+        def restore(function: str) -> None:
+            iam.put_role_policy(RoleName=n.role(function), PolicyName=ROLE_POLICY_NAME, PolicyDocument=json.dumps(documents[function]))
+
+        full = run("full.mp4")
+        assert (full.status, full.name) == ("ok", expected[videos[0].name]), full.error
+
+        without(n.recognition_function, "WriteResults")
+        denied = run("no-write.mp4")
+        assert denied.status == "error" and denied.error.startswith("face-recognition failed on every attempt: AccessDenied"), denied.error
+        assert "PutObject" in denied.error
+        restore(n.recognition_function)
+
+        # Without s3:ListBucket a missing key is 403, not 404 (as on S3): video-splitting's check for
+        # an earlier run of the same upload then fails instead of finding nothing.
+        without(n.splitting_function, "ListFrames")
+        unlisted = run("no-list.mp4")
+        assert unlisted.status == "error" and unlisted.error.startswith("video-splitting failed on every attempt"), unlisted.error
+        assert "403" in unlisted.error or "AccessDenied" in unlisted.error
+        restore(n.splitting_function)
+
+        # The failure record is sent with the function's role too (Lambda's OnFailure destination).
+        without(n.recognition_function, "WriteResults", "ReportFailures")
+        unreported = run("no-report.mp4")
+        assert f"the failure record could not be sent to {n.failure_queue}" in unreported.error, unreported.error
+        restore(n.recognition_function)
+
+        assert run("again.mp4").status == "ok"
+        sqs = pipeline.clients.sqs
+        url = sqs.get_queue_url(QueueName=n.failure_queue)["QueueUrl"]
+        bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]]
+    assert sorted(b["requestPayload"].get("video") or b["requestPayload"]["Records"][0]["s3"]["object"]["key"] for b in bodies) == ["no-list.mp4", "no-write.mp4"]
+
+
+def test_a_changed_function_configuration_is_refused_not_run(gallery, course_videos, tmp_path):
+    """The local moto takes UpdateFunctionConfiguration from anyone on this machine: a function that sets
+    another variable (LD_PRELOAD) or names another handler is refused, logged, and its video ends in error."""
+    videos, _ = course_videos
+    log = tmp_path / "functions.log"
+    with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300), log_path=str(log)) as pipeline:
+        n, lam = pipeline.names, pipeline.clients.lambda_
+        run = _runner(pipeline, videos[0], tmp_path)
+        variables = lam.get_function_configuration(FunctionName=n.recognition_function)["Environment"]["Variables"]
+        lam.update_function_configuration(FunctionName=n.recognition_function, Environment={"Variables": {**variables, "LD_PRELOAD": str(tmp_path / "x.so")}})
+        preloaded = run("preloaded.mp4")
+        assert pipeline.cloud.dispatcher.worker_pids()[n.recognition_function] == []
+        _replace_recognition_handler(pipeline, "tests.pipeline_faults.fail_once", tmp_path)
+        other = run("other-handler.mp4")
+    assert preloaded.status == "error" and "refused to run face-recognition: its configuration sets LD_PRELOAD" in preloaded.error
+    assert other.status == "error" and "names the handler 'tests.pipeline_faults.fail_once'" in other.error
+    text = log.read_text()
+    assert "refused to run face-recognition: its configuration sets LD_PRELOAD" in text
+    assert "refused to run face-recognition: its configuration names the handler 'tests.pipeline_faults.fail_once'" in text

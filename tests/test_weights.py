@@ -17,7 +17,6 @@ from lambdas.core import torch_models as T
 from lambdas.core import weights as W
 from lambdas.core.gallery import Gallery
 
-cv2 = pytest.importorskip("cv2")
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +66,8 @@ def _face_crop(photos: list[Path]) -> torch.Tensor:
 
 
 def test_matches_tensorflow_graph_run_by_opencv(casia_model: torch.nn.Module, face_photos: list[Path]) -> None:
+    # Only this test needs OpenCV (in the test extra): without it, only this test skips (under CI it fails).
+    cv2 = pytest.importorskip("cv2", reason="pip install opencv-python-headless (in the test extra)")
     net = cv2.dnn.readNetFromTensorflow(str(W._graph_path()))
     inputs = [torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 160, 160)).astype(np.float32))]
     inputs.append(_face_crop(face_photos))
@@ -171,3 +172,50 @@ def test_gallery_enrolled_from_a_weights_file_needs_that_file(cache_env: Path, d
     assert other.exit_code == 1
     assert "weights casia-webface are not the weights the gallery was made with" in _one_line(other.stderr)
     assert file_id in other.stderr
+
+
+CI_PROBE = """
+import pytest
+
+pytest.importorskip("a_module_that_is_not_installed")
+"""
+
+
+def test_skips_fail_under_ci_except_the_allowed_ones(tmp_path: Path) -> None:
+    """tests/conftest.py: with CI=true a skip is a failure (a skip mark, pytest.skip, an importorskip at
+    collection), except an allowed one (this module's vggface2 test when the machine is online)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "tests").mkdir()
+    shutil.copy2(root / "tests" / "conftest.py", tmp_path / "tests" / "conftest.py")
+    (tmp_path / "tests" / "test_probe.py").write_text(
+        "import pytest\n\n"
+        "def test_skips():\n    pytest.skip('no engine here')\n\n"
+        "@pytest.mark.skipif(True, reason='not on this machine')\ndef test_marked():\n    pass\n\n"
+        "@pytest.mark.xfail(reason='known', strict=True)\ndef test_xfail():\n    assert False\n\n"
+        "def test_runs():\n    pass\n"
+    )
+    (tmp_path / "tests" / "test_missing_module.py").write_text(CI_PROBE)
+    (tmp_path / "tests" / "test_weights.py").write_text(
+        "import pytest\n\ndef test_vggface2_offline_names_casia():\n    pytest.skip('this machine is online: the vggface2 download succeeded')\n"
+    )
+
+    def run(ci: str) -> str:
+        env = {**os.environ, "CI": ci, "FACEREC_TEST_DATA": str(tmp_path / "no-data")}
+        args = ["-q", "-p", "no:cacheprovider", "-rA", "--continue-on-collection-errors", "tests"]
+        done = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        return done.stdout
+
+    under_ci = run("true")
+    assert "FAILED tests/test_probe.py::test_skips" in under_ci and "every test must run" in under_ci, under_ci
+    assert "ERROR tests/test_probe.py::test_marked" in under_ci  # a skip mark acts at setup: an error there
+    assert "ERROR tests/test_missing_module.py" in under_ci
+    assert "SKIPPED [1] tests/test_weights.py" in under_ci and "XFAIL tests/test_probe.py::test_xfail" in under_ci
+    assert "PASSED tests/test_probe.py::test_runs" in under_ci
+    elsewhere = run("")
+    assert "1 passed, 4 skipped, 1 xfailed in" in elsewhere, elsewhere  # without CI they stay skips

@@ -53,6 +53,13 @@ def settings_from(prefix: str | None, region: str | None, endpoint_url: str | No
     return load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile, **extra)
 
 
+def owner_checked_s3(settings: Settings, s3: Any | None = None, sts: Any | None = None) -> Any:
+    """An S3 client whose calls on the deployment's buckets carry ExpectedBucketOwner (this account)."""
+    from ..deploy.clients import owner_checked_s3 as checked
+
+    return checked(settings, s3, sts)
+
+
 def stdin_is_tty() -> bool:
     try:
         return sys.stdin.isatty()
@@ -114,6 +121,31 @@ def _deployed_recognition_env(settings: Settings, clients: Any) -> dict[str, str
     return dict(((config or {}).get("Environment") or {}).get("Variables") or {})
 
 
+def _deployed_env(settings: Settings, clients: Any, function: str) -> dict[str, str]:
+    """A deployed function's environment ({} when there is no such function yet)."""
+    from ..deploy.plan import get_or_none
+
+    config = get_or_none(clients.lambda_.get_function_configuration, FunctionName=function)
+    return dict(((config or {}).get("Environment") or {}).get("Variables") or {})
+
+
+def timeline_env(deployed: dict[str, str], timeline: bool | None, segment_seconds: float | None) -> dict[str, str]:
+    """video-splitting's timeline settings: ``--timeline/--no-timeline`` and ``--segment-seconds``, else
+    what the deployed function has (off for a new deployment)."""
+    from lambdas import env as fenv
+
+    on = deployed.get(fenv.TIMELINE) == "1" if timeline is None else timeline
+    if not on:
+        return {}
+    wanted = {fenv.TIMELINE: "1"}
+    seconds = segment_seconds if segment_seconds is not None else deployed.get(fenv.SEGMENT_SECONDS)
+    if seconds is not None:
+        wanted[fenv.SEGMENT_SECONDS] = f"{float(seconds):g}"
+    if deployed.get(fenv.TIMELINE_FPS):
+        wanted[fenv.TIMELINE_FPS] = deployed[fenv.TIMELINE_FPS]
+    return wanted
+
+
 def run_bootstrap(
     settings: Settings,
     *,
@@ -124,6 +156,8 @@ def run_bootstrap(
     weights: str | None,
     yes: bool,
     annotate: bool | None = None,
+    timeline: bool | None = None,
+    segment_seconds: float | None = None,
 ) -> None:
     """Plan, check, then change. Everything that can refuse the deployment without changing anything
     (a bad gallery, a blocked bucket name, no Docker engine, a refused registry login) is checked before
@@ -141,7 +175,11 @@ def run_bootstrap(
     if annotate is None:
         annotate = deployed.get(fenv.ANNOTATE) == "1"
     recognition_env = {fenv.ANNOTATE: "1"} if annotate else {}
-    options = DeployOptions(gallery=gallery, weights=weights, with_ecr=not skip_images, recognition_env=recognition_env)
+    with aws_errors(settings, "reading the current deployment"):
+        splitting_env = timeline_env(_deployed_env(settings, clients, settings.names.splitting_function), timeline, segment_seconds)
+    options = DeployOptions(
+        gallery=gallery, weights=weights, with_ecr=not skip_images, recognition_env=recognition_env, splitting_env=splitting_env
+    )
     where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
     err.print(f"bootstrap: {escape(where)}, weights {escape(weights)}", highlight=False)
     reporter = RichReporter(console=err)
@@ -282,7 +320,8 @@ def run_results(settings: Settings, *, watch: bool, json_lines: bool, timeout: f
     from ..upload_ledger import UploadLedger
 
     sess = aws.session(settings)
-    reader = wr.ResultsReader(settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sqs", sess=sess))
+    s3 = owner_checked_s3(settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sts", sess=sess))
+    reader = wr.ResultsReader(settings, s3, aws.client(settings, "sqs", sess=sess))
     ledger = UploadLedger(settings)
     if not watch:
         snapshot = reader.refresh(ledger.records())
@@ -366,17 +405,37 @@ def register(app: typer.Typer) -> None:
                 help="The recognition function also stores <stem>.annotated.jpg (boxes and names) beside each result, for `results --html`. Default: as deployed (off for a new deployment).",
             ),
         ] = None,
+        timeline: Annotated[
+            bool | None,
+            typer.Option(
+                "--timeline/--no-timeline",
+                help="Every upload also gets a timeline (who is on screen when, 2 frames a second), recognised in segments "
+                "in parallel. Default: as deployed (off for a new deployment).",
+            ),
+        ] = None,
+        segment_seconds: Annotated[
+            float | None,
+            typer.Option("--segment-seconds", min=1.0, help="With --timeline: seconds of video per segment invocation (default 30)."),
+        ] = None,
+        retain_days: Annotated[
+            int | None,
+            typer.Option(
+                "--retain-days", min=0,
+                help="Uploads (input bucket) and results (output bucket; the gallery stays) expire after N days; 0 removes the rule. "
+                "Default: FACEREC_RETAIN_DAYS, facerec.toml, else as deployed (a new deployment keeps everything).",
+            ),
+        ] = None,
         yes: YesOpt = False,
         endpoint_url: EndpointOpt = None,
         profile: ProfileOpt = None,
     ) -> None:
         """Create or update everything on AWS (buckets, failure queue, log groups, ECR, images, roles,
         functions, trigger, gallery), idempotently: a second run has nothing to change."""
-        settings = settings_from(prefix, region, endpoint_url, profile, registry=registry)
+        settings = settings_from(prefix, region, endpoint_url, profile, registry=registry, retain_days=retain_days)
         with aws_errors(settings, "bootstrap"):
             run_bootstrap(
                 settings, gallery=gallery, dry_run=dry_run, skip_images=skip_images, base_image=base_image, weights=weights, yes=yes,
-                annotate=annotate,
+                annotate=annotate, timeline=timeline, segment_seconds=segment_seconds,
             )
 
     @app.command()
@@ -395,7 +454,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(prefix, region, endpoint_url, profile)
         items = check_files(videos)
         with aws_errors(settings, "upload"):
-            records = upload_files(aws.client(settings, "s3"), settings, items, console=err)
+            records = upload_files(owner_checked_s3(settings), settings, items, console=err)
         total = sum(r.size for r in records)
         err.print(
             f"uploaded {len(records)} video(s), {total / 2**20:.1f} MiB, to s3://{escape(settings.names.input_bucket)}; "
@@ -429,7 +488,8 @@ def register(app: typer.Typer) -> None:
 
             with aws_errors(settings, "writing the HTML report"):
                 sess = aws.session(settings)
-                rows = write_report(html, settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sqs", sess=sess))
+                s3 = owner_checked_s3(settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sts", sess=sess))
+                rows = write_report(html, settings, s3, aws.client(settings, "sqs", sess=sess))
             err.print(f"report of {rows} video(s) in {escape(str(html))}", highlight=False, soft_wrap=True)
         if code:
             raise typer.Exit(code)

@@ -19,7 +19,7 @@ from lambdas.core.results import ERROR, Result
 from ..local.pipeline import LocalPipeline, RunOptions, VideoJob, collect_videos, write_outputs
 from ..dashboard import DEFAULT_INTERVAL, Dashboard, Snapshot, render
 from ..report import write_report
-from ..render import STATUS_STYLE, err, out, print_errors, print_json_lines, results_table
+from ..render import STATUS_STYLE, err, out, print_errors, print_json_lines, print_timelines, results_table
 
 STATE_STYLE = {"waiting": "dim", "uploaded": "blue", "split": "magenta", "done": "green"}
 
@@ -130,6 +130,7 @@ def run_local(
         write_outputs(out_dir, jobs, refused)
     if not json_lines:
         out.print(results_table(results, title="results"))
+        print_timelines(results)
         print_errors(results)
         failed = sum(r.status == ERROR for r in results)
         err.print(f"{len(results)} videos, {failed} failed; function logs in {log_path}" + (f"; results in {out_dir}" if out_dir else ""))

@@ -17,7 +17,7 @@ import botocore.exceptions
 
 from ..config import Settings
 from .apply import ListReporter, NullReporter, Reporter, RichReporter, apply_plan, refuse_blocked
-from .clients import Clients
+from .clients import Clients, owner_checked_s3
 from .desired import DeployOptions, DesiredState, build_desired
 from .destroy import empty_bucket, plan_destroy_state
 from .errors import DeployError, explain
@@ -39,6 +39,7 @@ __all__ = [
     "desired_state",
     "destroy",
     "empty_bucket",
+    "owner_checked_s3",
     "plan_deploy",
     "plan_destroy",
     "plan_repository",
@@ -56,7 +57,9 @@ def _account(clients: Clients) -> str:
 
 def desired_state(settings: Settings, options: DeployOptions | None = None, clients: Clients | None = None) -> DesiredState:
     clients = clients or Clients.from_settings(settings)
-    return build_desired(settings, options or DeployOptions(), _account(clients))
+    desired = build_desired(settings, options or DeployOptions(), _account(clients))
+    clients.expect_owner(b.name for b in desired.buckets)  # the names come from the prefix, not the user
+    return desired
 
 
 def plan_deploy(settings: Settings, options: DeployOptions | None = None, clients: Clients | None = None) -> Plan:

@@ -31,7 +31,12 @@ PERMISSION_SID = "facerec-s3-invoke"
 NOTIFICATION_ID_PREFIX = "facerec-"
 ROLE_POLICY_NAME = "facerec-least-privilege"
 LIFECYCLE_RULE_ID = "facerec-stage1-expiry"
+RETENTION_RULE_ID = "facerec-retention"  # --retain-days on the input and output buckets
+TLS_ONLY_SID = "facerec-tls-only"  # the bucket policy statement refusing plain-HTTP requests
 TAG_KEY = "facerec:prefix"
+# Results carry this object tag (the output bucket's retention rule expires only tagged objects: S3 lifecycle
+# filters cannot exclude a key, and the gallery lives in the same bucket).
+from lambdas.storage import RESULT_TAG_KEY, RESULT_TAG_VALUE  # noqa: E402 - the handlers tag results with it
 
 MAX_RETRY_ATTEMPTS = 2
 MAX_EVENT_AGE_SECONDS = 3600
@@ -66,6 +71,9 @@ class DeployOptions:
     architecture: str = "x86_64"
     log_retention_days: int | None = 14
     with_ecr: bool = False
+    # A bucket policy denying requests not made over TLS. None: on, unless the endpoint is plain http://
+    # (a local moto server: every request to it would be denied).
+    tls_only: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,12 @@ class BucketSpec:
     encryption: dict[str, Any]
     public_access_block: dict[str, bool]
     ownership: str
-    lifecycle_rules: list[dict[str, Any]] | None  # None: no lifecycle configuration
+    # Lifecycle rules this tool owns that must be there (others' rules are kept); None: none to ensure.
+    lifecycle_rules: list[dict[str, Any]] | None
+    drop_rule_ids: tuple[str, ...] = ()  # this tool's rules that must not be there (--retain-days 0)
+    # Bucket policy statements this tool owns (by Sid; others' statements are kept); empty: none.
+    policy_statements: tuple[dict[str, Any], ...] = ()
+    role: str = ""  # "input" | "stage-1" | "output": what the plan says its rules do
 
     @property
     def arn(self) -> str:
@@ -175,11 +188,22 @@ class GallerySpec:
     bucket: str
     key: str
     path: Path
-    md5: str
+    md5: str  # of body
+    body: bytes = field(repr=False)  # what is uploaded: the file's bytes, or an old torch gallery converted
+    converted: bool = False  # body is the safetensors conversion of a torch file
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+    @classmethod
+    def of_file(cls, bucket: str, key: str, path: Path) -> "GallerySpec":
+        """The upload of gallery file ``path``: a safetensors gallery as it is; an old torch gallery or
+        a course data.pt converted (the runtime reads only safetensors and never unpickles)."""
+        from ..galleries import upload_body
+
+        body, converted = upload_body(path)
+        return cls(bucket, key, path, hashlib.md5(body).hexdigest(), body, converted)
 
 
 @dataclass(frozen=True)
@@ -235,14 +259,6 @@ def notification_suffixes(suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> tuple[s
     return tuple(out)
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def trust_policy() -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
@@ -268,14 +284,48 @@ def _logs_statement(partition: str, region: str, account: str, group: str) -> di
     }
 
 
+# Writing a result: the object, with its result tag (a PutObject carrying tags needs s3:PutObjectTagging
+# too). Denied on the gallery: tagged as a result, it would expire with the results.
+RESULT_WRITE_ACTIONS = ["s3:PutObject", "s3:PutObjectTagging"]
+
+
+def tls_only_statement(bucket_arn: str) -> dict[str, Any]:
+    """Deny every request to the bucket and its objects that does not come over TLS."""
+    return {
+        "Sid": TLS_ONLY_SID,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def retention_rule(days: int, *, tagged_results: bool) -> dict[str, Any]:
+    """Expire objects ``days`` after they were written: every object (the input bucket's uploads, with
+    their unfinished multipart uploads), or only those tagged as results (the output bucket, which also
+    holds the gallery)."""
+    rule: dict[str, Any] = {"ID": RETENTION_RULE_ID, "Status": "Enabled", "Expiration": {"Days": days}}
+    if tagged_results:
+        rule["Filter"] = {"Tag": {"Key": RESULT_TAG_KEY, "Value": RESULT_TAG_VALUE}}
+    else:
+        rule["Filter"] = {"Prefix": ""}
+        rule["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": 1}
+    return rule
+
+
+def plain_http(endpoint_url: str | None) -> bool:
+    return bool(endpoint_url) and str(endpoint_url).lower().startswith("http://")
+
+
 def splitting_policy(settings: Settings, *, partition: str, account: str, recognition_arn: str, queue_arn: str) -> dict[str, Any]:
     """Least privilege for video-splitting.
 
     No s3:ListBucket/GetObject on the output bucket, and PutObject there only on ``*.json``/``*.txt``:
     the function only writes error results for refused inputs under deterministic keys
-    (<stem>.json/.txt), so a redelivered event overwrites the same objects. It reads back its own first frame in stage-1 (HeadObject: GetObject, and ListBucket
+    (<stem>.json/.txt), so a redelivered event overwrites the same objects. It reads back its own done marker in stage-1 (HeadObject: GetObject, and ListBucket
     so that a missing key answers 404 rather than 403) to skip a redelivered S3 event. Writing the gallery object is
-    denied explicitly: the function runs ffmpeg on untrusted uploads and must not be able to replace
+    denied explicitly: the function decodes untrusted uploads and must not be able to replace
     the gallery (the Allow on `output/*` would otherwise cover it).
     """
     n = settings.names
@@ -288,10 +338,10 @@ def splitting_policy(settings: Settings, *, partition: str, account: str, recogn
             {"Sid": "CheckFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.stage1_bucket}/*"},
             {"Sid": "ListFrames", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"{s3}{n.stage1_bucket}"},
             {
-                "Sid": "WriteErrorResults", "Effect": "Allow", "Action": "s3:PutObject",
+                "Sid": "WriteErrorResults", "Effect": "Allow", "Action": RESULT_WRITE_ACTIONS,
                 "Resource": [f"{s3}{n.output_bucket}/*.json", f"{s3}{n.output_bucket}/*.txt"],
             },
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": "s3:PutObject", "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
+            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": RESULT_WRITE_ACTIONS, "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
             {"Sid": "InvokeRecognition", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": recognition_arn},
             _logs_statement(partition, settings.region, account, n.log_group(n.splitting_function)),
             {"Sid": "ReportFailures", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn},
@@ -313,10 +363,14 @@ def recognition_policy(settings: Settings, *, partition: str, account: str, queu
             {"Sid": "ReadGallery", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
             {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.output_bucket}/*.json"},
             {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"{s3}{n.output_bucket}"},
-            {"Sid": "WriteResults", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{s3}{n.output_bucket}/*"},
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": "s3:PutObject", "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
+            {"Sid": "WriteResults", "Effect": "Allow", "Action": RESULT_WRITE_ACTIONS, "Resource": f"{s3}{n.output_bucket}/*"},
+            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": RESULT_WRITE_ACTIONS, "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
             _logs_statement(partition, settings.region, account, n.log_group(n.recognition_function)),
             {"Sid": "ReportFailures", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn},
+            # Timelines (FACEREC_TIMELINE on video-splitting; lambdas/segments.py): each segment reads the
+            # upload to decode its range, and stores its part and the merge claim beside the frames.
+            {"Sid": "ReadUploadsForTimelines", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.input_bucket}/*"},
+            {"Sid": "WriteTimelineSegments", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{s3}{n.stage1_bucket}/.facerec/segments/*"},
         ],
     }
 
@@ -363,10 +417,22 @@ def build_desired(settings: Settings, options: DeployOptions, account_id: str) -
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
         }
     ]
-    buckets = [
-        BucketSpec(name, region, sse, pab, "BucketOwnerEnforced", stage1_rules if name == n.stage1_bucket else None)
-        for name in n.buckets
-    ]
+    tls_only = options.tls_only if options.tls_only is not None else not plain_http(settings.endpoint_url)
+    retain = settings.retain_days
+
+    def bucket(name: str, role: str) -> BucketSpec:
+        rules: list[dict[str, Any]] | None = None
+        drop: tuple[str, ...] = ()
+        if role == "stage-1":
+            rules = stage1_rules
+        elif retain:
+            rules = [retention_rule(retain, tagged_results=role == "output")]
+        elif retain == 0:
+            drop = (RETENTION_RULE_ID,)
+        statements = (tls_only_statement(s3_arn(name)),) if tls_only else ()
+        return BucketSpec(name, region, sse, pab, "BucketOwnerEnforced", rules, drop, statements, role)
+
+    buckets = [bucket(n.input_bucket, "input"), bucket(n.stage1_bucket, "stage-1"), bucket(n.output_bucket, "output")]
 
     queue_arn = f"arn:{partition}:sqs:{region}:{account_id}:{n.failure_queue}"
     queue = QueueSpec(
@@ -441,7 +507,7 @@ def build_desired(settings: Settings, options: DeployOptions, account_id: str) -
         path = Path(options.gallery)
         if not path.is_file():
             raise UserError(f"gallery {path} not found", hint="make one with `facerec enroll PHOTOS_DIR -o GALLERY`")
-        gallery = GallerySpec(n.output_bucket, n.gallery_key, path, file_md5(path))
+        gallery = GallerySpec.of_file(n.output_bucket, n.gallery_key, path)
 
     return DesiredState(
         settings=settings, account_id=account_id, region=region, partition=partition, buckets=buckets,

@@ -23,6 +23,9 @@ from ..aws import error_code
 from .clients import Clients
 from .desired import (
     NOTIFICATION_ID_PREFIX,
+    RESULT_TAG_KEY,
+    RESULT_TAG_VALUE,
+    TLS_ONLY_SID,
     BucketSpec,
     DesiredState,
     EventInvokeSpec,
@@ -57,6 +60,7 @@ ABSENT = frozenset(
         "NoSuchPublicAccessBlockConfiguration",
         "OwnershipControlsNotFoundError",
         "NoSuchLifecycleConfiguration",
+        "NoSuchBucketPolicy",
     }
 )
 
@@ -292,12 +296,25 @@ class DeployPlanner:
         s3 = self.c.s3
         resource = f"s3 bucket {b.name}"
         settings = "SSE-S3 (AES256), public access blocked, BucketOwnerEnforced"
-        if b.lifecycle_rules:
-            settings += f", objects expire after {b.lifecycle_rules[0]['Expiration']['Days']} day(s)"
+        settings += ", TLS only (bucket policy)" if b.policy_statements else ", no TLS-only policy (plain-HTTP endpoint)"
+        expiry = _expiry_text(b)
+        if expiry:
+            settings += f", {expiry}"
 
         put_pab = ("block public access", lambda: s3.put_public_access_block(Bucket=b.name, PublicAccessBlockConfiguration=b.public_access_block))
         put_own = ("enforce bucket owner", lambda: s3.put_bucket_ownership_controls(Bucket=b.name, OwnershipControls={"Rules": [{"ObjectOwnership": b.ownership}]}))
         put_sse = ("set default encryption", lambda: s3.put_bucket_encryption(Bucket=b.name, ServerSideEncryptionConfiguration=b.encryption))
+
+        def put_policy(statements: list[dict[str, Any]]) -> tuple[str, Callable[[], Any]]:
+            if not statements:
+                return ("delete bucket policy", lambda: s3.delete_bucket_policy(Bucket=b.name))
+            document = json.dumps({"Version": "2012-10-17", "Statement": statements})
+            return ("set bucket policy (TLS only)", lambda: s3.put_bucket_policy(Bucket=b.name, Policy=document))
+
+        def put_rules(rules: list[dict[str, Any]]) -> tuple[str, Callable[[], Any]]:
+            if not rules:
+                return ("delete lifecycle", lambda: s3.delete_bucket_lifecycle(Bucket=b.name))
+            return ("set lifecycle", lambda: s3.put_bucket_lifecycle_configuration(Bucket=b.name, LifecycleConfiguration={"Rules": rules}))
 
         if b.name not in self.owned:
             detail = settings
@@ -312,8 +329,10 @@ class DeployPlanner:
                 s3.create_bucket(**kwargs)
 
             parts = [("create bucket", create), put_pab, put_own, put_sse]
+            if b.policy_statements:
+                parts.append(put_policy(list(b.policy_statements)))
             if b.lifecycle_rules:
-                parts.append(("set lifecycle", lambda: s3.put_bucket_lifecycle_configuration(Bucket=b.name, LifecycleConfiguration={"Rules": b.lifecycle_rules})))
+                parts.append(put_rules(list(b.lifecycle_rules)))
             return Step("create", resource, detail, Calls(*parts))
 
         drift: list[str] = []
@@ -332,15 +351,25 @@ class DeployPlanner:
         if own[0].get("ObjectOwnership") != b.ownership:
             drift.append(f"object ownership {own[0].get('ObjectOwnership', 'none')} -> {b.ownership}")
             parts.append(put_own)
-        if b.lifecycle_rules:
+
+        # The bucket policy: this tool's statements (by Sid) as wanted, anyone else's kept.
+        statements = _policy_statements(get_or_none(s3.get_bucket_policy, Bucket=b.name))
+        ours = {st["Sid"] for st in b.policy_statements} | {TLS_ONLY_SID}
+        mine = {st.get("Sid"): st for st in statements if st.get("Sid") in ours}
+        wanted = {st["Sid"]: st for st in b.policy_statements}
+        if {sid: canonical_policy(st) for sid, st in mine.items()} != {sid: canonical_policy(st) for sid, st in wanted.items()}:
+            drift.append("bucket policy: TLS only" if wanted else "bucket policy: remove TLS-only statement")
+            parts.append(put_policy([st for st in statements if st.get("Sid") not in ours] + list(b.policy_statements)))
+
+        # Lifecycle: this tool's rules (by ID) as wanted, anyone else's kept.
+        if b.lifecycle_rules or b.drop_rule_ids:
             current = _strip(get_or_none(s3.get_bucket_lifecycle_configuration, Bucket=b.name)).get("Rules", [])
-            ours = {r["ID"] for r in b.lifecycle_rules}
-            mine = {r.get("ID"): r for r in current if r.get("ID") in ours}
-            if any(_norm_rule(mine.get(r["ID"])) != _norm_rule(r) for r in b.lifecycle_rules):
-                others = [r for r in current if r.get("ID") not in ours]
-                rules_out = others + list(b.lifecycle_rules)
-                drift.append("lifecycle")
-                parts.append(("set lifecycle", lambda: s3.put_bucket_lifecycle_configuration(Bucket=b.name, LifecycleConfiguration={"Rules": rules_out})))
+            wanted_rules = list(b.lifecycle_rules or [])
+            ids = {r["ID"] for r in wanted_rules} | set(b.drop_rule_ids)
+            have = {r.get("ID"): _norm_rule(r) for r in current if r.get("ID") in ids}
+            if have != {r["ID"]: _norm_rule(r) for r in wanted_rules}:
+                drift.append(f"lifecycle: {expiry}" if wanted_rules and expiry else "lifecycle: remove the retention rule")
+                parts.append(put_rules([r for r in current if r.get("ID") not in ids] + wanted_rules))
         if not drift:
             return Step("noop", resource, settings)
         return Step("update", resource, ", ".join(drift), Calls(*parts))
@@ -589,7 +618,11 @@ class DeployPlanner:
 
     def check_gallery_present(self) -> None:
         n = self.d.settings.names
-        present = n.output_bucket in self.owned and get_or_none(self.c.s3.head_object, Bucket=n.output_bucket, Key=n.gallery_key) is not None
+        try:
+            present = n.output_bucket in self.owned and get_or_none(self.c.s3.head_object, Bucket=n.output_bucket, Key=n.gallery_key) is not None
+        except botocore.exceptions.ClientError as exc:  # e.g. the TLS-only policy refusing a plain-HTTP endpoint
+            self.warnings.append(f"could not check the gallery at s3://{n.output_bucket}/{n.gallery_key}: {error_code(exc)}")
+            return
         if not present:
             self.warnings.append(f"no gallery at s3://{n.output_bucket}/{n.gallery_key}: recognition fails until one is uploaded (pass --gallery)")
 
@@ -670,7 +703,7 @@ def _norm_rule(rule: dict[str, Any] | None) -> Any:
         return None
     filt = rule.get("Filter")
     prefix = (filt or {}).get("Prefix", rule.get("Prefix", ""))
-    other_filters = sorted(k for k in (filt or {}) if k != "Prefix")
+    other_filters = json.dumps(canonical_policy({k: v for k, v in (filt or {}).items() if k != "Prefix"}), sort_keys=True)
     return (
         rule.get("Status"),
         prefix or "",
@@ -678,6 +711,28 @@ def _norm_rule(rule: dict[str, Any] | None) -> Any:
         (rule.get("Expiration") or {}).get("Days"),
         (rule.get("AbortIncompleteMultipartUpload") or {}).get("DaysAfterInitiation"),
     )
+
+
+def _policy_statements(resp: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The statements of a GetBucketPolicy answer ([] when there is no policy)."""
+    if not resp or not resp.get("Policy"):
+        return []
+    statements = json.loads(resp["Policy"]).get("Statement") or []
+    return [statements] if isinstance(statements, dict) else list(statements)
+
+
+def _expiry_text(b: BucketSpec) -> str:
+    """What the bucket's lifecycle rules (this tool's) do, for the plan."""
+    if b.drop_rule_ids and not b.lifecycle_rules:
+        return "no retention rule"
+    if not b.lifecycle_rules:
+        return ""
+    days = b.lifecycle_rules[0]["Expiration"]["Days"]
+    if b.role == "input":
+        return f"uploads expire after {days} day(s)"
+    if b.role == "output":
+        return f"results (tagged {RESULT_TAG_KEY}={RESULT_TAG_VALUE}) expire after {days} day(s), the gallery stays"
+    return f"objects expire after {days} day(s)"
 
 
 def _norm_notifications(configs: Iterable[dict[str, Any]]) -> Any:

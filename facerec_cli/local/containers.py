@@ -17,9 +17,11 @@ it reaches the moto server on 127.0.0.1; the emulator (``/usr/local/bin/aws-lamb
 base images have it) listens on 127.0.0.1 and a free port instead of its default 0.0.0.0:8080, and gives
 the runtime its API on another free port. Its environment is the function's Environment, only the
 variables the handlers read (``lambdas/env.py``, and the models' thread count), plus the endpoint of the
-local cloud, its region, its fake credentials, and the function name, timeout and memory that the
-emulator reads. Its output (the emulator's START/END/REPORT lines and the handler's log) goes to the
-run's log file, each line prefixed with the function name.
+local cloud, its region, its credentials (with IAM enforcement, the function role's temporary ones), and
+the function name, timeout and memory that the emulator reads. Its output (the emulator's START/END/REPORT
+lines and the handler's log) goes to the run's log file, each line prefixed with the function name. A
+function whose configuration names another handler or sets other variables is refused by the dispatcher
+(``workers.Allowlist``, the worker processes' allowlist) before any container starts.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .workers import FunctionSpec, Outcome, error_outcome
+from .workers import FunctionSpec, Outcome, error_outcome, pipeline_variables
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ LABEL = "facerec.run-local"  # on every container started here (the run's id as 
 START_TIMEOUT_S = 60.0  # container start to the emulator listening
 # The cloud's variables a container gets (the endpoint, region and credentials of the local cloud; the
 # rest of LocalCloud.env() is about this machine's files and proxies).
-CLOUD_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION")
+# With IAM enforcement the credentials are the function role's temporary ones (with a session token).
+CLOUD_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
 # Keys of an error in Lambda's shape, as the emulator answers a failed invocation.
 _ERROR_KEYS = {"errorMessage", "errorType", "stackTrace", "requestId", "cause"}
 
@@ -78,16 +81,10 @@ def connect_engine(docker_host: str | None = None, timeout: float = 3600.0) -> A
 
 def function_variables() -> frozenset[str]:
     """The environment variables the handlers read: every name ``lambdas/env.py`` defines, and the
-    models' thread count (``lambdas/core/models.py``)."""
-    from lambdas import env as fenv
-    from lambdas.core.models import THREADS_ENV
-
-    names = {
-        value
-        for key, value in vars(fenv).items()
-        if key.isupper() and isinstance(value, str) and value.replace("_", "").isalnum() and value.isupper()
-    }
-    return frozenset(names | {THREADS_ENV})
+    models' thread count: the worker runtime's allowlist (``workers.pipeline_variables``). The dispatcher
+    refuses a function whose configuration sets anything else before any container starts; this filter
+    is the second line."""
+    return pipeline_variables()
 
 
 def container_environ(spec: FunctionSpec, cloud_env: Mapping[str, str]) -> dict[str, str]:
@@ -225,7 +222,8 @@ class ContainerRunner:
         path = self.log_path
 
         def follow() -> None:
-            sink = open(path, "ab") if path else None  # noqa: SIM115 - closed below
+            # Private (0600) if this creates it: the log holds the handlers' output.
+            sink = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") if path else None  # noqa: SIM115 - closed below
             try:
                 partial = b""
                 for chunk in container.logs(stream=True, follow=True):

@@ -18,6 +18,7 @@ import atexit
 import inspect
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -26,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .workers import FunctionSpec, InProcessRunner, Outcome, Runner, WorkerProcess, error_outcome
+from .workers import Allowlist, FunctionSpec, InProcessRunner, Outcome, Runner, WorkerProcess, error_outcome
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ FailureHook = Callable[[str, Any, str], None]
 RunnerFactory = Callable[[FunctionSpec, Mapping[str, str]], Runner]
 """runner_factory(spec, cloud_env): a runner for one of a function's lanes, instead of a worker process
 (``run-local --runtime containers``: a container behind the Lambda emulator)."""
+
+CredentialsFor = Callable[[FunctionSpec], Mapping[str, str]]
+"""credentials(spec): the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN a function's handlers get
+in place of the cloud's own (IAM enforcement: credentials bound to the function's role)."""
+
+REFUSED = "Runtime.ConfigurationRefused"
 
 _STOP = object()  # tells a lane thread to finish
 
@@ -129,10 +136,19 @@ class Dispatcher:
         log_path: str | None = None,
         shutdown_grace_s: float = 1.0,
         runner_factory: RunnerFactory | None = None,
+        allow: Allowlist | None = None,
+        credentials: CredentialsFor | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0")
+        if credentials is not None and workers == 0 and runner_factory is None:
+            # Handlers keep module-level boto3 clients: in one process, a client made under one function's
+            # credentials would serve the other function too, and the check would prove nothing.
+            raise ValueError("per-function credentials need worker processes (workers >= 1), not the caller's process")
         self._cloud_env = dict(cloud_env)
+        self._allow = allow if allow is not None else Allowlist.pipeline()
+        self._credentials = credentials
+        self._refusals_logged: set[tuple[Any, ...]] = set()
         self._workers = workers
         self._on_failure = on_failure
         self._max_attempts = max(1, max_attempts)
@@ -233,13 +249,45 @@ class Dispatcher:
             # with the new environment; the old ones finish what they hold and stop.
             for _ in lane.threads:
                 lane.queue.put(_STOP)
-        if self._runner_factory is not None:
-            runners: list[Runner] = [self._runner_factory(spec, self._cloud_env) for _ in range(max(1, self._workers))]
+        refusal = self._allow.refusal(spec)
+        env: dict[str, str] = {}
+        if refusal is None:
+            try:
+                env = self._env_for(spec)
+            except Exception as exc:  # noqa: BLE001 - e.g. no role to take credentials from: the invocation fails
+                log.exception("no credentials for %s", spec.name)
+                refusal = f"could not get credentials for {spec.name}: {exc}"
+        if refusal is not None:  # no process or container is ever started with such a configuration
+            runners: list[Runner] = [_RefusingRunner(refusal)]
         else:
-            runners = [WorkerProcess(spec, self._cloud_env, log_path=self._log_path) for _ in range(self._workers)]
+            if self._runner_factory is not None:
+                runners = [self._runner_factory(spec, env) for _ in range(max(1, self._workers))]
+            else:
+                runners = [WorkerProcess(spec, env, log_path=self._log_path) for _ in range(self._workers)]
         lane = self._start_lane(spec, runners)
         self._lanes[spec.name] = lane
         return lane
+
+    def _env_for(self, spec: FunctionSpec) -> dict[str, str]:
+        """The cloud's variables for this function's runners, with its role's credentials when asked."""
+        if self._credentials is None:
+            return self._cloud_env
+        return {**self._cloud_env, **self._credentials(spec)}
+
+    def _refuse(self, spec: FunctionSpec) -> Outcome | None:
+        """A failed outcome when the allowlist refuses ``spec``; logged (stderr and the run's log file)
+        once per configuration."""
+        refusal = self._allow.refusal(spec)
+        if refusal is None:
+            return None
+        with self._cond:
+            first = spec.fingerprint not in self._refusals_logged
+            self._refusals_logged.add(spec.fingerprint)
+        if first:
+            log.error("%s", refusal)
+            if self._log_path:
+                append_log(self._log_path, f"[local runtime] ERROR {refusal}\n")
+        return error_outcome(REFUSED, refusal)
 
     def _start_lane(self, spec: FunctionSpec | None, runners: list[Runner]) -> _Lane:
         lane = _Lane(spec=spec, runners=runners)
@@ -269,7 +317,7 @@ class Dispatcher:
                     self._queued -= 1
                     self._running += 1
                 try:
-                    outcome = runner.run(inv.spec, inv.request_id, inv.event_text)
+                    outcome = self._refuse(inv.spec) or runner.run(inv.spec, inv.request_id, inv.event_text)
                 except Exception as exc:  # a runtime bug must not kill the lane and hang wait_idle
                     log.exception("local runtime error while running %s", inv.spec.name)
                     outcome = error_outcome("Runtime.LocalError", repr(exc))
@@ -363,6 +411,34 @@ class Dispatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _RefusingRunner:
+    """The runner of a lane whose function's configuration the allowlist refuses: it starts nothing."""
+
+    def __init__(self, refusal: str) -> None:
+        self.refusal = refusal
+
+    def start(self) -> None:
+        pass
+
+    def run(self, spec: FunctionSpec, request_id: str, event_text: str) -> Outcome:
+        return error_outcome(REFUSED, self.refusal)
+
+    def kill(self) -> None:
+        pass
+
+    def close(self, grace_s: float) -> None:
+        pass
+
+
+def append_log(path: str, text: str) -> None:
+    """Append to the run's log file, creating it private (0600) if it is not there."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, text.encode("utf-8", errors="replace"))
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------------

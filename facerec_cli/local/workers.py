@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,12 +52,78 @@ def redirect_output(log_path: str | None) -> None:
     """A worker process's stdout and stderr (its subprocesses' too) to ``log_path``, or stdout to
     stderr: the parent's stdout carries only results."""
     if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # private when it creates it
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
     else:
         os.dup2(2, 1)
+
+
+# What the local runtime runs (``run-local``): the pipeline's two handlers, as ``facerec bootstrap`` names
+# them in the functions' ImageConfig command (facerec_cli/deploy/desired.py; a test keeps the two equal).
+PIPELINE_HANDLERS = frozenset({"lambdas.video_splitting.handler", "lambdas.face_recognition.handler"})
+
+
+def pipeline_variables() -> frozenset[str]:
+    """The variables a pipeline function's configuration may set: every name ``lambdas/env.py`` defines,
+    and the models' thread count (``FACEREC_THREADS``, which run-local sets on the recognition function).
+    Not FACEREC_MODELS or FACEREC_WEIGHTS_DIR: where the models and weights are read from comes from the
+    user's own environment, never from a function configuration that any local user can change."""
+    from lambdas import env as fenv
+    from lambdas.core.models import THREADS_ENV
+
+    names = {
+        value
+        for key, value in vars(fenv).items()
+        if key.isupper() and isinstance(value, str) and value.replace("_", "").isalnum() and value.isupper()
+    }
+    return frozenset(names | {THREADS_ENV})
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Which handlers the local runtime runs, and which variables a function's configuration may pass
+    them. The configuration comes from the moto server, which any local user can change
+    (UpdateFunctionConfiguration on 127.0.0.1 needs no real credentials): a function naming another
+    handler, or setting anything else (LD_PRELOAD, PYTHONPATH, AWS_ENDPOINT_URL...), is refused, never run.
+    ``None`` for either means anything (only for tests of the runtime itself)."""
+
+    handlers: frozenset[str] | None
+    variables: frozenset[str] | None
+
+    @classmethod
+    def pipeline(cls) -> Allowlist:
+        """The pipeline's two handlers with the variables ``lambdas/env.py`` names."""
+        return cls(PIPELINE_HANDLERS, pipeline_variables())
+
+    @classmethod
+    def anything(cls) -> Allowlist:
+        return cls(None, None)
+
+    def widened(self, handlers: Iterable[str] = (), variables: Iterable[str] = ()) -> Allowlist:
+        return Allowlist(
+            None if self.handlers is None else self.handlers | frozenset(handlers),
+            None if self.variables is None else self.variables | frozenset(variables),
+        )
+
+    def refusal(self, spec: FunctionSpec) -> str | None:
+        """Why ``spec`` must not run (one sentence a person can act on), or None."""
+        if self.handlers is not None and spec.handler not in self.handlers:
+            return (
+                f"refused to run {spec.name}: its configuration names the handler {spec.handler!r}, and the local "
+                f"runtime runs only {', '.join(sorted(self.handlers))} (someone changed the function on the local "
+                "cloud: rerun to start a fresh one)"
+            )
+        if self.variables is not None:
+            extra = sorted(k for k in spec.environment if k not in self.variables)
+            if extra:
+                return (
+                    f"refused to run {spec.name}: its configuration sets {', '.join(extra)}, which the local runtime "
+                    "does not pass to handlers (only the variables lambdas/env.py names; someone changed the function "
+                    "on the local cloud: rerun to start a fresh one)"
+                )
+        return None
 
 
 def real_aws_keys(environ: Mapping[str, str]) -> frozenset[str]:
@@ -76,6 +142,7 @@ class FunctionSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     timeout_s: int = 3
     memory_mb: int = 128
+    role: str | None = None  # the execution role's ARN: with IAM enforcement, handlers get its credentials
 
     @classmethod
     def from_configuration(cls, config: Mapping[str, Any]) -> FunctionSpec:
@@ -95,12 +162,13 @@ class FunctionSpec:
             environment={str(k): str(v) for k, v in variables.items()},
             timeout_s=int(config.get("Timeout") or 3),
             memory_mb=int(config.get("MemorySize") or 128),
+            role=config.get("Role") or None,
         )
 
     @property
     def fingerprint(self) -> tuple[Any, ...]:
         """Equal fingerprints can share warm workers; a changed one needs fresh workers."""
-        return (self.name, self.handler, tuple(sorted(self.environment.items())), self.timeout_s, self.memory_mb)
+        return (self.name, self.handler, tuple(sorted(self.environment.items())), self.timeout_s, self.memory_mb, self.role)
 
 
 class LambdaContext:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import botocore.exceptions
+
 from .core.errors import FacerecError, GalleryError
 from .core.gallery import Gallery, weights_for
 from .core.recognise import Recogniser, SamplingOptions
@@ -32,7 +34,11 @@ def _gallery_version(uri: str) -> str:
     if parsed.scheme == "s3":
         try:
             head = client("s3").head_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
-        except Exception as exc:  # botocore's ClientError for 404/403
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise GalleryError(f"access to the gallery {uri} was denied: the function's role needs s3:GetObject on it "
+                                   "(run `facerec bootstrap` again to restore its policy)") from exc
             raise GalleryError(f"no gallery at {uri}: upload one with `facerec bootstrap --gallery G`") from exc
         return f"{uri}#{head['ETag']}"
     path = Path(parsed.path if parsed.scheme == "file" else uri)

@@ -23,7 +23,7 @@ from .core.recognise import Recogniser, SamplingOptions
 from .core.results import error_result
 from .env import RecognitionEnv
 from .events import RecognitionRequest
-from .storage import EVENT_META, RESULT_TAGGING, client, log, result_done, write_result
+from .storage import ANY, EVENT_META, RESULT_TAGGING, client, log, result_state, write_result
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # gallery version -> Recogniser, kept warm across invocations
@@ -79,7 +79,8 @@ def recogniser(env: RecognitionEnv) -> Recogniser:
 
 def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
     event_id = str(request.source.get("event_id", ""))
-    if event_id and result_done(env.output_bucket, request.stem, event_id):
+    done, current = result_state(env.output_bucket, request.stem, event_id) if event_id else (False, ANY)
+    if done:
         log("duplicate invocation skipped", stem=request.stem)
         return
     started = time.perf_counter()
@@ -115,7 +116,9 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
     if env.annotate and result.faces and kept:
         store_annotated(env.output_bucket, request.stem, result, kept, event_id)
     result.timings_ms["recognise"] = (time.perf_counter() - started) * 1000
-    write_result(env.output_bucket, request.stem, result, event_id)
+    if not write_result(env.output_bucket, request.stem, result, event_id, replaces=current):
+        log("duplicate invocation: a concurrent one wrote the result first", stem=request.stem)
+        return
     log("recognised", stem=request.stem, status=result.status, name=result.name, ms=round(result.timings_ms["recognise"]))
 
 

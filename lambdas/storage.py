@@ -54,10 +54,30 @@ def already_done(bucket: str, key: str, event_id: str, s3: Any = None) -> bool:
     return meta is not None and meta.get(EVENT_META) == event_id
 
 
-def write_result(bucket: str, stem: str, result: Result, event_id: str, s3: Any = None) -> None:
+ANY = object()  # write_result(replaces=ANY): overwrite whatever result is there
+
+
+def result_state(bucket: str, stem: str, event_id: str, s3: Any = None) -> tuple[bool, str | None]:
+    """(this event's result is complete, ETag of the ``<stem>.json`` there now or None): what
+    ``write_result(replaces=...)`` needs to write the result exactly once."""
+    try:
+        head = (s3 or client("s3")).head_object(Bucket=bucket, Key=result_keys(stem)[0])
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False, None
+        raise
+    return head.get("Metadata", {}).get(EVENT_META) == event_id, head["ETag"]
+
+
+def write_result(bucket: str, stem: str, result: Result, event_id: str, s3: Any = None, *, replaces: Any = ANY) -> bool:
     """The name first, then the JSON: a reader that sees ``<stem>.json`` can rely on ``<stem>.txt``,
     and ``result_done`` (which looks at the JSON) never counts half a result as done. ``s3``: a client
-    other than the function's (the local runtime's failure hook)."""
+    other than the function's (the local runtime's failure hook).
+
+    ``replaces``: the ETag of the ``<stem>.json`` this result may replace (None: there must be none), as
+    ``result_state`` saw it; the JSON is then a conditional write, and a concurrent duplicate of the same
+    event (S3 and Lambda deliver at least once) loses the race instead of writing a second version.
+    Returns False when it lost (nothing more to do), True when the result was written."""
     json_key, txt_key = result_keys(stem)
     meta = {EVENT_META: event_id, "status": result.status}
     s3 = s3 or client("s3")
@@ -66,10 +86,17 @@ def write_result(bucket: str, stem: str, result: Result, event_id: str, s3: Any 
                   Tagging=RESULT_TAGGING)
     # What one result write costs (the .txt; the .json that follows is the same kind of call).
     result.timings_ms["write"] = (time.perf_counter() - started) * 1000
-    s3.put_object(
-        Bucket=bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Metadata=meta,
-        Tagging=RESULT_TAGGING,
-    )
+    condition = {} if replaces is ANY else {"IfNoneMatch": "*"} if replaces is None else {"IfMatch": replaces}
+    try:
+        s3.put_object(
+            Bucket=bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Metadata=meta,
+            Tagging=RESULT_TAGGING, **condition,
+        )
+    except botocore.exceptions.ClientError as exc:
+        if condition and exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+            return False
+        raise
+    return True
 
 
 def result_done(bucket: str, stem: str, event_id: str, s3: Any = None) -> bool:

@@ -10,8 +10,10 @@ outside, handlers time out at random moments and S3 events (and Invokes) are del
   time, 0-0.3 s later, as S3 and Lambda may (at least once).
 
 Checked per video: a result exists (`<stem>.json` and `<stem>.txt`, the same name), it names the right
-person, and `<stem>.json` was written once (the output bucket is versioned for the run). Prints the
-counts and exits 1 on any lost, duplicated or wrong result.
+person, and `<stem>.json` was written once (the output bucket is versioned for the run). A video whose
+three attempts (Lambda's asynchronous retries) were all killed or timed out ends in an `error` result
+that says so, as on AWS: counted apart ("retries_exhausted"), not as lost. Prints the counts and exits 1
+on any lost, duplicated or wrong result, or an error of any other kind.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def main() -> int:
         stop.set()
         thread.join()
         wall = time.monotonic() - started
-        lost, duplicated, wrong, errors = [], [], [], []
+        lost, duplicated, wrong, errors, exhausted = [], [], [], [], []
         by_video = {r.video: r for r in results}
         for job in jobs:
             result = by_video.get(job.key)
@@ -143,16 +145,16 @@ def main() -> int:
             if len(versions) > 1:
                 duplicated.append(f"{job.key} ({len(versions)} versions)")
             if result.status == "error":
-                errors.append(f"{job.key}: {result.error}")
+                (exhausted if "failed on every attempt" in (result.error or "") else errors).append(f"{job.key}: {result.error}")
             elif result.name != expected[job.key] or txt != result.name:
                 wrong.append(f"{job.key}: {result.name} (txt {txt}), expected {expected[job.key]}")
     injected = sorted(p.name.split("-")[0] for p in fault_dir.iterdir())
     print(json.dumps({
         "videos": len(jobs), "wall_s": round(wall, 1), "results": len(results), "lost": len(lost), "duplicated": len(duplicated),
-        "wrong": len(wrong), "errors": len(errors), "workers_killed": {n: kills.count(n) for n in set(kills)},
+        "wrong": len(wrong), "errors": len(errors), "retries_exhausted": len(exhausted), "workers_killed": {n: kills.count(n) for n in set(kills)},
         "timeouts_injected": {n: injected.count(n) for n in set(injected)}, "deliveries_doubled": redelivered["events"],
     }))
-    for label, items in (("lost", lost), ("duplicated", duplicated), ("wrong", wrong), ("error", errors)):
+    for label, items in (("lost", lost), ("duplicated", duplicated), ("wrong", wrong), ("error", errors), ("retries exhausted", exhausted)):
         for item in items[:10]:
             print(f"  {label}: {item}")
     print(f"function logs: {log}")

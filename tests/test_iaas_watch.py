@@ -1,5 +1,6 @@
 """`facerec watch --iaas`: snapshots of the IaaS system from the AWS APIs (a real moto server over HTTP,
-resources made by the real bootstrap plan, app instances launched by the EC2 pool) and from a real web
+resources made by the real bootstrap plan, app instances started by the Auto Scaling group the EC2
+pool sizes) and from a real web
 tier's /healthz (served by waitress on 127.0.0.1, with a scaler whose pool the test controls)."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from facerec_cli.iaas import watch as iaas_watch
 from facerec_cli.iaas.bootstrap import IaasClients, IaasOptions, plan_bootstrap
 from facerec_cli.iaas.messages import Request, Response, new_id, queue_depth, queue_url
 from facerec_cli.iaas.names import IaasNames
-from facerec_cli.iaas.pools import Ec2Pool, InstanceInfo, find_app_instances
+from facerec_cli.iaas.pools import AsgPool, InstanceInfo, find_app_instances
 from facerec_cli.iaas.scaler import AutoScaler, ScalingPolicy
 from facerec_cli.iaas.watch import AppInstance, AwsSource, QueueCounts, WebSource, healthz_url
 from facerec_cli.iaas.web import WebConfig, WebServer, WebTier, pool_report
@@ -44,11 +45,11 @@ def cloud(monkeypatch: pytest.MonkeyPatch):
 
 
 def deploy(cloud: LocalCloud, *, compute: bool = True) -> tuple[IaasClients, IaasNames]:
-    """`facerec iaas bootstrap`'s plan, applied (with compute: roles, launch template, web-instance)."""
+    """`facerec iaas bootstrap`'s plan, applied (with compute: roles, launch template, Auto Scaling group, web-instance)."""
     settings = Settings(prefix=PREFIX, region=cloud.region, endpoint_url=cloud.endpoint_url)
     clients = IaasClients.from_session(cloud.session(), cloud.endpoint_url)
     ami = clients.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"] if compute else None
-    apply_plan(plan_bootstrap(settings, IaasOptions(ami=ami, with_compute=compute), clients), NullReporter())
+    apply_plan(plan_bootstrap(settings, IaasOptions(ami=ami, with_compute=compute, allow_cidr="203.0.113.7/32"), clients), NullReporter())
     return clients, IaasNames(PREFIX)
 
 
@@ -101,7 +102,7 @@ def test_aws_snapshot_counts_queues_instances_and_buckets(cloud: LocalCloud) -> 
     for i in range(3):
         s3.put_object(Bucket=n.in_bucket, Key=f"img_{i}.jpg", Body=b"x")
     s3.put_object(Bucket=n.out_bucket, Key="img_0", Body=b"madonna")
-    pool = Ec2Pool(ec2, n)  # the scaler's own launch code: app-tier-instance-<n> from the launch template
+    pool = AsgPool(clients.autoscaling, ec2, n)  # the scaler's own code: the group starts them, the pool names them
     pool.scale_to(3)
     pool.scale_to(2)  # terminates app-tier-instance-3: no longer shown
     second = next(i for i in find_app_instances(ec2, PREFIX, ("running",)) if i["Name"] == "app-tier-instance-2")
@@ -135,15 +136,15 @@ def test_aws_snapshot_counts_queues_instances_and_buckets(cloud: LocalCloud) -> 
         ],
     }
 
-    # Idle: nothing waiting or in flight and no instance left running (a stopped one costs nothing);
-    # responses and dead letters do not keep the system busy.
+    # Idle: nothing waiting or in flight and no instance left starting or running (a stopped one costs
+    # nothing); responses and dead letters do not keep the system busy.
     for handle in handles:
         sqs.delete_message(QueueUrl=req, ReceiptHandle=handle)
     sqs.purge_queue(QueueUrl=req)
-    pool.scale_to(0)
+    pool.scale_to(1)  # app-tier-instance-1 (running) is taken out; the stopped one stays
     idle = source.snapshot()
     assert idle.request == QueueCounts(0, 0) and idle.app_instances == 0 and idle.idle
-    assert idle.response == QueueCounts(1, 0) and [i.state for i in idle.instances or []] == ["stopped"]
+    assert idle.response == QueueCounts(1, 0) and [(i.name, i.state) for i in idle.instances or []] == [("app-tier-instance-2", "stopped")]
 
 
 def test_cli_json_until_idle_on_an_idle_system(cloud: LocalCloud) -> None:
@@ -168,7 +169,7 @@ def test_watch_loop_on_a_busy_system_until_it_drains(cloud: LocalCloud, capsys: 
     req = queue_url(sqs, n.request_queue)
     send_requests(sqs, req, 4)
     take(sqs, req, 1)
-    pool = Ec2Pool(clients.ec2, n)
+    pool = AsgPool(clients.autoscaling, clients.ec2, n)
     pool.scale_to(2)
 
     # The loop itself, bounded: one JSON line per refresh, the same numbers each time.

@@ -11,9 +11,11 @@
 
 Modules: :mod:`.names` (resource names), :mod:`.messages` (the queue messages), :mod:`.web` (Flask app,
 response router, waitress server), :mod:`.worker` (the app-tier loop), :mod:`.scaler` (the scaling
-policy and the instance-pool interface), :mod:`.pools` (instances as EC2 instances or as local worker
-processes), :mod:`.bootstrap` (plan/apply of the AWS resources, on the PaaS planner's machinery),
-:mod:`.local` (the whole system on this machine, on the embedded moto server) and :mod:`.cli`.
+policy and the instance-pool interface), :mod:`.pools` (instances as the Auto Scaling group's EC2
+instances or as local worker processes), :mod:`.bootstrap` (plan/apply of the AWS resources, on the
+PaaS planner's machinery), :mod:`.local` (the whole system on this machine, on the embedded moto
+server, the tiers with their roles' credentials), :mod:`.moto_iam` (IAM enforcement on that server)
+and :mod:`.cli`.
 
 Like the rest of ``facerec_cli`` this may import ``lambdas`` (the recognition core); nothing under
 ``lambdas`` imports it.

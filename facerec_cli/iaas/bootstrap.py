@@ -10,17 +10,25 @@ What bootstrap makes, in order:
    (public access block), SSE-S3, BucketOwnerEnforced (the PaaS bucket step, reused);
 2. SQS ``<prefix>-req-dlq`` (14 days), ``<prefix>-req-queue`` (redrive to the DLQ after
    ``max_receive_count`` receives, visibility ``visibility_timeout_s``, 20 s long polls) and
-   ``<prefix>-resp-queue``; SSE-SQS on all three;
+   ``<prefix>-resp-queue``, both keeping a message only as long as the HTTP request that waits for it
+   (``request_timeout_s``, at least SQS's minimum of 60 s); SSE-SQS on all three;
 3. the gallery object ``s3://<prefix>-gallery-bucket/gallery.pt`` (with ``--gallery``);
 4. the app tier's IAM role with a least-privilege inline policy (receive/delete on the request queue,
-   send on the response queue, get uploads, put results, get the gallery) and its instance profile;
-5. security groups: the web tier's (``port`` from ``allow_cidr``), the app tier's (no inbound);
+   send on the response queue, get (and list, so that a missing upload is a 404) uploads, put
+   results, get the gallery) and its instance profile;
+5. security groups: the web tier's (``port`` from ``allow_cidr``, which must be given), the app
+   tier's (no inbound);
 6. the launch template ``<prefix>-app-tier``: AMI, instance type, app profile, app security group,
-   IMDSv2 only, and user data that runs ``facerec worker`` as a systemd service;
-7. the web tier's role and instance profile (send requests, receive/delete responses, put uploads,
-   queue depth, pass the app role, launch ``app-tier-instance-*`` only from that launch template, by
-   its id, with its AMI, and terminate only those), after the template whose id its policy names;
-8. the ``web-instance``, whose user data runs ``facerec web`` (the web tier and the auto-scaler).
+   IMDSv2 only, and user data that runs ``facerec worker`` as a hardened systemd service (its own
+   system user, ``NoNewPrivileges``, ``ProtectSystem=strict``, ``PrivateTmp``...);
+7. the Auto Scaling group ``<prefix>-app-tier`` on that template (0 to ``max_instances``, the default
+   VPC's subnets): the app tier's instances;
+8. the web tier's role and instance profile: send requests, receive/delete responses, put uploads,
+   its lease object, queue depth, and of EC2 only the group's desired capacity (set it, take out one
+   of its instances) and the ``Name`` tag of its instances. It cannot launch an instance, so a
+   compromised web tier cannot run code of its choosing under the app role;
+9. the ``web-instance``, whose user data runs ``facerec web`` (the web tier and the auto-scaler), with
+   the SHA-256 of ``--token`` when one is given (the token itself is not stored on AWS).
 
 The AMIs must have facerec installed (``pip install facerec``) with its model weights already built
 (run ``facerec enroll`` or ``facerec identify`` once while making the image).
@@ -29,8 +37,10 @@ The AMIs must have facerec installed (``pip install facerec``) with its model we
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,16 +57,18 @@ from ..deploy.destroy import empty_bucket
 from ..deploy.errors import DeployError, explain
 from ..deploy.plan import Calls, DeployPlanner, Plan, Step, _paginate, canonical_policy, get_or_none, owned_buckets, retrying
 from ..errors import UserError
-from .names import APP_INSTANCE_PREFIX, GALLERY_KEY, MAX_APP_INSTANCES, TAG_KEY, WEB_INSTANCE, IaasNames
+from .names import APP_INSTANCE_PREFIX, APP_INSTANCE_UNNAMED, GALLERY_KEY, MAX_APP_INSTANCES, TAG_KEY, WEB_INSTANCE, WEB_LOCK_KEY, IaasNames
 from .pools import _find_instances, find_app_instances
 
 SSE = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
 PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
 OWNERSHIP = "BucketOwnerEnforced"
 DLQ_RETENTION_S = 14 * 24 * 3600
-QUEUE_RETENTION_S = 3600  # an unanswered request is useless to its HTTP client long before this
+MIN_RETENTION_S = 60  # SQS's minimum MessageRetentionPeriod
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
-PENDING_TEMPLATE_ID = "lt-pending"  # in a planned web policy until the launch template exists
+SERVICE_USER = "facerec"  # the system user the services run as
+STATE_DIR = "/var/lib/facerec"  # the services' only writable directory (and HOME); weights cache below it
+CIDR_EXAMPLE = "--allow-cidr 203.0.113.7/32"
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,9 @@ class IaasOptions:
     web_instance_type: str = "t3.small"
     key_name: str | None = None
     port: int = 8000
-    allow_cidr: str = "0.0.0.0/0"
+    # Who may reach the web tier; no default (bootstrap refuses without it): 0.0.0.0/0 must be asked for.
+    allow_cidr: str | None = None
+    token_sha256: str | None = None  # the web tier asks for the token with this SHA-256 (see web.token_sha256)
     max_instances: int = MAX_APP_INSTANCES
     per_instance: int = 1
     scale_in_after_s: int = 30
@@ -86,16 +100,19 @@ class IaasClients:
     iam: Any
     ec2: Any
     sts: Any
+    autoscaling: Any = None
     _account_id: str | None = None
+
+    SERVICES = ("s3", "sqs", "iam", "ec2", "sts", "autoscaling")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "IaasClients":
         sess = aws.session(settings)
-        return cls(*(aws.client(settings, s, sess=sess) for s in ("s3", "sqs", "iam", "ec2", "sts")))
+        return cls(*(aws.client(settings, s, sess=sess) for s in cls.SERVICES))
 
     @classmethod
     def from_session(cls, sess: boto3.Session, endpoint_url: str | None) -> "IaasClients":
-        return cls(*(sess.client(s, endpoint_url=endpoint_url) for s in ("s3", "sqs", "iam", "ec2", "sts")))
+        return cls(*(sess.client(s, endpoint_url=endpoint_url) for s in cls.SERVICES))
 
     @property
     def account_id(self) -> str:
@@ -126,9 +143,15 @@ class Arns:
     def ec2(self, kind: str, account: str | None = None) -> str:
         return f"arn:{self.partition}:ec2:{self.region}:{self.account if account is None else account}:{kind}/*"
 
-    def launch_template(self, template_id: str) -> str:
-        # The ARN names the template by id (lt-...), not by name.
-        return f"arn:{self.partition}:ec2:{self.region}:{self.account}:launch-template/{template_id}"
+    def autoscaling_group(self, name: str) -> str:
+        # The ARN holds the group's id (a UUID) before its name: any id, this name.
+        return f"arn:{self.partition}:autoscaling:{self.region}:{self.account}:autoScalingGroup:*:autoScalingGroupName/{name}"
+
+
+def retention_s(options: IaasOptions) -> int:
+    """How long the request and response queues keep a message: as long as the HTTP request that
+    waits for it (a request is useless once its client had its 504), at least SQS's minimum."""
+    return max(MIN_RETENTION_S, int(-(-options.request_timeout_s // 1)))
 
 
 def queue_attributes(names: IaasNames, options: IaasOptions, arns: Arns) -> dict[str, dict[str, str]]:
@@ -139,10 +162,10 @@ def queue_attributes(names: IaasNames, options: IaasOptions, arns: Arns) -> dict
         names.request_queue: {
             **common,
             "VisibilityTimeout": str(options.visibility_timeout_s),
-            "MessageRetentionPeriod": str(QUEUE_RETENTION_S),
+            "MessageRetentionPeriod": str(retention_s(options)),
             "RedrivePolicy": json.dumps(redrive),
         },
-        names.response_queue: {**common, "VisibilityTimeout": "30", "MessageRetentionPeriod": str(QUEUE_RETENTION_S)},
+        names.response_queue: {**common, "VisibilityTimeout": "30", "MessageRetentionPeriod": str(retention_s(options))},
     }
 
 
@@ -171,89 +194,60 @@ def app_policy(arns: Arns) -> dict[str, Any]:
     }
 
 
-def web_policy(arns: Arns, prefix: str, launch_template_id: str) -> dict[str, Any]:
-    """Least privilege for the web tier and its auto-scaler. RunInstances only through this
-    deployment's launch template, with the template's own AMI, security group and key pair (not
-    overridden in the call), for instances named ``app-tier-instance-*`` and tagged with the prefix;
-    TerminateInstances only on those (never the ``web-instance``)."""
+def web_policy(arns: Arns, prefix: str) -> dict[str, Any]:
+    """Least privilege for the web tier and its auto-scaler. Of EC2 it may only set the desired
+    capacity of this deployment's Auto Scaling group, take one of the group's instances out (scale-in
+    of a chosen instance) and set the ``Name`` tag of the group's instances: no RunInstances, no
+    PassRole, so neither the AMI, the instance type nor the user data of the app tier can be changed
+    from the web tier. Its lease object (one web tier per prefix) is its only access to the gallery
+    bucket."""
     n = arns.n
-    template = arns.launch_template(launch_template_id)
-    from_template = {"ec2:LaunchTemplate": template}
     return {
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "SendRequests", "Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:SendMessage", "sqs:GetQueueAttributes"], "Resource": arns.queue(n.request_queue)},
             {"Sid": "TakeResponses", "Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"], "Resource": arns.queue(n.response_queue)},
             {"Sid": "StoreUploads", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{arns.bucket(n.in_bucket)}/*"},
-            {"Sid": "SeeInstances", "Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"},
-            {"Sid": "LaunchFromAppTemplateOnly", "Effect": "Allow", "Action": "ec2:RunInstances", "Resource": template},
+            {"Sid": "HoldTheLease", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": f"{arns.bucket(n.gallery_bucket)}/{WEB_LOCK_KEY}"},
+            # Describe calls have no resource-level permissions in IAM.
+            {"Sid": "SeeInstances", "Effect": "Allow", "Action": ["ec2:DescribeInstances", "autoscaling:DescribeAutoScalingGroups"], "Resource": "*"},
             {
-                "Sid": "LaunchNamedAppInstances",
+                "Sid": "SizeTheAppTier",
                 "Effect": "Allow",
-                "Action": "ec2:RunInstances",
-                "Resource": arns.ec2("instance"),
-                "Condition": {
-                    "StringEquals": {f"aws:RequestTag/{TAG_KEY}": prefix, **from_template},
-                    "StringLike": {"aws:RequestTag/Name": f"{APP_INSTANCE_PREFIX}*"},
-                },
+                "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+                "Resource": arns.autoscaling_group(n.autoscaling_group),
             },
             {
-                "Sid": "LaunchTaggedVolumes",
-                "Effect": "Allow",
-                "Action": "ec2:RunInstances",
-                "Resource": arns.ec2("volume"),
-                "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_KEY}": prefix, **from_template}},
-            },
-            {
-                # IsLaunchTemplateResource: the call cannot swap in another AMI, security group or key.
-                "Sid": "TemplateResourcesOnly",
-                "Effect": "Allow",
-                "Action": "ec2:RunInstances",
-                "Resource": [arns.ec2("image", account=""), arns.ec2("security-group"), arns.ec2("key-pair")],
-                "Condition": {"StringEquals": {**from_template, "ec2:IsLaunchTemplateResource": "true"}},
-            },
-            {
-                # Not in the template (EC2 picks the default subnet and makes the interface).
-                "Sid": "NetworkForTemplateLaunches",
-                "Effect": "Allow",
-                "Action": "ec2:RunInstances",
-                "Resource": [arns.ec2("subnet"), arns.ec2("network-interface")],
-                "Condition": {"StringEquals": from_template},
-            },
-            {
-                "Sid": "TagAtLaunch",
+                "Sid": "NameAppInstances",
                 "Effect": "Allow",
                 "Action": "ec2:CreateTags",
-                "Resource": [arns.ec2("instance"), arns.ec2("volume")],
-                "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
-            },
-            {
-                "Sid": "TerminateOwnAppInstances",
-                "Effect": "Allow",
-                "Action": "ec2:TerminateInstances",
                 "Resource": arns.ec2("instance"),
                 "Condition": {
-                    "StringEquals": {f"aws:ResourceTag/{TAG_KEY}": prefix},
-                    "StringLike": {"aws:ResourceTag/Name": f"{APP_INSTANCE_PREFIX}*"},
+                    "StringEquals": {"aws:ResourceTag/aws:autoscaling:groupName": n.autoscaling_group, f"aws:ResourceTag/{TAG_KEY}": prefix},
+                    "ForAllValues:StringEquals": {"aws:TagKeys": ["Name"]},
+                    "StringLike": {"aws:RequestTag/Name": f"{APP_INSTANCE_PREFIX}*"},
                 },
-            },
-            {
-                "Sid": "PassAppRole",
-                "Effect": "Allow",
-                "Action": "iam:PassRole",
-                "Resource": arns.role(n.app_role),
-                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             },
         ],
     }
 
 
-def _service_user_data(unit: str, description: str, command: list[str]) -> str:
+def _service_user_data(unit: str, description: str, command: list[str], *, privileged_port: bool = False) -> str:
+    """A boot script that installs and starts ``command`` as the systemd service ``unit``, run as the
+    system user ``facerec`` (made here) in a sandbox: no privilege gain (``NoNewPrivileges``), the
+    whole file system read-only (``ProtectSystem=strict``) but its state directory, a private /tmp,
+    no home directories, no devices, no capabilities (but binding a port under 1024 when asked)."""
     exec_start = " ".join(shlex.quote(a) for a in command)
+    capabilities = "CAP_NET_BIND_SERVICE" if privileged_port else ""
     return f"""#!/bin/bash
-# Written by `facerec iaas bootstrap`: runs `{command[1]}` as the systemd service {unit}.
-# The AMI must have facerec installed (pip install facerec) with its model weights built.
+# Written by `facerec iaas bootstrap`: runs `{command[1]}` as the systemd service {unit}, as the
+# system user {SERVICE_USER}, sandboxed. The AMI must have facerec installed (pip install facerec) and
+# its models built where the service reads them:
+#   sudo FACEREC_WEIGHTS_DIR={STATE_DIR}/weights facerec models build
 set -euo pipefail
+id -u {SERVICE_USER} >/dev/null 2>&1 || useradd --system --home-dir {STATE_DIR} --no-create-home --shell /usr/sbin/nologin {SERVICE_USER}
+install -d -m 0750 {STATE_DIR}
+chown -R {SERVICE_USER}:{SERVICE_USER} {STATE_DIR}
 cat > /etc/systemd/system/{unit}.service <<'UNIT'
 [Unit]
 Description={description}
@@ -261,7 +255,32 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
+User={SERVICE_USER}
+Group={SERVICE_USER}
+Environment=HOME={STATE_DIR} FACEREC_WEIGHTS_DIR={STATE_DIR}/weights
+WorkingDirectory={STATE_DIR}
+StateDirectory=facerec
 ExecStart=/usr/bin/env {exec_start}
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+ProtectKernelLogs=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+SystemCallArchitectures=native
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+UMask=0077
+CapabilityBoundingSet={capabilities}
+AmbientCapabilities={capabilities}
 Restart=always
 RestartSec=5
 KillSignal=SIGTERM
@@ -288,7 +307,9 @@ def web_user_data(settings: Settings, options: IaasOptions) -> str:
         "--max-instances", str(options.max_instances), "--per-instance", str(options.per_instance),
         "--scale-in-after", str(options.scale_in_after_s),
     ]
-    return _service_user_data("facerec-web", "facerec web tier and auto-scaler", command)
+    if options.token_sha256:
+        command += ["--token-sha256", options.token_sha256]  # the token itself is never stored on AWS
+    return _service_user_data("facerec-web", "facerec web tier and auto-scaler", command, privileged_port=options.port < 1024)
 
 
 # ------------------------------------------------------------------------------------------ planner
@@ -360,7 +381,6 @@ class IaasPlanner:
         self.warnings: list[str] = []
         self.blockers: list[str] = []
         self._vpc: str | None = None
-        self._existing_template_id: str | None = None
 
     @property
     def tag_list(self) -> list[dict[str, str]]:
@@ -386,20 +406,37 @@ class IaasPlanner:
             steps.append(self.role(self.n.app_role, app_policy(self.arns), "app tier"))
             steps.append(self.profile(self.n.app_profile, self.n.app_role))
             steps.append(self.security_group(self.n.app_security_group, "facerec app tier: no inbound traffic", set()))
-            web_rule = ("tcp", self.o.port, self.o.port, self.o.allow_cidr)
+            web_rule = ("tcp", self.o.port, self.o.port, self.allowed_cidr())
             steps.append(self.security_group(self.n.web_security_group, f"facerec web tier: HTTP on port {self.o.port}", {web_rule}))
             steps.append(self.launch_template())
-            # The web policy names the template by id: after the template step, and read again when
-            # applied (a template made by this plan has no id yet; a new id is drift to update).
-            planned_id = self._existing_template_id or PENDING_TEMPLATE_ID
-            steps.append(self.role(
-                self.n.web_role, web_policy(self.arns, self.s.prefix, planned_id), "web tier",
-                make_policy=lambda: web_policy(self.arns, self.s.prefix, self._template_id()),
-            ))
+            steps.append(self.autoscaling_group())
+            steps.append(self.role(self.n.web_role, web_policy(self.arns, self.s.prefix), "web tier"))
             steps.append(self.profile(self.n.web_profile, self.n.web_role))
             if self.o.with_web:
                 steps.append(self.web_instance())
         return Plan("deploy", steps, self.warnings, self.blockers)
+
+    def allowed_cidr(self) -> str:
+        """``allow_cidr``, checked: required (refused without it, with an example), a valid CIDR; a
+        warning when it lets the whole internet in without a token."""
+        cidr = self.o.allow_cidr
+        if not cidr:
+            self.blockers.append(
+                f"--allow-cidr is required: who may reach the web tier on port {self.o.port}. Example: {CIDR_EXAMPLE} "
+                "(one address: yours, as https://checkip.amazonaws.com shows it), 10.0.0.0/16 (a network), or "
+                "0.0.0.0/0 for anyone (then pass --token too)"
+            )
+            return "<--allow-cidr>"
+        try:
+            network = ipaddress.ip_network(cidr, strict=True)
+        except ValueError as exc:
+            self.blockers.append(f"--allow-cidr {cidr} is not a CIDR block ({exc}); example: {CIDR_EXAMPLE}")
+            return cidr
+        if network.version != 4:
+            self.blockers.append(f"--allow-cidr {cidr}: only IPv4 blocks are supported (the web-instance has an IPv4 address); example: {CIDR_EXAMPLE}")
+        elif network.prefixlen == 0 and not self.o.token_sha256:
+            self.warnings.append(f"--allow-cidr {cidr} lets anyone on the internet send images (and so start app instances): pass --token as well")
+        return str(network)
 
     def default_vpc(self) -> str | None:
         vpcs = self.c.ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}]).get("Vpcs") or []
@@ -431,14 +468,12 @@ class IaasPlanner:
 
     # ---- IAM
 
-    def role(self, name: str, policy: dict[str, Any], tier: str, *, make_policy: Callable[[], dict[str, Any]] | None = None) -> Step:
-        """``policy`` is compared with the role's; ``make_policy`` (default: ``policy``) makes the one
-        put when the step runs, for a policy that names something earlier steps create."""
+    def role(self, name: str, policy: dict[str, Any], tier: str) -> Step:
+        """A role assumed by EC2 with ``policy`` as its only (inline) policy."""
         iam = self.c.iam
         resource = f"iam role {name}"
         detail = f"assumed by ec2.amazonaws.com; inline policy {ROLE_POLICY_NAME} ({len(policy['Statement'])} statements)"
-        make = make_policy or (lambda: policy)
-        put_policy = ("put inline policy", lambda: iam.put_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME, PolicyDocument=json.dumps(make())))
+        put_policy = ("put inline policy", lambda: iam.put_role_policy(RoleName=name, PolicyName=ROLE_POLICY_NAME, PolicyDocument=json.dumps(policy)))
         current = get_or_none(iam.get_role, RoleName=name)
         if current is None:
             create = (
@@ -490,12 +525,6 @@ class IaasPlanner:
         return Step("update", resource, f"roles {roles} -> [{role}]", Calls(*parts))
 
     # ---- EC2
-
-    def _template_id(self) -> str:
-        template = find_launch_template(self.c.ec2, self.n.launch_template)
-        if template is None:
-            raise DeployError(f"launch template {self.n.launch_template} does not exist")
-        return template["LaunchTemplateId"]
 
     def _group_id(self, name: str) -> str:
         group = find_security_group(self.c.ec2, name, self._vpc)
@@ -551,7 +580,6 @@ class IaasPlanner:
         name = self.n.launch_template
         resource = f"ec2 launch-template {name}"
         current = find_launch_template(ec2, name)
-        self._existing_template_id = current["LaunchTemplateId"] if current else None
         data: dict[str, Any] = {}
         if current is not None:
             versions = ec2.describe_launch_template_versions(LaunchTemplateName=name, Versions=["$Default"]).get("LaunchTemplateVersions") or [{}]
@@ -601,6 +629,60 @@ class IaasPlanner:
             ec2.modify_launch_template(LaunchTemplateName=name, DefaultVersion=str(version))
 
         return Step("update", resource, "new default version: " + ", ".join(drift), Calls(("create version and make it the default", new_version)))
+
+    def _default_subnets(self) -> list[str]:
+        if not self._vpc:
+            return []
+        filters = [{"Name": "vpc-id", "Values": [self._vpc]}, {"Name": "default-for-az", "Values": ["true"]}]
+        return sorted(s["SubnetId"] for s in self.c.ec2.describe_subnets(Filters=filters).get("Subnets") or [])
+
+    def autoscaling_group(self) -> Step:
+        """The app tier's instances: launched from the template by the group, sized by the web tier."""
+        asg = self.c.autoscaling
+        name, template = self.n.autoscaling_group, self.n.launch_template
+        resource = f"autoscaling group {name}"
+        subnets = self._default_subnets()
+        if self._vpc and not subnets:
+            self.blockers.append(f"the default VPC {self._vpc} has no default subnets for the app tier's Auto Scaling group")
+        tags = {"Name": APP_INSTANCE_UNNAMED, TAG_KEY: self.s.prefix}
+        wanted_template = {"LaunchTemplateName": template, "Version": "$Default"}
+        detail = f"launch template {template} ($Default), 0-{self.o.max_instances} instances in {len(subnets)} default subnet(s); the web tier sets its size"
+        groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name]).get("AutoScalingGroups") or []
+        tag_list = [{"ResourceId": name, "ResourceType": "auto-scaling-group", "Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()]
+        if not groups:
+            def create() -> None:
+                asg.create_auto_scaling_group(
+                    AutoScalingGroupName=name, LaunchTemplate=wanted_template, MinSize=0, MaxSize=self.o.max_instances,
+                    DesiredCapacity=0, VPCZoneIdentifier=",".join(subnets), HealthCheckType="EC2",
+                    Tags=[{k: v for k, v in t.items() if k not in ("ResourceId", "ResourceType")} for t in tag_list],
+                )
+
+            return Step("create", resource, detail, Calls(("create auto scaling group", create)))
+        group = groups[0]
+        drift: list[str] = []
+        lt = group.get("LaunchTemplate") or {}
+        if lt.get("LaunchTemplateName") != template or lt.get("Version") != "$Default":
+            drift.append("launch template")
+        if int(group.get("MinSize", 0)) != 0 or int(group.get("MaxSize", -1)) != self.o.max_instances:
+            drift.append(f"size {group.get('MinSize')}-{group.get('MaxSize')} -> 0-{self.o.max_instances}")
+        if sorted(x for x in (group.get("VPCZoneIdentifier") or "").split(",") if x) != subnets:
+            drift.append("subnets")
+        have = {t["Key"]: (t.get("Value"), bool(t.get("PropagateAtLaunch"))) for t in group.get("Tags") or []}
+        missing_tags = [t for t in tag_list if have.get(t["Key"]) != (t["Value"], True)]
+        if missing_tags:
+            drift.append("tags")
+        if not drift:
+            return Step("noop", resource, detail)
+        parts: list[tuple[str, Callable[[], Any]]] = []
+        if any(d != "tags" for d in drift):
+            # The desired capacity is the web tier's: never touched here.
+            parts.append(("update auto scaling group", lambda: asg.update_auto_scaling_group(
+                AutoScalingGroupName=name, LaunchTemplate=wanted_template, MinSize=0, MaxSize=self.o.max_instances,
+                VPCZoneIdentifier=",".join(subnets),
+            )))
+        if missing_tags:
+            parts.append(("tag", lambda: asg.create_or_update_tags(Tags=missing_tags)))
+        return Step("update", resource, ", ".join(drift), Calls(*parts))
 
     def web_instance(self) -> Step:
         ec2 = self.c.ec2
@@ -680,6 +762,20 @@ class IaasDestroyPlanner:
     def plan(self) -> Plan:
         ec2, iam, sqs = self.c.ec2, self.c.iam, self.c.sqs
         steps: list[Step] = []
+        asg = self.c.autoscaling
+        group_name = self.n.autoscaling_group
+        if asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name]).get("AutoScalingGroups"):
+            def gone() -> None:
+                for _ in range(120):  # AWS deletes a group (and terminates its instances) in the background
+                    if not asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name]).get("AutoScalingGroups"):
+                        return
+                    time.sleep(5)
+                raise DeployError(f"the Auto Scaling group {group_name} was still being deleted after 10 minutes")
+
+            steps.append(Step("delete", f"autoscaling group {group_name}", "with its instances (ForceDelete)", Calls(
+                ("delete auto scaling group", lambda: asg.delete_auto_scaling_group(AutoScalingGroupName=group_name, ForceDelete=True)),
+                ("wait until deleted", gone),
+            )))
         app = find_app_instances(ec2, self.s.prefix, LIVE_STATES)
         if app:
             steps.append(self._terminate(app, "app tier"))

@@ -36,6 +36,10 @@ MaxInstancesOpt = Annotated[int | None, typer.Option("--max-instances", min=0, m
 PerInstanceOpt = Annotated[int | None, typer.Option("--per-instance", min=1, help="Queued or in-progress requests per app instance.")]
 ScaleInOpt = Annotated[float | None, typer.Option("--scale-in-after", min=0.0, help="Seconds demand must stay lower before instances are stopped (to 0 when idle).")]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", min=0.1, help="Seconds an HTTP request waits for its answer before a 504.")]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", help="Shared token the web tier asks every request for (header 'Authorization: Bearer <token>' or 'X-Facerec-Token'); 401 without it. Default: FACEREC_TOKEN; none: no token asked for."),
+]
 
 DEFAULTS: dict[str, Any] = {
     "ami": None,
@@ -44,7 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "web_instance_type": "t3.small",
     "key_name": None,
     "port": 8000,
-    "allow_cidr": "0.0.0.0/0",
+    "allow_cidr": None,  # required by bootstrap: no default that opens the web tier to the internet
+    "token": None,
+    "token_sha256": None,
     "max_instances": 20,
     "per_instance": 1,
     "scale_in_after": 30.0,
@@ -117,36 +123,38 @@ def _stdin_is_tty() -> bool:
 
 
 def run_web(settings: Any, *, host: str, port: int, threads: int, timeout: float, max_upload_mb: float,
-            max_instances: int, per_instance: int, scale_in_after: float, scale_interval: float, scaler: bool) -> None:
+            max_instances: int, per_instance: int, scale_in_after: float, scale_interval: float, scaler: bool,
+            token_sha256: str | None = None, channel_timeout: int = 30, read_timeout: float = 60.0) -> None:
     from .. import aws
-    from .messages import queue_depth, queue_url
     from .names import IaasNames
-    from .pools import Ec2Pool
+    from .pools import AsgPool
     from .scaler import AutoScaler, ScalingPolicy
-    from .web import WebConfig, WebServer, WebTier
+    from .web import WebConfig, WebServer, WebTier, limit_malloc_arenas
 
+    limit_malloc_arenas()  # before the request threads exist: bounded memory per waiting request
     names = IaasNames(settings.prefix)
     sess = aws.session(settings)
     sqs = _pooled_client(settings, sess, "sqs", threads + 4)  # one connection per request thread
+    config = WebConfig(timeout_s=timeout, max_upload_bytes=int(max_upload_mb * 2**20), token_sha256=token_sha256)
+    tier = WebTier(s3=_pooled_client(settings, sess, "s3", threads + 4), sqs=sqs, names=names, config=config)
     auto = None
     if scaler:
-        scaler_sqs = aws.client(settings, "sqs", sess=sess)
-        request_url = queue_url(scaler_sqs, names.request_queue)
-        pool = Ec2Pool(aws.client(settings, "ec2", sess=sess), names)
-        auto = AutoScaler(pool, lambda: queue_depth(scaler_sqs, request_url), ScalingPolicy(max_instances, per_instance, scale_in_after, scale_interval))
-    config = WebConfig(timeout_s=timeout, max_upload_bytes=int(max_upload_mb * 2**20))
-    tier = WebTier(s3=_pooled_client(settings, sess, "s3", threads + 4), sqs=sqs, names=names, config=config, scaler=auto)
-    server = WebServer(tier.app, host=host, port=port, threads=threads, max_body=config.max_upload_bytes + 2**20)
+        pool = AsgPool(aws.client(settings, "autoscaling", sess=sess), aws.client(settings, "ec2", sess=sess), names)
+        auto = AutoScaler(pool, tier.depth_source(aws.client(settings, "sqs", sess=sess)), ScalingPolicy(max_instances, per_instance, scale_in_after, scale_interval))
+        tier.scaler = auto
+    server = WebServer(tier.app, host=host, port=port, threads=threads, max_body=config.max_upload_bytes + 2**20,
+                       channel_timeout_s=channel_timeout, read_timeout_s=read_timeout, counts=tier.counts)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    tier.start()
+    tier.start()  # the lease: refused while another web tier serves this prefix
     if auto is not None:
         auto.start()
-    err.print(f"web tier on {escape(server.url)}/ (POST inputFile); queues {names.request_queue} / {names.response_queue}"
-              + (f"; auto-scaling up to {max_instances} app instance(s)" if auto else "; no auto-scaler"), highlight=False)
+    err.print(f"web tier on {escape(server.url)}/ (POST inputFile{', with the token' if token_sha256 else ''}); "
+              f"queues {names.request_queue} / {names.response_queue}"
+              + (f"; auto-scaling {names.autoscaling_group} up to {max_instances} app instance(s)" if auto else "; no auto-scaler"), highlight=False)
     try:
         server.serve_forever()  # returns on Ctrl-C / SIGTERM
     except KeyboardInterrupt:
@@ -155,6 +163,7 @@ def run_web(settings: Any, *, host: str, port: int, threads: int, timeout: float
         if auto is not None:
             auto.stop()
         tier.stop()
+        server.stop()
 
 
 def _pooled_client(settings: Any, sess: Any, service: str, connections: int) -> Any:
@@ -186,6 +195,17 @@ def run_worker(settings: Any, *, gallery: str | None, threshold: float | None, d
     return worker.run(stop)
 
 
+def _token_digest(token: str | None, digest: str | None, digest_of: Any) -> str | None:
+    if token and digest:
+        raise UserError("pass --token or --token-sha256, not both")
+    if digest:
+        digest = digest.strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise UserError(f"--token-sha256 {digest[:16]}… is not a SHA-256 in hex (64 characters)")
+        return digest
+    return digest_of(token) if token else None
+
+
 def _check_gallery(gallery: Path | None) -> None:
     if gallery is None:
         return
@@ -212,6 +232,10 @@ def register(app: typer.Typer) -> None:
         scale_in_after: ScaleInOpt = None,
         scale_interval: Annotated[float, typer.Option("--scale-interval", min=0.1, help="Seconds between scaling decisions.")] = 5.0,
         no_scaler: Annotated[bool, typer.Option("--no-scaler", help="Serve only; do not launch or stop app instances.")] = False,
+        token: TokenOpt = None,
+        token_sha256: Annotated[str | None, typer.Option("--token-sha256", help="The token's SHA-256 (hex) instead of the token (what bootstrap puts on the web-instance). Default: FACEREC_TOKEN_SHA256.")] = None,
+        channel_timeout: Annotated[int, typer.Option("--channel-timeout", min=1, help="Seconds a connection may stay idle before it is closed.")] = 30,
+        read_timeout: Annotated[float, typer.Option("--read-timeout", min=1.0, help="Seconds a client has to send its whole request (then 408).")] = 60.0,
         prefix: PrefixOpt = None,
         region: RegionOpt = None,
         endpoint_url: EndpointOpt = None,
@@ -220,14 +244,18 @@ def register(app: typer.Typer) -> None:
         """Serve the web tier (POST / with the multipart field inputFile answers "<stem>:<name>"; GET /healthz) and run the auto-scaler (EC2 app instances from the launch template, by request-queue depth)."""
         from ..cloud_errors import aws_errors
 
+        from .web import token_sha256 as digest_of
+
         _logging()
         settings = _settings(prefix, region, endpoint_url, profile)
+        digest = _token_digest(setting("token", token), setting("token_sha256", token_sha256), digest_of)
         with aws_errors(settings, "web tier"):
             run_web(
                 settings, host=host, port=setting("port", port, int), threads=threads, timeout=setting("timeout", timeout, float),
                 max_upload_mb=max_upload_mb, max_instances=setting("max_instances", max_instances, int),
                 per_instance=setting("per_instance", per_instance, int), scale_in_after=setting("scale_in_after", scale_in_after, float),
-                scale_interval=scale_interval, scaler=not no_scaler,
+                scale_interval=scale_interval, scaler=not no_scaler, token_sha256=digest,
+                channel_timeout=channel_timeout, read_timeout=read_timeout,
             )
 
     @app.command("worker")
@@ -273,15 +301,21 @@ def register(app: typer.Typer) -> None:
         threshold: ThresholdOpt = None,
         log_file: Annotated[Path | None, typer.Option("--log", help="Write the workers' logs here instead of stderr.")] = None,
         duration: Annotated[float | None, typer.Option("--duration", min=0.0, help="Stop after this many seconds (default: Ctrl-C).")] = None,
+        token: TokenOpt = None,
+        channel_timeout: Annotated[int, typer.Option("--channel-timeout", min=1, help="Seconds a connection may stay idle before it is closed.")] = 30,
+        read_timeout: Annotated[float, typer.Option("--read-timeout", min=1.0, help="Seconds a client has to send its whole request (then 408).")] = 60.0,
     ) -> None:
         """The whole IaaS system on this machine: queues and buckets on an embedded moto server, the web tier on 127.0.0.1, and worker processes as the auto-scaled app instances."""
         from .local import LocalIaas, LocalOptions
+        from .web import limit_malloc_arenas
 
         _logging()
+        limit_malloc_arenas()
         options = LocalOptions(
             port=port, max_instances=max_instances, per_instance=per_instance, scale_in_after_s=scale_in_after,
             request_timeout_s=timeout, visibility_timeout_s=visibility_timeout, threshold=threshold,
-            log_path=str(log_file) if log_file else None,
+            log_path=str(log_file) if log_file else None, token=setting("token", token),
+            channel_timeout_s=channel_timeout, read_timeout_s=read_timeout,
         )
         with LocalIaas(gallery, options) as system:
             out.print(system.url, highlight=False)
@@ -303,7 +337,8 @@ def register(app: typer.Typer) -> None:
         web_instance_type: Annotated[str | None, typer.Option("--web-instance-type", help="Web-instance type (default t3.small).")] = None,
         key_name: Annotated[str | None, typer.Option("--key-name", help="EC2 key pair for SSH (default: none).")] = None,
         port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Web tier port (default 8000).")] = None,
-        allow_cidr: Annotated[str | None, typer.Option("--allow-cidr", help="Who may reach the web tier (default 0.0.0.0/0).")] = None,
+        allow_cidr: Annotated[str | None, typer.Option("--allow-cidr", help="Required: who may reach the web tier, e.g. 203.0.113.7/32 (your address) or 0.0.0.0/0 (anyone; then pass --token too). Default: FACEREC_ALLOW_CIDR, facerec.toml.")] = None,
+        token: TokenOpt = None,
         max_instances: MaxInstancesOpt = None,
         per_instance: PerInstanceOpt = None,
         scale_in_after: ScaleInOpt = None,
@@ -317,8 +352,9 @@ def register(app: typer.Typer) -> None:
         endpoint_url: EndpointOpt = None,
         profile: ProfileOpt = None,
     ) -> None:
-        """Create or update the IaaS deployment on AWS, idempotently: buckets, queues (with a dead-letter queue), gallery, IAM roles and instance profiles, security groups, the app tier's launch template and the web-instance. A second run has nothing to change."""
+        """Create or update the IaaS deployment on AWS, idempotently: buckets, queues (with a dead-letter queue), gallery, IAM roles and instance profiles, security groups, the app tier's launch template and Auto Scaling group, and the web-instance. A second run has nothing to change."""
         from .bootstrap import IaasOptions
+        from .web import token_sha256
 
         settings = _settings(prefix, region, endpoint_url, profile)
         _check_gallery(gallery)
@@ -331,6 +367,7 @@ def register(app: typer.Typer) -> None:
             key_name=setting("key_name", key_name),
             port=setting("port", port, int),
             allow_cidr=setting("allow_cidr", allow_cidr),
+            token_sha256=_token_digest(setting("token", token), None, token_sha256),
             max_instances=setting("max_instances", max_instances, int),
             per_instance=setting("per_instance", per_instance, int),
             scale_in_after_s=int(setting("scale_in_after", scale_in_after, float)),

@@ -1,17 +1,23 @@
 """``facerec iaas run-local``: the whole IaaS system on this machine.
 
 The queues and buckets live on the embedded moto server (:class:`~facerec_cli.local.server.LocalCloud`)
-and are made by the same plan as ``facerec iaas bootstrap`` (without the EC2/IAM part); the gallery is
+and are made by the same plan as ``facerec iaas bootstrap`` (without the EC2 part); the gallery is
 uploaded to the gallery bucket and workers read it from there, as on AWS. The web tier serves on
 127.0.0.1, the auto-scaler runs beside it, and its "instances" are worker processes
 (:class:`~facerec_cli.iaas.pools.LocalProcessPool`), each loading the models once::
 
     with LocalIaas(Path("gallery.pt"), LocalOptions(max_instances=2)) as system:
         requests.post(system.url, files={"inputFile": open("test_00.jpg", "rb")}).text  # "test_00:madonna"
+
+With ``enforce_iam`` (the default) the two tiers run as on AWS, with credentials bound to exactly their
+role's policy (:func:`~facerec_cli.iaas.bootstrap.app_policy`, :func:`~facerec_cli.iaas.bootstrap.web_policy`:
+the roles are made and assumed here) while the moto server enforces IAM (:mod:`.moto_iam`); what
+:meth:`LocalIaas.client` returns has an administrator's credentials.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -24,12 +30,11 @@ from ..config import Settings
 from ..deploy import NullReporter, apply_plan
 from ..local.server import LocalCloud
 from ..local.workers import real_aws_keys
-from .bootstrap import IaasClients, IaasOptions, plan_bootstrap
-from .messages import queue_depth, queue_url
+from .bootstrap import Arns, IaasClients, IaasOptions, app_policy, ec2_trust_policy, plan_bootstrap, web_policy
 from .names import IaasNames
 from .pools import LocalProcessPool
 from .scaler import AutoScaler, ScalingPolicy
-from .web import WebConfig, WebServer, WebTier
+from .web import WebConfig, WebServer, WebTier, token_sha256
 from .worker import WorkerConfig
 
 log = logging.getLogger("facerec.iaas.local")
@@ -41,7 +46,7 @@ LOCAL_PREFIX = "facerec-iaas-local"
 class LocalOptions:
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port (see LocalIaas.url)
-    max_instances: int = 2  # each worker process holds torch and the models (~1 GB)
+    max_instances: int = 2  # each worker process holds the models (~300 MB)
     per_instance: int = 1
     scale_in_after_s: float = 10.0
     scale_interval_s: float = 0.5
@@ -49,13 +54,18 @@ class LocalOptions:
     max_receive_count: int = 5
     request_timeout_s: float = 60.0
     poll_wait_s: int = 2  # long polls of workers and router (short: quick shutdown)
-    threads: int = 64
+    server_threads: int = 64  # waitress request threads: the most HTTP requests waiting at once
     max_upload_bytes: int = 10 * 2**20
     threshold: float | None = None
-    # One torch thread per worker process: the workers share the cores, and oversubscribed OpenMP
+    # One inference thread per worker process: the workers share the cores, and oversubscribed
     # threads made recognition up to 6x slower on a busy 2-core machine (3.6 s vs 0.6 s a photo).
-    threads: int = 1
+    worker_threads: int = 1
     log_path: str | None = None  # workers' output (None: this process's stderr)
+    token: str | None = None  # the web tier asks for it (see facerec web --token)
+    channel_timeout_s: int = 30
+    read_timeout_s: float = 60.0
+    lease_s: float = 30.0
+    enforce_iam: bool = True  # the tiers run with their roles' credentials; moto enforces IAM
 
 
 class LocalIaas:
@@ -71,6 +81,8 @@ class LocalIaas:
         self.web: WebTier | None = None
         self.server: WebServer | None = None
         self.clients: IaasClients | None = None
+        self.credentials: dict[str, dict[str, str]] = {}  # "admin", "web", "app" (with enforce_iam)
+        self._iam = contextlib.ExitStack()
 
     def start(self) -> "LocalIaas":
         from ..galleries import load_gallery
@@ -87,26 +99,37 @@ class LocalIaas:
                 with_compute=False,
                 visibility_timeout_s=o.visibility_timeout_s,
                 max_receive_count=o.max_receive_count,
-                request_timeout_s=int(o.request_timeout_s),
+                request_timeout_s=int(-(-o.request_timeout_s // 1)),
             )
             apply_plan(plan_bootstrap(settings, options, self.clients), NullReporter())
+            web_kwargs: dict[str, str] = {}
+            app_env: dict[str, str] = {}
+            if o.enforce_iam:
+                web_kwargs, app_env = self._least_privilege(settings)
 
             config = WorkerConfig(
-                gallery=self.names.gallery_uri, threshold=o.threshold, poll_wait_s=o.poll_wait_s, threads=o.threads
+                gallery=self.names.gallery_uri, threshold=o.threshold, poll_wait_s=o.poll_wait_s, threads=o.worker_threads
             )
             env = {k: v for k, v in os.environ.items() if k not in real_aws_keys(os.environ)}
             env.update(cloud.env())
+            env.update(app_env)
             self.pool = LocalProcessPool(LOCAL_PREFIX, config, env, log_path=o.log_path)
-            scaler_sqs = cloud.client("sqs")
-            request_url = queue_url(scaler_sqs, self.names.request_queue)
-            policy = ScalingPolicy(o.max_instances, o.per_instance, o.scale_in_after_s, o.scale_interval_s)
-            self.scaler = AutoScaler(self.pool, lambda: queue_depth(scaler_sqs, request_url), policy)
-            web_config = WebConfig(timeout_s=o.request_timeout_s, max_upload_bytes=o.max_upload_bytes, poll_wait_s=o.poll_wait_s)
-            pooled = botocore.config.Config(max_pool_connections=o.threads + 4)  # one per request thread
-            self.web = WebTier(
-                s3=cloud.client("s3", config=pooled), sqs=cloud.client("sqs", config=pooled), names=self.names, config=web_config, scaler=self.scaler
+            web_config = WebConfig(
+                timeout_s=o.request_timeout_s, max_upload_bytes=o.max_upload_bytes, poll_wait_s=o.poll_wait_s,
+                token_sha256=token_sha256(o.token) if o.token else None, lease_s=o.lease_s,
             )
-            self.server = WebServer(self.web.app, host=o.host, port=o.port, threads=o.threads, max_body=o.max_upload_bytes + 2**20)
+            pooled = botocore.config.Config(max_pool_connections=o.server_threads + 4)  # one per request thread
+            self.web = WebTier(
+                s3=cloud.client("s3", config=pooled, **web_kwargs), sqs=cloud.client("sqs", config=pooled, **web_kwargs),
+                names=self.names, config=web_config,
+            )
+            policy = ScalingPolicy(o.max_instances, o.per_instance, o.scale_in_after_s, o.scale_interval_s)
+            self.scaler = AutoScaler(self.pool, self.web.depth_source(cloud.client("sqs", **web_kwargs)), policy)
+            self.web.scaler = self.scaler
+            self.server = WebServer(
+                self.web.app, host=o.host, port=o.port, threads=o.server_threads, max_body=o.max_upload_bytes + 2**20,
+                channel_timeout_s=o.channel_timeout_s, read_timeout_s=o.read_timeout_s, counts=self.web.counts,
+            )
             self.web.start()
             self.scaler.start()
             self.server.start()
@@ -116,15 +139,34 @@ class LocalIaas:
         log.info("web tier on %s; up to %d local app instance(s)", self.url, o.max_instances)
         return self
 
+    def _least_privilege(self, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+        """Make the two roles (their bootstrap policies) and an administrator, assume the roles, then
+        turn IAM enforcement on: (web tier client credentials, app tier environment)."""
+        from .moto_iam import admin_credentials, credential_env, enforced, role_credentials
+
+        assert self.clients is not None
+        iam, sts = self.clients.iam, self.clients.sts
+        arns = Arns(settings, self.clients.account_id)
+        trust = ec2_trust_policy()
+        self.credentials = {
+            "admin": admin_credentials(iam),
+            "app": role_credentials(iam, sts, self.names.app_role, app_policy(arns), trust, session="app-tier"),
+            "web": role_credentials(iam, sts, self.names.web_role, web_policy(arns, LOCAL_PREFIX), trust, session="web-tier"),
+        }
+        self._iam.enter_context(enforced())
+        return self.credentials["web"], credential_env(self.credentials["app"])
+
     @property
     def url(self) -> str:
         if self.server is None:
             raise RuntimeError("the local IaaS system is not started")
         return self.server.url + "/"
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A client of the local cloud with full rights (an administrator's credentials under
+        ``enforce_iam``)."""
         assert self.cloud is not None
-        return self.cloud.client(service)
+        return self.cloud.client(service, **{**self.credentials.get("admin", {}), **kwargs})
 
     def stop(self) -> None:
         """Scaler, router (waiting requests get 503), server, workers (SIGTERM, then SIGKILL), moto."""
@@ -138,6 +180,7 @@ class LocalIaas:
             if self.pool is not None:
                 self.pool.close()
         finally:
+            self._iam.close()
             if self.cloud is not None:
                 self.cloud.stop()
 

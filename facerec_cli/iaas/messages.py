@@ -3,6 +3,8 @@
 Request (web tier -> ``<prefix>-req-queue``): ``{"id", "key", "etag", "sent_at"}``; the image is the
 object ``key`` of the in-bucket, and ``etag`` is the ETag the web tier's PutObject got back: the worker
 reads with ``IfMatch`` so that it never answers with the pixels of a later upload that reused the name.
+The message attribute ``deadline`` (Number, epoch seconds) is when the HTTP request that waits for it
+gives up (504): a worker that receives it later deletes it unanswered (nobody waits any more).
 
 Response (app tier -> ``<prefix>-resp-queue``): ``{"id", "key", "stem", "name", "status", "error",
 "worker", "receive_count", "ms"}``; the web tier answers the HTTP request ``id`` with ``<stem>:<name>``.
@@ -19,8 +21,25 @@ from pathlib import PurePosixPath
 from typing import Any
 
 
+DEADLINE = "deadline"  # the request message attribute
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def deadline_attributes(deadline: float) -> dict[str, dict[str, str]]:
+    """SendMessage ``MessageAttributes`` carrying the HTTP request's deadline."""
+    return {DEADLINE: {"DataType": "Number", "StringValue": f"{deadline:.3f}"}}
+
+
+def message_deadline(message: dict[str, Any]) -> float | None:
+    """The ``deadline`` attribute of a received message (``MessageAttributeNames`` must name it)."""
+    value = ((message.get("MessageAttributes") or {}).get(DEADLINE) or {}).get("StringValue")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def stem_of(key: str) -> str:

@@ -10,12 +10,18 @@ from ..deploy.desired import TAG_KEY
 
 WEB_INSTANCE = "web-instance"
 APP_INSTANCE_PREFIX = "app-tier-instance-"
+# The Name the Auto Scaling group gives an instance at launch; the web tier's scaler then names it
+# app-tier-instance-<n> (the lowest free n).
+APP_INSTANCE_UNNAMED = "app-tier-instance"
 # EC2 states the scaler counts as capacity (the course's check counts running instances).
 ACTIVE_STATES = ("pending", "running")
 GALLERY_KEY = "gallery.pt"
+# The web tier's lease on the response queue (in the gallery bucket: graders count the in/out buckets'
+# objects): one web tier per prefix, or a second one would delete the first one's responses.
+WEB_LOCK_KEY = "web-tier.lock"
 MAX_APP_INSTANCES = 20  # course convention: at most 20 app-tier instances
 
-__all__ = ["APP_INSTANCE_PREFIX", "GALLERY_KEY", "IaasNames", "MAX_APP_INSTANCES", "TAG_KEY", "WEB_INSTANCE", "app_instance_index"]
+__all__ = ["APP_INSTANCE_PREFIX", "APP_INSTANCE_UNNAMED", "GALLERY_KEY", "WEB_LOCK_KEY", "IaasNames", "MAX_APP_INSTANCES", "TAG_KEY", "WEB_INSTANCE", "app_instance_index"]
 
 _APP_NAME = re.compile(re.escape(APP_INSTANCE_PREFIX) + r"(\d+)$")
 
@@ -98,6 +104,12 @@ class IaasNames:
 
     @property
     def launch_template(self) -> str:
+        return f"{self.prefix}-app-tier"
+
+    @property
+    def autoscaling_group(self) -> str:
+        # The app tier's instances: the web tier may only set its desired capacity (and take out one
+        # of its instances), never launch an instance itself.
         return f"{self.prefix}-app-tier"
 
     @staticmethod

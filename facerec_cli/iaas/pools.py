@@ -1,4 +1,5 @@
-"""Instance pools for the auto-scaler: EC2 instances on AWS, worker processes on this machine.
+"""Instance pools for the auto-scaler: the Auto Scaling group's EC2 instances on AWS, worker processes
+on this machine.
 
 Both name their instances ``app-tier-instance-<n>`` with the lowest free ``n`` and stop the highest
 numbers first, so a steady system keeps instances 1..N.
@@ -13,15 +14,11 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import botocore.exceptions
-
-from ..aws import error_code
-from .names import ACTIVE_STATES, APP_INSTANCE_PREFIX, TAG_KEY, IaasNames, app_instance_index
+from .names import ACTIVE_STATES, APP_INSTANCE_PREFIX, APP_INSTANCE_UNNAMED, TAG_KEY, IaasNames, app_instance_index
 from .worker import HOLDING, IDLE, LOADING, PHASES, SharedState, WorkerConfig, process_main
 
 log = logging.getLogger("facerec.iaas.pools")
@@ -215,80 +212,92 @@ def _wait_stopped(pid: int, timeout_s: float = 2.0) -> bool:
 # ------------------------------------------------------------------------------------------ EC2
 
 
-class Ec2Pool:
-    """App-tier instances as EC2 instances launched from the deployment's launch template (AMI,
-    instance type, instance profile, security group and the user data that starts ``facerec worker``),
-    named ``app-tier-instance-<n>`` and tagged with the deployment's prefix. Scale-in terminates: the
-    requests they held reappear after the visibility timeout and other instances answer them."""
+class AsgPool:
+    """App-tier instances as the deployment's Auto Scaling group ``<prefix>-app-tier`` (made by
+    bootstrap from the launch template: AMI, instance type, instance profile, security group and the
+    user data that starts ``facerec worker``). The web tier launches nothing itself: it sets the
+    group's desired capacity, and on scale-in takes out the highest-numbered instances
+    (TerminateInstanceInAutoScalingGroup, decrementing the capacity); the requests they held reappear
+    after the visibility timeout and other instances answer them. The group replaces an instance
+    that dies.
+
+    The group starts instances named ``app-tier-instance``; :meth:`maintain` (every scaler tick) names
+    each ``app-tier-instance-<n>``, the lowest free ``n`` (the course convention), with CreateTags,
+    the one EC2 write the web tier's role allows (the ``Name`` tag, on this group's instances)."""
 
     ACTIVE = ACTIVE_STATES
     PRESENT = ("pending", "running", "stopping", "stopped", "shutting-down")
 
-    def __init__(self, ec2: Any, names: IaasNames) -> None:
+    def __init__(self, autoscaling: Any, ec2: Any, names: IaasNames) -> None:
+        self.autoscaling = autoscaling
         self.ec2 = ec2
         self.names = names
-        self.launched = 0
-        self._count_lock = threading.Lock()
+        self.launched = 0  # capacity added by this pool (instances the group was asked to start)
+
+    def _group(self) -> dict[str, Any]:
+        from ..errors import UserError
+
+        name = self.names.autoscaling_group
+        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name]).get("AutoScalingGroups") or []
+        if not groups:
+            raise UserError(f"the Auto Scaling group {name} does not exist", hint="run `facerec iaas bootstrap` first, or pass the --prefix/--region it used")
+        return groups[0]
 
     def instances(self, states: tuple[str, ...] = PRESENT) -> list[dict[str, Any]]:
         return find_app_instances(self.ec2, self.names.prefix, states)
 
     def active(self) -> int:
-        return len(self.instances(self.ACTIVE))
+        """The group's desired capacity: instances starting, running or about to be started."""
+        return int(self._group()["DesiredCapacity"])
 
     def scale_to(self, n: int) -> None:
-        present = self.instances()
-        active = [i for i in present if i["State"] in self.ACTIVE]
-        if n > len(active):
-            used = {i["Index"] for i in present if i["Index"] is not None}
-            indexes = []
-            for _ in range(n - len(active)):
-                indexes.append(_lowest_free(used))
-                used.add(indexes[-1])
-            # One RunInstances per instance (each gets its own Name tag at launch), several at a time.
-            with ThreadPoolExecutor(min(8, len(indexes))) as launcher:
-                list(launcher.map(self._launch, indexes))
-        elif n < len(active):
-            victims = sorted(active, key=lambda i: -(i["Index"] or 0))[: len(active) - n]
-            ids = [v["InstanceId"] for v in victims]
-            self.ec2.terminate_instances(InstanceIds=ids)
-            log.info("terminating %s", ", ".join(f"{v['Name']} ({v['InstanceId']})" for v in victims))
+        group = self._group()
+        name = self.names.autoscaling_group
+        desired, n = int(group["DesiredCapacity"]), min(n, int(group["MaxSize"]))
+        if n > desired:
+            self.autoscaling.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=n, HonorCooldown=False)
+            self.launched += n - desired
+            log.info("app tier: desired capacity %d -> %d", desired, n)
+        elif n < desired:
+            members = {i["InstanceId"] for i in group.get("Instances") or [] if not str(i.get("LifecycleState", "")).startswith("Terminat")}
+            running = [i for i in self.instances(self.ACTIVE) if i["InstanceId"] in members]
+            # The highest numbers first; one not named yet is the newest.
+            victims = sorted(running, key=lambda i: -(i["Index"] if i["Index"] is not None else 10**6))[: desired - n]
+            for victim in victims:
+                self.autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=victim["InstanceId"], ShouldDecrementDesiredCapacity=True)
+            if victims:
+                log.info("terminating %s", ", ".join(f"{v['Name']} ({v['InstanceId']})" for v in victims))
+            if desired - len(victims) > n:  # capacity with no instance yet: lower the target itself
+                self.autoscaling.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=n, HonorCooldown=False)
+        self.maintain()
 
-    def _launch(self, index: int) -> bool:
-        name = self.names.app_instance(index)
-        tags = [{"Key": "Name", "Value": name}, {"Key": TAG_KEY, "Value": self.names.prefix}]
-        try:
-            resp = self.ec2.run_instances(
-                LaunchTemplate={"LaunchTemplateName": self.names.launch_template, "Version": "$Default"},
-                MinCount=1,
-                MaxCount=1,
-                TagSpecifications=[
-                    {"ResourceType": "instance", "Tags": tags},
-                    {"ResourceType": "volume", "Tags": [{"Key": TAG_KEY, "Value": self.names.prefix}]},
-                ],
-            )
-        except botocore.exceptions.ClientError as exc:
-            # Capacity or quota: try again at the next tick rather than fail the scaler.
-            log.error("could not launch %s: %s", name, error_code(exc) or exc)
-            return False
-        with self._count_lock:
-            self.launched += 1
-        log.info("launched %s (%s)", name, resp["Instances"][0]["InstanceId"])
-        return True
+    def maintain(self) -> None:
+        """Name the group's new instances ``app-tier-instance-<n>`` (lowest free ``n``)."""
+        present = self.instances()
+        used = {i["Index"] for i in present if i["Index"] is not None}
+        for inst in present:
+            if inst["Index"] is None and inst["State"] in self.ACTIVE:
+                index = _lowest_free(used)
+                used.add(index)
+                name = self.names.app_instance(index)
+                self.ec2.create_tags(Resources=[inst["InstanceId"]], Tags=[{"Key": "Name", "Value": name}])
+                inst["Name"], inst["Index"] = name, index
+                log.info("launched %s (%s)", name, inst["InstanceId"])
 
     def close(self) -> None:
         pass  # instances outlive a web-tier restart; the next scaler takes them over
 
 
 def find_app_instances(ec2: Any, prefix: str, states: tuple[str, ...]) -> list[dict[str, Any]]:
-    """This deployment's app-tier instances in ``states``: InstanceId, Name, Index, State."""
-    return _find_instances(ec2, prefix, f"{APP_INSTANCE_PREFIX}*", states)
+    """This deployment's app-tier instances in ``states`` (those not named yet included): InstanceId,
+    Name, Index (None until named), State."""
+    return _find_instances(ec2, prefix, [APP_INSTANCE_UNNAMED, f"{APP_INSTANCE_PREFIX}*"], states)
 
 
-def _find_instances(ec2: Any, prefix: str, name: str, states: tuple[str, ...]) -> list[dict[str, Any]]:
+def _find_instances(ec2: Any, prefix: str, name: str | list[str], states: tuple[str, ...]) -> list[dict[str, Any]]:
     filters = [
         {"Name": f"tag:{TAG_KEY}", "Values": [prefix]},
-        {"Name": "tag:Name", "Values": [name]},
+        {"Name": "tag:Name", "Values": [name] if isinstance(name, str) else list(name)},
         {"Name": "instance-state-name", "Values": list(states)},
     ]
     out = []

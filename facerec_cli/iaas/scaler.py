@@ -3,7 +3,9 @@
 Policy (checked every ``interval_s``)::
 
     depth   = ApproximateNumberOfMessages + ApproximateNumberOfMessagesNotVisible
-              (requests waiting + requests a worker holds right now)
+              (requests waiting + requests a worker holds right now), but at most the number of
+              HTTP requests the web tier still waits for (WebTier.demand): a request whose client
+              had its 504 drives no scaling, though it stays queued until a worker skips it
     wanted  = min(max_instances, ceil(depth / per_instance))
     target  = the largest `wanted` seen during the last `scale_in_after_s` seconds
 
@@ -17,8 +19,8 @@ burst's instances warm through short gaps instead of stopping and relaunching th
 costs a minute or more; locally a worker costs a model load). SQS's approximate counts can lag a little:
 scaling reacts within a few intervals.
 
-"Instances" are behind :class:`InstancePool`: EC2 instances from a launch template on AWS, worker
-processes on this machine (:mod:`.pools`).
+"Instances" are behind :class:`InstancePool`: the Auto Scaling group's EC2 instances on AWS (the
+scaler sets its desired capacity), worker processes on this machine (:mod:`.pools`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ class InstancePool(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def _maintain(pool: InstancePool) -> None:
+    """A pool's optional per-tick upkeep (the EC2 pool names the instances its group started)."""
+    maintain = getattr(pool, "maintain", None)
+    if maintain is not None:
+        maintain()
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,8 @@ class AutoScaler:
         if before != target:
             log.info("scaling %d -> %d instance(s) (queue depth %d)", before, target, depth)
             self.pool.scale_to(target)
+        else:
+            _maintain(self.pool)
         obs = Observation(round(now - self.started, 3), depth, wanted, target, self.pool.active())
         self.history.append(obs)
         self.last = obs

@@ -7,7 +7,8 @@ app instances run. One snapshot per refresh, from one of two sources, never down
   queues; DescribeInstances for the app-tier instances and the web-instance; ListObjectsV2 on the
   in/out buckets, counting ``KeyCount`` per page of up to 1000 keys. Seven calls, made concurrently.
 - a web tier's ``GET /healthz`` (``--web-url``): one request. For ``facerec iaas run-local``, whose
-  app instances are local worker processes and whose moto server is private to it.
+  app instances are local worker processes and whose moto server is private to it. A web tier with a
+  token wants it here too: it is read from ``FACEREC_TOKEN``.
 
 ``idle``: no request waiting or in flight, and no app instance starting, running or on its way down.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -271,21 +273,25 @@ def _is_loopback(host: str | None) -> bool:
 
 
 class WebSource:
-    """Snapshots from a web tier's /healthz: one GET each."""
+    """Snapshots from a web tier's /healthz: one GET each (with the token of ``FACEREC_TOKEN``, if set)."""
 
-    def __init__(self, url: str, *, timeout: float = HTTP_TIMEOUT_S) -> None:
+    def __init__(self, url: str, *, timeout: float = HTTP_TIMEOUT_S, token: str | None = None) -> None:
         self.url = healthz_url(url)
         self.timeout = timeout
+        self.token = token if token is not None else (os.environ.get("FACEREC_TOKEN") or None)
         # A proxy meant for the internet must not capture a web tier on this machine.
         handlers = [urllib.request.ProxyHandler({})] if _is_loopback(urllib.parse.urlsplit(self.url).hostname) else []
         self._opener = urllib.request.build_opener(*handlers)
 
     def _get(self) -> tuple[int, Any]:
         hint = "start it with `facerec iaas run-local` or `facerec web`, and pass the URL it printed"
+        request = urllib.request.Request(self.url, headers={"Authorization": f"Bearer {self.token}"} if self.token else {})
         try:
-            with self._opener.open(self.url, timeout=self.timeout) as resp:
+            with self._opener.open(request, timeout=self.timeout) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                raise UserError(f"the web tier at {self.url} wants its token", hint="set FACEREC_TOKEN to the token it was started with") from exc
             if exc.code != 503:  # 503 still carries the body (router stopped)
                 raise UserError(f"the web tier at {self.url} answered HTTP {exc.code}", hint="is this a facerec web tier?") from exc
             status, raw = exc.code, exc.read()

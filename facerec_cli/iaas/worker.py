@@ -9,7 +9,9 @@ the queue's visibility timeout, and another worker answers it; a worker that die
 and the delete makes a second, identical response, which the web tier ignores (it answers each request
 id once). A message that keeps failing reaches the dead-letter queue after the redrive policy's
 ``maxReceiveCount`` receives. A request that cannot succeed (its image is not a readable image, its
-upload is gone) is answered with ``status: error`` rather than retried.
+upload is gone) is answered with ``status: error`` rather than retried. A request received after its
+``deadline`` attribute (its HTTP client has had its 504) is deleted unanswered: recognising it would
+only delay the requests someone still waits for.
 
 Stopping: :func:`install_stop_signals` turns SIGTERM/SIGINT into a stop event; the worker finishes the
 message it holds (and one that a long poll returns after the signal), then exits.
@@ -32,7 +34,7 @@ from urllib.parse import urlparse
 import botocore.exceptions
 
 from ..aws import error_code
-from .messages import Request, Response, queue_url
+from .messages import DEADLINE, Request, Response, message_deadline, queue_url
 from .names import IaasNames
 
 log = logging.getLogger("facerec.iaas.worker")
@@ -105,6 +107,7 @@ class AppWorker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.recogniser: Any = None
         self.handled = 0
+        self.skipped = 0  # requests received after their deadline, deleted unanswered
         self._req_url: str | None = None
         self._resp_url: str | None = None
 
@@ -160,6 +163,7 @@ class AppWorker:
             MaxNumberOfMessages=1,  # one at a time: what this worker holds is what it works on
             WaitTimeSeconds=self.config.poll_wait_s,
             AttributeNames=["ApproximateReceiveCount"],
+            MessageAttributeNames=[DEADLINE],
         )
         messages = resp.get("Messages") or []
         for message in messages:
@@ -175,6 +179,12 @@ class AppWorker:
             # It can never succeed: drop it (with a log line) rather than cycle it to the DLQ.
             log.error("%s: dropping a malformed request message: %s", self.name, exc)
             self._delete(receipt)
+            return None
+        deadline = message_deadline(message)
+        if deadline is not None and time.time() > deadline:
+            log.info("%s: skipping %s (request %s): its HTTP request gave up %.1f s ago", self.name, request.key, request.id, time.time() - deadline)
+            self._delete(receipt)
+            self.skipped += 1
             return None
         self.state.set(HOLDING, request.id)
         started = time.perf_counter()

@@ -177,7 +177,8 @@ def paced(gallery: Path, videos: list[Path], expected: dict[str, str], workers: 
     jobs, _ = collect_videos(videos)
     warm = Path(tempfile.mkdtemp(prefix="facerec-warmup-")) / "warmup.mp4"
     warm.write_bytes(videos[0].read_bytes())
-    with LocalPipeline(gallery, RunOptions(workers=workers, timeout_s=1800, upload_interval_s=interval)) as pipeline:
+    log = Path(tempfile.mkstemp(prefix="facerec-bench-", suffix=".log")[1])  # the functions' lines, off the figures
+    with LocalPipeline(gallery, RunOptions(workers=workers, timeout_s=1800, upload_interval_s=interval), log_path=str(log)) as pipeline:
         pipeline.run(collect_videos([warm])[0])  # workers warm, as in a running deployment
         results = pipeline.run(jobs)
     latencies = [j.latency_s * 1000 for j in jobs if j.latency_s is not None]

@@ -180,9 +180,9 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     image = f"{acct}.dkr.ecr.{region}.amazonaws.com/{n.ecr_repository}:local"
     env = {
         split: {"STAGE1_BUCKET": n.stage1_bucket, "RECOGNITION_FUNCTION": rec, "OUTPUT_BUCKET": n.output_bucket, "FACEREC_FRAMES": "5", "EXTRA": "1"},
-        rec: {"OUTPUT_BUCKET": n.output_bucket, "FACEREC_GALLERY": f"s3://{n.output_bucket}/{n.gallery_key}", "FACEREC_WEIGHTS": "casia-webface"},
+        rec: {"OUTPUT_BUCKET": n.output_bucket, "FACEREC_GALLERY": f"s3://{n.output_bucket}/{n.gallery_key}", "FACEREC_WEIGHTS": "casia-webface", "FACEREC_THREADS": "1"},
     }
-    shape = {split: (1024, 120, "lambdas.video_splitting.handler"), rec: (3008, 300, "lambdas.face_recognition.handler")}
+    shape = {split: (1024, 120, "lambdas.video_splitting.handler"), rec: (1769, 300, "lambdas.face_recognition.handler")}
     for function, (memory, timeout, command) in shape.items():
         got = lam.get_function(FunctionName=function)
         config = got["Configuration"]

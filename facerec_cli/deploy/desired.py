@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdas import env as fenv
+from lambdas.core.models import THREADS_ENV
 from lambdas.core.media import VIDEO_SUFFIXES  # what the input bucket's notification triggers on
 
 from ..config import Settings
@@ -55,9 +56,12 @@ class DeployOptions:
     splitting_image: str | None = None
     recognition_image: str | None = None
     gallery: Path | None = None
+    # From benchmarks/lambda_memory.py (README, "Lambda memory"): per video, splitting costs the same at
+    # 512 MB but takes twice as long; recognition with one onnxruntime thread is cheapest per GB-s around
+    # one vCPU (1,769 MB: 450 ms, 0.78 GB-s) and no faster above it; 3,008 MB with two threads cost 2.1x.
     splitting_memory: int = 1024
     splitting_timeout: int = 120
-    recognition_memory: int = 3008
+    recognition_memory: int = 1769
     recognition_timeout: int = 300
     # Set on the functions only when given; the handlers' defaults live in lambdas/env.py.
     frames: int | None = None
@@ -481,6 +485,9 @@ def build_desired(settings: Settings, options: DeployOptions, account_id: str) -
         fenv.GALLERY_URI: gallery_uri,
         fenv.WEIGHTS: options.weights,
     }
+    # One onnxruntime thread: a second one doubled the CPU time per video for a few percent of speed
+    # (benchmarks/lambda_memory.py); the local runtime sets its own share of the cores.
+    rec_env[THREADS_ENV] = "1"
     if options.threshold is not None:
         rec_env[fenv.THRESHOLD] = str(options.threshold)
     rec_env.update(_check_env(RECOGNITION, options.recognition_env))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,8 +67,8 @@ def _gallery(checkout: Path, workdir: Path) -> Path:
 
 def measure(checkout: Path, video: Path, repeat: int, workdir: Path) -> dict[str, object]:
     gallery = _gallery(checkout, workdir)
-    identify = [sys.executable, "-c", "import sys; from facerec_cli.main import app; sys.argv = ['facerec'] + sys.argv[1:]; app()",
-                "identify", str(video), "--gallery", str(gallery), "--json"]
+    # The installed console script, as a user runs it (PYTHONPATH picks the checkout's facerec_cli).
+    identify = [shutil.which("facerec") or "facerec", "identify", str(video), "--gallery", str(gallery), "--json"]
     env_gallery = {"FACEREC_GALLERY": str(gallery)}
     os.environ.update(env_gallery)
     # One untimed run of each: builds whatever each checkout caches (models, converted weights).

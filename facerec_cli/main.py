@@ -3,6 +3,7 @@ render. Errors meant for people become one red line and a non-zero exit code."""
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -58,13 +59,18 @@ def identify(
         bool,
         typer.Option("--all-frames", help="Look at every sampled frame even when the first one settles the answer (slower; reports every face)."),
     ] = False,
+    timeline: Annotated[
+        bool,
+        typer.Option("--timeline", help="Who is on screen when: a frame every 1/--fps seconds (default 2 fps), in one pass; "
+                     "each person's time ranges, strangers grouped as unknown-1, unknown-2... With --annotate, each person's best view."),
+    ] = False,
 ) -> None:
     """Recognise faces in files directly, without any bucket. Exits 1 if any file ended in error."""
     from .commands.identify import run_identify
 
     failed = run_identify(
         files, gallery, json_lines=json_lines, frames=frames, fps=fps, threshold=threshold, weights=weights, device=device.value,
-        annotate_dir=annotate, all_frames=all_frames,
+        annotate_dir=annotate, all_frames=all_frames, timeline=timeline,
     )
     if failed:
         raise typer.Exit(1)
@@ -100,6 +106,14 @@ def run_local(
                      "behind the Lambda Runtime Interface Emulator (needs a Docker engine)."),
     ] = Runtime.workers,
     base_image: Annotated[str | None, typer.Option("--base-image", help="With --runtime containers: base image of the function images (default: bootstrap's).")] = None,
+    timeline: Annotated[
+        bool,
+        typer.Option("--timeline", help="Who is on screen when: a frame every 1/--fps seconds (default 2 fps), recognised in segments "
+                     "of --segment-seconds in parallel on the workers; each result gains its timeline."),
+    ] = False,
+    segment_seconds: Annotated[
+        float, typer.Option("--segment-seconds", min=1.0, help="With --timeline: seconds of video per segment invocation.")
+    ] = 30.0,
 ) -> None:
     """Run the whole pipeline (S3 -> video-splitting -> face-recognition -> S3) on an embedded local cloud.
     Exits 1 if any video ended in error."""
@@ -108,7 +122,12 @@ def run_local(
     from .commands.run_local import run_local as run
     from .local.pipeline import RunOptions
 
-    options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout,
+    extra_env: dict[str, str] = {}
+    if timeline:  # video-splitting's timeline settings (lambdas/env.py), as `bootstrap --timeline` sets them
+        from lambdas import env as fenv
+
+        extra_env = {fenv.TIMELINE: "1", fenv.TIMELINE_FPS: f"{fps or fenv.DEFAULT_TIMELINE_FPS:g}", fenv.SEGMENT_SECONDS: f"{segment_seconds:g}"}
+    options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout, extra_env=extra_env,
                          runtime=runtime.value, base_image=base_image)  # fmt: skip
     results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir, html=html, watch=watch)
     if any(r.status == ERROR for r in results):
@@ -170,8 +189,15 @@ def _register_model_commands() -> None:
     app.add_typer(models_app, name="models")
 
 
-_register_cloud_commands()
-_register_iaas_commands()
+# The commands that work on files and the embedded cloud need none of the AWS or IaaS command modules,
+# whose imports (boto3's session machinery, the deploy planner) cost `facerec identify` 0.28 s and ~30 MB
+# at each start. Run as the `facerec` program for one of them, only they are registered; anything else
+# (other commands, --help, tests driving `app`) registers everything.
+_LOCAL_COMMANDS = frozenset({"enroll", "identify", "run-local", "demo", "models", "gallery"})
+_local_only = Path(sys.argv[0]).name == "facerec" and len(sys.argv) > 1 and sys.argv[1] in _LOCAL_COMMANDS
+if not _local_only:
+    _register_cloud_commands()
+    _register_iaas_commands()
 _register_model_commands()
 
 

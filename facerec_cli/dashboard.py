@@ -42,6 +42,8 @@ from rich.text import Text
 
 from lambdas.core.results import ERROR
 from lambdas.events import RESULT_PREFIX_SKIP
+from lambdas.segments import PREFIX as SEGMENTS_PREFIX
+from lambdas.segments import parse_state_key, stem_prefix
 
 from .aws import error_code
 from .cloud_errors import not_deployed, user_error
@@ -84,9 +86,12 @@ class VideoState:
     answered_at: datetime | None = None
     latency_s: float | None = None  # answered - uploaded; for a video in flight, its age so far
     error: str | None = None
+    segments: tuple[int, int] | None = None  # a timeline's segments (done, planned), while in flight
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"video": self.video, "stem": self.stem, "state": self.state}
+        if self.segments is not None:
+            data["segments"] = {"done": self.segments[0], "total": self.segments[1]}
         if self.latency_s is not None:
             data["age_s" if self.state in IN_FLIGHT else "latency_s"] = round(self.latency_s, 3)
         if self.error:
@@ -162,6 +167,9 @@ class Snapshot:
         }
         if self.notes:
             data["notes"] = list(self.notes)
+        running = [v.segments for v in self.in_flight if v.segments is not None]
+        if running:  # timelines: segment invocations planned and not finished yet
+            data["segments_in_flight"] = sum(total - done for done, total in running)
         if self.sections:
             data["sections"] = {name: dict(values) for name, values in self.sections.items()}
         return data
@@ -211,6 +219,31 @@ def first_frames(keys: set[str]) -> set[str]:
             continue  # frame NNN of video <head>
         stems.add(key[: -len(".jpg")])
     return stems
+
+
+def segment_progress(objects: Any) -> dict[str, tuple[int, int, datetime]]:
+    """Timelines in stage-1 (lambdas/segments.py), from a listing alone: stem folder -> (segments done,
+    segments planned, when planned) of the newest upload of each video."""
+    runs: dict[tuple[str, str], list[Any]] = {}
+    for obj in objects:
+        parsed = parse_state_key(obj.key)
+        if parsed is None:
+            continue
+        stem_hash, event_hash, kind, _, count = parsed
+        run = runs.setdefault((stem_hash, event_hash), [0, count, None])
+        if kind == "part":
+            run[0] += 1
+        else:
+            run[2] = obj.modified
+        run[1] = count
+    newest: dict[str, tuple[int, int, datetime]] = {}
+    for (stem_hash, _), (done, total, planned) in runs.items():
+        if planned is None:
+            continue
+        folder = f"{SEGMENTS_PREFIX}{stem_hash}/"
+        if folder not in newest or planned > newest[folder][2]:
+            newest[folder] = (done, total, planned)
+    return newest
 
 
 def _second(moment: datetime) -> datetime:
@@ -370,6 +403,7 @@ class Dashboard:
         inputs = {stem_of(o.key): o for o in self._list(n.input_bucket)}
         stage1_keys = {o.key: o for o in self._list(n.stage1_bucket)}
         frames = {stem: stage1_keys[f"{stem}.jpg"] for stem in first_frames(set(stage1_keys))}
+        segments = segment_progress(stage1_keys.values())
         results = {
             o.key[: -len(".json")]: o
             for o in self._list(n.output_bucket)
@@ -412,6 +446,9 @@ class Dashboard:
                 frame = frames.get(stem)
                 if frame is not None and frame.modified >= since:  # type: ignore[operator]
                     state.state = SPLIT
+                progress = segments.get(stem_prefix(stem))
+                if progress is not None and (since is None or progress[2] >= since):
+                    state.segments = progress[:2]
                 state.latency_s = max(0.0, (taken - uploaded_at).total_seconds()) if uploaded_at else None
             elif uploaded_at is not None and state.answered_at is not None:
                 state.latency_s = max(0.0, (state.answered_at - uploaded_at).total_seconds())
@@ -461,6 +498,9 @@ def render(snapshot: Snapshot, *, interval: float | None = None, rows: int = 10)
     """The dashboard: a header line, then counts, videos in flight, failures, errors, extra sections."""
     when = snapshot.taken_at.astimezone().strftime("%H:%M:%S")
     state = Text("idle", style="green") if snapshot.idle else Text(f"{snapshot.count(*IN_FLIGHT)} in flight", style="bold yellow")
+    segments = [v.segments for v in snapshot.in_flight if v.segments is not None]
+    if segments:  # timelines: segment invocations not finished yet
+        state.append(f" ({sum(t - d for d, t in segments)} segments)", style="yellow")
     header = Text.assemble(("facerec watch", "bold"), f" · prefix {snapshot.prefix} · {when}", " · ", state)
     if interval:
         header.append(f" · every {interval:g}s, Ctrl-C to stop", style="dim")
@@ -487,8 +527,14 @@ def render(snapshot: Snapshot, *, interval: float | None = None, rows: int = 10)
         table.add_column("video", overflow="fold")
         table.add_column("state")
         table.add_column("age", justify="right")
+        timelines = any(v.segments is not None for v in waiting)
+        if timelines:
+            table.add_column("segments", justify="right")
         for v in waiting[:rows]:
-            table.add_row(v.video, Text(v.state, style=STATE_STYLE[v.state]), _seconds(v.latency_s))
+            cells = [v.video, Text(v.state, style=STATE_STYLE[v.state]), _seconds(v.latency_s)]
+            if timelines:
+                cells.append(f"{v.segments[0]}/{v.segments[1]} done" if v.segments else "")
+            table.add_row(*cells)
         if len(waiting) > rows:
             table.caption = f"… and {len(waiting) - rows} more"
         parts.append(table)

@@ -20,7 +20,7 @@ import botocore.exceptions
 from PIL import Image
 
 from lambdas.core.annotate import ANNOTATED_SUFFIX
-from lambdas.core.results import ERROR, NO_FACE, OK, UNKNOWN, Face, Result
+from lambdas.core.results import ERROR, NO_FACE, OK, UNKNOWN, Face, Result, Timeline
 
 from .config import Settings
 from .dashboard import S3Object, list_objects
@@ -29,6 +29,8 @@ from .upload_ledger import stem_of
 PENDING = "pending"  # uploaded, no result yet
 STATUS_ORDER = (OK, UNKNOWN, NO_FACE, ERROR, PENDING)
 THUMBNAIL = (480, 360)
+VIEW_SIZE = (160, 160)  # a best-view crop in a timeline lane
+MAX_LANES = 24  # people drawn per video; the rest are counted
 
 
 @dataclass
@@ -44,12 +46,14 @@ class ReportRow:
     latency_s: float | None = None  # result LastModified - upload LastModified
     image: bytes | None = None  # JPEG thumbnail
     image_kind: str | None = None  # "annotated" | "frame"
+    timeline: Timeline | None = None  # who is on screen when (FACEREC_TIMELINE=1)
+    views: dict[str, bytes] = field(default_factory=dict)  # person -> JPEG crop of their best view
 
     @classmethod
     def of(cls, stem: str, result: Result) -> "ReportRow":
         return cls(
             stem=stem, video=result.video, status=result.status, name=result.name, faces=list(result.faces),
-            frames=result.frames, timings_ms=dict(result.timings_ms), error=result.error,
+            frames=result.frames, timings_ms=dict(result.timings_ms), error=result.error, timeline=result.timeline,
         )  # fmt: skip
 
 
@@ -111,6 +115,12 @@ def collect_rows(settings: Settings, s3: Any, sqs: Any, *, extra: Iterable[Resul
             if small:
                 row.image, row.image_kind = small, kind
                 break
+        if row.timeline is not None:  # the best view of each person, stored beside the result
+            for person in row.timeline.people[:MAX_LANES]:
+                data = _get(s3, n.output_bucket, person.image) if person.image else None
+                small = thumbnail(data, VIEW_SIZE) if data else None
+                if small:
+                    row.views[person.person] = small
     ordered = sorted(rows.values(), key=lambda r: (STATUS_ORDER.index(r.status) if r.status in STATUS_ORDER else 9, r.video))
     return ordered + [ReportRow.of(r.video.rsplit(".", 1)[0], r) for r in extra]
 
@@ -141,6 +151,28 @@ td.thumb .kind { color: #57606a; font-size: 12px; }
 .err { color: var(--error); max-width: 420px; }
 .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .noimg { color: #8c959f; font-size: 12px; }
+tr.timeline td { background: #fcfcfd; padding: 4px 8px 12px; }
+.tl { position: relative; }
+.tl .head { color: #57606a; font-size: 12px; margin: 2px 0 6px; }
+.tl .axis, .tl .track { position: relative; margin-left: 210px; }
+.tl .axis { height: 16px; border-bottom: 1px solid #d0d7de; font-size: 11px; color: #57606a; }
+.tl .axis span { position: absolute; transform: translateX(-50%); white-space: nowrap; }
+.tl .lane { position: relative; display: flex; align-items: center; height: 44px; border-bottom: 1px dashed #eef0f2; }
+.tl .who { position: absolute; left: 0; width: 204px; display: flex; align-items: center; gap: 6px; overflow: hidden; white-space: nowrap; }
+.tl .who img.view { width: 36px; height: 36px; object-fit: cover; border-radius: 4px; flex: none; }
+.tl .who .none { width: 36px; height: 36px; border-radius: 4px; background: #eef0f2; flex: none; }
+.tl .who .person.known { color: var(--ok); font-weight: 600; } .tl .who .person.unknown { color: var(--unknown); font-weight: 600; }
+.tl .who small { color: #57606a; }
+.tl .track { flex: 1; height: 18px; background: #f3f4f6; border-radius: 3px; }
+.tl .bar { position: absolute; top: 0; height: 18px; border-radius: 3px; min-width: 3px; }
+.tl .bar.known { background: var(--ok); } .tl .bar.unknown { background: var(--unknown); }
+.tl .bar .mark { position: absolute; top: -3px; bottom: -3px; width: 2px; background: #1f2328; }
+.tl .lane .preview { display: none; position: absolute; left: 44px; top: 40px; z-index: 5; background: #fff; padding: 4px;
+  border: 1px solid #d0d7de; border-radius: 6px; box-shadow: 0 4px 14px rgba(0,0,0,.18); font-size: 12px; color: #57606a; }
+.tl .lane .preview img { display: block; width: 160px; height: auto; margin-bottom: 2px; }
+.tl .lane:hover .preview { display: block; }
+.tl .lane:hover { background: #f6f8fa; }
+.tl .more { color: #57606a; font-size: 12px; margin-top: 4px; }
 """
 
 SCRIPT = """
@@ -152,7 +184,11 @@ SCRIPT = """
     var on = {};
     boxes.forEach(function (b) { on[b.value] = b.checked; b.parentNode.classList.toggle('off', !b.checked); });
     var n = 0;
-    rows.forEach(function (r) { var show = !!on[r.getAttribute('data-status')]; r.hidden = !show; if (show) n++; });
+    rows.forEach(function (r) {
+      var show = !!on[r.getAttribute('data-status')]; r.hidden = !show; if (show) n++;
+      var next = r.nextElementSibling;  // the video's timeline, when it has one, goes with it
+      if (next && next.classList.contains('timeline')) { next.hidden = !show; }
+    });
     shown.textContent = n + ' of ' + rows.length + ' shown';
   }
   boxes.forEach(function (b) { b.addEventListener('change', apply); });
@@ -208,6 +244,76 @@ def _row_html(row: ReportRow) -> str:
     )
 
 
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(max(0.0, seconds), 60)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def _ticks(duration: float) -> list[float]:
+    """Axis marks: a round step giving 4 to 10 of them."""
+    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
+        if duration / step <= 10:
+            return [i * step for i in range(int(duration // step) + 1)]
+    return [0.0, duration]
+
+
+def _timeline_html(row: ReportRow) -> str:
+    """A lane per person: their time ranges as bars on the video's length, the best view beside the
+    name (larger, with its time and distance, on hover) and a mark where it was seen."""
+    timeline = row.timeline
+    if timeline is None:
+        return ""
+    people = timeline.people
+    step = 1 / timeline.fps if timeline.fps else 0.0
+    last = max([p.last for p in people] + [0.0])
+    duration = timeline.duration or (last + step) or 1.0
+    duration = max(duration, 1e-3)
+
+    def pct(t: float) -> float:
+        return max(0.0, min(100.0, 100.0 * t / duration))
+
+    axis = "".join(f'<span style="left:{pct(t):.3f}%">{int(t // 60)}:{int(t % 60):02d}</span>' for t in _ticks(duration))
+    lanes = []
+    for person in people[:MAX_LANES]:
+        kind = "known" if person.known else "unknown"
+        view = row.views.get(person.person)
+        uri = "data:image/jpeg;base64," + base64.b64encode(view).decode("ascii") if view else None
+        img = (f'<img class="view" src="{uri}" alt="best view of {_e(person.person)}" data-kind="best-view">' if uri
+               else '<span class="none"></span>')  # fmt: skip
+        spans = ", ".join(f"{_clock(a)}–{_clock(b)}" if b > a else _clock(a) for a, b in person.ranges)
+        bars = []
+        for start, end in person.ranges:
+            left, right = pct(start), pct(min(duration, end + step))  # on screen until about the next sample
+            mark = ""
+            if start <= person.best.t <= end + 1e-6:
+                at = 100.0 * (person.best.t - start) / max(1e-6, min(duration, end + step) - start)
+                mark = f'<span class="mark" style="left:{min(99.0, at):.2f}%" title="best view at {_e(_clock(person.best.t))}"></span>'
+            bars.append(
+                f'<div class="bar {kind}" style="left:{left:.3f}%;width:{max(0.0, right - left):.3f}%" '
+                f'data-start="{start:.3f}" data-end="{end:.3f}" title="{_e(person.person)} {_e(_clock(start))}–{_e(_clock(end))}">{mark}</div>'
+            )
+        distance = f"{person.best_distance:.2f}" + ("" if person.known else f" to {person.nearest}")
+        big = f'<img src="{uri}" alt="best view of {_e(person.person)}" data-kind="preview">' if uri else ""
+        preview = (
+            f'<div class="preview">{big}{_e(person.person)} · best view at {_e(_clock(person.best.t))} · distance {_e(distance)}'
+            f" · seen {person.detections}× · {_e(spans)}</div>"
+        )
+        lanes.append(
+            f'<div class="lane" data-person="{_e(person.person)}" data-known="{str(person.known).lower()}">'
+            f'<div class="who">{img}<span class="person {kind}">{_e(person.person)}</span><small>{_e(f"{person.best_distance:.2f}")}</small></div>'
+            f'<div class="track">{"".join(bars)}</div>{preview}</div>'
+        )
+    more = f'<div class="more">… and {len(people) - MAX_LANES} more</div>' if len(people) > MAX_LANES else ""
+    if not people:
+        more = '<div class="more">nobody on screen</div>'
+    head = (f"timeline: {len(people)} {'person' if len(people) == 1 else 'people'}, a frame every {step:g} s over "
+            f"{_clock(duration)}, {timeline.segments} segment(s)")  # fmt: skip
+    return (
+        f'<tr class="timeline" data-video="{_e(row.video)}"><td colspan="9"><div class="tl" data-duration="{duration:.3f}">'
+        f'<div class="head">{_e(head)}</div><div class="axis">{axis}</div>{"".join(lanes)}{more}</div></td></tr>'
+    )
+
+
 def render_html(rows: list[ReportRow], *, title: str = "facerec results", subtitle: str = "") -> str:
     counts: dict[str, int] = {}
     for row in rows:
@@ -219,7 +325,7 @@ def render_html(rows: list[ReportRow], *, title: str = "facerec results", subtit
     )
     generated = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     summary = ", ".join(f"{counts[s]} {s}" for s in statuses) or "no videos"
-    body = "".join(_row_html(r) for r in rows)
+    body = "".join(_row_html(r) + _timeline_html(r) for r in rows)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title)}</title><style>{CSS}</style></head>

@@ -58,3 +58,83 @@ def still_video(
     except (av.FFmpegError, OSError) as exc:
         raise UserError(f"could not make a video from the photo: {exc}") from exc
     return out
+
+
+def joined_video(
+    pieces: list[tuple[Path, float | None]],
+    out: Path,
+    *,
+    size: tuple[int, int] = (640, 360),
+    fps: int = 25,
+    zoom_per_frame: float = 0.001,
+    timeout: float = 600.0,
+) -> Path:
+    """An H.264 MP4 of ``pieces`` one after the other, each letterboxed to ``size`` at ``fps``: a photo
+    (``seconds`` of it, zooming in slowly, as :func:`still_video`) or a video (its first ``seconds``, or
+    all of it for None, re-timed to ``fps``). Cut points fall on frame boundaries: piece ``k`` starts at
+    the sum of the earlier pieces' lengths, rounded to a frame. For tests and benchmarks of timelines
+    (who is on screen when), e.g. a 10-minute video made by repeating clips of the test data."""
+    from lambdas.core import media
+
+    width, height = size[0] // 2 * 2, size[1] // 2 * 2
+    deadline = time.monotonic() + timeout
+    try:
+        with av.open("file:" + str(Path(out).resolve()), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": "veryfast"}
+
+            def put(picture: Image.Image) -> None:
+                if time.monotonic() > deadline:
+                    raise UserError(f"could not join the pieces into a video in {timeout:g} s")
+                container.mux(stream.encode(av.VideoFrame.from_image(picture)))
+
+            for source, seconds in pieces:
+                source = Path(source)
+                if media.is_image(source):
+                    canvas = _letterboxed(load_image(source), width, height)
+                    for n in range(max(1, round((seconds or 3.0) * fps))):
+                        zoom = min(1 + zoom_per_frame * n, 1.5)
+                        w, h = width / zoom, height / zoom
+                        box = ((width - w) / 2, (height - h) / 2, (width + w) / 2, (height + h) / 2)
+                        put(canvas.resize((width, height), Image.Resampling.BICUBIC, box=box))
+                    continue
+                with media.open_video(source, timeout=timeout) as video:
+                    length = video.duration or 0.0
+                    count = max(1, round(min(seconds or length, length) * fps))
+                    times = [round(i / fps, 3) for i in range(count)]
+                    last = None
+                    made = 0
+                    for frame in video.frames(times):
+                        last = _letterboxed(frame.image, width, height)
+                        put(last)
+                        made += 1
+                    for _ in range(count - made):  # the source ended early: hold its last frame
+                        if last is not None:
+                            put(last)
+            container.mux(stream.encode(None))
+    except (av.FFmpegError, OSError) as exc:
+        raise UserError(f"could not join the pieces into a video: {exc}") from exc
+    return out
+
+
+def repeated_video(source: Path, out: Path, count: int) -> Path:
+    """``source`` (an MP4 that starts on a keyframe, as :func:`joined_video` writes) ``count`` times in a
+    row, remuxed without re-encoding: a long video in seconds (e.g. a 10-minute one from a 1-minute piece)."""
+    try:
+        with av.open(str(source)) as src, av.open("file:" + str(Path(out).resolve()), mode="w", format="mp4") as dst:
+            video = src.streams.video[0]
+            stream = dst.add_stream_from_template(video)
+            packets = [p for p in src.demux(video) if p.size]
+            if not packets:
+                raise UserError(f"{source.name}: no video packets to repeat")
+            span = max(p.pts for p in packets) - min(p.pts for p in packets) + (packets[0].duration or 1)
+            times = [(p.pts, p.dts) for p in packets]
+            for n in range(count):
+                for p, (pts, dts) in zip(packets, times):
+                    p.stream = stream
+                    p.pts, p.dts = pts + n * span, None if dts is None else dts + n * span
+                    dst.mux(p)
+    except (av.FFmpegError, OSError) as exc:
+        raise UserError(f"could not repeat {source.name}: {exc}") from exc
+    return out

@@ -49,7 +49,7 @@ import botocore.exceptions
 from .core import media
 from .core.errors import FacerecError, InputError
 from .core.results import Result, error_result
-from .core.timeline import Observation, best_view_crops, grid, scan, scan_budget, segment_plan, timeline_result
+from .core.timeline import Observation, best_view_crops, scan, scan_budget, segment_plan, timeline_result
 from .storage import EVENT_META, client, log, result_done, write_result
 
 SEGMENT_KIND = "timeline-segment"
@@ -78,7 +78,7 @@ class SegmentRequest:
     segment: int  # 0-based
     count: int
     start: float
-    end: float
+    end: float | None  # None: to the end of a video whose length the container does not give
     fps: float
     duration: float | None
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -91,7 +91,8 @@ class SegmentRequest:
     @property
     def label(self) -> str:
         """``segment 3 of 20 (60-90 s)``: how messages name it."""
-        return f"segment {self.segment + 1} of {self.count} ({self.start:g}-{self.end:g} s)"
+        end = "end" if self.end is None else f"{self.end:g} s"
+        return f"segment {self.segment + 1} of {self.count} ({self.start:g}-{end})"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,7 +101,8 @@ class SegmentRequest:
     def from_dict(cls, data: dict[str, Any]) -> "SegmentRequest":
         return cls(
             stage1_bucket=data["stage1_bucket"], stem=data["stem"], video=data["video"], source=dict(data.get("source", {})),
-            segment=int(data["segment"]), count=int(data["count"]), start=float(data["start"]), end=float(data["end"]),
+            segment=int(data["segment"]), count=int(data["count"]), start=float(data["start"]),
+            end=None if data.get("end") is None else float(data["end"]),
             fps=float(data["fps"]), duration=None if data.get("duration") is None else float(data["duration"]),
             timings_ms=dict(data.get("timings_ms", {})),
         )  # fmt: skip
@@ -392,6 +394,9 @@ def handle_segment(event: dict[str, Any], env: Any, context: Any = None) -> dict
             log("segment part written by a duplicate first", stem=request.stem, segment=request.segment)
         log("segment recognised", stem=request.stem, segment=request.segment, count=request.count, status=part["status"],
             faces=len(part.get("observations", [])), frames=part.get("frames", 0))  # fmt: skip
+        if part["status"] != "ok":  # an input error: the video's answer is an error now, not after the others
+            outcome = fail_segment(s3, env.output_bucket, request, str(part.get("error")), request_id)
+            return {"stem": request.stem, "segment": request.segment, "outcome": outcome}
     outcome = complete(s3, env, request, request_id)
     return {"stem": request.stem, "segment": request.segment, "outcome": outcome}
 
@@ -418,7 +423,7 @@ def complete(s3: Any, env: Any, request: SegmentRequest, request_id: str) -> str
         return "waiting"
     if not _claim(s3, request, request_id):
         return "merged elsewhere"
-    if result_done(env.output_bucket, request.stem, request.event_id):
+    if result_done(env.output_bucket, request.stem, request.event_id, s3):
         return "merged"  # a retry of the claim's holder after its result was written
     merge(s3, env, request, parts)
     return "merged"
@@ -448,7 +453,7 @@ def merge(s3: Any, env: Any, request: SegmentRequest, keys: list[str]) -> Result
             store_best_views(s3, env.output_bucket, request, result)
         result.timings_ms["merge"] = (time.perf_counter() - started) * 1000
         result.timings_ms["recognise"] = (time.time() - first_start) * 1000  # first segment's start to the result
-    write_result(env.output_bucket, request.stem, result, request.event_id)
+    write_result(env.output_bucket, request.stem, result, request.event_id, s3)
     log("merged", stem=request.stem, segments=request.count, status=result.status, name=result.name,
         people=len(result.timeline.people) if result.timeline else 0)  # fmt: skip
     return result
@@ -458,7 +463,8 @@ def failure_result(request: SegmentRequest, failed: list[dict[str, Any]]) -> Res
     if not failed:
         return error_result(request.video, f"{request.video}: a segment's part is missing; upload the video again")
     named = "; ".join(
-        f"segment {p['segment'] + 1} of {p['count']} ({float(p['start']):g}-{float(p['end']):g} s): {p.get('error') or 'failed'}"
+        f"segment {p['segment'] + 1} of {p['count']} ({float(p['start']):g}-" + ("end" if p.get("end") is None else f"{float(p['end']):g} s")
+        + f"): {p.get('error') or 'failed'}"
         for p in failed
     )
     return error_result(request.video, f"{request.video}: no timeline, {len(failed)} of {request.count} segment(s) failed: {named}")
@@ -470,7 +476,7 @@ def fail_segment(s3: Any, output_bucket: str, request: SegmentRequest | dict[str
     result naming it, unless the video's result is decided elsewhere. Idempotent. Returns what it did."""
     if isinstance(request, dict):
         request = SegmentRequest.from_dict(request)
-    if request.event_id and result_done(output_bucket, request.stem, request.event_id):
+    if request.event_id and result_done(output_bucket, request.stem, request.event_id, s3):
         return "result already written"
     if not _put_part(s3, request, failed_part(request, message)):
         part = _read_json(s3, request.stage1_bucket, part_key(request.stem, request.event_id, request.segment, request.count)) or {}
@@ -491,9 +497,9 @@ def fail_segment(s3: Any, output_bucket: str, request: SegmentRequest | dict[str
         holder = _read_json(s3, request.stage1_bucket, claim_key(request.stem, request.event_id)) or {}
         if holder.get("segment") != request.segment:
             return "merge held elsewhere"  # another segment merges, and sees this failed part
-    if request.event_id and result_done(output_bucket, request.stem, request.event_id):
+    if request.event_id and result_done(output_bucket, request.stem, request.event_id, s3):
         return "result already written"
-    write_result(output_bucket, request.stem, failure_result(request, [failed_part(request, message)]), request.event_id)
+    write_result(output_bucket, request.stem, failure_result(request, [failed_part(request, message)]), request.event_id, s3)
     log("segment failed", stem=request.stem, segment=request.segment, error=message)
     return "error result written"
 
@@ -507,10 +513,21 @@ def _claim_holder_is(s3: Any, request: SegmentRequest, owner: str) -> bool:
 
 def store_best_views(s3: Any, bucket: str, request: SegmentRequest, result: Result) -> None:
     """``<stem>.timeline/<n>.jpg``: a crop of each row's best view, decoded again from the video (a
-    few seeks); the rows name their crop. A failure here is logged and never fails the result."""
+    few seeks); the rows name their crop. And ``<stem>.annotated.jpg`` as without a timeline: the frame
+    with the most faces, drawn. A failure here is logged and never fails the result."""
+    from .core.annotate import annotate_frame, annotated_key, best_frame, jpeg_bytes
+
     assert result.timeline is not None
     try:
-        crops = best_view_crops(video_file(request), result.timeline, name=request.video)
+        path = video_file(request)
+        index = best_frame(result.faces)
+        if index is not None:
+            with media.open_video(path, name=request.video) as video:
+                frame = next(iter(video.frames([round(index / request.fps, 3)])))
+            body = jpeg_bytes(annotate_frame(frame.image, result.faces, index))
+            s3.put_object(Bucket=bucket, Key=annotated_key(request.stem), Body=body, ContentType="image/jpeg",
+                          Metadata={EVENT_META: request.event_id, "frame": str(index)})  # fmt: skip
+        crops = best_view_crops(path, result.timeline, name=request.video)
         for n, person in enumerate(result.timeline.people, start=1):
             body = crops.get(person.person)
             if body is None:
@@ -524,5 +541,5 @@ def store_best_views(s3: Any, bucket: str, request: SegmentRequest, result: Resu
 
 __all__ = [
     "SEGMENT_KIND", "SegmentRequest", "complete", "create", "fail_segment", "fan_out", "handle_segment", "is_segment_event",
-    "merge", "parse_state_key", "plan_key", "part_key", "run_prefix", "segment_label", "stem_prefix", "grid",
+    "merge", "parse_state_key", "part_key", "plan_key", "run_prefix", "segment_label", "stem_prefix",
 ]  # fmt: skip

@@ -57,10 +57,18 @@ def run_identify(
     device: str = "cpu",
     annotate_dir: Path | None = None,
     all_frames: bool = False,
+    timeline: bool = False,
 ) -> int:
     """Recognise each file; returns how many ended in error. ``weights``: a name or state_dict path,
     default the gallery's (checked against it). With ``annotate_dir``, every sampled frame with faces
-    is written there with the faces drawn on it, as ``<stem>_f<frame>.jpg``."""
+    is written there with the faces drawn on it, as ``<stem>_f<frame>.jpg``. With ``timeline``, every
+    1/``fps`` seconds is looked at (default 2 fps) and the results say who is on screen when; with
+    ``annotate_dir`` too, the best view of each person is written there as ``<stem>_<person>.jpg``."""
+    if timeline:
+        return run_identify_timeline(
+            files, gallery_path, json_lines=json_lines, fps=fps, threshold=threshold, weights=weights, device=device,
+            annotate_dir=annotate_dir,
+        )  # fmt: skip
     gallery = load_gallery(gallery_path)  # an old torch gallery or a course data.pt is converted
     # An annotated frame per sampled frame means looking at all of them: no early exit.
     early_exit = not all_frames and annotate_dir is None
@@ -104,3 +112,49 @@ def write_annotated(directory: Path, stem: str, result: Result, frames: list[Fra
         path.write_bytes(jpeg_bytes(annotate_frame(frame.image, result.faces, frame.index)))
         paths.append(path)
     return paths
+
+
+def run_identify_timeline(
+    files: list[Path],
+    gallery_path: Path,
+    *,
+    json_lines: bool = False,
+    fps: float = 0.0,
+    threshold: float | None = None,
+    weights: str | None = None,
+    device: str = "cpu",
+    annotate_dir: Path | None = None,
+) -> int:
+    """``facerec identify --timeline``: each file in one sequential pass at ``fps`` (0: 2 fps)."""
+    from lambdas.core.timeline import DEFAULT_FPS, best_view_crops, recognise_timeline
+
+    from ..render import print_timelines
+
+    fps = fps or DEFAULT_FPS
+    gallery = load_gallery(gallery_path)
+    recogniser = Recogniser(gallery, weights=weights, device=device, threshold=threshold)
+    results: list[Result] = []
+    with progress() as bar:
+        for path in files:
+            label = f"timeline of {path.name}"
+            task = bar.add_task(label, total=None)
+
+            def on_batch(frames: int, task: int = task, label: str = label) -> None:
+                bar.update(task, completed=frames, description=f"{label}: {frames} frames")
+
+            result = recognise_timeline(recogniser, path, fps=fps, on_batch=on_batch)
+            if annotate_dir is not None and result.timeline is not None and result.timeline.people:
+                annotate_dir.mkdir(parents=True, exist_ok=True)
+                for person, body in best_view_crops(path, result.timeline, name=path.name).items():
+                    written = annotate_dir / f"{path.stem}_{person}.jpg"
+                    written.write_bytes(body)
+                    next(p for p in result.timeline.people if p.person == person).image = written.name
+            bar.remove_task(task)
+            results.append(result)
+            if json_lines:
+                print_json_lines([result])
+    if not json_lines:
+        out.print(results_table(results))
+        print_timelines(results)
+        print_errors(results)
+    return sum(r.status == ERROR for r in results)

@@ -55,7 +55,7 @@ from .media import Frame
 from .results import UNKNOWN, Appearance, Face, Result, Timeline, View, error_result, main_identity
 
 DEFAULT_FPS = 2.0
-BATCH = 16  # frames detected and embedded together
+BATCH = 8  # frames detected and embedded together (16 was no faster, and held twice the memory)
 MERGE_GAP_SAMPLES = 2  # a person's sightings merge into one range across gaps of up to two intervals
 JOIN_DISTANCE = 0.85
 MERGE_DISTANCE = 0.95
@@ -85,11 +85,14 @@ def grid(duration: float | None, fps: float, start: float = 0.0, end: float | No
     return points
 
 
-def segment_plan(duration: float | None, seconds: float) -> list[tuple[float, float]]:
+def segment_plan(duration: float | None, seconds: float) -> list[tuple[float, float | None]]:
     """The parts ``[start, end)`` of a video of ``duration`` seconds, ``seconds`` long each (the last
-    one shorter): one part for a video no longer than that, or of unknown length."""
-    if not duration or duration <= seconds or seconds <= 0:
-        return [(0.0, float(duration or 0.0))]
+    one shorter): one part for a video no longer than that, or of unknown length (``end`` None: to
+    the end of the video, wherever that is)."""
+    if duration is None:
+        return [(0.0, None)]
+    if duration <= seconds or seconds <= 0:
+        return [(0.0, float(duration))]
     count = math.ceil(duration / seconds - 1e-6)
     return [(i * seconds, min(float(duration), (i + 1) * seconds)) for i in range(count)]
 
@@ -154,7 +157,7 @@ def _observe(recogniser: Any, frames: list[Frame], watch: Any) -> list[Observati
         Observation(
             frame=e.frame.index, t=float(e.frame.t), box=[float(v) for v in e.detection.box], prob=float(e.detection.prob),
             name=m.name, distance=float(m.distance), nearest=m.nearest, embedding=e.embedding.astype(np.float16),
-        )  # fmt: skip
+        )
         for e, m in zip(encoded, matches)
     ]
 
@@ -248,13 +251,16 @@ def group_faces(observations: list[Observation]) -> list[_Group]:
         if o.name != UNKNOWN:
             named.setdefault(o.name, _Group(o.name)).add(i, o.frame, emb[i])
     groups: list[_Group] = [named[n] for n in sorted(named)]
-    centroids = [g.centroid for g in groups]
+    # Centroids as rows of one matrix (grown by doubling): each face is one matrix-vector product.
+    centroids = np.zeros((max(16, 2 * len(groups)), 512), np.float32)
+    for j, g in enumerate(groups):
+        centroids[j] = g.centroid
     for i, o in enumerate(observations):
         if o.name != UNKNOWN:
             continue
         chosen = None
         if groups:
-            distances = np.linalg.norm(np.stack(centroids) - emb[i], axis=1)
+            distances = np.sqrt(np.clip(2.0 - 2.0 * (centroids[: len(groups)] @ emb[i]), 0.0, None))
             for j in np.argsort(distances, kind="stable"):
                 if distances[j] >= JOIN_DISTANCE:
                     break
@@ -263,22 +269,24 @@ def group_faces(observations: list[Observation]) -> list[_Group]:
                     break
         if chosen is None:
             groups.append(_Group(None))
-            centroids.append(np.zeros(512, np.float32))
             chosen = len(groups) - 1
+            if chosen >= len(centroids):
+                centroids = np.concatenate([centroids, np.zeros_like(centroids)])
         groups[chosen].add(i, o.frame, emb[i])
         centroids[chosen] = groups[chosen].centroid
     # Step 3: merge the closest pair (at least one of them strangers) while one is under MERGE_DISTANCE.
-    while True:
-        best: tuple[float, int, int] | None = None
+    while len(groups) > 1:
         matrix = np.stack([g.centroid for g in groups])
-        dist = np.linalg.norm(matrix[:, None, :] - matrix[None, :, :], axis=2)
-        for a in range(len(groups)):
-            for b in range(a + 1, len(groups)):
-                if groups[a].name is not None and groups[b].name is not None:
-                    continue  # two enrolled people stay two people
-                d = float(dist[a, b])
-                if d < MERGE_DISTANCE and (best is None or d < best[0]) and not (groups[a].frames & groups[b].frames):
-                    best = (d, a, b)
+        dist = np.sqrt(np.clip(2.0 - 2.0 * (matrix @ matrix.T), 0.0, None))  # unit centroids: |a-b|^2 = 2 - 2 a.b
+        close = np.argwhere(np.triu(dist < MERGE_DISTANCE, 1))
+        best: tuple[float, int, int] | None = None
+        for a, b in sorted(close.tolist(), key=lambda ab: (float(dist[ab[0], ab[1]]), ab[0], ab[1])):
+            if groups[a].name is not None and groups[b].name is not None:
+                continue  # two enrolled people stay two people
+            if groups[a].frames & groups[b].frames:
+                continue  # on screen together: two people
+            best = (float(dist[a, b]), a, b)
+            break
         if best is None:
             break
         _, a, b = best

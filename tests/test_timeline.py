@@ -212,8 +212,8 @@ def fanned(celeb_gallery: Any, clips: dict[str, Path], tmp_path_factory: pytest.
 
     folder = tmp_path_factory.mktemp("fanned")
     jobs, _ = collect_videos([clips["two"], clips["hamilton"]])
-    env = {fenv.TIMELINE: "1", fenv.SEGMENT_SECONDS: "3", fenv.ANNOTATE: "1"}
-    with LocalPipeline(celeb_gallery[0], RunOptions(workers=2, timeout_s=600, extra_env=env), log_path=str(folder / "run.log")) as pipeline:
+    variables = {fenv.TIMELINE: "1", fenv.SEGMENT_SECONDS: "3", fenv.ANNOTATE: "1"}
+    with LocalPipeline(celeb_gallery[0], RunOptions(workers=2, timeout_s=600, extra_env=variables), log_path=str(folder / "run.log")) as pipeline:
         results = {r.video: r for r in pipeline.run(jobs)}
         report = folder / "report.html"
         write_report(report, pipeline.settings, pipeline.clients.s3, pipeline.clients.sqs, title="timelines")
@@ -328,13 +328,13 @@ def handler_cloud(moto_url: str, monkeypatch: pytest.MonkeyPatch, celeb_gallery:
 
     s3_conditional.install()  # the local cloud's atomic conditional writes (this module's server is in-process)
     region = "eu-west-3"
-    env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": region,
-           "AWS_REGION": region, "OUTPUT_BUCKET": f"out-{uuid.uuid4().hex[:8]}", "FACEREC_GALLERY": str(celeb_gallery[0])}  # fmt: skip
-    for name, value in env.items():
+    variables = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": region,
+                 "AWS_REGION": region, "OUTPUT_BUCKET": f"out-{uuid.uuid4().hex[:8]}", "FACEREC_GALLERY": str(celeb_gallery[0])}  # fmt: skip
+    for name, value in variables.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     s3 = boto3.client("s3", endpoint_url=moto_url, region_name=region)
-    buckets = {"input": f"in-{uuid.uuid4().hex[:8]}", "stage1": f"st-{uuid.uuid4().hex[:8]}", "output": env["OUTPUT_BUCKET"]}
+    buckets = {"input": f"in-{uuid.uuid4().hex[:8]}", "stage1": f"st-{uuid.uuid4().hex[:8]}", "output": variables["OUTPUT_BUCKET"]}
     for bucket in buckets.values():
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     s3.upload_file(str(clips["two"]), buckets["input"], "two.mp4")
@@ -442,10 +442,10 @@ def test_run_local_segment_failing_every_attempt_or_once(celeb_gallery: Any, cli
     from facerec_cli.results import parse_destination_record
 
     jobs, _ = collect_videos([clips["two"]])
-    env = {fenv.TIMELINE: "1", fenv.SEGMENT_SECONDS: "3"}
+    variables = {fenv.TIMELINE: "1", fenv.SEGMENT_SECONDS: "3"}
     outcomes = {}
     for fault in ("segment_fails_always", "segment_fails_once"):
-        with LocalPipeline(celeb_gallery[0], RunOptions(workers=1, timeout_s=300, extra_env=env, allow=FAULTS)) as pipeline:
+        with LocalPipeline(celeb_gallery[0], RunOptions(workers=1, timeout_s=300, extra_env=variables, allow=FAULTS)) as pipeline:
             _replace_recognition_handler(pipeline, f"tests.timeline_faults.{fault}", tmp_path / fault, segment=1)
             (result,) = pipeline.run(jobs)
             queue_url = pipeline.clients.sqs.get_queue_url(QueueName=pipeline.names.failure_queue)["QueueUrl"]
@@ -469,11 +469,11 @@ def _replace_recognition_handler(pipeline: LocalPipeline, command: str, fault_di
     lam = pipeline.clients.lambda_
     name = pipeline.names.recognition_function
     config = lam.get_function(FunctionName=name)["Configuration"]
-    env = dict(config["Environment"]["Variables"], FAULT_DIR=str(fault_dir), FAULT_SEGMENT=str(segment))
+    variables = dict(config["Environment"]["Variables"], FAULT_DIR=str(fault_dir), FAULT_SEGMENT=str(segment))
     lam.delete_function(FunctionName=name)
     lam.create_function(
         FunctionName=name, Role=config["Role"], PackageType="Image", Code={"ImageUri": "local/facerec:test"},
-        ImageConfig={"Command": [command]}, Environment={"Variables": env}, Timeout=config["Timeout"], MemorySize=config["MemorySize"],
+        ImageConfig={"Command": [command]}, Environment={"Variables": variables}, Timeout=config["Timeout"], MemorySize=config["MemorySize"],
     )
 
 

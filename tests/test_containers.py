@@ -628,7 +628,7 @@ def test_recognition_image_is_built_pushed_lean_and_without_torch(
     assert attrs["Cmd"] == ["lambdas.face_recognition.handler"]
     assert "FACEREC_MODELS=/opt/facerec/models" in attrs["Env"] and "FACEREC_WEIGHTS=casia-webface" in attrs["Env"]
     script = ("ls -A /var/task; ls /opt/facerec/models | tr '\\n' ' '; echo; "
-              "python3 -c 'import onnxruntime, numpy, PIL, boto3, safetensors; print(\"ort\", onnxruntime.__version__)'; "
+              "python3 -c 'import onnxruntime, numpy, PIL, boto3, av; print(\"ort\", onnxruntime.__version__)'; "
               "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch")  # fmt: skip
     out = client.containers.run(image.tag_uri, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True, user="993:990").decode()
     listing, nets, ort, torch = out.strip().splitlines()
@@ -742,8 +742,8 @@ def test_run_local_containers_names_real_videos_end_to_end(
     proc = facerec_cli(["run-local", str(videos), "--gallery", str(mixed_gallery), "--runtime", "containers",
                         "--base-image", docker_env.base_image, "--json", "--out", str(out), "--timeout", "600"], env, timeout=1800)  # fmt: skip
     seconds = time.monotonic() - started
-    log_file = tmp_path / "facerec-run-local.log"
-    logs = log_file.read_text(errors="replace") if log_file.is_file() else ""
+    # run-local makes a new private log per run in $TMPDIR (facerec-run-local-*.log) and names it on stderr
+    logs = "".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("facerec-run-local-*.log")))
     assert proc.returncode == 0, (proc.stderr[-4000:], logs[-4000:])
     results = {r["video"]: r for r in map(json.loads, proc.stdout.splitlines())}
     assert {video: r["name"] for video, r in results.items()} == expected, (results, logs[-3000:])

@@ -84,10 +84,16 @@ def run_local(
     if html is not None:  # the report shows each video's annotated frame: have the function store it
         options = dataclasses.replace(options, extra_env={**options.extra_env, fenv.ANNOTATE: "1"})
     log_path = options.log_path or private_log_file()
-    err.print(f"function logs: {log_path}", highlight=False, soft_wrap=True, style="dim")
     containers = options.runtime == "containers"
-    # Checks gallery and weights (and with containers, the Docker engine); starts nothing.
-    pipeline = LocalPipeline(gallery, options, log_path=log_path, on_progress=lambda line: err.print(f"[dim]{escape(line)}[/]", soft_wrap=True))
+    # Checks gallery and weights (and with containers, the Docker engine); starts nothing. A failed
+    # check is one red line and leaves no log file behind.
+    try:
+        pipeline = LocalPipeline(gallery, options, log_path=log_path, on_progress=lambda line: err.print(f"[dim]{escape(line)}[/]", soft_wrap=True))
+    except BaseException:
+        if options.log_path is None:
+            Path(log_path).unlink(missing_ok=True)
+        raise
+    err.print(f"function logs: {log_path}", highlight=False, soft_wrap=True, style="dim")
     jobs, refused = collect_videos(inputs)
     with err.status("building the images, starting the local cloud and the containers…" if containers else "starting the local cloud and the workers…"):
         pipeline.__enter__()

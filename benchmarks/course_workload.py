@@ -49,20 +49,17 @@ def cut_clip(src: Path, start: float, end: float, out: Path, size: tuple[int, in
     """Frames [start, end) of ``src`` re-encoded (H.264, ``size``) into ``out``."""
     import av
 
-    with av.open(str(src)) as inp, av.open(str(out), mode="w", format="mp4") as dst:
+    from facerec_cli.samples import h264_writer
+
+    with av.open(str(src)) as inp:
         stream_in = inp.streams.video[0]
-        stream = dst.add_stream("libx264", rate=round(float(stream_in.average_rate or 25)))
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        stream.options = {"preset": "veryfast"}
-        for frame in inp.decode(stream_in):
-            t = float(frame.pts * stream_in.time_base)
-            if t < start:
-                continue
-            if t >= end:
-                break
-            picture = frame.to_image().resize(size)
-            dst.mux(stream.encode(av.VideoFrame.from_image(picture)))
-        dst.mux(stream.encode(None))
+        with h264_writer(out, size, round(float(stream_in.average_rate or 25)), 600.0, f"cut {src.name}") as put:
+            for frame in inp.decode(stream_in):
+                t = float(frame.pts * stream_in.time_base)
+                if t >= end:
+                    break
+                if t >= start:
+                    put(frame.to_image().resize(size))
     return out
 
 

@@ -4,7 +4,9 @@ a real clip. Used by ``facerec demo``, the tests and the benchmarks."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -24,6 +26,35 @@ def _letterboxed(image: Image.Image, width: int, height: int) -> Image.Image:
     return canvas
 
 
+def _zoomed(canvas: Image.Image, n: int, zoom_per_frame: float) -> Image.Image:
+    """Frame ``n`` of a slow zoom (up to 1.5x) on the canvas's centre."""
+    width, height = canvas.size
+    zoom = min(1 + zoom_per_frame * n, 1.5)
+    w, h = width / zoom, height / zoom
+    box = ((width - w) / 2, (height - h) / 2, (width + w) / 2, (height + h) / 2)
+    return canvas.resize((width, height), Image.Resampling.BICUBIC, box=box)
+
+
+@contextlib.contextmanager
+def h264_writer(out: Path, size: tuple[int, int], fps: int, timeout: float, what: str) -> Iterator[Callable[[Image.Image], None]]:
+    """An H.264 MP4 (yuv420p, ``size`` x ``fps``) written with PyAV: yields ``put(picture)``, which
+    raises a UserError once ``timeout`` seconds have passed ("could not <what> in N s")."""
+    deadline = time.monotonic() + timeout
+    # "file:" + the absolute path: an output named "pipe:x.mp4" is a file like any other.
+    with av.open("file:" + str(Path(out).resolve()), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"preset": "veryfast"}
+
+        def put(picture: Image.Image) -> None:
+            if time.monotonic() > deadline:
+                raise UserError(f"could not {what} in {timeout:g} s")
+            container.mux(stream.encode(av.VideoFrame.from_image(picture)))
+
+        yield put
+        container.mux(stream.encode(None))
+
+
 def still_video(
     photo: Path | Image.Image,
     out: Path,
@@ -38,23 +69,10 @@ def still_video(
     width, height = size[0] // 2 * 2, size[1] // 2 * 2  # yuv420p needs even sides
     image = photo if isinstance(photo, Image.Image) else load_image(photo)
     canvas = _letterboxed(image.convert("RGB"), width, height)
-    frames = max(1, round(seconds * fps))
-    deadline = time.monotonic() + timeout
     try:
-        # "file:" + the absolute path: an output named "pipe:x.mp4" is a file like any other.
-        with av.open("file:" + str(Path(out).resolve()), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"preset": "veryfast"}
-            for n in range(frames):
-                if time.monotonic() > deadline:
-                    raise UserError(f"could not make a video from the photo in {timeout:g} s")
-                zoom = min(1 + zoom_per_frame * n, 1.5)
-                w, h = width / zoom, height / zoom
-                box = ((width - w) / 2, (height - h) / 2, (width + w) / 2, (height + h) / 2)
-                picture = canvas.resize((width, height), Image.Resampling.BICUBIC, box=box)
-                container.mux(stream.encode(av.VideoFrame.from_image(picture)))
-            container.mux(stream.encode(None))
+        with h264_writer(out, (width, height), fps, timeout, "make a video from the photo") as put:
+            for n in range(max(1, round(seconds * fps))):
+                put(_zoomed(canvas, n, zoom_per_frame))
     except (av.FFmpegError, OSError) as exc:
         raise UserError(f"could not make a video from the photo: {exc}") from exc
     return out
@@ -77,27 +95,14 @@ def joined_video(
     from lambdas.core import media
 
     width, height = size[0] // 2 * 2, size[1] // 2 * 2
-    deadline = time.monotonic() + timeout
     try:
-        with av.open("file:" + str(Path(out).resolve()), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"preset": "veryfast"}
-
-            def put(picture: Image.Image) -> None:
-                if time.monotonic() > deadline:
-                    raise UserError(f"could not join the pieces into a video in {timeout:g} s")
-                container.mux(stream.encode(av.VideoFrame.from_image(picture)))
-
+        with h264_writer(out, (width, height), fps, timeout, "join the pieces into a video") as put:
             for source, seconds in pieces:
                 source = Path(source)
                 if media.is_image(source):
                     canvas = _letterboxed(load_image(source), width, height)
                     for n in range(max(1, round((seconds or 3.0) * fps))):
-                        zoom = min(1 + zoom_per_frame * n, 1.5)
-                        w, h = width / zoom, height / zoom
-                        box = ((width - w) / 2, (height - h) / 2, (width + w) / 2, (height + h) / 2)
-                        put(canvas.resize((width, height), Image.Resampling.BICUBIC, box=box))
+                        put(_zoomed(canvas, n, zoom_per_frame))
                     continue
                 with media.open_video(source, timeout=timeout) as video:
                     length = video.duration or 0.0
@@ -112,7 +117,6 @@ def joined_video(
                     for _ in range(count - made):  # the source ended early: hold its last frame
                         if last is not None:
                             put(last)
-            container.mux(stream.encode(None))
     except (av.FFmpegError, OSError) as exc:
         raise UserError(f"could not join the pieces into a video: {exc}") from exc
     return out

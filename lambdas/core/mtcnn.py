@@ -20,8 +20,9 @@ FACTOR = 0.709
 _F32 = np.float32
 
 
-def _windows(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) of each output cell of adaptive average pooling, as torch computes them."""
+def _windows(n_in: int | np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of each output cell of adaptive average pooling, as torch computes them;
+    ``n_in`` may be a column of lengths (K x 1), giving K rows of windows."""
     i = np.arange(n_out, dtype=np.int64)
     return (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
 
@@ -57,15 +58,12 @@ def _crops(tables: list[np.ndarray], boxes: np.ndarray, image_inds: np.ndarray, 
     ok = (ey > y - 1) & (ex > x - 1)
     data = np.zeros((int(ok.sum()), size, size, 3), _F32)
     kept = np.flatnonzero(ok)
-    i = np.arange(size, dtype=np.int64)
     for image in np.unique(image_inds[kept]):
         pick = image_inds[kept] == image
         k = kept[pick]
         y0, x0 = y[k, None] - 1, x[k, None] - 1
-        hk, wk = ey[k, None] - y0, ex[k, None] - x0
-        # adaptive average pooling windows, per box (as _windows, broadcast over the boxes)
-        rs, re = y0 + (i * hk) // size, y0 + ((i + 1) * hk + size - 1) // size
-        cs, ce = x0 + (i * wk) // size, x0 + ((i + 1) * wk + size - 1) // size
+        rs, re = (w + y0 for w in _windows(ey[k, None] - y0, size))  # one row of windows per box
+        cs, ce = (w + x0 for w in _windows(ex[k, None] - x0, size))
         t = tables[image]
         total = (t[re[:, :, None], ce[:, None, :]] - t[rs[:, :, None], ce[:, None, :]]
                  - t[re[:, :, None], cs[:, None, :]] + t[rs[:, :, None], cs[:, None, :]])

@@ -59,7 +59,7 @@ def _measure(args: list[str], checkout: Path, cwd: Path, repeat: int) -> dict[st
 def _gallery(checkout: Path, workdir: Path) -> Path:
     """5celeb/train enrolled by the checkout's own code (its own file format)."""
     target = workdir / f"gallery-{abs(hash(str(checkout)))}"
-    code = "import sys; from facerec_cli.main import app; sys.argv = ['facerec'] + sys.argv[1:]; app()"
+    code = "import sys; from facerec_cli.cli.app import app; sys.argv = ['facerec'] + sys.argv[1:]; app()"
     subprocess.run([sys.executable, "-c", code, "enroll", str(DATA / "5celeb" / "train"), "-o", str(target)], cwd=workdir, env={**os.environ, "PYTHONPATH": str(checkout)},
                    check=True, capture_output=True)
     return target

@@ -257,7 +257,7 @@ def main() -> int:
         gallery = args.gallery or enrol(Path(tmp))
         log_path = Path(tmp) / "run-local.log"
         command = [
-            sys.executable, "-c", "from facerec_cli.main import app; app()", "iaas", "run-local", "--gallery", str(gallery), "--port", "0",
+            sys.executable, "-c", "from facerec_cli.cli.app import app; app()", "iaas", "run-local", "--gallery", str(gallery), "--port", "0",
             "--max-instances", str(args.max_instances), "--timeout", str(args.timeout), "--read-timeout", str(args.read_timeout),
             "--visibility-timeout", str(args.visibility_timeout), "--scale-in-after", "5", "--log", str(Path(tmp) / "workers.log"),
         ]  # fmt: skip

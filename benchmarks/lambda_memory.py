@@ -12,7 +12,7 @@ Lambda gives a function CPU in proportion to its memory: 1,769 MB is one vCPU. T
 the real images and the real runtime:
 
 * both images are built by the code `facerec bootstrap` and `run-local --runtime containers` use
-  (facerec_cli/deploy/images.py: same Dockerfiles, context, models and content tags) on the local
+  (facerec_cli/pipeline/images.py: same Dockerfiles, context, models and content tags) on the local
   Lambda-like base image of tests/docker_env.py (with the Runtime Interface Emulator), pip fed from a
   wheelhouse on 127.0.0.1; an unchanged image is not rebuilt when --workdir is kept between runs;
 * each (function, memory size) runs in its own container, behind the emulator, as Lambda runs functions
@@ -26,7 +26,7 @@ the real images and the real runtime:
 * video-splitting gets moto's own S3 ObjectCreated events for real uploads of that course video (a new
   key each time, so no invocation is a duplicate); its Invoke of face-recognition reaches moto's Lambda
   and is accepted there without running anything (moto cannot run Image functions; that seam is the
-  one facerec_cli/local/dispatch.py patches), as an asynchronous Invoke returns at once on AWS.
+  one facerec_cli/pipeline/local/dispatch.py patches), as an asynchronous Invoke returns at once on AWS.
 
 Per (function, memory size): cold start (container start to the first response: the emulator, the
 runtime's init, for face-recognition the models loading at import and the gallery on first use, and the
@@ -318,14 +318,14 @@ class Cloud:
         from moto.server import ThreadedMotoServer
 
         from facerec_cli.config import Settings
-        from facerec_cli.deploy import (
+        from facerec_cli.pipeline.deploy import (
             Clients,
             DeployOptions,
             NullReporter,
             apply_plan,
             plan_deploy,
         )
-        from facerec_cli.local.dispatch import check_seam
+        from facerec_cli.pipeline.local.dispatch import check_seam
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -421,7 +421,7 @@ def gallery_file(workdir: Path) -> Path:
 
 def source_snapshot(directory: Path) -> Path:
     """lambdas/ and the Dockerfiles as they are now: edits made while this runs change nothing."""
-    from facerec_cli.deploy import images
+    from facerec_cli.pipeline import images
 
     if directory.exists():
         shutil.rmtree(directory)
@@ -529,7 +529,7 @@ def measure(functions: list[Function], cases: dict[str, Any], rounds: dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from facerec_cli.deploy import images
+    from facerec_cli.pipeline import images
     from facerec_cli.samples import still_video
     from tests.docker_env import (
         DockerUnavailable,

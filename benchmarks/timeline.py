@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
 
-    from facerec_cli.local.pipeline import LocalPipeline, RunOptions, collect_videos
+    from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos
     from lambdas import env as fenv
     from lambdas.core import media
     from lambdas.core.gallery import Gallery

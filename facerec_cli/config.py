@@ -16,7 +16,7 @@ from typing import Any
 
 import platformdirs
 
-from .errors import UserError
+from facerec_cli.errors import UserError
 
 DEFAULT_PREFIX = "facerec"
 DEFAULT_REGION = "us-east-1"

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lambdas.core.media import load_image
 
-from .errors import UserError
+from facerec_cli.errors import UserError
 
 
 def _letterboxed(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -54,7 +54,7 @@ from .storage import EVENT_META, client, log, result_done, write_result
 
 SEGMENT_KIND = "timeline-segment"
 PREFIX = ".facerec/segments/"
-# Attempts Lambda makes of an asynchronous invocation: 1 + the 2 retries facerec_cli/deploy/desired.py
+# Attempts Lambda makes of an asynchronous invocation: 1 + the 2 retries facerec_cli/pipeline/stack.py
 # configures (MAX_RETRY_ATTEMPTS), as run-local's dispatcher does.
 MAX_ATTEMPTS = 3
 # Seconds of an invocation kept back from a segment's decode budget: the part, the merge (reading the

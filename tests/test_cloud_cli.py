@@ -24,13 +24,14 @@ import botocore.exceptions
 import pytest
 from typer.testing import CliRunner
 
-from facerec_cli import function_logs, watch_results
+from facerec_cli.pipeline.observe import function_logs
+from facerec_cli.pipeline.observe import watch_results
 from facerec_cli.config import Settings
-from facerec_cli.deploy import Clients, DeployOptions, apply_plan, plan_destroy
-from facerec_cli.deploy import plan as plan_module
-from facerec_cli.main import app
-from facerec_cli.results import destination_record
-from facerec_cli.upload_ledger import UploadLedger
+from facerec_cli.pipeline.deploy import Clients, DeployOptions, apply_plan, plan_destroy
+from facerec_cli.infra import plan as plan_module
+from facerec_cli.cli.app import app
+from facerec_cli.pipeline.observe.results import destination_record
+from facerec_cli.pipeline.upload_ledger import UploadLedger
 from lambdas.core.results import ERROR, NO_FACE, OK, Face, Result
 
 # Regions no other test module deploys to (tests/test_deploy.py cycles through its own list).
@@ -287,7 +288,7 @@ def test_bootstrap_builds_images_after_creating_the_repository(env: Env, gallery
     (needs dockerd) is replaced by a recorder here; tests/test_containers.py runs the real one."""
     import types
 
-    import facerec_cli.deploy
+    import facerec_cli.pipeline.deploy
 
     calls: list[dict[str, Any]] = []
     n = env.settings.names
@@ -314,11 +315,11 @@ def test_bootstrap_builds_images_after_creating_the_repository(env: Env, gallery
         kwargs["on_progress"]("pushed layer 1/3")
         return {kind: f"registry.test:5000/{n.ecr_repository}:{kind}-1" for kind in ("splitting", "recognition")}
 
-    fake = types.ModuleType("facerec_cli.deploy.images")
+    fake = types.ModuleType("facerec_cli.pipeline.images")
     fake.build_and_push = build_and_push  # type: ignore[attr-defined]
     fake.open_engine = open_engine  # type: ignore[attr-defined]
-    monkeypatch.setitem(__import__("sys").modules, "facerec_cli.deploy.images", fake)
-    monkeypatch.setattr(facerec_cli.deploy, "images", fake, raising=False)
+    monkeypatch.setitem(__import__("sys").modules, "facerec_cli.pipeline.images", fake)
+    monkeypatch.setattr(facerec_cli.pipeline.deploy, "images", fake, raising=False)
 
     dry = facerec("bootstrap", "--gallery", str(gallery_file), "--dry-run")
     assert dry.exit_code == 0, dry.output
@@ -345,7 +346,7 @@ def test_bootstrap_names_the_repository_it_created_when_the_push_fails(env: Env,
     was left behind. The builder is faked (no dockerd here); tests/test_containers.py fails a real push."""
     import types
 
-    import facerec_cli.deploy
+    import facerec_cli.pipeline.deploy
     from facerec_cli.errors import UserError
 
     n = env.settings.names
@@ -357,11 +358,11 @@ def test_bootstrap_names_the_repository_it_created_when_the_push_fails(env: Env,
     def build_and_push(settings: Settings, clients: Clients, **kwargs: Any) -> dict[str, str]:
         raise UserError("pushing 127.0.0.1:9/x:splitting-1 failed: connection refused", hint="the registry 127.0.0.1:9 cannot be reached")
 
-    fake = types.ModuleType("facerec_cli.deploy.images")
+    fake = types.ModuleType("facerec_cli.pipeline.images")
     fake.build_and_push = build_and_push  # type: ignore[attr-defined]
     fake.open_engine = lambda settings, clients, **kwargs: Engine()  # type: ignore[attr-defined]
-    monkeypatch.setitem(__import__("sys").modules, "facerec_cli.deploy.images", fake)
-    monkeypatch.setattr(facerec_cli.deploy, "images", fake, raising=False)
+    monkeypatch.setitem(__import__("sys").modules, "facerec_cli.pipeline.images", fake)
+    monkeypatch.setattr(facerec_cli.pipeline.deploy, "images", fake, raising=False)
 
     result = facerec("bootstrap", "--registry", "127.0.0.1:9")
     assert result.exit_code == 1, result.output

@@ -43,18 +43,18 @@ import botocore.session
 import pytest
 
 from facerec_cli.config import Settings
-from facerec_cli.deploy import (
+from facerec_cli.pipeline.deploy import (
     Clients,
     DeployOptions,
     NullReporter,
     apply_plan,
-    images,
     plan_deploy,
     plan_destroy,
 )
 from facerec_cli.errors import UserError
-from facerec_cli.local.containers import container_environ, invocation_outcome
-from facerec_cli.local.workers import FunctionSpec
+from facerec_cli.pipeline import images
+from facerec_cli.pipeline.local.containers import container_environ, invocation_outcome
+from facerec_cli.pipeline.local.workers import FunctionSpec
 from lambdas.events import FrameRef, RecognitionRequest
 from tests.docker_env import (
     ROOT,
@@ -195,7 +195,7 @@ def built_recognition(docker_env: DockerEnv, wheelhouse: Wheelhouse, source: Pat
 
 
 class Recorder:
-    """Stands in for moto's Lambda at its invocation seam (the method facerec_cli/local/dispatch.py
+    """Stands in for moto's Lambda at its invocation seam (the method facerec_cli/pipeline/local/dispatch.py
     patches): records each invocation and answers like an accepted asynchronous one.
 
     Why not let moto invoke: moto cannot run Image functions (the functions bootstrap creates), and a
@@ -208,7 +208,7 @@ class Recorder:
         self.calls: list[dict[str, Any]] = []
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from facerec_cli.local.dispatch import check_seam
+        from facerec_cli.pipeline.local.dispatch import check_seam
 
         cls = check_seam()  # fails loudly if a moto upgrade moved the seam
         recorder = self
@@ -349,7 +349,7 @@ def fake_models(directory: Path, weights: str = "casia-webface", embedder: bytes
 
 def facerec_cli(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     """The `facerec` command in its own process (its own moto state and local cloud)."""
-    return subprocess.run([sys.executable, "-c", "from facerec_cli.main import main; main()", *args], check=False, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", "from facerec_cli.cli.app import main; main()", *args], check=False, capture_output=True, text=True,
                           env=env, timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from facerec_cli.galleries import load_gallery
-from facerec_cli.main import app
+from facerec_cli.cli.app import app
 from lambdas.core import media
 from lambdas.core.errors import GalleryError
 from lambdas.core.gallery import Gallery

@@ -20,7 +20,7 @@ import botocore.exceptions
 import pytest
 
 from facerec_cli.config import Settings
-from facerec_cli.deploy import (
+from facerec_cli.pipeline.deploy import (
     Clients,
     DeployError,
     DeployOptions,
@@ -29,8 +29,8 @@ from facerec_cli.deploy import (
     plan_deploy,
     plan_destroy,
 )
-from facerec_cli.deploy import plan as plan_module
-from facerec_cli.deploy.desired import build_desired
+from facerec_cli.infra import plan as plan_module
+from facerec_cli.pipeline.stack import build_desired
 from facerec_cli.errors import UserError
 
 VIDEO_SUFFIXES = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"]
@@ -552,7 +552,7 @@ def test_calls_on_the_prefix_named_buckets_carry_the_expected_owner(settings: Se
     """S3 refuses a call carrying ExpectedBucketOwner when another account owns the bucket: every call
     on the buckets named from the prefix sends it, where the API takes it (moto does not check it, so
     the requests themselves are read here)."""
-    from facerec_cli.deploy import owner_checked_s3
+    from facerec_cli.pipeline.deploy import owner_checked_s3
 
     n, account = settings.names, clients.account_id
     sent: list[tuple[str, str, str | None]] = []

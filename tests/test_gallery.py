@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facerec_cli.galleries import convert_gallery, load_gallery, upload_body
-from facerec_cli.main import app
+from facerec_cli.cli.app import app
 from lambdas.core.errors import GalleryError, LegacyGalleryError
 from lambdas.core.gallery import FORMAT, UNKNOWN, VERSION, Gallery, Match
 
@@ -276,7 +276,7 @@ def test_upload_body_converts_old_galleries_only(gallery, tmp_path):
     import hashlib
 
     from facerec_cli.config import Settings
-    from facerec_cli.deploy.desired import GallerySpec
+    from facerec_cli.pipeline.stack import GallerySpec
 
     key = Settings(prefix="myid").names.gallery_key
     assert key == ".facerec/gallery.safetensors"

@@ -4,7 +4,7 @@ Unit tests of the scaling policy and the response router; bootstrap/destroy (and
 pool) against a real moto server; the local system (`facerec iaas run-local` machinery) with real
 photos: 100 requests 20 at a time, the workers scaling 0 -> 2 -> 0, one worker SIGKILLed while it
 holds a request. The local system runs its tiers with their roles' credentials while moto enforces
-IAM (facerec_cli.iaas.moto_iam), and the tiers' policies are also proven on their own: the app worker,
+IAM (facerec_cli.localcloud.moto_iam), and the tiers' policies are also proven on their own: the app worker,
 the web tier over HTTP and the scaler's EC2 calls, each with exactly its bootstrap policy.
 
 Hardening: --allow-cidr required, the token (401), the sandboxed systemd units, the web role that can
@@ -30,14 +30,14 @@ import typer
 from typer.testing import CliRunner
 
 from facerec_cli.config import Settings
-from facerec_cli.deploy import DeployError, ListReporter, apply_plan
-from facerec_cli.iaas.bootstrap import IaasClients, IaasOptions, plan_bootstrap, plan_teardown
+from facerec_cli.pipeline.deploy import DeployError, ListReporter, apply_plan
+from facerec_cli.iaas.stack import IaasClients, IaasOptions, plan_bootstrap, plan_teardown
 from facerec_cli.iaas.messages import Response, queue_depth, queue_url
 from facerec_cli.iaas.names import TAG_KEY, IaasNames
 from facerec_cli.iaas.pools import AsgPool, find_app_instances
 from facerec_cli.iaas.scaler import AutoScaler, ScalingPolicy
 from facerec_cli.iaas.web import ResponseRouter
-from facerec_cli.local.server import LocalCloud
+from facerec_cli.localcloud.server import LocalCloud
 
 PREFIX = "demo"
 CIDR = "203.0.113.7/32"
@@ -364,7 +364,7 @@ def _assert_sandboxed(user_data: str, unit: str) -> None:
 
 
 def test_cli_bootstrap_dry_run_apply_rerun_and_destroy(moto_cloud, tiny_gallery) -> None:
-    from facerec_cli.iaas.cli import register
+    from facerec_cli.cli.iaas import register
 
     app = typer.Typer()
     app.command("noop")(lambda: None)
@@ -423,7 +423,7 @@ def test_web_command_sizes_the_auto_scaling_group_by_live_requests_and_is_alone_
             return probe.getsockname()[1]
 
     port = free_port()
-    script = "import sys; from facerec_cli.main import app; from facerec_cli.iaas.cli import register; register(app); app()"
+    script = "import sys; from facerec_cli.cli.app import app; from facerec_cli.cli.iaas import register; register(app); app()"
 
     def web_command(port: int) -> list[str]:
         return [
@@ -626,7 +626,7 @@ def test_local_system_under_load_scales_and_survives_a_killed_worker(data: Path,
 def test_worker_command_answers_drops_garbage_and_exits_when_idle(moto_cloud, celeb_gallery, data: Path) -> None:
     import signal
 
-    from facerec_cli.iaas.cli import register
+    from facerec_cli.cli.iaas import register
     from facerec_cli.iaas.messages import Request
 
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
@@ -663,7 +663,7 @@ def test_worker_command_answers_drops_garbage_and_exits_when_idle(moto_cloud, ce
 
 
 def test_worker_refuses_weights_other_than_the_gallerys(moto_cloud, celeb_gallery) -> None:
-    from facerec_cli.iaas.cli import register
+    from facerec_cli.cli.iaas import register
 
     app = typer.Typer()
     app.command("noop")(lambda: None)
@@ -785,7 +785,7 @@ def test_waiting_requests_hold_no_upload(moto_cloud) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [
-        sys.executable, "-c", "from facerec_cli.main import app; app()", "web", "--prefix", PREFIX, "--endpoint-url", moto_cloud.endpoint_url,
+        sys.executable, "-c", "from facerec_cli.cli.app import app; app()", "web", "--prefix", PREFIX, "--endpoint-url", moto_cloud.endpoint_url,
         "--region", "us-east-1", "--port", str(port), "--timeout", "60", "--no-scaler",
     ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -1012,8 +1012,8 @@ def test_tiers_work_with_exactly_their_role_policies_under_iam_enforcement(moto_
     it does not need."""
     import botocore.exceptions
 
-    from facerec_cli.iaas.bootstrap import Arns, app_policy, ec2_trust_policy
-    from facerec_cli.iaas.moto_iam import admin_credentials, enforced, role_credentials
+    from facerec_cli.iaas.stack import Arns, app_policy, ec2_trust_policy
+    from facerec_cli.localcloud.moto_iam import admin_credentials, enforced, role_credentials
     from facerec_cli.iaas.web import WebConfig, WebServer, WebTier
     from facerec_cli.iaas.worker import AppWorker, WorkerConfig
 
@@ -1155,7 +1155,7 @@ def test_healthz_reuses_queue_and_instance_counts_but_reports_the_router_live(mo
 
 def test_iaas_setting_precedence_is_flag_env_file_default(tmp_path: Path, monkeypatch) -> None:
     from facerec_cli.errors import UserError
-    from facerec_cli.iaas.cli import setting
+    from facerec_cli.cli.iaas import setting
 
     monkeypatch.chdir(tmp_path)  # facerec.toml in the working directory is read first
     (tmp_path / "facerec.toml").write_text('[iaas]\nami = "ami-file"\nport = 9000\n')

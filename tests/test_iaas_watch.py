@@ -18,17 +18,17 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from facerec_cli.config import Settings
-from facerec_cli.deploy import NullReporter, apply_plan
+from facerec_cli.pipeline.deploy import NullReporter, apply_plan
 from facerec_cli.iaas import watch as iaas_watch
-from facerec_cli.iaas.bootstrap import IaasClients, IaasOptions, plan_bootstrap
+from facerec_cli.iaas.stack import IaasClients, IaasOptions, plan_bootstrap
 from facerec_cli.iaas.messages import Request, Response, new_id, queue_depth, queue_url
 from facerec_cli.iaas.names import IaasNames
 from facerec_cli.iaas.pools import AsgPool, InstanceInfo, find_app_instances
 from facerec_cli.iaas.scaler import AutoScaler, ScalingPolicy
 from facerec_cli.iaas.watch import AppInstance, AwsSource, QueueCounts, WebSource, healthz_url
 from facerec_cli.iaas.web import WebConfig, WebServer, WebTier, pool_report
-from facerec_cli.local.server import LocalCloud
-from facerec_cli.main import app
+from facerec_cli.localcloud.server import LocalCloud
+from facerec_cli.cli.app import app
 
 PREFIX = "watchdemo"
 runner = CliRunner()

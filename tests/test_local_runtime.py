@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from facerec_cli.local import LocalCloud, check_seam
-from facerec_cli.local.workers import Allowlist
+from facerec_cli.localcloud.server import LocalCloud
+from facerec_cli.pipeline.local import check_seam
+from facerec_cli.pipeline.local.workers import Allowlist
 
 # The runtime's own tests run the tiny handlers of tests/runtime_handlers.py, with a variable of theirs.
 TEST_HANDLERS = Allowlist.pipeline().widened(
@@ -307,7 +308,7 @@ def test_a_multipart_upload_invokes_once(make_env: Any) -> None:
 
 USER_SESSION = """
 import json
-from facerec_cli.local import LocalCloud
+from facerec_cli.localcloud.server import LocalCloud
 from tests.test_local_runtime import TEST_HANDLERS, Env
 
 with LocalCloud(workers=1, allow=TEST_HANDLERS) as cloud:
@@ -398,7 +399,7 @@ def test_the_local_runtime_imports_no_torch() -> None:
     import sys
 
     code = (
-        "import sys, facerec_cli.main, facerec_cli.local.pipeline, facerec_cli.commands.run_local, lambdas.video_splitting; "
+        "import sys, facerec_cli.cli.app, facerec_cli.pipeline.local.runner, facerec_cli.cli.run_local, lambdas.video_splitting; "
         "print(sorted(m for m in ('torch', 'facenet_pytorch', 'torchvision') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
@@ -409,8 +410,8 @@ def test_the_local_runtime_imports_no_torch() -> None:
 
 
 def test_the_runtime_runs_only_the_pipelines_handlers_and_variables() -> None:
-    from facerec_cli.deploy.desired import RECOGNITION_COMMAND, SPLITTING_COMMAND
-    from facerec_cli.local.workers import PIPELINE_HANDLERS, FunctionSpec
+    from facerec_cli.pipeline.stack import RECOGNITION_COMMAND, SPLITTING_COMMAND
+    from facerec_cli.pipeline.local.workers import PIPELINE_HANDLERS, FunctionSpec
 
     assert PIPELINE_HANDLERS == {SPLITTING_COMMAND, RECOGNITION_COMMAND}  # what bootstrap deploys
     allow = Allowlist.pipeline()

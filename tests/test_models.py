@@ -137,7 +137,7 @@ def test_missing_models_without_build_say_how_to_build(monkeypatch: pytest.Monke
 _NO_TORCH = """
 import json, sys
 from typer.testing import CliRunner
-from facerec_cli.main import app
+from facerec_cli.cli.app import app
 result = CliRunner().invoke(app, sys.argv[1:])
 print(json.dumps({"code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
                   "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "facenet_pytorch")))}))

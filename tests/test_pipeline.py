@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from facerec_cli.local.pipeline import LocalPipeline, RunOptions, collect_videos
-from facerec_cli.local.workers import Allowlist
-from facerec_cli.main import app
+from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos
+from facerec_cli.pipeline.local.workers import Allowlist
+from facerec_cli.cli.app import app
 from facerec_cli.samples import still_video
 from lambdas.core.enroll import build_gallery
 
@@ -190,7 +190,7 @@ def test_videos_over_the_size_or_duration_limit_are_refused_with_a_result(galler
 
 
 def test_run_local_with_a_gallery_enrolled_from_a_weights_file(gallery, course_videos, tmp_path, monkeypatch):
-    from facerec_cli.local.pipeline import function_weights
+    from facerec_cli.pipeline.local.runner import function_weights
     from lambdas.core.gallery import Gallery
     from lambdas.core.torch_models import casia_state_dict_path
     from lambdas.core.weights import weights_id
@@ -219,7 +219,7 @@ def test_run_local_with_a_gallery_enrolled_from_a_weights_file(gallery, course_v
 def test_inputs_sharing_a_stem_get_distinct_results(tmp_path: Path) -> None:
     """Results are stored per stem (<stem>.txt): clip.mp4 and clip.mov, or clip.mp4 from two folders,
     must not answer into the same objects."""
-    from facerec_cli.local.pipeline import collect_videos
+    from facerec_cli.pipeline.local.runner import collect_videos
 
     for name in ("a/clip.mp4", "a/clip.mov", "b/clip.mp4", "b/clip-2.mp4"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
@@ -254,7 +254,7 @@ def test_handlers_run_with_their_roles_policies_and_a_missing_permission_fails(g
     """IAM is enforced by default with worker processes: each handler calls with its function role's
     credentials, checked against the role's policy. With the policies bootstrap deploys, a video is
     answered; without one statement, it ends in an error that names the refused call."""
-    from facerec_cli.deploy.desired import ROLE_POLICY_NAME
+    from facerec_cli.pipeline.stack import ROLE_POLICY_NAME
 
     videos, expected = course_videos
     with LocalPipeline(gallery, RunOptions(workers=1, timeout_s=300)) as pipeline:

@@ -22,9 +22,9 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from facerec_cli.local.pipeline import LocalPipeline, RunOptions, collect_videos
-from facerec_cli.local.workers import Allowlist
-from facerec_cli.main import app
+from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos
+from facerec_cli.pipeline.local.workers import Allowlist
+from facerec_cli.cli.app import app
 from facerec_cli.samples import joined_video, repeated_video
 from lambdas import env as fenv
 from lambdas import segments
@@ -208,7 +208,7 @@ def fanned(celeb_gallery: Any, clips: dict[str, Path], tmp_path_factory: pytest.
     """`run-local --timeline` with 3-second segments on two workers (the two-person clip: 4 segments;
     the Hamilton clip, everyone a stranger to 5celeb: 4), the HTML report, and a segment delivered
     again after the merge."""
-    from facerec_cli.report import write_report
+    from facerec_cli.pipeline.observe.report import write_report
 
     folder = tmp_path_factory.mktemp("fanned")
     jobs, _ = collect_videos([clips["two"], clips["hamilton"]])
@@ -324,7 +324,7 @@ class Context:
 def handler_cloud(moto_url: str, monkeypatch: pytest.MonkeyPatch, celeb_gallery: Any, clips: dict[str, Path]) -> dict[str, Any]:
     """Buckets on the moto server and the recognition function's environment, for calling the handler
     in this process; the two-person clip uploaded; its four 3-second segment requests."""
-    from facerec_cli.local import s3_conditional
+    from facerec_cli.localcloud import s3_conditional
 
     s3_conditional.install()  # the local cloud's atomic conditional writes (this module's server is in-process)
     region = "eu-west-3"
@@ -439,7 +439,7 @@ def test_an_unreadable_segment_answers_for_the_video_at_once(handler_cloud: dict
 
 
 def test_run_local_segment_failing_every_attempt_or_once(celeb_gallery: Any, clips: dict[str, Path], tmp_path: Path) -> None:
-    from facerec_cli.results import parse_destination_record
+    from facerec_cli.pipeline.observe.results import parse_destination_record
 
     jobs, _ = collect_videos([clips["two"]])
     variables = {fenv.TIMELINE: "1", fenv.SEGMENT_SECONDS: "3"}
@@ -478,7 +478,7 @@ def _replace_recognition_handler(pipeline: LocalPipeline, command: str, fault_di
 
 
 def test_conditional_writes_of_the_local_cloud_are_atomic(moto_url: str) -> None:
-    from facerec_cli.local import s3_conditional
+    from facerec_cli.localcloud import s3_conditional
 
     s3_conditional.install()
     s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -505,7 +505,7 @@ def test_conditional_writes_of_the_local_cloud_are_atomic(moto_url: str) -> None
 
 
 def test_watch_shows_segments_in_flight(deployment: Any) -> None:  # noqa: F811
-    from facerec_cli import dashboard
+    from facerec_cli.pipeline.observe import dashboard
 
     settings, clients = deployment
     n = settings.names

@@ -25,11 +25,11 @@ import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from facerec_cli import dashboard
+from facerec_cli.pipeline.observe import dashboard
 from facerec_cli.config import Settings
-from facerec_cli.deploy import Clients, DeployOptions, NullReporter, apply_plan, plan_deploy
-from facerec_cli.main import app
-from facerec_cli.results import destination_record
+from facerec_cli.pipeline.deploy import Clients, DeployOptions, NullReporter, apply_plan, plan_deploy
+from facerec_cli.cli.app import app
+from facerec_cli.pipeline.observe.results import destination_record
 from lambdas.core import annotate
 from lambdas.core.results import ERROR, NO_FACE, OK, UNKNOWN, Face, Result, error_result
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from facerec_cli.main import app
+from facerec_cli.cli.app import app
 from lambdas.core import torch_models as T
 from lambdas.core import weights as W
 from lambdas.core.gallery import Gallery

@@ -1,6 +1,6 @@
 """``facerec iaas run-local``: the whole IaaS system on this machine.
 
-The queues and buckets live on the embedded moto server (:class:`~facerec_cli.local.server.LocalCloud`)
+The queues and buckets live on the embedded moto server (:class:`~facerec_cli.localcloud.server.LocalCloud`)
 and are made by the same plan as ``facerec iaas bootstrap`` (without the EC2 part); the gallery is
 uploaded to the gallery bucket and workers read it from there, as on AWS. The web tier serves on
 127.0.0.1, the auto-scaler runs beside it, and its "instances" are worker processes
@@ -10,7 +10,7 @@ uploaded to the gallery bucket and workers read it from there, as on AWS. The we
         requests.post(system.url, files={"inputFile": open("test_00.jpg", "rb")}).text  # "test_00:madonna"
 
 With ``enforce_iam`` (the default) the two tiers run as on AWS, with credentials bound to exactly their
-role's policy (:func:`~facerec_cli.iaas.bootstrap.app_policy`, :func:`~facerec_cli.iaas.bootstrap.web_policy`:
+role's policy (:func:`~facerec_cli.iaas.stack.app_policy`, :func:`~facerec_cli.iaas.stack.web_policy`:
 the roles are made and assumed here) while the moto server enforces IAM (:mod:`.moto_iam`); what
 :meth:`LocalIaas.client` returns has an administrator's credentials.
 """
@@ -26,16 +26,16 @@ from typing import Any
 
 import botocore.config
 
-from ..config import Settings
-from ..deploy import NullReporter, apply_plan
-from ..local.server import LocalCloud
-from ..local.workers import real_aws_keys
-from .bootstrap import Arns, IaasClients, IaasOptions, app_policy, ec2_trust_policy, plan_bootstrap, web_policy
-from .names import IaasNames
-from .pools import LocalProcessPool
-from .scaler import AutoScaler, ScalingPolicy
-from .web import WebConfig, WebServer, WebTier, token_sha256
-from .worker import WorkerConfig
+from facerec_cli.config import Settings
+from facerec_cli.pipeline.deploy import NullReporter, apply_plan
+from facerec_cli.localcloud.server import LocalCloud
+from facerec_cli.pipeline.local.workers import real_aws_keys
+from facerec_cli.iaas.stack import Arns, IaasClients, IaasOptions, app_policy, ec2_trust_policy, plan_bootstrap, web_policy
+from facerec_cli.iaas.names import IaasNames
+from facerec_cli.iaas.pools import LocalProcessPool
+from facerec_cli.iaas.scaler import AutoScaler, ScalingPolicy
+from facerec_cli.iaas.web import WebConfig, WebServer, WebTier, token_sha256
+from facerec_cli.iaas.worker import WorkerConfig
 
 log = logging.getLogger("facerec.iaas.local")
 
@@ -85,7 +85,7 @@ class LocalIaas:
         self._iam = contextlib.ExitStack()
 
     def start(self) -> "LocalIaas":
-        from ..galleries import load_gallery
+        from facerec_cli.galleries import load_gallery
 
         load_gallery(self.gallery)  # a bad gallery fails here, not in every worker the scaler starts
         o = self.options
@@ -142,7 +142,7 @@ class LocalIaas:
     def _least_privilege(self, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
         """Make the two roles (their bootstrap policies) and an administrator, assume the roles, then
         turn IAM enforcement on: (web tier client credentials, app tier environment)."""
-        from .moto_iam import admin_credentials, credential_env, enforced, role_credentials
+        from facerec_cli.localcloud.moto_iam import admin_credentials, credential_env, enforced, role_credentials
 
         assert self.clients is not None
         iam, sts = self.clients.iam, self.clients.sts

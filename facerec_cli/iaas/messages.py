@@ -130,8 +130,8 @@ def queue_url(sqs: Any, name: str) -> str:
     """The URL of queue ``name``; a UserError that says to bootstrap when it does not exist."""
     import botocore.exceptions
 
-    from ..aws import error_code
-    from ..errors import UserError
+    from facerec_cli.infra.aws import error_code
+    from facerec_cli.errors import UserError
 
     try:
         return sqs.get_queue_url(QueueName=name)["QueueUrl"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..deploy.desired import TAG_KEY
+from facerec_cli.pipeline.stack import TAG_KEY
 
 WEB_INSTANCE = "web-instance"
 APP_INSTANCE_PREFIX = "app-tier-instance-"

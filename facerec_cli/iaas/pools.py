@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .names import ACTIVE_STATES, APP_INSTANCE_PREFIX, APP_INSTANCE_UNNAMED, TAG_KEY, IaasNames, app_instance_index
-from .worker import HOLDING, IDLE, LOADING, PHASES, SharedState, WorkerConfig, process_main
+from facerec_cli.iaas.names import ACTIVE_STATES, APP_INSTANCE_PREFIX, APP_INSTANCE_UNNAMED, TAG_KEY, IaasNames, app_instance_index
+from facerec_cli.iaas.worker import HOLDING, IDLE, LOADING, PHASES, SharedState, WorkerConfig, process_main
 
 log = logging.getLogger("facerec.iaas.pools")
 
@@ -235,7 +235,7 @@ class AsgPool:
         self.launched = 0  # capacity added by this pool (instances the group was asked to start)
 
     def _group(self) -> dict[str, Any]:
-        from ..errors import UserError
+        from facerec_cli.errors import UserError
 
         name = self.names.autoscaling_group
         groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name]).get("AutoScalingGroups") or []

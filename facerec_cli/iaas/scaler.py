@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .names import MAX_APP_INSTANCES
+from facerec_cli.iaas.names import MAX_APP_INSTANCES
 
 log = logging.getLogger("facerec.iaas.scaler")
 

@@ -34,9 +34,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..aws import error_code
-from ..errors import UserError
-from .names import ACTIVE_STATES, WEB_INSTANCE, IaasNames, app_instance_index
+from facerec_cli.infra.aws import error_code
+from facerec_cli.errors import UserError
+from facerec_cli.iaas.names import ACTIVE_STATES, WEB_INSTANCE, IaasNames, app_instance_index
 
 DEFAULT_INTERVAL = 1.5
 HTTP_TIMEOUT_S = 5.0
@@ -194,13 +194,13 @@ class AwsSource:
         return QueueCounts(int(attrs.get("ApproximateNumberOfMessages", 0)), int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)))
 
     def _app_instances(self) -> list[AppInstance]:
-        from .pools import find_app_instances
+        from facerec_cli.iaas.pools import find_app_instances
 
         found = find_app_instances(self.ec2, self.names.prefix, PRESENT)
         return _by_number([AppInstance(i["Name"], i["State"], i["InstanceId"]) for i in found])
 
     def _web_instance(self) -> str:
-        from .pools import _find_instances
+        from facerec_cli.iaas.pools import _find_instances
 
         found = _find_instances(self.ec2, self.names.prefix, WEB_INSTANCE, PRESENT)
         states = sorted({i["State"] for i in found}, key=lambda s: (s not in ACTIVE, s))
@@ -433,9 +433,9 @@ def watch(
     sleep: Callable[[float], None] | None = None,
     max_refreshes: int | None = None,
 ) -> IaasSnapshot | None:
-    """`facerec watch --iaas`: the loop of `facerec watch` (:func:`facerec_cli.dashboard.refresh_loop`)
+    """`facerec watch --iaas`: the loop of `facerec watch` (:func:`facerec_cli.pipeline.observe.dashboard.refresh_loop`)
     over ``source``'s snapshots; ``until_idle`` stops at the first idle one."""
-    from ..dashboard import refresh_loop
+    from facerec_cli.pipeline.observe.dashboard import refresh_loop
 
     def draw(snap: IaasSnapshot, height: int | None) -> Group:
         return render(snap) if height is None else render(snap, interval=interval, rows=max(3, height - 14))
@@ -448,7 +448,7 @@ def watch(
 
 def aws_source(settings: Any) -> AwsSource:
     """The AWS source for the deployment ``settings`` names (flags/env/facerec.toml as resolved)."""
-    from .. import aws
+    from facerec_cli.infra import aws
 
     sess = aws.session(settings)
     where = f"region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")

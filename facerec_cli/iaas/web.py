@@ -57,10 +57,10 @@ from typing import IO, Any
 
 import botocore.exceptions
 
-from ..aws import error_code
-from ..errors import UserError
-from .messages import Request, Response, deadline_attributes, new_id, queue_counts, queue_depth, queue_url, stem_of
-from .names import ACTIVE_STATES, WEB_LOCK_KEY, IaasNames, app_instance_index
+from facerec_cli.infra.aws import error_code
+from facerec_cli.errors import UserError
+from facerec_cli.iaas.messages import Request, Response, deadline_attributes, new_id, queue_counts, queue_depth, queue_url, stem_of
+from facerec_cli.iaas.names import ACTIVE_STATES, WEB_LOCK_KEY, IaasNames, app_instance_index
 
 log = logging.getLogger("facerec.iaas.web")
 

@@ -33,9 +33,9 @@ from urllib.parse import urlparse
 
 import botocore.exceptions
 
-from ..aws import error_code
-from .messages import DEADLINE, Request, Response, message_deadline, queue_url
-from .names import IaasNames
+from facerec_cli.infra.aws import error_code
+from facerec_cli.iaas.messages import DEADLINE, Request, Response, message_deadline, queue_url
+from facerec_cli.iaas.names import IaasNames
 
 log = logging.getLogger("facerec.iaas.worker")
 
@@ -81,7 +81,7 @@ def load_gallery(uri: str, s3: Any) -> Any:
                 f"cannot read the gallery {uri} ({error_code(exc)}): upload one with `facerec iaas bootstrap --gallery G`"
             ) from exc
         return Gallery.from_bytes(body, origin=uri)
-    from ..galleries import load_gallery  # a file on this machine may be an old torch gallery: converted
+    from facerec_cli.galleries import load_gallery  # a file on this machine may be an old torch gallery: converted
 
     return load_gallery(Path(parsed.path if parsed.scheme == "file" else uri))
 
@@ -288,7 +288,7 @@ def process_main(
     """Entry point of a local worker process (multiprocessing spawn): one "instance" of the app tier."""
     stop = threading.Event()
     install_stop_signals(stop)
-    from ..local.workers import redirect_output
+    from facerec_cli.pipeline.local.workers import redirect_output
 
     redirect_output(log_path)
     os.environ.update(env)

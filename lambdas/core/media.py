@@ -55,7 +55,7 @@ def _require_av() -> None:
         av = module
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
-# The suffixes the input bucket's notification triggers on (facerec_cli.deploy.desired).
+# The suffixes the input bucket's notification triggers on (facerec_cli.pipeline.stack).
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 # Pillow's scale; what stage-1 stores. Measured on course-like frames: a mean error of 0.7-1.0 levels
 # of 255 and 1.2-1.3x the bytes of the JPEGs the ffmpeg binary wrote before (-q:v 2); 95 doubles them.

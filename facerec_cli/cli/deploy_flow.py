@@ -1,0 +1,323 @@
+"""Deploy and tear down: the plan/confirm/apply flow behind ``facerec bootstrap``/``destroy`` (the
+Lambda pipeline) and ``facerec iaas bootstrap``/``destroy`` (the IaaS variant).
+
+The Typer commands (cli/pipeline.py, cli/iaas.py) resolve the settings and call these functions.
+Heavy modules (the deploy engine, boto3) are imported inside the functions, so importing this module
+is cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+from facerec_cli.cli.options import confirm_changes, confirm_delete
+from facerec_cli.config import Settings
+from facerec_cli.errors import UserError
+from facerec_cli.infra.cloud_errors import aws_errors
+from facerec_cli.render import err, out
+
+ACTION_STYLE = {"create": "green", "update": "yellow", "delete": "red", "noop": "dim"}
+
+
+def print_plan(plan: Any, console: Console, *, extra: list[tuple[str, str, str]] | None = None) -> None:
+    """One line per change (``+ create s3 bucket x: detail``), warnings, blockers, then the summary.
+    ``extra``: (action, resource, detail) lines that are not AWS API steps (image builds)."""
+    for action, resource, detail in extra or []:
+        console.print(_plan_line(action, resource, detail), soft_wrap=True)
+    for step in plan.changes:
+        console.print(_plan_line(step.action, step.resource, step.detail), soft_wrap=True)
+    for warning in plan.warnings:
+        console.print(Text.assemble(("! ", "yellow"), warning), soft_wrap=True)
+    for blocker in plan.blockers:
+        console.print(Text.assemble(("!! ", "bold red"), blocker), soft_wrap=True)
+    console.print(Text(plan.summary(), style="bold"), soft_wrap=True)
+
+
+def _plan_line(action: str, resource: str, detail: str) -> Text:
+    from facerec_cli.infra.plan import SYMBOLS
+
+    style = ACTION_STYLE.get(action, "")
+    line = Text.assemble((f"{SYMBOLS.get(action, '*')} {action:<6} ", style), resource)
+    if detail:
+        line.append(f": {detail}", style="dim")
+    return line
+
+
+# ------------------------------------------------------------------------------------------ bootstrap
+
+
+def _gallery_weights(gallery: Path | None, weights: str | None) -> tuple[str | None, str | None]:
+    """(weights the gallery was made with, weights to deploy); checks they agree."""
+    if gallery is None:
+        return None, weights
+    from facerec_cli.galleries import load_gallery
+
+    loaded = load_gallery(gallery)  # GalleryError (one red line) on a missing, empty or foreign file; old ones converted
+    if not len(loaded.names):
+        raise UserError(f"gallery {gallery} has nobody enrolled", hint="enrol photos with `facerec enroll PHOTOS_DIR -o GALLERY`")
+    if weights is not None and weights != loaded.weights:
+        raise UserError(
+            f"gallery {gallery} was made with {loaded.weights} weights, not {weights}",
+            hint=f"drop --weights, or enrol again with `facerec enroll ... --weights {weights}`",
+        )
+    return loaded.weights, loaded.weights
+
+
+def _deployed_recognition_env(settings: Settings, clients: Any) -> dict[str, str]:
+    """The deployed recognition function's environment ({} when there is no function yet): a bootstrap
+    without --gallery/--weights or --annotate/--no-annotate keeps what the function does now (other
+    weights than its gallery's would be refused at the first video)."""
+    from facerec_cli.infra.plan import get_or_none
+
+    config = get_or_none(clients.lambda_.get_function_configuration, FunctionName=settings.names.recognition_function)
+    return dict(((config or {}).get("Environment") or {}).get("Variables") or {})
+
+
+def _deployed_env(settings: Settings, clients: Any, function: str) -> dict[str, str]:
+    """A deployed function's environment ({} when there is no such function yet)."""
+    from facerec_cli.infra.plan import get_or_none
+
+    config = get_or_none(clients.lambda_.get_function_configuration, FunctionName=function)
+    return dict(((config or {}).get("Environment") or {}).get("Variables") or {})
+
+
+def timeline_env(deployed: dict[str, str], timeline: bool | None, segment_seconds: float | None) -> dict[str, str]:
+    """video-splitting's timeline settings: ``--timeline/--no-timeline`` and ``--segment-seconds``, else
+    what the deployed function has (off for a new deployment)."""
+    from lambdas import env as fenv
+
+    on = deployed.get(fenv.TIMELINE) == "1" if timeline is None else timeline
+    if not on:
+        return {}
+    wanted = {fenv.TIMELINE: "1"}
+    seconds = segment_seconds if segment_seconds is not None else deployed.get(fenv.SEGMENT_SECONDS)
+    if seconds is not None:
+        wanted[fenv.SEGMENT_SECONDS] = f"{float(seconds):g}"
+    if deployed.get(fenv.TIMELINE_FPS):
+        wanted[fenv.TIMELINE_FPS] = deployed[fenv.TIMELINE_FPS]
+    return wanted
+
+
+def run_bootstrap(
+    settings: Settings,
+    *,
+    gallery: Path | None,
+    dry_run: bool,
+    skip_images: bool,
+    base_image: str | None,
+    weights: str | None,
+    yes: bool,
+    annotate: bool | None = None,
+    timeline: bool | None = None,
+    segment_seconds: float | None = None,
+) -> None:
+    """Plan, check, then change. Everything that can refuse the deployment without changing anything
+    (a bad gallery, a blocked bucket name, no Docker engine, a refused registry login) is checked before
+    the first resource is created; the images are built after the ECR repository exists, and the
+    functions are pointed at them last."""
+    from lambdas import env as fenv
+
+    from facerec_cli.pipeline.deploy import Clients, DeployOptions, Plan, RichReporter, apply_plan, plan_deploy, refuse_blocked
+
+    _, weights = _gallery_weights(gallery, weights)  # before any AWS call: a bad gallery costs nothing
+    clients = Clients.from_settings(settings)
+    with aws_errors(settings, "reading the current deployment"):
+        deployed = _deployed_recognition_env(settings, clients)
+    weights = weights or deployed.get(fenv.WEIGHTS) or "casia-webface"
+    if annotate is None:
+        annotate = deployed.get(fenv.ANNOTATE) == "1"
+    recognition_env = {fenv.ANNOTATE: "1"} if annotate else {}
+    with aws_errors(settings, "reading the current deployment"):
+        splitting_env = timeline_env(_deployed_env(settings, clients, settings.names.splitting_function), timeline, segment_seconds)
+    options = DeployOptions(
+        gallery=gallery, weights=weights, with_ecr=not skip_images, recognition_env=recognition_env, splitting_env=splitting_env
+    )
+    where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
+    err.print(f"bootstrap: {escape(where)}, weights {escape(weights)}", highlight=False)
+    reporter = RichReporter(console=err)
+
+    # The plan as it stands before any image exists: what the user sees and confirms, and its blockers.
+    plan = plan_deploy(settings, options, clients)
+    image_lines: list[tuple[str, str, str]] = []
+    if skip_images:
+        if any(s.action == "create" and s.resource.startswith("lambda function") for s in plan.steps):
+            plan.warnings.append(
+                "--skip-images: new functions point at a placeholder image (<repository>:local); AWS Lambda only accepts "
+                "an image that exists in ECR, so run without --skip-images to build and push them"
+            )
+    else:
+        repository = f"{settings.registry}/{settings.names.ecr_repository}" if settings.registry else f"ECR repository {settings.names.ecr_repository}"
+        image_lines = [("create", "container images video-splitting, face-recognition", f"build with {weights} weights and push to {repository}")]
+    print_plan(plan, out, extra=image_lines)
+    if dry_run:
+        err.print("dry run: nothing was changed", style="dim")
+        return
+    refuse_blocked(plan)
+    if plan.empty and skip_images:
+        return
+    confirm_changes(plan, yes=yes)
+
+    if not skip_images:
+        # Docker and the registry login are checked before the repository is created, so that "no
+        # engine" leaves nothing behind; the images need the repository before they can be pushed.
+        engine = _open_engine(settings, clients)
+        try:
+            repository_steps = [s for s in plan.changes if s.resource.startswith("ecr repository")]
+            created = apply_plan(Plan("deploy", repository_steps), reporter)
+            uris = _build_images(settings, clients, engine=engine, weights=weights, base_image=base_image, done_before=created)
+        finally:
+            engine.close()
+        options = dataclasses.replace(options, splitting_image=uris.get("splitting"), recognition_image=uris.get("recognition"))
+        shown = {(s.action, s.resource) for s in plan.changes}
+        plan = plan_deploy(settings, options, clients)  # now with the pushed images (and the repository done)
+        for step in plan.changes:  # what the images add to the plan shown above: functions on new images
+            if (step.action, step.resource) not in shown:
+                out.print(_plan_line(step.action, step.resource, step.detail), soft_wrap=True)
+        if plan.empty:
+            return
+    apply_plan(plan, reporter)
+    n = settings.names
+    err.print(
+        f"[green]deployed[/]: upload videos with `facerec upload VIDEO...` (to s3://{escape(n.input_bucket)}), "
+        f"then `facerec results --watch` (from s3://{escape(n.output_bucket)})",
+        highlight=False,
+    )
+
+
+def _images_module() -> Any:
+    try:
+        from facerec_cli.pipeline import images
+    except ImportError as exc:
+        raise UserError(
+            f"building images is not available in this installation ({exc})",
+            hint="pass --skip-images to keep the functions' current images",
+        ) from exc
+    return images
+
+
+def _open_engine(settings: Settings, clients: Any) -> Any:
+    with err.status("connecting to the Docker engine…"):
+        return _images_module().open_engine(settings, clients, registry=settings.registry)
+
+
+def _build_images(
+    settings: Settings, clients: Any, *, engine: Any, weights: str, base_image: str | None, done_before: list[Any]
+) -> dict[str, str]:
+    """Build and push; a failure names what this bootstrap had already created (the repository)."""
+    from facerec_cli.pipeline.deploy import DeployError
+
+    images = _images_module()
+
+    def on_progress(*args: Any, **kwargs: Any) -> None:
+        message = " ".join(str(a) for a in args if a is not None) or ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        if message:
+            err.print(Text(message, style="dim"), soft_wrap=True)
+
+    try:
+        with err.status("building and pushing the container images…"):
+            uris = images.build_and_push(
+                settings, clients, weights=weights, registry=settings.registry, base_image=base_image, on_progress=on_progress, engine=engine
+            )
+    except UserError as exc:
+        if not done_before:
+            raise
+        done = "; ".join(f"{s.past} {s.resource}" for s in done_before)
+        hint = f"{exc.hint}; " if exc.hint else ""
+        raise DeployError(
+            f"{exc.args[0] if exc.args else exc}. Done before it: {done}",
+            hint=f"{hint}run `facerec bootstrap` again to finish: it only does what is left",
+            completed=done_before,
+        ) from exc
+    for kind, uri in sorted(uris.items()):
+        err.print(Text.assemble(("✓ ", "green"), f"image {kind}: {uri}"), soft_wrap=True)
+    return uris
+
+
+# ------------------------------------------------------------------------------------------ destroy
+
+
+def run_destroy(settings: Settings, *, yes: bool, dry_run: bool) -> None:
+    from facerec_cli.pipeline.deploy import Clients, DeployOptions, RichReporter, apply_plan, plan_destroy
+    from facerec_cli.pipeline.upload_ledger import UploadLedger
+
+    clients = Clients.from_settings(settings)
+    plan = plan_destroy(settings, DeployOptions(with_ecr=True), clients)
+    print_plan(plan, out)
+    if dry_run:
+        err.print("dry run: nothing was deleted", style="dim")
+        return
+    if plan.empty:
+        UploadLedger(settings).forget()
+        return
+    confirm_delete(plan, yes=yes, contents="the buckets")
+    apply_plan(plan, RichReporter(console=err))
+    UploadLedger(settings).forget()
+    err.print(f"[green]destroyed[/] the deployment with prefix {escape(settings.prefix)} in {escape(settings.region)}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ IaaS
+
+
+def _fix_hint(exc: UserError) -> UserError:
+    # The shared executor names the PaaS commands in its "run it again" hint.
+    if exc.hint:
+        exc.hint = exc.hint.replace("`facerec bootstrap`", "`facerec iaas bootstrap`").replace("`facerec destroy`", "`facerec iaas destroy`")
+    return exc
+
+
+def run_iaas_bootstrap(settings: Any, options: Any, *, dry_run: bool, yes: bool) -> Any:
+    from facerec_cli.pipeline.deploy import DeployError, RichReporter, apply_plan
+    from facerec_cli.iaas.stack import IaasClients, plan_bootstrap
+    from facerec_cli.iaas.names import WEB_INSTANCE
+    from facerec_cli.iaas.pools import _find_instances
+
+    where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
+    err.print(f"iaas bootstrap: {escape(where)}", highlight=False)
+    with aws_errors(settings, "iaas bootstrap"):
+        clients = IaasClients.from_settings(settings)
+        plan = plan_bootstrap(settings, options, clients)
+        print_plan(plan, out)
+        if dry_run:
+            err.print("dry run: nothing was changed", style="dim")
+            return plan
+        if plan.empty:
+            return plan
+        confirm_changes(plan, yes=yes)
+        try:
+            apply_plan(plan, RichReporter(console=err))
+        except DeployError as exc:
+            raise _fix_hint(exc) from exc
+        web = _find_instances(clients.ec2, settings.prefix, WEB_INSTANCE, ("pending", "running")) if options.with_compute and options.with_web else []
+    if web and web[0].get("PublicIpAddress"):
+        err.print(f"[green]deployed[/]: the web tier answers at http://{web[0]['PublicIpAddress']}:{options.port}/ once the instance has booted", highlight=False)
+    else:
+        err.print("[green]deployed[/]", highlight=False)
+    return plan
+
+
+def run_iaas_destroy(settings: Any, *, yes: bool, dry_run: bool) -> Any:
+    from facerec_cli.pipeline.deploy import DeployError, RichReporter, apply_plan
+    from facerec_cli.iaas.stack import IaasClients, plan_teardown
+
+    with aws_errors(settings, "iaas destroy"):
+        clients = IaasClients.from_settings(settings)
+        plan = plan_teardown(settings, clients)
+        print_plan(plan, out)
+        if dry_run:
+            err.print("dry run: nothing was deleted", style="dim")
+            return plan
+        if plan.empty:
+            return plan
+        confirm_delete(plan, yes=yes, contents="the buckets and queues")
+        try:
+            apply_plan(plan, RichReporter(console=err))
+        except DeployError as exc:
+            raise _fix_hint(exc) from exc
+    err.print(f"[green]destroyed[/] the IaaS deployment with prefix {escape(settings.prefix)} in {escape(settings.region)}", highlight=False)
+    return plan

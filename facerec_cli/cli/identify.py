@@ -1,0 +1,160 @@
+"""``facerec enroll`` and ``facerec identify``: the recognition core on local files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lambdas.core.enroll import PhotoReport, build_gallery, find_photos
+from lambdas.core.gallery import Gallery
+from lambdas.core.media import Frame
+from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
+from lambdas.core.results import ERROR, Result
+
+from facerec_cli.galleries import load_gallery
+from facerec_cli.render import err, out, print_errors, print_json_lines, results_table
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    )
+
+
+def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface", device: str = "cpu") -> Gallery:
+    total = len(find_photos(photos_dir))
+    with progress() as bar:
+        task = bar.add_task("loading models", total=total)
+        encoder = FaceEncoder(weights=weights, device=device)
+        bar.update(task, description="enrolling")
+
+        def on_photo(report: PhotoReport) -> None:
+            bar.update(task, advance=1, description=f"enrolling {report.person}")
+
+        gallery, reports = build_gallery(photos_dir, encoder, on_photo)
+    gallery.save(output)
+    for r in reports:
+        if r.note != "ok":
+            err.print(f"[yellow]{r.person}/{r.path.name}[/]: {r.note}", highlight=False, soft_wrap=True)
+    people = gallery.people
+    err.print(
+        f"[green]wrote {output}[/]: {len(gallery.names)} faces of {len(people)} people "
+        f"({', '.join(people)}), weights {gallery.weights}"
+    )
+    return gallery
+
+
+def run_identify(
+    files: list[Path],
+    gallery_path: Path,
+    *,
+    json_lines: bool = False,
+    frames: int = 3,
+    fps: float = 0.0,
+    threshold: float | None = None,
+    weights: str | None = None,
+    device: str = "cpu",
+    annotate_dir: Path | None = None,
+    all_frames: bool = False,
+    timeline: bool = False,
+) -> int:
+    """Recognise each file; returns how many ended in error. ``weights``: a name or state_dict path,
+    default the gallery's (checked against it). With ``annotate_dir``, every sampled frame with faces
+    is written there with the faces drawn on it, as ``<stem>_f<frame>.jpg``. With ``timeline``, every
+    1/``fps`` seconds is looked at (default 2 fps) and the results say who is on screen when; with
+    ``annotate_dir`` too, the best view of each person is written there as ``<stem>_<person>.jpg``."""
+    if timeline:
+        return run_identify_timeline(
+            files, gallery_path, json_lines=json_lines, fps=fps, threshold=threshold, weights=weights, device=device,
+            annotate_dir=annotate_dir,
+        )  # fmt: skip
+    gallery = load_gallery(gallery_path)  # an old torch gallery or a course data.pt is converted
+    # An annotated frame per sampled frame means looking at all of them: no early exit.
+    early_exit = not all_frames and annotate_dir is None
+    recogniser = Recogniser(
+        gallery, weights=weights, device=device, threshold=threshold,
+        sampling=SamplingOptions(frames=frames, fps=fps or None, early_exit=early_exit),
+    )
+    results: list[Result] = []
+    written: list[Path] = []
+    with progress() as bar:
+        task = bar.add_task("recognising", total=len(files))
+        for path in files:
+            bar.update(task, description=f"recognising {path.name}")
+            if annotate_dir is None:
+                result = recogniser.recognise_file(path)
+            else:
+                result, sampled = recogniser.recognise_file_frames(path)
+                written += write_annotated(annotate_dir, path.stem, result, sampled)
+            results.append(result)
+            if json_lines:
+                print_json_lines([result])
+            bar.advance(task)
+    if not json_lines:
+        out.print(results_table(results))
+        print_errors(results)
+    if annotate_dir is not None:
+        err.print(f"{len(written)} annotated frame(s) in {annotate_dir}", highlight=False, soft_wrap=True)
+    return sum(r.status == ERROR for r in results)
+
+
+def write_annotated(directory: Path, stem: str, result: Result, frames: list[Frame]) -> list[Path]:
+    """``<stem>_f<frame>.jpg`` for every frame with faces, boxes and names drawn on it."""
+    from lambdas.core.annotate import annotate_frame, faces_in_frame, jpeg_bytes
+
+    paths = []
+    for frame in frames:
+        if not faces_in_frame(result.faces, frame.index):
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{stem}_f{frame.index}.jpg"
+        path.write_bytes(jpeg_bytes(annotate_frame(frame.image, result.faces, frame.index)))
+        paths.append(path)
+    return paths
+
+
+def run_identify_timeline(
+    files: list[Path],
+    gallery_path: Path,
+    *,
+    json_lines: bool = False,
+    fps: float = 0.0,
+    threshold: float | None = None,
+    weights: str | None = None,
+    device: str = "cpu",
+    annotate_dir: Path | None = None,
+) -> int:
+    """``facerec identify --timeline``: each file in one sequential pass at ``fps`` (0: 2 fps)."""
+    from lambdas.core.timeline import DEFAULT_FPS, best_view_crops, recognise_timeline
+
+    from facerec_cli.render import print_timelines
+
+    fps = fps or DEFAULT_FPS
+    gallery = load_gallery(gallery_path)
+    recogniser = Recogniser(gallery, weights=weights, device=device, threshold=threshold)
+    results: list[Result] = []
+    with progress() as bar:
+        for path in files:
+            label = f"timeline of {path.name}"
+            task = bar.add_task(label, total=None)
+
+            def on_batch(frames: int, task: int = task, label: str = label) -> None:
+                bar.update(task, completed=frames, description=f"{label}: {frames} frames")
+
+            result = recognise_timeline(recogniser, path, fps=fps, on_batch=on_batch)
+            if annotate_dir is not None and result.timeline is not None and result.timeline.people:
+                annotate_dir.mkdir(parents=True, exist_ok=True)
+                for person, body in best_view_crops(path, result.timeline, name=path.name).items():
+                    written = annotate_dir / f"{path.stem}_{person}.jpg"
+                    written.write_bytes(body)
+                    next(p for p in result.timeline.people if p.person == person).image = written.name
+            bar.remove_task(task)
+            results.append(result)
+            if json_lines:
+                print_json_lines([result])
+    if not json_lines:
+        out.print(results_table(results))
+        print_timelines(results)
+        print_errors(results)
+    return sum(r.status == ERROR for r in results)

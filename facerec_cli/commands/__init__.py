@@ -1,1 +1,0 @@
-"""What each CLI command does, as plain functions the tests call directly."""

@@ -1,0 +1,96 @@
+"""DeployError and the translation of AWS errors into messages a person can act on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import botocore.exceptions
+
+from facerec_cli.infra.aws import error_code
+from facerec_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from facerec_cli.infra.plan import Step
+
+_ACCESS_DENIED = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnauthorizedAccess",
+    "AuthorizationError",
+    "Forbidden",
+    "403",
+}
+_BAD_CREDENTIALS = {
+    "InvalidClientTokenId",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "UnrecognizedClientException",
+    "InvalidToken",
+}
+
+
+class DeployError(UserError):
+    """A deploy or destroy that stopped. ``completed`` are the steps that were carried out,
+    ``failed`` the one that failed (None when reading the current state failed) and ``partial`` the
+    parts of the failed step that were done before it failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        completed: list[Step] | None = None,
+        failed: Step | None = None,
+        partial: list[str] | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.completed = list(completed or [])
+        self.failed = failed
+        self.partial = list(partial or [])
+
+
+def explain(exc: BaseException, *, what: str = "") -> tuple[str, str | None]:
+    """(message, hint) for an error raised by an AWS call made while doing ``what``."""
+    if isinstance(exc, UserError):
+        return str(exc.args[0]) if exc.args else str(exc), exc.hint
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return "no AWS credentials found", "run `aws configure`, set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or pass --profile"
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        return f"cannot reach the AWS endpoint ({exc})", "check --endpoint-url / AWS_ENDPOINT_URL, --region and the network"
+    if isinstance(exc, botocore.exceptions.WaiterError):
+        return f"gave up waiting: {exc}", "the resource may still be settling; run the command again in a minute"
+    code = error_code(exc)
+    if code is None:
+        return f"{type(exc).__name__}: {exc}", None
+    message = exc.response.get("Error", {}).get("Message") or ""  # type: ignore[attr-defined]
+    operation = getattr(exc, "operation_name", "") or "the call"
+    if code == "BucketAlreadyExists":
+        return (
+            f"the bucket name {what + ' ' if what else ''}is already taken by another AWS account "
+            "(S3 bucket names are global)",
+            "choose another --prefix; `facerec destroy` with this prefix removes what was already created",
+        )
+    if code == "BucketAlreadyOwnedByYou":
+        return f"{what or 'the bucket'} already belongs to you in another region", "use that bucket's --region or choose another --prefix"
+    if code in _ACCESS_DENIED:
+        return (
+            f"AWS denied {operation}{' (' + message + ')' if message else ''}",
+            "use credentials allowed to manage S3, IAM, Lambda, SQS, ECR and CloudWatch Logs (or pass --profile)",
+        )
+    if code in _BAD_CREDENTIALS:
+        return f"AWS rejected the credentials ({code}: {message})", "check the access keys, refresh the session token, or pass --profile"
+    if code in ("QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently"):
+        return "the failure queue was deleted less than 60 seconds ago and cannot be recreated yet", "wait a minute and run the command again"
+    if code == "InvalidParameterValueException" and "role" in message.lower():
+        return (
+            f"Lambda cannot use the function's IAM role yet ({message})",
+            "IAM changes take a few seconds to reach Lambda; run the command again in a minute",
+        )
+    if code in ("TooManyBuckets", "LimitExceeded", "LimitExceededException", "CodeStorageExceededException"):
+        return f"an AWS account limit was reached ({code}: {message})", "delete unused resources or ask AWS for a higher quota"
+    if code == "BucketNotEmpty":
+        return f"{what or 'the bucket'} is not empty: something wrote to it while it was being emptied", "run the command again"
+    return f"{code}: {message}" if message else code, None

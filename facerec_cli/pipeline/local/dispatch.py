@@ -1,0 +1,558 @@
+"""From moto's Lambda to real handlers: the seam, and the dispatcher with Lambda's asynchronous semantics.
+
+The seam: moto delivers S3 ObjectCreated notifications to Lambda synchronously inside PutObject by
+calling ``moto.awslambda.models.LambdaFunction.invoke(self, body, request_headers, response_headers)``
+with empty headers, and the Invoke API goes through the same method with the HTTP request's headers.
+moto cannot run Image functions itself, so while a LocalCloud runs that method is replaced by one that
+hands the invocation to a Dispatcher. The seam is checked before it is patched: if a moto upgrade moves
+it, the local runtime fails loudly instead of silently never running a handler.
+
+The dispatcher: asynchronous invocations (S3 notifications, ``InvocationType=Event``) are queued and
+return at once; a handler error or a dead worker is retried (up to ``max_attempts`` in all, like Lambda's
+two retries), then reported through ``on_failure``. Synchronous ones wait for the handler's answer.
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from facerec_cli.pipeline.local.workers import Allowlist, FunctionSpec, InProcessRunner, Outcome, Runner, WorkerProcess, error_outcome
+
+log = logging.getLogger(__name__)
+
+SEAM = "moto.awslambda.models.LambdaFunction.invoke"
+SEAM_PARAMETERS = ("self", "body", "request_headers", "response_headers")
+TESTED_MOTO = "5.2.1"
+
+EVENT = "Event"
+REQUEST_RESPONSE = "RequestResponse"
+DRY_RUN = "DryRun"
+
+FailureHook = Callable[[str, Any, str], None]
+"""on_failure(function_name, event, error_message): an asynchronous invocation was given up on."""
+
+RunnerFactory = Callable[[FunctionSpec, Mapping[str, str]], Runner]
+"""runner_factory(spec, cloud_env): a runner for one of a function's lanes, instead of a worker process
+(``run-local --runtime containers``: a container behind the Lambda emulator)."""
+
+CredentialsFor = Callable[[FunctionSpec], Mapping[str, str]]
+"""credentials(spec): the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN a function's handlers get
+in place of the cloud's own (IAM enforcement: credentials bound to the function's role)."""
+
+REFUSED = "Runtime.ConfigurationRefused"
+
+_STOP = object()  # tells a lane thread to finish
+
+
+@dataclass(frozen=True)
+class Counters:
+    """A snapshot for progress displays. ``succeeded``/``failed`` count finished invocations of both
+    types; ``retried`` counts extra attempts."""
+
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.queued + self.running
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An asynchronous invocation that failed on every attempt."""
+
+    function_name: str
+    request_id: str
+    event: Any
+    error_message: str
+    attempts: int
+
+
+@dataclass(eq=False)
+class Invocation:
+    """One invocation and its state: queued -> running -> (queued again on retry) -> succeeded |
+    failed | abandoned (the dispatcher closed first)."""
+
+    spec: FunctionSpec
+    event_text: str
+    kind: str
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    state: str = "queued"
+    attempts: int = 0
+    outcome: Outcome | None = None
+    submitted_at: float = field(default_factory=time.monotonic)
+    finished_at: float | None = None
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _counted: bool = field(default=False, repr=False)  # included in the dispatcher's outstanding count
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        self._done.wait(timeout)
+        return self.outcome
+
+    @property
+    def event(self) -> Any:
+        try:
+            return json.loads(self.event_text) if self.event_text else {}
+        except ValueError:
+            return self.event_text
+
+
+@dataclass(eq=False)
+class _Lane:
+    """A queue and the threads that serve it, each thread driving one runner."""
+
+    spec: FunctionSpec | None  # None: the shared in-process lane
+    queue: queue.Queue[Any] = field(default_factory=queue.Queue)
+    threads: list[threading.Thread] = field(default_factory=list)
+    runners: list[Runner] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Runs Lambda invocations on warm workers (``workers`` processes per function) or, with
+    ``workers=0``, serially on one thread of this process; with a ``runner_factory``, on ``workers``
+    (at least one) runners per function that it makes."""
+
+    def __init__(
+        self,
+        cloud_env: Mapping[str, str],
+        *,
+        workers: int = 1,
+        on_failure: FailureHook | None = None,
+        max_attempts: int = 3,
+        log_path: str | None = None,
+        shutdown_grace_s: float = 1.0,
+        runner_factory: RunnerFactory | None = None,
+        allow: Allowlist | None = None,
+        credentials: CredentialsFor | None = None,
+    ) -> None:
+        if workers < 0:
+            raise ValueError("workers must be >= 0")
+        if credentials is not None and workers == 0 and runner_factory is None:
+            # Handlers keep module-level boto3 clients: in one process, a client made under one function's
+            # credentials would serve the other function too, and the check would prove nothing.
+            raise ValueError("per-function credentials need worker processes (workers >= 1), not the caller's process")
+        self._cloud_env = dict(cloud_env)
+        self._allow = allow if allow is not None else Allowlist.pipeline()
+        self._credentials = credentials
+        self._refusals_logged: set[tuple[Any, ...]] = set()
+        self._workers = workers
+        self._on_failure = on_failure
+        self._max_attempts = max(1, max_attempts)
+        self._log_path = log_path
+        self._grace = shutdown_grace_s
+        self._runner_factory = runner_factory
+        self._cond = threading.Condition()
+        self._lanes: dict[str, _Lane] = {}  # current lane per function name (process mode)
+        self._all_lanes: list[_Lane] = []  # current and retired, for shutdown
+        self._shared: _Lane | None = None  # the in-process lane
+        self._records: list[Invocation] = []
+        self._failures: list[Failure] = []
+        self._queued = self._running = self._succeeded = self._failed = self._retried = 0
+        self._outstanding = 0  # submitted and not finished, retries included
+        self._settled = 0  # invocations finished so far (any state): what observers wait on
+        self._closing = False
+        atexit.register(self.close)  # no orphan workers even if the owner forgets
+
+    # -- submitting --------------------------------------------------------------------------------
+
+    def submit(self, spec: FunctionSpec, event_text: str, kind: str = EVENT) -> Invocation:
+        """Queue an invocation and return at once."""
+        inv = Invocation(spec=spec, event_text=event_text, kind=kind)
+        with self._cond:
+            if self._closing:
+                self._finish_locked(inv, "abandoned", error_outcome("Runtime.Shutdown", "the local cloud is stopping"))
+                return inv
+            self._records.append(inv)
+            self._outstanding += 1
+            inv._counted = True
+            self._queued += 1
+            lane = self._lane_locked(spec, retry=False)
+            lane.queue.put(inv)
+        return inv
+
+    def invoke(self, spec: FunctionSpec, event_text: str, timeout: float | None = None) -> Outcome:
+        """A synchronous (RequestResponse) invocation: no retries, the caller gets the error."""
+        outcome = self.submit(spec, event_text, REQUEST_RESPONSE).wait(timeout)
+        return outcome or error_outcome("Runtime.Timeout", f"no answer from {spec.name} within {timeout} s")
+
+    def prewarm(self, spec: FunctionSpec) -> None:
+        """Start a function's workers now, so that models load while the caller uploads."""
+        with self._cond:
+            if not self._closing:
+                self._lane_locked(spec, retry=False)
+
+    # -- observing ---------------------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is queued or running (retries and failure hooks included); False on
+        timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._outstanding == 0, timeout)
+
+    def wait_settled(self, seen: int, timeout: float) -> int:
+        """Block until more than ``seen`` invocations have finished, or ``timeout`` seconds; returns
+        the number finished. Lets a watcher look at the buckets when something happened instead of
+        listing them in a tight loop (each list is work for the embedded moto server)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._settled > seen, max(0.0, timeout))
+            return self._settled
+
+    @property
+    def counters(self) -> Counters:
+        with self._cond:
+            return Counters(self._queued, self._running, self._succeeded, self._failed, self._retried)
+
+    @property
+    def failures(self) -> list[Failure]:
+        with self._cond:
+            return list(self._failures)
+
+    @property
+    def invocations(self) -> list[Invocation]:
+        with self._cond:
+            return list(self._records)
+
+    # -- lanes -------------------------------------------------------------------------------------
+
+    def worker_pids(self) -> dict[str, list[int]]:
+        """Live worker processes per function (empty with workers=0), e.g. to read their memory."""
+        with self._cond:
+            return {
+                name: [pid for r in lane.runners if (pid := getattr(r, "pid", None))]
+                for name, lane in self._lanes.items()
+            }
+
+    def _lane_locked(self, spec: FunctionSpec, *, retry: bool) -> _Lane:
+        if self._workers == 0 and self._runner_factory is None:
+            if self._shared is None:
+                self._shared = self._start_lane(None, [InProcessRunner(self._cloud_env)])
+            return self._shared
+        lane = self._lanes.get(spec.name)
+        if lane is not None and (retry or lane.spec is None or lane.spec.fingerprint == spec.fingerprint):
+            return lane
+        if lane is not None:
+            # The function's configuration changed (e.g. update_function_configuration): fresh workers
+            # with the new environment; the old ones finish what they hold and stop.
+            for _ in lane.threads:
+                lane.queue.put(_STOP)
+        refusal = self._allow.refusal(spec)
+        env: dict[str, str] = {}
+        if refusal is None:
+            try:
+                env = self._env_for(spec)
+            except Exception as exc:  # noqa: BLE001 - e.g. no role to take credentials from: the invocation fails
+                log.exception("no credentials for %s", spec.name)
+                refusal = f"could not get credentials for {spec.name}: {exc}"
+        if refusal is not None:  # no process or container is ever started with such a configuration
+            runners: list[Runner] = [_RefusingRunner(refusal)]
+        else:
+            if self._runner_factory is not None:
+                runners = [self._runner_factory(spec, env) for _ in range(max(1, self._workers))]
+            else:
+                runners = [WorkerProcess(spec, env, log_path=self._log_path) for _ in range(self._workers)]
+        lane = self._start_lane(spec, runners)
+        self._lanes[spec.name] = lane
+        return lane
+
+    def _env_for(self, spec: FunctionSpec) -> dict[str, str]:
+        """The cloud's variables for this function's runners, with its role's credentials when asked."""
+        if self._credentials is None:
+            return self._cloud_env
+        return {**self._cloud_env, **self._credentials(spec)}
+
+    def _refuse(self, spec: FunctionSpec) -> Outcome | None:
+        """A failed outcome when the allowlist refuses ``spec``; logged (stderr and the run's log file)
+        once per configuration."""
+        refusal = self._allow.refusal(spec)
+        if refusal is None:
+            return None
+        with self._cond:
+            first = spec.fingerprint not in self._refusals_logged
+            self._refusals_logged.add(spec.fingerprint)
+        if first:
+            log.error("%s", refusal)
+            if self._log_path:
+                append_log(self._log_path, f"[local runtime] ERROR {refusal}\n")
+        return error_outcome(REFUSED, refusal)
+
+    def _start_lane(self, spec: FunctionSpec | None, runners: list[Runner]) -> _Lane:
+        lane = _Lane(spec=spec, runners=runners)
+        for i, runner in enumerate(runners):
+            name = f"facerec-lane-{spec.name if spec else 'inprocess'}-{i}"
+            thread = threading.Thread(target=self._serve, args=(lane, runner), name=name, daemon=True)
+            lane.threads.append(thread)
+            thread.start()
+        self._all_lanes.append(lane)
+        return lane
+
+    def _serve(self, lane: _Lane, runner: Runner) -> None:
+        try:
+            try:
+                runner.start()  # early, so the handler loads before the first event arrives
+            except Exception:
+                log.exception("could not start a worker for %s; retrying at the first invocation", lane.spec)
+            while True:
+                inv = lane.queue.get()
+                if inv is _STOP:
+                    return
+                with self._cond:
+                    if inv.state != "queued":  # abandoned while it waited
+                        continue
+                    inv.state = "running"
+                    inv.attempts += 1
+                    self._queued -= 1
+                    self._running += 1
+                try:
+                    outcome = self._refuse(inv.spec) or runner.run(inv.spec, inv.request_id, inv.event_text)
+                except Exception as exc:  # a runtime bug must not kill the lane and hang wait_idle
+                    log.exception("local runtime error while running %s", inv.spec.name)
+                    outcome = error_outcome("Runtime.LocalError", repr(exc))
+                self._settle(inv, outcome)
+        except Exception:
+            log.exception("lane thread crashed")
+        finally:
+            runner.close(self._grace)
+
+    # -- outcomes ----------------------------------------------------------------------------------
+
+    def _settle(self, inv: Invocation, outcome: Outcome) -> None:
+        failure: Failure | None = None
+        with self._cond:
+            self._running -= 1
+            if outcome.ok:
+                self._succeeded += 1
+                self._finish_locked(inv, "succeeded", outcome)
+                return
+            if self._closing:
+                self._finish_locked(inv, "abandoned", outcome)
+                return
+            if inv.kind == EVENT and inv.attempts < self._max_attempts:
+                log.info("retrying %s %s after: %s", inv.spec.name, inv.request_id, outcome.message)
+                self._retried += 1
+                self._queued += 1
+                inv.state = "queued"
+                # Retries go to the function's current workers (its configuration may have changed).
+                self._lane_locked(inv.spec, retry=True).queue.put(inv)
+                return
+            self._failed += 1
+            if inv.kind != EVENT:  # the synchronous caller gets the error itself
+                self._finish_locked(inv, "failed", outcome)
+                return
+            failure = Failure(inv.spec.name, inv.request_id, inv.event, outcome.message, inv.attempts)
+            self._failures.append(failure)
+        # Outside the lock (the hook may take a while, e.g. write an error result to S3), and before the
+        # invocation counts as finished, so that wait_idle() returning means the hook has run.
+        assert failure is not None
+        if self._on_failure is not None:
+            try:
+                self._on_failure(failure.function_name, failure.event, failure.error_message)
+            except Exception:
+                log.exception("on_failure hook raised for %s %s", failure.function_name, failure.request_id)
+        with self._cond:
+            self._finish_locked(inv, "failed", outcome)
+
+    def _finish_locked(self, inv: Invocation, state: str, outcome: Outcome) -> None:
+        if inv._counted:
+            inv._counted = False
+            self._outstanding -= 1
+        inv.state, inv.outcome, inv.finished_at = state, outcome, time.monotonic()
+        inv._done.set()
+        self._settled += 1
+        self._cond.notify_all()
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop all workers: queued invocations are abandoned, running ones get a short grace, then
+        their workers are killed. Safe to call twice and from KeyboardInterrupt handling."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            for inv in self._records:
+                if inv.state == "queued":
+                    self._queued -= 1
+                    self._finish_locked(inv, "abandoned", error_outcome("Runtime.Shutdown", "the local cloud stopped"))
+            lanes = list(self._all_lanes)
+        atexit.unregister(self.close)
+        for lane in lanes:
+            for _ in lane.threads:
+                lane.queue.put(_STOP)
+        deadline = time.monotonic() + self._grace
+        for lane in lanes:
+            for thread in lane.threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        for lane in lanes:  # still busy in a handler: kill its worker, the lane thread then exits
+            for thread, runner in zip(lane.threads, lane.runners):
+                if thread.is_alive():
+                    runner.kill()
+        for lane in lanes:
+            for thread in lane.threads:
+                thread.join(5)
+                if thread.is_alive():  # only an in-process handler can hold us here; it is a daemon thread
+                    log.warning("%s still running a handler at shutdown", thread.name)
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _RefusingRunner:
+    """The runner of a lane whose function's configuration the allowlist refuses: it starts nothing."""
+
+    def __init__(self, refusal: str) -> None:
+        self.refusal = refusal
+
+    def start(self) -> None:
+        pass
+
+    def run(self, spec: FunctionSpec, request_id: str, event_text: str) -> Outcome:
+        return error_outcome(REFUSED, self.refusal)
+
+    def kill(self) -> None:
+        pass
+
+    def close(self, grace_s: float) -> None:
+        pass
+
+
+def append_log(path: str, text: str) -> None:
+    """Append to the run's log file, creating it private (0600) if it is not there."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, text.encode("utf-8", errors="replace"))
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The seam in moto
+
+
+def _moto_version() -> str:
+    try:
+        import moto
+
+        return str(getattr(moto, "__version__", "unknown"))
+    except ImportError:
+        return "not installed"
+
+
+def check_seam() -> Any:
+    """Return moto's LambdaFunction class if its ``invoke`` is still the seam this runtime patches;
+    otherwise raise a RuntimeError that names the installed moto version."""
+    problem = None
+    cls: Any = None
+    try:
+        from moto.awslambda.models import LambdaFunction as cls
+    except ImportError as exc:
+        problem = f"cannot import moto.awslambda.models.LambdaFunction ({exc})"
+    if problem is None:
+        method = getattr(cls, "invoke", None)
+        if not callable(method):
+            problem = f"{SEAM} does not exist"
+        else:
+            params = tuple(inspect.signature(getattr(method, "__wrapped__", method)).parameters)
+            if params != SEAM_PARAMETERS:
+                problem = f"{SEAM} has parameters {params}, expected {SEAM_PARAMETERS}"
+        if problem is None and not callable(getattr(cls, "get_configuration", None)):
+            problem = "moto.awslambda.models.LambdaFunction.get_configuration does not exist"
+    if problem:
+        raise RuntimeError(
+            f"facerec's local runtime cannot dispatch Lambda invocations with moto {_moto_version()}: {problem}. "
+            f"It was built against moto {TESTED_MOTO}, where S3 notifications and Invoke calls pass through "
+            f"{SEAM}{SEAM_PARAMETERS[1:]}. Install moto=={TESTED_MOTO} (see constraints.txt) or port "
+            "facerec_cli/pipeline/local/dispatch.py to the new moto."
+        )
+    return cls
+
+
+def invocation_type(request_headers: Any) -> str:
+    """moto's internal callers (S3, SNS, SQS, EventBridge notifications) pass empty headers: AWS invokes
+    those asynchronously. The Invoke API passes the HTTP headers (case-insensitive)."""
+    if not request_headers:
+        return EVENT
+    return request_headers.get("x-amz-invocation-type") or REQUEST_RESPONSE
+
+
+def is_multipart_put_echo(event_text: str) -> bool:
+    """moto 5.2.1 completes a multipart upload through its put_object, which sends an extra
+    ``ObjectCreated:Put`` notification before the ``ObjectCreated:CompleteMultipartUpload`` one; AWS sends
+    only the latter. The extra one is recognisable: a multipart ETag ends in ``-<parts>``, which no
+    single PutObject produces."""
+    if '"aws:s3"' not in event_text or "ObjectCreated:Put" not in event_text:
+        return False
+    try:
+        records = json.loads(event_text).get("Records") or []
+    except (ValueError, AttributeError):
+        return False
+    return bool(records) and all(
+        r.get("eventSource") == "aws:s3"
+        and r.get("eventName") == "ObjectCreated:Put"
+        and "-" in str(r.get("s3", {}).get("object", {}).get("eTag", ""))
+        for r in records
+    )
+
+
+def _dispatching_invoke(dispatcher: Dispatcher) -> Callable[[Any, Any, Any, Any], bytes]:
+    def invoke(self: Any, body: Any, request_headers: Any, response_headers: Any) -> bytes:
+        spec = FunctionSpec.from_configuration(self.get_configuration())
+        event_text = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
+        kind = invocation_type(request_headers)
+        response_headers["x-amz-executed-version"] = "$LATEST"
+        if kind == DRY_RUN:
+            return b""
+        if kind == EVENT:
+            if is_multipart_put_echo(event_text):
+                log.debug("dropped moto's extra ObjectCreated:Put for a multipart upload")
+                return b""
+            # moto answers the Invoke API with 202 for a non-None payload; S3 ignores the return value.
+            dispatcher.submit(spec, event_text, EVENT)
+            return b""
+        outcome = dispatcher.invoke(spec, event_text)
+        if not outcome.ok:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(dict(outcome.error or {})).encode("utf-8")
+        return (outcome.payload or "null").encode("utf-8")
+
+    return invoke
+
+
+_installed_lock = threading.Lock()
+_installed: Any = None  # the original method while patched
+
+
+def install_seam(dispatcher: Dispatcher) -> Callable[[], None]:
+    """Route moto's Lambda invocations to ``dispatcher``; returns the function that restores moto."""
+    global _installed
+    cls = check_seam()
+    with _installed_lock:
+        if _installed is not None:
+            raise RuntimeError("a local cloud is already dispatching Lambda invocations in this process")
+        _installed = cls.__dict__["invoke"]
+        cls.invoke = _dispatching_invoke(dispatcher)
+
+    def restore() -> None:
+        global _installed
+        with _installed_lock:
+            if _installed is not None:
+                cls.invoke = _installed
+                _installed = None
+
+    return restore

@@ -1,0 +1,315 @@
+"""``facerec run-local``: the whole pipeline on the embedded local cloud.
+
+The same deploy code as ``bootstrap`` (minus images) provisions buckets, roles, functions, the failure
+queue and the notification on the moto server; videos are uploaded to the input bucket, and every
+Lambda invocation moto receives runs the real handlers in warm workers. Results are read back from the
+output bucket, exactly as ``facerec results`` reads them on AWS.
+
+With ``runtime="containers"`` the functions' container images are built as bootstrap builds them and
+the invocations run in them, behind the Lambda Runtime Interface Emulator (``containers.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import botocore.exceptions
+
+from lambdas import env as fenv
+from lambdas.core import media
+from lambdas.core.models import THREADS_ENV
+from lambdas.core.results import Result, error_result
+from lambdas.events import result_keys
+from lambdas.segments import fail_segment, is_segment_event
+
+from facerec_cli.config import Settings
+from facerec_cli.pipeline.deploy import Clients, DeployOptions, NullReporter, apply_plan, plan_deploy
+from facerec_cli.pipeline.stack import RESULT_TAG_KEY, RESULT_TAG_VALUE
+from facerec_cli.errors import UserError
+from facerec_cli.pipeline.observe.results import destination_record, fetch_result, list_result_keys, videos_of_event
+from facerec_cli.localcloud.server import LocalCloud
+from facerec_cli.pipeline.local.workers import Allowlist
+
+LOCAL_PREFIX = "facerec-local"
+RUNTIMES = ("workers", "containers")
+POLL_FALLBACK_S = 1.0  # look at the buckets at least this often, even when no invocation finished
+
+
+@dataclass
+class VideoJob:
+    path: Path
+    key: str
+    stem: str
+    state: str = "waiting"  # waiting -> uploaded -> split -> done
+    uploaded_at: float | None = None
+    result: Result | None = None
+    latency_s: float | None = None
+
+
+@dataclass
+class RunOptions:
+    workers: int = 1
+    frames: int = fenv.DEFAULT_FRAMES
+    fps: float = 0.0
+    threshold: float | None = None
+    weights: str | None = None  # name or state_dict path; None: the gallery's
+    timeout_s: float = 900.0
+    upload_interval_s: float = 0.0  # 0: upload as a burst
+    log_path: str | None = None  # where the functions' output goes (their "CloudWatch")
+    extra_env: dict[str, str] = field(default_factory=dict)
+    runtime: str = "workers"  # workers: warm processes (or this one); containers: the images, behind the emulator
+    base_image: str | None = None  # containers: the images' base (default: bootstrap's)
+    docker_host: str | None = None  # containers: the engine (default: $DOCKER_HOST, else the default socket)
+    # IAM: each handler runs with its function role's credentials and moto checks every call against the
+    # role's policy, as AWS does. None: on with worker processes (--workers >= 1), off in this process.
+    enforce_iam: bool | None = None
+    # What the runtime runs: None is the pipeline's two handlers with the variables lambdas/env.py names
+    # (tests widen it for fault-injecting handlers).
+    allow: Allowlist | None = None
+
+    @property
+    def iam(self) -> bool:
+        if self.enforce_iam is not None:
+            return self.enforce_iam
+        return self.runtime == "workers" and self.workers >= 1
+
+
+def function_weights(gallery: Path, weights: str | None) -> str:
+    """FACEREC_WEIGHTS for the recognition function: ``weights`` (checked against the gallery) or the
+    gallery's own. A path is made absolute: the workers do not share the caller's working directory."""
+    # Imported here: whatever imports this module at the top (a script that spawned workers re-import
+    # as their __main__) must not pay for them in every worker.
+    from lambdas.core.gallery import weights_for
+    from lambdas.core.weights import WEIGHTS_CHOICES
+
+    from facerec_cli.galleries import load_gallery
+
+    resolved = weights_for(load_gallery(gallery), weights)
+    return resolved if resolved in WEIGHTS_CHOICES else str(Path(resolved).expanduser().resolve())
+
+
+def collect_videos(inputs: list[Path]) -> tuple[list[VideoJob], list[Result]]:
+    """Jobs for the videos given (folders: their video files, non-recursive), and error results for
+    inputs that cannot enter the pipeline."""
+    jobs: list[VideoJob] = []
+    refused: list[Result] = []
+    used: set[str] = set()
+    for item in inputs:
+        if item.is_dir():
+            paths = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in media.VIDEO_SUFFIXES)
+            if not paths:
+                raise UserError(f"no videos ({', '.join(sorted(media.VIDEO_SUFFIXES))}) in {item}")
+        elif not item.exists():
+            raise UserError(f"{item} not found")
+        else:
+            paths = [item]
+        for path in paths:
+            if path.suffix.lower() not in media.VIDEO_SUFFIXES:
+                hint = "use `facerec identify` for images" if media.is_image(path) else "the input bucket only triggers on video suffixes"
+                refused.append(error_result(path.name, f"{path.name}: not a video file name ({hint})"))
+                continue
+            # Results are stored per stem (<stem>.txt, the course's layout): two inputs with one stem
+            # (a/clip.mp4 and b/clip.mp4, or clip.mp4 and clip.mov) get distinct keys, or one result
+            # would overwrite the other.
+            key, stem = path.name, path.stem
+            n = 2
+            while stem in used:
+                stem = f"{path.stem}-{n}"
+                key = f"{stem}{path.suffix}"
+                n += 1
+            used.add(stem)
+            jobs.append(VideoJob(path=path, key=key, stem=stem))
+    return jobs, refused
+
+
+class LocalPipeline:
+    """The provisioned local cloud; ``run`` uploads videos and waits for their results."""
+
+    def __init__(
+        self, gallery: Path, options: RunOptions, log_path: str | None = None, on_progress: Callable[[str], None] | None = None
+    ) -> None:
+        self.gallery = gallery
+        self.options = options
+        self.on_progress = on_progress  # image build lines (containers)
+        # Checked here, before anything starts: a missing or foreign gallery or weights costs nothing.
+        self.weights = function_weights(gallery, options.weights)
+        self.containers: Any = None
+        runner_factory = None
+        if options.runtime not in RUNTIMES:
+            raise UserError(f"unknown runtime {options.runtime!r}", hint=f"choose one of {', '.join(RUNTIMES)}")
+        if options.runtime == "containers":
+            from facerec_cli.pipeline.images import build_args_for
+            from facerec_cli.pipeline.local.containers import ContainerRuntime
+
+            if options.workers < 1:
+                raise UserError("--workers 0 runs the handlers in this process, not in containers", hint="use --workers 1 or more with --runtime containers")
+            build_args_for("recognition", weights=self.weights)  # weights an image can carry, before any engine
+            self.containers = ContainerRuntime.connect(options.docker_host, log_path=log_path)  # one red line without an engine
+            runner_factory = self.containers.runner
+        self.cloud = LocalCloud(
+            workers=options.workers, on_failure=self._on_failure, log_path=log_path, runner_factory=runner_factory,
+            allow=options.allow, enforce_iam=options.iam,
+        )  # fmt: skip
+        self.settings: Settings | None = None
+        self.clients: Clients | None = None
+        self.timings: dict[str, float] = {}
+
+    def __enter__(self) -> "LocalPipeline":
+        started = time.perf_counter()
+        images: dict[str, str] = {}
+        if self.containers is not None:  # before the cloud starts: a failed build leaves nothing running
+            try:
+                images = self.containers.build(self.weights, base_image=self.options.base_image, on_progress=self.on_progress)
+            except BaseException:
+                self.containers.close()
+                raise
+            self.timings["images_ms"] = (time.perf_counter() - started) * 1000
+        self.cloud.start()
+        self.timings["cloud_start_ms"] = (time.perf_counter() - started) * 1000
+        try:
+            self.settings = Settings(prefix=LOCAL_PREFIX, region=self.cloud.region, endpoint_url=self.cloud.endpoint_url)
+            self.clients = Clients.from_session(self.cloud.session(), self.cloud.endpoint_url)
+            opts = self.options
+            deploy_options = DeployOptions(
+                gallery=self.gallery,
+                frames=opts.frames,
+                fps=opts.fps,
+                threshold=opts.threshold,
+                weights=self.weights,
+                splitting_env=dict(opts.extra_env),
+                recognition_env=dict(opts.extra_env),
+                splitting_image=images.get("splitting"),
+                recognition_image=images.get("recognition"),
+            )
+            # Recognition workers share this machine's cores with the splitting workers (decoding) and the
+            # moto server: leave one core to those, split the rest. Measured on 2 cores, 40 videos in a
+            # burst with torch: 1 thread 2.67 videos/s, 2 threads 1.96 (idle threads spin on the core the
+            # decoder needs).
+            threads = str(max(1, ((os.cpu_count() or 1) - 1) // max(1, opts.workers)))
+            deploy_options.recognition_env.setdefault(THREADS_ENV, threads)
+            planned = time.perf_counter()
+            apply_plan(plan_deploy(self.settings, deploy_options, self.clients), NullReporter())
+            self.timings["deploy_ms"] = (time.perf_counter() - planned) * 1000
+            names = self.settings.names
+            if self.containers is not None:  # the functions' runners run these images
+                self.containers.images.update({names.splitting_function: images["splitting"], names.recognition_function: images["recognition"]})
+            self.cloud.prewarm(names.splitting_function, names.recognition_function)
+        except BaseException:
+            self._stop()
+            raise
+        self.timings["provision_ms"] = (time.perf_counter() - started) * 1000
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        try:
+            self.cloud.stop()
+        finally:
+            if self.containers is not None:
+                self.containers.close()
+
+    @property
+    def names(self) -> Any:
+        assert self.settings is not None
+        return self.settings.names
+
+    def _on_failure(self, function_name: str, event: Any, message: str) -> None:
+        """An invocation failed on every attempt: like Lambda, send it to the failure destination,
+        and write the video's error result so that every upload ends with exactly one result."""
+        assert self.clients is not None
+        names = self.names
+        arn = f"arn:aws:lambda:{self.cloud.region}:{self.clients.account_id}:function:{function_name}"
+        queue_url = self.clients.sqs.get_queue_url(QueueName=names.failure_queue)["QueueUrl"]
+        # Lambda sends the failure record with the function's execution role (its ReportFailures statement).
+        role = self.cloud.function_spec(function_name).role if self.cloud.enforce_iam else None
+        sqs = self.cloud.client("sqs", role=role) if role else self.clients.sqs
+        try:
+            sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(destination_record(arn, "", event, message, 3)))
+        except botocore.exceptions.ClientError as exc:  # e.g. the role may not send to the queue: say so in the result
+            message = f"{message} (and the failure record could not be sent to {names.failure_queue}: {exc})"
+        if is_segment_event(event):  # a timeline segment: its failure is merged like its part, once (lambdas/segments.py)
+            fail_segment(self.clients.s3, names.output_bucket, event, f"{function_name} failed on every attempt: {message}")
+            return
+        tagging = urlencode({RESULT_TAG_KEY: RESULT_TAG_VALUE})  # results expire with --retain-days, like the handlers'
+        for stem, video in videos_of_event(event):
+            result = error_result(video, f"{function_name} failed on every attempt: {message}")
+            json_key, txt_key = result_keys(stem)
+            s3 = self.clients.s3
+            s3.put_object(Bucket=names.output_bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Tagging=tagging)
+            s3.put_object(Bucket=names.output_bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Tagging=tagging)
+
+    def upload(self, job: VideoJob) -> None:
+        assert self.clients is not None
+        job.uploaded_at = time.monotonic()
+        self.clients.s3.upload_file(str(job.path), self.names.input_bucket, job.key)
+        job.state = "uploaded"
+
+    def poll(self, jobs: list[VideoJob]) -> None:
+        """Advance job states from what the buckets hold (list calls; a result is fetched once)."""
+        assert self.clients is not None
+        s3 = self.clients.s3
+        pending = [j for j in jobs if j.state in ("uploaded", "split")]
+        if not pending:
+            return
+        done = list_result_keys(s3, self.names.output_bucket)
+        frames: set[str] = set()
+        if any(j.state == "uploaded" and j.stem not in done for j in pending):  # only progress display needs stage-1
+            frames = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.names.stage1_bucket) for o in page.get("Contents", [])}
+        now = time.monotonic()
+        for job in pending:
+            if job.stem in done:
+                job.result = fetch_result(s3, self.names.output_bucket, job.stem)
+                job.state = "done"
+                job.latency_s = now - (job.uploaded_at or now)
+            elif f"{job.stem}.jpg" in frames:
+                job.state = "split"
+
+    def run(self, jobs: list[VideoJob], on_tick: Callable[[list[VideoJob]], None] | None = None) -> list[Result]:
+        deadline = time.monotonic() + self.options.timeout_s
+        to_upload = list(jobs)
+        next_upload = time.monotonic()
+        dispatcher = self.cloud.dispatcher
+        settled, last_poll = -1, 0.0
+        while True:
+            now = time.monotonic()
+            while to_upload and now >= next_upload:
+                self.upload(to_upload.pop(0))
+                next_upload = now + self.options.upload_interval_s
+                if self.options.upload_interval_s:
+                    break
+            # The buckets change when an invocation finishes: look then (and at least every
+            # POLL_FALLBACK_S), not in a tight loop that keeps the moto server busy listing.
+            wait = min(POLL_FALLBACK_S, max(0.0, next_upload - now) if to_upload else POLL_FALLBACK_S)
+            now_settled = dispatcher.wait_settled(settled, wait)
+            if now_settled != settled or time.monotonic() - last_poll >= POLL_FALLBACK_S:
+                settled, last_poll = now_settled, time.monotonic()
+                self.poll(jobs)
+            if on_tick:
+                on_tick(jobs)
+            if not to_upload and all(j.state == "done" for j in jobs):
+                break
+            if time.monotonic() > deadline:
+                for job in jobs:
+                    if job.state != "done":
+                        job.result = error_result(job.key, f"no result within {self.options.timeout_s:.0f} s (last state: {job.state})")
+                        job.state = "done"
+                break
+        return [j.result for j in jobs if j.result is not None]
+
+
+def write_outputs(out_dir: Path, jobs: list[VideoJob], refused: list[Result]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = [(j.stem, j.result) for j in jobs if j.result] + [(r.video.rsplit(".", 1)[0], r) for r in refused]
+    for stem, result in pairs:
+        json_key, txt_key = result_keys(stem)
+        (out_dir / json_key).write_text(result.to_json() + "\n", encoding="utf-8")
+        (out_dir / txt_key).write_text(result.name, encoding="utf-8")

@@ -47,26 +47,11 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.iaas_load import enrol, percentile  # noqa: E402 - the same 5celeb gallery and percentile
+
 DATA = Path(os.environ.get("FACEREC_TEST_DATA", ROOT.parent / "shared" / "data"))
 TOKEN = "faults-benchmark-token"
 CLEAR = (408, 409, 413, 415, 422, 503, 504)  # refusals that say what happened
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def enrol(folder: Path) -> Path:
-    from lambdas.core.enroll import build_gallery
-    from lambdas.core.recognise import FaceEncoder
-
-    gallery, _ = build_gallery(DATA / "5celeb" / "train", FaceEncoder())
-    path = folder / "5celeb.pt"
-    gallery.save(path)
-    return path
 
 
 # ------------------------------------------------------------------------------------------ process

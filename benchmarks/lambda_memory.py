@@ -318,14 +318,11 @@ class Cloud:
         from moto.server import ThreadedMotoServer
 
         from facerec_cli.config import Settings
-        from facerec_cli.pipeline.deploy import (
-            Clients,
-            DeployOptions,
-            NullReporter,
-            apply_plan,
-            plan_deploy,
-        )
-        from facerec_cli.pipeline.local.dispatch import check_seam
+        from facerec_cli.infra.clients import Clients
+        from facerec_cli.infra.executor import NullReporter, apply_plan
+        from facerec_cli.pipeline.deployer import plan_deploy
+        from facerec_cli.pipeline.stack import DeployOptions
+        from facerec_cli.pipeline.local.seam import check_seam
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -4,17 +4,19 @@ Precedence: command-line flag > environment (``FACEREC_*``) > ``facerec.toml`` (
 the user config directory) > default. Resource names follow the course convention: buckets
 ``<prefix>-input``, ``<prefix>-stage-1``, ``<prefix>-output``; functions ``video-splitting`` and
 ``face-recognition``.
+
+The IaaS commands' own settings (:class:`IaasSettings`: ``ami``, ``port``, ``max_instances``...) follow
+the same precedence, from the ``[iaas]`` table of the same file: flag > ``FACEREC_<NAME>`` (e.g.
+``FACEREC_AMI``) > ``[iaas]`` > default. A command reads the file once (:meth:`ConfigFile.read`) and
+passes it to both loaders.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import platformdirs
 
 from facerec_cli.errors import UserError
 
@@ -95,19 +97,38 @@ def _valid_prefix(prefix: str) -> bool:
 
 
 def config_files() -> list[Path]:
+    import platformdirs  # here, not at the top: `facerec identify` starts without it
+
     return [Path.cwd() / "facerec.toml", Path(platformdirs.user_config_dir("facerec")) / "facerec.toml"]
 
 
-def _from_file() -> tuple[dict[str, Any], Path | None]:
-    """The first facerec.toml found, and its path."""
-    for path in config_files():
-        if path.is_file():
-            try:
-                with path.open("rb") as fh:
-                    return tomllib.load(fh), path
-            except tomllib.TOMLDecodeError as exc:
-                raise UserError(f"{path} is not valid TOML: {exc}") from exc
-    return {}, None
+@dataclass(frozen=True)
+class ConfigFile:
+    """The first facerec.toml found (its top-level values and its ``[iaas]`` table), or none."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @classmethod
+    def read(cls) -> ConfigFile:
+        import tomllib
+
+        for path in config_files():
+            if path.is_file():
+                try:
+                    with path.open("rb") as fh:
+                        return cls(tomllib.load(fh), path)
+                except tomllib.TOMLDecodeError as exc:
+                    raise UserError(f"{path} is not valid TOML: {exc}") from exc
+        return cls()
+
+    def iaas_table(self) -> dict[str, Any]:
+        table = self.values.get("iaas")
+        if table is None:
+            return {}
+        if not isinstance(table, dict):
+            raise UserError(f"iaas in {self.path} must be a table ([iaas]), not {table!r}")
+        return table
 
 
 def _profile_region(profile: str | None) -> str | None:
@@ -142,15 +163,17 @@ _COUNT_SETTINGS = ("retain_days",)  # 0 allowed (it means: none)
 NO_REGION = "no AWS region: pass --region, set AWS_DEFAULT_REGION, or run `aws configure`"
 
 
-def load_settings(**flags: Any) -> Settings:
+def load_settings(*, config: ConfigFile | None = None, **flags: Any) -> Settings:
     """Build settings from flags (None = not given), environment, config file and defaults.
 
+    ``config``: facerec.toml as the command already read it (default: read it now).
     Without a region from any of flag, FACEREC_REGION, AWS_REGION/AWS_DEFAULT_REGION, facerec.toml or
     the profile, raises UserError, unless an endpoint URL is set (a local cloud such as moto, where
     us-east-1 is as good as any): guessing a region on real AWS would deploy to the wrong one.
     """
     names = [f.name for f in fields(Settings) if f.init]
-    file_values, file_path = _from_file()
+    config = config if config is not None else ConfigFile.read()
+    file_values, file_path = config.values, config.path
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name in names:
@@ -191,5 +214,74 @@ def _aws_region_variable() -> str | None:
     return next((name for name in ("AWS_REGION", "AWS_DEFAULT_REGION") if os.environ.get(name)), None)
 
 
-def with_overrides(settings: Settings, **changes: Any) -> Settings:
-    return replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+# ------------------------------------------------------------------------------------------ IaaS
+
+
+@dataclass(frozen=True)
+class IaasSettings:
+    """The IaaS commands' settings (``facerec web``, ``facerec iaas bootstrap``...), beside :class:`Settings`."""
+
+    ami: str | None = None
+    instance_type: str = "t3.medium"
+    web_ami: str | None = None
+    web_instance_type: str = "t3.small"
+    key_name: str | None = None
+    port: int = 8000
+    allow_cidr: str | None = None  # required by bootstrap: no default that opens the web tier to the internet
+    token: str | None = None
+    token_sha256: str | None = None
+    max_instances: int = 20
+    per_instance: int = 1
+    scale_in_after: float = 30.0
+    timeout: float = 60.0
+    visibility_timeout: int = 30
+
+
+# The smallest value each numeric IaaS setting may take (the flags check the same with min=).
+_IAAS_MINIMUM: dict[str, float] = {"port": 0, "max_instances": 0, "per_instance": 1, "scale_in_after": 0.0, "timeout": 0.1, "visibility_timeout": 1}
+
+
+def load_iaas_settings(*, config: ConfigFile | None = None, **flags: Any) -> IaasSettings:
+    """IaaS settings from flags (None = not given) > ``FACEREC_<NAME>`` (empty: unset) > the ``[iaas]``
+    table of facerec.toml > default. A value that is not of the setting's type is one UserError naming
+    where it came from."""
+    unknown = set(flags) - {f.name for f in fields(IaasSettings)}
+    if unknown:
+        raise TypeError(f"not IaaS settings: {', '.join(sorted(unknown))}")
+    config = config if config is not None else ConfigFile.read()
+    table = config.iaas_table()
+    values: dict[str, Any] = {}
+    for spec in fields(IaasSettings):
+        name, env_name = spec.name, f"FACEREC_{spec.name.upper()}"
+        if flags.get(name) is not None:
+            values[name] = flags[name]  # checked by the command's option already
+            continue
+        if os.environ.get(env_name):
+            value, source = os.environ[env_name], env_name
+        elif name in table:
+            value, source = table[name], f"[iaas] in {config.path}"
+        else:
+            continue
+        values[name] = _iaas_value(name, value, source, type(spec.default) if spec.default is not None else str)
+    return IaasSettings(**values)
+
+
+def _iaas_value(name: str, value: Any, source: str, kind: type) -> Any:
+    if kind is str:
+        if isinstance(value, (dict, list)):
+            raise UserError(f"{name} from {source} must be a string, not {value!r}")
+        return str(value)
+    number: int | float | None
+    if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+        number = None  # bool is an int to Python, and int() would truncate a float from TOML: refuse both
+    else:
+        try:
+            number = kind(str(value).strip())
+        except ValueError:
+            number = None
+    minimum = _IAAS_MINIMUM.get(name, 0)
+    if number is None or number < minimum:
+        what = "a whole number" if kind is int else "a number"
+        raise UserError(f"{name} from {source} must be {what} of at least {minimum:g}, not {value!r}")
+    return number

@@ -57,6 +57,21 @@ def upload_body(path: Path) -> tuple[bytes, bool]:
     return data, False
 
 
+def gallery_object(bucket: str, key: str, path: Path) -> Any:
+    """The deploy spec (an S3 object) of uploading gallery file ``path`` to ``s3://bucket/key``: a
+    safetensors gallery as it is, an old torch gallery or a course data.pt converted (the runtime reads
+    only safetensors and never unpickles). The same bytes at every run, so a second bootstrap with the
+    same file has nothing to change."""
+    import hashlib
+
+    from facerec_cli.infra.resources.s3 import ObjectSpec
+
+    body, converted = upload_body(path)
+    md5 = hashlib.md5(body).hexdigest()
+    description = f"gallery {path} ({len(body) / 1e6:.1f} MB{', converted from torch to safetensors' if converted else ''}, md5 {md5})"
+    return ObjectSpec(bucket, key, body, md5, description)
+
+
 @functools.lru_cache(maxsize=2)
 def _converted(data: bytes, origin: str) -> Gallery:
     # bootstrap and run-local read the user's file twice (to check its weights, then to upload it):

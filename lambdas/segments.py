@@ -1,5 +1,8 @@
 """Timelines of long videos, fanned out: segments recognised in parallel, merged exactly once.
 
+Over 400 lines on purpose: the fan-out, a segment's handling and the exactly-once merge share one
+protocol of state keys and conditional writes on S3 (below), which reads best in one place.
+
 With ``FACEREC_TIMELINE=1`` on video-splitting, an upload is cut into segments of
 ``FACEREC_SEGMENT_SECONDS`` (30 s): ``[0, 30)``, ``[30, 60)``... video-splitting stores the first frame
 (``<stem>.jpg``, the course's layout, as without a timeline) and a plan marker, then invokes

@@ -27,8 +27,11 @@ from typer.testing import CliRunner
 from facerec_cli.pipeline.observe import function_logs
 from facerec_cli.pipeline.observe import watch_results
 from facerec_cli.config import Settings
-from facerec_cli.pipeline.deploy import Clients, DeployOptions, apply_plan, plan_destroy
-from facerec_cli.infra import plan as plan_module
+from facerec_cli.infra.clients import Clients
+from facerec_cli.infra.executor import apply_plan
+from facerec_cli.pipeline.deployer import plan_destroy
+from facerec_cli.pipeline.stack import DeployOptions
+from facerec_cli.infra import executor as plan_module
 from facerec_cli.cli.app import app
 from facerec_cli.pipeline.observe.results import destination_record
 from facerec_cli.pipeline.upload_ledger import UploadLedger
@@ -288,7 +291,6 @@ def test_bootstrap_builds_images_after_creating_the_repository(env: Env, gallery
     (needs dockerd) is replaced by a recorder here; tests/test_containers.py runs the real one."""
     import types
 
-    import facerec_cli.pipeline.deploy
 
     calls: list[dict[str, Any]] = []
     n = env.settings.names
@@ -319,7 +321,6 @@ def test_bootstrap_builds_images_after_creating_the_repository(env: Env, gallery
     fake.build_and_push = build_and_push  # type: ignore[attr-defined]
     fake.open_engine = open_engine  # type: ignore[attr-defined]
     monkeypatch.setitem(__import__("sys").modules, "facerec_cli.pipeline.images", fake)
-    monkeypatch.setattr(facerec_cli.pipeline.deploy, "images", fake, raising=False)
 
     dry = facerec("bootstrap", "--gallery", str(gallery_file), "--dry-run")
     assert dry.exit_code == 0, dry.output
@@ -346,7 +347,6 @@ def test_bootstrap_names_the_repository_it_created_when_the_push_fails(env: Env,
     was left behind. The builder is faked (no dockerd here); tests/test_containers.py fails a real push."""
     import types
 
-    import facerec_cli.pipeline.deploy
     from facerec_cli.errors import UserError
 
     n = env.settings.names
@@ -362,7 +362,6 @@ def test_bootstrap_names_the_repository_it_created_when_the_push_fails(env: Env,
     fake.build_and_push = build_and_push  # type: ignore[attr-defined]
     fake.open_engine = lambda settings, clients, **kwargs: Engine()  # type: ignore[attr-defined]
     monkeypatch.setitem(__import__("sys").modules, "facerec_cli.pipeline.images", fake)
-    monkeypatch.setattr(facerec_cli.pipeline.deploy, "images", fake, raising=False)
 
     result = facerec("bootstrap", "--registry", "127.0.0.1:9")
     assert result.exit_code == 1, result.output

@@ -43,18 +43,14 @@ import botocore.session
 import pytest
 
 from facerec_cli.config import Settings
-from facerec_cli.pipeline.deploy import (
-    Clients,
-    DeployOptions,
-    NullReporter,
-    apply_plan,
-    plan_deploy,
-    plan_destroy,
-)
+from facerec_cli.infra.clients import Clients
+from facerec_cli.infra.executor import NullReporter, apply_plan
+from facerec_cli.pipeline.deployer import plan_deploy, plan_destroy
+from facerec_cli.pipeline.stack import DeployOptions
 from facerec_cli.errors import UserError
-from facerec_cli.pipeline import images
+from facerec_cli.pipeline import image_context, images, registry
 from facerec_cli.pipeline.local.containers import container_environ, invocation_outcome
-from facerec_cli.pipeline.local.workers import FunctionSpec
+from facerec_cli.pipeline.local.functions import LocalFunction
 from lambdas.events import FrameRef, RecognitionRequest
 from tests.docker_env import (
     ROOT,
@@ -208,7 +204,7 @@ class Recorder:
         self.calls: list[dict[str, Any]] = []
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from facerec_cli.pipeline.local.dispatch import check_seam
+        from facerec_cli.pipeline.local.seam import check_seam
 
         cls = check_seam()  # fails loudly if a moto upgrade moved the seam
         recorder = self
@@ -424,13 +420,13 @@ def test_tags_follow_content_and_only_the_arguments_that_shape_the_image(tmp_pat
 
 def test_build_arguments_and_network_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(images.BUILD_ARGS_ENV, "PIP_NO_INDEX=1 'PIP_FIND_LINKS=http://127.0.0.1:8000/a b/'")
-    monkeypatch.setenv(images.BUILD_NETWORK_ENV, "host")
-    assert images.environ_build_args() == {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "http://127.0.0.1:8000/a b/"}
+    monkeypatch.setenv(image_context.BUILD_NETWORK_ENV, "host")
+    assert image_context.environ_build_args() == {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "http://127.0.0.1:8000/a b/"}
     assert images._build_options({"PIP_NO_INDEX": "0"}, None) == ({"PIP_NO_INDEX": "0", "PIP_FIND_LINKS": "http://127.0.0.1:8000/a b/"}, "host")
     assert images._build_options(None, "none")[1] == "none"
     monkeypatch.setenv(images.BUILD_ARGS_ENV, "PIP_NO_INDEX")
     with pytest.raises(UserError, match="not NAME=VALUE"):
-        images.environ_build_args()
+        image_context.environ_build_args()
 
 
 def test_dockerfiles_name_no_python_version_and_no_torch() -> None:
@@ -449,7 +445,7 @@ def test_dockerfiles_name_no_python_version_and_no_torch() -> None:
 def test_container_environment_is_the_functions_variables_and_the_local_cloud() -> None:
     from lambdas import env as fenv
 
-    spec = FunctionSpec(
+    spec = LocalFunction(
         name="face-recognition", arn="arn:aws:lambda:us-east-1:123456789012:function:face-recognition", handler="lambdas.face_recognition.handler",
         environment={fenv.OUTPUT_BUCKET: "out", fenv.GALLERY_URI: "s3://out/gallery", fenv.WEIGHTS: "casia-webface", "FACEREC_THREADS": "1",
                      "FACEREC_MODELS": "/host/models", "HOME": "/root", "SOMETHING_ELSE": "x"},
@@ -478,13 +474,13 @@ def test_emulator_answers_become_outcomes() -> None:
 
 
 def test_registry_target_plain_registry_needs_no_ecr() -> None:
-    target = images.registry_target(Settings(prefix=PREFIX, registry="127.0.0.1:5000"), clients=None)
+    target = registry.registry_target(Settings(prefix=PREFIX, registry="127.0.0.1:5000"), clients=None)
     assert target.repository == f"127.0.0.1:5000/{PREFIX}-facerec" and target.auth is None and not target.ecr
 
 
 def test_registry_target_ecr_logs_in_with_the_authorization_token(cloud: dict[str, Any]) -> None:
-    target = images.registry_target(cloud["settings"], cloud["clients"])
-    assert target.ecr and images.is_ecr_host(target.host)
+    target = registry.registry_target(cloud["settings"], cloud["clients"])
+    assert target.ecr and registry.is_ecr_host(target.host)
     assert target.repository == f"{target.host}/{PREFIX}-facerec"
     assert target.auth and target.auth["username"] == "AWS" and target.auth["password"]
     assert target.auth["password"] not in repr(target)
@@ -510,7 +506,7 @@ def test_run_local_containers_without_an_engine_says_so_in_one_line(data: Path, 
 
 @pytest.mark.docker
 def test_splitting_image_is_built_and_pushed(docker_env: DockerEnv, built: dict[str, Any], wheelhouse: Wheelhouse, source: Path) -> None:
-    image: images.PushedImage = built["image"]
+    image: registry.PushedImage = built["image"]
     repo_name = image.repository.split("/", 1)[1]
     assert image.pushed and image.tag in registry_tags(docker_env.registry, repo_name)
     assert image.uri == f"{docker_env.registry}/{PREFIX}-facerec@{image.digest}"
@@ -559,7 +555,7 @@ def test_push_to_a_registry_that_is_not_there_says_which(docker_env: DockerEnv) 
     lines: list[str] = []
     try:
         with pytest.raises(UserError) as info:
-            images._push(client, engine.target, tag, images.SPLITTING, emit=lines.append, timeout=120)
+            registry.push(client, engine.target, tag, image_context.SPLITTING, emit=lines.append, timeout=120)
     finally:
         client.images.remove(f"{engine.target.repository}:{tag}", noprune=True)
         engine.close()  # a no-op: the client belongs to docker_env
@@ -574,7 +570,7 @@ def test_push_to_a_registry_that_is_not_there_says_which(docker_env: DockerEnv) 
 def test_splitting_container_handles_a_real_s3_event(
     docker_env: DockerEnv, built: dict[str, Any], cloud: dict[str, Any], data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    image: images.PushedImage = built["image"]
+    image: registry.PushedImage = built["image"]
     client = docker_env.client
     # Run what the registry holds: drop the local tag and pull the image back by digest.
     client.images.remove(image.tag_uri, noprune=True)
@@ -612,7 +608,7 @@ def test_splitting_container_handles_a_real_s3_event(
 def test_recognition_image_is_built_pushed_lean_and_without_torch(
     docker_env: DockerEnv, built_recognition: dict[str, Any], wheelhouse: Wheelhouse, source: Path, models: Path
 ) -> None:
-    image: images.PushedImage = built_recognition["image"]
+    image: registry.PushedImage = built_recognition["image"]
     client = docker_env.client
     assert image.pushed and image.tag in registry_tags(docker_env.registry, image.repository.split("/", 1)[1])
     lines = built_recognition["lines"]
@@ -649,7 +645,7 @@ def test_recognition_image_is_built_pushed_lean_and_without_torch(
 def test_recognition_container_names_the_person_in_real_frames(
     docker_env: DockerEnv, built_recognition: dict[str, Any], cloud: dict[str, Any], celeb_gallery: Any, data: Path, tmp_path: Path
 ) -> None:
-    image: images.PushedImage = built_recognition["image"]
+    image: registry.PushedImage = built_recognition["image"]
     client = docker_env.client
     client.images.remove(image.tag_uri, noprune=True)  # run what the registry holds, pulled by digest
     client.images.pull(image.uri)

@@ -20,17 +20,15 @@ import botocore.exceptions
 import pytest
 
 from facerec_cli.config import Settings
-from facerec_cli.pipeline.deploy import (
-    Clients,
-    DeployError,
-    DeployOptions,
-    ListReporter,
-    apply_plan,
-    plan_deploy,
-    plan_destroy,
-)
-from facerec_cli.infra import plan as plan_module
-from facerec_cli.pipeline.stack import build_desired
+from facerec_cli.infra.clients import Clients
+from facerec_cli.infra.errors import DeployError
+from facerec_cli.infra.executor import ListReporter, apply_plan
+from facerec_cli.pipeline.deployer import plan_deploy, plan_destroy
+from facerec_cli.pipeline.stack import DeployOptions
+from facerec_cli.infra import executor as plan_module
+from facerec_cli.infra.plan import APICall, EmptyBucket
+from facerec_cli.infra.resources.awslambda import FunctionSpec
+from facerec_cli.pipeline.stack import pipeline_stack
 from facerec_cli.errors import UserError
 
 VIDEO_SUFFIXES = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"]
@@ -265,9 +263,50 @@ def test_no_gallery_is_a_warning(settings: Settings, clients: Clients) -> None:
 def test_reserved_environment_names_are_refused(aws_env: None) -> None:
     settings = Settings(prefix="reserved-env")
     with pytest.raises(UserError, match="AWS_REGION .* reserved"):
-        build_desired(settings, DeployOptions(recognition_env={"AWS_REGION": "x"}), "123456789012")
-    desired = build_desired(settings, DeployOptions(recognition_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}), "123456789012")
-    assert desired.function("recognition").environment["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
+        pipeline_stack(settings, DeployOptions(recognition_env={"AWS_REGION": "x"}), "123456789012")
+    stack = pipeline_stack(settings, DeployOptions(recognition_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}), "123456789012")
+    [recognition] = [s for s in stack.specs if isinstance(s, FunctionSpec) and s.name == settings.names.recognition_function]
+    assert recognition.environment["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
+
+
+def _writes_made(clients: Clients, services: tuple[str, ...], run: Any) -> list[tuple[str, str]]:
+    """(service, operation) of every call ``run()`` makes through ``clients`` that is not a read."""
+    seen: list[tuple[str, str]] = []
+    reads = ("Get", "Describe", "List", "Head")
+
+    def record(model: Any, **_: Any) -> None:
+        if not model.name.startswith(reads):
+            seen.append((model.service_model.service_name, model.name))
+
+    for service in services:
+        clients.client(service).meta.events.register("before-call", record)
+    run()
+    return seen
+
+
+def test_the_dry_run_shows_the_calls_apply_makes(settings: Settings, clients: Clients, gallery: Path) -> None:
+    """A plan is data: every step lists its API calls with their parameters, the dry run prints them,
+    and applying makes exactly those calls (read-only calls of waiters aside), in that order."""
+    n = settings.names
+    plan = plan_deploy(settings, DeployOptions(gallery=gallery, with_ecr=True), clients)
+    text = plan.render(show_calls=True)
+    assert f"    s3.create_bucket(Bucket='{n.input_bucket}'" in text
+    assert f"    lambda.create_function(FunctionName='{n.recognition_function}'" in text
+    assert "PolicyDocument=<JSON document" in text, text  # long values summarised
+    assert f"Body=<{gallery.stat().st_size:,} bytes>" in text, text
+    planned = [
+        (clients.client(call.service).meta.service_model.service_name, clients.client(call.service).meta.method_to_api_mapping[call.method])
+        for step in plan.changes for call in step.calls if isinstance(call, APICall)
+    ]
+    services = ("s3", "sqs", "logs", "ecr", "iam", "lambda")
+    assert _writes_made(clients, services, lambda: apply_plan(plan)) == planned
+    assert plan_deploy(settings, DeployOptions(gallery=gallery, with_ecr=True), clients).empty
+
+    teardown = plan_destroy(settings, DeployOptions(with_ecr=True), clients)
+    assert teardown.steps[0].resource == f"s3 notification {n.input_bucket}" and teardown.steps[-1].resource == f"ecr repository {n.ecr_repository}"
+    deletes = [call for step in teardown.changes for call in step.calls]
+    assert any(isinstance(call, EmptyBucket) for call in deletes)  # shown as such in the dry run
+    assert "s3.list_object_versions/delete_objects/abort_multipart_upload" in teardown.render(show_calls=True)
 
 
 # ------------------------------------------------------------------------------------------ updates
@@ -380,8 +419,9 @@ def test_bucket_name_owned_by_another_account_stops_with_deploy_error(settings: 
     assert n.input_bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
     # ... and forced through, the executor stops at the failing step and names what it created
     reporter = ListReporter()
+    plan.blockers = []
     with pytest.raises(DeployError) as info:
-        apply_plan(plan, reporter, ignore_blockers=True)
+        apply_plan(plan, reporter)
     err = info.value
     assert [s.resource for s in err.completed] == [f"s3 bucket {n.input_bucket}"]
     assert err.failed is not None and err.failed.resource == f"s3 bucket {n.stage1_bucket}"
@@ -411,8 +451,8 @@ def test_access_denied_names_the_step_and_what_was_half_done(settings: Settings,
     err = info.value
     role = settings.names.role(settings.names.recognition_function)
     assert err.failed is not None and err.failed.resource == f"iam role {role}"
-    assert err.partial == ["create role"]
-    assert "AWS denied PutRolePolicy" in str(err) and "Already done in that step: create role" in str(err)
+    assert err.partial == ["iam.create_role"]
+    assert "AWS denied PutRolePolicy" in str(err) and "Already done in that step: iam.create_role" in str(err)
     assert [s.resource.split(" ")[0] for s in err.completed] == ["s3"] * 3 + ["sqs", "log", "log"]
     assert "run `facerec bootstrap` again" in str(err)
     # a re-run does only what is left
@@ -552,7 +592,7 @@ def test_calls_on_the_prefix_named_buckets_carry_the_expected_owner(settings: Se
     """S3 refuses a call carrying ExpectedBucketOwner when another account owns the bucket: every call
     on the buckets named from the prefix sends it, where the API takes it (moto does not check it, so
     the requests themselves are read here)."""
-    from facerec_cli.pipeline.deploy import owner_checked_s3
+    from facerec_cli.infra.clients import owner_checked_s3
 
     n, account = settings.names, clients.account_id
     sent: list[tuple[str, str, str | None]] = []

@@ -271,19 +271,19 @@ def test_upload_body_converts_old_galleries_only(gallery, tmp_path):
     old.write_bytes(old_torch_gallery_bytes(gallery))
     body, converted = upload_body(old)
     assert converted and Gallery.from_bytes(body) == gallery
-    # What bootstrap and run-local upload (GallerySpec): the same bytes at every run, so that a second
-    # bootstrap with the same old file has nothing to change.
+    # What bootstrap and run-local upload (the gallery object's spec): the same bytes at every run, so
+    # that a second bootstrap with the same old file has nothing to change.
     import hashlib
 
     from facerec_cli.config import Settings
-    from facerec_cli.pipeline.stack import GallerySpec
+    from facerec_cli.galleries import gallery_object
 
     key = Settings(prefix="myid").names.gallery_key
     assert key == ".facerec/gallery.safetensors"
-    spec = GallerySpec.of_file("myid-output", key, old)
-    assert spec.converted and spec.body == body and spec.md5 == hashlib.md5(body).hexdigest()
-    assert GallerySpec.of_file("myid-output", key, old).md5 == spec.md5
-    assert not GallerySpec.of_file("myid-output", key, new).converted
+    spec = gallery_object("myid-output", key, old)
+    assert "converted from torch" in spec.description and spec.body == body and spec.md5 == hashlib.md5(body).hexdigest()
+    assert gallery_object("myid-output", key, old).md5 == spec.md5
+    assert "converted" not in gallery_object("myid-output", key, new).description
 
 
 # ------------------------------------------------------------------------------------- refusals

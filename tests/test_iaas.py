@@ -4,7 +4,7 @@ Unit tests of the scaling policy and the response router; bootstrap/destroy (and
 pool) against a real moto server; the local system (`facerec iaas run-local` machinery) with real
 photos: 100 requests 20 at a time, the workers scaling 0 -> 2 -> 0, one worker SIGKILLed while it
 holds a request. The local system runs its tiers with their roles' credentials while moto enforces
-IAM (facerec_cli.localcloud.moto_iam), and the tiers' policies are also proven on their own: the app worker,
+IAM (facerec_cli.localcloud.moto_fixes), and the tiers' policies are also proven on their own: the app worker,
 the web tier over HTTP and the scaler's EC2 calls, each with exactly its bootstrap policy.
 
 Hardening: --allow-cidr required, the token (401), the sandboxed systemd units, the web role that can
@@ -26,17 +26,19 @@ from pathlib import Path
 
 import pytest
 import requests
-import typer
 from typer.testing import CliRunner
 
 from facerec_cli.config import Settings
-from facerec_cli.pipeline.deploy import DeployError, ListReporter, apply_plan
-from facerec_cli.iaas.stack import IaasClients, IaasOptions, plan_bootstrap, plan_teardown
+from facerec_cli.infra.errors import DeployError
+from facerec_cli.infra.executor import ListReporter, apply_plan
+from facerec_cli.iaas.deployer import plan_bootstrap, plan_teardown
+from facerec_cli.iaas.stack import IaasOptions
+from facerec_cli.infra.clients import Clients
 from facerec_cli.iaas.messages import Response, queue_depth, queue_url
 from facerec_cli.iaas.names import TAG_KEY, IaasNames
 from facerec_cli.iaas.pools import AsgPool, find_app_instances
 from facerec_cli.iaas.scaler import AutoScaler, ScalingPolicy
-from facerec_cli.iaas.web import ResponseRouter
+from facerec_cli.iaas.router import ResponseRouter
 from facerec_cli.localcloud.server import LocalCloud
 
 PREFIX = "demo"
@@ -156,7 +158,7 @@ def _exists(fn, **kwargs) -> bool:
 
 def test_bootstrap_is_idempotent_and_destroy_removes_everything(moto_cloud, tiny_gallery) -> None:
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
-    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
     ec2, sqs, s3, iam = clients.ec2, clients.sqs, clients.s3, clients.iam
     n = IaasNames(PREFIX)
     ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
@@ -289,9 +291,14 @@ def test_bootstrap_is_idempotent_and_destroy_removes_everything(moto_cloud, tiny
     assert plan_bootstrap(settings, smaller, clients).changes == []
 
 
-    # Destroy: the dry run deletes nothing; then everything goes, the group first; a second finds nothing.
+    # Destroy: the dry run deletes nothing; then everything goes in the reverse of the creation order (the
+    # web tier and its scaler first, the group before any app instance it did not start, the buckets
+    # last); a second finds nothing.
     teardown = plan_teardown(settings, clients)
-    assert [s.resource for s in teardown.changes[:2]] == [f"autoscaling group {n.autoscaling_group}", "ec2 instances app tier"]
+    order = [s.resource for s in teardown.changes]
+    assert order[0] == "ec2 instances web tier", order
+    assert order.index(f"autoscaling group {n.autoscaling_group}") < order.index("ec2 instances app tier") < order.index(f"ec2 launch-template {n.launch_template}")
+    assert order[-3:] == [f"s3 bucket {b}" for b in reversed(n.buckets)], order
     assert len(teardown.changes) == 16
     assert _exists(sqs.get_queue_url, QueueName=n.request_queue)
     apply_plan(teardown)
@@ -364,11 +371,7 @@ def _assert_sandboxed(user_data: str, unit: str) -> None:
 
 
 def test_cli_bootstrap_dry_run_apply_rerun_and_destroy(moto_cloud, tiny_gallery) -> None:
-    from facerec_cli.cli.iaas import register
-
-    app = typer.Typer()
-    app.command("noop")(lambda: None)
-    register(app)
+    from facerec_cli.cli.app import app
     ami = moto_cloud.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     common = ["--prefix", PREFIX, "--endpoint-url", moto_cloud.endpoint_url, "--region", "us-east-1"]
     runner = CliRunner()
@@ -412,7 +415,7 @@ def test_web_command_sizes_the_auto_scaling_group_by_live_requests_and_is_alone_
     import sys
 
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
-    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
     ami = clients.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     apply_plan(plan_bootstrap(settings, IaasOptions(gallery=tiny_gallery, ami=ami, with_web=False, allow_cidr=CIDR), clients))
     n = IaasNames(PREFIX)
@@ -423,7 +426,7 @@ def test_web_command_sizes_the_auto_scaling_group_by_live_requests_and_is_alone_
             return probe.getsockname()[1]
 
     port = free_port()
-    script = "import sys; from facerec_cli.cli.app import app; from facerec_cli.cli.iaas import register; register(app); app()"
+    script = "from facerec_cli.cli.app import app; app()"
 
     def web_command(port: int) -> list[str]:
         return [
@@ -626,11 +629,11 @@ def test_local_system_under_load_scales_and_survives_a_killed_worker(data: Path,
 def test_worker_command_answers_drops_garbage_and_exits_when_idle(moto_cloud, celeb_gallery, data: Path) -> None:
     import signal
 
-    from facerec_cli.cli.iaas import register
+    from facerec_cli.cli.app import app
     from facerec_cli.iaas.messages import Request
 
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
-    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
     apply_plan(plan_bootstrap(settings, IaasOptions(gallery=celeb_gallery[0], with_compute=False), clients))
     n = IaasNames(PREFIX)
     sqs, s3 = clients.sqs, clients.s3
@@ -640,9 +643,6 @@ def test_worker_command_answers_drops_garbage_and_exits_when_idle(moto_cloud, ce
     sqs.send_message(QueueUrl=request_url, MessageBody="garbage")  # dropped with a log line
     sqs.send_message(QueueUrl=request_url, MessageBody=Request("r-1", "test_00.jpg", etag).to_body())
 
-    app = typer.Typer()
-    app.command("noop")(lambda: None)
-    register(app)
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = CliRunner().invoke(app, [
@@ -663,11 +663,7 @@ def test_worker_command_answers_drops_garbage_and_exits_when_idle(moto_cloud, ce
 
 
 def test_worker_refuses_weights_other_than_the_gallerys(moto_cloud, celeb_gallery) -> None:
-    from facerec_cli.cli.iaas import register
-
-    app = typer.Typer()
-    app.command("noop")(lambda: None)
-    register(app)
+    from facerec_cli.cli.app import app
     result = CliRunner().invoke(app, [
         "worker", "--gallery", str(celeb_gallery[0]), "--weights", "vggface2", "--prefix", PREFIX,
         "--endpoint-url", moto_cloud.endpoint_url, "--region", "us-east-1", "--poll-wait", "0",
@@ -685,7 +681,7 @@ def _loaded_worker(moto_cloud, tiny_gallery, visibility_timeout_s: int = 30):
     from facerec_cli.iaas.worker import AppWorker, WorkerConfig
 
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
-    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
     options = IaasOptions(gallery=tiny_gallery, with_compute=False, visibility_timeout_s=visibility_timeout_s)
     apply_plan(plan_bootstrap(settings, options, clients))
     n = IaasNames(PREFIX)
@@ -777,7 +773,7 @@ def test_waiting_requests_hold_no_upload(moto_cloud) -> None:
     import sys
 
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
-    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
     apply_plan(plan_bootstrap(settings, IaasOptions(with_compute=False), clients))
     big = _noise_png()
     assert 8_000_000 < len(big) < 10 * 2**20
@@ -831,10 +827,11 @@ def test_slow_clients_get_408_and_cannot_hold_the_connections(moto_cloud) -> Non
     """waitress reads requests in its event loop: slow clients hold connections, not threads. Headers
     sent a byte at a time, a body that trickles, and a connection that says nothing are all cut after
     the read/idle timeouts (the first two with a 408), so the connection limit frees up again."""
-    from facerec_cli.iaas.web import WebConfig, WebServer, WebTier
+    from facerec_cli.iaas.web import WebConfig, WebTier
+    from facerec_cli.iaas.web_server import WebServer
 
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
-    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
     apply_plan(plan_bootstrap(settings, IaasOptions(with_compute=False), clients))
     tier = WebTier(s3=clients.s3, sqs=clients.sqs, names=IaasNames(PREFIX), config=WebConfig(poll_wait_s=1)).start()
     server = WebServer(tier.app, port=0, threads=4, channel_timeout_s=2, read_timeout_s=2.0, connection_limit=12).start()
@@ -929,10 +926,11 @@ def test_one_web_tier_per_prefix(moto_cloud) -> None:
     """The lease: a second web tier on a prefix is refused (it would delete the first one's
     responses); it may start once the first stopped (lease released) or died (lease expired), and a
     web tier that finds its lease taken stops answering."""
-    from facerec_cli.iaas.web import LeaseHeld, WebConfig, WebTier
+    from facerec_cli.iaas.lease import LeaseHeld
+    from facerec_cli.iaas.web import WebConfig, WebTier
 
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
-    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
     apply_plan(plan_bootstrap(settings, IaasOptions(with_compute=False), clients))
     n = IaasNames(PREFIX)
 
@@ -1012,13 +1010,14 @@ def test_tiers_work_with_exactly_their_role_policies_under_iam_enforcement(moto_
     it does not need."""
     import botocore.exceptions
 
-    from facerec_cli.iaas.stack import Arns, app_policy, ec2_trust_policy
-    from facerec_cli.localcloud.moto_iam import admin_credentials, enforced, role_credentials
-    from facerec_cli.iaas.web import WebConfig, WebServer, WebTier
+    from facerec_cli.iaas.policies import Arns, app_policy, ec2_trust_policy
+    from facerec_cli.localcloud.moto_fixes import admin_credentials, enforced, role_credentials
+    from facerec_cli.iaas.web import WebConfig, WebTier
+    from facerec_cli.iaas.web_server import WebServer
     from facerec_cli.iaas.worker import AppWorker, WorkerConfig
 
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
-    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
     ami = clients.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     apply_plan(plan_bootstrap(settings, IaasOptions(gallery=tiny_gallery, ami=ami, allow_cidr=CIDR, with_web=False), clients))
     n = IaasNames(PREFIX)
@@ -1111,7 +1110,7 @@ def test_healthz_reuses_queue_and_instance_counts_but_reports_the_router_live(mo
     from facerec_cli.iaas.web import WebConfig, WebTier
 
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
-    clients = IaasClients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
+    clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)
     apply_plan(plan_bootstrap(settings, IaasOptions(with_compute=False), clients))
     n = IaasNames(PREFIX)
     health_calls: list[str] = []  # the calls /healthz makes (the router's ReceiveMessage etc. are not counted)
@@ -1155,7 +1154,7 @@ def test_healthz_reuses_queue_and_instance_counts_but_reports_the_router_live(mo
 
 def test_iaas_setting_precedence_is_flag_env_file_default(tmp_path: Path, monkeypatch) -> None:
     from facerec_cli.errors import UserError
-    from facerec_cli.cli.iaas import setting
+    from facerec_cli.config import load_iaas_settings as load
 
     monkeypatch.chdir(tmp_path)  # facerec.toml in the working directory is read first
     (tmp_path / "facerec.toml").write_text('[iaas]\nami = "ami-file"\nport = 9000\n')
@@ -1163,17 +1162,24 @@ def test_iaas_setting_precedence_is_flag_env_file_default(tmp_path: Path, monkey
     monkeypatch.delenv("FACEREC_PORT", raising=False)
     monkeypatch.delenv("FACEREC_INSTANCE_TYPE", raising=False)
 
-    assert setting("ami", "ami-flag") == "ami-flag"  # flag over everything
-    assert setting("ami", None) == "ami-env"  # env over the file
+    assert load(ami="ami-flag").ami == "ami-flag"  # flag over everything
+    assert load().ami == "ami-env"  # env over the file
     monkeypatch.setenv("FACEREC_AMI", "")  # set but empty: as if unset
-    assert setting("ami", None) == "ami-file"
-    assert setting("port", None, int) == 9000
+    assert load().ami == "ami-file"
+    assert load().port == 9000
     monkeypatch.setenv("FACEREC_PORT", "8100")
-    assert setting("port", None, int) == 8100  # env values are cast
-    assert setting("port", 0, int) == 0  # a falsy flag is still a flag
-    assert setting("instance_type", None) == "t3.medium" and setting("max_instances", None, int) == 20  # defaults
+    assert load().port == 8100  # env values are cast
+    assert load(port=0).port == 0  # a falsy flag is still a flag
+    assert load().instance_type == "t3.medium" and load().max_instances == 20  # defaults
 
     (tmp_path / "facerec.toml").write_text("[iaas\n")
     monkeypatch.setenv("FACEREC_AMI", "")
     with pytest.raises(UserError, match="not valid TOML"):
-        setting("ami", None)
+        load()
+
+    (tmp_path / "facerec.toml").write_text('[iaas]\nmax_instances = "many"\n')
+    with pytest.raises(UserError, match=r"max_instances from \[iaas\] in .*facerec.toml must be a whole number of at least 0, not .many."):
+        load()
+    monkeypatch.setenv("FACEREC_PORT", "80.5")
+    with pytest.raises(UserError, match="port from FACEREC_PORT must be a whole number of at least 0, not '80.5'"):
+        load()

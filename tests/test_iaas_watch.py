@@ -18,15 +18,18 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from facerec_cli.config import Settings
-from facerec_cli.pipeline.deploy import NullReporter, apply_plan
+from facerec_cli.infra.executor import NullReporter, apply_plan
 from facerec_cli.iaas import watch as iaas_watch
-from facerec_cli.iaas.stack import IaasClients, IaasOptions, plan_bootstrap
+from facerec_cli.iaas.deployer import plan_bootstrap
+from facerec_cli.iaas.stack import IaasOptions
+from facerec_cli.infra.clients import Clients
 from facerec_cli.iaas.messages import Request, Response, new_id, queue_depth, queue_url
 from facerec_cli.iaas.names import IaasNames
 from facerec_cli.iaas.pools import AsgPool, InstanceInfo, find_app_instances
 from facerec_cli.iaas.scaler import AutoScaler, ScalingPolicy
 from facerec_cli.iaas.watch import AppInstance, AwsSource, QueueCounts, WebSource, healthz_url
-from facerec_cli.iaas.web import WebConfig, WebServer, WebTier, pool_report
+from facerec_cli.iaas.web import WebConfig, WebTier, pool_report
+from facerec_cli.iaas.web_server import WebServer
 from facerec_cli.localcloud.server import LocalCloud
 from facerec_cli.cli.app import app
 
@@ -44,10 +47,10 @@ def cloud(monkeypatch: pytest.MonkeyPatch):
         yield local
 
 
-def deploy(cloud: LocalCloud, *, compute: bool = True) -> tuple[IaasClients, IaasNames]:
+def deploy(cloud: LocalCloud, *, compute: bool = True) -> tuple[Clients, IaasNames]:
     """`facerec iaas bootstrap`'s plan, applied (with compute: roles, launch template, Auto Scaling group, web-instance)."""
     settings = Settings(prefix=PREFIX, region=cloud.region, endpoint_url=cloud.endpoint_url)
-    clients = IaasClients.from_session(cloud.session(), cloud.endpoint_url)
+    clients = Clients.from_session(cloud.session(), cloud.endpoint_url)
     ami = clients.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"] if compute else None
     apply_plan(plan_bootstrap(settings, IaasOptions(ami=ami, with_compute=compute, allow_cidr="203.0.113.7/32"), clients), NullReporter())
     return clients, IaasNames(PREFIX)
@@ -174,7 +177,7 @@ def test_watch_loop_on_a_busy_system_until_it_drains(cloud: LocalCloud, capsys: 
 
     # The loop itself, bounded: one JSON line per refresh, the same numbers each time.
     pauses: list[float] = []
-    last = iaas_watch.watch(iaas_watch.aws_source(Settings(prefix=PREFIX, endpoint_url=cloud.endpoint_url)),
+    last = iaas_watch.watch_iaas(iaas_watch.aws_source(Settings(prefix=PREFIX, endpoint_url=cloud.endpoint_url)),
                             interval=0.25, until_idle=True, json_lines=True, sleep=pauses.append, max_refreshes=2)  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and pauses == [0.25] and last is not None and not last.idle

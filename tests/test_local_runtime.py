@@ -20,7 +20,7 @@ import pytest
 
 from facerec_cli.localcloud.server import LocalCloud
 from facerec_cli.pipeline.local import check_seam
-from facerec_cli.pipeline.local.workers import Allowlist
+from facerec_cli.pipeline.local.functions import Allowlist
 
 # The runtime's own tests run the tiny handlers of tests/runtime_handlers.py, with a variable of theirs.
 TEST_HANDLERS = Allowlist.pipeline().widened(
@@ -406,23 +406,38 @@ def test_the_local_runtime_imports_no_torch() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_the_cli_registers_every_command_without_loading_aws_or_the_deploy_engine() -> None:
+    """`facerec identify` starts lean with every command registered: the command modules import boto3,
+    the deploy engine and the models inside their functions, not at the top."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from facerec_cli.cli.app import app; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'torch', 'onnxruntime', 'moto') "
+        "or m.startswith(('facerec_cli.infra', 'facerec_cli.pipeline', 'facerec_cli.iaas.', 'facerec_cli.cli.deploy_flow'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 # ------------------------------------------------------------------------------------------ what runs
 
 
 def test_the_runtime_runs_only_the_pipelines_handlers_and_variables() -> None:
     from facerec_cli.pipeline.stack import RECOGNITION_COMMAND, SPLITTING_COMMAND
-    from facerec_cli.pipeline.local.workers import PIPELINE_HANDLERS, FunctionSpec
+    from facerec_cli.pipeline.local.functions import PIPELINE_HANDLERS, LocalFunction
 
     assert PIPELINE_HANDLERS == {SPLITTING_COMMAND, RECOGNITION_COMMAND}  # what bootstrap deploys
     allow = Allowlist.pipeline()
     arn = "arn:aws:lambda:us-east-1:123456789012:function:face-recognition"
-    good = FunctionSpec("face-recognition", arn, RECOGNITION_COMMAND, {"OUTPUT_BUCKET": "o", "FACEREC_GALLERY": "s3://o/g", "FACEREC_THREADS": "1"})
+    good = LocalFunction("face-recognition", arn, RECOGNITION_COMMAND, {"OUTPUT_BUCKET": "o", "FACEREC_GALLERY": "s3://o/g", "FACEREC_THREADS": "1"})
     assert allow.refusal(good) is None
     for handler in ("tests.runtime_handlers.echo_to_s3", "os.system", None):
-        refusal = allow.refusal(FunctionSpec("face-recognition", arn, handler))
+        refusal = allow.refusal(LocalFunction("face-recognition", arn, handler))
         assert refusal is not None and f"names the handler {handler!r}" in refusal, refusal
     for variable in ("LD_PRELOAD", "PYTHONPATH", "AWS_ENDPOINT_URL", "FACEREC_MODELS", "FACEREC_WEIGHTS_DIR", "HOME"):
-        spec = FunctionSpec("face-recognition", arn, RECOGNITION_COMMAND, {"OUTPUT_BUCKET": "o", variable: "/tmp/x"})
+        spec = LocalFunction("face-recognition", arn, RECOGNITION_COMMAND, {"OUTPUT_BUCKET": "o", variable: "/tmp/x"})
         refusal = allow.refusal(spec)
         assert refusal is not None and f"sets {variable}, which the local runtime does not pass" in refusal, refusal
 

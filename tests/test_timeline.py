@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos
-from facerec_cli.pipeline.local.workers import Allowlist
+from facerec_cli.pipeline.local.functions import Allowlist
 from facerec_cli.cli.app import app
 from facerec_cli.samples import joined_video, repeated_video
 from lambdas import env as fenv
@@ -505,7 +505,7 @@ def test_conditional_writes_of_the_local_cloud_are_atomic(moto_url: str) -> None
 
 
 def test_watch_shows_segments_in_flight(deployment: Any) -> None:  # noqa: F811
-    from facerec_cli.pipeline.observe import dashboard
+    from facerec_cli.pipeline.observe import dashboard, dashboard_view
 
     settings, clients = deployment
     n = settings.names
@@ -526,7 +526,7 @@ def test_watch_shows_segments_in_flight(deployment: Any) -> None:  # noqa: F811
     from rich.console import Console
 
     console = Console(width=160, record=True, color_system=None)
-    console.print(dashboard.render(snap))
+    console.print(dashboard_view.render(snap))
     text = console.export_text()
     assert "3/20 done" in text and "(17 segments)" in text
 

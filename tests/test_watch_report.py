@@ -26,8 +26,12 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from facerec_cli.pipeline.observe import dashboard
+from facerec_cli.pipeline.observe.snapshot import PipelineSnapshot
 from facerec_cli.config import Settings
-from facerec_cli.pipeline.deploy import Clients, DeployOptions, NullReporter, apply_plan, plan_deploy
+from facerec_cli.infra.clients import Clients
+from facerec_cli.infra.executor import NullReporter, apply_plan
+from facerec_cli.pipeline.deployer import plan_deploy
+from facerec_cli.pipeline.stack import DeployOptions
 from facerec_cli.cli.app import app
 from facerec_cli.pipeline.observe.results import destination_record
 from lambdas.core import annotate
@@ -262,7 +266,7 @@ def test_snapshot_counts_videos_in_each_state(deployment: Any) -> None:
     assert data["in_flight"] == 2 and data["finished"] == 1 and data["failed"] == 2 and data["idle"] is False
     assert data["buckets"] == snap.buckets and [v["video"] for v in data["in_flight_videos"]] == ["only uploaded.mp4", "split one.mp4"]
     assert "sections" not in data  # the extension point is empty unless a deployment adds sections
-    with_sections = dashboard.take_snapshot(clients.s3, clients.sqs, clients.logs, n, sections={"queues": lambda: {"request": 3, "response": 0}})
+    with_sections = dashboard.Dashboard(clients.s3, clients.sqs, clients.logs, n, sections={"queues": lambda: {"request": 3, "response": 0}}).snapshot()
     assert with_sections.to_dict()["sections"] == {"queues": {"request": 3, "response": 0}}
 
 
@@ -296,7 +300,7 @@ def test_watch_json_until_idle_and_html_report(deployment: Any, chromium: str, t
     first = threading.Event()
     original = dashboard.Dashboard.snapshot
 
-    def snapshot(self: dashboard.Dashboard) -> dashboard.Snapshot:
+    def snapshot(self: dashboard.Dashboard) -> PipelineSnapshot:
         taken = original(self)
         first.set()
         return taken
@@ -477,7 +481,7 @@ def test_run_local_watch_shows_the_dashboard_of_the_local_cloud(
 
     from rich.console import Console
 
-    from facerec_cli.commands import run_local as run_local_cmd
+    from facerec_cli.cli import run_local as run_local_cmd
 
     screen = io.StringIO()
     monkeypatch.setattr(run_local_cmd, "err", Console(file=screen, force_terminal=True, color_system=None, width=160))

@@ -1,16 +1,19 @@
 """The ``facerec`` command line. Commands stay thin: they parse options, call plain functions, and
-render. Errors meant for people become one red line and a non-zero exit code."""
+render. Errors meant for people become one red line and a non-zero exit code.
+
+One Typer module per group, combined here: ``recognise`` (enroll, identify, run-local, demo),
+``pipeline`` (bootstrap, upload, results, watch, logs, destroy) and ``iaas.app`` (web, worker) have no
+group name, so their commands sit at the top level (``add_typer`` without a name merges a sub-app's
+commands into this one, Typer >= 0.15); ``gallery``, ``iaas`` and ``models`` are groups. Every command
+module imports its heavy dependencies (models, boto3, the deploy engine) inside the functions, so
+registering all commands stays cheap for ``facerec identify``.
+"""
 
 from __future__ import annotations
 
-import sys
-from enum import Enum
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
-from facerec_cli.cli.options import Device, DeviceOpt, FpsOpt, FramesOpt, GalleryOpt, JsonOpt, RecogniseWeightsOpt, ThresholdOpt, friendly
+from facerec_cli.cli import gallery, iaas, models, pipeline, recognise
 
 app = typer.Typer(
     name="facerec",
@@ -19,186 +22,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-@app.command()
-@friendly
-def enroll(
-    photos_dir: Annotated[Path, typer.Argument(help="Folder with one sub-folder of photos per person: PHOTOS_DIR/<person>/*.jpg")],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Gallery file to write (a safetensors file; name it .safetensors).")
-    ] = Path("gallery.safetensors"),
-    weights: Annotated[str, typer.Option("--weights", help="casia-webface (offline), vggface2 (downloads once) or a state_dict path.")] = "casia-webface",
-    device: DeviceOpt = Device.cpu,
-) -> None:
-    """Build a gallery from photos; reports photos with no face or several faces."""
-    from facerec_cli.cli.identify import run_enroll
-
-    run_enroll(photos_dir, output, weights=weights, device=device.value)
-
-
-@app.command()
-@friendly
-def identify(
-    files: Annotated[list[Path], typer.Argument(help="Videos or images (.jpg .png .webp).")],
-    gallery: GalleryOpt,
-    json_lines: JsonOpt = False,
-    frames: FramesOpt = 3,
-    fps: FpsOpt = 0.0,
-    threshold: ThresholdOpt = None,
-    weights: RecogniseWeightsOpt = None,
-    device: DeviceOpt = Device.cpu,
-    annotate: Annotated[
-        Path | None,
-        typer.Option(
-            "--annotate",
-            help="Write every sampled frame with faces here, boxes and names drawn on it: DIR/<stem>_f<frame>.jpg. "
-            "Implies --all-frames (every sampled frame is looked at).",
-        ),
-    ] = None,
-    all_frames: Annotated[
-        bool,
-        typer.Option("--all-frames", help="Look at every sampled frame even when the first one settles the answer (slower; reports every face)."),
-    ] = False,
-    timeline: Annotated[
-        bool,
-        typer.Option("--timeline", help="Who is on screen when: a frame every 1/--fps seconds (default 2 fps), in one pass; "
-                     "each person's time ranges, strangers grouped as unknown-1, unknown-2... With --annotate, each person's best view."),
-    ] = False,
-) -> None:
-    """Recognise faces in files directly, without any bucket. Exits 1 if any file ended in error."""
-    from facerec_cli.cli.identify import run_identify
-
-    failed = run_identify(
-        files, gallery, json_lines=json_lines, frames=frames, fps=fps, threshold=threshold, weights=weights, device=device.value,
-        annotate_dir=annotate, all_frames=all_frames, timeline=timeline,
-    )
-    if failed:
-        raise typer.Exit(1)
-
-
-class Runtime(str, Enum):
-    workers = "workers"
-    containers = "containers"
-
-
-@app.command("run-local")
-@friendly
-def run_local(
-    inputs: Annotated[list[Path], typer.Argument(help="Videos, or folders of videos.")],
-    gallery: GalleryOpt,
-    workers: Annotated[int, typer.Option("--workers", min=0, max=16, help="Warm worker processes per function; 0 runs handlers in this process.")] = 1,
-    json_lines: JsonOpt = False,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Write <stem>.json and <stem>.txt per video here.")] = None,
-    frames: FramesOpt = 3,
-    fps: FpsOpt = 0.0,
-    threshold: ThresholdOpt = None,
-    weights: RecogniseWeightsOpt = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for all results.")] = 900.0,
-    html: Annotated[
-        Path | None, typer.Option("--html", help="Write a self-contained HTML report (a row per video, with its annotated frame).")
-    ] = None,
-    watch: Annotated[
-        bool, typer.Option("--watch", help="Show the `facerec watch` dashboard of the local cloud (buckets, in flight, failed, latency) instead of the per-video progress.")
-    ] = False,
-    runtime: Annotated[
-        Runtime,
-        typer.Option("--runtime", help="workers: the handlers in warm local processes; containers: in the functions' images as bootstrap builds them, "
-                     "behind the Lambda Runtime Interface Emulator (needs a Docker engine)."),
-    ] = Runtime.workers,
-    base_image: Annotated[str | None, typer.Option("--base-image", help="With --runtime containers: base image of the function images (default: bootstrap's).")] = None,
-    timeline: Annotated[
-        bool,
-        typer.Option("--timeline", help="Who is on screen when: a frame every 1/--fps seconds (default 2 fps), recognised in segments "
-                     "of --segment-seconds in parallel on the workers; each result gains its timeline."),
-    ] = False,
-    segment_seconds: Annotated[
-        float, typer.Option("--segment-seconds", min=1.0, help="With --timeline: seconds of video per segment invocation.")
-    ] = 30.0,
-) -> None:
-    """Run the whole pipeline (S3 -> video-splitting -> face-recognition -> S3) on an embedded local cloud.
-    Exits 1 if any video ended in error."""
-    from lambdas.core.results import ERROR
-
-    from facerec_cli.cli.run_local import run_local as run
-    from facerec_cli.pipeline.local.runner import RunOptions
-
-    extra_env: dict[str, str] = {}
-    if timeline:  # video-splitting's timeline settings (lambdas/env.py), as `bootstrap --timeline` sets them
-        from lambdas import env as fenv
-
-        extra_env = {fenv.TIMELINE: "1", fenv.TIMELINE_FPS: f"{fps or fenv.DEFAULT_TIMELINE_FPS:g}", fenv.SEGMENT_SECONDS: f"{segment_seconds:g}"}
-    options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout, extra_env=extra_env,
-                         runtime=runtime.value, base_image=base_image)  # fmt: skip
-    results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir, html=html, watch=watch)
-    if any(r.status == ERROR for r in results):
-        raise typer.Exit(1)
-
-
-@app.command()
-@friendly
-def demo(
-    workers: Annotated[int, typer.Option("--workers", min=0, max=8, help="Warm worker processes per function.")] = 1,
-    keep: Annotated[Path | None, typer.Option("--keep", help="Keep the sample photos, videos, gallery and results in this folder.")] = None,
-) -> None:
-    """Enrol and recognise sample data shipped in installed packages, through run-local (no network, no AWS)."""
-    from facerec_cli.cli.demo import run_demo
-
-    results, expected = run_demo(workers=workers, keep=keep)
-    if any(expected.get(r.video) != r.name for r in results):
-        raise typer.Exit(1)
-
-
-gallery_app = typer.Typer(name="gallery", help="Gallery files: convert old ones.", no_args_is_help=True)
-app.add_typer(gallery_app, name="gallery")
-
-
-@gallery_app.command("convert")
-@friendly
-def gallery_convert(
-    old: Annotated[Path, typer.Argument(help="A gallery: an old torch .pt gallery, a course data.pt, or a safetensors gallery.")],
-    new: Annotated[Path, typer.Argument(help="The safetensors gallery to write, e.g. gallery.safetensors.")],
-) -> None:
-    """Convert an old torch gallery or a course data.pt to a safetensors gallery.
-
-    Enroll writes safetensors galleries, and the runtime reads only those (no torch, no pickle);
-    identify, run-local and bootstrap convert old files on the fly. A course data.pt means vggface2 weights."""
-    from facerec_cli.galleries import convert_gallery
-    from facerec_cli.render import err
-
-    gallery = convert_gallery(old, new)
-    err.print(f"{new}: {len(gallery.names)} embeddings of {len(gallery.people)} people, {gallery.weights} weights")
-
-
-def _register_cloud_commands() -> None:
-    # bootstrap, upload, results, logs, destroy: the AWS side, in their own module.
-    from facerec_cli.cli import pipeline as cloud
-
-    cloud.register(app)
-
-
-def _register_iaas_commands() -> None:
-    # web, worker and the `iaas` group: the HTTP/SQS/EC2 variant of the system.
-    from facerec_cli.cli.iaas import register
-
-    register(app)
-
-
-def _register_model_commands() -> None:
-    from facerec_cli.cli.models import app as models_app
-
-    app.add_typer(models_app, name="models")
-
-
-# The commands that work on files and the embedded cloud need none of the AWS or IaaS command modules,
-# whose imports (boto3's session machinery, the deploy planner) cost `facerec identify` 0.28 s and ~30 MB
-# at each start. Run as the `facerec` program for one of them, only they are registered; anything else
-# (other commands, --help, tests driving `app`) registers everything.
-_LOCAL_COMMANDS = frozenset({"enroll", "identify", "run-local", "demo", "models", "gallery"})
-_local_only = Path(sys.argv[0]).name == "facerec" and len(sys.argv) > 1 and sys.argv[1] in _LOCAL_COMMANDS
-if not _local_only:
-    _register_cloud_commands()
-    _register_iaas_commands()
-_register_model_commands()
+# In the order `facerec --help` lists them: the top-level commands first, then the groups.
+app.add_typer(recognise.app)
+app.add_typer(pipeline.app)
+app.add_typer(iaas.app)
+app.add_typer(gallery.app, name="gallery")
+app.add_typer(iaas.iaas_group, name="iaas")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:  # pragma: no cover - console script entry

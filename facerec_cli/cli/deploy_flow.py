@@ -9,6 +9,7 @@ is cheap.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,19 @@ from facerec_cli.render import err, out
 ACTION_STYLE = {"create": "green", "update": "yellow", "delete": "red", "noop": "dim"}
 
 
-def print_plan(plan: Any, console: Console, *, extra: list[tuple[str, str, str]] | None = None) -> None:
-    """One line per change (``+ create s3 bucket x: detail``), warnings, blockers, then the summary.
-    ``extra``: (action, resource, detail) lines that are not AWS API steps (image builds)."""
+def print_plan(plan: Any, console: Console, *, extra: list[tuple[str, str, str]] | None = None, calls: bool = False) -> None:
+    """One line per change (``+ create s3 bucket x: detail``), with ``calls`` the API calls each makes
+    (exactly what apply runs: the dry run), then warnings, blockers and the summary. ``extra``:
+    (action, resource, detail) lines for work that is not an AWS API step (image builds)."""
+    from facerec_cli.infra.plan import describe
+
     for action, resource, detail in extra or []:
         console.print(_plan_line(action, resource, detail), soft_wrap=True)
     for step in plan.changes:
         console.print(_plan_line(step.action, step.resource, step.detail), soft_wrap=True)
+        if calls:
+            for instruction in step.calls:
+                console.print(Text(f"      {describe(instruction)}", style="dim"), soft_wrap=True)
     for warning in plan.warnings:
         console.print(Text.assemble(("! ", "yellow"), warning), soft_wrap=True)
     for blocker in plan.blockers:
@@ -67,24 +74,6 @@ def _gallery_weights(gallery: Path | None, weights: str | None) -> tuple[str | N
             hint=f"drop --weights, or enrol again with `facerec enroll ... --weights {weights}`",
         )
     return loaded.weights, loaded.weights
-
-
-def _deployed_recognition_env(settings: Settings, clients: Any) -> dict[str, str]:
-    """The deployed recognition function's environment ({} when there is no function yet): a bootstrap
-    without --gallery/--weights or --annotate/--no-annotate keeps what the function does now (other
-    weights than its gallery's would be refused at the first video)."""
-    from facerec_cli.infra.plan import get_or_none
-
-    config = get_or_none(clients.lambda_.get_function_configuration, FunctionName=settings.names.recognition_function)
-    return dict(((config or {}).get("Environment") or {}).get("Variables") or {})
-
-
-def _deployed_env(settings: Settings, clients: Any, function: str) -> dict[str, str]:
-    """A deployed function's environment ({} when there is no such function yet)."""
-    from facerec_cli.infra.plan import get_or_none
-
-    config = get_or_none(clients.lambda_.get_function_configuration, FunctionName=function)
-    return dict(((config or {}).get("Environment") or {}).get("Variables") or {})
 
 
 def timeline_env(deployed: dict[str, str], timeline: bool | None, segment_seconds: float | None) -> dict[str, str]:
@@ -123,18 +112,22 @@ def run_bootstrap(
     functions are pointed at them last."""
     from lambdas import env as fenv
 
-    from facerec_cli.pipeline.deploy import Clients, DeployOptions, Plan, RichReporter, apply_plan, plan_deploy, refuse_blocked
+    from facerec_cli.infra.clients import Clients
+    from facerec_cli.infra.executor import RichReporter, apply_plan, refuse_blocked
+    from facerec_cli.infra.resources.awslambda import FunctionSpec
+    from facerec_cli.pipeline.deployer import deployed_environment, plan_deploy, plan_registry
+    from facerec_cli.pipeline.stack import DeployOptions
 
     _, weights = _gallery_weights(gallery, weights)  # before any AWS call: a bad gallery costs nothing
     clients = Clients.from_settings(settings)
+    n = settings.names
     with aws_errors(settings, "reading the current deployment"):
-        deployed = _deployed_recognition_env(settings, clients)
+        deployed = deployed_environment(clients, n.recognition_function)
+        splitting_env = timeline_env(deployed_environment(clients, n.splitting_function), timeline, segment_seconds)
     weights = weights or deployed.get(fenv.WEIGHTS) or "casia-webface"
     if annotate is None:
         annotate = deployed.get(fenv.ANNOTATE) == "1"
     recognition_env = {fenv.ANNOTATE: "1"} if annotate else {}
-    with aws_errors(settings, "reading the current deployment"):
-        splitting_env = timeline_env(_deployed_env(settings, clients, settings.names.splitting_function), timeline, segment_seconds)
     options = DeployOptions(
         gallery=gallery, weights=weights, with_ecr=not skip_images, recognition_env=recognition_env, splitting_env=splitting_env
     )
@@ -146,15 +139,15 @@ def run_bootstrap(
     plan = plan_deploy(settings, options, clients)
     image_lines: list[tuple[str, str, str]] = []
     if skip_images:
-        if any(s.action == "create" and s.resource.startswith("lambda function") for s in plan.steps):
+        if any(s.action == "create" and s.kind == FunctionSpec.kind for s in plan.steps):
             plan.warnings.append(
                 "--skip-images: new functions point at a placeholder image (<repository>:local); AWS Lambda only accepts "
                 "an image that exists in ECR, so run without --skip-images to build and push them"
             )
     else:
-        repository = f"{settings.registry}/{settings.names.ecr_repository}" if settings.registry else f"ECR repository {settings.names.ecr_repository}"
+        repository = f"{settings.registry}/{n.ecr_repository}" if settings.registry else f"ECR repository {n.ecr_repository}"
         image_lines = [("create", "container images video-splitting, face-recognition", f"build with {weights} weights and push to {repository}")]
-    print_plan(plan, out, extra=image_lines)
+    print_plan(plan, out, extra=image_lines, calls=dry_run)
     if dry_run:
         err.print("dry run: nothing was changed", style="dim")
         return
@@ -166,11 +159,12 @@ def run_bootstrap(
     if not skip_images:
         # Docker and the registry login are checked before the repository is created, so that "no
         # engine" leaves nothing behind; the images need the repository before they can be pushed.
-        engine = _open_engine(settings, clients)
+        images = _images_module()
+        with err.status("connecting to the Docker engine…"):
+            engine = images.open_engine(settings, clients, registry=settings.registry)
         try:
-            repository_steps = [s for s in plan.changes if s.resource.startswith("ecr repository")]
-            created = apply_plan(Plan("deploy", repository_steps), reporter)
-            uris = _build_images(settings, clients, engine=engine, weights=weights, base_image=base_image, done_before=created)
+            created = apply_plan(plan_registry(settings, options, clients), reporter)
+            uris = _build_images(images, settings, clients, engine=engine, weights=weights, base_image=base_image, done_before=created)
         finally:
             engine.close()
         options = dataclasses.replace(options, splitting_image=uris.get("splitting"), recognition_image=uris.get("recognition"))
@@ -182,7 +176,6 @@ def run_bootstrap(
         if plan.empty:
             return
     apply_plan(plan, reporter)
-    n = settings.names
     err.print(
         f"[green]deployed[/]: upload videos with `facerec upload VIDEO...` (to s3://{escape(n.input_bucket)}), "
         f"then `facerec results --watch` (from s3://{escape(n.output_bucket)})",
@@ -191,28 +184,15 @@ def run_bootstrap(
 
 
 def _images_module() -> Any:
-    try:
-        from facerec_cli.pipeline import images
-    except ImportError as exc:
-        raise UserError(
-            f"building images is not available in this installation ({exc})",
-            hint="pass --skip-images to keep the functions' current images",
-        ) from exc
-    return images
-
-
-def _open_engine(settings: Settings, clients: Any) -> Any:
-    with err.status("connecting to the Docker engine…"):
-        return _images_module().open_engine(settings, clients, registry=settings.registry)
+    # Looked up in sys.modules at each bootstrap: tests put a recorder in its place (no dockerd there).
+    return importlib.import_module("facerec_cli.pipeline.images")
 
 
 def _build_images(
-    settings: Settings, clients: Any, *, engine: Any, weights: str, base_image: str | None, done_before: list[Any]
+    images: Any, settings: Settings, clients: Any, *, engine: Any, weights: str, base_image: str | None, done_before: list[Any]
 ) -> dict[str, str]:
     """Build and push; a failure names what this bootstrap had already created (the repository)."""
-    from facerec_cli.pipeline.deploy import DeployError
-
-    images = _images_module()
+    from facerec_cli.infra.errors import DeployError
 
     def on_progress(*args: Any, **kwargs: Any) -> None:
         message = " ".join(str(a) for a in args if a is not None) or ", ".join(f"{k}={v}" for k, v in kwargs.items())
@@ -243,12 +223,15 @@ def _build_images(
 
 
 def run_destroy(settings: Settings, *, yes: bool, dry_run: bool) -> None:
-    from facerec_cli.pipeline.deploy import Clients, DeployOptions, RichReporter, apply_plan, plan_destroy
+    from facerec_cli.infra.clients import Clients
+    from facerec_cli.infra.executor import RichReporter, apply_plan
+    from facerec_cli.pipeline.deployer import plan_destroy
+    from facerec_cli.pipeline.stack import DeployOptions
     from facerec_cli.pipeline.upload_ledger import UploadLedger
 
     clients = Clients.from_settings(settings)
     plan = plan_destroy(settings, DeployOptions(with_ecr=True), clients)
-    print_plan(plan, out)
+    print_plan(plan, out, calls=dry_run)
     if dry_run:
         err.print("dry run: nothing was deleted", style="dim")
         return
@@ -264,60 +247,47 @@ def run_destroy(settings: Settings, *, yes: bool, dry_run: bool) -> None:
 # ------------------------------------------------------------------------------------------ IaaS
 
 
-def _fix_hint(exc: UserError) -> UserError:
-    # The shared executor names the PaaS commands in its "run it again" hint.
-    if exc.hint:
-        exc.hint = exc.hint.replace("`facerec bootstrap`", "`facerec iaas bootstrap`").replace("`facerec destroy`", "`facerec iaas destroy`")
-    return exc
-
-
 def run_iaas_bootstrap(settings: Any, options: Any, *, dry_run: bool, yes: bool) -> Any:
-    from facerec_cli.pipeline.deploy import DeployError, RichReporter, apply_plan
-    from facerec_cli.iaas.stack import IaasClients, plan_bootstrap
-    from facerec_cli.iaas.names import WEB_INSTANCE
-    from facerec_cli.iaas.pools import _find_instances
+    from facerec_cli.iaas.deployer import plan_bootstrap, web_address
+    from facerec_cli.infra.clients import Clients
+    from facerec_cli.infra.executor import RichReporter, apply_plan
 
     where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
     err.print(f"iaas bootstrap: {escape(where)}", highlight=False)
     with aws_errors(settings, "iaas bootstrap"):
-        clients = IaasClients.from_settings(settings)
+        clients = Clients.from_settings(settings)
         plan = plan_bootstrap(settings, options, clients)
-        print_plan(plan, out)
+        print_plan(plan, out, calls=dry_run)
         if dry_run:
             err.print("dry run: nothing was changed", style="dim")
             return plan
         if plan.empty:
             return plan
         confirm_changes(plan, yes=yes)
-        try:
-            apply_plan(plan, RichReporter(console=err))
-        except DeployError as exc:
-            raise _fix_hint(exc) from exc
-        web = _find_instances(clients.ec2, settings.prefix, WEB_INSTANCE, ("pending", "running")) if options.with_compute and options.with_web else []
-    if web and web[0].get("PublicIpAddress"):
-        err.print(f"[green]deployed[/]: the web tier answers at http://{web[0]['PublicIpAddress']}:{options.port}/ once the instance has booted", highlight=False)
+        apply_plan(plan, RichReporter(console=err))
+        address = web_address(settings, options, clients)
+    if address:
+        err.print(f"[green]deployed[/]: the web tier answers at {address} once the instance has booted", highlight=False)
     else:
         err.print("[green]deployed[/]", highlight=False)
     return plan
 
 
 def run_iaas_destroy(settings: Any, *, yes: bool, dry_run: bool) -> Any:
-    from facerec_cli.pipeline.deploy import DeployError, RichReporter, apply_plan
-    from facerec_cli.iaas.stack import IaasClients, plan_teardown
+    from facerec_cli.iaas.deployer import plan_teardown
+    from facerec_cli.infra.clients import Clients
+    from facerec_cli.infra.executor import RichReporter, apply_plan
 
     with aws_errors(settings, "iaas destroy"):
-        clients = IaasClients.from_settings(settings)
+        clients = Clients.from_settings(settings)
         plan = plan_teardown(settings, clients)
-        print_plan(plan, out)
+        print_plan(plan, out, calls=dry_run)
         if dry_run:
             err.print("dry run: nothing was deleted", style="dim")
             return plan
         if plan.empty:
             return plan
         confirm_delete(plan, yes=yes, contents="the buckets and queues")
-        try:
-            apply_plan(plan, RichReporter(console=err))
-        except DeployError as exc:
-            raise _fix_hint(exc) from exc
+        apply_plan(plan, RichReporter(console=err))
     err.print(f"[green]destroyed[/] the IaaS deployment with prefix {escape(settings.prefix)} in {escape(settings.region)}", highlight=False)
     return plan

@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
-from facerec_cli.cli.options import friendly
+from facerec_cli.cli.options import user_errors_as_exit_codes
 
 app = typer.Typer(help="The ONNX models recognition runs on (built once from facenet-pytorch and the weights).", no_args_is_help=True)
 
 
 @app.command()
-@friendly
+@user_errors_as_exit_codes
 def build(
     weights: Annotated[str, typer.Option("--weights", help="casia-webface (offline), vggface2 (downloads once) or a state_dict path.")] = "casia-webface",
     out: Annotated[Path | None, typer.Option("--out", help="Also copy the built models into this folder (e.g. to bake into an image; point FACEREC_MODELS at it).")] = None,

@@ -1,8 +1,13 @@
-"""Pieces every command shares: the error wrapper and the common option types."""
+"""What the command modules share: the error wrapper, the confirmation prompts and the option types.
+
+The AWS options (``--prefix --region --endpoint-url --profile``) are resolved by
+:func:`facerec_cli.config.load_settings`: flag > ``FACEREC_*`` > ``facerec.toml`` > default.
+"""
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -18,8 +23,9 @@ from facerec_cli.render import err, fail
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def friendly(func: F) -> F:
-    """Turn errors meant for people into one red line and exit code 1 (2 for interrupted)."""
+def user_errors_as_exit_codes(func: F) -> F:
+    """Turn errors meant for people into one red line and exit code 1 (or the error's ``exit_code``);
+    Ctrl-C into "interrupted" and exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -33,6 +39,33 @@ def friendly(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def stdin_is_tty() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def confirm_changes(plan: Any, *, yes: bool) -> None:
+    """Before a plan updates or deletes existing resources: ask (default yes) on a terminal unless --yes;
+    without a terminal go ahead (creating only never asks)."""
+    updates = [s for s in plan.changes if s.action in ("update", "delete")]
+    if updates and not yes and stdin_is_tty():
+        if not typer.confirm(f"Change {len(updates)} existing resource(s) as shown?", default=True, err=True):
+            raise UserError("nothing was changed")
+
+
+def confirm_delete(plan: Any, *, yes: bool, contents: str) -> None:
+    """Before a teardown: ask (default no) unless --yes; without a terminal refuse. ``contents``: what
+    is emptied with the resources ("the buckets")."""
+    if yes:
+        return
+    if not stdin_is_tty():
+        raise UserError("not deleting anything without confirmation", hint="pass --yes to delete without asking")
+    if not typer.confirm(f"Delete these {len(plan.changes)} resource(s) and everything in {contents}?", default=False, err=True):
+        raise UserError("nothing was deleted")
 
 
 class Device(str, Enum):
@@ -56,3 +89,31 @@ RecogniseWeightsOpt = Annotated[
         "(default: the gallery's; a gallery enrolled from a file needs that file here).",
     ),
 ]
+
+
+# ------------------------------------------------------------------------------------------ AWS options
+
+PrefixOpt = Annotated[
+    str | None,
+    typer.Option("--prefix", help="Resource name prefix: buckets <prefix>-input, <prefix>-stage-1, <prefix>-output. Default: FACEREC_PREFIX, facerec.toml, else facerec."),
+]
+IaasPrefixOpt = Annotated[
+    str | None,
+    typer.Option("--prefix", help="Resource name prefix: queues <prefix>-req-queue/-resp-queue, buckets <prefix>-in-bucket/-out-bucket. Default: FACEREC_PREFIX, facerec.toml, else facerec."),
+]
+WatchPrefixOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--prefix",
+        help="Resource name prefix: buckets <prefix>-input, -stage-1, -output; with --iaas queues <prefix>-req-queue, -resp-queue and buckets <prefix>-in-bucket, -out-bucket. Default: FACEREC_PREFIX, facerec.toml, else facerec.",
+    ),
+]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: FACEREC_REGION, AWS_REGION/AWS_DEFAULT_REGION, facerec.toml, the profile's; us-east-1 only with an endpoint URL.")]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint-url", help="Send AWS calls to this endpoint (e.g. a moto server); AWS_ENDPOINT_URL works too."),
+]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS profile from ~/.aws/config.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
+DestroyDryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would be deleted and delete nothing.")]

@@ -17,7 +17,10 @@ from lambdas import env as fenv
 from lambdas.core.results import ERROR, Result
 
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, VideoJob, collect_videos, write_outputs
-from facerec_cli.pipeline.observe.dashboard import DEFAULT_INTERVAL, Dashboard, Snapshot, render
+from facerec_cli.pipeline.observe.dashboard import Dashboard
+from facerec_cli.pipeline.observe.dashboard_view import render
+from facerec_cli.pipeline.observe.refresh import DEFAULT_INTERVAL
+from facerec_cli.pipeline.observe.snapshot import PipelineSnapshot
 from facerec_cli.pipeline.observe.report import write_report
 from facerec_cli.render import STATUS_STYLE, err, out, print_errors, print_json_lines, print_timelines, results_table
 
@@ -57,10 +60,10 @@ class LocalWatch:
         c = pipeline.clients
         self.board = Dashboard(c.s3, c.sqs, c.logs, pipeline.settings.names, settings=pipeline.settings)
         self.interval = interval
-        self.snapshot: Snapshot | None = None
+        self.snapshot: PipelineSnapshot | None = None
         self._taken = 0.0
 
-    def refresh(self, force: bool = False) -> Snapshot:
+    def refresh(self, force: bool = False) -> PipelineSnapshot:
         if force or self.snapshot is None or time.monotonic() - self._taken >= self.interval:
             self.snapshot, self._taken = self.board.snapshot(), time.monotonic()
         return self.snapshot

@@ -11,7 +11,7 @@ uploaded to the gallery bucket and workers read it from there, as on AWS. The we
 
 With ``enforce_iam`` (the default) the two tiers run as on AWS, with credentials bound to exactly their
 role's policy (:func:`~facerec_cli.iaas.stack.app_policy`, :func:`~facerec_cli.iaas.stack.web_policy`:
-the roles are made and assumed here) while the moto server enforces IAM (:mod:`.moto_iam`); what
+the roles are made and assumed here) while the moto server enforces IAM (:mod:`facerec_cli.localcloud.moto_fixes`); what
 :meth:`LocalIaas.client` returns has an administrator's credentials.
 """
 
@@ -27,14 +27,18 @@ from typing import Any
 import botocore.config
 
 from facerec_cli.config import Settings
-from facerec_cli.pipeline.deploy import NullReporter, apply_plan
+from facerec_cli.infra.clients import Clients
+from facerec_cli.infra.executor import NullReporter, apply_plan
 from facerec_cli.localcloud.server import LocalCloud
-from facerec_cli.pipeline.local.workers import real_aws_keys
-from facerec_cli.iaas.stack import Arns, IaasClients, IaasOptions, app_policy, ec2_trust_policy, plan_bootstrap, web_policy
+from facerec_cli.localcloud.environ import real_aws_keys
+from facerec_cli.iaas.deployer import plan_bootstrap
+from facerec_cli.iaas.policies import Arns, app_policy, ec2_trust_policy, web_policy
+from facerec_cli.iaas.stack import IaasOptions
 from facerec_cli.iaas.names import IaasNames
 from facerec_cli.iaas.pools import LocalProcessPool
 from facerec_cli.iaas.scaler import AutoScaler, ScalingPolicy
-from facerec_cli.iaas.web import WebConfig, WebServer, WebTier, token_sha256
+from facerec_cli.iaas.web import WebConfig, WebTier, token_sha256
+from facerec_cli.iaas.web_server import WebServer
 from facerec_cli.iaas.worker import WorkerConfig
 
 log = logging.getLogger("facerec.iaas.local")
@@ -80,7 +84,7 @@ class LocalIaas:
         self.scaler: AutoScaler | None = None
         self.web: WebTier | None = None
         self.server: WebServer | None = None
-        self.clients: IaasClients | None = None
+        self.clients: Clients | None = None
         self.credentials: dict[str, dict[str, str]] = {}  # "admin", "web", "app" (with enforce_iam)
         self._iam = contextlib.ExitStack()
 
@@ -88,47 +92,47 @@ class LocalIaas:
         from facerec_cli.galleries import load_gallery
 
         load_gallery(self.gallery)  # a bad gallery fails here, not in every worker the scaler starts
-        o = self.options
+        options = self.options
         self.cloud = LocalCloud(workers=1).start()
         try:
             cloud = self.cloud
             settings = Settings(prefix=LOCAL_PREFIX, region=cloud.region, endpoint_url=cloud.endpoint_url)
-            self.clients = IaasClients.from_session(cloud.session(), cloud.endpoint_url)
-            options = IaasOptions(
+            self.clients = Clients.from_session(cloud.session(), cloud.endpoint_url)
+            bootstrap_options = IaasOptions(
                 gallery=self.gallery,
                 with_compute=False,
-                visibility_timeout_s=o.visibility_timeout_s,
-                max_receive_count=o.max_receive_count,
-                request_timeout_s=int(-(-o.request_timeout_s // 1)),
+                visibility_timeout_s=options.visibility_timeout_s,
+                max_receive_count=options.max_receive_count,
+                request_timeout_s=int(-(-options.request_timeout_s // 1)),
             )
-            apply_plan(plan_bootstrap(settings, options, self.clients), NullReporter())
+            apply_plan(plan_bootstrap(settings, bootstrap_options, self.clients), NullReporter())
             web_kwargs: dict[str, str] = {}
             app_env: dict[str, str] = {}
-            if o.enforce_iam:
+            if options.enforce_iam:
                 web_kwargs, app_env = self._least_privilege(settings)
 
             config = WorkerConfig(
-                gallery=self.names.gallery_uri, threshold=o.threshold, poll_wait_s=o.poll_wait_s, threads=o.worker_threads
+                gallery=self.names.gallery_uri, threshold=options.threshold, poll_wait_s=options.poll_wait_s, threads=options.worker_threads
             )
             env = {k: v for k, v in os.environ.items() if k not in real_aws_keys(os.environ)}
             env.update(cloud.env())
             env.update(app_env)
-            self.pool = LocalProcessPool(LOCAL_PREFIX, config, env, log_path=o.log_path)
+            self.pool = LocalProcessPool(LOCAL_PREFIX, config, env, log_path=options.log_path)
             web_config = WebConfig(
-                timeout_s=o.request_timeout_s, max_upload_bytes=o.max_upload_bytes, poll_wait_s=o.poll_wait_s,
-                token_sha256=token_sha256(o.token) if o.token else None, lease_s=o.lease_s,
+                timeout_s=options.request_timeout_s, max_upload_bytes=options.max_upload_bytes, poll_wait_s=options.poll_wait_s,
+                token_sha256=token_sha256(options.token) if options.token else None, lease_s=options.lease_s,
             )
-            pooled = botocore.config.Config(max_pool_connections=o.server_threads + 4)  # one per request thread
+            pooled = botocore.config.Config(max_pool_connections=options.server_threads + 4)  # one per request thread
             self.web = WebTier(
                 s3=cloud.client("s3", config=pooled, **web_kwargs), sqs=cloud.client("sqs", config=pooled, **web_kwargs),
                 names=self.names, config=web_config,
             )
-            policy = ScalingPolicy(o.max_instances, o.per_instance, o.scale_in_after_s, o.scale_interval_s)
+            policy = ScalingPolicy(options.max_instances, options.per_instance, options.scale_in_after_s, options.scale_interval_s)
             self.scaler = AutoScaler(self.pool, self.web.depth_source(cloud.client("sqs", **web_kwargs)), policy)
             self.web.scaler = self.scaler
             self.server = WebServer(
-                self.web.app, host=o.host, port=o.port, threads=o.server_threads, max_body=o.max_upload_bytes + 2**20,
-                channel_timeout_s=o.channel_timeout_s, read_timeout_s=o.read_timeout_s, counts=self.web.counts,
+                self.web.app, host=options.host, port=options.port, threads=options.server_threads, max_body=options.max_upload_bytes + 2**20,
+                channel_timeout_s=options.channel_timeout_s, read_timeout_s=options.read_timeout_s, counts=self.web.counts,
             )
             self.web.start()
             self.scaler.start()
@@ -136,13 +140,13 @@ class LocalIaas:
         except BaseException:
             self.stop()
             raise
-        log.info("web tier on %s; up to %d local app instance(s)", self.url, o.max_instances)
+        log.info("web tier on %s; up to %d local app instance(s)", self.url, options.max_instances)
         return self
 
     def _least_privilege(self, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
         """Make the two roles (their bootstrap policies) and an administrator, assume the roles, then
         turn IAM enforcement on: (web tier client credentials, app tier environment)."""
-        from facerec_cli.localcloud.moto_iam import admin_credentials, credential_env, enforced, role_credentials
+        from facerec_cli.localcloud.moto_fixes import admin_credentials, credential_env, enforced, role_credentials
 
         assert self.clients is not None
         iam, sts = self.clients.iam, self.clients.sts

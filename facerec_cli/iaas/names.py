@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from facerec_cli.pipeline.stack import TAG_KEY
+from facerec_cli.infra.naming import TAG_KEY
 
 WEB_INSTANCE = "web-instance"
 APP_INSTANCE_PREFIX = "app-tier-instance-"
@@ -115,7 +115,3 @@ class IaasNames:
     @staticmethod
     def app_instance(n: int) -> str:
         return f"{APP_INSTANCE_PREFIX}{n}"
-
-    @property
-    def web_instance(self) -> str:
-        return WEB_INSTANCE

@@ -1,5 +1,8 @@
 """``facerec watch --iaas``: queue depths and app-tier instances of the IaaS system, live.
 
+Over 400 lines on purpose: the snapshot, its two sources and its drawing change together whenever
+/healthz or the view gains a field; apart, every such change would touch three modules.
+
 Like the course's autoscaling check: requests waiting and in flight, responses waiting, and how many
 app instances run. One snapshot per refresh, from one of two sources, never downloading anything:
 
@@ -134,8 +137,8 @@ def _iso(moment: datetime) -> str:
 
 def _by_number(instances: list[AppInstance]) -> list[AppInstance]:
     def key(i: AppInstance) -> tuple[bool, int, str]:
-        n = app_instance_index(i.name)
-        return (n is None, n or 0, i.name)
+        index = app_instance_index(i.name)
+        return (index is None, index or 0, i.name)
 
     return sorted(instances, key=key)
 
@@ -165,15 +168,15 @@ class AwsSource:
 
     def _queue_urls(self) -> dict[str, str | None]:
         if self._urls is None:
-            n = self.names
+            names = self.names
             urls: dict[str, str | None] = {}
-            for queue in (n.request_queue, n.response_queue, n.dead_letter_queue):
+            for queue in (names.request_queue, names.response_queue, names.dead_letter_queue):
                 try:
                     urls[queue] = self.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
                 except botocore.exceptions.ClientError as exc:
                     if error_code(exc) not in MISSING_QUEUE:
                         raise
-                    if queue != n.dead_letter_queue:
+                    if queue != names.dead_letter_queue:
                         raise self._not_deployed(f"queue {queue}") from exc
                     urls[queue] = None  # shown as a note: the request queue still works without it
             self._urls = urls
@@ -216,21 +219,21 @@ class AwsSource:
             raise
 
     def snapshot(self) -> IaasSnapshot:
-        n = self.names
+        names = self.names
         taken = datetime.now(timezone.utc)
         self._queue_urls()  # a missing deployment fails here, before the other calls
         with ThreadPoolExecutor(max_workers=7) as pool:
-            request = pool.submit(self._counts, n.request_queue)
-            response = pool.submit(self._counts, n.response_queue)
-            dead = pool.submit(self._counts, n.dead_letter_queue)
+            request = pool.submit(self._counts, names.request_queue)
+            response = pool.submit(self._counts, names.response_queue)
+            dead = pool.submit(self._counts, names.dead_letter_queue)
             instances = pool.submit(self._app_instances)
             web = pool.submit(self._web_instance)
-            in_objects = pool.submit(self._objects, n.in_bucket)
-            out_objects = pool.submit(self._objects, n.out_bucket)
+            in_objects = pool.submit(self._objects, names.in_bucket)
+            out_objects = pool.submit(self._objects, names.out_bucket)
             snap = IaasSnapshot(
                 taken_at=taken,
                 source="aws",
-                prefix=n.prefix,
+                prefix=names.prefix,
                 request=request.result(),
                 response=response.result(),
                 dead_letter=dead.result(),
@@ -239,8 +242,8 @@ class AwsSource:
                 buckets={"in": in_objects.result(), "out": out_objects.result()},
             )
         if snap.dead_letter is None:
-            snap.notes.append(f"no dead-letter queue {n.dead_letter_queue}")
-        for name, bucket in (("in", n.in_bucket), ("out", n.out_bucket)):
+            snap.notes.append(f"no dead-letter queue {names.dead_letter_queue}")
+        for name, bucket in (("in", names.in_bucket), ("out", names.out_bucket)):
             if snap.buckets[name] is None:
                 snap.notes.append(f"no bucket {bucket}")
         return snap
@@ -423,7 +426,7 @@ def render(snap: IaasSnapshot, *, interval: float | None = None, rows: int = 20)
 # ------------------------------------------------------------------------------------------ the loop
 
 
-def watch(
+def watch_iaas(
     source: Source,
     *,
     interval: float = DEFAULT_INTERVAL,
@@ -433,9 +436,9 @@ def watch(
     sleep: Callable[[float], None] | None = None,
     max_refreshes: int | None = None,
 ) -> IaasSnapshot | None:
-    """`facerec watch --iaas`: the loop of `facerec watch` (:func:`facerec_cli.pipeline.observe.dashboard.refresh_loop`)
+    """`facerec watch --iaas`: the loop of `facerec watch` (:func:`facerec_cli.pipeline.observe.refresh.refresh_loop`)
     over ``source``'s snapshots; ``until_idle`` stops at the first idle one."""
-    from facerec_cli.pipeline.observe.dashboard import refresh_loop
+    from facerec_cli.pipeline.observe.refresh import refresh_loop
 
     def draw(snap: IaasSnapshot, height: int | None) -> Group:
         return render(snap) if height is None else render(snap, interval=interval, rows=max(3, height - 14))
@@ -471,5 +474,5 @@ __all__ = [
     "from_health",
     "healthz_url",
     "render",
-    "watch",
+    "watch_iaas",
 ]

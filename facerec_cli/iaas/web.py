@@ -7,19 +7,17 @@ with the deadline of this HTTP request to the request queue, release the body (i
 waiting request holds no upload), and block this HTTP request (one server thread) until the router
 hands the waiter its response or ``timeout_s`` passes (504).
 
-The router is the only reader of the response queue: one background thread long-polls it and routes
-every response to the waiter of its request id, so responses may arrive in any order. A response for
-an id already answered (a redelivered request answered twice) or given up on (504 sent) is deleted
-and counted; one for an id this web tier never issued is deleted after a warning. So there must be one
-web tier per response queue: :class:`WebLease` (a lease object in the gallery bucket, written with S3
-conditional writes and renewed while the tier runs) refuses a second web tier on the same prefix.
+The router (:mod:`facerec_cli.iaas.router`) is the only reader of the response queue, so there must be
+one web tier per response queue: :class:`~facerec_cli.iaas.lease.WebLease` refuses a second web tier
+on the same prefix.
 
 With a token (``WebConfig.token_sha256``), every route answers 401 unless the request carries it
 (``Authorization: Bearer <token>`` or ``X-Facerec-Token: <token>``); only its SHA-256 is kept, and it
 is compared in constant time.
 
 Status codes: 200 answer; 400 no ``inputFile`` / empty / no usable file name; 401 no or wrong token;
-408 the request was not received in time (sent by the server, see :class:`WebServer`); 409 another
+408 the request was not received in time (sent by the server, see
+:class:`~facerec_cli.iaas.web_server.WebServer`); 409 another
 upload with the same name but other content is still being recognised; 413 too large (bytes or
 pixels); 415 not an image; 422 the app tier could not recognise the image (its message); 503 the
 queue or bucket could not be reached, or the server is stopping; 504 no answer in time. ``GET
@@ -27,40 +25,32 @@ queue or bucket could not be reached, or the server is stopping; 504 no answer i
 when the router thread is dead); the depths and instances are cached for ``health_cache_s`` (AWS calls
 are not free).
 
-Served by waitress (a production WSGI server: a fixed pool of ``threads`` request threads, each may
-wait for one answer, so ``threads`` bounds the requests in flight per web tier). Requests are read by
-waitress's event loop, not by those threads; a connection that is idle for ``channel_timeout_s``, or
-whose request is not completely received within ``read_timeout_s``, gets a 408 and is closed, so slow
-clients cannot hold the connections for long.
+Served by waitress (:mod:`facerec_cli.iaas.web_server`). Over 400 lines because :class:`WebTier` is
+one request's whole path (accept, finish, health and the Flask routes over them share its in-flight
+table, lease and counters); the router, lease and server are their own modules.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import hmac
 import io
-import json
 import logging
-import os
-import socket
 import threading
 import time
 import unicodedata
-import uuid
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import IO, Any
 
 import botocore.exceptions
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.errors import UserError
-from facerec_cli.iaas.messages import Request, Response, deadline_attributes, new_id, queue_counts, queue_depth, queue_url, stem_of
-from facerec_cli.iaas.names import ACTIVE_STATES, WEB_LOCK_KEY, IaasNames, app_instance_index
+from facerec_cli.iaas.messages import Request, deadline_attributes, new_id, queue_counts, queue_depth, queue_url, stem_of
+from facerec_cli.iaas.lease import WebLease
+from facerec_cli.iaas.names import ACTIVE_STATES, IaasNames, app_instance_index
+from facerec_cli.iaas.router import ResponseRouter, Waiter
 
 log = logging.getLogger("facerec.iaas.web")
 
@@ -116,269 +106,6 @@ def upload_key(filename: str) -> str | None:
     if name in ("", ".", ".."):
         return None
     return name
-
-
-# ------------------------------------------------------------------------------------------ router
-
-
-class Waiter:
-    __slots__ = ("id", "event", "response", "cancelled")
-
-    def __init__(self, request_id: str) -> None:
-        self.id = request_id
-        self.event = threading.Event()
-        self.response: Response | None = None
-        self.cancelled = False
-
-    def wait(self, timeout: float) -> Response | None:
-        self.event.wait(timeout)
-        return self.response
-
-
-class ResponseRouter:
-    """Long-polls the response queue in one thread and hands each response to its request's waiter."""
-
-    def __init__(self, sqs: Any, url: str, *, wait_s: int = 20, remember: int = 10_000) -> None:
-        self.sqs = sqs
-        self.url = url
-        self.wait_s = wait_s
-        self._lock = threading.Lock()
-        self._waiters: dict[str, Waiter] = {}
-        self._answered: collections.OrderedDict[str, Response] = collections.OrderedDict()  # id -> first response
-        self._abandoned: collections.OrderedDict[str, float] = collections.OrderedDict()  # timed out ids
-        self._remember = remember
-        self.counts: collections.Counter[str] = collections.Counter()  # answered, duplicate, late, unknown, malformed
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # -- for request threads
-
-    def expect(self, request_id: str) -> Waiter:
-        """Register before sending the request: its response may come back at once."""
-        waiter = Waiter(request_id)
-        with self._lock:
-            self._waiters[request_id] = waiter
-        return waiter
-
-    def abandon(self, request_id: str) -> None:
-        """The HTTP request gave up (timeout or a failed send): a later response is 'late'."""
-        with self._lock:
-            if self._waiters.pop(request_id, None) is not None:
-                self._abandoned[request_id] = time.time()
-                while len(self._abandoned) > self._remember:
-                    self._abandoned.popitem(last=False)
-
-    @property
-    def waiting(self) -> int:
-        with self._lock:
-            return len(self._waiters)
-
-    def answered(self, request_id: str) -> Response | None:
-        """The response that answered ``request_id`` (the most recent ``remember`` ids)."""
-        with self._lock:
-            return self._answered.get(request_id)
-
-    # -- the thread
-
-    def start(self) -> "ResponseRouter":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="facerec-response-router", daemon=True)
-            self._thread.start()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop polling and wake every waiter (their requests get a 503). The thread may be in a long
-        poll of up to ``wait_s``: it is not waited for longer than ``timeout`` (it is a daemon thread; a
-        response it receives after this is left in the queue, and the next router deletes it)."""
-        self._stop.set()
-        with self._lock:
-            waiters, self._waiters = list(self._waiters.values()), {}
-        for waiter in waiters:
-            waiter.cancelled = True
-            waiter.event.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.poll_once()
-            except Exception:  # noqa: BLE001 - keep routing; a dead router would time out every request
-                if self._stop.is_set():
-                    return
-                log.exception("response router: polling %s failed; retrying in 1 s", self.url)
-                self._stop.wait(1.0)
-
-    def poll_once(self) -> int:
-        resp = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=self.wait_s)
-        messages = resp.get("Messages") or []
-        if not messages:
-            return 0
-        for message in messages:
-            self.route_body(message.get("Body") or "")
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-        result = self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries)
-        for failed in result.get("Failed") or []:
-            log.warning("response router: could not delete a response (%s); a duplicate may follow", failed.get("Code"))
-        return len(messages)
-
-    def route_body(self, body: str) -> str:
-        """Hand one response to its waiter; returns what happened to it."""
-        try:
-            response = Response.from_body(body)
-        except ValueError as exc:
-            self.counts["malformed"] += 1
-            log.error("response router: dropping a malformed response: %s", exc)
-            return "malformed"
-        with self._lock:
-            waiter = self._waiters.pop(response.id, None)
-            if waiter is not None:
-                outcome = "answered"
-                self._answered[response.id] = response
-                while len(self._answered) > self._remember:
-                    self._answered.popitem(last=False)
-            elif response.id in self._answered:
-                outcome = "duplicate"
-            elif response.id in self._abandoned:
-                outcome = "late"
-            else:
-                outcome = "unknown"
-            self.counts[outcome] += 1
-        if waiter is not None:
-            waiter.response = response
-            waiter.event.set()
-        elif outcome == "unknown":
-            log.warning("response router: deleted a response for unknown request %s (%s)", response.id, response.answer)
-        else:
-            log.info("response router: deleted a %s response for request %s", outcome, response.id)
-        return outcome
-
-
-# ------------------------------------------------------------------------------------------ the lease
-
-
-class LeaseHeld(UserError):
-    """Another web tier serves this prefix."""
-
-
-class WebLease:
-    """One web tier per prefix: a lease object (``web-tier.lock`` in the gallery bucket) made with a
-    conditional PutObject (``If-None-Match: *``), renewed every ``lease_s / 3`` with ``If-Match`` its
-    ETag, deleted on a clean stop. A lease not renewed for ``lease_s`` (its holder died) may be taken
-    over (``If-Match`` the stale ETag, so two newcomers cannot both win). Its age is measured on S3's
-    clock (the GET's Date header minus the object's LastModified), never against this machine's.
-
-    When a renewal finds the lease gone or taken, or cannot renew for ``lease_s``, :attr:`lost` is set
-    and ``on_lost`` runs: the tier stops routing, since another one may now own the responses."""
-
-    def __init__(self, s3: Any, bucket: str, key: str = WEB_LOCK_KEY, *, prefix: str = "", lease_s: float = 30.0, on_lost: Any = None) -> None:
-        self.s3 = s3
-        self.bucket = bucket
-        self.prefix = prefix or bucket
-        self.key = key
-        self.lease_s = lease_s
-        self.on_lost = on_lost
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.etag: str | None = None
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._renewed = time.monotonic()
-
-    def _body(self) -> bytes:
-        return json.dumps({"owner": self.owner, "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "lease_s": self.lease_s}).encode()
-
-    def _put(self, **condition: str) -> str:
-        resp = self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(), ContentType="application/json", **condition)
-        return resp["ETag"]
-
-    def acquire(self) -> "WebLease":
-        try:
-            self.etag = self._put(IfNoneMatch="*")
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise
-            self.etag = self._take_over()
-        self._renewed = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name="facerec-web-lease", daemon=True)
-        self._thread.start()
-        return self
-
-    def _take_over(self) -> str:
-        got = self.s3.get_object(Bucket=self.bucket, Key=self.key)
-        body, etag = got["Body"].read(), got["ETag"]
-        try:
-            holder = json.loads(body).get("owner") or "?"
-        except ValueError:
-            holder = "?"
-        age = _age_s(got)
-        if age < self.lease_s:
-            raise LeaseHeld(
-                f"another web tier ({holder}) serves prefix {self.prefix}: its lease "
-                f"s3://{self.bucket}/{self.key} was renewed {age:.0f} s ago",
-                hint=f"stop that one first (one web tier per prefix: it alone reads the response queue), or use another --prefix; "
-                     f"if it died, its lease expires {self.lease_s - age:.0f} s from now",
-            )
-        try:
-            etag = self._put(IfMatch=etag)
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "NoSuchKey", "404"):
-                raise LeaseHeld(f"another web tier took the lease s3://{self.bucket}/{self.key} at the same moment", hint="stop it first, or use another --prefix") from exc
-            raise
-        log.warning("took over the web-tier lease of %s (not renewed for %.0f s)", holder, age)
-        return etag
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
-            if not self.renew():
-                return
-
-    def renew(self) -> bool:
-        """Renew the lease once; False (and :attr:`lost` set, ``on_lost`` run) when it is lost."""
-        if self.lost.is_set():
-            return False
-        try:
-            self.etag = self._put(IfMatch=self.etag or "")
-            self._renewed = time.monotonic()
-            return True
-        except botocore.exceptions.ClientError as exc:
-            taken = error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404", "ConditionalRequestConflict")
-            reason = f"{error_code(exc)}"
-        except botocore.exceptions.BotoCoreError as exc:
-            taken, reason = False, type(exc).__name__
-        if taken or time.monotonic() - self._renewed >= self.lease_s:
-            log.error("lost the web-tier lease s3://%s/%s (%s): another web tier may own the responses now; "
-                      "this one stops answering", self.bucket, self.key, reason)
-            self.lost.set()
-            if self.on_lost is not None:
-                self.on_lost()
-            return False
-        log.warning("could not renew the web-tier lease (%s); retrying", reason)
-        return True
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        if self.etag is not None and not self.lost.is_set():
-            with contextlib.suppress(botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
-                self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
-        self.etag = None
-
-
-def _age_s(got: dict[str, Any]) -> float:
-    """Seconds since the object was written, on S3's clock when its Date header says."""
-    modified = got["LastModified"]
-    date = (got.get("ResponseMetadata", {}).get("HTTPHeaders") or {}).get("date")
-    try:
-        now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
-    except (TypeError, ValueError):
-        now = datetime.now(timezone.utc)
-    return max(0.0, (now - modified).total_seconds())
 
 
 # ------------------------------------------------------------------------------------------ the tier
@@ -696,140 +423,3 @@ class WebTier:
             return text(f"{exc.code} {exc.name}: {exc.description}", exc.code or 500)
 
         return app
-
-
-# ------------------------------------------------------------------------------------------ server
-
-
-def _timed_channel_class() -> Any:
-    """waitress's channel, whose request parser notes when its request's first byte came."""
-    from waitress.channel import HTTPChannel
-    from waitress.parser import HTTPRequestParser
-
-    class TimedParser(HTTPRequestParser):
-        def __init__(self, adj: Any) -> None:
-            super().__init__(adj)
-            self.facerec_started = time.monotonic()
-
-    class TimedChannel(HTTPChannel):
-        parser_class = TimedParser
-
-    return TimedChannel
-
-
-class WebServer:
-    """waitress serving a WSGI app in a background thread (``port=0``: any free port).
-
-    Slow clients: waitress reads requests in its event loop and hands a request to one of ``threads``
-    only once it is complete, so a slow client holds a connection, not a thread. To keep them from
-    holding all ``connection_limit`` connections: a connection idle for ``channel_timeout_s`` is
-    closed (waitress's own ``channel_timeout``), and a request that is not completely received
-    ``read_timeout_s`` after its first byte (headers sent one byte at a time, a body that trickles) is
-    answered 408 and its connection closed; an idle connection in the middle of a request gets the
-    408 too. Checked every second (waitress's ``cleanup_interval``). ``refused`` counts the 408s (and
-    so does ``counts[408]``, given the web tier's HTTP status counter)."""
-
-    def __init__(
-        self,
-        app: Any,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        threads: int = 64,
-        max_body: int = 11 * 2**20,
-        channel_timeout_s: int = 30,
-        read_timeout_s: float = 60.0,
-        connection_limit: int | None = None,
-        counts: collections.Counter[int] | None = None,
-    ) -> None:
-        from waitress.server import create_server
-
-        self.read_timeout_s = read_timeout_s
-        self.refused = 0
-        self.counts = counts
-        self.server = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            connection_limit=connection_limit or max(256, threads * 4),
-            channel_timeout=max(1, int(channel_timeout_s)),
-            cleanup_interval=1,
-            max_request_body_size=max_body,
-            ident="facerec",
-            clear_untrusted_proxy_headers=True,
-        )
-        self.server.channel_class = _timed_channel_class()
-        original = self.server.maintenance
-
-        def maintenance(now: float) -> None:
-            self._refuse_slow(now)
-            original(now)
-
-        self.server.maintenance = maintenance  # type: ignore[method-assign]
-        self._thread: threading.Thread | None = None
-
-    def _refuse_slow(self, now: float) -> None:
-        """(In waitress's event-loop thread.) 408 for every partly received request that is too slow."""
-        server = self.server
-        idle_before = now - server.adj.channel_timeout
-        mono = time.monotonic()
-        for channel in list(server.active_channels.values()):
-            partial = getattr(channel, "request", None)
-            if partial is None or channel.requests or channel.will_close or channel.close_when_flushed:
-                continue
-            started = getattr(partial, "facerec_started", mono)
-            if mono - started < self.read_timeout_s and channel.last_activity >= idle_before:
-                continue
-            body = (
-                f"408 Request Timeout: the request was not received within {self.read_timeout_s:g} s "
-                f"(or the connection stayed idle for {server.adj.channel_timeout} s); send it again\n"
-            ).encode()
-            head = (
-                "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\nServer: facerec\r\n\r\n"
-            ).encode()
-            with contextlib.suppress(Exception):
-                partial.close()  # its spooled body, if any
-            channel.request = None
-            with channel.outbuf_lock:
-                channel.outbufs[-1].append(head + body)
-                channel.current_outbuf_count += len(head) + len(body)
-                channel.total_outbufs_len += len(head) + len(body)
-            channel.close_when_flushed = True  # the loop flushes the 408, then closes
-            channel.last_activity = now  # (not closed unflushed by waitress's own idle check)
-            self.refused += 1
-            if self.counts is not None:
-                self.counts[408] += 1
-
-    @property
-    def url(self) -> str:
-        host = self.server.effective_host
-        return f"http://{host}:{self.server.effective_port}"
-
-    def start(self) -> "WebServer":
-        self._thread = threading.Thread(target=self.server.run, name="facerec-waitress", daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self.server.run()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Close the listener and every open connection (in the server's own thread, through its
-        trigger), then stop the request threads."""
-        server = self.server
-
-        def close_all() -> None:
-            for obj in list(server._map.values()):
-                if obj is not server.trigger:
-                    with contextlib.suppress(OSError):
-                        obj.close()
-            server.trigger.close()  # the map is empty now: the loop ends
-
-        if self._thread is not None and self._thread.is_alive():
-            server.trigger.pull_trigger(close_all)
-            self._thread.join(timeout)
-        else:
-            close_all()
-        server.task_dispatcher.shutdown(timeout=timeout)

@@ -288,7 +288,7 @@ def process_main(
     """Entry point of a local worker process (multiprocessing spawn): one "instance" of the app tier."""
     stop = threading.Event()
     install_stop_signals(stop)
-    from facerec_cli.pipeline.local.workers import redirect_output
+    from facerec_cli.localcloud.environ import redirect_output
 
     redirect_output(log_path)
     os.environ.update(env)

@@ -1,4 +1,4 @@
-"""The boto3 clients a deployment talks to, built once from Settings.
+"""The one bag of boto3 clients a deployment talks to: made on first use, from one session.
 
 The pipeline's buckets are named from the prefix (``<prefix>-input``...), not by the user in full: a
 name that someone else's account took (or takes after a destroy) must never receive our uploads or
@@ -10,60 +10,55 @@ another account owns the bucket.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from facerec_cli.infra import aws
 from facerec_cli.config import Settings
+from facerec_cli.infra import aws
 
 
-@dataclass
 class Clients:
-    s3: Any
-    iam: Any
-    lambda_: Any
-    sqs: Any
-    sts: Any
-    ecr: Any
-    logs: Any
-    _account_id: str | None = field(default=None, repr=False)
-    _owned_buckets: set[str] = field(default_factory=set, repr=False)
+    """``clients.s3``, ``clients.iam``, ``clients.lambda_`` (``lambda`` is a Python keyword),
+    ``clients.client("autoscaling")``...: one client per service, made when first asked for."""
+
+    def __init__(self, make: Callable[[str], Any]) -> None:
+        self._make = make
+        self._clients: dict[str, Any] = {}
+        self._account_id: str | None = None
+        self._owned_buckets: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Clients":
+        """Clients for the user's AWS (profile, region, endpoint from ``settings``); no credentials is
+        one clear error at the first client."""
         sess = aws.session(settings)
-
-        def make(service: str) -> Any:
-            return aws.client(settings, service, sess=sess)
-
-        return cls(
-            s3=make("s3"), iam=make("iam"), lambda_=make("lambda"), sqs=make("sqs"),
-            sts=make("sts"), ecr=make("ecr"), logs=make("logs"),
-        )
+        return cls(lambda service: aws.client(settings, service, sess=sess))
 
     @classmethod
     def from_session(cls, sess: Any, endpoint_url: str | None) -> "Clients":
         """Clients from a ready session (the local cloud's, which reads no user AWS files)."""
+        return cls(lambda service: sess.client(service, endpoint_url=endpoint_url))
 
-        def make(service: str) -> Any:
-            return sess.client(service, endpoint_url=endpoint_url)
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self._make(service)
+        return self._clients[service]
 
-        return cls(
-            s3=make("s3"), iam=make("iam"), lambda_=make("lambda"), sqs=make("sqs"),
-            sts=make("sts"), ecr=make("ecr"), logs=make("logs"),
-        )
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.client("lambda" if name == "lambda_" else name)
 
     @property
     def account_id(self) -> str:
         """The caller's account (sts:GetCallerIdentity, asked once)."""
         if self._account_id is None:
-            self._account_id = self.sts.get_caller_identity()["Account"]
+            self._account_id = self.client("sts").get_caller_identity()["Account"]
         return self._account_id
 
     def expect_owner(self, buckets: Iterable[str]) -> None:
         """From now on S3 calls on ``buckets`` carry ExpectedBucketOwner (this account)."""
         if not self._owned_buckets:
-            expect_bucket_owner(self.s3, self._owned_buckets, lambda: self.account_id)
+            expect_bucket_owner(self.client("s3"), self._owned_buckets, lambda: self.account_id)
         self._owned_buckets.update(buckets)
 
 

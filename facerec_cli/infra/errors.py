@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import botocore.exceptions
 
-from facerec_cli.infra.aws import error_code
 from facerec_cli.errors import UserError
-
-if TYPE_CHECKING:
-    from facerec_cli.infra.plan import Step
+from facerec_cli.infra.aws import error_code
+from facerec_cli.infra.plan import Step
 
 _ACCESS_DENIED = {
     "AccessDenied",

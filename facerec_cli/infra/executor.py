@@ -1,12 +1,26 @@
-"""The executor: run a plan's changes in order, report each step, stop at the first failure and say
-exactly what was done before it."""
+"""The executor: run a plan's instructions in order, report each step, stop at the first failure and
+say exactly what was done before it. It is the only place where a plan touches AWS."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import botocore.exceptions
+
+from facerec_cli.infra.aws import error_code
+from facerec_cli.infra.clients import Clients
 from facerec_cli.infra.errors import DeployError, explain
-from facerec_cli.infra.plan import Plan, Step
+from facerec_cli.infra.plan import APICall, EmptyBucket, Instruction, Plan, Ref, Step, Wait, WaitUntilGone
+from facerec_cli.infra.readers import ABSENT, object_versions
+
+# Patched by tests so that retries and polls do not sleep.
+_sleep: Callable[[float], None] = time.sleep
+
+
+# ------------------------------------------------------------------------------------------ reporters
 
 
 class Reporter(Protocol):
@@ -82,32 +96,187 @@ class RichReporter:
         self.console.print(f"[red]✗ [{index}/{total}] {step.action} {escape(step.resource)} failed[/red]")
 
 
-def apply_plan(plan: Plan, reporter: Reporter | None = None, *, ignore_blockers: bool = False) -> list[Step]:
-    """Run the plan's changes (noops are skipped) in order; returns the steps carried out.
+# ------------------------------------------------------------------------------------------ retries
 
-    A plan with blockers (steps known to fail, e.g. a bucket name owned by another account) is
-    refused before anything runs, unless ``ignore_blockers``. On failure raises
-    :class:`DeployError` naming the failed step, what it had done before failing, and every step
-    completed before it. Re-running the command is always safe: a new plan only contains what is
-    still missing.
+
+def _message(exc: botocore.exceptions.ClientError) -> str:
+    return (exc.response.get("Error", {}).get("Message") or "").lower()
+
+
+def iam_not_ready(exc: botocore.exceptions.ClientError) -> bool:
+    """Lambda/S3 refusing a role or permission that IAM has not propagated yet, or a function still
+    busy with its previous update."""
+    code, message = error_code(exc), _message(exc)
+    if code == "InvalidParameterValueException" and ("role" in message or "permission" in message):
+        return True
+    if code == "ResourceConflictException" and ("in progress" in message or "pending" in message):
+        return True
+    return code == "InvalidArgument" and "unable to validate" in message  # an S3 notification's destination
+
+
+def instance_profile_not_ready(exc: botocore.exceptions.ClientError) -> bool:
+    """EC2 refusing an instance profile IAM has not propagated yet."""
+    message = _message(exc)
+    return error_code(exc) == "InvalidParameterValue" and ("instance profile" in message or "iaminstanceprofile" in message)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    when: Callable[[botocore.exceptions.ClientError], bool]
+    attempts: int = 8  # ~45 s with the delays below
+    first_delay: float = 1.0
+    max_delay: float = 10.0
+    # Run before each retry, with the call's parameters (a bucket that filled again is emptied again).
+    before_retry: Callable[[Clients, Mapping[str, Any]], None] | None = None
+
+
+RETRY_POLICIES: dict[str, RetryPolicy] = {
+    "iam-propagation": RetryPolicy(iam_not_ready),
+    "instance-profile-propagation": RetryPolicy(instance_profile_not_ready),
+    # Instances' network interfaces linger for a while after termination.
+    "dependency-violation": RetryPolicy(lambda exc: error_code(exc) == "DependencyViolation", attempts=12),
+    # A function still finishing may write to a bucket after it was emptied: empty it again.
+    "bucket-refilled": RetryPolicy(
+        lambda exc: error_code(exc) == "BucketNotEmpty", attempts=3, first_delay=0.0,
+        before_retry=lambda clients, params: empty_bucket(clients.s3, params["Bucket"]),
+    ),
+}
+
+
+# ------------------------------------------------------------------------------------------ executor
+
+
+class Executor:
+    """Carries out instructions against ``clients``; ``outputs`` holds what calls named ``output`` gave."""
+
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
+        self.outputs: dict[str, Any] = {}
+
+    def run(self, instruction: Instruction) -> None:
+        if isinstance(instruction, APICall):
+            self._call(instruction)
+        elif isinstance(instruction, Wait):
+            client = self.clients.client(instruction.service)
+            config = {"Delay": instruction.delay, "MaxAttempts": instruction.max_attempts}
+            client.get_waiter(instruction.waiter).wait(**self.resolve(instruction.params), WaiterConfig=config)
+        elif isinstance(instruction, WaitUntilGone):
+            self._wait_until_gone(instruction)
+        elif isinstance(instruction, EmptyBucket):
+            empty_bucket(self.clients.s3, instruction.bucket)
+        else:  # pragma: no cover - the Instruction union is closed
+            raise TypeError(f"not an instruction: {instruction!r}")
+
+    def resolve(self, value: Any) -> Any:
+        """``value`` with every :class:`Ref` replaced by the output it names."""
+        if isinstance(value, Ref):
+            if value.output not in self.outputs:
+                raise DeployError(f"internal error: {value.output} was not made by an earlier step")
+            found = self.outputs[value.output]
+            return value.template.format(found) if value.template else found
+        if isinstance(value, Mapping):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.resolve(v) for v in value]
+        return value
+
+    def _call(self, call: APICall) -> None:
+        method = getattr(self.clients.client(call.service), call.method)
+        params = self.resolve(call.params)
+        policy = RETRY_POLICIES[call.retry] if call.retry else None
+        delay = policy.first_delay if policy else 0.0
+        attempts = policy.attempts if policy else 1
+        for attempt in range(attempts):
+            try:
+                answer = method(**params)
+                break
+            except botocore.exceptions.ClientError as exc:
+                if call.absent_ok and error_code(exc) in ABSENT:
+                    return
+                if policy is None or attempt == attempts - 1 or not policy.when(exc):
+                    raise
+                _sleep(delay)
+                delay = min(delay * 2, policy.max_delay)
+                if policy.before_retry is not None:
+                    policy.before_retry(self.clients, params)
+        if call.output:
+            self.outputs[call.output] = _at(answer, call.output_path)
+
+    def _wait_until_gone(self, wait: WaitUntilGone) -> None:
+        method = getattr(self.clients.client(wait.service), wait.method)
+        params = self.resolve(wait.params)
+        for _ in range(wait.max_attempts):
+            if not _at(method(**params), wait.path):
+                return
+            _sleep(wait.delay)
+        raise DeployError(f"still there after {wait.delay * wait.max_attempts} s: {wait.service}.{wait.method} {params}")
+
+
+def _at(answer: Any, path: str) -> Any:
+    for key in filter(None, path.split(".")):
+        answer = answer[key]
+    return answer
+
+
+def empty_bucket(s3: Any, bucket: str) -> int:
+    """Delete every object version, delete marker and unfinished multipart upload; returns the count."""
+    deleted = 0
+    batch: list[dict[str, str]] = []
+
+    def flush() -> None:
+        nonlocal deleted, batch
+        if not batch:
+            return
+        resp = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        errors = resp.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise DeployError(f"could not delete s3://{bucket}/{first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".strip())
+        deleted += len(batch)
+        batch = []
+
+    for item in list(object_versions(s3, bucket)):
+        batch.append(item)
+        if len(batch) == 1000:
+            flush()
+    flush()
+    for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+        for upload in page.get("Uploads") or []:
+            s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    return deleted
+
+
+def apply_plan(plan: Plan, reporter: Reporter | None = None, clients: Clients | None = None) -> list[Step]:
+    """Run the plan's changes (noops are skipped) in order, with the clients it was planned against
+    unless ``clients`` is given; returns the steps carried out.
+
+    A plan with blockers (steps known to fail, e.g. a bucket name owned by another account) is refused
+    before anything runs. On failure raises :class:`DeployError` naming the failed step, the calls of
+    it that were made before it failed, and every step completed before it. Re-running the command is
+    always safe: a new plan only contains what is still missing.
     """
-    if not ignore_blockers:
-        refuse_blocked(plan)
+    refuse_blocked(plan)
+    clients = clients or plan.clients
+    if clients is None and plan.changes:
+        raise DeployError("internal error: a plan with changes but no clients to apply it with")
     reporter = reporter or NullReporter()
+    executor = Executor(clients) if clients is not None else None
     changes = plan.changes
-    total = len(changes)
     completed: list[Step] = []
     for index, step in enumerate(changes, start=1):
-        reporter.step_started(step, index, total)
+        reporter.step_started(step, index, len(changes))
+        done: list[str] = []
         try:
-            if step.call is not None:
-                step.call()
+            for instruction in step.calls:
+                assert executor is not None
+                executor.run(instruction)
+                done.append(_short(instruction))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a report naming what was done
-            error = _failure(plan, step, exc, completed)
-            reporter.step_failed(step, index, total, error)
+            error = _failure(plan, step, exc, completed, done)
+            reporter.step_failed(step, index, len(changes), error)
             raise error from exc
         completed.append(step)
-        reporter.step_finished(step, index, total)
+        reporter.step_finished(step, index, len(changes))
     return completed
 
 
@@ -117,10 +286,16 @@ def refuse_blocked(plan: Plan) -> None:
         raise DeployError("nothing was changed: " + "; ".join(plan.blockers), hint="fix that, then run the command again")
 
 
-def _failure(plan: Plan, step: Step, exc: BaseException, completed: list[Step]) -> DeployError:
-    resource_name = step.resource.split(" ")[-1]
-    reason, hint = explain(exc, what=resource_name)
-    partial = list(getattr(step.call, "done", []) or [])
+def _short(instruction: Instruction) -> str:
+    if isinstance(instruction, APICall):
+        return f"{instruction.service}.{instruction.method}"
+    if isinstance(instruction, EmptyBucket):
+        return f"emptied {instruction.bucket}"
+    return f"waited ({instruction.service})"
+
+
+def _failure(plan: Plan, step: Step, exc: BaseException, completed: list[Step], partial: list[str]) -> DeployError:
+    reason, hint = explain(exc, what=step.name)
     message = f"{step.action} {step.resource} failed: {reason}."
     if partial:
         message += f" Already done in that step: {', '.join(partial)}."
@@ -128,7 +303,7 @@ def _failure(plan: Plan, step: Step, exc: BaseException, completed: list[Step]) 
         message += " Done before it: " + "; ".join(f"{s.past} {s.resource}" for s in completed) + "."
     else:
         message += " Nothing was changed before it."
-    command = "facerec destroy" if plan.kind == "destroy" else "facerec bootstrap"
+    command = plan.command or ("facerec destroy" if plan.kind == "destroy" else "facerec bootstrap")
     again = f"run `{command}` again to finish: it only does what is left"
     hint = f"{hint}; then {again}" if hint else again
     return DeployError(message, hint=hint, completed=completed, failed=step, partial=partial)

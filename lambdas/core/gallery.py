@@ -1,6 +1,9 @@
 """The enrolled gallery: embeddings with the person's name, the photo each came from, and the weights
 that made them (embeddings of different weights live in different spaces and must never be compared).
 
+Over 400 lines on purpose: the file format's reader, writer and matcher must agree byte for byte,
+so they stay in one module.
+
 File format (version 2): a safetensors file, read with numpy alone (no torch, no pickle):
 
 - tensors: ``embeddings`` F32 [N, 512] (unit rows); ``person`` I32 [N] (row i belongs to

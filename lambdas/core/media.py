@@ -1,6 +1,9 @@
 """Reading videos and images, in process: videos with PyAV (``av``: ffmpeg's libraries in the wheel),
 images with Pillow.
 
+Over 400 lines on purpose: it is the whole PyAV/Pillow boundary (decoding strategy, rotation, image
+reading), kept in one module so the handlers' core has a single place that touches codecs.
+
 A video is opened once (:func:`open_video`); its first video stream gives the duration, frame rate,
 size and display rotation. ``Video.frames(times)`` then decodes, for each sampled time ``t``
 (:func:`sample_times`), the first frame whose timestamp is at or after ``t``:

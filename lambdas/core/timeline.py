@@ -1,5 +1,8 @@
 """Who is on screen, and when: the face timeline of a video.
 
+Over 400 lines on purpose: sampling, scanning and the rules that turn observations into rows are one
+algorithm whose single-pass and merged-from-segments results must be equal.
+
 Sampling. Frames lie on one grid, frame ``k`` at ``t = k / fps`` (``DEFAULT_FPS``: 2 per second), and a
 part of the video ``[start, end)`` takes the grid points inside it (:func:`grid`). The segments of a
 fanned-out video (``lambdas/segments.py``) therefore sample exactly the frames a single pass samples,

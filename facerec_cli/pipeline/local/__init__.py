@@ -1,5 +1,7 @@
-"""The embedded local cloud behind `facerec run-local`: a moto server on 127.0.0.1 whose Lambda
-invocations (S3 notifications and Invoke calls) run the real handlers in warm worker processes.
+"""The pipeline's local runtime behind `facerec run-local`: what the embedded cloud
+(:mod:`facerec_cli.localcloud.server`) runs for its Lambda invocations. :mod:`.seam` hands moto's
+invocations to the :mod:`.dispatch` dispatcher, which runs the handlers (:mod:`.functions`) in warm worker
+processes (:mod:`.workers`) or containers (:mod:`.containers`); :mod:`.runner` is ``LocalPipeline``.
 
 Exports are resolved lazily: spawned workers import ``facerec_cli.pipeline.local.workers`` and should not pay
 for importing moto's server with this package.
@@ -16,10 +18,10 @@ _EXPORTS = {
     "Failure": "dispatch",
     "FailureHook": "dispatch",
     "Invocation": "dispatch",
-    "check_seam": "dispatch",
-    "FunctionSpec": "workers",
-    "LambdaContext": "workers",
-    "Outcome": "workers",
+    "check_seam": "seam",
+    "LocalFunction": "functions",
+    "LambdaContext": "functions",
+    "Outcome": "functions",
 }
 
 __all__ = [
@@ -27,7 +29,7 @@ __all__ = [
     "Dispatcher",
     "Failure",
     "FailureHook",
-    "FunctionSpec",
+    "LocalFunction",
     "Invocation",
     "LambdaContext",
     "Outcome",
@@ -35,8 +37,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from facerec_cli.pipeline.local.dispatch import Counters, Dispatcher, Failure, FailureHook, Invocation, check_seam
-    from facerec_cli.pipeline.local.workers import FunctionSpec, LambdaContext, Outcome
+    from facerec_cli.pipeline.local.dispatch import Counters, Dispatcher, Failure, FailureHook, Invocation
+    from facerec_cli.pipeline.local.functions import LambdaContext, LocalFunction, Outcome
+    from facerec_cli.pipeline.local.seam import check_seam
 
 
 def __getattr__(name: str) -> Any:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from facerec_cli.errors import UserError
-from facerec_cli.pipeline.local.workers import FunctionSpec, Outcome, error_outcome, pipeline_variables
+from facerec_cli.pipeline.local.functions import LocalFunction, Outcome, error_outcome, pipeline_variables
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def function_variables() -> frozenset[str]:
     return pipeline_variables()
 
 
-def container_environ(spec: FunctionSpec, cloud_env: Mapping[str, str]) -> dict[str, str]:
+def container_environ(spec: LocalFunction, cloud_env: Mapping[str, str]) -> dict[str, str]:
     """A function container's environment (see the module doc); nothing of this machine's own."""
     allowed = function_variables()
     env = {k: v for k, v in spec.environment.items() if k in allowed}
@@ -145,7 +145,7 @@ class ContainerRunner:
         self,
         client: Any,
         image: str,
-        spec: FunctionSpec,
+        spec: LocalFunction,
         cloud_env: Mapping[str, str],
         *,
         log_path: str | None = None,
@@ -247,7 +247,7 @@ class ContainerRunner:
         self._log_thread = threading.Thread(target=follow, name=f"facerec-logs-{self.spec.name}", daemon=True)
         self._log_thread.start()
 
-    def run(self, spec: FunctionSpec, request_id: str, event_text: str) -> Outcome:
+    def run(self, spec: LocalFunction, request_id: str, event_text: str) -> Outcome:
         try:
             self.start()
         except Exception as exc:  # noqa: BLE001 - an attempt that failed: the dispatcher retries it
@@ -333,7 +333,7 @@ class ContainerRuntime:
         built = images.build_local(self.client, weights=weights, base_image=base_image, on_progress=on_progress, root=root, **options)
         return {kind: image.reference for kind, image in built.items()}
 
-    def runner(self, spec: FunctionSpec, cloud_env: Mapping[str, str]) -> ContainerRunner:
+    def runner(self, spec: LocalFunction, cloud_env: Mapping[str, str]) -> ContainerRunner:
         image = self.images.get(spec.name)
         if image is None:
             raise RuntimeError(f"no container image for the function {spec.name} (known: {', '.join(sorted(self.images)) or 'none'})")

@@ -1,21 +1,18 @@
-"""From moto's Lambda to real handlers: the seam, and the dispatcher with Lambda's asynchronous semantics.
+"""The dispatcher: Lambda's invocation semantics over warm runners.
 
-The seam: moto delivers S3 ObjectCreated notifications to Lambda synchronously inside PutObject by
-calling ``moto.awslambda.models.LambdaFunction.invoke(self, body, request_headers, response_headers)``
-with empty headers, and the Invoke API goes through the same method with the HTTP request's headers.
-moto cannot run Image functions itself, so while a LocalCloud runs that method is replaced by one that
-hands the invocation to a Dispatcher. The seam is checked before it is patched: if a moto upgrade moves
-it, the local runtime fails loudly instead of silently never running a handler.
+Asynchronous invocations (S3 notifications, ``InvocationType=Event``) are queued and return at once; a
+handler error or a dead worker is retried (up to ``max_attempts`` in all, like Lambda's two retries),
+then reported through ``on_failure``. Synchronous ones wait for the handler's answer. Each function gets
+a lane (a queue and one thread per runner); a changed configuration gets fresh runners. How moto's
+Lambda hands invocations to a dispatcher is in :mod:`.seam`.
 
-The dispatcher: asynchronous invocations (S3 notifications, ``InvocationType=Event``) are queued and
-return at once; a handler error or a dead worker is retried (up to ``max_attempts`` in all, like Lambda's
-two retries), then reported through ``on_failure``. Synchronous ones wait for the handler's answer.
+Over 400 lines because :class:`Dispatcher` is one lock's worth of state (lanes, counters, retries,
+shutdown): its parts keep each other's invariants under that lock and would not read better apart.
 """
 
 from __future__ import annotations
 
 import atexit
-import inspect
 import json
 import logging
 import os
@@ -27,13 +24,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from facerec_cli.pipeline.local.workers import Allowlist, FunctionSpec, InProcessRunner, Outcome, Runner, WorkerProcess, error_outcome
+from facerec_cli.pipeline.local.functions import Allowlist, LocalFunction, Outcome, Runner, error_outcome
+from facerec_cli.pipeline.local.workers import InProcessRunner, WorkerProcess
 
 log = logging.getLogger(__name__)
-
-SEAM = "moto.awslambda.models.LambdaFunction.invoke"
-SEAM_PARAMETERS = ("self", "body", "request_headers", "response_headers")
-TESTED_MOTO = "5.2.1"
 
 EVENT = "Event"
 REQUEST_RESPONSE = "RequestResponse"
@@ -42,11 +36,11 @@ DRY_RUN = "DryRun"
 FailureHook = Callable[[str, Any, str], None]
 """on_failure(function_name, event, error_message): an asynchronous invocation was given up on."""
 
-RunnerFactory = Callable[[FunctionSpec, Mapping[str, str]], Runner]
+RunnerFactory = Callable[[LocalFunction, Mapping[str, str]], Runner]
 """runner_factory(spec, cloud_env): a runner for one of a function's lanes, instead of a worker process
 (``run-local --runtime containers``: a container behind the Lambda emulator)."""
 
-CredentialsFor = Callable[[FunctionSpec], Mapping[str, str]]
+CredentialsFor = Callable[[LocalFunction], Mapping[str, str]]
 """credentials(spec): the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN a function's handlers get
 in place of the cloud's own (IAM enforcement: credentials bound to the function's role)."""
 
@@ -87,7 +81,7 @@ class Invocation:
     """One invocation and its state: queued -> running -> (queued again on retry) -> succeeded |
     failed | abandoned (the dispatcher closed first)."""
 
-    spec: FunctionSpec
+    spec: LocalFunction
     event_text: str
     kind: str
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -115,7 +109,7 @@ class Invocation:
 class _Lane:
     """A queue and the threads that serve it, each thread driving one runner."""
 
-    spec: FunctionSpec | None  # None: the shared in-process lane
+    spec: LocalFunction | None  # None: the shared in-process lane
     queue: queue.Queue[Any] = field(default_factory=queue.Queue)
     threads: list[threading.Thread] = field(default_factory=list)
     runners: list[Runner] = field(default_factory=list)
@@ -169,7 +163,7 @@ class Dispatcher:
 
     # -- submitting --------------------------------------------------------------------------------
 
-    def submit(self, spec: FunctionSpec, event_text: str, kind: str = EVENT) -> Invocation:
+    def submit(self, spec: LocalFunction, event_text: str, kind: str = EVENT) -> Invocation:
         """Queue an invocation and return at once."""
         inv = Invocation(spec=spec, event_text=event_text, kind=kind)
         with self._cond:
@@ -184,12 +178,12 @@ class Dispatcher:
             lane.queue.put(inv)
         return inv
 
-    def invoke(self, spec: FunctionSpec, event_text: str, timeout: float | None = None) -> Outcome:
+    def invoke(self, spec: LocalFunction, event_text: str, timeout: float | None = None) -> Outcome:
         """A synchronous (RequestResponse) invocation: no retries, the caller gets the error."""
         outcome = self.submit(spec, event_text, REQUEST_RESPONSE).wait(timeout)
         return outcome or error_outcome("Runtime.Timeout", f"no answer from {spec.name} within {timeout} s")
 
-    def prewarm(self, spec: FunctionSpec) -> None:
+    def prewarm(self, spec: LocalFunction) -> None:
         """Start a function's workers now, so that models load while the caller uploads."""
         with self._cond:
             if not self._closing:
@@ -236,7 +230,7 @@ class Dispatcher:
                 for name, lane in self._lanes.items()
             }
 
-    def _lane_locked(self, spec: FunctionSpec, *, retry: bool) -> _Lane:
+    def _lane_locked(self, spec: LocalFunction, *, retry: bool) -> _Lane:
         if self._workers == 0 and self._runner_factory is None:
             if self._shared is None:
                 self._shared = self._start_lane(None, [InProcessRunner(self._cloud_env)])
@@ -268,13 +262,13 @@ class Dispatcher:
         self._lanes[spec.name] = lane
         return lane
 
-    def _env_for(self, spec: FunctionSpec) -> dict[str, str]:
+    def _env_for(self, spec: LocalFunction) -> dict[str, str]:
         """The cloud's variables for this function's runners, with its role's credentials when asked."""
         if self._credentials is None:
             return self._cloud_env
         return {**self._cloud_env, **self._credentials(spec)}
 
-    def _refuse(self, spec: FunctionSpec) -> Outcome | None:
+    def _refuse(self, spec: LocalFunction) -> Outcome | None:
         """A failed outcome when the allowlist refuses ``spec``; logged (stderr and the run's log file)
         once per configuration."""
         refusal = self._allow.refusal(spec)
@@ -289,7 +283,7 @@ class Dispatcher:
                 append_log(self._log_path, f"[local runtime] ERROR {refusal}\n")
         return error_outcome(REFUSED, refusal)
 
-    def _start_lane(self, spec: FunctionSpec | None, runners: list[Runner]) -> _Lane:
+    def _start_lane(self, spec: LocalFunction | None, runners: list[Runner]) -> _Lane:
         lane = _Lane(spec=spec, runners=runners)
         for i, runner in enumerate(runners):
             name = f"facerec-lane-{spec.name if spec else 'inprocess'}-{i}"
@@ -422,7 +416,7 @@ class _RefusingRunner:
     def start(self) -> None:
         pass
 
-    def run(self, spec: FunctionSpec, request_id: str, event_text: str) -> Outcome:
+    def run(self, spec: LocalFunction, request_id: str, event_text: str) -> Outcome:
         return error_outcome(REFUSED, self.refusal)
 
     def kill(self) -> None:
@@ -439,120 +433,3 @@ def append_log(path: str, text: str) -> None:
         os.write(fd, text.encode("utf-8", errors="replace"))
     finally:
         os.close(fd)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The seam in moto
-
-
-def _moto_version() -> str:
-    try:
-        import moto
-
-        return str(getattr(moto, "__version__", "unknown"))
-    except ImportError:
-        return "not installed"
-
-
-def check_seam() -> Any:
-    """Return moto's LambdaFunction class if its ``invoke`` is still the seam this runtime patches;
-    otherwise raise a RuntimeError that names the installed moto version."""
-    problem = None
-    cls: Any = None
-    try:
-        from moto.awslambda.models import LambdaFunction as cls
-    except ImportError as exc:
-        problem = f"cannot import moto.awslambda.models.LambdaFunction ({exc})"
-    if problem is None:
-        method = getattr(cls, "invoke", None)
-        if not callable(method):
-            problem = f"{SEAM} does not exist"
-        else:
-            params = tuple(inspect.signature(getattr(method, "__wrapped__", method)).parameters)
-            if params != SEAM_PARAMETERS:
-                problem = f"{SEAM} has parameters {params}, expected {SEAM_PARAMETERS}"
-        if problem is None and not callable(getattr(cls, "get_configuration", None)):
-            problem = "moto.awslambda.models.LambdaFunction.get_configuration does not exist"
-    if problem:
-        raise RuntimeError(
-            f"facerec's local runtime cannot dispatch Lambda invocations with moto {_moto_version()}: {problem}. "
-            f"It was built against moto {TESTED_MOTO}, where S3 notifications and Invoke calls pass through "
-            f"{SEAM}{SEAM_PARAMETERS[1:]}. Install moto=={TESTED_MOTO} (see constraints.txt) or port "
-            "facerec_cli/pipeline/local/dispatch.py to the new moto."
-        )
-    return cls
-
-
-def invocation_type(request_headers: Any) -> str:
-    """moto's internal callers (S3, SNS, SQS, EventBridge notifications) pass empty headers: AWS invokes
-    those asynchronously. The Invoke API passes the HTTP headers (case-insensitive)."""
-    if not request_headers:
-        return EVENT
-    return request_headers.get("x-amz-invocation-type") or REQUEST_RESPONSE
-
-
-def is_multipart_put_echo(event_text: str) -> bool:
-    """moto 5.2.1 completes a multipart upload through its put_object, which sends an extra
-    ``ObjectCreated:Put`` notification before the ``ObjectCreated:CompleteMultipartUpload`` one; AWS sends
-    only the latter. The extra one is recognisable: a multipart ETag ends in ``-<parts>``, which no
-    single PutObject produces."""
-    if '"aws:s3"' not in event_text or "ObjectCreated:Put" not in event_text:
-        return False
-    try:
-        records = json.loads(event_text).get("Records") or []
-    except (ValueError, AttributeError):
-        return False
-    return bool(records) and all(
-        r.get("eventSource") == "aws:s3"
-        and r.get("eventName") == "ObjectCreated:Put"
-        and "-" in str(r.get("s3", {}).get("object", {}).get("eTag", ""))
-        for r in records
-    )
-
-
-def _dispatching_invoke(dispatcher: Dispatcher) -> Callable[[Any, Any, Any, Any], bytes]:
-    def invoke(self: Any, body: Any, request_headers: Any, response_headers: Any) -> bytes:
-        spec = FunctionSpec.from_configuration(self.get_configuration())
-        event_text = body.decode("utf-8") if isinstance(body, bytes) else (body or "")
-        kind = invocation_type(request_headers)
-        response_headers["x-amz-executed-version"] = "$LATEST"
-        if kind == DRY_RUN:
-            return b""
-        if kind == EVENT:
-            if is_multipart_put_echo(event_text):
-                log.debug("dropped moto's extra ObjectCreated:Put for a multipart upload")
-                return b""
-            # moto answers the Invoke API with 202 for a non-None payload; S3 ignores the return value.
-            dispatcher.submit(spec, event_text, EVENT)
-            return b""
-        outcome = dispatcher.invoke(spec, event_text)
-        if not outcome.ok:
-            response_headers["x-amz-function-error"] = "Unhandled"
-            return json.dumps(dict(outcome.error or {})).encode("utf-8")
-        return (outcome.payload or "null").encode("utf-8")
-
-    return invoke
-
-
-_installed_lock = threading.Lock()
-_installed: Any = None  # the original method while patched
-
-
-def install_seam(dispatcher: Dispatcher) -> Callable[[], None]:
-    """Route moto's Lambda invocations to ``dispatcher``; returns the function that restores moto."""
-    global _installed
-    cls = check_seam()
-    with _installed_lock:
-        if _installed is not None:
-            raise RuntimeError("a local cloud is already dispatching Lambda invocations in this process")
-        _installed = cls.__dict__["invoke"]
-        cls.invoke = _dispatching_invoke(dispatcher)
-
-    def restore() -> None:
-        global _installed
-        with _installed_lock:
-            if _installed is not None:
-                cls.invoke = _installed
-                _installed = None
-
-    return restore

@@ -30,12 +30,14 @@ from lambdas.events import result_keys
 from lambdas.segments import fail_segment, is_segment_event
 
 from facerec_cli.config import Settings
-from facerec_cli.pipeline.deploy import Clients, DeployOptions, NullReporter, apply_plan, plan_deploy
-from facerec_cli.pipeline.stack import RESULT_TAG_KEY, RESULT_TAG_VALUE
+from facerec_cli.infra.clients import Clients
+from facerec_cli.infra.executor import NullReporter, apply_plan
+from facerec_cli.pipeline.deployer import plan_deploy
+from facerec_cli.pipeline.stack import RESULT_TAG_KEY, RESULT_TAG_VALUE, DeployOptions
 from facerec_cli.errors import UserError
 from facerec_cli.pipeline.observe.results import destination_record, fetch_result, list_result_keys, videos_of_event
 from facerec_cli.localcloud.server import LocalCloud
-from facerec_cli.pipeline.local.workers import Allowlist
+from facerec_cli.pipeline.local.functions import Allowlist
 
 LOCAL_PREFIX = "facerec-local"
 RUNTIMES = ("workers", "containers")
@@ -230,7 +232,7 @@ class LocalPipeline:
         arn = f"arn:aws:lambda:{self.cloud.region}:{self.clients.account_id}:function:{function_name}"
         queue_url = self.clients.sqs.get_queue_url(QueueName=names.failure_queue)["QueueUrl"]
         # Lambda sends the failure record with the function's execution role (its ReportFailures statement).
-        role = self.cloud.function_spec(function_name).role if self.cloud.enforce_iam else None
+        role = self.cloud.local_function(function_name).role if self.cloud.enforce_iam else None
         sqs = self.cloud.client("sqs", role=role) if role else self.clients.sqs
         try:
             sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(destination_record(arn, "", event, message, 3)))

@@ -6,275 +6,40 @@ invocations one at a time over a pipe. The parent notices a worker that dies mid
 process sentinel, so a killed worker becomes a failed attempt instead of a hang.
 
 This module must stay importable without moto: spawned workers import it, and dragging the moto server
-into every worker would only cost start-up time.
+into every worker would only cost start-up time. What they run (:class:`~.functions.LocalFunction`,
+:class:`~.functions.Outcome`) is in :mod:`.functions`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import sys
-import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-Handler = Callable[[Any, "LambdaContext"], Any]
-
-# Variables that would let a worker reach the user's real AWS account (or make botocore look for a
-# profile that the empty config file cannot have). Workers never inherit them.
-REAL_AWS_KEYS = frozenset(
-    {
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AWS_ROLE_ARN",
-        "AWS_ROLE_SESSION_NAME",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-        "AWS_CREDENTIAL_EXPIRATION",
-        # Would make boto3 ignore AWS_ENDPOINT_URL, i.e. talk to real AWS.
-        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-    }
+from facerec_cli.localcloud.environ import applied_environ, real_aws_keys, redirect_output
+from facerec_cli.pipeline.local.functions import (
+    Handler,
+    LocalFunction,
+    Outcome,
+    call_handler,
+    error_outcome,
+    lambda_environ,
+    load_handler,
 )
 
 
-def redirect_output(log_path: str | None) -> None:
-    """A worker process's stdout and stderr (its subprocesses' too) to ``log_path``, or stdout to
-    stderr: the parent's stdout carries only results."""
-    if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # private when it creates it
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    else:
-        os.dup2(2, 1)
-
-
-# What the local runtime runs (``run-local``): the pipeline's two handlers, as ``facerec bootstrap`` names
-# them in the functions' ImageConfig command (facerec_cli/pipeline/stack.py; a test keeps the two equal).
-PIPELINE_HANDLERS = frozenset({"lambdas.video_splitting.handler", "lambdas.face_recognition.handler"})
-
-
-def pipeline_variables() -> frozenset[str]:
-    """The variables a pipeline function's configuration may set: every name ``lambdas/env.py`` defines,
-    and the models' thread count (``FACEREC_THREADS``, which run-local sets on the recognition function).
-    Not FACEREC_MODELS or FACEREC_WEIGHTS_DIR: where the models and weights are read from comes from the
-    user's own environment, never from a function configuration that any local user can change."""
-    from lambdas import env as fenv
-    from lambdas.core.models import THREADS_ENV
-
-    names = {
-        value
-        for key, value in vars(fenv).items()
-        if key.isupper() and isinstance(value, str) and value.replace("_", "").isalnum() and value.isupper()
-    }
-    return frozenset(names | {THREADS_ENV})
-
-
-@dataclass(frozen=True)
-class Allowlist:
-    """Which handlers the local runtime runs, and which variables a function's configuration may pass
-    them. The configuration comes from the moto server, which any local user can change
-    (UpdateFunctionConfiguration on 127.0.0.1 needs no real credentials): a function naming another
-    handler, or setting anything else (LD_PRELOAD, PYTHONPATH, AWS_ENDPOINT_URL...), is refused, never run.
-    ``None`` for either means anything (only for tests of the runtime itself)."""
-
-    handlers: frozenset[str] | None
-    variables: frozenset[str] | None
-
-    @classmethod
-    def pipeline(cls) -> Allowlist:
-        """The pipeline's two handlers with the variables ``lambdas/env.py`` names."""
-        return cls(PIPELINE_HANDLERS, pipeline_variables())
-
-    @classmethod
-    def anything(cls) -> Allowlist:
-        return cls(None, None)
-
-    def widened(self, handlers: Iterable[str] = (), variables: Iterable[str] = ()) -> Allowlist:
-        return Allowlist(
-            None if self.handlers is None else self.handlers | frozenset(handlers),
-            None if self.variables is None else self.variables | frozenset(variables),
-        )
-
-    def refusal(self, spec: FunctionSpec) -> str | None:
-        """Why ``spec`` must not run (one sentence a person can act on), or None."""
-        if self.handlers is not None and spec.handler not in self.handlers:
-            return (
-                f"refused to run {spec.name}: its configuration names the handler {spec.handler!r}, and the local "
-                f"runtime runs only {', '.join(sorted(self.handlers))} (someone changed the function on the local "
-                "cloud: rerun to start a fresh one)"
-            )
-        if self.variables is not None:
-            extra = sorted(k for k in spec.environment if k not in self.variables)
-            if extra:
-                return (
-                    f"refused to run {spec.name}: its configuration sets {', '.join(extra)}, which the local runtime "
-                    "does not pass to handlers (only the variables lambdas/env.py names; someone changed the function "
-                    "on the local cloud: rerun to start a fresh one)"
-                )
-        return None
-
-
-def real_aws_keys(environ: Mapping[str, str]) -> frozenset[str]:
-    """The variables in ``environ`` that a local worker must not see: credentials and profiles, and
-    per-service endpoints (``AWS_ENDPOINT_URL_S3``...) that would override the local cloud's."""
-    return frozenset(k for k in environ if k in REAL_AWS_KEYS or k.startswith("AWS_ENDPOINT_URL_"))
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """What the runtime needs to know about one Lambda function, read from its configuration."""
-
-    name: str
-    arn: str
-    handler: str | None
-    environment: Mapping[str, str] = field(default_factory=dict)
-    timeout_s: int = 3
-    memory_mb: int = 128
-    role: str | None = None  # the execution role's ARN: with IAM enforcement, handlers get its credentials
-
-    @classmethod
-    def from_configuration(cls, config: Mapping[str, Any]) -> FunctionSpec:
-        """Build from a GetFunctionConfiguration-shaped dict. An Image function's handler is its
-        ``ImageConfig.Command[0]`` (what the Dockerfile CMD names for the Lambda runtime); a Zip
-        function's is ``Handler``."""
-        handler = None
-        if config.get("PackageType") == "Image":
-            command = (config.get("ImageConfigResponse") or {}).get("ImageConfig", {}).get("Command") or []
-            handler = command[0] if command else None
-        handler = handler or config.get("Handler") or None
-        variables = (config.get("Environment") or {}).get("Variables") or {}
-        return cls(
-            name=config["FunctionName"],
-            arn=config["FunctionArn"],
-            handler=handler,
-            environment={str(k): str(v) for k, v in variables.items()},
-            timeout_s=int(config.get("Timeout") or 3),
-            memory_mb=int(config.get("MemorySize") or 128),
-            role=config.get("Role") or None,
-        )
-
-    @property
-    def fingerprint(self) -> tuple[Any, ...]:
-        """Equal fingerprints can share warm workers; a changed one needs fresh workers."""
-        return (self.name, self.handler, tuple(sorted(self.environment.items())), self.timeout_s, self.memory_mb, self.role)
-
-
-class LambdaContext:
-    """The attributes of the Lambda Python runtime's context object that handlers commonly use."""
-
-    def __init__(self, spec: FunctionSpec, request_id: str) -> None:
-        self.function_name = spec.name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = spec.arn
-        self.memory_limit_in_mb = spec.memory_mb
-        self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{spec.name}"
-        self.log_stream_name = f"local/{os.getpid()}"
-        # The local runtime does not kill a handler at its timeout (a cold model load on a laptop
-        # can take longer than it would on Lambda); handlers that budget their work still get the number.
-        self._deadline = time.monotonic() + spec.timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The end of one attempt: a JSON payload, an error in Lambda's shape, or a dead worker."""
-
-    ok: bool
-    payload: str | None = None
-    error: Mapping[str, Any] | None = None
-    died: bool = False
-
-    @property
-    def message(self) -> str:
-        if self.ok or not self.error:
-            return ""
-        return f"{self.error.get('errorType', 'Error')}: {self.error.get('errorMessage', '')}"
-
-
-def error_outcome(error_type: str, message: str, *, died: bool = False, stack: list[str] | None = None) -> Outcome:
-    return Outcome(
-        ok=False, error={"errorType": error_type, "errorMessage": message, "stackTrace": stack or []}, died=died
-    )
-
-
-def load_handler(path: str | None) -> Handler:
-    """``package.module.function`` (slashes allowed, as the Lambda runtime allows) to the callable."""
-    if not path or "." not in path:
-        raise ValueError(
-            f"handler {path!r} is not 'module.function': set ImageConfig.Command (Image) or Handler (Zip)"
-        )
-    module_name, attr = path.replace("/", ".").rsplit(".", 1)
-    handler = getattr(importlib.import_module(module_name), attr)
-    if not callable(handler):
-        raise TypeError(f"handler {path!r} is not callable")
-    return handler
-
-
-def call_handler(handler: Handler, spec: FunctionSpec, request_id: str, event_text: str) -> Outcome:
-    """One invocation, with the handler's exception turned into Lambda's error shape."""
-    try:
-        event = json.loads(event_text) if event_text else {}
-        result = handler(event, LambdaContext(spec, request_id))
-    except Exception as exc:  # a handler error is data for the caller, not a crash of the runtime
-        traceback.print_exc()
-        return error_outcome(type(exc).__name__, str(exc), stack=traceback.format_tb(exc.__traceback__))
-    try:
-        return Outcome(ok=True, payload=json.dumps(result))
-    except (TypeError, ValueError) as exc:
-        return error_outcome("Runtime.MarshalError", f"unable to marshal response: {exc}")
-
-
-def lambda_environ(spec: FunctionSpec, cloud_env: Mapping[str, str]) -> dict[str, str]:
-    """The variables a handler of ``spec`` sees: the cloud's, the function's over them, and the
-    runtime's reserved ones last (Lambda does not let a function override those)."""
-    region = cloud_env.get("AWS_DEFAULT_REGION", "us-east-1")
-    return {
-        **cloud_env,
-        **spec.environment,
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout_s),
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-        "_HANDLER": spec.handler or "",
-    }
-
-
-def worker_environ(spec: FunctionSpec, cloud_env: Mapping[str, str]) -> dict[str, str]:
+def worker_environ(spec: LocalFunction, cloud_env: Mapping[str, str]) -> dict[str, str]:
     """A worker's whole environment: ours (PATH, HOME, ...) without real-AWS credentials, plus the
     function's Lambda environment."""
     dropped = real_aws_keys(os.environ)
     inherited = {k: v for k, v in os.environ.items() if k not in dropped}
     return {**inherited, **lambda_environ(spec, cloud_env)}
-
-
-class Runner(Protocol):
-    """Runs invocations of functions for one dispatcher lane."""
-
-    def start(self) -> None: ...
-
-    def run(self, spec: FunctionSpec, request_id: str, event_text: str) -> Outcome: ...
-
-    def kill(self) -> None: ...
-
-    def close(self, grace_s: float) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -283,7 +48,7 @@ class Runner(Protocol):
 
 def _worker_main(
     conn: multiprocessing.connection.Connection,
-    spec: FunctionSpec,
+    spec: LocalFunction,
     env: dict[str, str],
     sys_path: list[str],
     log_path: str | None,
@@ -327,7 +92,7 @@ class WorkerProcess:
 
     def __init__(
         self,
-        spec: FunctionSpec,
+        spec: LocalFunction,
         cloud_env: Mapping[str, str],
         *,
         log_path: str | None = None,
@@ -362,7 +127,7 @@ class WorkerProcess:
         child_end.close()  # so that the child's death shows up as EOF on our end
         self._proc, self._conn, self._ready = proc, parent_end, False
 
-    def run(self, spec: FunctionSpec, request_id: str, event_text: str) -> Outcome:
+    def run(self, spec: LocalFunction, request_id: str, event_text: str) -> Outcome:
         self.start()
         if not self._ready:
             first = self._receive()
@@ -442,23 +207,6 @@ class WorkerProcess:
 # The caller's own process (`--workers 0`, for debuggers and profilers)
 
 
-@contextlib.contextmanager
-def applied_environ(values: Mapping[str, str], remove: frozenset[str] = frozenset()) -> Iterator[None]:
-    """Set (and unset) variables for the duration of a call and put the previous values back."""
-    saved = {key: os.environ.get(key) for key in (*values, *remove)}
-    for key in remove:
-        os.environ.pop(key, None)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 class InProcessRunner:
     """Runs handlers in this process, one call at a time, with the function's environment applied
     around each call. The dispatcher gives it a single thread: handlers reading ``os.environ`` must not
@@ -471,7 +219,7 @@ class InProcessRunner:
     def start(self) -> None:
         pass
 
-    def run(self, spec: FunctionSpec, request_id: str, event_text: str) -> Outcome:
+    def run(self, spec: LocalFunction, request_id: str, event_text: str) -> Outcome:
         with applied_environ(lambda_environ(spec, self._cloud_env), remove=real_aws_keys(os.environ)):
             handler = self._handlers.get(spec.handler or "")
             if handler is None:

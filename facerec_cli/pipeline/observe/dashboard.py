@@ -18,27 +18,24 @@ Latency is the result's LastModified minus the input's (S3 stores times to the s
 
 Extension point: IaaS deployments add queue depths and app-tier instances as *sections*: callables
 given to :class:`Dashboard` (``sections={"queues": read_queue_depths}``) whose dict lands in
-``Snapshot.sections[name]``, in ``--json`` under ``"sections"``, and as one table per section.
+``PipelineSnapshot.sections[name]``, in ``--json`` under ``"sections"``, and as one table per section.
+
+The snapshot's model is in :mod:`.snapshot`, its drawing and the watch loop in :mod:`.dashboard_view`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import botocore.exceptions
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from lambdas.core.results import ERROR
 from lambdas.events import RESULT_PREFIX_SKIP
@@ -49,11 +46,9 @@ from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.cloud_errors import not_deployed, user_error
 from facerec_cli.config import Names, Settings
 from facerec_cli.pipeline.observe.results import FailedVideo, peek_failures
+from facerec_cli.pipeline.observe.snapshot import FAILED, FINISHED, SPLIT, UPLOADED, LogError, PipelineSnapshot, VideoState
 from facerec_cli.pipeline.upload_ledger import parse_time, stem_of
 
-UPLOADED, SPLIT, FINISHED, FAILED = "uploaded", "split", "finished", "failed"
-IN_FLIGHT = (UPLOADED, SPLIT)
-DEFAULT_INTERVAL = 1.5
 ERRORS_LOOKBACK_S = 3600  # the first refresh shows errors logged in the last hour
 KEEP_ERRORS = 8  # log errors kept and shown
 KEEP_FAILURES = 8
@@ -67,137 +62,11 @@ MAX_LOG_PAGES = 5
 Section = Callable[[], Mapping[str, Any]]
 
 
-# ---------------------------------------------------------------------------------------- snapshot
-
-
 @dataclass(frozen=True)
 class S3Object:
     key: str
     etag: str
     modified: datetime
-
-
-@dataclass
-class VideoState:
-    stem: str
-    video: str
-    state: str
-    uploaded_at: datetime | None = None
-    answered_at: datetime | None = None
-    latency_s: float | None = None  # answered - uploaded; for a video in flight, its age so far
-    error: str | None = None
-    segments: tuple[int, int] | None = None  # a timeline's segments (done, planned), while in flight
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"video": self.video, "stem": self.stem, "state": self.state}
-        if self.segments is not None:
-            data["segments"] = {"done": self.segments[0], "total": self.segments[1]}
-        if self.latency_s is not None:
-            data["age_s" if self.state in IN_FLIGHT else "latency_s"] = round(self.latency_s, 3)
-        if self.error:
-            data["error"] = self.error
-        return data
-
-
-@dataclass(frozen=True)
-class LogError:
-    timestamp: int  # ms since the epoch
-    function: str
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"time": _iso(datetime.fromtimestamp(self.timestamp / 1000, timezone.utc)), "function": self.function, "message": self.message}
-
-
-@dataclass
-class Snapshot:
-    """What one refresh saw. ``videos``: one state per video, by stem."""
-
-    taken_at: datetime
-    prefix: str
-    buckets: dict[str, int]
-    videos: dict[str, VideoState] = field(default_factory=dict)
-    failures: list[VideoState] = field(default_factory=list)  # the latest failed videos, newest first
-    errors: list[LogError] = field(default_factory=list)  # the latest error lines in the logs, oldest first
-    notes: list[str] = field(default_factory=list)  # what could not be read (a log group missing or denied)
-    sections: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # extension point (IaaS)
-
-    def count(self, *states: str) -> int:
-        return sum(v.state in states for v in self.videos.values())
-
-    @property
-    def in_flight(self) -> list[VideoState]:
-        """Videos uploaded but not answered, oldest first."""
-        waiting = [v for v in self.videos.values() if v.state in IN_FLIGHT]
-        return sorted(waiting, key=lambda v: (v.uploaded_at or self.taken_at, v.stem))
-
-    @property
-    def idle(self) -> bool:
-        return not any(v.state in IN_FLIGHT for v in self.videos.values())
-
-    @property
-    def latencies(self) -> list[float]:
-        return sorted(v.latency_s for v in self.videos.values() if v.state in (FINISHED, FAILED) and v.latency_s is not None)
-
-    def latency(self) -> dict[str, float | int | None]:
-        values = self.latencies
-        return {
-            "n": len(values),
-            "p50": _round(percentile(values, 50)),
-            "p95": _round(percentile(values, 95)),
-            "max": _round(values[-1] if values else None),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "time": _iso(self.taken_at),
-            "prefix": self.prefix,
-            "buckets": dict(self.buckets),
-            "videos": len(self.videos),
-            "in_flight": self.count(*IN_FLIGHT),
-            "uploaded": self.count(UPLOADED),
-            "split": self.count(SPLIT),
-            "finished": self.count(FINISHED),
-            "failed": self.count(FAILED),
-            "idle": self.idle,
-            "latency_s": self.latency(),
-            "in_flight_videos": [v.to_dict() for v in self.in_flight],
-            "failures": [v.to_dict() for v in self.failures],
-            "errors": [e.to_dict() for e in self.errors],
-        }
-        if self.notes:
-            data["notes"] = list(self.notes)
-        running = [v.segments for v in self.in_flight if v.segments is not None]
-        if running:  # timelines: segment invocations planned and not finished yet
-            data["segments_in_flight"] = sum(total - done for done, total in running)
-        if self.sections:
-            data["sections"] = {name: dict(values) for name, values in self.sections.items()}
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, default=str)
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# ----------------------------------------------------------------------------------------- reading
 
 
 def list_objects(s3: Any, bucket: str) -> list[S3Object]:
@@ -397,16 +266,16 @@ class Dashboard:
 
     # -- the snapshot
 
-    def snapshot(self) -> Snapshot:
-        n = self.names
+    def snapshot(self) -> PipelineSnapshot:
+        names = self.names
         taken = datetime.now(timezone.utc)
-        inputs = {stem_of(o.key): o for o in self._list(n.input_bucket)}
-        stage1_keys = {o.key: o for o in self._list(n.stage1_bucket)}
+        inputs = {stem_of(o.key): o for o in self._list(names.input_bucket)}
+        stage1_keys = {o.key: o for o in self._list(names.stage1_bucket)}
         frames = {stem: stage1_keys[f"{stem}.jpg"] for stem in first_frames(set(stage1_keys))}
         segments = segment_progress(stage1_keys.values())
         results = {
             o.key[: -len(".json")]: o
-            for o in self._list(n.output_bucket)
+            for o in self._list(names.output_bucket)
             if o.key.endswith(".json") and not o.key.startswith(RESULT_PREFIX_SKIP)
         }
         statuses = self._statuses_of(results)
@@ -457,9 +326,9 @@ class Dashboard:
         failed = [v for v in videos.values() if v.state == FAILED]
         failed.sort(key=lambda v: (v.answered_at or taken, v.stem), reverse=True)
         sections = {name: dict(read()) for name, read in self.sections.items()}
-        return Snapshot(
+        return PipelineSnapshot(
             taken_at=taken,
-            prefix=n.prefix,
+            prefix=names.prefix,
             buckets={"input": len(inputs), "stage1_videos": len(frames), "output_results": len(results)},
             videos=videos,
             failures=failed[:KEEP_FAILURES],
@@ -467,218 +336,3 @@ class Dashboard:
             notes=notes,
             sections=sections,
         )
-
-
-def take_snapshot(
-    s3: Any,
-    sqs: Any | None,
-    logs: Any | None,
-    names: Names,
-    *,
-    settings: Settings | None = None,
-    sections: Mapping[str, Section] | None = None,
-    errors_since_ms: int | None = None,
-) -> Snapshot:
-    """One snapshot with a fresh :class:`Dashboard` (``facerec watch`` keeps one across refreshes)."""
-    return Dashboard(s3, sqs, logs, names, settings=settings, sections=sections, errors_since_ms=errors_since_ms).snapshot()
-
-
-# --------------------------------------------------------------------------------------- rendering
-
-STATE_STYLE = {UPLOADED: "blue", SPLIT: "magenta", FINISHED: "green", FAILED: "bold red"}
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.1f}s" if value < 120 else f"{value / 60:.1f}m"
-
-
-def render(snapshot: Snapshot, *, interval: float | None = None, rows: int = 10) -> Group:
-    """The dashboard: a header line, then counts, videos in flight, failures, errors, extra sections."""
-    when = snapshot.taken_at.astimezone().strftime("%H:%M:%S")
-    state = Text("idle", style="green") if snapshot.idle else Text(f"{snapshot.count(*IN_FLIGHT)} in flight", style="bold yellow")
-    segments = [v.segments for v in snapshot.in_flight if v.segments is not None]
-    if segments:  # timelines: segment invocations not finished yet
-        state.append(f" ({sum(t - d for d, t in segments)} segments)", style="yellow")
-    header = Text.assemble(("facerec watch", "bold"), f" · prefix {snapshot.prefix} · {when}", " · ", state)
-    if interval:
-        header.append(f" · every {interval:g}s, Ctrl-C to stop", style="dim")
-
-    counts = Table(title="pipeline", title_justify="left", show_header=True, box=None, pad_edge=False)
-    for column in ("input", "stage-1", "output", "in flight", "finished", "failed", "latency p50", "p95", "max"):
-        counts.add_column(column, justify="right")
-    lat = snapshot.latency()
-    b = snapshot.buckets
-    counts.add_row(
-        str(b["input"]), str(b["stage1_videos"]), str(b["output_results"]),
-        Text(str(snapshot.count(*IN_FLIGHT)), style="yellow" if not snapshot.idle else ""),
-        Text(str(snapshot.count(FINISHED)), style="green"),
-        Text(str(snapshot.count(FAILED)), style="bold red" if snapshot.count(FAILED) else ""),
-        _seconds(lat["p50"]), _seconds(lat["p95"]), _seconds(lat["max"]),  # type: ignore[arg-type]
-    )  # fmt: skip
-    counts.caption = f"videos per bucket; latency from upload to result over {lat['n']} answered video(s)"
-    counts.caption_justify = "left"
-    parts: list[Any] = [header, counts]
-
-    waiting = snapshot.in_flight
-    if waiting:
-        table = Table(title="in flight (oldest first)", title_justify="left", box=None, pad_edge=False)
-        table.add_column("video", overflow="fold")
-        table.add_column("state")
-        table.add_column("age", justify="right")
-        timelines = any(v.segments is not None for v in waiting)
-        if timelines:
-            table.add_column("segments", justify="right")
-        for v in waiting[:rows]:
-            cells = [v.video, Text(v.state, style=STATE_STYLE[v.state]), _seconds(v.latency_s)]
-            if timelines:
-                cells.append(f"{v.segments[0]}/{v.segments[1]} done" if v.segments else "")
-            table.add_row(*cells)
-        if len(waiting) > rows:
-            table.caption = f"… and {len(waiting) - rows} more"
-        parts.append(table)
-    if snapshot.failures:
-        table = Table(title="failed (newest first)", title_justify="left", box=None, pad_edge=False)
-        table.add_column("video", overflow="fold")
-        table.add_column("why", overflow="fold")
-        for v in snapshot.failures[: max(3, rows // 2)]:
-            table.add_row(Text(v.video, style="red"), v.error or "")
-        parts.append(table)
-    if snapshot.errors or snapshot.notes:
-        table = Table(title="last errors in the function logs", title_justify="left", box=None, pad_edge=False)
-        table.add_column("time")
-        table.add_column("function")
-        table.add_column("message", overflow="fold")
-        for e in snapshot.errors[-max(3, rows // 2):]:
-            stamp = datetime.fromtimestamp(e.timestamp / 1000).strftime("%H:%M:%S")
-            table.add_row(stamp, e.function, Text(e.message, style="red"))
-        if snapshot.notes:
-            table.caption = "; ".join(snapshot.notes)
-            table.caption_justify = "left"
-        parts.append(table)
-    for name, values in snapshot.sections.items():
-        table = Table(title=name, title_justify="left", box=None, pad_edge=False)
-        for key in values:
-            table.add_column(str(key), justify="right")
-        table.add_row(*(str(v) for v in values.values()))
-        parts.append(table)
-    return Group(*parts)
-
-
-# ------------------------------------------------------------------------------------------ the loop
-
-
-class Refreshable(Protocol):
-    """What a watch loop shows: a snapshot that knows when it is idle and how to be JSON."""
-
-    @property
-    def idle(self) -> bool: ...
-
-    def to_json(self) -> str: ...
-
-
-S = TypeVar("S", bound=Refreshable)
-
-
-def refresh_loop(
-    take: Callable[[], S],
-    draw: Callable[[S, int | None], Any],
-    *,
-    interval: float = DEFAULT_INTERVAL,
-    until_idle: bool = False,
-    json_lines: bool = False,
-    console: Console | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    max_refreshes: int | None = None,
-) -> S | None:
-    """The loop of every `watch`: ``take`` a snapshot every ``interval`` seconds until Ctrl-C, or with
-    ``until_idle`` until one is idle (the first one included), or after ``max_refreshes`` (tests).
-    ``json_lines``: one snapshot per refresh on stdout, one line each. Otherwise a live view on a
-    terminal (``draw(snapshot, terminal height)``); elsewhere the last snapshot is printed once at the
-    end (``draw(snapshot, None)``). Returns the last snapshot."""
-    from facerec_cli.render import out
-
-    console = console or out
-    live: Live | None = None
-    snapshot: S | None = None
-    taken = 0
-    try:
-        if not json_lines and console.is_terminal:
-            live = Live(console=console, refresh_per_second=4, transient=False, vertical_overflow="crop")
-            live.start()
-        while True:
-            snapshot = take()
-            taken += 1
-            if json_lines:
-                sys.stdout.write(snapshot.to_json() + "\n")
-                sys.stdout.flush()
-            elif live is not None:
-                live.update(draw(snapshot, console.size.height))
-            if (until_idle and snapshot.idle) or (max_refreshes is not None and taken >= max_refreshes):
-                break
-            sleep(interval)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a watch ends
-    finally:
-        if live is not None:
-            live.stop()
-    if snapshot is not None and not json_lines and live is None:
-        console.print(draw(snapshot, None))
-    return snapshot
-
-
-def watch(
-    dashboard: Dashboard,
-    *,
-    interval: float = DEFAULT_INTERVAL,
-    until_idle: bool = False,
-    json_lines: bool = False,
-    console: Console | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Snapshot | None:
-    """`facerec watch` on a pipeline: :func:`refresh_loop` over ``dashboard``'s snapshots."""
-
-    def draw(snapshot: Snapshot, height: int | None) -> Group:
-        if height is None:
-            return render(snapshot)
-        return render(snapshot, interval=interval, rows=max(3, (height - 12) // 2))
-
-    return refresh_loop(
-        dashboard.snapshot, draw, interval=interval, until_idle=until_idle, json_lines=json_lines, console=console, sleep=sleep
-    )
-
-
-def run_watch(settings: Settings, *, interval: float, until_idle: bool, json_lines: bool, sections: Mapping[str, Section] | None = None) -> Snapshot | None:
-    """``facerec watch`` for the deployment ``settings`` names."""
-    from facerec_cli.infra import aws
-
-    sess = aws.session(settings)
-    dashboard = Dashboard(
-        aws.client(settings, "s3", sess=sess),
-        aws.client(settings, "sqs", sess=sess),
-        aws.client(settings, "logs", sess=sess),
-        settings.names,
-        settings=settings,
-        sections=sections,
-    )
-    return watch(dashboard, interval=interval, until_idle=until_idle, json_lines=json_lines)
-
-
-__all__ = [
-    "FAILED",
-    "FINISHED",
-    "SPLIT",
-    "UPLOADED",
-    "Dashboard",
-    "LogError",
-    "Snapshot",
-    "VideoState",
-    "first_frames",
-    "percentile",
-    "refresh_loop",
-    "render",
-    "run_watch",
-    "take_snapshot",
-    "watch",
-]

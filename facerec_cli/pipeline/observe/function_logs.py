@@ -51,11 +51,11 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
 
 def resolve_functions(settings: Settings, function: str | None) -> list[str]:
     """The functions to read: both by default; ``splitting``/``recognition`` are accepted as short names."""
-    n = settings.names
-    both = [n.splitting_function, n.recognition_function]
+    names = settings.names
+    both = [names.splitting_function, names.recognition_function]
     if function is None:
         return both
-    aliases = {"splitting": n.splitting_function, "split": n.splitting_function, "recognition": n.recognition_function, "recognise": n.recognition_function, "recognize": n.recognition_function}
+    aliases = {"splitting": names.splitting_function, "split": names.splitting_function, "recognition": names.recognition_function, "recognise": names.recognition_function, "recognize": names.recognition_function}
     name = aliases.get(function.lower(), function)
     if name not in both:
         raise UserError(f"unknown function {function!r}", hint=f"use {' or '.join(both)} (or leave --function out for both)")

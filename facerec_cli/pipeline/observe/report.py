@@ -82,11 +82,11 @@ def collect_rows(settings: Settings, s3: Any, sqs: Any, *, extra: Iterable[Resul
     still without an answer (``pending``); ``extra``: results of inputs that never reached a bucket."""
     from facerec_cli.pipeline.observe.watch_results import ResultsReader
 
-    n = settings.names
+    names = settings.names
     results = ResultsReader(settings, s3, sqs).refresh().results
-    inputs = {stem_of(o.key): o for o in list_objects(s3, n.input_bucket)}
-    stage1 = {o.key: o for o in list_objects(s3, n.stage1_bucket)}
-    outputs = {o.key: o for o in list_objects(s3, n.output_bucket)}
+    inputs = {stem_of(o.key): o for o in list_objects(s3, names.input_bucket)}
+    stage1 = {o.key: o for o in list_objects(s3, names.stage1_bucket)}
+    outputs = {o.key: o for o in list_objects(s3, names.output_bucket)}
 
     rows: dict[str, ReportRow] = {}
     for stem, result in results.items():
@@ -104,8 +104,8 @@ def collect_rows(settings: Settings, s3: Any, sqs: Any, *, extra: Iterable[Resul
         upload = inputs.get(stem)
         since = upload.modified.replace(microsecond=0) if upload else None
         for kind, bucket, objects, key in (
-            ("annotated", n.output_bucket, outputs, f"{stem}{ANNOTATED_SUFFIX}"),
-            ("frame", n.stage1_bucket, stage1, f"{stem}.jpg"),
+            ("annotated", names.output_bucket, outputs, f"{stem}{ANNOTATED_SUFFIX}"),
+            ("frame", names.stage1_bucket, stage1, f"{stem}.jpg"),
         ):
             obj: S3Object | None = objects.get(key)
             if obj is None or (since is not None and obj.modified < since):
@@ -117,7 +117,7 @@ def collect_rows(settings: Settings, s3: Any, sqs: Any, *, extra: Iterable[Resul
                 break
         if row.timeline is not None:  # the best view of each person, stored beside the result
             for person in row.timeline.people[:MAX_LANES]:
-                data = _get(s3, n.output_bucket, person.image) if person.image else None
+                data = _get(s3, names.output_bucket, person.image) if person.image else None
                 small = thumbnail(data, VIEW_SIZE) if data else None
                 if small:
                     row.views[person.person] = small

@@ -55,7 +55,7 @@ def list_result_objects(s3: Any, bucket: str) -> dict[str, ResultObject]:
 
 
 @dataclass
-class Snapshot:
+class ResultsSnapshot:
     """What one refresh saw. ``results``: stem -> result, results and failures merged (a result
     object wins over a failure record of the same video); ``pending``: uploads not yet answered."""
 
@@ -104,7 +104,7 @@ class ResultsReader:
             self._queue_checked = True
         return self._queue_url
 
-    def refresh(self, uploads: list[UploadRecord] | None = None) -> Snapshot:
+    def refresh(self, uploads: list[UploadRecord] | None = None) -> ResultsSnapshot:
         try:
             objects = list_result_objects(self.s3, self.bucket)
         except botocore.exceptions.ClientError as exc:
@@ -143,7 +143,7 @@ class ResultsReader:
 
         uploads = list(uploads or [])
         pending = [u for u in uploads if not _answered(u, objects.get(u.stem), failures.get(u.stem))]
-        return Snapshot(results, pending, uploads)
+        return ResultsSnapshot(results, pending, uploads)
 
 
 def _answered(upload: UploadRecord, result: ResultObject | None, failure: FailedVideo | None) -> bool:
@@ -165,7 +165,7 @@ def _answered(upload: UploadRecord, result: ResultObject | None, failure: Failed
 # --------------------------------------------------------------------------------------- rendering
 
 
-def snapshot_table(snapshot: Snapshot, *, title: str | None = None, limit: int | None = None) -> Table:
+def snapshot_table(snapshot: ResultsSnapshot, *, title: str | None = None, limit: int | None = None) -> Table:
     """The results table plus one row per upload still waiting; ``limit`` keeps the last rows."""
     rows = snapshot.ordered()
     hidden = 0
@@ -181,7 +181,7 @@ def snapshot_table(snapshot: Snapshot, *, title: str | None = None, limit: int |
     return table
 
 
-def watch_title(snapshot: Snapshot, started: float, timeout: float) -> str:
+def watch_title(snapshot: ResultsSnapshot, started: float, timeout: float) -> str:
     elapsed = time.monotonic() - started
     parts = [f"{snapshot.answered}/{len(snapshot.uploads)} uploaded videos answered"]
     if snapshot.errors:
@@ -192,11 +192,11 @@ def watch_title(snapshot: Snapshot, started: float, timeout: float) -> str:
 
 @dataclass
 class WatchOutcome:
-    snapshot: Snapshot
+    snapshot: ResultsSnapshot
     timed_out: bool
 
 
-def watch(
+def watch_until_answered(
     reader: ResultsReader,
     uploads: Callable[[], list[UploadRecord]],
     *,
@@ -215,7 +215,7 @@ def watch(
     deadline = started + timeout
     printed: dict[str, str] = {}
 
-    def emit(snapshot: Snapshot) -> None:
+    def emit(snapshot: ResultsSnapshot) -> None:
         for stem, result in snapshot.answered_items():
             line = result.to_json()
             if printed.get(stem) != line:
@@ -223,7 +223,7 @@ def watch(
                 sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    def step() -> tuple[Snapshot, bool]:
+    def step() -> tuple[ResultsSnapshot, bool]:
         snapshot = reader.refresh(uploads())
         return snapshot, not snapshot.pending
 
@@ -251,7 +251,7 @@ def watch(
             live.stop()
 
 
-def show(snapshot: Snapshot, *, json_lines: bool, title: str = "results") -> None:
+def show(snapshot: ResultsSnapshot, *, json_lines: bool, title: str = "results") -> None:
     """The listing of `facerec results`: JSON Lines on stdout, or the table plus error lines."""
     if json_lines:
         for result in snapshot.ordered():
@@ -273,10 +273,10 @@ __all__ = [
     "POLL_SECONDS",
     "ResultObject",
     "ResultsReader",
-    "Snapshot",
+    "ResultsSnapshot",
     "WatchOutcome",
     "list_result_objects",
     "show",
     "snapshot_table",
-    "watch",
+    "watch_until_answered",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,22 @@ def _plan_line(action: str, resource: str, detail: str) -> Text:
     if detail:
         line.append(f": {detail}", style="dim")
     return line
+
+
+def show_then_apply(plan: Any, *, dry_run: bool, confirm: Callable[[], None]) -> bool:
+    """Print the plan (every call it makes, on a dry run); unless this is a dry run or there is nothing to
+    do, ``confirm()`` (raises to refuse) and apply it. True when it was applied."""
+    from facerec_cli.infra.executor import RichReporter, apply_plan
+
+    print_plan(plan, out, calls=dry_run)
+    if dry_run:
+        err.print(f"dry run: nothing was {'deleted' if plan.kind == 'destroy' else 'changed'}", style="dim")
+        return False
+    if plan.empty:
+        return False
+    confirm()
+    apply_plan(plan, RichReporter(console=err))
+    return True
 
 
 # ------------------------------------------------------------------------------------------ bootstrap
@@ -224,24 +241,16 @@ def _build_images(
 
 def run_destroy(settings: Settings, *, yes: bool, dry_run: bool) -> None:
     from facerec_cli.infra.clients import Clients
-    from facerec_cli.infra.executor import RichReporter, apply_plan
     from facerec_cli.pipeline.deployer import plan_destroy
     from facerec_cli.pipeline.stack import DeployOptions
     from facerec_cli.pipeline.upload_ledger import UploadLedger
 
-    clients = Clients.from_settings(settings)
-    plan = plan_destroy(settings, DeployOptions(with_ecr=True), clients)
-    print_plan(plan, out, calls=dry_run)
-    if dry_run:
-        err.print("dry run: nothing was deleted", style="dim")
-        return
-    if plan.empty:
+    plan = plan_destroy(settings, DeployOptions(with_ecr=True), Clients.from_settings(settings))
+    applied = show_then_apply(plan, dry_run=dry_run, confirm=lambda: confirm_delete(plan, yes=yes, contents="the buckets"))
+    if not dry_run:
         UploadLedger(settings).forget()
-        return
-    confirm_delete(plan, yes=yes, contents="the buckets")
-    apply_plan(plan, RichReporter(console=err))
-    UploadLedger(settings).forget()
-    err.print(f"[green]destroyed[/] the deployment with prefix {escape(settings.prefix)} in {escape(settings.region)}", highlight=False)
+    if applied:
+        err.print(f"[green]destroyed[/] the deployment with prefix {escape(settings.prefix)} in {escape(settings.region)}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ IaaS
@@ -250,44 +259,26 @@ def run_destroy(settings: Settings, *, yes: bool, dry_run: bool) -> None:
 def run_iaas_bootstrap(settings: Any, options: Any, *, dry_run: bool, yes: bool) -> Any:
     from facerec_cli.iaas.deployer import plan_bootstrap, web_address
     from facerec_cli.infra.clients import Clients
-    from facerec_cli.infra.executor import RichReporter, apply_plan
 
     where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
     err.print(f"iaas bootstrap: {escape(where)}", highlight=False)
     with aws_errors(settings, "iaas bootstrap"):
         clients = Clients.from_settings(settings)
         plan = plan_bootstrap(settings, options, clients)
-        print_plan(plan, out, calls=dry_run)
-        if dry_run:
-            err.print("dry run: nothing was changed", style="dim")
+        if not show_then_apply(plan, dry_run=dry_run, confirm=lambda: confirm_changes(plan, yes=yes)):
             return plan
-        if plan.empty:
-            return plan
-        confirm_changes(plan, yes=yes)
-        apply_plan(plan, RichReporter(console=err))
         address = web_address(settings, options, clients)
-    if address:
-        err.print(f"[green]deployed[/]: the web tier answers at {address} once the instance has booted", highlight=False)
-    else:
-        err.print("[green]deployed[/]", highlight=False)
+    err.print(f"[green]deployed[/]: the web tier answers at {address} once the instance has booted" if address else "[green]deployed[/]", highlight=False)
     return plan
 
 
 def run_iaas_destroy(settings: Any, *, yes: bool, dry_run: bool) -> Any:
     from facerec_cli.iaas.deployer import plan_teardown
     from facerec_cli.infra.clients import Clients
-    from facerec_cli.infra.executor import RichReporter, apply_plan
 
     with aws_errors(settings, "iaas destroy"):
-        clients = Clients.from_settings(settings)
-        plan = plan_teardown(settings, clients)
-        print_plan(plan, out, calls=dry_run)
-        if dry_run:
-            err.print("dry run: nothing was deleted", style="dim")
+        plan = plan_teardown(settings, Clients.from_settings(settings))
+        if not show_then_apply(plan, dry_run=dry_run, confirm=lambda: confirm_delete(plan, yes=yes, contents="the buckets and queues")):
             return plan
-        if plan.empty:
-            return plan
-        confirm_delete(plan, yes=yes, contents="the buckets and queues")
-        apply_plan(plan, RichReporter(console=err))
     err.print(f"[green]destroyed[/] the IaaS deployment with prefix {escape(settings.prefix)} in {escape(settings.region)}", highlight=False)
     return plan

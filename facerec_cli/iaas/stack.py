@@ -50,7 +50,7 @@ from facerec_cli.iaas.user_data import app_user_data, web_user_data
 from facerec_cli.infra.naming import ROLE_POLICY_NAME, TLS_ONLY_SID, plain_http, tls_only_statement
 from facerec_cli.infra.planner import Stack
 from facerec_cli.infra.resources.autoscaling import AutoScalingGroupSpec
-from facerec_cli.infra.resources.ec2 import InstanceSpec, LaunchTemplateSpec, SecurityGroupSpec, TaggedInstancesSpec
+from facerec_cli.infra.resources.ec2 import InstanceSpec, LaunchTemplateSpec, Machine, SecurityGroupSpec, TaggedInstancesSpec
 from facerec_cli.infra.resources.iam import InstanceProfileSpec, RoleSpec
 from facerec_cli.infra.resources.s3 import BucketSpec, ObjectSpec
 from facerec_cli.infra.resources.sqs import QueueSpec
@@ -162,11 +162,10 @@ def iaas_stack(settings: Settings, options: IaasOptions, account_id: str) -> Sta
             InstanceProfileSpec(names.app_profile, names.app_role),
             SecurityGroupSpec(names.app_security_group, "facerec app tier: no inbound traffic"),
             SecurityGroupSpec(names.web_security_group, f"facerec web tier: HTTP on port {options.port}", frozenset({web_rule})),
-            LaunchTemplateSpec(
-                names.launch_template, options.ami, options.instance_type, names.app_profile, (names.app_security_group,),
-                app_user_data(settings, options), options.key_name,
+            LaunchTemplateSpec(names.launch_template, Machine(
+                options.ami, options.instance_type, names.app_profile, (names.app_security_group,), app_user_data(settings, options), options.key_name,
                 missing_image="--ami is required: the AMI the app-tier instances boot (with facerec installed)", summary="user data: facerec worker",
-            ),
+            )),
             # Instances with the app tier's names that the group did not start (older versions): terminated on destroy.
             TaggedInstancesSpec("app tier", (APP_INSTANCE_UNNAMED, f"{APP_INSTANCE_PREFIX}*")),
             AutoScalingGroupSpec(names.autoscaling_group, names.launch_template, options.max_instances, {"Name": APP_INSTANCE_UNNAMED}),
@@ -174,11 +173,11 @@ def iaas_stack(settings: Settings, options: IaasOptions, account_id: str) -> Sta
             InstanceProfileSpec(names.web_profile, names.web_role),
         ]
         if options.with_web:
-            specs.append(InstanceSpec(
-                WEB_INSTANCE, "web tier", options.web_ami or options.ami, options.web_instance_type, names.web_profile,
-                (names.web_security_group,), web_user_data(settings, options), options.key_name,
+            specs.append(InstanceSpec(WEB_INSTANCE, "web tier", Machine(
+                options.web_ami or options.ami, options.web_instance_type, names.web_profile, (names.web_security_group,),
+                web_user_data(settings, options), options.key_name,
                 missing_image="--ami (or --web-ami) is required to launch the web-instance", summary=f"user data: facerec web on port {options.port}",
-            ))
+            )))
     stack.specs = specs
     return stack
 

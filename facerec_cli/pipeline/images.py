@@ -264,31 +264,46 @@ def plan_images(
     return plans
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """How :func:`build_images` and :func:`build_local` build (see :func:`build_and_push`)."""
+
+    weights: str = "casia-webface"
+    base_image: str | None = None
+    only: Iterable[str] = KINDS
+    build_args: Mapping[str, str] | None = None
+    network_mode: str | None = None
+    platform: str | None = DEFAULT_PLATFORM
+    force: bool = False
+    root: Path | None = None
+    models: Path | None = None
+    timeout: float = 3600.0
+
+    def prepare(self, emit: Progress) -> tuple[list[ImagePlan], str | None]:
+        """(the images to build, the build's network): everything that can fail before an engine."""
+        build_args, network_mode = _build_options(self.build_args, self.network_mode)
+        plans = plan_images(weights=self.weights, base_image=self.base_image, only=self.only, build_args=build_args,
+                            root=self.root, models=self.models, on_progress=emit)  # fmt: skip
+        return plans, network_mode
+
+
 def build_images(
     settings: Settings,
     clients: Clients | None = None,
     *,
-    weights: str = "casia-webface",
     registry: str | None = None,
-    base_image: str | None = None,
     docker_client: Any = None,
     docker_host: str | None = None,
     on_progress: Progress | None = None,
-    only: Iterable[str] = KINDS,
-    build_args: Mapping[str, str] | None = None,
-    network_mode: str | None = None,
-    platform: str | None = DEFAULT_PLATFORM,
-    force: bool = False,
-    root: Path | None = None,
-    models: Path | None = None,
-    timeout: float = 3600.0,
     engine: Engine | None = None,
+    **options: Any,
 ) -> dict[str, PushedImage]:
-    """Build and push the images of ``only`` (default both); see :func:`build_and_push`. ``engine``
-    (from :func:`open_engine`) is used as it is and left open; without one, one is opened and closed."""
+    """Build and push the images of ``only`` (default both); ``options``: :class:`BuildOptions`; see
+    :func:`build_and_push`. ``engine`` (from :func:`open_engine`) is used as it is and left open; without
+    one, one is opened and closed."""
     emit: Progress = on_progress or (lambda line: None)
-    build_args, network_mode = _build_options(build_args, network_mode)
-    plans = plan_images(weights=weights, base_image=base_image, only=only, build_args=build_args, root=root, models=models, on_progress=emit)
+    build = BuildOptions(**options)
+    plans, network_mode = build.prepare(emit)
     own_engine = engine is None
     engine = engine or open_engine(settings, clients, registry=registry, docker_client=docker_client, docker_host=docker_host)
     client, target = engine.client, engine.target
@@ -297,7 +312,7 @@ def build_images(
         for plan in plans:
             kind, tag = plan.kind, plan.tag
             reference = f"{target.repository}:{tag}"
-            existing = None if force else remote_digest(client, reference, target.auth)
+            existing = None if build.force else remote_digest(client, reference, target.auth)
             if existing:
                 emit(f"{kind}: {reference} is already in the registry (unchanged), not rebuilt")
                 results[kind] = PushedImage(kind, target.repository, tag, existing, pushed=False)
@@ -305,8 +320,8 @@ def build_images(
             emit(f"{kind}: building {reference} from {plan.args['BASE_IMAGE']}")
             started = time.monotonic()
             _build(client, kind, build_context(plan.files), reference, plan.args, emit=emit, network_mode=network_mode,
-                   platform=platform, timeout=timeout)  # fmt: skip
-            remaining = max(60.0, timeout - (time.monotonic() - started))
+                   platform=build.platform, timeout=build.timeout)  # fmt: skip
+            remaining = max(60.0, build.timeout - (time.monotonic() - started))
             digest = push(client, target, tag, kind, emit=emit, timeout=remaining)
             results[kind] = PushedImage(kind, target.repository, tag, digest, pushed=True)
         return results
@@ -335,31 +350,18 @@ def _image_with_tag(client: Any, kind: str, tag: str) -> Any:
     return None
 
 
-def build_local(
-    docker_client: Any,
-    *,
-    weights: str = "casia-webface",
-    base_image: str | None = None,
-    on_progress: Progress | None = None,
-    only: Iterable[str] = KINDS,
-    build_args: Mapping[str, str] | None = None,
-    network_mode: str | None = None,
-    platform: str | None = DEFAULT_PLATFORM,
-    force: bool = False,
-    root: Path | None = None,
-    models: Path | None = None,
-    timeout: float = 3600.0,
-) -> dict[str, LocalImage]:
-    """Build the images as :func:`build_images` does (same Dockerfiles, context, arguments and tags) into
-    the engine of ``docker_client`` only, tagged ``facerec-local:<kind>-<hash>``. An image of the same
-    content already in the engine (by its tag, under any repository) is reused, not rebuilt."""
+def build_local(docker_client: Any, *, on_progress: Progress | None = None, **options: Any) -> dict[str, LocalImage]:
+    """Build the images as :func:`build_images` does (same Dockerfiles, context, arguments and tags;
+    ``options``: :class:`BuildOptions`) into the engine of ``docker_client`` only, tagged
+    ``facerec-local:<kind>-<hash>``. An image of the same content already in the engine (by its tag,
+    under any repository) is reused, not rebuilt."""
     emit: Progress = on_progress or (lambda line: None)
-    build_args, network_mode = _build_options(build_args, network_mode)
-    plans = plan_images(weights=weights, base_image=base_image, only=only, build_args=build_args, root=root, models=models, on_progress=emit)
+    build = BuildOptions(**options)
+    plans, network_mode = build.prepare(emit)
     results: dict[str, LocalImage] = {}
     for plan in plans:
         reference = f"{LOCAL_REPOSITORY}:{plan.tag}"
-        found = None if force else _image_with_tag(docker_client, plan.kind, plan.tag)
+        found = None if build.force else _image_with_tag(docker_client, plan.kind, plan.tag)
         if found is not None:
             if reference not in found.tags:
                 found.tag(LOCAL_REPOSITORY, plan.tag)
@@ -368,7 +370,7 @@ def build_local(
             continue
         emit(f"{plan.kind}: building {reference} from {plan.args['BASE_IMAGE']}")
         image_id = _build(docker_client, plan.kind, build_context(plan.files), reference, plan.args, emit=emit,
-                          network_mode=network_mode, platform=platform, timeout=timeout)  # fmt: skip
+                          network_mode=network_mode, platform=build.platform, timeout=build.timeout)  # fmt: skip
         results[plan.kind] = LocalImage(plan.kind, reference, image_id, built=True)
     return results
 

@@ -29,11 +29,10 @@ class SecurityGroupSpec:
 
 
 @dataclass(frozen=True)
-class LaunchTemplateSpec:
-    """``image_id`` None keeps the template's image; ``missing_image`` is the blocker when there is none."""
+class Machine:
+    """What an instance boots: ``image_id`` None keeps a launch template's image (an instance needs one:
+    ``missing_image`` is the blocker then); ``summary`` says what it runs, for the plan."""
 
-    kind: ClassVar[str] = "ec2 launch-template"
-    name: str
     image_id: str | None
     instance_type: str
     instance_profile: str
@@ -41,7 +40,14 @@ class LaunchTemplateSpec:
     user_data: str
     key_name: str | None = None
     missing_image: str = "an image id (AMI) is required"
-    summary: str = ""  # what the instances run, for the plan
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class LaunchTemplateSpec:
+    kind: ClassVar[str] = "ec2 launch-template"
+    name: str
+    machine: Machine
 
 
 @dataclass(frozen=True)
@@ -51,14 +57,7 @@ class InstanceSpec:
     kind: ClassVar[str] = "ec2 instance"
     name: str
     label: str  # "web tier": how destroy names it
-    image_id: str | None
-    instance_type: str
-    instance_profile: str
-    security_groups: tuple[str, ...]
-    user_data: str
-    key_name: str | None = None
-    missing_image: str = "an image id (AMI) is required"
-    summary: str = ""
+    machine: Machine
 
 
 @dataclass(frozen=True)
@@ -171,34 +170,34 @@ def plan_delete_security_group(g: SecurityGroupSpec, ctx: PlanContext) -> Step |
 # ------------------------------------------------------------------------------------------ launch templates
 
 
-def _template_data(t: LaunchTemplateSpec, image_id: str, group_ids: list[Any]) -> dict[str, Any]:
+def _template_data(m: Machine, image_id: str, group_ids: list[Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
         "ImageId": image_id,
-        "InstanceType": t.instance_type,
-        "IamInstanceProfile": {"Name": t.instance_profile},
-        "UserData": base64.b64encode(t.user_data.encode()).decode(),
+        "InstanceType": m.instance_type,
+        "IamInstanceProfile": {"Name": m.instance_profile},
+        "UserData": base64.b64encode(m.user_data.encode()).decode(),
         "MetadataOptions": IMDSV2,
         "SecurityGroupIds": group_ids,
     }
-    if t.key_name:
-        data["KeyName"] = t.key_name
+    if m.key_name:
+        data["KeyName"] = m.key_name
     return data
 
 
 def plan_launch_template(t: LaunchTemplateSpec, ctx: PlanContext) -> Step:
-    ec2 = ctx.clients.ec2
+    ec2, m = ctx.clients.ec2, t.machine
     current = find_launch_template(ec2, t.name)
     data: dict[str, Any] = {}
     if current is not None:
         versions = ec2.describe_launch_template_versions(LaunchTemplateName=t.name, Versions=["$Default"]).get("LaunchTemplateVersions") or [{}]
         data = versions[0].get("LaunchTemplateData") or {}
-    image_id = t.image_id or data.get("ImageId")
+    image_id = m.image_id or data.get("ImageId")
     if not image_id:
-        ctx.blockers.append(t.missing_image)
+        ctx.blockers.append(m.missing_image)
         image_id = "<image id>"
-    detail = f"{image_id}, {t.instance_type}, profile {t.instance_profile}, IMDSv2" + (f", {t.summary}" if t.summary else "")
-    group_ids = _group_ids(t.security_groups, ctx)
-    wanted = _template_data(t, image_id, group_ids)
+    detail = f"{image_id}, {m.instance_type}, profile {m.instance_profile}, IMDSv2" + (f", {m.summary}" if m.summary else "")
+    group_ids = _group_ids(m.security_groups, ctx)
+    wanted = _template_data(m, image_id, group_ids)
     if current is None:
         create = APICall("ec2", "create_launch_template", {
             "LaunchTemplateName": t.name, "LaunchTemplateData": wanted, "VersionDescription": "facerec",
@@ -206,7 +205,7 @@ def plan_launch_template(t: LaunchTemplateSpec, ctx: PlanContext) -> Step:
         })
         return Step("create", t.kind, t.name, detail, (create,))
     drift = [f"{key} {data.get(key)} -> {wanted.get(key)}" for key in ("ImageId", "InstanceType", "KeyName") if data.get(key) != wanted.get(key)]
-    if (data.get("IamInstanceProfile") or {}).get("Name") != t.instance_profile:
+    if (data.get("IamInstanceProfile") or {}).get("Name") != m.instance_profile:
         drift.append("instance profile")
     if sorted(data.get("SecurityGroupIds") or []) != sorted(str(g) for g in group_ids):
         drift.append("security group")
@@ -216,7 +215,7 @@ def plan_launch_template(t: LaunchTemplateSpec, ctx: PlanContext) -> Step:
         user_data = base64.b64decode(data.get("UserData") or "").decode()
     except ValueError:
         user_data = ""
-    if user_data != t.user_data:
+    if user_data != m.user_data:
         drift.append("user data")
     if not drift:
         return Step("noop", t.kind, t.name, detail)
@@ -240,29 +239,29 @@ def plan_delete_launch_template(t: LaunchTemplateSpec, ctx: PlanContext) -> Step
 
 
 def plan_instance(i: InstanceSpec, ctx: PlanContext) -> Step:
-    ec2 = ctx.clients.ec2
+    ec2, m = ctx.clients.ec2, i.machine
     found = find_instances(ec2, ctx.tags, (i.name,))
-    detail = f"{i.image_id or '<image id>'}, {i.instance_type}, profile {i.instance_profile}" + (f", {i.summary}" if i.summary else "")
+    detail = f"{m.image_id or '<image id>'}, {m.instance_type}, profile {m.instance_profile}" + (f", {m.summary}" if m.summary else "")
     if not found:
-        if not i.image_id:
-            ctx.blockers.append(i.missing_image)
+        if not m.image_id:
+            ctx.blockers.append(m.missing_image)
         launch: dict[str, Any] = {
-            "ImageId": i.image_id, "InstanceType": i.instance_type, "MinCount": 1, "MaxCount": 1,
-            "IamInstanceProfile": {"Name": i.instance_profile}, "SecurityGroupIds": _group_ids(i.security_groups, ctx),
-            "UserData": i.user_data, "MetadataOptions": IMDSV2,
+            "ImageId": m.image_id, "InstanceType": m.instance_type, "MinCount": 1, "MaxCount": 1,
+            "IamInstanceProfile": {"Name": m.instance_profile}, "SecurityGroupIds": _group_ids(m.security_groups, ctx),
+            "UserData": m.user_data, "MetadataOptions": IMDSV2,
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": i.name}, *ctx.tag_list]},
                 {"ResourceType": "volume", "Tags": ctx.tag_list},
             ],
         }
-        if i.key_name:
-            launch["KeyName"] = i.key_name
+        if m.key_name:
+            launch["KeyName"] = m.key_name
         return Step("create", i.kind, i.name, detail, (APICall("ec2", "run_instances", launch, retry="instance-profile-propagation"),))
     if len(found) > 1:
         ctx.warnings.append(f"{len(found)} instances are named {i.name}: {', '.join(x['InstanceId'] for x in found)}")
     instance = found[0]
     instance_id, state = instance["InstanceId"], instance["State"]["Name"]
-    if (i.image_id and instance.get("ImageId") != i.image_id) or instance.get("InstanceType") != i.instance_type:
+    if (m.image_id and instance.get("ImageId") != m.image_id) or instance.get("InstanceType") != m.instance_type:
         ctx.warnings.append(
             f"{i.name} ({instance_id}) runs {instance.get('ImageId')} on {instance.get('InstanceType')}, not as asked: terminate it and run bootstrap again to replace it"
         )
@@ -271,7 +270,7 @@ def plan_instance(i: InstanceSpec, ctx: PlanContext) -> Step:
         user_data: str | None = base64.b64decode(attribute.get("Value") or "").decode()
     except (botocore.exceptions.ClientError, ValueError):
         user_data = None
-    if user_data is not None and user_data != i.user_data:
+    if user_data is not None and user_data != m.user_data:
         ctx.warnings.append(f"{i.name} ({instance_id}) was launched with other settings (its user data differs): terminate it and run bootstrap again to apply them")
     if state in ("stopped", "stopping"):
         return Step("update", i.kind, i.name, f"start {instance_id} (it is {state})", (APICall("ec2", "start_instances", {"InstanceIds": [instance_id]}),))

@@ -8,7 +8,6 @@ is cheap.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,6 @@ from rich.text import Text
 
 from facerec_cli.cli.options import confirm_changes, confirm_delete
 from facerec_cli.config import Settings
-from facerec_cli.errors import UserError
 from facerec_cli.infra.cloud_errors import aws_errors
 from facerec_cli.render import err, out
 
@@ -76,40 +74,6 @@ def show_then_apply(plan: Any, *, dry_run: bool, confirm: Callable[[], None]) ->
 # ------------------------------------------------------------------------------------------ bootstrap
 
 
-def _gallery_weights(gallery: Path | None, weights: str | None) -> tuple[str | None, str | None]:
-    """(weights the gallery was made with, weights to deploy); checks they agree."""
-    if gallery is None:
-        return None, weights
-    from facerec_cli.galleries import load_gallery
-
-    loaded = load_gallery(gallery)  # GalleryError (one red line) on a missing, empty or foreign file; old ones converted
-    if not len(loaded.names):
-        raise UserError(f"gallery {gallery} has nobody enrolled", hint="enrol photos with `facerec enroll PHOTOS_DIR -o GALLERY`")
-    if weights is not None and weights != loaded.weights:
-        raise UserError(
-            f"gallery {gallery} was made with {loaded.weights} weights, not {weights}",
-            hint=f"drop --weights, or enrol again with `facerec enroll ... --weights {weights}`",
-        )
-    return loaded.weights, loaded.weights
-
-
-def timeline_env(deployed: dict[str, str], timeline: bool | None, segment_seconds: float | None) -> dict[str, str]:
-    """video-splitting's timeline settings: ``--timeline/--no-timeline`` and ``--segment-seconds``, else
-    what the deployed function has (off for a new deployment)."""
-    from lambdas import env as fenv
-
-    on = deployed.get(fenv.TIMELINE) == "1" if timeline is None else timeline
-    if not on:
-        return {}
-    wanted = {fenv.TIMELINE: "1"}
-    seconds = segment_seconds if segment_seconds is not None else deployed.get(fenv.SEGMENT_SECONDS)
-    if seconds is not None:
-        wanted[fenv.SEGMENT_SECONDS] = f"{float(seconds):g}"
-    if deployed.get(fenv.TIMELINE_FPS):
-        wanted[fenv.TIMELINE_FPS] = deployed[fenv.TIMELINE_FPS]
-    return wanted
-
-
 def run_bootstrap(
     settings: Settings,
     *,
@@ -123,48 +87,26 @@ def run_bootstrap(
     timeline: bool | None = None,
     segment_seconds: float | None = None,
 ) -> None:
-    """Plan, check, then change. Everything that can refuse the deployment without changing anything
-    (a bad gallery, a blocked bucket name, no Docker engine, a refused registry login) is checked before
-    the first resource is created; the images are built after the ECR repository exists, and the
-    functions are pointed at them last."""
-    from lambdas import env as fenv
-
+    """Plan, show, confirm, then change. Everything that can refuse the deployment without changing
+    anything (a bad gallery, a blocked bucket name, no Docker engine, a refused registry login) is checked
+    before the first resource is created (:class:`~facerec_cli.pipeline.deployer.Bootstrap`)."""
     from facerec_cli.infra.clients import Clients
-    from facerec_cli.infra.executor import RichReporter, apply_plan, refuse_blocked
-    from facerec_cli.infra.resources.awslambda import FunctionSpec
-    from facerec_cli.pipeline.deployer import deployed_environment, plan_deploy, plan_registry
-    from facerec_cli.pipeline.stack import DeployOptions
+    from facerec_cli.infra.executor import RichReporter, refuse_blocked
+    from facerec_cli.pipeline.deployer import Bootstrap, BootstrapRequest, gallery_weights
 
-    _, weights = _gallery_weights(gallery, weights)  # before any AWS call: a bad gallery costs nothing
+    gallery_weights(gallery, weights)  # before any AWS client: a bad gallery costs nothing
+    request = BootstrapRequest(gallery, weights, annotate, timeline, segment_seconds, build_images=not skip_images, base_image=base_image)
     clients = Clients.from_settings(settings)
-    n = settings.names
     with aws_errors(settings, "reading the current deployment"):
-        deployed = deployed_environment(clients, n.recognition_function)
-        splitting_env = timeline_env(deployed_environment(clients, n.splitting_function), timeline, segment_seconds)
-    weights = weights or deployed.get(fenv.WEIGHTS) or "casia-webface"
-    if annotate is None:
-        annotate = deployed.get(fenv.ANNOTATE) == "1"
-    recognition_env = {fenv.ANNOTATE: "1"} if annotate else {}
-    options = DeployOptions(
-        gallery=gallery, weights=weights, with_ecr=not skip_images, recognition_env=recognition_env, splitting_env=splitting_env
-    )
+        bootstrap = Bootstrap(
+            settings, clients, request, images=None if skip_images else _images_module(), reporter=RichReporter(console=err),
+            on_progress=lambda line: err.print(Text(line, style="dim"), soft_wrap=True), status=err.status,
+        )  # fmt: skip
     where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
-    err.print(f"bootstrap: {escape(where)}, weights {escape(weights)}", highlight=False)
-    reporter = RichReporter(console=err)
-
-    # The plan as it stands before any image exists: what the user sees and confirms, and its blockers.
-    plan = plan_deploy(settings, options, clients)
-    image_lines: list[tuple[str, str, str]] = []
-    if skip_images:
-        if any(s.action == "create" and s.kind == FunctionSpec.kind for s in plan.steps):
-            plan.warnings.append(
-                "--skip-images: new functions point at a placeholder image (<repository>:local); AWS Lambda only accepts "
-                "an image that exists in ECR, so run without --skip-images to build and push them"
-            )
-    else:
-        repository = f"{settings.registry}/{n.ecr_repository}" if settings.registry else f"ECR repository {n.ecr_repository}"
-        image_lines = [("create", "container images video-splitting, face-recognition", f"build with {weights} weights and push to {repository}")]
-    print_plan(plan, out, extra=image_lines, calls=dry_run)
+    err.print(f"bootstrap: {escape(where)}, weights {escape(bootstrap.weights)}", highlight=False)
+    plan = bootstrap.plan()
+    build = bootstrap.image_build()
+    print_plan(plan, out, extra=[build] if build else None, calls=dry_run)
     if dry_run:
         err.print("dry run: nothing was changed", style="dim")
         return
@@ -173,26 +115,12 @@ def run_bootstrap(
         return
     confirm_changes(plan, yes=yes)
 
-    if not skip_images:
-        # Docker and the registry login are checked before the repository is created, so that "no
-        # engine" leaves nothing behind; the images need the repository before they can be pushed.
-        images = _images_module()
-        with err.status("connecting to the Docker engine…"):
-            engine = images.open_engine(settings, clients, registry=settings.registry)
-        try:
-            created = apply_plan(plan_registry(settings, options, clients), reporter)
-            uris = _build_images(images, settings, clients, engine=engine, weights=weights, base_image=base_image, done_before=created)
-        finally:
-            engine.close()
-        options = dataclasses.replace(options, splitting_image=uris.get("splitting"), recognition_image=uris.get("recognition"))
-        shown = {(s.action, s.resource) for s in plan.changes}
-        plan = plan_deploy(settings, options, clients)  # now with the pushed images (and the repository done)
-        for step in plan.changes:  # what the images add to the plan shown above: functions on new images
-            if (step.action, step.resource) not in shown:
-                out.print(_plan_line(step.action, step.resource, step.detail), soft_wrap=True)
-        if plan.empty:
-            return
-    apply_plan(plan, reporter)
+    def show_added(steps: list[Any]) -> None:  # what the images add to the plan shown above: functions on new images
+        for step in steps:
+            out.print(_plan_line(step.action, step.resource, step.detail), soft_wrap=True)
+
+    bootstrap.apply(plan, on_replanned=show_added)
+    n = settings.names
     err.print(
         f"[green]deployed[/]: upload videos with `facerec upload VIDEO...` (to s3://{escape(n.input_bucket)}), "
         f"then `facerec results --watch` (from s3://{escape(n.output_bucket)})",
@@ -203,37 +131,6 @@ def run_bootstrap(
 def _images_module() -> Any:
     # Looked up in sys.modules at each bootstrap: tests put a recorder in its place (no dockerd there).
     return importlib.import_module("facerec_cli.pipeline.images")
-
-
-def _build_images(
-    images: Any, settings: Settings, clients: Any, *, engine: Any, weights: str, base_image: str | None, done_before: list[Any]
-) -> dict[str, str]:
-    """Build and push; a failure names what this bootstrap had already created (the repository)."""
-    from facerec_cli.infra.errors import DeployError
-
-    def on_progress(*args: Any, **kwargs: Any) -> None:
-        message = " ".join(str(a) for a in args if a is not None) or ", ".join(f"{k}={v}" for k, v in kwargs.items())
-        if message:
-            err.print(Text(message, style="dim"), soft_wrap=True)
-
-    try:
-        with err.status("building and pushing the container images…"):
-            uris = images.build_and_push(
-                settings, clients, weights=weights, registry=settings.registry, base_image=base_image, on_progress=on_progress, engine=engine
-            )
-    except UserError as exc:
-        if not done_before:
-            raise
-        done = "; ".join(f"{s.past} {s.resource}" for s in done_before)
-        hint = f"{exc.hint}; " if exc.hint else ""
-        raise DeployError(
-            f"{exc.args[0] if exc.args else exc}. Done before it: {done}",
-            hint=f"{hint}run `facerec bootstrap` again to finish: it only does what is left",
-            completed=done_before,
-        ) from exc
-    for kind, uri in sorted(uris.items()):
-        err.print(Text.assemble(("✓ ", "green"), f"image {kind}: {uri}"), soft_wrap=True)
-    return uris
 
 
 # ------------------------------------------------------------------------------------------ destroy

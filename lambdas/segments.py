@@ -53,7 +53,9 @@ from .core import media
 from .core.errors import FacerecError, InputError
 from .core.results import Result, error_result
 from .core.timeline import Observation, best_view_crops, scan, scan_budget, segment_plan, timeline_result
+from .stage1 import decode_budget, frame_key, local_name
 from .storage import EVENT_META, client, log, result_done, write_result
+from .warm import recogniser
 
 SEGMENT_KIND = "timeline-segment"
 PREFIX = ".facerec/segments/"
@@ -246,8 +248,6 @@ def plan_requests(upload: Any, env: Any, video: media.Video, stage1_bucket: str,
 def fan_out(upload: Any, env: Any, deadline: float | None = None) -> str:
     """video-splitting with a timeline: first frame, plan marker, one asynchronous Invoke per segment.
     A video that cannot be read gets its ``error`` result here. Returns "split" or "error"."""
-    from .video_splitting import decode_budget, frame_key, local_name  # the splitting function's own rules
-
     started = time.perf_counter()
     s3 = client("s3")
     with tempfile.TemporaryDirectory(prefix="facerec-split-") as tmp:
@@ -368,8 +368,6 @@ def _attempt(s3: Any, request: SegmentRequest, request_id: str) -> int:
 
 def handle_segment(event: dict[str, Any], env: Any, context: Any = None) -> dict[str, Any]:
     """face-recognition for one segment: its part, then the merge if it is the last to finish."""
-    from .face_recognition import recogniser  # the function's warm recogniser (gallery and models)
-
     request = SegmentRequest.from_dict(event)
     if request.event_id and result_done(env.output_bucket, request.stem, request.event_id):
         log("duplicate segment skipped: the video's result is written", stem=request.stem, segment=request.segment)

@@ -12,7 +12,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from lambdas import face_recognition
+from lambdas import face_recognition, warm
 from lambdas.core.media import load_image
 from lambdas.events import FrameRef, RecognitionRequest
 
@@ -114,10 +114,10 @@ def test_the_gallery_is_reloaded_when_its_object_changes(
 
     face_recognition.handler(_madonna_frame(buckets, data, "r1"), None)
     assert _result(buckets, "r1")["name"] == "madonna"
-    first = face_recognition._state["recogniser"]
+    first = warm._state["recogniser"]
     face_recognition.handler(_madonna_frame(buckets, data, "r2"), None)
     assert _result(buckets, "r2")["name"] == "madonna"
-    assert face_recognition._state["recogniser"] is first  # unchanged object: the warm recogniser is reused
+    assert warm._state["recogniser"] is first  # unchanged object: the warm recogniser is reused
 
     # Same embeddings, madonna under her birth name: only a reloaded gallery can give that name.
     renamed = Gallery(
@@ -127,7 +127,7 @@ def test_the_gallery_is_reloaded_when_its_object_changes(
     s3.put_object(Bucket=output, Key=".facerec/gallery.pt", Body=renamed.to_bytes())
     face_recognition.handler(_madonna_frame(buckets, data, "r3"), None)
     assert _result(buckets, "r3")["name"] == "louise_ciccone"
-    reloaded = face_recognition._state["recogniser"]
+    reloaded = warm._state["recogniser"]
     assert reloaded is not first and reloaded.encoder is first.encoder  # same weights: the models stay loaded
 
 

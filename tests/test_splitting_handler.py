@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from lambdas import storage, video_splitting
+from lambdas import stage1, storage, video_splitting
 from lambdas.env import SplittingEnv
 from lambdas.events import RecognitionRequest
 
@@ -108,9 +108,9 @@ def test_an_unreadable_upload_is_named_in_its_error_result(cloud: dict[str, Any]
 def test_the_decode_budget_comes_from_the_invocations_remaining_time(cloud: dict[str, Any], data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = SplittingEnv.from_environ()
     assert env.decode_timeout == 60.0
-    assert video_splitting.decode_budget(env, None) == 60.0
-    assert 24.0 < video_splitting.decode_budget(env, time.monotonic() + 30) <= 25.0  # 30 s left, less the reserve
-    assert video_splitting.decode_budget(env, time.monotonic() + 2) == video_splitting.MIN_BUDGET_S
+    assert stage1.decode_budget(env, None) == 60.0
+    assert 24.0 < stage1.decode_budget(env, time.monotonic() + 30) <= 25.0  # 30 s left, less the reserve
+    assert stage1.decode_budget(env, time.monotonic() + 2) == stage1.MIN_BUDGET_S
 
     # The 1080p crowd clip has one keyframe: 4 fps over 4 s decodes every frame, far beyond a 1 s budget
     # on these machines. With 6 s left in the invocation the video ends in an error result, in time.

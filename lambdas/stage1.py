@@ -1,0 +1,42 @@
+"""Where the video-splitting function puts things and how long it may decode: stage-1 frame keys, the
+done marker, the local file name of a download, and the decode budget. Shared with the timeline's
+segment fan-out (:mod:`.segments`), which splits for the same function."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from pathlib import PurePosixPath
+
+from .env import SplittingEnv
+
+# Seconds of the invocation kept back from the decode budget for what follows decoding: the Invoke of
+# face-recognition, or the error result, and the done marker.
+RESERVE_S = 5.0
+MIN_BUDGET_S = 1.0
+
+
+def frame_key(stem: str, index: int) -> str:
+    return f"{stem}.jpg" if index == 0 else f"{stem}/{index:03d}.jpg"
+
+
+def marker_key(stem: str) -> str:
+    """The done marker of a video in stage-1: a fixed-length key whatever the stem (keys may be 1024
+    bytes long), under a prefix no frame uses and that does not end in .jpg (not counted as a video)."""
+    return f".facerec/split/{hashlib.sha256(stem.encode()).hexdigest()[:40]}"
+
+
+def local_name(key: str) -> str:
+    """The downloaded file's name: independent of the key (which may be long, unicode or odd), keeping
+    only a short ASCII suffix for the demuxer's guess; messages name the upload, not this file."""
+    suffix = PurePosixPath(key).suffix.lower()
+    return "upload" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else "")
+
+
+def decode_budget(env: SplittingEnv, deadline: float | None) -> float:
+    """Seconds decoding may take: the function's setting, cut to what is left of the invocation (less a
+    reserve for the Invoke and the marker), so that a slow file ends in an error result, not a timeout."""
+    if deadline is None:
+        return env.decode_timeout
+    return max(MIN_BUDGET_S, min(env.decode_timeout, deadline - time.monotonic() - RESERVE_S))

@@ -34,6 +34,7 @@ from facerec_cli.infra.executor import ListReporter, apply_plan
 from facerec_cli.iaas.deployer import plan_bootstrap, plan_teardown
 from facerec_cli.iaas.stack import IaasOptions
 from facerec_cli.infra.clients import Clients
+from facerec_cli.infra.plan import Ref
 from facerec_cli.iaas.messages import Response, queue_depth, queue_url
 from facerec_cli.iaas.names import TAG_KEY, IaasNames
 from facerec_cli.iaas.pools import AsgPool, find_app_instances
@@ -179,12 +180,22 @@ def test_bootstrap_is_idempotent_and_destroy_removes_everything(moto_cloud, tiny
     plan = plan_bootstrap(settings, options, clients)  # the dry run
     assert len(plan.changes) == 16 and not plan.blockers
     assert not sqs.list_queues().get("QueueUrls") and not s3.list_buckets()["Buckets"]
+    # The app group's id does not exist yet: the launch template refers to the output of the call that
+    # makes it, and the dry run shows that reference.
+    app_group = f"security-group/{n.app_security_group}"
+    [template] = [s for s in plan.changes if s.resource == f"ec2 launch-template {n.launch_template}"]
+    assert template.calls[0].params["LaunchTemplateData"]["SecurityGroupIds"] == [Ref(app_group)]
+    assert f"'SecurityGroupIds': [<{app_group}>]" in plan.render(show_calls=True)
 
     reporter = ListReporter()
     apply_plan(plan, reporter)
     assert len(reporter.finished) == 16
     again = plan_bootstrap(settings, options, clients)
     assert again.empty and not again.warnings, again.render()
+    # ... resolved when applied: the template runs its instances in the group that was made.
+    data = ec2.describe_launch_template_versions(LaunchTemplateName=n.launch_template, Versions=["$Default"])["LaunchTemplateVersions"][0]
+    group_id = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [n.app_security_group]}])["SecurityGroups"][0]["GroupId"]
+    assert data["LaunchTemplateData"]["SecurityGroupIds"] == [group_id]
 
     # Read back: buckets private and encrypted, the gallery uploaded.
     for bucket in n.buckets:

@@ -11,7 +11,6 @@ from specs and what exists, the executor (:mod:`.executor`) runs them, and the d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
@@ -161,7 +160,8 @@ class Plan:
 
 # ------------------------------------------------------------------------------------------ display
 
-_SHORT = 60  # longer parameter values are summarised in the dry run (policies, user data, bodies)
+_SHORT = 60  # longer strings are summarised in the dry run (policy documents, user data, bodies)
+_LONG = 1000  # and a whole parameter is cut after this many characters (long lists)
 
 
 def describe(instruction: Instruction) -> str:
@@ -179,19 +179,23 @@ def describe(instruction: Instruction) -> str:
 
 
 def _params(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{key}={_value(value)}" for key, value in params.items())
+    return ", ".join(f"{key}={_cut(_value(value))}" for key, value in params.items())
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _LONG else text[: _LONG - 1] + "…"
 
 
 def _value(value: Any) -> str:
+    """A parameter as Python would print it, with references as ``<output>`` and long strings summarised."""
     if isinstance(value, Ref):
         return str(value)
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value):,} bytes>"
-    text = repr(value) if not isinstance(value, (dict, list)) else json.dumps(value, default=str)
-    if len(text) <= _SHORT:
-        return text
-    if isinstance(value, str) and value.lstrip().startswith("{"):
-        return f"<JSON document, {len(value):,} characters>"
-    if isinstance(value, str):
-        return f"<{len(value):,} characters>"
-    return text[: _SHORT - 1] + "…"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, str) and len(value) > _SHORT:
+        return f"<JSON document, {len(value):,} characters>" if value.lstrip().startswith("{") else f"<{len(value):,} characters>"
+    return repr(value)

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from facerec_cli.cli.options import confirm_changes, confirm_delete
 from facerec_cli.config import Settings
-from facerec_cli.infra.cloud_errors import aws_errors
+from facerec_cli.infra.errors import aws_errors
 from facerec_cli.render import err, out
 
 ACTION_STYLE = {"create": "green", "update": "yellow", "delete": "red", "noop": "dim"}

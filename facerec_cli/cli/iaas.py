@@ -92,7 +92,7 @@ def web_command(
 ) -> None:
     """Serve the web tier (POST / with the multipart field inputFile answers "<stem>:<name>"; GET /healthz) and run the auto-scaler (EC2 app instances from the launch template, by request-queue depth)."""
     from facerec_cli.iaas.web import token_sha256 as digest_of
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
 
     log_to_stderr()
     settings, iaas = load_settings_and_iaas(
@@ -124,7 +124,7 @@ def worker_command(
     profile: ProfileOpt = None,
 ) -> None:
     """Run one app-tier worker: take requests from the request queue, recognise, answer on the response queue and in the out-bucket. SIGTERM/Ctrl-C: finish the current request, then exit."""
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
 
     log_to_stderr()
     settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)

@@ -92,7 +92,7 @@ def bootstrap(
     functions, trigger, gallery), idempotently: a second run has nothing to change."""
     settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile, registry=registry, retain_days=retain_days)
     from facerec_cli.cli.deploy_flow import run_bootstrap
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
 
     with aws_errors(settings, "bootstrap"):
         run_bootstrap(
@@ -132,7 +132,7 @@ def results(
 ) -> None:
     """List results from the output bucket, and failed invocations from the failure queue as
     errors. Exits 1 if any video ended in error."""
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
 
     settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
     with aws_errors(settings, "reading results"):
@@ -168,7 +168,7 @@ def watch_pipeline(
     if iaas or web_url:
         run_iaas_watch(prefix, region, endpoint_url, profile, web_url=web_url, interval=interval, until_idle=until_idle, json_lines=json_lines)
         return
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
     from facerec_cli.pipeline.observe.dashboard_view import run_watch
 
     settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
@@ -207,7 +207,7 @@ def destroy(
     log groups, ECR repository). Asks first unless --yes."""
     settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
     from facerec_cli.cli.deploy_flow import run_destroy
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
 
     with aws_errors(settings, "destroy"):
         run_destroy(settings, yes=yes, dry_run=dry_run)
@@ -285,7 +285,7 @@ def run_iaas_watch(
     if web_url:
         source: Any = iaas_watch.WebSource(web_url)
         return iaas_watch.watch_iaas(source, interval=interval, until_idle=until_idle, json_lines=json_lines)
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
 
     settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
     with aws_errors(settings, "watching the IaaS system"):
@@ -297,7 +297,7 @@ def run_iaas_watch(
 
 
 def run_upload(settings: Settings, videos: list[Path]) -> None:
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
     from facerec_cli.pipeline.upload import check_files, upload_files
 
     items = check_files(videos)
@@ -312,7 +312,7 @@ def run_upload(settings: Settings, videos: list[Path]) -> None:
 
 
 def write_html_report(settings: Settings, html: Path) -> None:
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
     from facerec_cli.pipeline.observe.report import write_report
 
     with aws_errors(settings, "writing the HTML report"):
@@ -322,7 +322,7 @@ def write_html_report(settings: Settings, html: Path) -> None:
 
 def run_logs(settings: Settings, function: str | None, *, follow: bool, since: str) -> None:
     from facerec_cli.infra import aws
-    from facerec_cli.infra.cloud_errors import aws_errors
+    from facerec_cli.infra.errors import aws_errors
     from facerec_cli.pipeline.observe.function_logs import parse_since, resolve_functions, show_logs
 
     functions = resolve_functions(settings, function)

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from lambdas.core.media import VIDEO_SUFFIXES
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.infra.cloud_errors import MISSING_BUCKET, not_deployed, user_error
+from facerec_cli.infra.errors import MISSING_BUCKET, not_deployed, user_error
 from facerec_cli.config import Settings
 from facerec_cli.pipeline.stack import notification_suffixes
 from facerec_cli.errors import UserError

@@ -43,7 +43,7 @@ from lambdas.segments import PREFIX as SEGMENTS_PREFIX
 from lambdas.segments import parse_state_key, stem_prefix
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.infra.cloud_errors import not_deployed, user_error
+from facerec_cli.infra.errors import not_deployed, user_error
 from facerec_cli.config import Names, Settings
 from facerec_cli.pipeline.observe.results import FailedVideo, peek_failures
 from facerec_cli.pipeline.observe.snapshot import FAILED, FINISHED, SPLIT, UPLOADED, LogError, PipelineSnapshot, VideoState

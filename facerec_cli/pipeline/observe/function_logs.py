@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.infra.cloud_errors import user_error
+from facerec_cli.infra.errors import user_error
 from facerec_cli.config import Settings
 from facerec_cli.errors import UserError
 

@@ -23,7 +23,7 @@ from lambdas.core.results import ERROR, Result
 from lambdas.events import RESULT_PREFIX_SKIP
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.infra.cloud_errors import not_deployed, user_error
+from facerec_cli.infra.errors import not_deployed, user_error
 from facerec_cli.config import Settings
 from facerec_cli.render import err, out, print_errors, results_table
 from facerec_cli.pipeline.observe.results import FailedVideo, failure_result, fetch_result, peek_failures

@@ -22,20 +22,19 @@ import typer
 from rich.markup import escape
 
 from facerec_cli.cli.options import (
+    AwsTarget,
     DestroyDryRunOpt,
     Device,
     DeviceOpt,
     DryRunOpt,
-    EndpointOpt,
     IaasPrefixOpt,
-    ProfileOpt,
     RecogniseWeightsOpt,
-    RegionOpt,
     ThresholdOpt,
     YesOpt,
+    aws_target_options,
     user_errors_as_exit_codes,
 )
-from facerec_cli.config import ConfigFile, IaasSettings, Settings, load_iaas_settings, load_settings
+from facerec_cli.config import ConfigFile, IaasSettings, Settings, load_iaas_settings
 from facerec_cli.errors import UserError
 from facerec_cli.render import err, out
 
@@ -58,11 +57,10 @@ iaas_group = typer.Typer(
 )
 
 
-def load_settings_and_iaas(prefix: str | None, region: str | None, endpoint_url: str | None, profile: str | None, **iaas_flags: Any) -> tuple[Settings, IaasSettings]:
+def load_settings_and_iaas(target: AwsTarget, **iaas_flags: Any) -> tuple[Settings, IaasSettings]:
     """The common settings and the IaaS ones, from one reading of facerec.toml."""
     config = ConfigFile.read()
-    settings = load_settings(config=config, prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
-    return settings, load_iaas_settings(config=config, **iaas_flags)
+    return target.settings(config=config), load_iaas_settings(config=config, **iaas_flags)
 
 
 # ------------------------------------------------------------------------------------------ web, worker
@@ -70,6 +68,7 @@ def load_settings_and_iaas(prefix: str | None, region: str | None, endpoint_url:
 
 @app.command("web")
 @user_errors_as_exit_codes
+@aws_target_options(IaasPrefixOpt)
 def web_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 on the web instance).")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option("--port", min=0, max=65535, help="TCP port (default 8000).")] = None,
@@ -85,10 +84,7 @@ def web_command(
     token_sha256: Annotated[str | None, typer.Option("--token-sha256", help="The token's SHA-256 (hex) instead of the token (what bootstrap puts on the web-instance). Default: FACEREC_TOKEN_SHA256.")] = None,
     channel_timeout: ChannelTimeoutOpt = 30,
     read_timeout: ReadTimeoutOpt = 60.0,
-    prefix: IaasPrefixOpt = None,
-    region: RegionOpt = None,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """Serve the web tier (POST / with the multipart field inputFile answers "<stem>:<name>"; GET /healthz) and run the auto-scaler (EC2 app instances from the launch template, by request-queue depth)."""
     from facerec_cli.iaas.web import token_sha256 as digest_of
@@ -96,7 +92,7 @@ def web_command(
 
     log_to_stderr()
     settings, iaas = load_settings_and_iaas(
-        prefix, region, endpoint_url, profile, port=port, timeout=timeout, max_instances=max_instances, per_instance=per_instance,
+        target, port=port, timeout=timeout, max_instances=max_instances, per_instance=per_instance,
         scale_in_after=scale_in_after, token=token, token_sha256=token_sha256,
     )
     digest = _token_digest(iaas.token, iaas.token_sha256, digest_of)
@@ -110,6 +106,7 @@ def web_command(
 
 @app.command("worker")
 @user_errors_as_exit_codes
+@aws_target_options(IaasPrefixOpt)
 def worker_command(
     gallery: Annotated[str | None, typer.Option("--gallery", "-g", help="Gallery: s3://bucket/key or a file (default: the deployment's gallery bucket).")] = None,
     threshold: ThresholdOpt = None,
@@ -118,16 +115,13 @@ def worker_command(
     poll_wait: Annotated[int, typer.Option("--poll-wait", min=0, max=20, help="SQS long-poll seconds.")] = 20,
     threads: Annotated[int, typer.Option("--threads", "--torch-threads", min=0, help="onnxruntime threads per model; 0: all cores.")] = 0,
     exit_when_idle: Annotated[float | None, typer.Option("--exit-when-idle", min=0.0, help="Exit after this many seconds without a request.")] = None,
-    prefix: IaasPrefixOpt = None,
-    region: RegionOpt = None,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """Run one app-tier worker: take requests from the request queue, recognise, answer on the response queue and in the out-bucket. SIGTERM/Ctrl-C: finish the current request, then exit."""
     from facerec_cli.infra.errors import aws_errors
 
     log_to_stderr()
-    settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
+    settings = target.settings()
     with aws_errors(settings, "app-tier worker"):
         run_worker(settings, gallery=gallery, threshold=threshold, device=device.value, poll_wait=poll_wait,
                    threads=threads, exit_when_idle=exit_when_idle, weights=weights)
@@ -168,6 +162,7 @@ def run_local_command(
 
 @iaas_group.command("bootstrap")
 @user_errors_as_exit_codes
+@aws_target_options(IaasPrefixOpt)
 def bootstrap_command(
     gallery: Annotated[Path | None, typer.Option("--gallery", "-g", help="Gallery to upload for the app tier.")] = None,
     ami: Annotated[str | None, typer.Option("--ami", help="AMI of the app tier (facerec installed). Needed to create the launch template.")] = None,
@@ -186,16 +181,13 @@ def bootstrap_command(
     no_web: Annotated[bool, typer.Option("--no-web", help="Do not launch the web-instance (run `facerec web` elsewhere).")] = False,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
-    prefix: IaasPrefixOpt = None,
-    region: RegionOpt = None,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """Create or update the IaaS deployment on AWS, idempotently: buckets, queues (with a dead-letter queue), gallery, IAM roles and instance profiles, security groups, the app tier's launch template and Auto Scaling group, and the web-instance. A second run has nothing to change."""
     from facerec_cli.cli.deploy_flow import run_iaas_bootstrap
 
     settings, iaas = load_settings_and_iaas(
-        prefix, region, endpoint_url, profile, ami=ami, instance_type=instance_type, web_ami=web_ami, web_instance_type=web_instance_type,
+        target, ami=ami, instance_type=instance_type, web_ami=web_ami, web_instance_type=web_instance_type,
         key_name=key_name, port=port, allow_cidr=allow_cidr, token=token, max_instances=max_instances, per_instance=per_instance,
         scale_in_after=scale_in_after, timeout=timeout, visibility_timeout=visibility_timeout,
     )
@@ -205,18 +197,16 @@ def bootstrap_command(
 
 @iaas_group.command("destroy")
 @user_errors_as_exit_codes
+@aws_target_options(IaasPrefixOpt)
 def destroy_command(
     yes: YesOpt = False,
     dry_run: DestroyDryRunOpt = False,
-    prefix: IaasPrefixOpt = None,
-    region: RegionOpt = None,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """Delete everything `facerec iaas bootstrap` created (instances first, buckets with their objects last). Asks first unless --yes."""
     from facerec_cli.cli.deploy_flow import run_iaas_destroy
 
-    settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
+    settings = target.settings()
     run_iaas_destroy(settings, yes=yes, dry_run=dry_run)
 
 

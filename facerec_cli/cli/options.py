@@ -7,8 +7,10 @@ The AWS options (``--prefix --region --endpoint-url --profile``) are resolved by
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,6 +19,7 @@ import typer
 
 from lambdas.core.errors import FacerecError
 
+from facerec_cli.config import ConfigFile, Settings
 from facerec_cli.errors import UserError
 from facerec_cli.render import err, fail
 
@@ -117,3 +120,44 @@ ProfileOpt = Annotated[str | None, typer.Option("--profile", help="AWS profile f
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
 DestroyDryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would be deleted and delete nothing.")]
+
+
+@dataclass(frozen=True)
+class AwsTarget:
+    """Where a command's AWS calls go, as given by the four options every AWS command takes."""
+
+    prefix: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+
+    def settings(self, *, config: ConfigFile | None = None, **more: Any) -> Settings:
+        """The settings these options select (flag > ``FACEREC_*`` > facerec.toml > default), with ``more`` flags."""
+        from facerec_cli.config import load_settings
+
+        return load_settings(config=config, prefix=self.prefix, region=self.region, endpoint_url=self.endpoint_url, profile=self.profile, **more)
+
+
+def aws_target_options(prefix_option: Any = PrefixOpt) -> Callable[[F], F]:
+    """Give a command ``--prefix --region --endpoint-url --profile`` (listed after its own options; the
+    prefix's help as ``prefix_option`` says) and pass them to it as ``target``, an :class:`AwsTarget`.
+    Typer reads the parameters from the signature set here, so the options are declared once."""
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        for name, annotation in (("prefix", prefix_option), ("region", RegionOpt), ("endpoint_url", EndpointOpt), ("profile", ProfileOpt))
+    ]
+
+    def decorate(func: F) -> F:
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "target"]
+
+        @functools.wraps(func)
+        def command(*args: Any, prefix: str | None = None, region: str | None = None, endpoint_url: str | None = None,
+                    profile: str | None = None, **kwargs: Any) -> Any:  # fmt: skip
+            return func(*args, target=AwsTarget(prefix, region, endpoint_url, profile), **kwargs)
+
+        command.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]
+        # Evaluated annotations: Typer resolves them with get_type_hints in this module's namespace.
+        command.__annotations__ = {p.name: p.annotation for p in own + added}
+        return command  # type: ignore[return-value]
+
+    return decorate

@@ -18,18 +18,16 @@ from rich.markup import escape
 from rich.text import Text
 
 from facerec_cli.cli.options import (
+    AwsTarget,
     DestroyDryRunOpt,
     DryRunOpt,
-    EndpointOpt,
     JsonOpt,
-    PrefixOpt,
-    ProfileOpt,
-    RegionOpt,
     WatchPrefixOpt,
     YesOpt,
+    aws_target_options,
     user_errors_as_exit_codes,
 )
-from facerec_cli.config import Settings, load_settings
+from facerec_cli.config import Settings
 from facerec_cli.render import err, out
 
 # Exit code of `results --watch` when --timeout passed with uploads still unanswered (as timeout(1)).
@@ -40,9 +38,8 @@ app = typer.Typer()
 
 @app.command()
 @user_errors_as_exit_codes
+@aws_target_options()
 def bootstrap(
-    prefix: PrefixOpt = None,
-    region: RegionOpt = None,
     gallery: Annotated[
         Path | None, typer.Option("--gallery", "-g", help="Gallery file (from `facerec enroll`) to upload for the recognition function.")
     ] = None,
@@ -85,12 +82,11 @@ def bootstrap(
         ),
     ] = None,
     yes: YesOpt = False,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """Create or update everything on AWS (buckets, failure queue, log groups, ECR, images, roles,
     functions, trigger, gallery), idempotently: a second run has nothing to change."""
-    settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile, registry=registry, retain_days=retain_days)
+    settings = target.settings(registry=registry, retain_days=retain_days)
     from facerec_cli.cli.deploy_flow import run_bootstrap
     from facerec_cli.infra.errors import aws_errors
 
@@ -102,20 +98,19 @@ def bootstrap(
 
 @app.command()
 @user_errors_as_exit_codes
+@aws_target_options()
 def upload(
     videos: Annotated[list[Path], typer.Argument(metavar="VIDEO", help="Video files (.mp4 .mov .mkv .avi .webm .m4v); the key is the file name.")],
-    prefix: PrefixOpt = None,
-    region: RegionOpt = None,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """Upload videos to the input bucket (multipart, with progress). Every file is checked first:
     nothing is sent if any is not a video or is empty."""
-    settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
+    settings = target.settings()
     run_upload(settings, videos)
 
 @app.command()
 @user_errors_as_exit_codes
+@aws_target_options()
 def results(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow new results live until every uploaded video is answered.")] = False,
     json_lines: JsonOpt = False,
@@ -125,16 +120,13 @@ def results(
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report: a row per video with its annotated frame.")
     ] = None,
-    prefix: PrefixOpt = None,
-    region: RegionOpt = None,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """List results from the output bucket, and failed invocations from the failure queue as
     errors. Exits 1 if any video ended in error."""
     from facerec_cli.infra.errors import aws_errors
 
-    settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
+    settings = target.settings()
     with aws_errors(settings, "reading results"):
         code = run_results(settings, watch=watch, json_lines=json_lines, timeout=timeout)
     if html is not None:
@@ -144,6 +136,7 @@ def results(
 
 @app.command("watch")
 @user_errors_as_exit_codes
+@aws_target_options(WatchPrefixOpt)
 def watch_pipeline(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Stop once no uploaded video is in flight (--iaas: no request queued or in flight and no app instance).")
@@ -157,55 +150,48 @@ def watch_pipeline(
         str | None,
         typer.Option("--web-url", help="With --iaas (implied): read a web tier's GET /healthz instead of the AWS APIs, e.g. the URL `facerec iaas run-local` printed."),
     ] = None,
-    prefix: WatchPrefixOpt = None,
-    region: RegionOpt = None,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """Live dashboard of the pipeline until Ctrl-C: videos per bucket, in flight, finished, failed,
     latency upload -> result (p50/p95), and the last errors in the functions' logs. With --iaas: the
     IaaS system's queue depths and app instances. List calls only."""
     if iaas or web_url:
-        run_iaas_watch(prefix, region, endpoint_url, profile, web_url=web_url, interval=interval, until_idle=until_idle, json_lines=json_lines)
+        run_iaas_watch(target, web_url=web_url, interval=interval, until_idle=until_idle, json_lines=json_lines)
         return
     from facerec_cli.infra.errors import aws_errors
     from facerec_cli.pipeline.observe.dashboard_view import run_watch
 
-    settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
+    settings = target.settings()
     with aws_errors(settings, "watching the pipeline"):
         run_watch(settings, interval=interval, until_idle=until_idle, json_lines=json_lines)
 
 
 @app.command()
 @user_errors_as_exit_codes
+@aws_target_options()
 def logs(
     function: Annotated[
         str | None, typer.Option("--function", "-f", help="video-splitting or face-recognition (short: splitting, recognition); default both.")
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Keep printing new events until Ctrl-C.")] = False,
     since: Annotated[str, typer.Option("--since", help="Start this long ago (30s, 10m, 2h, 1d) or at this time (2026-01-31T14:00).")] = "10m",
-    prefix: PrefixOpt = None,
-    region: RegionOpt = None,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """CloudWatch logs of the functions: timestamp, function, message, oldest first."""
-    settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
+    settings = target.settings()
     run_logs(settings, function, follow=follow, since=since)
 
 @app.command()
 @user_errors_as_exit_codes
+@aws_target_options()
 def destroy(
     yes: YesOpt = False,
     dry_run: DestroyDryRunOpt = False,
-    prefix: PrefixOpt = None,
-    region: RegionOpt = None,
-    endpoint_url: EndpointOpt = None,
-    profile: ProfileOpt = None,
+    target: AwsTarget = AwsTarget(),
 ) -> None:
     """Delete everything bootstrap created (buckets with their objects, functions, roles, queue,
     log groups, ECR repository). Asks first unless --yes."""
-    settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
+    settings = target.settings()
     from facerec_cli.cli.deploy_flow import run_destroy
     from facerec_cli.infra.errors import aws_errors
 
@@ -268,10 +254,7 @@ def run_results(settings: Settings, *, watch: bool, json_lines: bool, timeout: f
 
 
 def run_iaas_watch(
-    prefix: str | None,
-    region: str | None,
-    endpoint_url: str | None,
-    profile: str | None,
+    target: AwsTarget,
     *,
     web_url: str | None,
     interval: float,
@@ -287,7 +270,7 @@ def run_iaas_watch(
         return iaas_watch.watch_iaas(source, interval=interval, until_idle=until_idle, json_lines=json_lines)
     from facerec_cli.infra.errors import aws_errors
 
-    settings = load_settings(prefix=prefix, region=region, endpoint_url=endpoint_url, profile=profile)
+    settings = target.settings()
     with aws_errors(settings, "watching the IaaS system"):
         source = iaas_watch.aws_source(settings)
         return iaas_watch.watch_iaas(source, interval=interval, until_idle=until_idle, json_lines=json_lines)

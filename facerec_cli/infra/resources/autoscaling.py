@@ -4,12 +4,10 @@ someone else's (the web tier's scaler): never set here after creation."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from facerec_cli.infra.plan import APICall, Step, WaitUntilGone
-
-if TYPE_CHECKING:
-    from facerec_cli.infra.planner import PlanContext
+from facerec_cli.infra.resources.context import PlanContext
 
 
 @dataclass(frozen=True)

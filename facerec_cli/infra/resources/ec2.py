@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import botocore.exceptions
 
 from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.plan import APICall, Instruction, Ref, Step, Wait
-
-if TYPE_CHECKING:
-    from facerec_cli.infra.planner import PlanContext
+from facerec_cli.infra.resources.context import PlanContext
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 IMDSV2 = {"HttpTokens": "required", "HttpEndpoint": "enabled"}

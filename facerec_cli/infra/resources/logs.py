@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from facerec_cli.infra.plan import APICall, Instruction, Step
 from facerec_cli.infra.readers import paginate
-
-if TYPE_CHECKING:
-    from facerec_cli.infra.planner import PlanContext
+from facerec_cli.infra.resources.context import PlanContext
 
 
 @dataclass(frozen=True)

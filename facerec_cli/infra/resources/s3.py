@@ -6,16 +6,14 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import botocore.exceptions
 
 from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.plan import APICall, EmptyBucket, Instruction, Step
 from facerec_cli.infra.readers import bucket_taken, canonical_policy, get_or_none, object_versions, strip_metadata
-
-if TYPE_CHECKING:
-    from facerec_cli.infra.planner import PlanContext
+from facerec_cli.infra.resources.context import PlanContext
 
 SSE_S3 = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
 PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}

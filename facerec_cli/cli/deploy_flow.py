@@ -90,16 +90,13 @@ def run_bootstrap(
     """Plan, show, confirm, then change. Everything that can refuse the deployment without changing
     anything (a bad gallery, a blocked bucket name, no Docker engine, a refused registry login) is checked
     before the first resource is created (:class:`~facerec_cli.pipeline.deployer.Bootstrap`)."""
-    from facerec_cli.infra.clients import Clients
     from facerec_cli.infra.executor import RichReporter, refuse_blocked
-    from facerec_cli.pipeline.deployer import Bootstrap, BootstrapRequest, gallery_weights
+    from facerec_cli.pipeline.deployer import Bootstrap, BootstrapRequest
 
-    gallery_weights(gallery, weights)  # before any AWS client: a bad gallery costs nothing
     request = BootstrapRequest(gallery, weights, annotate, timeline, segment_seconds, build_images=not skip_images, base_image=base_image)
-    clients = Clients.from_settings(settings)
     with aws_errors(settings, "reading the current deployment"):
         bootstrap = Bootstrap(
-            settings, clients, request, images=None if skip_images else _images_module(), reporter=RichReporter(console=err),
+            settings, request, images=None if skip_images else _images_module(), reporter=RichReporter(console=err),
             on_progress=lambda line: err.print(Text(line, style="dim"), soft_wrap=True), status=err.status,
         )  # fmt: skip
     where = f"prefix {settings.prefix}, region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")

@@ -291,29 +291,19 @@ class AsgPool:
 def find_app_instances(ec2: Any, prefix: str, states: tuple[str, ...]) -> list[dict[str, Any]]:
     """This deployment's app-tier instances in ``states`` (those not named yet included): InstanceId,
     Name, Index (None until named), State."""
-    return _find_instances(ec2, prefix, [APP_INSTANCE_UNNAMED, f"{APP_INSTANCE_PREFIX}*"], states)
+    return find_named_instances(ec2, prefix, [APP_INSTANCE_UNNAMED, f"{APP_INSTANCE_PREFIX}*"], states)
 
 
-def _find_instances(ec2: Any, prefix: str, name: str | list[str], states: tuple[str, ...]) -> list[dict[str, Any]]:
-    filters = [
-        {"Name": f"tag:{TAG_KEY}", "Values": [prefix]},
-        {"Name": "tag:Name", "Values": [name] if isinstance(name, str) else list(name)},
-        {"Name": "instance-state-name", "Values": list(states)},
+def find_named_instances(ec2: Any, prefix: str, names: str | list[str], states: tuple[str, ...]) -> list[dict[str, Any]]:
+    """This deployment's instances named ``names`` (wildcards allowed) in ``states``: InstanceId, Name,
+    Index (of an app-tier name), State, ImageId, InstanceType, PublicIpAddress."""
+    from facerec_cli.infra.resources.ec2 import find_instances
+
+    found = find_instances(ec2, {TAG_KEY: prefix}, (names,) if isinstance(names, str) else tuple(names), states)
+    return [
+        {
+            "InstanceId": i["InstanceId"], "Name": i["Name"], "Index": app_instance_index(i["Name"]), "State": i["State"]["Name"],
+            "ImageId": i.get("ImageId"), "InstanceType": i.get("InstanceType"), "PublicIpAddress": i.get("PublicIpAddress"),
+        }
+        for i in found
     ]
-    out = []
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
-        for reservation in page.get("Reservations") or []:
-            for inst in reservation.get("Instances") or []:
-                tags = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}
-                out.append(
-                    {
-                        "InstanceId": inst["InstanceId"],
-                        "Name": tags.get("Name", ""),
-                        "Index": app_instance_index(tags.get("Name", "")),
-                        "State": inst["State"]["Name"],
-                        "ImageId": inst.get("ImageId"),
-                        "InstanceType": inst.get("InstanceType"),
-                        "PublicIpAddress": inst.get("PublicIpAddress"),
-                    }
-                )
-    return out

@@ -180,8 +180,3 @@ def iaas_stack(settings: Settings, options: IaasOptions, account_id: str) -> Sta
             )))
     stack.specs = specs
     return stack
-
-
-def teardown_stack(settings: Settings, account_id: str) -> Stack:
-    """Everything a bootstrap may have made, whatever options it was given."""
-    return iaas_stack(settings, IaasOptions(allow_cidr="0.0.0.0/0", token_sha256="-"), account_id)

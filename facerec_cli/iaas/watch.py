@@ -203,9 +203,9 @@ class AwsSource:
         return _by_number([AppInstance(i["Name"], i["State"], i["InstanceId"]) for i in found])
 
     def _web_instance(self) -> str:
-        from facerec_cli.iaas.pools import _find_instances
+        from facerec_cli.iaas.pools import find_named_instances
 
-        found = _find_instances(self.ec2, self.names.prefix, WEB_INSTANCE, PRESENT)
+        found = find_named_instances(self.ec2, self.names.prefix, WEB_INSTANCE, PRESENT)
         states = sorted({i["State"] for i in found}, key=lambda s: (s not in ACTIVE, s))
         return states[0] if states else "absent"
 

@@ -256,19 +256,20 @@ def apply_plan(plan: Plan, reporter: Reporter | None = None, clients: Clients | 
     always safe: a new plan only contains what is still missing.
     """
     refuse_blocked(plan)
+    changes = plan.changes
+    if not changes:
+        return []
     clients = clients or plan.clients
-    if clients is None and plan.changes:
+    if clients is None:
         raise DeployError("internal error: a plan with changes but no clients to apply it with")
     reporter = reporter or NullReporter()
-    executor = Executor(clients) if clients is not None else None
-    changes = plan.changes
+    executor = Executor(clients)
     completed: list[Step] = []
     for index, step in enumerate(changes, start=1):
         reporter.step_started(step, index, len(changes))
         done: list[str] = []
         try:
             for instruction in step.calls:
-                assert executor is not None
                 executor.run(instruction)
                 done.append(_short(instruction))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a report naming what was done

@@ -152,16 +152,17 @@ class Bootstrap:
     planned again with their URIs and applied. ``images``, ``reporter`` and ``status`` are injected."""
 
     def __init__(
-        self, settings: Settings, clients: Clients, request: BootstrapRequest, *, images: ImageBuilder | None = None,
+        self, settings: Settings, request: BootstrapRequest, *, clients: Clients | None = None, images: ImageBuilder | None = None,
         reporter: Reporter | None = None, on_progress: Callable[[str], None] | None = None,
         status: Callable[[str], contextlib.AbstractContextManager[Any]] = _no_status,
     ) -> None:  # fmt: skip
-        self.settings, self.clients, self.request = settings, clients, request
+        weights = gallery_weights(request.gallery, request.weights)  # before any AWS client: a bad gallery costs nothing
+        self.settings, self.request = settings, request
+        self.clients = clients = clients or Clients.from_settings(settings)
         self.images = images
         self.reporter = reporter or NullReporter()
         self.on_progress = on_progress or (lambda line: None)
         self.status = status
-        weights = gallery_weights(request.gallery, request.weights)  # before any AWS call: a bad gallery costs nothing
         n = settings.names
         deployed = deployed_environment(clients, n.recognition_function)
         self.weights = weights or deployed.get(fenv.WEIGHTS) or "casia-webface"

@@ -11,7 +11,7 @@ from facerec_cli.infra.readers import owned_buckets
 class PlanContext:
     """What the kind planners share while one plan is made: the clients, the tags, warnings and
     blockers found, and facts read once (owned buckets, the default VPC) or learnt from earlier steps
-    (the functions that exist, the outputs earlier steps will make)."""
+    (the functions that exist, those of another deployment)."""
 
     def __init__(self, clients: Clients, tags: dict[str, str]) -> None:
         self.clients = clients
@@ -20,7 +20,6 @@ class PlanContext:
         self.blockers: list[str] = []
         self.existing_functions: dict[str, dict[str, Any]] = {}
         self.foreign_functions: set[str] = set()  # destroy: functions of another deployment, left alone
-        self.outputs: set[str] = set()  # names of values earlier steps of this plan will make
         self._owned: set[str] | None = None
         self._vpc: tuple[str | None] | None = None
 

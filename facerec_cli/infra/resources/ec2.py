@@ -134,7 +134,6 @@ def plan_security_group(g: SecurityGroupSpec, ctx: PlanContext) -> Step:
     current = find_security_group(ctx.clients.ec2, g.name, vpc)
     if current is None:
         output = f"security-group/{g.name}"
-        ctx.outputs.add(output)
         create: dict[str, Any] = {"GroupName": g.name, "Description": g.description}
         if vpc:
             create["VpcId"] = vpc

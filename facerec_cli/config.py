@@ -140,20 +140,21 @@ def _profile_region(profile: str | None) -> str | None:
         return None
 
 
-def _positive_int(value: Any, name: str, source: str) -> int:
-    """``value`` as an int >= 1, else a UserError naming the setting and where it came from."""
+def _number(value: Any, name: str, source: str, kind: type = int, minimum: float = 1) -> Any:
+    """``value`` as a ``kind`` (int or float) of at least ``minimum``, else a UserError naming the
+    setting and where it came from."""
+    number: int | float | None
     # bool is an int to Python, and int() would truncate a float from TOML: refuse both.
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool) or (kind is int and isinstance(value, float)):
         number = None
-    elif isinstance(value, int):
-        number = value
     else:
         try:
-            number = int(str(value).strip())
+            number = kind(str(value).strip())
         except ValueError:
             number = None
-    if number is None or number < 1:
-        raise UserError(f"{name} from {source} must be a whole number of at least 1, not {value!r}")
+    if number is None or number < minimum:
+        what = "a whole number" if kind is int else "a number"
+        raise UserError(f"{name} from {source} must be {what} of at least {minimum:g}, not {value!r}")
     return number
 
 
@@ -196,13 +197,13 @@ def load_settings(*, config: ConfigFile | None = None, **flags: Any) -> Settings
         values["region"] = region
     for name in _INT_SETTINGS:
         if name in values:
-            values[name] = _positive_int(values[name], name, sources[name])
+            values[name] = _number(values[name], name, sources[name])
     for name in _COUNT_SETTINGS:
         if name in values:
             value = values[name]
             if isinstance(value, bool) or str(value).strip() != "0":
                 try:
-                    value = _positive_int(value, name, sources[name])
+                    value = _number(value, name, sources[name])
                 except UserError:
                     raise UserError(f"{name} from {sources[name]} must be a whole number of days, 0 for none, not {values[name]!r}") from None
             values[name] = int(value)
@@ -272,16 +273,4 @@ def _iaas_value(name: str, value: Any, source: str, kind: type) -> Any:
         if isinstance(value, (dict, list)):
             raise UserError(f"{name} from {source} must be a string, not {value!r}")
         return str(value)
-    number: int | float | None
-    if isinstance(value, bool) or (kind is int and isinstance(value, float)):
-        number = None  # bool is an int to Python, and int() would truncate a float from TOML: refuse both
-    else:
-        try:
-            number = kind(str(value).strip())
-        except ValueError:
-            number = None
-    minimum = _IAAS_MINIMUM.get(name, 0)
-    if number is None or number < minimum:
-        what = "a whole number" if kind is int else "a number"
-        raise UserError(f"{name} from {source} must be {what} of at least {minimum:g}, not {value!r}")
-    return number
+    return _number(value, name, source, kind, _IAAS_MINIMUM.get(name, 0))

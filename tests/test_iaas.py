@@ -157,6 +157,25 @@ def _exists(fn, **kwargs) -> bool:
         return False
 
 
+def test_iaas_buckets_refuse_plain_http_like_the_pipelines() -> None:
+    """The IaaS buckets carry the same TLS-only statement as the pipeline's on AWS; against a plain-HTTP
+    endpoint (a local moto server) none, since it would refuse every request."""
+    from facerec_cli.infra.naming import TLS_ONLY_SID
+    from facerec_cli.infra.resources.s3 import BucketSpec
+    from facerec_cli.iaas.stack import iaas_stack
+
+    n = IaasNames(PREFIX)
+    on_aws = [s for s in iaas_stack(Settings(prefix=PREFIX, region="eu-west-1"), IaasOptions(), "123456789012").specs if isinstance(s, BucketSpec)]
+    assert [b.name for b in on_aws] == list(n.buckets)
+    for bucket in on_aws:
+        [statement] = bucket.policy_statements
+        assert statement["Sid"] == TLS_ONLY_SID and statement["Effect"] == "Deny"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert statement["Resource"] == [f"arn:aws:s3:::{bucket.name}", f"arn:aws:s3:::{bucket.name}/*"]
+    local = iaas_stack(Settings(prefix=PREFIX, region="eu-west-1", endpoint_url="http://127.0.0.1:5000"), IaasOptions(), "123456789012")
+    assert all(not s.policy_statements for s in local.specs if isinstance(s, BucketSpec))
+
+
 def test_bootstrap_is_idempotent_and_destroy_removes_everything(moto_cloud, tiny_gallery) -> None:
     settings = Settings(prefix=PREFIX, region=moto_cloud.region, endpoint_url=moto_cloud.endpoint_url)
     clients = Clients.from_session(moto_cloud.session(), moto_cloud.endpoint_url)

@@ -1020,13 +1020,38 @@ def test_non_ascii_file_names_are_kept(data: Path, celeb_gallery) -> None:
                 "Content-Type: image/jpeg\r\n\r\n").encode() + madonna + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
         r = requests.post(system.url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=180)
         assert (r.status_code, r.text) == (200, "日本2:madonna")
+        # A Windows path in the raw header, its backslashes as browsers send them (HTML5: unescaped)
+        # and doubled as some clients escape them: the last component is the name either way.
+        for disposition, want in [('filename="C:\\fakepath\\Ελλάδα3.jpg"', "Ελλάδα3:madonna"),
+                                  ('filename="D:\\\\photos\\\\Ελλάδα4.jpg"', "Ελλάδα4:madonna")]:  # fmt: skip
+            body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"inputFile\"; {disposition}\r\n"
+                    "Content-Type: image/jpeg\r\n\r\n").encode() + madonna + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
+            r = requests.post(system.url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=180)
+            assert (r.status_code, r.text) == (200, want), disposition
         r = requests.post(system.url, files={"inputFile": ("名" * 90 + ".jpg", madonna)}, timeout=30)
         assert r.status_code == 400 and "274 bytes long; at most 255 bytes" in r.text
 
         s3 = system.client("s3")
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket=system.names.in_bucket)["Contents"]}
-        assert keys == {"日本.jpg", "中国.jpg", "été à Paris.jpg", "Ελλάδα.jpg", "\u00e9t\u00e9.jpg", "日本2.jpg"}
+        assert keys == {"日本.jpg", "中国.jpg", "été à Paris.jpg", "Ελλάδα.jpg", "\u00e9t\u00e9.jpg", "日本2.jpg", "Ελλάδα3.jpg", "Ελλάδα4.jpg"}
         assert s3.get_object(Bucket=system.names.out_bucket, Key="日本")["Body"].read().decode() == "madonna"
+
+
+def test_part_filename_reads_the_raw_header_as_clients_write_it() -> None:
+    """What the web tier takes as the file name, whatever the multipart parser would make of it."""
+    from urllib3.fields import format_multipart_header_param
+
+    from facerec_cli.iaas.web import part_filename, upload_key
+
+    # What requests/urllib3 put on the wire for a Windows path, read back and reduced to the key.
+    sent = "form-data; name=\"inputFile\"; " + format_multipart_header_param("filename", "C:\\fakepath\\Ελλάδα.jpg")
+    assert upload_key(part_filename(sent)) == "Ελλάδα.jpg"
+    assert part_filename('form-data; name="f"; filename="say \\"hi\\".jpg"') == 'say "hi".jpg'
+    assert part_filename("form-data; name=f; filename=plain.jpg") == "plain.jpg"
+    both = "form-data; name=\"f\"; filename=\"fallback.jpg\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.jpg"
+    assert part_filename(both) == "日本.jpg"
+    assert part_filename("form-data; name=\"f\"; filename=\"ok.jpg\"; filename*=no-such-charset''%FF.jpg") == "ok.jpg"
+    assert part_filename('form-data; name="f"') is None and part_filename(None) is None
 
 
 # ------------------------------------------------------------------------------------------ IAM enforced

@@ -37,9 +37,11 @@ import hashlib
 import hmac
 import io
 import logging
+import re
 import threading
 import time
 import unicodedata
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from typing import IO, Any
@@ -94,6 +96,36 @@ class WebConfig:
     token_sha256: str | None = None  # None: no token asked for (anyone the network lets in)
     lease_s: float = 30.0  # the web-tier lease: another web tier may take over this long after we die
     lock: bool = True  # take the lease (one web tier per prefix); False only for tests of parts
+
+
+# filename*=charset'lang'percent-encoded (RFC 2231/5987) and filename="..." or a bare token.
+_FILENAME_STAR = re.compile(r";\s*filename\*\s*=\s*([^;]+)", re.IGNORECASE)
+_FILENAME = re.compile(r';\s*filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
+
+
+def part_filename(disposition: str | None) -> str | None:
+    """The file name in a multipart part's raw Content-Disposition, as the client wrote it.
+
+    Parsed here, not by Werkzeug: browsers (HTML5) and urllib3 send backslashes unescaped, and
+    Werkzeug 3.1 reads them as RFC 7230 escapes, so ``C:\\fakepath\\x.jpg`` came out as
+    ``C:fakepathx.jpg`` and its last component was lost. A backslash is a path separator to
+    :func:`upload_key` whether or not a client doubled it; only ``\\"`` is read as a quote.
+    ``filename*`` wins over ``filename``. None when the header names no file."""
+    if not disposition:
+        return None
+    star = _FILENAME_STAR.search(disposition)
+    if star:
+        charset, _, rest = star.group(1).strip().partition("'")
+        encoded = rest.partition("'")[2]
+        try:
+            return urllib.parse.unquote(encoded, encoding=charset or "utf-8", errors="strict")
+        except (LookupError, UnicodeDecodeError):
+            pass  # a charset we cannot read: fall back to the plain filename parameter
+    plain = _FILENAME.search(disposition)
+    if plain is None:
+        return None
+    quoted, bare = plain.groups()
+    return quoted.replace('\\"', '"') if quoted is not None else bare.strip()
 
 
 def upload_key(filename: str) -> str | None:
@@ -403,7 +435,8 @@ class WebTier:
             upload = request.files.get(FIELD)
             if upload is None:
                 return text(f"no file: send the image as the multipart/form-data field {FIELD!r} (curl -F {FIELD}=@photo.jpg URL)", 400)
-            accepted = tier.accept(upload.filename or "", upload.stream, upload.mimetype)
+            filename = part_filename(upload.headers.get("Content-Disposition"))
+            accepted = tier.accept(filename if filename is not None else upload.filename or "", upload.stream, upload.mimetype)
             # The upload is in S3 (or refused): let go of the body (its spooled file or buffer)
             # before the wait, so a waiting request holds no upload.
             request.close()

@@ -54,9 +54,10 @@ def test_same_faces_as_facenet_pytorch_on_every_photo_and_frame(data: Path, torc
     assert len(pictures) > 120
     faces = 0
     for name, image in pictures:
-        boxes, probs = torch_mtcnn.detect(image)
-        want = np.zeros((0, 5), np.float32) if boxes is None else np.column_stack(
-            [np.asarray(boxes, np.float32), np.asarray(probs, np.float32)])
+        boxes, probs, points = torch_mtcnn.detect(image, landmarks=True)
+        want = np.zeros((0, 15), np.float32) if boxes is None else np.column_stack(
+            [np.asarray(boxes, np.float32), np.asarray(probs, np.float32),
+             np.asarray(points, np.float32).reshape(-1, 5, 2).transpose(0, 2, 1).reshape(-1, 10)])
         got = mtcnn.detect(nets, [np.asarray(image)])[0]
         got = got[np.argsort(-(got[:, 2] - got[:, 0]) * (got[:, 3] - got[:, 1]), kind="stable")]  # facenet: largest first
         assert len(got) == len(want), f"{name}: {len(got)} faces, facenet-pytorch finds {len(want)}"
@@ -64,6 +65,8 @@ def test_same_faces_as_facenet_pytorch_on_every_photo_and_frame(data: Path, torc
         allowed = np.maximum(2.0, 0.01 * size)[:, None]
         assert (np.abs(got[:, :4] - want[:, :4]) <= allowed).all(), f"{name}: boxes {got[:, :4]} vs {want[:, :4]}"
         assert np.abs(got[:, 4] - want[:, 4]).max(initial=0) <= 1e-3, name
+        # the five landmarks (x then y), which the profile check reads
+        assert (np.abs(got[:, 5:] - want[:, 5:]) <= allowed).all(), f"{name}: landmarks {got[:, 5:]} vs {want[:, 5:]}"
         faces += len(got)
     assert faces > 100  # the comparison covered real faces, not only empty pictures
 

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lambdas.core.enroll import PhotoReport, build_gallery, find_photos
 from lambdas.core.gallery import Gallery
 from lambdas.core.media import Frame
+from lambdas.core.openset import Calibration
 from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
 from lambdas.core.results import ERROR, Result
 
@@ -38,11 +39,49 @@ def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface"
         if r.note != "ok":
             err.print(f"[yellow]{r.person}/{r.path.name}[/]: {r.note}", highlight=False, soft_wrap=True)
     people = gallery.people
+    shown = ", ".join(people) if len(people) <= 12 else f"{', '.join(people[:12])}, ..."
     err.print(
-        f"[green]wrote {output}[/]: {len(gallery.names)} faces of {len(people)} people "
-        f"({', '.join(people)}), weights {gallery.weights}"
+        f"[green]wrote {output}[/]: {len(gallery.names)} faces of {len(people)} people ({shown}), weights {gallery.weights}",
+        highlight=False, soft_wrap=True,
     )
+    if gallery.calibration is not None:
+        print_calibration(gallery.calibration)
     return gallery
+
+
+def print_calibration(calibration: Calibration, *, every_person: bool | None = None) -> None:
+    """How consistent each person's photos are, and the open-set rule chosen (or why none was)."""
+    from rich.table import Table
+
+    from lambdas.core.openset import MIN_CALIBRATION_PEOPLE
+
+    people = calibration.people
+    every_person = len(people) <= 30 if every_person is None else every_person
+    table = Table("person", "photos", "mean", "worst", "far from the others (likely another person)", title="photo consistency: "
+                  "each photo against the centroid of the person's other photos", title_justify="left")
+    for p in people:
+        if every_person or p.outliers:
+            table.add_row(p.person, str(p.photos), "-" if p.mean is None else f"{p.mean:.2f}",
+                          "-" if p.worst is None else f"{p.worst:.2f}", ", ".join(p.outliers))
+    if table.rows:
+        err.print(table)
+    single = sum(p.photos == 1 for p in people)
+    if single:
+        err.print(f"{single} of {len(people)} people have a single photo: nothing to check it against; "
+                  "3-5 photos each also calibrate the gallery better", highlight=False)
+    rule = calibration.rule
+    if calibration.calibrated:
+        err.print(
+            f"open-set rule calibrated on the gallery's own photos: threshold {rule.threshold:g}, margin {rule.margin:g} "
+            f"(named {calibration.known_named:.1%} of {calibration.known_probes} photos against their person's other photos; "
+            f"answered {calibration.strangers_rejected:.1%} unknown with their person left out, as strangers)",
+            highlight=False, soft_wrap=True,
+        )
+    else:
+        err.print(
+            f"open-set rule: the defaults (threshold {rule.threshold:g}, margin {rule.margin:g}): calibrating needs "
+            f"{MIN_CALIBRATION_PEOPLE} people with 2+ photos", highlight=False, soft_wrap=True,
+        )
 
 
 def run_identify(

@@ -21,6 +21,7 @@ class PhotoReport:
     path: Path
     faces: int
     error: str | None = None
+    quality: str | None = None  # faces.quality_issue of the face taken: kept, but worth replacing
 
     @property
     def note(self) -> str:
@@ -28,9 +29,10 @@ class PhotoReport:
             return self.error
         if self.faces == 0:
             return "no face found: photo skipped"
-        if self.faces > 1:
-            return f"{self.faces} faces: the largest was taken"
-        return "ok"
+        notes = [f"{self.faces} faces: the largest was taken"] if self.faces > 1 else []
+        if self.quality:
+            notes.append(f"the face is {self.quality.replace('_', ' ')}: kept, but a clearer photo would match better")
+        return "; ".join(notes) or "ok"
 
 
 def find_photos(photos_dir: Path) -> list[tuple[str, Path]]:
@@ -63,12 +65,14 @@ def build_gallery(
         try:
             frame = Frame(0, 0.0, media.load_image(photo))
             dets = encoder.detector.detect([frame.image])[0]
+            quality = None
             if dets:  # largest first
                 (face,) = encoder.embed_detections([(frame, dets[0])])
                 embeddings.append(face.embedding)
                 names.append(person)
                 sources.append(f"{person}/{photo.name}")
-            report = PhotoReport(person, photo, len(dets))
+                quality = face.quality
+            report = PhotoReport(person, photo, len(dets), quality=quality)
         except InputError as exc:
             report = PhotoReport(person, photo, 0, error=str(exc))
         reports.append(report)
@@ -77,4 +81,5 @@ def build_gallery(
     if not embeddings:
         raise GalleryError(f"no face was found in any photo under {photos_dir}")
     gallery = Gallery(weights=encoder.weights, embeddings=np.stack(embeddings), names=names, sources=sources, recipe=encoder.recipe)
+    gallery.calibrate()  # its open-set rule, from its own photos; gallery.calibration has the details
     return gallery, reports

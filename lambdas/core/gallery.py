@@ -11,7 +11,8 @@ File format (version 2): a safetensors file, read with numpy alone (no torch, no
   stored transposed, the layout the matching matmul wants); ``people`` U8 (the P names, sorted and
   unique) and ``sources`` U8 (the photo of each row, "" when unknown), UTF-8 joined by NUL;
 - ``__metadata__`` (str -> str): ``format`` ("facerec-gallery"), ``version`` ("2"), ``weights``, and
-  ``threshold`` (a float's repr) and ``recipe`` when the gallery has them.
+  ``threshold``, ``margin`` (floats' reprs: the open-set rule, ``openset.py``) and ``recipe`` when the
+  gallery has them.
 
 Loading is a small header parse and zero-copy views of the buffer; nothing is recomputed. Measured
 at 100k identities (~200k rows, 620 MB, ``benchmarks/gallery_scaling.py``): names and sources as JSON
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GalleryError, LegacyGalleryError
+from .openset import DEFAULT_MARGIN, DEFAULT_THRESHOLD, Calibration, OpenSetRule, calibrate
 from .weights import is_file_id, weights_id
 
 __all__ = [
@@ -55,11 +57,11 @@ UNKNOWN = "unknown"
 DIM = 512  # InceptionResnetV1's embedding size
 SUFFIX = ".safetensors"
 
-# Euclidean distance from a face's unit embedding to a person's centroid (0 = same, 2 = opposite).
-# On 5celeb with casia-webface weights (crop margin 44, flip): true matches up to 0.97, other people
-# from 1.26, unenrolled faces (crowd clip, Friends cast) from 1.17; 1.07 sits in the middle of that gap
-# (README, "Choosing the threshold"). A gallery may carry its own.
-DEFAULT_THRESHOLD = 1.07
+# DEFAULT_THRESHOLD (openset.py): Euclidean distance from a face's unit embedding to a person's centroid
+# (0 = same, 2 = opposite). On 5celeb with casia-webface weights (crop margin 44, flip): true matches up
+# to 0.97, other people from 1.26, unenrolled faces (crowd clip, Friends cast) from 1.17; 1.07 sits in
+# the middle of that gap (README, "Choosing the threshold"). A gallery carries its own, calibrated at
+# enrol time, with a margin to the second-nearest person.
 
 _EPS = 1e-12  # as torch.nn.functional.normalize: x / max(|x|, eps)
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
@@ -174,9 +176,11 @@ def _centroids(embeddings: np.ndarray, names: list[str]) -> tuple[list[str], np.
 
 @dataclass
 class Match:
-    name: str  # UNKNOWN beyond the threshold
+    name: str  # UNKNOWN beyond the threshold, or too near a second person (see ``reason``)
     distance: float  # to the nearest person's centroid
     nearest: str  # that person's name, even when beyond the threshold
+    second: float | None = None  # to the second-nearest person's centroid (None: one person enrolled)
+    reason: str | None = None  # why the face is unknown (openset.BEYOND_THRESHOLD, AMBIGUOUS); None when named
 
 
 @dataclass(eq=False)
@@ -187,6 +191,9 @@ class Gallery:
     sources: list[str] = field(default_factory=list)
     threshold: float | None = None
     recipe: str | None = None  # how faces were cropped and embedded; None: unknown (a course data.pt)
+    margin: float | None = None  # least distance between the nearest and the second-nearest person
+    # What the last calibrate() found (per-person consistency...); not part of the file.
+    calibration: Calibration | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.names = [str(n) for n in self.names]
@@ -202,20 +209,39 @@ class Gallery:
             raise GalleryError("a name or source in the gallery holds a NUL character")
         if self.threshold is not None:
             self.threshold = float(self.threshold)
+        if self.margin is not None:
+            self.margin = float(self.margin)
         self._people, self._person, self._centroids_t = _centroids(self.embeddings, self.names)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Gallery):
             return NotImplemented
         return (
-            (self.weights, self.names, self.sources, self.threshold, self.recipe)
-            == (other.weights, other.names, other.sources, other.threshold, other.recipe)
+            (self.weights, self.names, self.sources, self.threshold, self.margin, self.recipe)
+            == (other.weights, other.names, other.sources, other.threshold, other.margin, other.recipe)
             and np.array_equal(self.embeddings, other.embeddings)
         )
 
     @property
     def threshold_or_default(self) -> float:
         return self.threshold if self.threshold is not None else DEFAULT_THRESHOLD
+
+    def calibrate(self) -> Calibration:
+        """Choose this gallery's open-set rule from its own photos (openset.calibrate) and keep it: a
+        gallery of too few people keeps the defaults (threshold and margin unset)."""
+        self.calibration = calibrate(self.embeddings, self.names, self.sources)
+        if self.calibration.calibrated:
+            self.threshold, self.margin = self.calibration.rule.threshold, self.calibration.rule.margin
+        else:
+            self.threshold = self.margin = None
+        return self.calibration
+
+    def rule(self, threshold: float | None = None) -> OpenSetRule:
+        """The gallery's open-set rule; ``threshold`` (identify --threshold) overrides its threshold."""
+        return OpenSetRule(
+            threshold if threshold is not None else self.threshold_or_default,
+            self.margin if self.margin is not None else DEFAULT_MARGIN,
+        )
 
     @property
     def people(self) -> list[str]:
@@ -240,13 +266,15 @@ class Gallery:
             )
 
     def match(self, embeddings: np.ndarray, threshold: float | None = None) -> list[Match]:
-        """Nearest person (by centroid) for each embedding (a B x 512 array; one 512 vector is one face);
-        UNKNOWN beyond the threshold. One float32 matmul picks the nearest centroid (the largest cosine);
-        its distance is then computed directly, |q - c|, which for unit vectors equals
-        sqrt(2 - 2 cos) without the rounding that formula suffers near 0."""
+        """Nearest person (by centroid) for each embedding (a B x 512 array; one 512 vector is one face),
+        named under the gallery's open-set rule (``threshold`` overrides its threshold): UNKNOWN beyond
+        the threshold, or when the second-nearest person is not at least the rule's margin further.
+        One float32 matmul scores every centroid (the largest cosines are the nearest); the two best
+        are found by a partial sort and their distances computed directly, |q - c|, which for unit
+        vectors equals sqrt(2 - 2 cos) without the rounding that formula suffers near 0."""
         if len(self.names) == 0:
             raise GalleryError("the gallery is empty: enrol at least one person")
-        limit = threshold if threshold is not None else self.threshold_or_default
+        rule = self.rule(threshold)
         if np.size(embeddings) == 0:
             return []
         q = np.asarray(embeddings, dtype=np.float32)
@@ -255,13 +283,23 @@ class Gallery:
         if q.ndim != 2 or q.shape[1] != self._centroids_t.shape[0]:
             raise GalleryError(f"faces embedded as {tuple(q.shape)}; the gallery holds {self._centroids_t.shape[0]}-d embeddings")
         q = _normalise(q)
-        nearest = np.argmax(q @ self._centroids_t, axis=1)
-        diff = q - self._centroids_t[:, nearest].T
-        dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        scores = q @ self._centroids_t
+        if scores.shape[1] > 2:
+            top = np.argpartition(scores, -2, axis=1)[:, -2:]
+        else:
+            top = np.broadcast_to(np.arange(scores.shape[1]), (q.shape[0], scores.shape[1]))
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable"), axis=1)
+        dist = np.empty(top.shape, np.float32)
+        for k in range(top.shape[1]):
+            diff = q - self._centroids_t[:, top[:, k]].T
+            dist[:, k] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
         out = []
-        for d, i in zip(dist.tolist(), nearest.tolist()):
+        for row, i in enumerate(top[:, 0].tolist()):
+            d1 = float(dist[row, 0])
+            d2 = float(dist[row, 1]) if top.shape[1] > 1 else None
+            reason = rule.reason(d1, d2)
             person = self._people[i]
-            out.append(Match(person if d <= limit else UNKNOWN, d, person))
+            out.append(Match(UNKNOWN if reason else person, d1, person, d2, reason))
         return out
 
     # ------------------------------------------------------------------------------------ the file
@@ -274,6 +312,8 @@ class Gallery:
         }
         if self.threshold is not None:
             metadata["threshold"] = repr(float(self.threshold))
+        if self.margin is not None:
+            metadata["margin"] = repr(float(self.margin))
         if self.recipe is not None:
             metadata["recipe"] = self.recipe
         tensors = {
@@ -335,6 +375,7 @@ class Gallery:
             people = _texts(_tensor(header, body, "people", "U8", 1), centroids_t.shape[1], "people")
             sources = _texts(_tensor(header, body, "sources", "U8", 1), embeddings.shape[0], "sources")
             threshold = float(meta["threshold"]) if meta.get("threshold") is not None else None
+            margin = float(meta["margin"]) if meta.get("margin") is not None else None
             weights, recipe = meta["weights"], meta.get("recipe")
         except (KeyError, TypeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             raise GalleryError(f"{origin} is a damaged facerec gallery ({type(exc).__name__}: {exc})") from exc
@@ -342,8 +383,8 @@ class Gallery:
         problem = None
         if not isinstance(weights, str) or not (recipe is None or isinstance(recipe, str)):
             problem = "its weights or recipe are not text"
-        elif threshold is not None and not math.isfinite(threshold):
-            problem = "its threshold is not a number"
+        elif any(v is not None and not math.isfinite(v) for v in (threshold, margin)):
+            problem = "its threshold or margin is not a number"
         elif dim != DIM or person.shape[0] != rows or centroids_t.shape[0] != DIM:
             problem = f"{rows} x {dim} embeddings, {person.shape[0]} row indices, {centroids_t.shape} centroids for {len(people)} people"
         elif not all(map(operator.lt, people, islice(people, 1, None))):
@@ -357,7 +398,8 @@ class Gallery:
         # Built without __post_init__: the checks above stand in for it, and the centroids are read,
         # not recomputed (they are what save() computed from these very rows).
         gallery = cls.__new__(cls)
-        gallery.weights, gallery.recipe, gallery.threshold = weights, recipe, threshold
+        gallery.weights, gallery.recipe, gallery.threshold, gallery.margin = weights, recipe, threshold, margin
+        gallery.calibration = None
         gallery.embeddings = embeddings
         gallery.names = np.asarray(people, dtype=object)[person].tolist() if rows else []
         gallery.sources = sources

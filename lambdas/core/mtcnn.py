@@ -146,11 +146,12 @@ def _candidates(reg: np.ndarray, prob: np.ndarray, scale: float, threshold: floa
 
 def detect(nets: Nets, images: list[np.ndarray], min_size: int = MIN_FACE_SIZE, thresholds: tuple[float, float, float] = THRESHOLDS,
            factor: float = FACTOR) -> list[np.ndarray]:
-    """Faces in each of ``images`` (H x W x 3 uint8 RGB, all one size): per image an N x 5 float32 array
-    of [x1, y1, x2, y2, probability], in facenet-pytorch's order."""
+    """Faces in each of ``images`` (H x W x 3 uint8 RGB, all one size): per image an N x 15 float32 array
+    of [x1, y1, x2, y2, probability, then the five landmarks' x (left eye, right eye, nose, mouth left,
+    mouth right) and their y], in facenet-pytorch's order, landmarks as its ``detect(landmarks=True)``."""
     h, w = images[0].shape[:2]
     tables = [integral(img) for img in images]
-    empty = [np.zeros((0, 5), _F32) for _ in images]
+    empty = [np.zeros((0, 15), _F32) for _ in images]
 
     # Stage 1: P-Net over the pyramid, NMS per scale and image, then per image.
     found, found_inds = [], []
@@ -197,12 +198,15 @@ def detect(nets: Nets, images: list[np.ndarray], min_size: int = MIN_FACE_SIZE, 
     boxes, inds = boxes[ok], inds[ok]
     if len(boxes) == 0:
         return empty
-    reg, _landmarks, prob = nets.onet(data)
+    reg, points, prob = nets.onet(data)
     score = prob[:, 1]
     passed = score > thresholds[2]
     boxes = np.concatenate([boxes[passed, :4], score[passed, None]], axis=1)
-    inds, reg = inds[passed], reg[passed]
+    inds, reg, points = inds[passed], reg[passed], points[passed]
+    # Landmarks are relative to the O-Net crop's box (before its regression), as facenet-pytorch reads them.
+    bw, bh = boxes[:, 2:3] - boxes[:, 0:1] + 1, boxes[:, 3:4] - boxes[:, 1:2] + 1
+    points = np.concatenate([bw * points[:, :5] + boxes[:, 0:1] - 1, bh * points[:, 5:10] + boxes[:, 1:2] - 1], axis=1)
     boxes = _bbreg(boxes, reg)
     pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7, method="min", plus_one=True)
-    boxes, inds = boxes[pick], inds[pick]
+    boxes, inds = np.concatenate([boxes[pick], points[pick]], axis=1), inds[pick]
     return [boxes[inds == i].astype(_F32) for i in range(len(images))]

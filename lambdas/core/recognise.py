@@ -15,8 +15,8 @@ import numpy as np
 
 from . import media
 from .errors import InputError
-from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop
-from .gallery import Gallery, weights_for
+from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop, quality_issue
+from .gallery import Gallery, Match, weights_for
 from .media import Frame
 from .results import UNKNOWN, Face, Result, error_result, main_identity
 from .models import load_models
@@ -34,6 +34,7 @@ class EncodedFace:
     frame: Frame
     detection: Detection
     embedding: np.ndarray  # 512 float32, unit length
+    quality: str | None = None  # why the embedding is not to be trusted (faces.quality_issue), None when fine
 
 
 class Stopwatch:
@@ -109,7 +110,7 @@ class FaceEncoder:
         embeddings = self.embed([crop(frame.image, det) for frame, det in pairs], settled)
         if watch:
             watch.add("embed", started)
-        return [EncodedFace(f, d, e) for (f, d), e in zip(pairs, embeddings)]
+        return [EncodedFace(f, d, e, quality_issue(f.image, d)) for (f, d), e in zip(pairs, embeddings)]
 
 
 # A first frame whose faces are all named at least this far inside the threshold settles the answer.
@@ -176,27 +177,40 @@ class Recogniser:
 
     def confident(self, faces: list[Face]) -> bool:
         """Every face found is named, and well inside the threshold."""
-        limit = self._limit() - CONFIDENT_MARGIN
+        limit = self.gallery.rule(self.threshold).threshold - CONFIDENT_MARGIN
         return bool(faces) and all(f.name != UNKNOWN and f.distance <= limit for f in faces)
 
-    def _limit(self) -> float:
-        return self.threshold if self.threshold is not None else self.gallery.threshold_or_default
-
     def _settled(self, plain: np.ndarray) -> list[bool]:
-        """A face named well inside the threshold (CONFIDENT_MARGIN) by its plain embedding keeps it: the
-        mirror average moves a distance by at most 0.037 on 5celeb val and Friends (33 faces), a
-        quarter of the margin, so it could not change the name. Others get the mirror."""
-        limit = self._limit() - CONFIDENT_MARGIN
-        return [m.name != UNKNOWN and m.distance <= limit for m in self.gallery.match(plain, self.threshold)]
+        """A face named well inside the rule (CONFIDENT_MARGIN inside the threshold, and as much beyond
+        the margin) by its plain embedding keeps it: the mirror average moves a distance by at most 0.037
+        on 5celeb val and Friends (33 faces), a quarter of the room, so it could not change the name.
+        Others get the mirror."""
+        rule = self.gallery.rule(self.threshold)
+        return [
+            m.name != UNKNOWN and m.distance <= rule.threshold - CONFIDENT_MARGIN
+            and (m.second is None or m.second - m.distance >= rule.margin + CONFIDENT_MARGIN)
+            for m in self.gallery.match(plain, self.threshold)
+        ]
+
+    def match(self, encoded: list[EncodedFace]) -> list[Match]:
+        """The gallery's answer for each face; a face whose quality is not to be trusted is unknown, with
+        the quality problem as its reason (its distances are kept, for people to see)."""
+        if not encoded:
+            return []
+        matches = self.gallery.match(np.stack([e.embedding for e in encoded]), self.threshold)
+        for e, m in zip(encoded, matches):
+            if e.quality:
+                m.name, m.reason = UNKNOWN, e.quality
+        return matches
 
     def _faces(self, frames: list[Frame], watch: Stopwatch) -> list[Face]:
         encoded = self.encoder.encode(frames, watch, settled=self._settled if self.sampling.early_exit else None)
         started = time.perf_counter()
-        matches = self.gallery.match(np.stack([e.embedding for e in encoded]) if encoded else np.zeros((0, 512), np.float32), self.threshold)
         faces = [
-            Face(frame=e.frame.index, t=e.frame.t, box=list(e.detection.box), prob=e.detection.prob, name=m.name, distance=m.distance)
-            for e, m in zip(encoded, matches)
-        ]
+            Face(frame=e.frame.index, t=e.frame.t, box=list(e.detection.box), prob=e.detection.prob, name=m.name,
+                 distance=m.distance, reason=m.reason)
+            for e, m in zip(encoded, self.match(encoded))
+        ]  # fmt: skip
         watch.add("match", started)
         return faces
 

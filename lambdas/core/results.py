@@ -22,6 +22,9 @@ class Face:
     prob: float
     name: str
     distance: float
+    # Why the face is unknown: beyond_threshold, ambiguous (two enrolled people about as near),
+    # too_small, blurred, profile (not to be trusted); None when named.
+    reason: str | None = None
 
     def area(self) -> float:
         x1, y1, x2, y2 = self.box

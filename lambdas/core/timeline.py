@@ -153,8 +153,7 @@ def _observe(recogniser: Any, frames: list[Frame], watch: Any) -> list[Observati
     if not encoded:
         return []
     started = time.perf_counter()
-    embeddings = np.stack([e.embedding for e in encoded])
-    matches = recogniser.gallery.match(embeddings, recogniser.threshold)
+    matches = recogniser.match(encoded)
     watch.add("match", started)
     return [
         Observation(

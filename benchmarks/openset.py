@@ -1,0 +1,240 @@
+"""Open-set accuracy: enrolled people named right, strangers answered unknown, as the gallery grows.
+
+    python benchmarks/openset.py embed PHOTOS_DIR --cache all.safetensors   # once: every photo's largest face
+    python benchmarks/openset.py evaluate --cache all.safetensors [--known 158] [--photos 5] [--probes 3]
+                                          [--plot openset.png] [--json]
+
+``embed`` enrols PHOTOS_DIR/<person>/* with the product's own encoder (``build_gallery``: MTCNN, crop,
+InceptionResnetV1 with the mirror average) into one gallery file used as a cache of embeddings.
+
+``evaluate`` builds the protocol of the acceptance set from it, with people drawn by a seed: ``--known``
+people enrolled from ``--photos`` photos each and recognised from ``--probes`` other photos each; as many
+stranger photos, of people never enrolled (``--probes`` each). It prints, for the rule calibrated by
+``facerec enroll`` (``lambdas/core/openset.calibrate``) and for fixed rules around it:
+
+- known probes named right and strangers answered unknown;
+- the distances behind them: to the nearest centroid and the nearest single photo, the margin to the
+  second-nearest person, for known probes and strangers;
+- how the stranger's nearest distance moves with the gallery's size (10 .. all enrolled people) and with
+  photos per person (1, 3, 5);
+- with ``--plot``, the curve (known named right vs strangers rejected) of the threshold alone and of the
+  threshold with the calibrated margin, as a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lambdas.core.gallery import Gallery  # noqa: E402
+from lambdas.core.openset import DEFAULT_THRESHOLD, OpenSetRule, calibrate  # noqa: E402
+
+
+def embed(photos: Path, cache: Path) -> None:
+    from lambdas.core.enroll import build_gallery
+    from lambdas.core.recognise import FaceEncoder
+
+    started = time.perf_counter()
+    encoder = FaceEncoder()
+    done = [0]
+
+    def on_photo(report) -> None:  # noqa: ANN001
+        done[0] += 1
+        if done[0] % 100 == 0:
+            print(f"{done[0]} photos, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+    gallery, reports = build_gallery(photos, encoder, on_photo)
+    gallery.save(cache)
+    skipped = sum(r.faces == 0 for r in reports)
+    print(f"{cache}: {len(gallery.names)} faces of {len(gallery.people)} people ({skipped} photos without a face), "
+          f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def split(gallery: Gallery, known: int, photos: int, probes: int, seed: int) -> dict:
+    """Enrolled rows, known probe rows and stranger probe rows, people drawn by ``seed``."""
+    names = np.asarray(gallery.names)
+    rng = np.random.default_rng(seed)
+    eligible = [p for p in gallery.people if np.count_nonzero(names == p) >= photos + probes]
+    strangers_pool = [p for p in gallery.people if np.count_nonzero(names == p) >= probes]
+    rng.shuffle(eligible)
+    if len(eligible) < known:
+        raise SystemExit(f"only {len(eligible)} people have {photos + probes} photos; ask for fewer --known")
+    enrolled = eligible[:known]
+    rest = [p for p in strangers_pool if p not in set(enrolled)]
+    rng.shuffle(rest)
+    n_strangers = min(len(rest), known)
+    enrol_rows, known_rows, stranger_rows = [], [], []
+    for p in enrolled:
+        rows = rng.permutation(np.flatnonzero(names == p))
+        enrol_rows += rows[:photos].tolist()
+        known_rows += rows[photos : photos + probes].tolist()
+    for p in rest[:n_strangers]:
+        stranger_rows += rng.permutation(np.flatnonzero(names == p))[:probes].tolist()
+    return {"enrolled": enrolled, "enrol": np.array(enrol_rows), "known": np.array(known_rows), "strangers": np.array(stranger_rows)}
+
+
+def distances(gallery: Gallery, rows: np.ndarray, all_emb: np.ndarray) -> dict[str, np.ndarray]:
+    """Per probe: nearest and second-nearest person (by centroid), and nearest single photo."""
+    q = all_emb[rows]
+    cos = q @ gallery.centroids.T
+    order = np.argsort(-cos, axis=1)[:, :2]
+    top = np.take_along_axis(cos, order, axis=1)
+    d = np.sqrt(np.maximum(2 - 2 * top, 0))
+    photo = np.sqrt(np.maximum(2 - 2 * (q @ gallery.embeddings.T).max(axis=1), 0))
+    people = np.asarray(gallery.people)
+    return {"d1": d[:, 0], "d2": d[:, 1] if d.shape[1] > 1 else np.full(len(rows), np.inf), "nearest": people[order[:, 0]], "photo": photo}
+
+
+def score(rule: OpenSetRule, known: dict, known_truth: np.ndarray, strangers: dict) -> tuple[float, float]:
+    named_right = (known["d1"] <= rule.threshold) & (known["d2"] - known["d1"] >= rule.margin) & (known["nearest"] == known_truth)
+    stranger_named = (strangers["d1"] <= rule.threshold) & (strangers["d2"] - strangers["d1"] >= rule.margin)
+    return float(named_right.mean()), float(1 - stranger_named.mean())
+
+
+def quantiles(x: np.ndarray) -> dict[str, float]:
+    q = np.percentile(x, [1, 5, 50, 95, 99])
+    return {k: round(float(v), 3) for k, v in zip(("p1", "p5", "p50", "p95", "p99"), q)}
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    everyone = Gallery.load(args.cache)
+    all_emb = np.asarray(everyone.embeddings)
+    names = np.asarray(everyone.names)
+    s = split(everyone, args.known, args.photos, args.probes, args.seed)
+    gallery = Gallery(weights=everyone.weights, embeddings=all_emb[s["enrol"]], names=names[s["enrol"]].tolist(),
+                      sources=[everyone.sources[i] for i in s["enrol"]], recipe=everyone.recipe)
+    started = time.perf_counter()
+    cal = calibrate(gallery.embeddings, gallery.names, gallery.sources)
+    cal_ms = (time.perf_counter() - started) * 1000
+    known, strangers = distances(gallery, s["known"], all_emb), distances(gallery, s["strangers"], all_emb)
+    truth = names[s["known"]]
+    rules = {
+        "calibrated": cal.rule,
+        "default (1.07, no margin)": OpenSetRule(DEFAULT_THRESHOLD, 0.0),
+        "seed (nearest, no threshold)": OpenSetRule(9.0, 0.0),
+        "calibrated threshold, no margin": OpenSetRule(cal.rule.threshold, 0.0),
+    }
+    report = {
+        "people": {"enrolled": len(s["enrolled"]), "photos_each": args.photos, "known_probes": len(s["known"]),
+                   "stranger_probes": len(s["strangers"])},
+        "calibration": {"threshold": cal.rule.threshold, "margin": cal.rule.margin, "calibrated": cal.calibrated,
+                        "own_photos_named": round(cal.known_named, 4), "own_strangers_rejected": round(cal.strangers_rejected, 4),
+                        "ms": round(cal_ms, 1)},
+        "rules": {},
+        "distances": {
+            "known: own centroid": quantiles(known["d1"][known["nearest"] == truth]),
+            "known: margin to 2nd": quantiles((known["d2"] - known["d1"])[known["nearest"] == truth]),
+            "known: nearest photo": quantiles(known["photo"]),
+            "stranger: nearest centroid": quantiles(strangers["d1"]),
+            "stranger: margin to 2nd": quantiles(strangers["d2"] - strangers["d1"]),
+            "stranger: nearest photo": quantiles(strangers["photo"]),
+        },
+    }
+    for label, rule in rules.items():
+        k, r = score(rule, known, truth, strangers)
+        report["rules"][label] = {"threshold": rule.threshold, "margin": rule.margin, "known_named_right": round(k, 4),
+                                  "strangers_unknown": round(r, 4)}
+    report["by_gallery_size"] = by_gallery_size(everyone, all_emb, names, s, args)
+    print(json.dumps(report) if args.json else json.dumps(report, indent=1))
+    if args.plot:
+        curve_plot(args.plot, known, truth, strangers, cal.rule, DEFAULT_THRESHOLD)
+        print(f"plot: {args.plot}", file=sys.stderr)
+
+
+def by_gallery_size(everyone: Gallery, all_emb: np.ndarray, names: np.ndarray, s: dict, args: argparse.Namespace) -> list[dict]:
+    """The same probes against the first N enrolled people (N = 10 .. all) and fewer photos each: the
+    stranger's nearest centroid, the calibrated rule, and its figures."""
+    rows = []
+    enrolled = s["enrolled"]
+    sizes = sorted({n for n in (10, 25, 50, 100, len(enrolled)) if n <= len(enrolled)})
+    for photos in sorted({1, 3, args.photos}):
+        for n in sizes:
+            people = set(enrolled[:n])
+            enrol = [r for r in s["enrol"].tolist() if names[r] in people]
+            by_person: dict[str, list[int]] = {}
+            for r in enrol:
+                by_person.setdefault(names[r], []).append(r)
+            enrol = [r for rs in by_person.values() for r in rs[:photos]]
+            g = Gallery(weights=everyone.weights, embeddings=all_emb[enrol], names=names[enrol].tolist(), recipe=everyone.recipe)
+            known_rows = np.array([r for r in s["known"].tolist() if names[r] in people])
+            strangers = distances(g, s["strangers"], all_emb)
+            known = distances(g, known_rows, all_emb)
+            cal = calibrate(g.embeddings, g.names)
+            k, r = score(cal.rule, known, names[known_rows], strangers)
+            rows.append({"people": n, "photos_each": photos, "stranger_nearest_p5": round(float(np.percentile(strangers["d1"], 5)), 3),
+                         "stranger_nearest_p50": round(float(np.median(strangers["d1"])), 3),
+                         "known_own_p95": round(float(np.percentile(known["d1"], 95)), 3),
+                         "rule": [cal.rule.threshold, cal.rule.margin], "calibrated": cal.calibrated,
+                         "known_named_right": round(k, 4), "strangers_unknown": round(r, 4)})
+    return rows
+
+
+def curve_plot(path: Path, known: dict, truth: np.ndarray, strangers: dict, rule: OpenSetRule, default: float) -> None:
+    """Known named right (y) against strangers rejected (x), sweeping the threshold: without a margin,
+    and with the calibrated margin; the calibrated rule and the old default marked. Drawn with Pillow."""
+    from PIL import Image, ImageDraw
+
+    w, h, pad = 720, 520, 60
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    lo = 0.5  # both axes from 50% to 100%
+
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return pad + (x - lo) / (1 - lo) * (w - 2 * pad), h - pad - (y - lo) / (1 - lo) * (h - 2 * pad)
+
+    for v in np.arange(lo, 1.0001, 0.05):
+        draw.line([xy(v, lo), xy(v, 1)], fill=(230, 230, 230))
+        draw.line([xy(lo, v), xy(1, v)], fill=(230, 230, 230))
+        draw.text((xy(v, lo)[0] - 10, h - pad + 6), f"{v:.0%}", fill="black")
+        draw.text((8, xy(lo, v)[1] - 6), f"{v:.0%}", fill="black")
+    draw.rectangle([xy(lo, 1), xy(1, lo)], outline="black")
+    draw.line([xy(0.95, lo), xy(0.95, 1)], fill=(200, 120, 120))
+    draw.line([xy(lo, 0.95), xy(1, 0.95)], fill=(200, 120, 120))
+    draw.text((pad, 12), "known probes named right (y) vs strangers answered unknown (x), sweeping the threshold", fill="black")
+    draw.text((w // 2 - 80, h - 24), "strangers answered unknown", fill="black")
+    for margin, colour, label in ((0.0, (70, 110, 200), "threshold only"), (rule.margin, (220, 120, 30), f"threshold + margin {rule.margin:g}")):
+        points = []
+        for t in np.arange(0.6, 1.4, 0.005):
+            k, r = score(OpenSetRule(float(t), margin), known, truth, strangers)
+            if k >= lo and r >= lo:
+                points.append(xy(r, k))
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=3)
+        draw.text((w - pad - 190, pad + 10 + (20 if margin else 0)), label, fill=colour)
+    for r_, colour, label in ((rule, (220, 120, 30), f"calibrated ({rule.threshold:g}, {rule.margin:g})"),
+                              (OpenSetRule(default, 0.0), (70, 110, 200), f"old default ({default:g})")):
+        k, r = score(r_, known, truth, strangers)
+        x, y = xy(max(r, lo), max(k, lo))
+        draw.ellipse([x - 6, y - 6, x + 6, y + 6], outline=colour, width=3)
+        draw.text((x + 8, y + 4), label, fill=colour)
+    img.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("embed")
+    e.add_argument("photos", type=Path)
+    e.add_argument("--cache", type=Path, required=True)
+    v = sub.add_parser("evaluate")
+    v.add_argument("--cache", type=Path, required=True)
+    v.add_argument("--known", type=int, default=158)
+    v.add_argument("--photos", type=int, default=5)
+    v.add_argument("--probes", type=int, default=3)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--plot", type=Path)
+    v.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    embed(args.photos, args.cache) if args.command == "embed" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()

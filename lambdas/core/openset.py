@@ -27,7 +27,7 @@ import numpy as np
 DEFAULT_THRESHOLD = 1.07
 DEFAULT_MARGIN = 0.0
 # A gallery needs this many people with two or more photos to calibrate: fewer give too few strangers.
-MIN_CALIBRATION_PEOPLE = 8
+MIN_CALIBRATION_PEOPLE = 5
 # The share of stranger probes the calibrated rule may name (on the gallery's own photos).
 STRANGER_BUDGET = 0.01
 # Calibration looks at this many photos at most (chosen evenly over people): at 100k people the

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GalleryError, LegacyGalleryError
-from .openset import DEFAULT_MARGIN, DEFAULT_THRESHOLD, Calibration, OpenSetRule, calibrate
+from .openset import DEFAULT_MARGIN, DEFAULT_THRESHOLD, NEIGHBOURS, Calibration, OpenSetRule, calibrate, nearest_people, next_mean
 from .weights import is_file_id, weights_id
 
 __all__ = [
@@ -180,6 +180,7 @@ class Match:
     distance: float  # to the nearest person's centroid
     nearest: str  # that person's name, even when beyond the threshold
     second: float | None = None  # to the second-nearest person's centroid (None: one person enrolled)
+    next_mean: float | None = None  # mean distance of the next NEIGHBOURS people (the rule's margin is to it)
     reason: str | None = None  # why the face is unknown (openset.BEYOND_THRESHOLD, AMBIGUOUS); None when named
 
 
@@ -268,10 +269,9 @@ class Gallery:
     def match(self, embeddings: np.ndarray, threshold: float | None = None) -> list[Match]:
         """Nearest person (by centroid) for each embedding (a B x 512 array; one 512 vector is one face),
         named under the gallery's open-set rule (``threshold`` overrides its threshold): UNKNOWN beyond
-        the threshold, or when the second-nearest person is not at least the rule's margin further.
-        One float32 matmul scores every centroid (the largest cosines are the nearest); the two best
-        are found by two argmax passes and their distances computed directly, |q - c|, which for unit
-        vectors equals sqrt(2 - 2 cos) without the rounding that formula suffers near 0."""
+        the threshold, or when the next few people are not on average the rule's margin further.
+        One float32 matmul scores every centroid (the largest cosines are the nearest); the best few are
+        found by repeated argmax passes."""
         if len(self.names) == 0:
             raise GalleryError("the gallery is empty: enrol at least one person")
         rule = self.rule(threshold)
@@ -283,26 +283,20 @@ class Gallery:
         if q.ndim != 2 or q.shape[1] != self._centroids_t.shape[0]:
             raise GalleryError(f"faces embedded as {tuple(q.shape)}; the gallery holds {self._centroids_t.shape[0]}-d embeddings")
         q = _normalise(q)
-        scores = q @ self._centroids_t
-        rows = np.arange(q.shape[0])
-        # The two best by two argmax passes: a hundred times cheaper than a partial sort at 100k people.
-        first = np.argmax(scores, axis=1)
-        if scores.shape[1] > 1:
-            scores[rows, first] = -np.inf
-            top = np.stack([first, np.argmax(scores, axis=1)], axis=1)
-        else:
-            top = first[:, None]
-        dist = np.empty(top.shape, np.float32)
-        for k in range(top.shape[1]):
-            diff = q - self._centroids_t[:, top[:, k]].T
-            dist[:, k] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        top, cos = nearest_people(q @ self._centroids_t, NEIGHBOURS + 1)
+        near = _distance_of_cosine(cos)
+        # The nearest distance exactly, |q - c|: sqrt(2 - 2 cos) loses precision near 0.
+        diff = q - self._centroids_t[:, top[:, 0]].T
+        near[:, 0] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        after = next_mean(near)
         out = []
         for row, i in enumerate(top[:, 0].tolist()):
-            d1 = float(dist[row, 0])
-            d2 = float(dist[row, 1]) if top.shape[1] > 1 else None
-            reason = rule.reason(d1, d2)
+            d1 = float(near[row, 0])
+            rest = None if np.isnan(after[row]) else float(after[row])
+            second = float(near[row, 1]) if near.shape[1] > 1 else None
+            reason = rule.reason(d1, rest, second)
             person = self._people[i]
-            out.append(Match(UNKNOWN if reason else person, d1, person, d2, reason))
+            out.append(Match(UNKNOWN if reason else person, d1, person, second, rest, reason))
         return out
 
     # ------------------------------------------------------------------------------------ the file
@@ -412,6 +406,10 @@ class Gallery:
     @classmethod
     def load(cls, path: Path) -> "Gallery":
         return cls.from_bytes(read_gallery_file(Path(path)), origin=str(path))
+
+
+def _distance_of_cosine(cos: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0)).astype(np.float32)
 
 
 def _not_a_gallery(origin: str, what: str) -> str:

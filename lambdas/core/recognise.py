@@ -188,7 +188,7 @@ class Recogniser:
         rule = self.gallery.rule(self.threshold)
         return [
             m.name != UNKNOWN and m.distance <= rule.threshold - CONFIDENT_MARGIN
-            and (m.second is None or m.second - m.distance >= rule.margin + CONFIDENT_MARGIN)
+            and (m.next_mean is None or m.next_mean - m.distance >= rule.margin + CONFIDENT_MARGIN)
             for m in self.gallery.match(plain, self.threshold)
         ]
 

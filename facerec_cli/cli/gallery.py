@@ -110,8 +110,9 @@ def gallery_list(gallery: GalleryArg, json_out: JsonFlag = False) -> None:
     if json_out:
         out.print_json(json.dumps({"gallery": str(gallery), **summary}))
         return
-    table = Table("person", "photos", title=f"{escape(str(gallery))}: {len(summary['people'])} people, {summary['photos']} photos, "
-                  f"{summary['weights']} weights", title_justify="left")  # fmt: skip
+    out.print(f"{escape(str(gallery))}: {len(summary['people'])} people, {summary['photos']} photos, {summary['weights']} weights",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    table = Table("person", "photos")
     for p in summary["people"]:
         table.add_row(escape(p["name"]), str(p["photos"]))
     out.print(table)
@@ -176,8 +177,7 @@ def report_edit(before: Gallery, after: Gallery, touched: list[str], path: Path)
     for t in two_people(after, [p for p in touched if p in after.people]):
         _warn_two_groups(t.person, t.distance, [list(g) for g in t.groups])
     old, new = rule_info(before), rule_info(after)
-    change = "unchanged" if (old["threshold"], old["margin"]) == (new["threshold"], new["margin"]) else \
-        f"was threshold {old['threshold']:g}, margin {old['margin']:g}"
+    change = "unchanged" if old == new else f"was threshold {old['threshold']:g}, margin {old['margin']:g} ({old['source']})"
     err.print(f"{_rule_line(new)}; {change}", highlight=False, soft_wrap=True)
     err.print(f"[green]wrote {escape(str(path))}[/]: {len(after.names)} photos of {len(after.people)} people", highlight=False, soft_wrap=True)
 
@@ -237,9 +237,6 @@ def _push(settings: Any, path: Path, **kwargs: Any) -> None:
         err.print(f"[green]uploaded[/] {escape(str(path))} to {escape(t.uri)} ({pushed.size / 1e6:.2f} MB, md5 {pushed.md5}): "
                   f"{t.function} uses it from its next invocation (videos being recognised now finish with the old one)",
                   highlight=False, soft_wrap=True)  # fmt: skip
-    if t.function_gallery and t.function_gallery != t.uri:
-        err.print(f"[yellow]warning[/]: {t.function} reads its gallery from {escape(t.function_gallery)}, not {escape(t.uri)}: "
-                  "run `facerec bootstrap` to point it here", highlight=False, soft_wrap=True)  # fmt: skip
 
 
 @app.command("add")

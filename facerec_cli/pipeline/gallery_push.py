@@ -34,7 +34,6 @@ class Target:
     key: str
     function: str
     weights: str | None  # the function's FACEREC_WEIGHTS; None: unset (the gallery's own)
-    function_gallery: str | None  # the function's FACEREC_GALLERY
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,16 @@ def deployed_target(settings: Settings, clients: Clients) -> Target:
         env = deployed_environment(clients, n.recognition_function)
     if not env:
         raise not_deployed(settings, f"function {n.recognition_function}")
-    return Target(f"s3://{n.output_bucket}/{n.gallery_key}", n.output_bucket, n.gallery_key, n.recognition_function,
-                  env.get(fenv.WEIGHTS) or None, env.get(fenv.GALLERY_URI) or None)
+    uri = f"s3://{n.output_bucket}/{n.gallery_key}"
+    reads = env.get(fenv.GALLERY_URI) or None
+    if reads != uri:
+        # Function names carry no prefix: this is another deployment's function (bootstrap always points
+        # it at its own output bucket), and a gallery put at ``uri`` would reach no function.
+        raise UserError(
+            f"{n.recognition_function} in {settings.region} reads its gallery from {reads}, not {uri}: it belongs to another deployment",
+            hint="pass the --prefix (and --region) it was deployed with, or run `facerec bootstrap` for this prefix",
+        )
+    return Target(uri, n.output_bucket, n.gallery_key, n.recognition_function, env.get(fenv.WEIGHTS) or None)
 
 
 def check_for_functions(gallery: Gallery, target: Target) -> None:

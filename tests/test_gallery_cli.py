@@ -291,3 +291,15 @@ def test_push_uploads_the_gallery_alone_and_the_function_uses_it_next(
         assert nowhere.exit_code != 0 and "belongs to another deployment" in " ".join(error_lines(nowhere)), nowhere.output
     finally:
         _destroy(settings)
+
+
+def test_enroll_warns_of_two_people_in_one_folder(data: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for person, sources in {"madonna": photos_of(data, "madonna", 2) + photos_of(data, ADDED, 2), "jerry_seinfeld": photos_of(data, "jerry_seinfeld", 4)}.items():
+        (photos / person).mkdir(parents=True)
+        for p in sources:
+            shutil.copy(p, photos / person / p.name)
+    result = facerec("enroll", photos, "-o", tmp_path / "g.safetensors")
+    assert result.exit_code == 0, result.output
+    (line,) = [ln for ln in result.stderr.splitlines() if "two groups" in ln]
+    assert line.startswith("warning: madonna's photos form two groups")

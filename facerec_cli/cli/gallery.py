@@ -148,25 +148,21 @@ def gallery_show(
             far = "  [yellow]far from the others: likely another person[/]" if photo in c["outliers"] else ""
             out.print(f"  {escape(photo)}{far}", highlight=False, soft_wrap=True)
         if d["two_groups"]:
-            _warn_two_groups(d["name"], d["two_groups"]["distance"], d["two_groups"]["groups"])
+            from facerec_cli.cli.identify import warn_two_groups
+
+            warn_two_groups(d["name"], d["two_groups"]["distance"], d["two_groups"]["groups"])
     out.print(_rule_line(rule_info(loaded)), highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ editing
 
 
-def _warn_two_groups(person: str, distance: float, groups: list[list[str]]) -> None:
-    shown = "; ".join(f"{len(g)}: {', '.join(g[:4])}{', ...' if len(g) > 4 else ''}" for g in groups)
-    err.print(
-        f"[yellow]warning[/]: {escape(person)}'s photos form two groups {distance:.2f} apart ({escape(shown)}): two people under one name? "
-        "remove the wrong ones with `facerec gallery remove GALLERY --photo PERSON/PHOTO`", highlight=False, soft_wrap=True,
-    )  # fmt: skip
-
-
 def report_edit(before: Gallery, after: Gallery, touched: list[str], path: Path) -> None:
     """What changed that a person should know: the touched people's photos that sit far from the others,
     two far-apart groups, and the open-set rule before and after."""
     from lambdas.core.gallery_edit import two_people
+
+    from facerec_cli.cli.identify import warn_two_groups
 
     consistency = {c.person: c for c in after.calibration.people} if after.calibration else {}
     for person in (p for p in touched if p in consistency):
@@ -175,7 +171,7 @@ def report_edit(before: Gallery, after: Gallery, touched: list[str], path: Path)
             err.print(f"[yellow]warning[/]: {escape(photo)} is far from {escape(person)}'s other photos (over {_outlier():g}): "
                       "likely another person", highlight=False, soft_wrap=True)  # fmt: skip
     for t in two_people(after, [p for p in touched if p in after.people]):
-        _warn_two_groups(t.person, t.distance, [list(g) for g in t.groups])
+        warn_two_groups(t.person, t.distance, [list(g) for g in t.groups])
     old, new = rule_info(before), rule_info(after)
     change = "unchanged" if old == new else f"was threshold {old['threshold']:g}, margin {old['margin']:g} ({old['source']})"
     err.print(f"{_rule_line(new)}; {change}", highlight=False, soft_wrap=True)

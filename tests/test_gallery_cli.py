@@ -140,10 +140,12 @@ def test_add_photos_to_an_enrolled_person_skips_no_face_and_duplicates(data: Pat
     new = photos_of(data, "madonna", 2, split="val")
     enrolled = data / "5celeb" / "train" / next(s for s in before.sources if s.startswith("madonna/"))
     noface = sorted((data / "noface").iterdir())[0]
-    result = facerec("gallery", "add", four_file, *new, enrolled, noface, "--person", " madonna ")
+    result = facerec("gallery", "add", four_file, *new, enrolled, new[0], noface, "--person", " madonna ")
     assert result.exit_code == 0, result.output
     assert f"{noface.name}: no face found" in result.stderr
-    assert "the same photo as madonna/" in result.stderr
+    assert f"madonna/{enrolled.name}: the same photo as madonna/{enrolled.name}: skipped" in result.stderr  # enrolled already
+    assert f"madonna/{new[0].name}: the same photo as madonna/{new[0].name}: skipped" in result.stderr  # given twice
+    assert sorted(p.name for p in four_file.parent.iterdir()) == [four_file.name]  # written in place, no temporary left
     after = Gallery.load(four_file)
     assert after.names.count("madonna") == before.names.count("madonna") + 2
     assert after.sources[-2:] == [f"madonna/{p.name}" for p in new]

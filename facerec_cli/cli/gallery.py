@@ -9,6 +9,7 @@ inside the functions, so registering these commands costs ``facerec identify`` n
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -92,6 +93,11 @@ def person_details(gallery: Gallery, people: list[str] | None = None) -> list[di
     return rows
 
 
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")  # not rich: it would wrap long names
+    sys.stdout.flush()
+
+
 def _rule_line(rule: dict[str, Any]) -> str:
     why = {"calibrated": "calibrated on the gallery's own photos", "stored": "threshold stored in the gallery",
            "default": "the defaults: calibrating needs 5 people with 2+ photos"}[rule["source"]]  # fmt: skip
@@ -108,7 +114,7 @@ def gallery_list(gallery: GalleryArg, json_out: JsonFlag = False) -> None:
 
     summary = gallery_summary(load_gallery(gallery))
     if json_out:
-        out.print_json(json.dumps({"gallery": str(gallery), **summary}))
+        _print_json({"gallery": str(gallery), **summary})
         return
     out.print(f"{escape(str(gallery))}: {len(summary['people'])} people, {summary['photos']} photos, {summary['weights']} weights",
               highlight=False, soft_wrap=True)  # fmt: skip
@@ -138,7 +144,7 @@ def gallery_show(
     people = None if person is None else [enrolled_person(loaded, person)]
     details = person_details(loaded, people)
     if json_out:
-        out.print_json(json.dumps({"gallery": str(gallery), "weights": loaded.weights, "rule": rule_info(loaded), "people": details}))
+        _print_json({"gallery": str(gallery), "weights": loaded.weights, "rule": rule_info(loaded), "people": details})
         return
     for d in details:
         c = d["consistency"]
@@ -260,7 +266,7 @@ def run_add(path: Path, paths: list[Path], *, person: str | None = None, weights
     from lambdas.core.enroll import collect_photos, embed_photos
     from lambdas.core.errors import GalleryError
     from lambdas.core.gallery import weights_for
-    from lambdas.core.gallery_edit import duplicate_rows, person_name, with_photos
+    from lambdas.core.gallery_edit import person_name, same_photos, with_photos
     from lambdas.core.recognise import RECIPE, FaceEncoder
     from lambdas.core.weights import weights_id
 
@@ -279,15 +285,12 @@ def run_add(path: Path, paths: list[Path], *, person: str | None = None, weights
             err.print(f"[yellow]{escape(r.person)}/{escape(r.path.name)}[/]: {escape(r.note)}", highlight=False, soft_wrap=True)
     if not embedded.names:
         raise GalleryError(f"no face found in any of the {len(pairs)} photo(s): {path} is unchanged")
-    keep, seen = [], []
-    for i, row in enumerate(duplicate_rows(before, embedded.embeddings)):
-        again = next((j for j in seen if float(embedded.embeddings[i] @ embedded.embeddings[j]) >= 1 - 2e-4), None)
-        if row is not None or again is not None:
-            was = before.sources[row] if row is not None else embedded.sources[again]
-            err.print(f"[yellow]{escape(embedded.sources[i])}[/]: the same photo as {escape(was)}: skipped", highlight=False, soft_wrap=True)
-            continue
-        keep.append(i)
-        seen.append(i)
+    keep = []
+    for i, same in enumerate(same_photos(before, embedded.embeddings, embedded.sources)):
+        if same is None:
+            keep.append(i)
+        else:
+            err.print(f"[yellow]{escape(embedded.sources[i])}[/]: the same photo as {escape(same)}: skipped", highlight=False, soft_wrap=True)
     if not keep:
         err.print(f"every photo is in the gallery already: {path} is unchanged", highlight=False)
         return before

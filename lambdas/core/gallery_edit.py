@@ -23,7 +23,7 @@ from .gallery import UNKNOWN, Gallery
 from .openset import OUTLIER_DISTANCE
 
 __all__ = [
-    "SAME_PHOTO", "TwoGroups", "duplicate_rows", "find_source", "person_name", "renamed", "two_groups", "two_people",
+    "SAME_PHOTO", "TwoGroups", "enrolled_person", "find_source", "person_name", "renamed", "same_photos", "two_groups", "two_people",
     "with_photos", "without_person", "without_source",
 ]
 
@@ -132,15 +132,19 @@ def renamed(gallery: Gallery, old: str, new: str, *, merge: bool = False) -> Gal
     return _calibrated(gallery, np.asarray(gallery.embeddings), names, list(gallery.sources))
 
 
-def duplicate_rows(gallery: Gallery, embeddings: np.ndarray) -> list[int | None]:
-    """For each new embedding, the gallery row holding the same photo already (within SAME_PHOTO), or None."""
-    if not len(gallery.names) or not len(embeddings):
-        return [None] * len(embeddings)
+def same_photos(gallery: Gallery, embeddings: np.ndarray, sources: list[str]) -> list[str | None]:
+    """For each new photo, the source of the same photo (within SAME_PHOTO) in the gallery or earlier
+    among the new ones; None for a photo not seen before."""
     q = np.asarray(embeddings, np.float32).reshape(-1, gallery.embeddings.shape[1])
-    cos = q @ np.asarray(gallery.embeddings, np.float32).T
-    best = np.argmax(cos, axis=1)
-    dist = np.sqrt(np.maximum(2.0 - 2.0 * cos[np.arange(len(q)), best], 0.0))
-    return [int(b) if d <= SAME_PHOTO else None for b, d in zip(best.tolist(), dist.tolist())]
+    within = q @ q.T
+    within[np.triu_indices(len(q))] = -np.inf  # a new photo is compared with the new photos before it
+    cos = np.concatenate([q @ np.asarray(gallery.embeddings, np.float32).T, within], axis=1)
+    known = list(gallery.sources) + list(sources)
+    out: list[str | None] = []
+    for i, j in enumerate(np.argmax(cos, axis=1).tolist()):
+        near = np.sqrt(max(2.0 - 2.0 * float(cos[i, j]), 0.0)) <= SAME_PHOTO
+        out.append((known[j] or f"photo {j}") if near else None)
+    return out
 
 
 @dataclass

@@ -297,7 +297,8 @@ def test_push_uploads_the_gallery_alone_and_the_function_uses_it_next(
 
 def test_enroll_warns_of_two_people_in_one_folder(data: Path, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
-    for person, sources in {"madonna": photos_of(data, "madonna", 2) + photos_of(data, ADDED, 2), "jerry_seinfeld": photos_of(data, "jerry_seinfeld", 4)}.items():
+    folders = {"madonna": photos_of(data, "madonna", 2) + photos_of(data, ADDED, 2), "jerry_seinfeld": photos_of(data, "jerry_seinfeld", 4)}
+    for person, sources in folders.items():
         (photos / person).mkdir(parents=True)
         for p in sources:
             shutil.copy(p, photos / person / p.name)

@@ -46,7 +46,22 @@ def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface"
     )
     if gallery.calibration is not None:
         print_calibration(gallery.calibration)
+    from lambdas.core.gallery_edit import two_people
+
+    for t in two_people(gallery):
+        warn_two_groups(t.person, t.distance, [list(g) for g in t.groups])
     return gallery
+
+
+def warn_two_groups(person: str, distance: float, groups: list[list[str]]) -> None:
+    """One person's photos in two far-apart groups (``gallery_edit.two_people``): likely two people."""
+    from rich.markup import escape
+
+    shown = "; ".join(f"{len(g)}: {', '.join(g[:4])}{', ...' if len(g) > 4 else ''}" for g in groups)
+    err.print(
+        f"[yellow]warning[/]: {escape(person)}'s photos form two groups {distance:.2f} apart ({escape(shown)}): two people under one name? "
+        "remove the wrong ones with `facerec gallery remove GALLERY --photo PERSON/PHOTO`", highlight=False, soft_wrap=True,
+    )  # fmt: skip
 
 
 def print_calibration(calibration: Calibration, *, every_person: bool | None = None) -> None:

@@ -53,15 +53,56 @@ def find_photos(photos_dir: Path) -> list[tuple[str, Path]]:
     return pairs
 
 
-def build_gallery(
-    photos_dir: Path, encoder: FaceEncoder, on_photo: Callable[[PhotoReport], None] | None = None
-) -> tuple[Gallery, list[PhotoReport]]:
-    """Embed the largest face of every photo. Photos without a face are reported and skipped."""
+def collect_photos(paths: list[Path], person: str | None = None) -> list[tuple[str, Path]]:
+    """(person, photo) pairs for ``facerec gallery add``. With ``person``: photos, and folders of photos,
+    all of that person. Without: a folder of photos is the person the folder is named after, and a
+    folder of such folders (enroll's PHOTOS_DIR) gives each sub-folder's person; a bare photo needs
+    ``person``. Every problem is a GalleryError before anything is embedded."""
+    pairs: list[tuple[str, Path]] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            if not media.is_image(path):
+                raise GalleryError(f"{path} is not a photo (.jpg, .png, .webp)")
+            if person is None:
+                raise GalleryError(f"whose photo is {path}? pass --person NAME (or add the folder named after the person)")
+            pairs.append((person, path))
+        elif path.is_dir():
+            photos = sorted(p for p in path.iterdir() if p.is_file() and media.is_image(p))
+            if photos:
+                pairs += [(person or path.resolve().name, p) for p in photos]
+            elif person is not None:
+                raise GalleryError(f"{path} holds no photos (.jpg, .png, .webp) of {person}")
+            else:
+                pairs += find_photos(path)
+        else:
+            raise GalleryError(f"{path}: no such file or folder")
+    return pairs
+
+
+@dataclass
+class Embedded:
+    """Embeddings of photos, one row per photo in which a face was found."""
+
+    embeddings: np.ndarray  # N x 512, unit rows
+    names: list[str]
+    sources: list[str]  # "<person>/<photo file name>"
+
+
+def source_of(person: str, photo: Path) -> str:
+    return f"{person}/{photo.name}"
+
+
+def embed_photos(
+    pairs: list[tuple[str, Path]], encoder: FaceEncoder, on_photo: Callable[[PhotoReport], None] | None = None
+) -> tuple[Embedded, list[PhotoReport]]:
+    """Embed the largest face of each (person, photo): enroll and the gallery edits share it, so a photo
+    added later is embedded exactly as one enrolled at first. Photos without a face are reported and
+    skipped."""
     embeddings: list[np.ndarray] = []
     names: list[str] = []
     sources: list[str] = []
     reports: list[PhotoReport] = []
-    for person, photo in find_photos(photos_dir):
+    for person, photo in pairs:
         try:
             frame = Frame(0, 0.0, media.load_image(photo))
             dets = encoder.detector.detect([frame.image])[0]
@@ -70,7 +111,7 @@ def build_gallery(
                 (face,) = encoder.embed_detections([(frame, dets[0])])
                 embeddings.append(face.embedding)
                 names.append(person)
-                sources.append(f"{person}/{photo.name}")
+                sources.append(source_of(person, photo))
                 quality = face.quality
             report = PhotoReport(person, photo, len(dets), quality=quality)
         except InputError as exc:
@@ -78,8 +119,18 @@ def build_gallery(
         reports.append(report)
         if on_photo:
             on_photo(report)
-    if not embeddings:
+    stacked = np.stack(embeddings).astype(np.float32) if embeddings else np.zeros((0, 512), np.float32)
+    return Embedded(stacked, names, sources), reports
+
+
+def build_gallery(
+    photos_dir: Path, encoder: FaceEncoder, on_photo: Callable[[PhotoReport], None] | None = None
+) -> tuple[Gallery, list[PhotoReport]]:
+    """Embed the largest face of every photo. Photos without a face are reported and skipped."""
+    embedded, reports = embed_photos(find_photos(photos_dir), encoder, on_photo)
+    if not embedded.names:
         raise GalleryError(f"no face was found in any photo under {photos_dir}")
-    gallery = Gallery(weights=encoder.weights, embeddings=np.stack(embeddings), names=names, sources=sources, recipe=encoder.recipe)
+    gallery = Gallery(weights=encoder.weights, embeddings=embedded.embeddings, names=embedded.names, sources=embedded.sources,
+                      recipe=encoder.recipe)
     gallery.calibrate()  # its open-set rule, from its own photos; gallery.calibration has the details
     return gallery, reports

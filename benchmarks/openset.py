@@ -102,6 +102,11 @@ def score(rule: OpenSetRule, known: dict, known_truth: np.ndarray, strangers: di
     return float((named(known) & (known["nearest"] == known_truth)).mean()), float(1 - named(strangers).mean())
 
 
+def threshold_only(t: float, known: dict, known_truth: np.ndarray, strangers: dict) -> tuple[float, float]:
+    """The rule before this one: the nearest person within ``t``, nothing else."""
+    return float(((known["d1"] <= t) & (known["nearest"] == known_truth)).mean()), float((strangers["d1"] > t).mean())
+
+
 def quantiles(x: np.ndarray) -> dict[str, float]:
     q = np.percentile(x, [1, 5, 50, 95, 99])
     return {k: round(float(v), 3) for k, v in zip(("p1", "p5", "p50", "p95", "p99"), q)}
@@ -122,8 +127,7 @@ def evaluate(args: argparse.Namespace) -> None:
     truth = names[s["known"]]
     rules = {
         "calibrated": cal.rule,
-        "default (1.07, no margin)": OpenSetRule(DEFAULT_THRESHOLD, 0.0),
-        "seed (nearest, no threshold)": OpenSetRule(9.0, 0.0),
+        "default (1.07, no margin; second gap 0.05)": OpenSetRule(DEFAULT_THRESHOLD, 0.0),
         "calibrated threshold, no margin": OpenSetRule(cal.rule.threshold, 0.0),
     }
     report = {
@@ -144,6 +148,10 @@ def evaluate(args: argparse.Namespace) -> None:
             "stranger: nearest photo": quantiles(strangers["photo"]),
         },
     }
+    old_k, old_r = threshold_only(DEFAULT_THRESHOLD, known, truth, strangers)
+    report["rules"]["before (1.07 alone)"] = {"threshold": DEFAULT_THRESHOLD, "known_named_right": round(old_k, 4), "strangers_unknown": round(old_r, 4)}
+    seed_k, seed_r = threshold_only(np.inf, known, truth, strangers)
+    report["rules"]["seed (nearest, no threshold)"] = {"known_named_right": round(seed_k, 4), "strangers_unknown": round(seed_r, 4)}
     for label, rule in rules.items():
         k, r = score(rule, known, truth, strangers)
         report["rules"][label] = {"threshold": rule.threshold, "margin": rule.margin, "known_named_right": round(k, 4),
@@ -196,36 +204,35 @@ def curve_plot(path: Path, known: dict, truth: np.ndarray, strangers: dict, rule
     w, h, pad = 720, 520, 60
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
-    lo = 0.5  # both axes from 50% to 100%
+    lo, lo_x = 0.5, 0.2  # known from 50%, strangers from 20% (the old rule sits near 24%)
 
     def xy(x: float, y: float) -> tuple[float, float]:
-        return pad + (x - lo) / (1 - lo) * (w - 2 * pad), h - pad - (y - lo) / (1 - lo) * (h - 2 * pad)
+        return pad + (x - lo_x) / (1 - lo_x) * (w - 2 * pad), h - pad - (y - lo) / (1 - lo) * (h - 2 * pad)
 
-    for v in np.arange(lo, 1.0001, 0.05):
+    for v in np.arange(lo_x, 1.0001, 0.1):
         draw.line([xy(v, lo), xy(v, 1)], fill=(230, 230, 230))
-        draw.line([xy(lo, v), xy(1, v)], fill=(230, 230, 230))
         draw.text((xy(v, lo)[0] - 10, h - pad + 6), f"{v:.0%}", fill="black")
-        draw.text((8, xy(lo, v)[1] - 6), f"{v:.0%}", fill="black")
-    draw.rectangle([xy(lo, 1), xy(1, lo)], outline="black")
+    for v in np.arange(lo, 1.0001, 0.05):
+        draw.line([xy(lo_x, v), xy(1, v)], fill=(230, 230, 230))
+        draw.text((8, xy(lo_x, v)[1] - 6), f"{v:.0%}", fill="black")
+    draw.rectangle([xy(lo_x, 1), xy(1, lo)], outline="black")
     draw.line([xy(0.95, lo), xy(0.95, 1)], fill=(200, 120, 120))
-    draw.line([xy(lo, 0.95), xy(1, 0.95)], fill=(200, 120, 120))
+    draw.line([xy(lo_x, 0.95), xy(1, 0.95)], fill=(200, 120, 120))
     draw.text((pad, 12), "known probes named right (y) vs strangers answered unknown (x), sweeping the threshold", fill="black")
     draw.text((w // 2 - 80, h - 24), "strangers answered unknown", fill="black")
-    for margin, colour, label in ((0.0, (70, 110, 200), "threshold only"), (rule.margin, (220, 120, 30), f"threshold + margin {rule.margin:g}")):
-        points = []
-        for t in np.arange(0.6, 1.4, 0.005):
-            k, r = score(OpenSetRule(float(t), margin), known, truth, strangers)
-            if k >= lo and r >= lo:
-                points.append(xy(r, k))
+    curves = (((70, 110, 200), "threshold alone (before)", lambda t: threshold_only(t, known, truth, strangers)),
+              ((220, 120, 30), f"threshold + margin {rule.margin:g} to the next five",
+               lambda t: score(OpenSetRule(float(t), rule.margin), known, truth, strangers)))
+    for n, (colour, label, at) in enumerate(curves):
+        points = [xy(r, k) for k, r in map(at, np.arange(0.6, 1.4, 0.005)) if k >= lo and r >= lo_x]
         if len(points) > 1:
             draw.line(points, fill=colour, width=3)
-        draw.text((w - pad - 190, pad + 10 + (20 if margin else 0)), label, fill=colour)
-    for r_, colour, label in ((rule, (220, 120, 30), f"calibrated ({rule.threshold:g}, {rule.margin:g})"),
-                              (OpenSetRule(default, 0.0), (70, 110, 200), f"old default ({default:g})")):
-        k, r = score(r_, known, truth, strangers)
-        x, y = xy(max(r, lo), max(k, lo))
+        draw.text((pad + 10, h - pad - 44 + 20 * n), label, fill=colour)
+    for (k, r), colour, label in ((score(rule, known, truth, strangers), (220, 120, 30), f"calibrated ({rule.threshold:g}, {rule.margin:g})"),
+                                  (threshold_only(default, known, truth, strangers), (70, 110, 200), f"before: {default:g} alone")):
+        x, y = xy(max(r, lo_x), max(k, lo))
         draw.ellipse([x - 6, y - 6, x + 6, y + 6], outline=colour, width=3)
-        draw.text((x + 8, y + 4), label, fill=colour)
+        draw.text((x - 150 if r > 0.6 else x + 10, y + 10), label, fill=colour)
     img.save(path)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
+import numpy as np
 from PIL import Image
 
 from lambdas.core.media import load_image
@@ -36,23 +37,37 @@ def _zoomed(canvas: Image.Image, n: int, zoom_per_frame: float) -> Image.Image:
 
 
 @contextlib.contextmanager
-def h264_writer(out: Path, size: tuple[int, int], fps: int, timeout: float, what: str) -> Iterator[Callable[[Image.Image], None]]:
+def h264_writer(
+    out: Path, size: tuple[int, int], fps: int, timeout: float, what: str, *, audio: bool = False
+) -> Iterator[Callable[[Image.Image], None]]:
     """An H.264 MP4 (yuv420p, ``size`` x ``fps``) written with PyAV: yields ``put(picture)``, which
-    raises a UserError once ``timeout`` seconds have passed ("could not <what> in N s")."""
+    raises a UserError once ``timeout`` seconds have passed ("could not <what> in N s"). ``audio``: with
+    an AAC track (a quiet 440 Hz tone) as long as the video, as phone and course clips have."""
     deadline = time.monotonic() + timeout
     # "file:" + the absolute path: an output named "pipe:x.mp4" is a file like any other.
     with av.open("file:" + str(Path(out).resolve()), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
         stream.options = {"preset": "veryfast"}
+        sound = container.add_stream("aac", rate=44100, layout="mono") if audio else None
+        frames = [0]
 
         def put(picture: Image.Image) -> None:
             if time.monotonic() > deadline:
                 raise UserError(f"could not {what} in {timeout:g} s")
             container.mux(stream.encode(av.VideoFrame.from_image(picture)))
+            if sound is not None:  # this video frame's share of samples
+                start, end = (44100 * frames[0]) // fps, (44100 * (frames[0] + 1)) // fps
+                tone = 0.05 * np.sin(2 * np.pi * 440 * np.arange(start, end) / 44100, dtype=np.float32)
+                chunk = av.AudioFrame.from_ndarray(tone.astype(np.float32)[None, :], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = 44100, start
+                container.mux(sound.encode(chunk))
+            frames[0] += 1
 
         yield put
         container.mux(stream.encode(None))
+        if sound is not None:
+            container.mux(sound.encode(None))
 
 
 def still_video(
@@ -64,13 +79,15 @@ def still_video(
     fps: int = 25,
     zoom_per_frame: float = 0.002,
     timeout: float = 120.0,
+    audio: bool = False,
 ) -> Path:
-    """An H.264 MP4 of the photo, letterboxed to ``size``, zooming in slowly (up to 1.5x) on its centre."""
+    """An H.264 MP4 of the photo, letterboxed to ``size``, zooming in slowly (up to 1.5x) on its centre;
+    ``audio``: with an AAC track."""
     width, height = size[0] // 2 * 2, size[1] // 2 * 2  # yuv420p needs even sides
     image = photo if isinstance(photo, Image.Image) else load_image(photo)
     canvas = _letterboxed(image.convert("RGB"), width, height)
     try:
-        with h264_writer(out, (width, height), fps, timeout, "make a video from the photo") as put:
+        with h264_writer(out, (width, height), fps, timeout, "make a video from the photo", audio=audio) as put:
             for n in range(max(1, round(seconds * fps))):
                 put(_zoomed(canvas, n, zoom_per_frame))
     except (av.FFmpegError, OSError) as exc:

@@ -179,6 +179,32 @@ def test_match_equals_a_brute_force_reference(gallery):
     assert gallery.match(np.zeros((0, 512), np.float32)) == []
 
 
+def test_large_galleries_match_exactly_through_int8_centroids():
+    """At 20k people and more the first pass reads int8 centroids (quantized.py); the answer must be the
+    float32 answer: the same nearest people, distances and margins."""
+    from lambdas.core import quantized
+    from lambdas.core.openset import NEIGHBOURS, nearest_people
+
+    rng = np.random.default_rng(5)
+    people = quantized.MIN_PEOPLE + 1000
+    emb = rng.standard_normal((people, 512)).astype(np.float32)
+    big = Gallery(weights="w", embeddings=emb, names=[f"p{i:06d}" for i in range(people)], threshold=1.1, margin=0.01)
+    queries = np.concatenate([
+        emb[:20] + 0.6 * rng.standard_normal((20, 512)),  # near enrolled people, at varied distances
+        rng.standard_normal((20, 512)),  # strangers: the best few are all about as near (the hard case)
+    ]).astype(np.float32)
+    got = big.match(queries)
+    assert big._quantized is not None  # the int8 pass ran
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    top, cos = nearest_people(q @ big._centroids_t, NEIGHBOURS + 1)  # the float32 pass, every column
+    assert [m.nearest for m in got] == [big.people[i] for i in top[:, 0]]
+    d = np.sqrt(np.maximum(2 - 2 * cos, 0))
+    np.testing.assert_allclose([m.distance for m in got], d[:, 0], atol=1e-4)
+    np.testing.assert_allclose([m.second for m in got], d[:, 1], atol=1e-5)
+    np.testing.assert_allclose([m.next_mean for m in got], d[:, 1:].mean(axis=1), atol=1e-5)
+    assert sum(m.name != UNKNOWN for m in got[:20]) >= 15 and all(m.name == UNKNOWN for m in got[20:])
+
+
 def test_match_refuses_embeddings_of_another_size(gallery):
     with pytest.raises(GalleryError, match="512-d"):
         gallery.match(np.ones((2, 128), np.float32))

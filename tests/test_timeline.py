@@ -126,7 +126,16 @@ def test_observations_round_trip_exactly(encoder: Any, data: Path) -> None:
 
             return [Match(UNKNOWN, 1.5, "nobody") for _ in embeddings]
 
-    observed = _observe(type("R", (), {"encoder": encoder, "gallery": Plain(), "threshold": None})(), [frame], Stopwatch())
+    class R:  # a recogniser whose gallery says nobody (Recogniser.match: the gallery's answer per face)
+        gallery, threshold = Plain(), None
+
+        def __init__(self) -> None:
+            self.encoder = encoder
+
+        def match(self, encoded: list[Any]) -> list[Any]:
+            return self.gallery.match([e.embedding for e in encoded])
+
+    observed = _observe(R(), [frame], Stopwatch())
     assert len(observed) == 6
     back = [Observation.from_dict(json.loads(json.dumps(o.to_dict()))) for o in observed]
     for a, b in zip(observed, back):

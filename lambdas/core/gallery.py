@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from . import quantized
 from .errors import GalleryError, LegacyGalleryError
 from .openset import DEFAULT_MARGIN, DEFAULT_THRESHOLD, NEIGHBOURS, Calibration, OpenSetRule, calibrate, nearest_people, next_mean
 from .weights import is_file_id, weights_id
@@ -195,6 +196,8 @@ class Gallery:
     margin: float | None = None  # least distance between the nearest and the second-nearest person
     # What the last calibrate() found (per-person consistency...); not part of the file.
     calibration: Calibration | None = field(default=None, repr=False)
+    # int8 centroids for large galleries, made at the first match (quantized.py); not part of the file.
+    _quantized: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.names = [str(n) for n in self.names]
@@ -283,7 +286,12 @@ class Gallery:
         if q.ndim != 2 or q.shape[1] != self._centroids_t.shape[0]:
             raise GalleryError(f"faces embedded as {tuple(q.shape)}; the gallery holds {self._centroids_t.shape[0]}-d embeddings")
         q = _normalise(q)
-        top, cos = nearest_people(q @ self._centroids_t, NEIGHBOURS + 1)
+        if len(self._people) >= quantized.MIN_PEOPLE:  # exact too, a quarter of the memory traffic
+            if self._quantized is None:
+                self._quantized = quantized.QuantizedCentroids(self._centroids_t)
+            top, cos = self._quantized.nearest(q, NEIGHBOURS + 1)
+        else:
+            top, cos = nearest_people(q @ self._centroids_t, NEIGHBOURS + 1)
         near = _distance_of_cosine(cos)
         # The nearest distance exactly, |q - c|: sqrt(2 - 2 cos) loses precision near 0.
         diff = q - self._centroids_t[:, top[:, 0]].T
@@ -396,7 +404,7 @@ class Gallery:
         # not recomputed (they are what save() computed from these very rows).
         gallery = cls.__new__(cls)
         gallery.weights, gallery.recipe, gallery.threshold, gallery.margin = weights, recipe, threshold, margin
-        gallery.calibration = None
+        gallery.calibration = gallery._quantized = None
         gallery.embeddings = embeddings
         gallery.names = np.asarray(people, dtype=object)[person].tolist() if rows else []
         gallery.sources = sources

@@ -397,6 +397,69 @@ def test_create_function_retries_while_iam_propagates(settings: Settings, client
     assert clients.lambda_.get_function(FunctionName=settings.names.recognition_function)["Configuration"]["State"] == "Active"
 
 
+def test_iam_propagation_is_waited_for_about_90_seconds_and_shown(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new role can take over a minute to reach Lambda on real AWS (moto accepts it at once): the refusal
+    # is injected until a fake clock passes 75 s. The old budget (~45 s) gave up; the wait is reported.
+    clock: list[float] = []
+    monkeypatch.setattr(plan_module, "_sleep", clock.append)
+    real = clients.lambda_.create_function
+
+    def slow_iam(**kwargs: Any) -> Any:
+        if sum(clock) < 75:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "InvalidParameterValueException", "Message": "The role defined for the function cannot be assumed by Lambda."}},
+                "CreateFunction",
+            )
+        return real(**kwargs)
+
+    monkeypatch.setattr(clients.lambda_, "create_function", slow_iam)
+    reporter = ListReporter()
+    apply_plan(plan_deploy(settings, DeployOptions(), clients), reporter)
+    assert clients.lambda_.get_function(FunctionName=settings.names.recognition_function)["Configuration"]["State"] == "Active"
+    assert 75 <= sum(clock) <= 100
+    assert plan_module.RETRY_POLICIES["iam-propagation"].budget >= 85
+    rec = f"lambda function {settings.names.recognition_function}"
+    assert [resource for resource, _ in reporter.waits] == [rec] * len(clock)
+    assert "waiting for IAM to propagate the role (InvalidParameterValueException; retry in 1 s, 0 of up to 95 s waited)" == reporter.waits[0][1]
+
+
+def _sqs_refusal(status: int, query_error: str, type_: str, message: str) -> Any:
+    """An SQS JSON-protocol error response as AWS sends it (x-amzn-query-error carries the legacy code),
+    parsed by botocore's own parser."""
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def stream(self, **_: Any) -> Any:
+            yield json.dumps({"__type": type_, "message": message}).encode()
+
+    headers = {"x-amzn-query-error": query_error, "Content-Type": "application/x-amz-json-1.0"}
+    return AWSResponse("https://sqs", status, headers, Raw())
+
+
+def test_queue_recreated_right_after_destroy_waits_for_sqs(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQS refuses a deleted queue's name for 60 s (QueueDeletedRecently); moto never does, so the real
+    # response (status, header and body of the JSON protocol) is injected before it is sent.
+    apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    apply_plan(plan_destroy(settings, DeployOptions(), clients))
+    clock: list[float] = []
+    monkeypatch.setattr(plan_module, "_sleep", clock.append)
+
+    def deleted_recently(request: Any, **_: Any) -> Any:
+        if sum(clock) < 60:
+            return _sqs_refusal(400, "AWS.SimpleQueueService.QueueDeletedRecently;Client", "com.amazonaws.sqs#QueueDeletedRecently",
+                                "You must wait 60 seconds after deleting a queue before you can create another with the same name.")
+        return None
+
+    clients.sqs.meta.events.register("before-send.sqs.CreateQueue", deleted_recently)
+    reporter = ListReporter()
+    apply_plan(plan_deploy(settings, DeployOptions(), clients), reporter)
+    assert clients.sqs.get_queue_url(QueueName=settings.names.failure_queue)["QueueUrl"]
+    assert 60 <= sum(clock) <= 75
+    queue = f"sqs queue {settings.names.failure_queue}"
+    assert {resource for resource, _ in reporter.waits} == {queue}
+    assert "SQS refuses a queue name for 60 s after its queue was deleted: waiting (AWS.SimpleQueueService.QueueDeletedRecently; retry in 5 s" in reporter.waits[0][1]
+
+
 # ------------------------------------------------------------------------------------------ failures
 
 

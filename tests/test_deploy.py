@@ -502,6 +502,39 @@ def test_bucket_name_owned_by_another_account_stops_with_deploy_error(settings: 
     other.delete_bucket(Bucket=n.stage1_bucket)
 
 
+def test_a_bucket_of_this_prefix_in_another_region_is_refused_not_adopted(settings: Settings, clients: Clients, moto_url: str) -> None:
+    # The same account owns <prefix>-output in another region (a deployment there, or a bucket of its own):
+    # the plan must not adopt it, and a destroy in this region must not delete it. moto keeps each bucket's
+    # region, so no stand-in is needed.
+    n = settings.names
+    elsewhere = "ap-northeast-2" if settings.region != "ap-northeast-2" else "eu-west-3"
+    there = boto3.client("s3", endpoint_url=moto_url, region_name=elsewhere)
+    there.create_bucket(Bucket=n.output_bucket, CreateBucketConfiguration={"LocationConstraint": elsewhere})
+    there.put_object(Bucket=n.output_bucket, Key="theirs.json", Body=b"{}")
+    try:
+        plan = plan_deploy(settings, DeployOptions(), clients)
+        wanted = f"bucket {n.output_bucket} already exists in region {elsewhere}, not {settings.region} (use --region {elsewhere}, or choose another --prefix)"
+        assert plan.blockers == [wanted]
+        with pytest.raises(DeployError, match="nothing was changed: bucket .* already exists in region"):
+            apply_plan(plan)
+        assert n.input_bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+        destroy = plan_destroy(settings, DeployOptions(), clients)
+        assert [s.resource for s in destroy.changes] == []
+        assert destroy.warnings == [f"bucket {n.output_bucket} is in region {elsewhere}, not {settings.region}: left alone (destroy with --region {elsewhere})"]
+        apply_plan(destroy)
+        assert there.get_object(Bucket=n.output_bucket, Key="theirs.json")["Body"].read() == b"{}"
+    finally:
+        there.delete_object(Bucket=n.output_bucket, Key="theirs.json")
+        there.delete_bucket(Bucket=n.output_bucket)
+
+
+@pytest.mark.parametrize("prefix", ["xn--abc", "sthree-abc", "amzn-s3-demo-abc"])
+def test_prefixes_making_reserved_bucket_names_are_refused(prefix: str) -> None:
+    # S3 refuses these names at CreateBucket; moto accepts them, so the refusal must come before any call.
+    with pytest.raises(UserError, match=f"invalid prefix '{prefix}': S3 reserves bucket names that start with"):
+        Settings(prefix=prefix)
+
+
 def test_access_denied_names_the_step_and_what_was_half_done(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
     # moto does not enforce IAM for the caller by default: AccessDenied is injected on one call.
     def denied(**kwargs: Any) -> Any:

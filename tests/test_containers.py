@@ -442,6 +442,39 @@ def test_dockerfiles_name_no_python_version_and_no_torch() -> None:
     assert recognition.index("pip install") < recognition.index("COPY models/") < recognition.index("COPY lambdas/")
 
 
+# The conditional writes (IfNoneMatch, IfMatch on PutObject) came in botocore 1.35.69; a Lambda base image's
+# own boto3 can be older, and satisfies a bare "boto3>=1.34": pip would keep it.
+CONDITIONAL_WRITES_BOTOCORE = "1.35.69"
+
+
+# The versions the handlers import in an image (the base image of the tests carries an older boto3).
+BOTOCORE_VERSION = "python3 -c 'import boto3, botocore; print(boto3.__version__, botocore.__version__)'"
+
+
+def assert_conditional_writes(line: str) -> None:
+    from packaging.version import Version
+
+    versions = line.split()
+    assert len(versions) == 2 and all(Version(v) >= Version(CONDITIONAL_WRITES_BOTOCORE) for v in versions), f"boto3, botocore in the image: {line}"
+
+
+def test_dockerfiles_and_pyproject_require_the_botocore_of_conditional_writes() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    put = botocore.session.get_session().get_service_model("s3").operation_model("PutObject").input_shape.members
+    assert {"IfNoneMatch", "IfMatch"} <= set(put)  # what lambdas/storage.py and segments.py send
+    sources = {name: [Requirement(r) for r in image_requirements([name])] for name in images.DOCKERFILES.values()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    sources["pyproject.toml"] = [Requirement(r) for r in project]
+    for source, requirements in sources.items():
+        wanted = {r.name.lower(): r.specifier for r in requirements}
+        assert "botocore" in wanted, f"{source} does not require botocore"
+        for name in ("boto3", "botocore"):
+            assert CONDITIONAL_WRITES_BOTOCORE in wanted[name] and "1.35.68" not in wanted[name], f"{source}: {name}{wanted[name]}"
+
+
 def test_container_environment_is_the_functions_variables_and_the_local_cloud() -> None:
     from lambdas import env as fenv
 
@@ -520,10 +553,11 @@ def test_splitting_image_is_built_and_pushed(docker_env: DockerEnv, built: dict[
     assert config["Cmd"] == ["lambdas.video_splitting.handler"]
     script = ("ls -A /var/task; python3 -c 'import av; print(\"av\", av.__version__)'; "
               "command -v ffmpeg || echo no-ffmpeg; "
-              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch")  # fmt: skip
+              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch; " + BOTOCORE_VERSION)  # fmt: skip
     out = client.containers.run(image.tag_uri, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True).decode()
-    listing, av, ffmpeg, torch = out.strip().splitlines()
+    listing, av, ffmpeg, torch, boto = out.strip().splitlines()
     assert listing.split() == ["lambdas"] and av.startswith("av ") and ffmpeg == "no-ffmpeg" and torch == "no-torch", out
+    assert_conditional_writes(boto)
 
     # Unchanged: found in the registry, neither built nor pushed again (bootstrap stays idempotent).
     again: list[str] = []
@@ -625,11 +659,12 @@ def test_recognition_image_is_built_pushed_lean_and_without_torch(
     assert "FACEREC_MODELS=/opt/facerec/models" in attrs["Env"] and "FACEREC_WEIGHTS=casia-webface" in attrs["Env"]
     script = ("ls -A /var/task; ls /opt/facerec/models | tr '\\n' ' '; echo; "
               "python3 -c 'import onnxruntime, numpy, PIL, boto3, av; print(\"ort\", onnxruntime.__version__)'; "
-              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch")  # fmt: skip
+              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch; " + BOTOCORE_VERSION)  # fmt: skip
     out = client.containers.run(image.tag_uri, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True, user="993:990").decode()
-    listing, nets, ort, torch = out.strip().splitlines()
+    listing, nets, ort, torch, boto = out.strip().splitlines()
     assert listing.split() == ["lambdas"] and nets.split() == sorted(["embedder.onnx", "manifest.json", "onet.onnx", "pnet.onnx", "rnet.onnx"]), out
     assert ort.startswith("ort ") and torch == "no-torch", out
+    assert_conditional_writes(boto)
 
     # Unchanged (same code, models and arguments): found in the registry, neither built nor pushed again.
     again: list[str] = []

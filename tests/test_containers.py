@@ -23,6 +23,7 @@ CI=true they fail instead. Nothing binds beyond 127.0.0.1; every wait has a time
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -517,6 +518,101 @@ def test_registry_target_ecr_logs_in_with_the_authorization_token(cloud: dict[st
     assert target.repository == f"{target.host}/{PREFIX}-facerec"
     assert target.auth and target.auth["username"] == "AWS" and target.auth["password"]
     assert target.auth["password"] not in repr(target)
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _put_manifest(ecr: Any, repository: str, document: dict[str, Any], media_type: str, **where: str) -> str:
+    body = json.dumps(document)
+    ecr.put_image(repositoryName=repository, imageManifest=body, imageManifestMediaType=media_type, **where)
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def _put_index(ecr: Any, repository: str, tag: str, platforms: tuple[str, ...] = ("linux/arm64", "unknown/unknown", "linux/amd64")) -> tuple[str, dict[str, str]]:
+    """What Docker Engine with the containerd image store pushes: an OCI index (here with an arm64 image
+    and a BuildKit attestation beside the amd64 one), each manifest stored by digest, the index under
+    ``tag``. Returns (the index's digest, {platform: manifest digest})."""
+    children: dict[str, str] = {}
+    entries = []
+    for n, platform in enumerate(platforms):
+        config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{n:064x}", "size": 2}
+        document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}
+        body = json.dumps(document)
+        digest = "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+        _put_manifest(ecr, repository, document, OCI_MANIFEST, imageDigest=digest)
+        children[platform] = digest
+        os_name, arch = platform.split("/")
+        entries.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body), "platform": {"os": os_name, "architecture": arch}})
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    return _put_manifest(ecr, repository, index, OCI_INDEX, imageTag=tag), children
+
+
+@pytest.fixture
+def ecr_with_index(cloud: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """An ECR repository on moto (whose ECR stores and serves an OCI index as AWS does; moto's ECR cannot
+    receive a docker push, so what the push would leave there is put with PutImage) and an engine whose
+    registry target is that repository."""
+    clients = cloud["clients"]
+    settings = Settings(prefix=f"idx{uuid.uuid4().hex[:8]}", region=REGION, endpoint_url=cloud["endpoint"])
+    name = settings.names.ecr_repository
+    clients.ecr.create_repository(repositoryName=name)
+    host = f"{clients.account_id}.dkr.ecr.{REGION}.amazonaws.com"
+    target = registry.RegistryTarget(host=host, repository=f"{host}/{name}", auth=None, ecr=True)
+    try:
+        yield {"settings": settings, "clients": clients, "ecr": clients.ecr, "name": name, "target": target}
+    finally:
+        clients.ecr.delete_repository(repositoryName=name, force=True)
+
+
+class _Engine:
+    """The Docker client as far as build_images uses it for an image the registry already has."""
+
+    def __init__(self, registry_digest: Any) -> None:
+        self.images = self
+        self.registry_digest = registry_digest
+
+    def get_registry_data(self, reference: str, auth_config: Any = None) -> Any:
+        import docker
+
+        digest = self.registry_digest(reference.rsplit(":", 1)[1])
+        if digest is None:
+            raise docker.errors.NotFound("manifest unknown")
+        return type("RegistryData", (), {"id": digest})()
+
+
+def test_an_image_index_in_ecr_resolves_to_its_linux_amd64_manifest(ecr_with_index: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lambda refuses an image index as ImageUri: the function must point at the index's linux/amd64
+    manifest, both for an image already in the registry and for one just pushed."""
+    ecr, name, target, settings = ecr_with_index["ecr"], ecr_with_index["name"], ecr_with_index["target"], ecr_with_index["settings"]
+    children: dict[str, dict[str, str]] = {}
+
+    def already_there(tag: str) -> str:
+        digest, children[tag] = _put_index(ecr, name, tag)
+        return digest  # what the engine reports: the index's digest
+
+    engine = images.Engine(_Engine(already_there), target, owned=False)
+    found = images.build_images(settings, ecr_with_index["clients"], engine=engine, only=("splitting",))["splitting"]
+    assert not found.pushed and found.digest == children[found.tag]["linux/amd64"]
+    assert found.uri == f"{target.repository}@{children[found.tag]['linux/amd64']}"
+
+    # Built and pushed now: the push reports the index's digest too.
+    def pushed(client: Any, target: Any, tag: str, kind: str, **_: Any) -> str:
+        digest, children[tag] = _put_index(ecr, name, tag, ("linux/amd64", "linux/arm64"))
+        return digest
+
+    monkeypatch.setattr(images, "_build", lambda *a, **k: "sha256:local")
+    monkeypatch.setattr(images, "push", pushed)
+    built = images.build_images(settings, ecr_with_index["clients"], engine=images.Engine(_Engine(lambda tag: None), target, owned=False),
+                                only=("splitting",), force=True)["splitting"]  # fmt: skip
+    assert built.pushed and built.digest == children[built.tag]["linux/amd64"]
+
+    # An index without a linux/amd64 image is refused in one line, before any function points at it.
+    monkeypatch.setattr(images, "push", lambda client, target, tag, kind, **_: _put_index(ecr, name, tag, ("linux/arm64",))[0])
+    with pytest.raises(UserError, match="an image index without a linux/amd64 image"):
+        images.build_images(settings, ecr_with_index["clients"], engine=images.Engine(_Engine(lambda tag: None), target, owned=False),
+                            only=("splitting",), force=True)  # fmt: skip
 
 
 def test_no_engine_is_a_user_error(tmp_path: Path) -> None:

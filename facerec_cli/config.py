@@ -57,6 +57,11 @@ class Names:
         return f"{self.prefix}-failures"
 
     @property
+    def failure_function(self) -> str:
+        """The two functions' on-failure destination (lambdas/on_failure.py)."""
+        return f"{self.prefix}-on-failure"
+
+    @property
     def gallery_key(self) -> str:
         # In the output bucket, beside the results, under a prefix that result listings skip.
         return ".facerec/gallery.safetensors"

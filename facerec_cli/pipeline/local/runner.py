@@ -201,7 +201,8 @@ class LocalPipeline:
             self.timings["deploy_ms"] = (time.perf_counter() - planned) * 1000
             names = self.settings.names
             if self.containers is not None:  # the functions' runners run these images
-                self.containers.images.update({names.splitting_function: images["splitting"], names.recognition_function: images["recognition"]})
+                self.containers.images.update({names.splitting_function: images["splitting"], names.recognition_function: images["recognition"],
+                                               names.failure_function: images["splitting"]})  # the on-failure handler is in that image
             self.cloud.prewarm(names.splitting_function, names.recognition_function)
         except BaseException:
             self._stop()

@@ -57,6 +57,11 @@ class Names:
         return f"{self.prefix}-failures"
 
     @property
+    def failure_function(self) -> str:
+        """The two functions' on-failure destination (lambdas/on_failure.py)."""
+        return f"{self.prefix}-on-failure"
+
+    @property
     def gallery_key(self) -> str:
         # In the output bucket, beside the results, under a prefix that result listings skip.
         return ".facerec/gallery.safetensors"
@@ -88,7 +93,17 @@ class Settings:
                 f"invalid prefix {self.prefix!r}: use 3-40 lowercase letters, digits and hyphens "
                 "(it becomes part of S3 bucket names)"
             )
+        reserved = next((r for r in RESERVED_BUCKET_PREFIXES if self.prefix.startswith(r)), None)
+        if reserved:
+            raise UserError(
+                f"invalid prefix {self.prefix!r}: S3 reserves bucket names that start with {reserved!r}",
+                hint="choose a prefix that does not start with " + ", ".join(repr(r) for r in RESERVED_BUCKET_PREFIXES),
+            )
         object.__setattr__(self, "names", Names(self.prefix))
+
+
+# S3 refuses bucket names starting with these (the suffixes it reserves cannot occur: ours are fixed).
+RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 
 
 def _valid_prefix(prefix: str) -> bool:

@@ -31,6 +31,9 @@ DEVICE = "FACEREC_DEVICE"
 ANNOTATE = "FACEREC_ANNOTATE"  # "1": store an annotated frame next to the result
 ALL_FRAMES = "FACEREC_ALL_FRAMES"  # "1": no early exit, every sampled frame is recognised
 
+# <prefix>-on-failure (lambdas/on_failure.py); it writes results to OUTPUT_BUCKET too
+FAILURE_QUEUE = "FACEREC_FAILURE_QUEUE"  # name of the queue it forwards failure records to
+
 DEFAULT_FRAMES = 3
 DEFAULT_FPS = 0.0
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024

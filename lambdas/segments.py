@@ -54,7 +54,7 @@ from .core.errors import FacerecError, InputError
 from .core.results import Result, error_result
 from .core.timeline import Observation, best_view_crops, scan, scan_budget, segment_plan, timeline_result
 from .stage1 import decode_budget, frame_key, local_name
-from .storage import EVENT_META, client, log, result_done, write_result
+from .storage import EVENT_META, RESULT_TAGGING, client, log, metadata_text, result_done, write_result
 from .warm import recogniser
 
 SEGMENT_KIND = "timeline-segment"
@@ -527,14 +527,16 @@ def store_best_views(s3: Any, bucket: str, request: SegmentRequest, result: Resu
                 frame = next(iter(video.frames([round(index / request.fps, 3)])))
             body = jpeg_bytes(annotate_frame(frame.image, result.faces, index))
             s3.put_object(Bucket=bucket, Key=annotated_key(request.stem), Body=body, ContentType="image/jpeg",
-                          Metadata={EVENT_META: request.event_id, "frame": str(index)})  # fmt: skip
+                          Metadata={EVENT_META: request.event_id, "frame": str(index)}, Tagging=RESULT_TAGGING)  # fmt: skip
         crops = best_view_crops(path, result.timeline, name=request.video)
         for n, person in enumerate(result.timeline.people, start=1):
             body = crops.get(person.person)
             if body is None:
                 continue
             key = f"{request.stem}{TIMELINE_SUFFIX}{n}.jpg"
-            s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="image/jpeg", Metadata={EVENT_META: request.event_id, "person": person.person})
+            # Tagged as a result: it expires with the results (--retain-days). The name percent-encoded: S3 metadata is ASCII.
+            s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="image/jpeg", Tagging=RESULT_TAGGING,
+                          Metadata={EVENT_META: request.event_id, "person": metadata_text(person.person)})  # fmt: skip
             person.image = key
     except Exception as exc:  # noqa: BLE001 - pictures are an extra; the result must still be written
         log("best views not stored", stem=request.stem, error=f"{type(exc).__name__}: {exc}")

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 from typing import Any
 
 import boto3
@@ -26,6 +26,12 @@ EVENT_META = "facerec-event"
 # exclude one key, and a prefix-wide rule would expire the gallery beside them).
 RESULT_TAG_KEY, RESULT_TAG_VALUE = "facerec:kind", "result"
 RESULT_TAGGING = urlencode({RESULT_TAG_KEY: RESULT_TAG_VALUE})
+
+
+def metadata_text(value: str) -> str:
+    """``value`` as S3 user metadata can hold it: botocore refuses non-ASCII metadata before sending,
+    so anything outside printable ASCII (and ``%``) is percent-encoded (UTF-8); ``unquote`` reads it."""
+    return quote(value, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 def client(service: str) -> Any:

@@ -54,8 +54,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 BASE_REPOSITORY = "facerec-test/lambda-python"
-# Packages of the local base image: what the AWS base image provides that our Dockerfiles rely on.
-BASE_PACKAGES = ("pip", "awslambdaric")
+# Packages of the local base image: what the AWS base image provides that our Dockerfiles rely on, and
+# the boto3 it carries, as old as an AWS base image's may be (one without PutObject's IfMatch): an image
+# that does not require a newer one keeps it (tests/test_containers.py checks the version in the images).
+BASE_PACKAGES = ("pip", "awslambdaric", "boto3==1.34.131")
 # Bump when the base image's recipe changes (part of the base image's tag).
 BASE_RECIPE = "5"
 RIE_PATH_IN_WHEEL = "samcli/local/rapid/aws-lambda-rie-x86_64"

@@ -210,12 +210,12 @@ def test_bootstrap_dry_run_then_deploy_then_no_changes(env: Env, gallery_file: P
     assert dry.exit_code == 0, dry.output
     assert f"+ create s3 bucket {n.input_bucket}" in dry.stdout
     assert "+ create lambda function video-splitting" in dry.stdout
-    assert "Plan (deploy): 15 to create." in dry.stdout
+    assert "Plan (deploy): 19 to create." in dry.stdout
     assert n.input_bucket not in {b["Name"] for b in env.s3.list_buckets()["Buckets"]}  # the dry run changed nothing
 
     first = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))
     assert first.exit_code == 0, first.output
-    assert "[15/15] created" in first.stderr
+    assert "[19/19] created" in first.stderr
     clients = env.clients
     assert set(n.buckets) <= {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
     for function in (n.splitting_function, n.recognition_function):
@@ -230,7 +230,7 @@ def test_bootstrap_dry_run_then_deploy_then_no_changes(env: Env, gallery_file: P
 
     second = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))
     assert second.exit_code == 0, second.output
-    assert "No changes: 15 resources up to date." in second.stdout
+    assert "No changes: 19 resources up to date." in second.stdout
     assert "created" not in second.stderr
 
 

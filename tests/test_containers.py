@@ -23,6 +23,7 @@ CI=true they fail instead. Nothing binds beyond 127.0.0.1; every wait has a time
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -442,6 +443,39 @@ def test_dockerfiles_name_no_python_version_and_no_torch() -> None:
     assert recognition.index("pip install") < recognition.index("COPY models/") < recognition.index("COPY lambdas/")
 
 
+# The conditional writes (IfNoneMatch, IfMatch on PutObject) came in botocore 1.35.69; a Lambda base image's
+# own boto3 can be older, and satisfies a bare "boto3>=1.34": pip would keep it.
+CONDITIONAL_WRITES_BOTOCORE = "1.35.69"
+
+
+# The versions the handlers import in an image (the base image of the tests carries an older boto3).
+BOTOCORE_VERSION = "python3 -c 'import boto3, botocore; print(boto3.__version__, botocore.__version__)'"
+
+
+def assert_conditional_writes(line: str) -> None:
+    from packaging.version import Version
+
+    versions = line.split()
+    assert len(versions) == 2 and all(Version(v) >= Version(CONDITIONAL_WRITES_BOTOCORE) for v in versions), f"boto3, botocore in the image: {line}"
+
+
+def test_dockerfiles_and_pyproject_require_the_botocore_of_conditional_writes() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    put = botocore.session.get_session().get_service_model("s3").operation_model("PutObject").input_shape.members
+    assert {"IfNoneMatch", "IfMatch"} <= set(put)  # what lambdas/storage.py and segments.py send
+    sources = {name: [Requirement(r) for r in image_requirements([name])] for name in images.DOCKERFILES.values()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    sources["pyproject.toml"] = [Requirement(r) for r in project]
+    for source, requirements in sources.items():
+        wanted = {r.name.lower(): r.specifier for r in requirements}
+        assert "botocore" in wanted, f"{source} does not require botocore"
+        for name in ("boto3", "botocore"):
+            assert CONDITIONAL_WRITES_BOTOCORE in wanted[name] and "1.35.68" not in wanted[name], f"{source}: {name}{wanted[name]}"
+
+
 def test_container_environment_is_the_functions_variables_and_the_local_cloud() -> None:
     from lambdas import env as fenv
 
@@ -486,6 +520,101 @@ def test_registry_target_ecr_logs_in_with_the_authorization_token(cloud: dict[st
     assert target.auth["password"] not in repr(target)
 
 
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _put_manifest(ecr: Any, repository: str, document: dict[str, Any], media_type: str, **where: str) -> str:
+    body = json.dumps(document)
+    ecr.put_image(repositoryName=repository, imageManifest=body, imageManifestMediaType=media_type, **where)
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def _put_index(ecr: Any, repository: str, tag: str, platforms: tuple[str, ...] = ("linux/arm64", "unknown/unknown", "linux/amd64")) -> tuple[str, dict[str, str]]:
+    """What Docker Engine with the containerd image store pushes: an OCI index (here with an arm64 image
+    and a BuildKit attestation beside the amd64 one), each manifest stored by digest, the index under
+    ``tag``. Returns (the index's digest, {platform: manifest digest})."""
+    children: dict[str, str] = {}
+    entries = []
+    for n, platform in enumerate(platforms):
+        config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{n:064x}", "size": 2}
+        document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}
+        body = json.dumps(document)
+        digest = "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+        _put_manifest(ecr, repository, document, OCI_MANIFEST, imageDigest=digest)
+        children[platform] = digest
+        os_name, arch = platform.split("/")
+        entries.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body), "platform": {"os": os_name, "architecture": arch}})
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    return _put_manifest(ecr, repository, index, OCI_INDEX, imageTag=tag), children
+
+
+@pytest.fixture
+def ecr_with_index(cloud: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """An ECR repository on moto (whose ECR stores and serves an OCI index as AWS does; moto's ECR cannot
+    receive a docker push, so what the push would leave there is put with PutImage) and an engine whose
+    registry target is that repository."""
+    clients = cloud["clients"]
+    settings = Settings(prefix=f"idx{uuid.uuid4().hex[:8]}", region=REGION, endpoint_url=cloud["endpoint"])
+    name = settings.names.ecr_repository
+    clients.ecr.create_repository(repositoryName=name)
+    host = f"{clients.account_id}.dkr.ecr.{REGION}.amazonaws.com"
+    target = registry.RegistryTarget(host=host, repository=f"{host}/{name}", auth=None, ecr=True)
+    try:
+        yield {"settings": settings, "clients": clients, "ecr": clients.ecr, "name": name, "target": target}
+    finally:
+        clients.ecr.delete_repository(repositoryName=name, force=True)
+
+
+class _Engine:
+    """The Docker client as far as build_images uses it for an image the registry already has."""
+
+    def __init__(self, registry_digest: Any) -> None:
+        self.images = self
+        self.registry_digest = registry_digest
+
+    def get_registry_data(self, reference: str, auth_config: Any = None) -> Any:
+        import docker
+
+        digest = self.registry_digest(reference.rsplit(":", 1)[1])
+        if digest is None:
+            raise docker.errors.NotFound("manifest unknown")
+        return type("RegistryData", (), {"id": digest})()
+
+
+def test_an_image_index_in_ecr_resolves_to_its_linux_amd64_manifest(ecr_with_index: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lambda refuses an image index as ImageUri: the function must point at the index's linux/amd64
+    manifest, both for an image already in the registry and for one just pushed."""
+    ecr, name, target, settings = ecr_with_index["ecr"], ecr_with_index["name"], ecr_with_index["target"], ecr_with_index["settings"]
+    children: dict[str, dict[str, str]] = {}
+
+    def already_there(tag: str) -> str:
+        digest, children[tag] = _put_index(ecr, name, tag)
+        return digest  # what the engine reports: the index's digest
+
+    engine = images.Engine(_Engine(already_there), target, owned=False)
+    found = images.build_images(settings, ecr_with_index["clients"], engine=engine, only=("splitting",))["splitting"]
+    assert not found.pushed and found.digest == children[found.tag]["linux/amd64"]
+    assert found.uri == f"{target.repository}@{children[found.tag]['linux/amd64']}"
+
+    # Built and pushed now: the push reports the index's digest too.
+    def pushed(client: Any, target: Any, tag: str, kind: str, **_: Any) -> str:
+        digest, children[tag] = _put_index(ecr, name, tag, ("linux/amd64", "linux/arm64"))
+        return digest
+
+    monkeypatch.setattr(images, "_build", lambda *a, **k: "sha256:local")
+    monkeypatch.setattr(images, "push", pushed)
+    built = images.build_images(settings, ecr_with_index["clients"], engine=images.Engine(_Engine(lambda tag: None), target, owned=False),
+                                only=("splitting",), force=True)["splitting"]  # fmt: skip
+    assert built.pushed and built.digest == children[built.tag]["linux/amd64"]
+
+    # An index without a linux/amd64 image is refused in one line, before any function points at it.
+    monkeypatch.setattr(images, "push", lambda client, target, tag, kind, **_: _put_index(ecr, name, tag, ("linux/arm64",))[0])
+    with pytest.raises(UserError, match="an image index without a linux/amd64 image"):
+        images.build_images(settings, ecr_with_index["clients"], engine=images.Engine(_Engine(lambda tag: None), target, owned=False),
+                            only=("splitting",), force=True)  # fmt: skip
+
+
 def test_no_engine_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot reach a Docker engine") as info:
         images.connect(f"unix://{tmp_path}/no-docker.sock", timeout=5)
@@ -520,10 +649,11 @@ def test_splitting_image_is_built_and_pushed(docker_env: DockerEnv, built: dict[
     assert config["Cmd"] == ["lambdas.video_splitting.handler"]
     script = ("ls -A /var/task; python3 -c 'import av; print(\"av\", av.__version__)'; "
               "command -v ffmpeg || echo no-ffmpeg; "
-              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch")  # fmt: skip
+              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch; " + BOTOCORE_VERSION)  # fmt: skip
     out = client.containers.run(image.tag_uri, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True).decode()
-    listing, av, ffmpeg, torch = out.strip().splitlines()
+    listing, av, ffmpeg, torch, boto = out.strip().splitlines()
     assert listing.split() == ["lambdas"] and av.startswith("av ") and ffmpeg == "no-ffmpeg" and torch == "no-torch", out
+    assert_conditional_writes(boto)
 
     # Unchanged: found in the registry, neither built nor pushed again (bootstrap stays idempotent).
     again: list[str] = []
@@ -625,11 +755,12 @@ def test_recognition_image_is_built_pushed_lean_and_without_torch(
     assert "FACEREC_MODELS=/opt/facerec/models" in attrs["Env"] and "FACEREC_WEIGHTS=casia-webface" in attrs["Env"]
     script = ("ls -A /var/task; ls /opt/facerec/models | tr '\\n' ' '; echo; "
               "python3 -c 'import onnxruntime, numpy, PIL, boto3, av; print(\"ort\", onnxruntime.__version__)'; "
-              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch")  # fmt: skip
+              "python3 -c 'import torch' 2>/dev/null && echo has-torch || echo no-torch; " + BOTOCORE_VERSION)  # fmt: skip
     out = client.containers.run(image.tag_uri, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True, user="993:990").decode()
-    listing, nets, ort, torch = out.strip().splitlines()
+    listing, nets, ort, torch, boto = out.strip().splitlines()
     assert listing.split() == ["lambdas"] and nets.split() == sorted(["embedder.onnx", "manifest.json", "onet.onnx", "pnet.onnx", "rnet.onnx"]), out
     assert ort.startswith("ort ") and torch == "no-torch", out
+    assert_conditional_writes(boto)
 
     # Unchanged (same code, models and arguments): found in the registry, neither built nor pushed again.
     again: list[str] = []

@@ -100,8 +100,8 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     assert [s.action for s in plan.steps] == ["create"] * len(plan.steps)
     reporter = ListReporter()
     done = apply_plan(plan, reporter)
-    assert len(done) == len(plan.steps) == 15
-    assert [e for e, _, _ in reporter.events] == ["started", "finished"] * 15
+    assert len(done) == len(plan.steps) == 19
+    assert [e for e, _, _ in reporter.events] == ["started", "finished"] * 19
 
     s3, iam, lam = clients.s3, clients.iam, clients.lambda_
     # -- buckets
@@ -130,9 +130,10 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
 
     # -- roles: trust and the exact least-privilege statements
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-    split, rec = n.splitting_function, n.recognition_function
+    split, rec, fail = n.splitting_function, n.recognition_function, n.failure_function
     split_arn = f"arn:aws:lambda:{region}:{acct}:function:{split}"
     rec_arn = f"arn:aws:lambda:{region}:{acct}:function:{rec}"
+    fail_arn = f"arn:aws:lambda:{region}:{acct}:function:{fail}"
 
     def logs(function: str) -> dict[str, Any]:
         group = f"arn:aws:logs:{region}:{acct}:log-group:/aws/lambda/{function}"
@@ -151,7 +152,7 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
             {"Sid": "ProtectGallery", "Effect": "Deny", "Action": write, "Resource": gallery_arn},
             {"Sid": "InvokeRecognition", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": rec_arn},
             logs(split),
-            {"Sid": "ReportFailures", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn},
+            {"Sid": "ReportFailures", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": fail_arn},
         ],
         rec: [
             {"Sid": "ReadFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/*"},
@@ -162,9 +163,20 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
             {"Sid": "WriteResults", "Effect": "Allow", "Action": write, "Resource": f"arn:aws:s3:::{n.output_bucket}/*"},
             {"Sid": "ProtectGallery", "Effect": "Deny", "Action": write, "Resource": gallery_arn},
             logs(rec),
-            {"Sid": "ReportFailures", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn},
+            {"Sid": "ReportFailures", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": fail_arn},
             {"Sid": "ReadUploadsForTimelines", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.input_bucket}/*"},
             {"Sid": "WriteTimelineSegments", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/.facerec/segments/*"},
+        ],
+        fail: [
+            {"Sid": "WriteErrorResults", "Effect": "Allow", "Action": write,
+             "Resource": [f"arn:aws:s3:::{n.output_bucket}/*.json", f"arn:aws:s3:::{n.output_bucket}/*.txt"]},
+            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": write, "Resource": gallery_arn},
+            {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.output_bucket}/*.json"},
+            {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.output_bucket}"},
+            {"Sid": "FailSegments", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": f"arn:aws:s3:::{n.stage1_bucket}/.facerec/segments/*"},
+            {"Sid": "ListSegments", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.stage1_bucket}"},
+            logs(fail),
+            {"Sid": "ForwardFailures", "Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"], "Resource": queue_arn},
         ],
     }
     for function, wanted in expected.items():
@@ -179,8 +191,11 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     env = {
         split: {"STAGE1_BUCKET": n.stage1_bucket, "RECOGNITION_FUNCTION": rec, "OUTPUT_BUCKET": n.output_bucket, "FACEREC_FRAMES": "5", "EXTRA": "1"},
         rec: {"OUTPUT_BUCKET": n.output_bucket, "FACEREC_GALLERY": f"s3://{n.output_bucket}/{n.gallery_key}", "FACEREC_WEIGHTS": "casia-webface", "FACEREC_THREADS": "1"},
+        fail: {"OUTPUT_BUCKET": n.output_bucket, "FACEREC_FAILURE_QUEUE": n.failure_queue},
     }
-    shape = {split: (1024, 120, "lambdas.video_splitting.handler"), rec: (1769, 300, "lambdas.face_recognition.handler")}
+    # The on-failure destination runs in the splitting image (same placeholder here), with its own handler.
+    shape = {split: (1024, 120, "lambdas.video_splitting.handler"), rec: (1769, 300, "lambdas.face_recognition.handler"),
+             fail: (256, 60, "lambdas.on_failure.handler")}
     for function, (memory, timeout, command) in shape.items():
         got = lam.get_function(FunctionName=function)
         config = got["Configuration"]
@@ -194,7 +209,8 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
         eic = lam.get_function_event_invoke_config(FunctionName=function)
         assert eic["MaximumRetryAttempts"] == 2
         assert eic["MaximumEventAgeInSeconds"] == 3600
-        assert eic["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
+        # A failed or expired invocation goes to the on-failure function, which answers for it; its own to the queue.
+        assert eic["DestinationConfig"]["OnFailure"]["Destination"] == (queue_arn if function == fail else fail_arn)
         group = clients.logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{function}")["logGroups"]
         assert [(g["logGroupName"], g.get("retentionInDays")) for g in group] == [(f"/aws/lambda/{function}", 14)]
 
@@ -231,7 +247,7 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     # -- idempotent: a second plan changes nothing
     again = plan_deploy(settings, options, clients)
     assert again.changes == [], again.render()
-    assert again.summary() == "No changes: 15 resources up to date."
+    assert again.summary() == "No changes: 19 resources up to date."
 
 
 def test_dry_run_changes_nothing(settings: Settings, clients: Clients, gallery: Path) -> None:
@@ -240,7 +256,7 @@ def test_dry_run_changes_nothing(settings: Settings, clients: Clients, gallery: 
     text = plan.render()
     assert f"+ create s3 bucket {n.input_bucket}" in text
     assert "+ create ecr repository" in text
-    assert text.endswith("Plan (deploy): 16 to create.")
+    assert text.endswith("Plan (deploy): 20 to create.")
     # read back: nothing exists
     owned = {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
     assert not owned & set(n.buckets)
@@ -368,8 +384,9 @@ def test_images_and_sizes_from_options(settings: Settings, clients: Clients) -> 
     # a new image is an update of the code; no image (run-local style) keeps what is there
     newer = DeployOptions(splitting_image=split_image.replace("split-1", "split-2"), recognition_image=rec_image, recognition_memory=4096, recognition_timeout=600)
     plan = plan_deploy(settings, newer, clients)
-    assert [(s.action, s.resource) for s in plan.changes] == [("update", f"lambda function {n.splitting_function}")]
-    assert "split-1 -> " in plan.changes[0].detail
+    # the on-failure destination runs in the splitting image: it moves with it
+    assert [(s.action, s.resource) for s in plan.changes] == [("update", f"lambda function {n.failure_function}"), ("update", f"lambda function {n.splitting_function}")]
+    assert all("split-1 -> " in step.detail for step in plan.changes)
     apply_plan(plan)
     assert clients.lambda_.get_function(FunctionName=n.splitting_function)["Code"]["ImageUri"].endswith(":split-2")
     keep = DeployOptions(recognition_memory=4096, recognition_timeout=600)
@@ -395,6 +412,118 @@ def test_create_function_retries_while_iam_propagates(settings: Settings, client
     apply_plan(plan_deploy(settings, DeployOptions(), clients))
     assert len(refusals) == 2
     assert clients.lambda_.get_function(FunctionName=settings.names.recognition_function)["Configuration"]["State"] == "Active"
+
+
+def test_iam_propagation_is_waited_for_about_90_seconds_and_shown(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new role can take over a minute to reach Lambda on real AWS (moto accepts it at once): the refusal
+    # is injected until a fake clock passes 75 s. The old budget (~45 s) gave up; the wait is reported.
+    clock: list[float] = []
+    monkeypatch.setattr(plan_module, "_sleep", clock.append)
+    real = clients.lambda_.create_function
+
+    def slow_iam(**kwargs: Any) -> Any:
+        if sum(clock) < 75:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "InvalidParameterValueException", "Message": "The role defined for the function cannot be assumed by Lambda."}},
+                "CreateFunction",
+            )
+        return real(**kwargs)
+
+    monkeypatch.setattr(clients.lambda_, "create_function", slow_iam)
+    reporter = ListReporter()
+    apply_plan(plan_deploy(settings, DeployOptions(), clients), reporter)
+    assert clients.lambda_.get_function(FunctionName=settings.names.recognition_function)["Configuration"]["State"] == "Active"
+    assert 75 <= sum(clock) <= 100
+    assert plan_module.RETRY_POLICIES["iam-propagation"].budget >= 85
+    first = f"lambda function {settings.names.failure_function}"  # the first function created: the on-failure destination
+    assert [resource for resource, _ in reporter.waits] == [first] * len(clock)
+    assert "waiting for IAM to propagate the role (InvalidParameterValueException; retry in 1 s, 0 of up to 95 s waited)" == reporter.waits[0][1]
+
+
+def _sqs_refusal(status: int, query_error: str, type_: str, message: str) -> Any:
+    """An SQS JSON-protocol error response as AWS sends it (x-amzn-query-error carries the legacy code),
+    parsed by botocore's own parser."""
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def stream(self, **_: Any) -> Any:
+            yield json.dumps({"__type": type_, "message": message}).encode()
+
+    headers = {"x-amzn-query-error": query_error, "Content-Type": "application/x-amz-json-1.0"}
+    return AWSResponse("https://sqs", status, headers, Raw())
+
+
+def test_queue_recreated_right_after_destroy_waits_for_sqs(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQS refuses a deleted queue's name for 60 s (QueueDeletedRecently); moto never does, so the real
+    # response (status, header and body of the JSON protocol) is injected before it is sent.
+    apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    apply_plan(plan_destroy(settings, DeployOptions(), clients))
+    clock: list[float] = []
+    monkeypatch.setattr(plan_module, "_sleep", clock.append)
+
+    def deleted_recently(request: Any, **_: Any) -> Any:
+        if sum(clock) < 60:
+            return _sqs_refusal(400, "AWS.SimpleQueueService.QueueDeletedRecently;Client", "com.amazonaws.sqs#QueueDeletedRecently",
+                                "You must wait 60 seconds after deleting a queue before you can create another with the same name.")
+        return None
+
+    clients.sqs.meta.events.register("before-send.sqs.CreateQueue", deleted_recently)
+    reporter = ListReporter()
+    apply_plan(plan_deploy(settings, DeployOptions(), clients), reporter)
+    assert clients.sqs.get_queue_url(QueueName=settings.names.failure_queue)["QueueUrl"]
+    assert 60 <= sum(clock) <= 75
+    queue = f"sqs queue {settings.names.failure_queue}"
+    assert {resource for resource, _ in reporter.waits} == {queue}
+    assert "SQS refuses a queue name for 60 s after its queue was deleted: waiting (AWS.SimpleQueueService.QueueDeletedRecently; retry in 5 s" in reporter.waits[0][1]
+
+
+def test_the_on_failure_function_answers_for_failed_and_expired_invocations(settings: Settings, clients: Clients, moto_url: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """On AWS nothing but the on-failure destination hears of an invocation that timed out, ran out of
+    memory or expired unrun: its handler (run here in process, with the function's environment, against
+    moto; run-local runs it under IAM enforcement in tests/test_pipeline.py) writes the error result, fails
+    a timeline segment, and forwards the record to the queue. The records are the shapes Lambda sends."""
+    from lambdas import on_failure, segments
+    from lambdas.events import RecognitionRequest
+    from lambdas.storage import _client
+
+    n, region, acct = settings.names, settings.region, clients.account_id
+    apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    variables = clients.lambda_.get_function_configuration(FunctionName=n.failure_function)["Environment"]["Variables"]
+    for name, value in {**variables, "AWS_ENDPOINT_URL": moto_url, "AWS_REGION": region, "AWS_DEFAULT_REGION": region}.items():
+        monkeypatch.setenv(name, value)
+    _client.cache_clear()
+    arn = f"arn:aws:lambda:{region}:{acct}:function:{{}}:$LATEST"
+    upload = {"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2026-01-01T00:00:00.000Z",
+                           "s3": {"bucket": {"name": n.input_bucket}, "object": {"key": "clips/throttled.mp4", "eTag": "e1", "size": 10}}}]}  # fmt: skip
+    request = RecognitionRequest(n.stage1_bucket, "timed-out", "timed-out.mp4", [], {"event_id": "e2:1"}).to_dict()
+    segment = segments.SegmentRequest(n.stage1_bucket, "long", "long.mp4", {"event_id": "e3:1"}, 1, 4, 30.0, 60.0, 2.0, 120.0).to_dict()
+    records = [
+        on_failure.failure_record(arn.format(n.splitting_function), "r1", upload, "", 0, condition="EventAgeExceeded"),
+        on_failure.failure_record(arn.format(n.recognition_function), "r2", request, "Task timed out after 300.00 seconds", 3),
+        on_failure.failure_record(arn.format(n.recognition_function), "r3", segment, "Runtime exited with error: signal: killed", 3),
+    ]
+    outcomes = [on_failure.handler(record, None)["outcome"] for record in records]
+    assert outcomes == [["error result written"]] * 2 + [["error result written"]], outcomes
+
+    def result(stem: str) -> dict[str, Any]:
+        return json.loads(clients.s3.get_object(Bucket=n.output_bucket, Key=f"{stem}.json")["Body"].read())
+
+    throttled, timed_out, long = result("clips/throttled"), result("timed-out"), result("long")
+    assert throttled["status"] == "error" and throttled["video"] == "throttled.mp4"
+    assert throttled["error"].startswith("video-splitting never ran it: the event waited longer than the maximum event age"), throttled
+    assert timed_out["error"] == "face-recognition failed on every attempt: Task timed out after 300.00 seconds"
+    assert "segment 2 of 4 (30-60 s)" in long["error"] and "signal: killed" in long["error"], long
+    assert clients.s3.get_object(Bucket=n.output_bucket, Key="timed-out.txt")["Body"].read() == b"error"
+    tags = clients.s3.get_object_tagging(Bucket=n.output_bucket, Key="timed-out.json")["TagSet"]
+    assert tags == [{"Key": "facerec:kind", "Value": "result"}]  # expires with the results (--retain-days)
+    # A result that is already there stands (a late duplicate of the failure, or one written before it)
+    assert on_failure.handler(records[1], None)["outcome"] == ["result already written"]
+    assert result("timed-out") == timed_out
+    url = clients.sqs.get_queue_url(QueueName=n.failure_queue)["QueueUrl"]
+    bodies = [json.loads(m["Body"]) for m in clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]]
+    assert sorted(b["requestContext"]["requestId"] for b in bodies) == ["r1", "r2", "r2", "r3"]
+    _client.cache_clear()
 
 
 # ------------------------------------------------------------------------------------------ failures
@@ -439,6 +568,39 @@ def test_bucket_name_owned_by_another_account_stops_with_deploy_error(settings: 
     other.delete_bucket(Bucket=n.stage1_bucket)
 
 
+def test_a_bucket_of_this_prefix_in_another_region_is_refused_not_adopted(settings: Settings, clients: Clients, moto_url: str) -> None:
+    # The same account owns <prefix>-output in another region (a deployment there, or a bucket of its own):
+    # the plan must not adopt it, and a destroy in this region must not delete it. moto keeps each bucket's
+    # region, so no stand-in is needed.
+    n = settings.names
+    elsewhere = "ap-northeast-2" if settings.region != "ap-northeast-2" else "eu-west-3"
+    there = boto3.client("s3", endpoint_url=moto_url, region_name=elsewhere)
+    there.create_bucket(Bucket=n.output_bucket, CreateBucketConfiguration={"LocationConstraint": elsewhere})
+    there.put_object(Bucket=n.output_bucket, Key="theirs.json", Body=b"{}")
+    try:
+        plan = plan_deploy(settings, DeployOptions(), clients)
+        wanted = f"bucket {n.output_bucket} already exists in region {elsewhere}, not {settings.region} (use --region {elsewhere}, or choose another --prefix)"
+        assert plan.blockers == [wanted]
+        with pytest.raises(DeployError, match="nothing was changed: bucket .* already exists in region"):
+            apply_plan(plan)
+        assert n.input_bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+        destroy = plan_destroy(settings, DeployOptions(), clients)
+        assert [s.resource for s in destroy.changes] == []
+        assert destroy.warnings == [f"bucket {n.output_bucket} is in region {elsewhere}, not {settings.region}: left alone (destroy with --region {elsewhere})"]
+        apply_plan(destroy)
+        assert there.get_object(Bucket=n.output_bucket, Key="theirs.json")["Body"].read() == b"{}"
+    finally:
+        there.delete_object(Bucket=n.output_bucket, Key="theirs.json")
+        there.delete_bucket(Bucket=n.output_bucket)
+
+
+@pytest.mark.parametrize("prefix", ["xn--abc", "sthree-abc", "amzn-s3-demo-abc"])
+def test_prefixes_making_reserved_bucket_names_are_refused(prefix: str) -> None:
+    # S3 refuses these names at CreateBucket; moto accepts them, so the refusal must come before any call.
+    with pytest.raises(UserError, match=f"invalid prefix '{prefix}': S3 reserves bucket names that start with"):
+        Settings(prefix=prefix)
+
+
 def test_access_denied_names_the_step_and_what_was_half_done(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
     # moto does not enforce IAM for the caller by default: AccessDenied is injected on one call.
     def denied(**kwargs: Any) -> Any:
@@ -449,11 +611,11 @@ def test_access_denied_names_the_step_and_what_was_half_done(settings: Settings,
     with pytest.raises(DeployError) as info:
         apply_plan(plan_deploy(settings, DeployOptions(), clients))
     err = info.value
-    role = settings.names.role(settings.names.recognition_function)
+    role = settings.names.role(settings.names.failure_function)
     assert err.failed is not None and err.failed.resource == f"iam role {role}"
     assert err.partial == ["iam.create_role"]
     assert "AWS denied PutRolePolicy" in str(err) and "Already done in that step: iam.create_role" in str(err)
-    assert [s.resource.split(" ")[0] for s in err.completed] == ["s3"] * 3 + ["sqs", "log", "log"]
+    assert [s.resource.split(" ")[0] for s in err.completed] == ["s3"] * 3 + ["sqs", "log", "log", "log"]
     assert "run `facerec bootstrap` again" in str(err)
     # a re-run does only what is left
     monkeypatch.setattr(clients.iam, "put_role_policy", real)

@@ -425,10 +425,10 @@ def test_the_cli_registers_every_command_without_loading_aws_or_the_deploy_engin
 
 
 def test_the_runtime_runs_only_the_pipelines_handlers_and_variables() -> None:
-    from facerec_cli.pipeline.stack import RECOGNITION_COMMAND, SPLITTING_COMMAND
+    from facerec_cli.pipeline.stack import FAILURE_COMMAND, RECOGNITION_COMMAND, SPLITTING_COMMAND
     from facerec_cli.pipeline.local.functions import PIPELINE_HANDLERS, LocalFunction
 
-    assert PIPELINE_HANDLERS == {SPLITTING_COMMAND, RECOGNITION_COMMAND}  # what bootstrap deploys
+    assert PIPELINE_HANDLERS == {SPLITTING_COMMAND, RECOGNITION_COMMAND, FAILURE_COMMAND}  # what bootstrap deploys
     allow = Allowlist.pipeline()
     arn = "arn:aws:lambda:us-east-1:123456789012:function:face-recognition"
     good = LocalFunction("face-recognition", arn, RECOGNITION_COMMAND, {"OUTPUT_BUCKET": "o", "FACEREC_GALLERY": "s3://o/g", "FACEREC_THREADS": "1"})

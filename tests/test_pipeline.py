@@ -261,7 +261,7 @@ def test_handlers_run_with_their_roles_policies_and_a_missing_permission_fails(g
         assert pipeline.cloud.enforce_iam
         n, iam = pipeline.names, pipeline.clients.iam
         run = _runner(pipeline, videos[0], tmp_path)
-        documents = {f: iam.get_role_policy(RoleName=n.role(f), PolicyName=ROLE_POLICY_NAME)["PolicyDocument"] for f in (n.splitting_function, n.recognition_function)}
+        documents = {f: iam.get_role_policy(RoleName=n.role(f), PolicyName=ROLE_POLICY_NAME)["PolicyDocument"] for f in (n.splitting_function, n.recognition_function, n.failure_function)}
 
         def without(function: str, *sids: str) -> None:
             doc = documents[function]
@@ -289,11 +289,21 @@ def test_handlers_run_with_their_roles_policies_and_a_missing_permission_fails(g
         assert "403" in unlisted.error or "AccessDenied" in unlisted.error
         restore(n.splitting_function)
 
-        # The failure record is sent with the function's role too (Lambda's OnFailure destination).
+        # The failure record goes to the on-failure function with the failing function's role (Lambda's
+        # OnFailure destination): without lambda:InvokeFunction on it, the record is lost (run-local says so).
         without(n.recognition_function, "WriteResults", "ReportFailures")
         unreported = run("no-report.mp4")
-        assert f"the failure record could not be sent to {n.failure_queue}" in unreported.error, unreported.error
+        assert f"the failure record could not be sent to {n.failure_function}" in unreported.error, unreported.error
         restore(n.recognition_function)
+
+        # The on-failure function writes the error result with its own role, then forwards the record:
+        # without its queue statement the result is still there, the record is not.
+        without(n.recognition_function, "WriteResults")
+        without(n.failure_function, "ForwardFailures")
+        unqueued = run("no-queue.mp4")
+        assert unqueued.error.startswith("face-recognition failed on every attempt: AccessDenied"), unqueued.error
+        restore(n.recognition_function)
+        restore(n.failure_function)
 
         assert run("again.mp4").status == "ok"
         sqs = pipeline.clients.sqs

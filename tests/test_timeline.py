@@ -447,6 +447,33 @@ def test_an_unreadable_segment_answers_for_the_video_at_once(handler_cloud: dict
     assert [_handle(requests[i], f"req-{i}")["outcome"] for i in (0, 2, 3)] == ["duplicate"] * 3
 
 
+def test_best_views_are_tagged_as_results_and_keep_non_ascii_names(handler_cloud: dict[str, Any], celeb_gallery: Any, encoder: Any,
+                                                                     clips: dict[str, Path]) -> None:  # fmt: skip
+    """The crops and the annotated frame expire with the results (`--retain-days` expires only objects
+    tagged as results), and a person named outside ASCII still gets a crop: botocore refuses non-ASCII
+    S3 metadata before sending, so the name must be encoded (moto would accept either, the check is
+    botocore's own)."""
+    from urllib.parse import unquote
+
+    from lambdas.core.annotate import annotated_key
+    from lambdas.storage import RESULT_TAG_KEY, RESULT_TAG_VALUE
+
+    s3, buckets, requests = handler_cloud["s3"], handler_cloud["buckets"], handler_cloud["requests"]
+    request = segments.SegmentRequest.from_dict(requests[0])
+    result = recognise_timeline(Recogniser(celeb_gallery[1], encoder), clips["two"])
+    names = ["Zoë Ångström", "张伟"]
+    for person, name in zip(result.timeline.people, names):
+        person.person = name
+    segments.store_best_views(s3, buckets["output"], request, result)
+    keys = [annotated_key(request.stem)] + [p.image for p in result.timeline.people]
+    assert None not in keys and len(keys) == 3, keys
+    for key in keys:
+        tags = s3.get_object_tagging(Bucket=buckets["output"], Key=key)["TagSet"]
+        assert tags == [{"Key": RESULT_TAG_KEY, "Value": RESULT_TAG_VALUE}], key
+    people = [unquote(s3.head_object(Bucket=buckets["output"], Key=p.image)["Metadata"]["person"]) for p in result.timeline.people]
+    assert people == names
+
+
 def test_run_local_segment_failing_every_attempt_or_once(celeb_gallery: Any, clips: dict[str, Path], tmp_path: Path) -> None:
     from facerec_cli.pipeline.observe.results import parse_destination_record
 

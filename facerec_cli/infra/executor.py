@@ -30,6 +30,8 @@ class Reporter(Protocol):
 
     def step_failed(self, step: Step, index: int, total: int, error: DeployError) -> None: ...
 
+    def step_waiting(self, step: Step, index: int, total: int, message: str) -> None: ...
+
 
 class NullReporter:
     def step_started(self, step: Step, index: int, total: int) -> None:
@@ -41,12 +43,17 @@ class NullReporter:
     def step_failed(self, step: Step, index: int, total: int, error: DeployError) -> None:
         pass
 
+    def step_waiting(self, step: Step, index: int, total: int, message: str) -> None:
+        pass
+
 
 class ListReporter:
-    """Collects ``(event, action, resource)`` tuples; event is "started", "finished" or "failed"."""
+    """Collects ``(event, action, resource)`` tuples; event is "started", "finished" or "failed";
+    ``waits`` the ``(resource, message)`` of every retry wait."""
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str]] = []
+        self.waits: list[tuple[str, str]] = []
 
     def step_started(self, step: Step, index: int, total: int) -> None:
         self.events.append(("started", step.action, step.resource))
@@ -56,6 +63,9 @@ class ListReporter:
 
     def step_failed(self, step: Step, index: int, total: int, error: DeployError) -> None:
         self.events.append(("failed", step.action, step.resource))
+
+    def step_waiting(self, step: Step, index: int, total: int, message: str) -> None:
+        self.waits.append((step.resource, message))
 
     @property
     def finished(self) -> list[tuple[str, str]]:
@@ -95,6 +105,12 @@ class RichReporter:
         self._stop()
         self.console.print(f"[red]✗ [{index}/{total}] {step.action} {escape(step.resource)} failed[/red]")
 
+    def step_waiting(self, step: Step, index: int, total: int, message: str) -> None:
+        from rich.markup import escape
+
+        if self._status is not None:  # the step's spinner line says what it waits for, and how long
+            self._status.update(f"[{index}/{total}] {step.action} {escape(step.resource)}: {escape(message)}")
+
 
 # ------------------------------------------------------------------------------------------ retries
 
@@ -120,18 +136,44 @@ def instance_profile_not_ready(exc: botocore.exceptions.ClientError) -> bool:
     return error_code(exc) == "InvalidParameterValue" and ("instance profile" in message or "iaminstanceprofile" in message)
 
 
+def queue_deleted_recently(exc: botocore.exceptions.ClientError) -> bool:
+    """SQS refusing a queue name for 60 s after that queue was deleted (a bootstrap right after a destroy)."""
+    return error_code(exc) in ("QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently")
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     when: Callable[[botocore.exceptions.ClientError], bool]
-    attempts: int = 8  # ~45 s with the delays below
+    attempts: int = 8
     first_delay: float = 1.0
     max_delay: float = 10.0
     # Run before each retry, with the call's parameters (a bucket that filled again is emptied again).
     before_retry: Callable[[Clients, Mapping[str, Any]], None] | None = None
+    # What the step's progress line says while it waits ("waiting for IAM ...").
+    waiting: str = "waiting for AWS"
+
+    def delays(self) -> list[float]:
+        """The sleeps between the attempts, in order."""
+        out, delay = [], self.first_delay
+        for _ in range(self.attempts - 1):
+            out.append(delay)
+            delay = min(delay * 2, self.max_delay)
+        return out
+
+    @property
+    def budget(self) -> float:
+        """Seconds waited in all before giving up."""
+        return sum(self.delays())
 
 
 RETRY_POLICIES: dict[str, RetryPolicy] = {
-    "iam-propagation": RetryPolicy(iam_not_ready),
+    # A new role or permission can take a minute or more to reach Lambda and S3: 95 s in all.
+    "iam-propagation": RetryPolicy(iam_not_ready, attempts=13, waiting="waiting for IAM to propagate the role"),
+    # SQS refuses a deleted queue's name for 60 s: 75 s in all.
+    "queue-deleted-recently": RetryPolicy(
+        queue_deleted_recently, attempts=9, first_delay=5.0,
+        waiting="SQS refuses a queue name for 60 s after its queue was deleted: waiting",
+    ),
     "instance-profile-propagation": RetryPolicy(instance_profile_not_ready),
     # Instances' network interfaces linger for a while after termination.
     "dependency-violation": RetryPolicy(lambda exc: error_code(exc) == "DependencyViolation", attempts=12),
@@ -147,11 +189,13 @@ RETRY_POLICIES: dict[str, RetryPolicy] = {
 
 
 class Executor:
-    """Carries out instructions against ``clients``; ``outputs`` holds what calls named ``output`` gave."""
+    """Carries out instructions against ``clients``; ``outputs`` holds what calls named ``output`` gave.
+    ``on_wait`` hears each retry wait (for the progress line)."""
 
-    def __init__(self, clients: Clients) -> None:
+    def __init__(self, clients: Clients, *, on_wait: Callable[[str], None] | None = None) -> None:
         self.clients = clients
         self.outputs: dict[str, Any] = {}
+        self.on_wait = on_wait or (lambda message: None)
 
     def run(self, instruction: Instruction) -> None:
         if isinstance(instruction, APICall):
@@ -184,19 +228,21 @@ class Executor:
         method = getattr(self.clients.client(call.service), call.method)
         params = self.resolve(call.params)
         policy = RETRY_POLICIES[call.retry] if call.retry else None
-        delay = policy.first_delay if policy else 0.0
-        attempts = policy.attempts if policy else 1
-        for attempt in range(attempts):
+        delays = policy.delays() if policy else []
+        waited = 0.0
+        for attempt in range(len(delays) + 1):
             try:
                 answer = method(**params)
                 break
             except botocore.exceptions.ClientError as exc:
                 if call.absent_ok and error_code(exc) in ABSENT:
                     return
-                if policy is None or attempt == attempts - 1 or not policy.when(exc):
+                if policy is None or attempt == len(delays) or not policy.when(exc):
                     raise
+                delay = delays[attempt]
+                self.on_wait(f"{policy.waiting} ({error_code(exc)}; retry in {delay:g} s, {waited:g} of up to {policy.budget:g} s waited)")
                 _sleep(delay)
-                delay = min(delay * 2, policy.max_delay)
+                waited += delay
                 if policy.before_retry is not None:
                     policy.before_retry(self.clients, params)
         if call.output:
@@ -267,6 +313,8 @@ def apply_plan(plan: Plan, reporter: Reporter | None = None, clients: Clients | 
     completed: list[Step] = []
     for index, step in enumerate(changes, start=1):
         reporter.step_started(step, index, len(changes))
+        waiting = getattr(reporter, "step_waiting", None)  # reporters written before waits were shown have none
+        executor.on_wait = (lambda message, s=step, i=index: waiting(s, i, len(changes), message)) if waiting else (lambda message: None)
         done: list[str] = []
         try:
             for instruction in step.calls:

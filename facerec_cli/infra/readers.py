@@ -86,6 +86,12 @@ def owned_buckets(s3: Any) -> set[str]:
         kwargs = {"ContinuationToken": token, "MaxBuckets": 1000}
 
 
+def bucket_region(s3: Any, name: str) -> str:
+    """The region an owned bucket lives in (GetBucketLocation answers None for us-east-1, "EU" for eu-west-1)."""
+    location = s3.get_bucket_location(Bucket=name).get("LocationConstraint")
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
+
 def bucket_taken(s3: Any, name: str) -> bool:
     """True when a bucket we do not own has this name (HeadBucket: 404 free; 403/301/200 taken)."""
     try:

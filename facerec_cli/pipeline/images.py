@@ -49,7 +49,16 @@ from typing import Any
 from facerec_cli.config import Settings
 from facerec_cli.errors import UserError
 from facerec_cli.infra.clients import Clients
-from facerec_cli.pipeline.registry import PushedImage, RegistryTarget, login, push, registry_target, remote_digest, short_error
+from facerec_cli.pipeline.registry import (
+    PushedImage,
+    RegistryTarget,
+    ecr_platform_digest,
+    login,
+    push,
+    registry_target,
+    remote_digest,
+    short_error,
+)
 from facerec_cli.pipeline.image_context import (
     BUILD_ARGS_ENV,
     DEFAULT_PLATFORM,
@@ -307,6 +316,17 @@ def build_images(
     own_engine = engine is None
     engine = engine or open_engine(settings, clients, registry=registry, docker_client=docker_client, docker_host=docker_host)
     client, target = engine.client, engine.target
+    # ECR: the function runs the platform's own manifest, read back from ECR, never an index (see below).
+    ecr = (clients or Clients.from_settings(settings)).ecr if target.ecr else None
+
+    def runnable(kind: str, tag: str, digest: str) -> str:
+        if ecr is None:  # another registry: nothing runs it on Lambda (which pulls from ECR only)
+            return digest
+        wanted = ecr_platform_digest(ecr, target, tag, build.platform or DEFAULT_PLATFORM)
+        if wanted != digest:
+            emit(f"{kind}: {target.repository}:{tag} is an image index; the functions use its {build.platform or DEFAULT_PLATFORM} image {wanted}")
+        return wanted
+
     try:
         results: dict[str, PushedImage] = {}
         for plan in plans:
@@ -315,7 +335,7 @@ def build_images(
             existing = None if build.force else remote_digest(client, reference, target.auth)
             if existing:
                 emit(f"{kind}: {reference} is already in the registry (unchanged), not rebuilt")
-                results[kind] = PushedImage(kind, target.repository, tag, existing, pushed=False)
+                results[kind] = PushedImage(kind, target.repository, tag, runnable(kind, tag, existing), pushed=False)
                 continue
             emit(f"{kind}: building {reference} from {plan.args['BASE_IMAGE']}")
             started = time.monotonic()
@@ -323,7 +343,7 @@ def build_images(
                    platform=build.platform, timeout=build.timeout)  # fmt: skip
             remaining = max(60.0, build.timeout - (time.monotonic() - started))
             digest = push(client, target, tag, kind, emit=emit, timeout=remaining)
-            results[kind] = PushedImage(kind, target.repository, tag, digest, pushed=True)
+            results[kind] = PushedImage(kind, target.repository, tag, runnable(kind, tag, digest), pushed=True)
         return results
     finally:
         if own_engine:

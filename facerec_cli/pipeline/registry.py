@@ -5,6 +5,7 @@ holds, and the push with its progress. Credentials go to the engine only, never 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from collections.abc import Mapping
@@ -106,6 +107,52 @@ def remote_digest(client: Any, reference: str, auth: Mapping[str, str] | None) -
         return None
     digest = getattr(data, "id", None)
     return digest if isinstance(digest, str) and digest.startswith("sha256:") else None
+
+
+# What ECR may hold under a tag: a single-platform manifest, or an index of them (Docker Engine with the
+# containerd image store, the default in recent releases, pushes an OCI index). Lambda refuses an index.
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json")
+
+
+def ecr_platform_digest(ecr: Any, target: RegistryTarget, tag: str, platform: str) -> str:
+    """The digest of the ``platform`` (``linux/amd64``) image under ``tag`` in the ECR repository of
+    ``target``: the manifest's own digest, or, when the tag holds an index, the digest of its entry for
+    that platform (attestations and other platforms skipped). That is what a function's ImageUri needs."""
+    import botocore.exceptions
+
+    from facerec_cli.infra.errors import explain
+
+    match = _ECR_HOST.match(target.host)
+    name = target.repository.split("/", 1)[1]
+    where = f"{name}:{tag}"
+    try:
+        answer = ecr.batch_get_image(
+            **({"registryId": match.group("account")} if match else {}), repositoryName=name, imageIds=[{"imageTag": tag}],
+            acceptedMediaTypes=[*INDEX_TYPES, *MANIFEST_TYPES],
+        )  # fmt: skip
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        message, hint = explain(exc, what=where)
+        raise UserError(f"could not read the manifest of {where} from ECR (ecr:BatchGetImage): {message}", hint=hint) from exc
+    found = answer.get("images") or []
+    if not found:
+        failure = (answer.get("failures") or [{}])[0]
+        reason = ": ".join(str(v) for v in (failure.get("failureCode"), failure.get("failureReason")) if v) or "not found"
+        raise UserError(f"ECR has no image {where} ({reason})", hint="run the command again: an image missing from the registry is built and pushed")
+    image = found[0]
+    manifest = json.loads(image.get("imageManifest") or "{}")
+    if (image.get("imageManifestMediaType") or manifest.get("mediaType")) not in INDEX_TYPES and "manifests" not in manifest:
+        return str(image["imageId"]["imageDigest"])
+    os_name, _, arch = platform.partition("/")
+    for entry in manifest.get("manifests") or []:
+        wanted = entry.get("platform") or {}
+        if wanted.get("os") == os_name and wanted.get("architecture") == arch and entry.get("mediaType", MANIFEST_TYPES[0]) in MANIFEST_TYPES:
+            return str(entry["digest"])
+    platforms = sorted({f"{(e.get('platform') or {}).get('os')}/{(e.get('platform') or {}).get('architecture')}" for e in manifest.get("manifests") or []})
+    raise UserError(
+        f"{where} in ECR is an image index without a {platform} image (it has {', '.join(platforms) or 'none'}); Lambda runs a single-platform image",
+        hint=f"build for {platform} (the default of `facerec bootstrap`), or push with `docker push --platform {platform}`",
+    )
 
 
 class _PushProgress:

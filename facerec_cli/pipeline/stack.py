@@ -24,7 +24,7 @@ from facerec_cli.infra.resources.iam import RoleSpec
 from facerec_cli.infra.resources.logs import LogGroupSpec
 from facerec_cli.infra.resources.s3 import BucketSpec, NotificationSpec, ObjectSpec
 from facerec_cli.infra.resources.sqs import QueueSpec
-from facerec_cli.pipeline.policies import recognition_policy, splitting_policy
+from facerec_cli.pipeline.policies import failure_policy, recognition_policy, splitting_policy
 from lambdas import env as fenv
 from lambdas.core.media import VIDEO_SUFFIXES  # what the input bucket's notification triggers on
 from lambdas.core.models import THREADS_ENV
@@ -36,6 +36,9 @@ __all__ = ["ROLE_POLICY_NAME", "TAG_KEY", "DeployOptions", "pipeline_stack"]
 
 SPLITTING_COMMAND = "lambdas.video_splitting.handler"
 RECOGNITION_COMMAND = "lambdas.face_recognition.handler"
+# The on-failure destination runs in the splitting image (boto3 and the handlers' code is all it needs).
+FAILURE_COMMAND = "lambdas.on_failure.handler"
+FAILURE_MEMORY, FAILURE_TIMEOUT = 256, 60
 # Statement id of the S3 -> splitting invoke permission and id prefix of the notification
 # configurations this tool owns (configurations with other ids are left alone).
 PERMISSION_SID = "facerec-s3-invoke"
@@ -192,16 +195,22 @@ def pipeline_stack(settings: Settings, options: DeployOptions, account_id: str) 
     queue_arn = f"arn:{partition}:sqs:{region}:{account_id}:{n.failure_queue}"
     repo_uri = f"{account_id}.dkr.ecr.{region}.{dns_suffix(region)}/{n.ecr_repository}"
     split_name, rec_name = n.splitting_function, n.recognition_function
-    rec_role = role(rec_name, recognition_policy(settings, partition=partition, account=account_id, queue_arn=queue_arn))
-    split_role = role(split_name, splitting_policy(settings, partition=partition, account=account_id, recognition_arn=lambda_arn(rec_name), queue_arn=queue_arn))
+    fail_name = n.failure_function
+    fail_role = role(fail_name, failure_policy(settings, partition=partition, account=account_id, queue_arn=queue_arn))
+    rec_role = role(rec_name, recognition_policy(settings, partition=partition, account=account_id, failure_arn=lambda_arn(fail_name)))
+    split_role = role(split_name, splitting_policy(settings, partition=partition, account=account_id, recognition_arn=lambda_arn(rec_name),
+                                                   failure_arn=lambda_arn(fail_name)))  # fmt: skip
     split_env, rec_env = _environments(settings, options)
+    fail_env = {fenv.OUTPUT_BUCKET: n.output_bucket, fenv.FAILURE_QUEUE: n.failure_queue}
 
     def function(name: str, role: RoleSpec, image: str | None, command: str, memory: int, timeout: int, env: dict[str, str], what: str) -> FunctionSpec:
         return FunctionSpec(name, lambda_arn(name), role.arn, image, f"{repo_uri}:local", [command], memory, timeout, env,
                             [options.architecture], f"facerec ({settings.prefix}): {what}", tags)
 
-    # Recognition first: splitting invokes it.
+    # The on-failure destination first (the others name it), then recognition (splitting invokes it).
     functions = [
+        function(fail_name, fail_role, options.splitting_image, FAILURE_COMMAND, FAILURE_MEMORY, FAILURE_TIMEOUT, fail_env,
+                 "answer for invocations that failed every attempt or expired"),
         function(rec_name, rec_role, options.recognition_image, RECOGNITION_COMMAND, options.recognition_memory, options.recognition_timeout,
                  rec_env, "recognise faces in sampled frames"),
         function(split_name, split_role, options.splitting_image, SPLITTING_COMMAND, options.splitting_memory, options.splitting_timeout,
@@ -225,8 +234,10 @@ def pipeline_stack(settings: Settings, options: DeployOptions, account_id: str) 
     specs.append(QueueSpec(n.failure_queue, {"SqsManagedSseEnabled": "true", "MessageRetentionPeriod": str(FAILURE_RETENTION_SECONDS)},
                            "failure destination, SSE (SQS-managed), 14 day retention", "with any failure records in it"))
     specs += [LogGroupSpec(n.log_group(f.name), f.name, options.log_retention_days) for f in functions]
-    specs += [rec_role, split_role, *functions]
-    specs += [EventInvokeSpec(f.name, MAX_RETRY_ATTEMPTS, MAX_EVENT_AGE_SECONDS, queue_arn) for f in functions]
+    specs += [fail_role, rec_role, split_role, *functions]
+    # Failed or expired invocations of the two go to the on-failure function; its own go to the queue.
+    specs += [EventInvokeSpec(f.name, MAX_RETRY_ATTEMPTS, MAX_EVENT_AGE_SECONDS, queue_arn if f.name == fail_name else lambda_arn(fail_name))
+              for f in functions]  # fmt: skip
     specs.append(PermissionSpec(split_name, PERMISSION_SID, "s3.amazonaws.com", f"arn:{partition}:s3:::{n.input_bucket}", account_id))
     specs += [notification, gallery]
     return Stack(specs, tags)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from facerec_cli.infra.clients import Clients
-from facerec_cli.infra.readers import owned_buckets
+from facerec_cli.infra.readers import bucket_region, owned_buckets
 
 
 class PlanContext:
@@ -21,6 +21,7 @@ class PlanContext:
         self.existing_functions: dict[str, dict[str, Any]] = {}
         self.foreign_functions: set[str] = set()  # destroy: functions of another deployment, left alone
         self._owned: set[str] | None = None
+        self._regions: dict[str, str] = {}
         self._vpc: tuple[str | None] | None = None
 
     @property
@@ -32,6 +33,12 @@ class PlanContext:
         if self._owned is None:
             self._owned = owned_buckets(self.clients.s3)
         return self._owned
+
+    def bucket_region(self, name: str) -> str:
+        """The region of an owned bucket, read once."""
+        if name not in self._regions:
+            self._regions[name] = bucket_region(self.clients.s3, name)
+        return self._regions[name]
 
     def default_vpc(self) -> str | None:
         """The region's default VPC (a blocker when there is none), read once."""

@@ -112,6 +112,13 @@ def plan_bucket(b: BucketSpec, ctx: PlanContext) -> Step:
             calls.append(_lifecycle_call(b.name, list(b.lifecycle_rules)))
         return Step("create", b.kind, b.name, detail, tuple(calls))
 
+    # An owned bucket of this name in another region is another deployment of this prefix (or someone's
+    # own bucket): adopting it would point this region's functions at it. Refused before anything is made.
+    region = ctx.bucket_region(b.name)
+    if region != b.region:
+        ctx.blockers.append(f"bucket {b.name} already exists in region {region}, not {b.region} (use --region {region}, or choose another --prefix)")
+        return Step("noop", b.kind, b.name, f"in region {region}, not {b.region}: left alone")
+
     drift: list[str] = []
     calls = []
     sse = strip_metadata(get_or_none(s3.get_bucket_encryption, Bucket=b.name)).get("ServerSideEncryptionConfiguration", {})
@@ -152,6 +159,10 @@ def plan_bucket(b: BucketSpec, ctx: PlanContext) -> Step:
 
 def plan_delete_bucket(b: BucketSpec, ctx: PlanContext) -> Step | None:
     if b.name not in ctx.owned_buckets:
+        return None
+    region = ctx.bucket_region(b.name)
+    if region != b.region:  # another region's deployment of this prefix: not this destroy's to delete
+        ctx.warnings.append(f"bucket {b.name} is in region {region}, not {b.region}: left alone (destroy with --region {region})")
         return None
     count = sum(1 for _ in object_versions(ctx.clients.s3, b.name))
     detail = f"emptied first: {count} object(s), counting every version and delete marker" if count else "empty"

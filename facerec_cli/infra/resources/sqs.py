@@ -27,7 +27,7 @@ def _url(q: QueueSpec, ctx: PlanContext) -> str | None:
 def plan_queue(q: QueueSpec, ctx: PlanContext) -> Step:
     url = _url(q, ctx)
     if url is None:
-        return Step("create", q.kind, q.name, q.description, (APICall("sqs", "create_queue", {"QueueName": q.name, "Attributes": q.attributes, "tags": ctx.tags}),))
+        return Step("create", q.kind, q.name, q.description, (APICall("sqs", "create_queue", {"QueueName": q.name, "Attributes": q.attributes, "tags": ctx.tags}, retry="queue-deleted-recently"),))
     current = ctx.clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get("Attributes", {})
     drift = {k: v for k, v in q.attributes.items() if not same_attribute(k, current.get(k), v)}
     if not drift:

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 Handler = Callable[[Any, "LambdaContext"], Any]
 
-# What the local runtime runs (``run-local``): the pipeline's two handlers, as ``facerec bootstrap`` names
+# What the local runtime runs (``run-local``): the pipeline's handlers (and their on-failure destination), as ``facerec bootstrap`` names
 # them in the functions' ImageConfig command (facerec_cli/pipeline/stack.py; a test keeps the two equal).
-PIPELINE_HANDLERS = frozenset({"lambdas.video_splitting.handler", "lambdas.face_recognition.handler"})
+PIPELINE_HANDLERS = frozenset({"lambdas.video_splitting.handler", "lambdas.face_recognition.handler", "lambdas.on_failure.handler"})
 
 
 def pipeline_variables() -> frozenset[str]:
@@ -54,7 +54,7 @@ class Allowlist:
 
     @classmethod
     def pipeline(cls) -> Allowlist:
-        """The pipeline's two handlers with the variables ``lambdas/env.py`` names."""
+        """The pipeline's handlers with the variables ``lambdas/env.py`` names."""
         return cls(PIPELINE_HANDLERS, pipeline_variables())
 
     def widened(self, handlers: Iterable[str] = (), variables: Iterable[str] = ()) -> Allowlist:

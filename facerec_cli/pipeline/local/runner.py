@@ -18,24 +18,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import botocore.exceptions
 
 from lambdas import env as fenv
 from lambdas.core import media
 from lambdas.core.models import THREADS_ENV
+from lambdas import on_failure
 from lambdas.core.results import Result, error_result
 from lambdas.events import result_keys
-from lambdas.segments import fail_segment, is_segment_event
+from lambdas.on_failure import failure_record
 
 from facerec_cli.config import Settings
 from facerec_cli.infra.clients import Clients
 from facerec_cli.infra.executor import NullReporter, apply_plan
 from facerec_cli.pipeline.deployer import plan_deploy
-from facerec_cli.pipeline.stack import RESULT_TAG_KEY, RESULT_TAG_VALUE, DeployOptions
+from facerec_cli.pipeline.stack import DeployOptions
 from facerec_cli.errors import UserError
-from facerec_cli.pipeline.observe.results import destination_record, fetch_result, list_result_keys, videos_of_event
+from facerec_cli.pipeline.observe.results import fetch_result, list_result_keys
 from facerec_cli.localcloud.server import LocalCloud
 from facerec_cli.pipeline.local.functions import Allowlist
 
@@ -201,7 +201,8 @@ class LocalPipeline:
             self.timings["deploy_ms"] = (time.perf_counter() - planned) * 1000
             names = self.settings.names
             if self.containers is not None:  # the functions' runners run these images
-                self.containers.images.update({names.splitting_function: images["splitting"], names.recognition_function: images["recognition"]})
+                self.containers.images.update({names.splitting_function: images["splitting"], names.recognition_function: images["recognition"],
+                                               names.failure_function: images["splitting"]})  # the on-failure handler is in that image
             self.cloud.prewarm(names.splitting_function, names.recognition_function)
         except BaseException:
             self._stop()
@@ -225,29 +226,26 @@ class LocalPipeline:
         return self.settings.names
 
     def _on_failure(self, function_name: str, event: Any, message: str) -> None:
-        """An invocation failed on every attempt: like Lambda, send it to the failure destination,
-        and write the video's error result so that every upload ends with exactly one result."""
+        """An invocation failed on every attempt: as Lambda does, hand its record to the on-failure
+        function (lambdas/on_failure.py, run like the others: in a worker, with its own role), invoked
+        with the failing function's role. That function's own failures go to the queue, as on AWS."""
         assert self.clients is not None
         names = self.names
         arn = f"arn:aws:lambda:{self.cloud.region}:{self.clients.account_id}:function:{function_name}"
-        queue_url = self.clients.sqs.get_queue_url(QueueName=names.failure_queue)["QueueUrl"]
-        # Lambda sends the failure record with the function's execution role (its ReportFailures statement).
+        record = failure_record(arn, "", event, message, 3)
         role = self.cloud.local_function(function_name).role if self.cloud.enforce_iam else None
-        sqs = self.cloud.client("sqs", role=role) if role else self.clients.sqs
-        try:
-            sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(destination_record(arn, "", event, message, 3)))
-        except botocore.exceptions.ClientError as exc:  # e.g. the role may not send to the queue: say so in the result
-            message = f"{message} (and the failure record could not be sent to {names.failure_queue}: {exc})"
-        if is_segment_event(event):  # a timeline segment: its failure is merged like its part, once (lambdas/segments.py)
-            fail_segment(self.clients.s3, names.output_bucket, event, f"{function_name} failed on every attempt: {message}")
+        if function_name == names.failure_function:
+            sqs = self.cloud.client("sqs", role=role) if role else self.clients.sqs
+            sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=names.failure_queue)["QueueUrl"], MessageBody=json.dumps(record))
             return
-        tagging = urlencode({RESULT_TAG_KEY: RESULT_TAG_VALUE})  # results expire with --retain-days, like the handlers'
-        for stem, video in videos_of_event(event):
-            result = error_result(video, f"{function_name} failed on every attempt: {message}")
-            json_key, txt_key = result_keys(stem)
-            s3 = self.clients.s3
-            s3.put_object(Bucket=names.output_bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Tagging=tagging)
-            s3.put_object(Bucket=names.output_bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Tagging=tagging)
+        lam = self.cloud.client("lambda", role=role) if role else self.clients.lambda_
+        try:
+            lam.invoke(FunctionName=names.failure_function, InvocationType="Event", Payload=json.dumps(record).encode())
+        except botocore.exceptions.ClientError as exc:
+            # The role may not invoke the destination: AWS would drop the record. Here the upload still
+            # gets its error result, saying so.
+            note = f"{message} (and the failure record could not be sent to {names.failure_function}: {exc})"
+            on_failure.answer(failure_record(arn, "", event, note, 3), s3=self.clients.s3, output_bucket=names.output_bucket)
 
     def upload(self, job: VideoJob) -> None:
         assert self.clients is not None

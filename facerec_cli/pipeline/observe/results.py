@@ -4,13 +4,13 @@ the functions' failure destination (an SQS queue), shown as ``error`` results.""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from lambdas import on_failure
 from lambdas.core.results import Result, error_result
-from lambdas.events import RESULT_PREFIX_SKIP, RecognitionRequest, uploads
-from lambdas.segments import is_segment_event, segment_label
+from lambdas.events import RESULT_PREFIX_SKIP
+from lambdas.segments import segment_label
 
 
 def list_result_keys(s3: Any, bucket: str) -> dict[str, str]:
@@ -43,31 +43,11 @@ class FailedVideo:
 
 def videos_of_event(event: Any) -> list[tuple[str, str]]:
     """(stem, video) pairs an invocation was about, for either function's event."""
-    if isinstance(event, dict) and "Records" in event:
-        return [(u.stem, u.video) for u in uploads(event)]
-    if is_segment_event(event):  # one segment of a timeline (lambdas/segments.py)
-        return [(str(event["stem"]), str(event["video"]))]
-    if isinstance(event, dict) and "stem" in event:
-        request = RecognitionRequest.from_dict(event)
-        return [(request.stem, request.video)]
-    return []
+    return [(stem, video) for stem, video, _ in on_failure.videos_of_event(event)]
 
 
-def destination_record(function_arn: str, request_id: str, event: Any, message: str, attempts: int) -> dict[str, Any]:
-    """What Lambda sends to an OnFailure destination (the shape `results` reads on AWS too)."""
-    return {
-        "version": "1.0",
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-        "requestContext": {
-            "requestId": request_id,
-            "functionArn": function_arn,
-            "condition": "RetriesExhausted",
-            "approximateInvokeCount": attempts,
-        },
-        "requestPayload": event,
-        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
-        "responsePayload": {"errorMessage": message},
-    }
+# What Lambda sends to an on-failure destination; the on-failure function makes the same for run-local.
+destination_record = on_failure.failure_record
 
 
 def function_name_of(arn: str) -> str:

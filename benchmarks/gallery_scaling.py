@@ -6,7 +6,9 @@ that came before (the version at git HEAD, or --old FILE), in the same run.
 Random unit embeddings, 1-3 photos per identity. Prints one JSON line per size:
 ``{"identities": N, "embeddings": rows, "load_ms": ..., "match_ms_per_face": ..., ...}`` where
 - ``load_ms``: ``Gallery.from_bytes`` of a saved gallery (centroids included: ready to match), median;
-- ``match_ms_per_face``: ``Gallery.match`` of a batch of 8 faces, divided by 8 (median);
+- ``match_ms_per_face``: ``Gallery.match`` of a batch of 8 faces, divided by 8 (median); from 20k
+  people the first pass reads int8 centroids (``quantized.py``): ``match_ms_per_face_float32`` is the
+  same gallery through the float32 pass alone, ``first_match_ms`` the first match (quantising included);
   ``match_ms_batch1``: one face alone;
 - ``construct_ms``: ``Gallery(...)`` from arrays (the centroids computed, as enroll does),
   ``save_ms`` and ``file_mb``: ``to_bytes`` and its size;
@@ -97,10 +99,24 @@ def measure_new(embeddings: np.ndarray, names: list[str], sources: list[str], qu
     loaded = Gallery.from_bytes(data)
     assert loaded.people == gallery.people and len(loaded.names) == len(names)
     load_ms = median_ms(lambda: Gallery.from_bytes(data), repeat)
-    loaded.match(queries)  # warm
+    started = time.perf_counter()
+    loaded.match(queries)  # warm (at 20k people and more: the int8 centroids are made here)
+    first_match_ms = (time.perf_counter() - started) * 1000
     matches = loaded.match(queries)
+    # The same gallery matched by the float32 pass alone, in the same run: the int8 pass's baseline.
+    from lambdas.core import quantized
+
+    plain, floor = Gallery.from_bytes(data), quantized.MIN_PEOPLE
+    quantized.MIN_PEOPLE = 1 << 62
+    try:
+        plain.match(queries)
+        float32_ms = round(median_ms(lambda: plain.match(queries), repeat) / len(queries), 3)
+    finally:
+        quantized.MIN_PEOPLE = floor
     return {
         "load_ms": load_ms,
+        "first_match_ms": round(first_match_ms, 1),
+        "match_ms_per_face_float32": float32_ms,
         "match_ms_per_face": round(median_ms(lambda: loaded.match(queries), repeat) / len(queries), 3),
         "match_ms_batch1": median_ms(lambda: loaded.match(queries[:1]), repeat),
         "construct_ms": round(construct_ms, 1),

@@ -75,7 +75,7 @@ class PersonConsistency:
     photos: int
     mean: float | None  # None: a single photo, nothing to compare with
     worst: float | None
-    outliers: list[str] = field(default_factory=list)  # photos far from their person or nearer someone else
+    outliers: list[str] = field(default_factory=list)  # photos farther than OUTLIER_DISTANCE from the others
 
 
 @dataclass
@@ -151,8 +151,9 @@ def probe_distances(embeddings: np.ndarray, person: np.ndarray, n_people: int, p
 
 
 def features(d: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(known, stranger) probes as (d1, next mean) pairs. Known: its own centroid against the other
-    people; stranger (its person left out): the nearest other against the ones after it."""
+    """(known, stranger) probes as the rule sees them: ``d1``, ``d2`` and ``next`` (the next people's
+    mean). Known: its own centroid first, then the other people (``right``: own nearest); stranger (its
+    person left out): the nearest other first, then the ones after it."""
     own, others = d["own"], d["others"]
     inf = np.full(len(own), np.inf)
     known = {"d1": own, "next": next_mean(np.column_stack([own, others])), "d2": others[:, 0] if others.shape[1] else inf,

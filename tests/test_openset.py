@@ -128,7 +128,8 @@ def test_profile_geometry() -> None:
     assert yaw(det(50)) == 0 and abs(yaw(det(80))) == pytest.approx(0.75)
     image = Image.effect_noise((100, 120), 60).convert("RGB")  # sharp texture: only the pose decides
     assert quality_issue(image, det(50)) is None
-    assert quality_issue(image, det(100)) == PROFILE  # the nose 1.25 eye-distances off the middle
+    assert quality_issue(image, det(100)) is None  # 1.25 eye distances off the middle: three-quarter
+    assert quality_issue(image, det(120)) == PROFILE  # 1.75: the nose far outside the eyes
     assert quality_issue(image, Detection((0, 0, 15, 18), 0.99, None)) == TOO_SMALL
 
 

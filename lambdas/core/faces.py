@@ -85,12 +85,14 @@ class FaceDetector:
 # 0.92-1.19 (the threshold is 1.07 at most), at 24 px it stayed within 0.70-1.03; a Gaussian blur that
 # brought the sharpness below 0.02 pushed true matches to 1.05-1.38, above it they stayed within 1.05.
 # The Hamilton clip's 25-px face of Alex Lacamoire (named at 1.06) is the smallest face the test data
-# needs named. The profile limit is geometric (the nose beyond an eye by half the eyes' distance);
-# frontal to three-quarter photos in the test data reach 0.75 and match well.
+# needs named. The profile limit is geometric: the nose beyond an eye by the eyes' whole distance.
+# Frontal to three-quarter photos in the test data reach 0.75 and match well; on 1,000 CFP profile
+# photos against 158 enrolled people the open-set rule already kept most profiles of strangers out,
+# and a limit of 1.0 cost 19 right names to prevent 2 wrong ones, 1.5 cost 3 to prevent 1.
 TOO_SMALL, BLURRED, PROFILE = "too_small", "blurred", "profile"
 MIN_FACE_SIDE = 20.0  # px of the full-resolution frame, the box's shorter side
 MIN_SHARPNESS = 0.02
-MAX_YAW = 1.0
+MAX_YAW = 1.5
 _SHARPNESS_SIZE = 48  # sharpness is measured with the face at most this size: blur relative to the face
 
 

@@ -100,6 +100,7 @@ class FaceIndex:
     results: list[tuple[str, str, bool, str | None]] = field(default_factory=list)  # (stem, video, timeline, model)
     skipped: int = 0  # results with faces but no stored embeddings (written before they were stored)
     unreadable: int = 0
+    looked: int = 0  # results read, with faces or not
 
     @classmethod
     def build(cls, items: Iterable[tuple[str, str | bytes | dict[str, Any]]]) -> "FaceIndex":
@@ -109,8 +110,9 @@ class FaceIndex:
         frames: list[int] = []
         times: list[float] = []
         results: list[tuple[str, str, bool, str | None]] = []
-        skipped = unreadable = 0
+        skipped = unreadable = looked = 0
         for stem, item in items:
+            looked += 1
             try:
                 data = item if isinstance(item, dict) else json.loads(item)
                 faces = data.get("faces") or []
@@ -134,7 +136,7 @@ class FaceIndex:
             raise ValueError("a stored embedding is not 512 float16 values")
         embeddings = np.frombuffer(raw, dtype="<f2").reshape(-1, DIM)
         return cls(embeddings, np.asarray(owner, np.int32), np.asarray(frames, np.int32), np.asarray(times, np.float64),
-                   results, skipped, unreadable)  # fmt: skip
+                   results, skipped, unreadable, looked)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.owner)

@@ -41,10 +41,13 @@ def open_store(results_dir: Path | None, target: AwsTarget) -> Store:
 
     if results_dir is not None:
         return DirStore(results_dir)
-    from facerec_cli.cli.pipeline import results_clients
+    from facerec_cli.infra import aws
+    from facerec_cli.infra.clients import owner_checked_s3
 
     settings = target.settings()
-    return BucketStore(results_clients(settings)[0], settings.names.output_bucket)
+    sess = aws.session(settings)
+    s3 = owner_checked_s3(settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sts", sess=sess))
+    return BucketStore(s3, settings.names.output_bucket)
 
 
 def gallery_for(gallery: Path | None, store: Store, target: AwsTarget, *, required: bool) -> Gallery | None:

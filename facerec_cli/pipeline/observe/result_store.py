@@ -41,9 +41,12 @@ class DirStore:
     def stems(self) -> list[str]:
         return sorted(p.name[: -len(".json")] for p in self.path.glob("*.json") if not p.name.startswith(RESULT_PREFIX_SKIP))
 
+    def read(self, stem: str) -> tuple[str, bytes]:
+        return stem, (self.path / f"{stem}.json").read_bytes()
+
     def items(self) -> Iterator[tuple[str, bytes]]:
         for stem in self.stems():
-            yield stem, (self.path / f"{stem}.json").read_bytes()
+            yield self.read(stem)
 
     def write(self, stem: str, result: Result) -> None:
         json_key, txt_key = result_keys(stem)
@@ -66,14 +69,14 @@ class BucketStore:
     def stems(self) -> list[str]:
         return sorted(list_result_keys(self.s3, self.bucket))
 
-    def _get(self, stem: str) -> tuple[str, bytes]:
+    def read(self, stem: str) -> tuple[str, bytes]:
         reply = self.s3.get_object(Bucket=self.bucket, Key=f"{stem}.json")
         self._seen[stem] = (reply["ETag"], reply.get("Metadata") or {})
         return stem, reply["Body"].read()
 
     def items(self) -> Iterator[tuple[str, bytes]]:
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            yield from pool.map(self._get, self.stems())
+            yield from pool.map(self.read, self.stems())
 
     def write(self, stem: str, result: Result) -> None:
         """Only over the object as it was read (If-Match): a re-upload answered meanwhile is left alone."""
@@ -102,8 +105,7 @@ def find_result(store: Store, video: str) -> tuple[str, Result]:
     by_stem = wanted.removesuffix(".json")
     candidates = [s for s in stems if s == by_stem] or [s for s in stems if s == wanted.rsplit(".", 1)[0]]
     for stem in candidates:
-        text = store._get(stem)[1] if isinstance(store, BucketStore) else (store.path / f"{stem}.json").read_bytes()
-        result = load_result(text, stem)
+        result = load_result(store.read(stem)[1], stem)
         if result.video in (wanted, by_stem) or stem == by_stem or len(candidates) == 1:
             return stem, result
     raise UserError(f"no result for {video!r} in {store.where} ({len(stems)} results)",

@@ -108,5 +108,12 @@ def find_result(store: Store, video: str) -> tuple[str, Result]:
         result = load_result(store.read(stem)[1], stem)
         if result.video in (wanted, by_stem) or stem == by_stem or len(candidates) == 1:
             return stem, result
+    # A stem that is not the video's own (run-local renames clashing stems: clip-2.mov): look inside.
+    needle = json.dumps(wanted, ensure_ascii=False).encode()
+    for stem, text in store.items():
+        if needle in text:
+            result = load_result(text, stem)
+            if result.video == wanted:
+                return stem, result
     raise UserError(f"no result for {video!r} in {store.where} ({len(stems)} results)",
                     hint="name the video as `facerec results` lists it")  # fmt: skip

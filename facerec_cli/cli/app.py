@@ -2,9 +2,10 @@
 render. Errors meant for people become one red line and a non-zero exit code.
 
 One Typer module per group, combined here: ``recognise`` (enroll, identify, run-local, demo),
-``pipeline`` (bootstrap, upload, results, watch, logs, destroy) and ``iaas.app`` (web, worker) have no
+``pipeline`` (bootstrap, upload, results, watch, logs, destroy), ``people.search_app`` (search) and
+``iaas.app`` (web, worker) have no
 group name, so their commands sit at the top level (``add_typer`` without a name merges a sub-app's
-commands into this one, Typer >= 0.15); ``gallery``, ``iaas`` and ``models`` are groups. Every command
+commands into this one, Typer >= 0.15); ``gallery``, ``people``, ``iaas`` and ``models`` are groups. Every command
 module imports its heavy dependencies (models, boto3, the deploy engine) inside the functions, so
 registering all commands stays cheap for ``facerec identify``.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from facerec_cli.cli import gallery, iaas, models, pipeline, recognise
+from facerec_cli.cli import gallery, iaas, models, people, pipeline, recognise
 
 app = typer.Typer(
     name="facerec",
@@ -26,7 +27,9 @@ app = typer.Typer(
 app.add_typer(recognise.app)
 app.add_typer(pipeline.app)
 app.add_typer(iaas.app)
+app.add_typer(people.search_app)
 app.add_typer(gallery.app, name="gallery")
+app.add_typer(people.app, name="people")
 app.add_typer(iaas.iaas_group, name="iaas")
 app.add_typer(models.app, name="models")
 

@@ -28,6 +28,7 @@ from facerec_cli.cli.options import (
     user_errors_as_exit_codes,
 )
 from facerec_cli.config import Settings
+from facerec_cli.errors import UserError
 from facerec_cli.render import err, out
 
 # Exit code of `results --watch` when --timeout passed with uploads still unanswered (as timeout(1)).
@@ -120,12 +121,31 @@ def results(
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report: a row per video with its annotated frame.")
     ] = None,
+    reidentify: Annotated[
+        bool, typer.Option("--reidentify", help="Re-answer the stored results against the gallery as it is now (from the embeddings they store; no video is read) and rewrite those that change.")
+    ] = False,
+    gallery: Annotated[
+        Path | None, typer.Option("--gallery", "-g", help="With --reidentify: the gallery (default: the deployed one).")
+    ] = None,
+    results_dir: Annotated[
+        Path | None, typer.Option("--results", help="With --reidentify: a folder of results (`run-local --out DIR`) instead of the output bucket.")
+    ] = None,
     target: AwsTarget = AwsTarget(),
 ) -> None:
     """List results from the output bucket, and failed invocations from the failure queue as
-    errors. Exits 1 if any video ended in error."""
+    errors. Exits 1 if any video ended in error. With --reidentify: re-answer them instead."""
     from facerec_cli.infra.errors import aws_errors
 
+    if reidentify:
+        from facerec_cli.cli.people import gallery_for, open_store, run_reidentify
+
+        if watch or html is not None:
+            raise UserError("--reidentify re-answers stored results: it takes no --watch or --html")
+        store = open_store(results_dir, target)
+        run_reidentify(store, gallery_for(gallery, store, target, required=True), json_lines=json_lines)  # type: ignore[arg-type]
+        return
+    if gallery is not None or results_dir is not None:
+        raise UserError("--gallery and --results are for --reidentify")
     settings = target.settings()
     with aws_errors(settings, "reading results"):
         code = run_results(settings, watch=watch, json_lines=json_lines, timeout=timeout)

@@ -18,7 +18,7 @@ from .errors import InputError
 from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop, quality_issue
 from .gallery import Gallery, Match, weights_for
 from .media import Frame
-from .results import UNKNOWN, Face, Result, error_result, main_identity
+from .results import UNKNOWN, Face, Result, error_result, main_identity, pack_embedding
 from .models import load_models
 from .weights import weights_id
 
@@ -208,7 +208,7 @@ class Recogniser:
         started = time.perf_counter()
         faces = [
             Face(frame=e.frame.index, t=e.frame.t, box=list(e.detection.box), prob=e.detection.prob, name=m.name,
-                 distance=m.distance, reason=m.reason)
+                 distance=m.distance, reason=m.reason, embedding=pack_embedding(e.embedding))
             for e, m in zip(encoded, self.match(encoded))
         ]  # fmt: skip
         watch.add("match", started)

@@ -25,6 +25,10 @@ class Face:
     # Why the face is unknown: beyond_threshold, ambiguous (two enrolled people about as near),
     # too_small, blurred, profile (not to be trusted); None when named.
     reason: str | None = None
+    # The face's unit embedding as base64 of 512 little-endian float16 (1368 characters): what re-answering
+    # a result against an edited gallery and `facerec search` need without the video. None in results
+    # written before it was stored (absent from their JSON).
+    embedding: str | None = None
 
     def area(self) -> float:
         x1, y1, x2, y2 = self.box
@@ -135,6 +139,8 @@ class Result:
             data["timeline"] = self.timeline.to_dict()
         data["timings_ms"] = {k: round(v, 1) for k, v in self.timings_ms.items()}
         for face in data["faces"]:
+            if face["embedding"] is None:
+                del face["embedding"]  # as results without embeddings were written
             face["box"] = [round(v, 1) for v in face["box"]]
             face["prob"] = round(face["prob"], 4)
             face["distance"] = round(face["distance"], 4)
@@ -165,6 +171,24 @@ class Result:
             timeline=Timeline.from_dict(timeline) if isinstance(timeline, dict) else None,
             **known,  # type: ignore[arg-type]
         )
+
+
+def pack_embedding(vector: Any) -> str:
+    """A unit embedding as a face's ``embedding`` text (float16: half the bytes, distances move < 1e-3)."""
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f2").tobytes()).decode("ascii")
+
+
+def unpack_embedding(text: str) -> Any:
+    """The float32 vector of a face's ``embedding`` text."""
+    import base64
+
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float32)
 
 
 def error_result(video: str, message: str, **timings: float) -> Result:

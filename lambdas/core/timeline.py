@@ -55,7 +55,7 @@ from PIL import Image
 from . import media
 from .errors import InputError
 from .media import Frame
-from .results import UNKNOWN, Appearance, Face, Result, Timeline, View, error_result, main_identity
+from .results import UNKNOWN, Appearance, Face, Result, Timeline, View, error_result, main_identity, pack_embedding
 
 DEFAULT_FPS = 2.0
 BATCH = 8  # frames detected and embedded together (16 was no faster, and held twice the memory)
@@ -115,9 +115,11 @@ class Observation:
     distance: float
     nearest: str
     embedding: np.ndarray  # 512 float16, unit length before rounding
+    reason: str | None = None  # why the face is unknown (as Face.reason): a re-answer must keep untrusted faces unknown
 
     def face(self) -> Face:
-        return Face(frame=self.frame, t=self.t, box=list(self.box), prob=self.prob, name=self.name, distance=self.distance)
+        return Face(frame=self.frame, t=self.t, box=list(self.box), prob=self.prob, name=self.name, distance=self.distance,
+                    reason=self.reason, embedding=pack_embedding(self.embedding))
 
     @property
     def area(self) -> float:
@@ -126,11 +128,14 @@ class Observation:
 
     def to_dict(self) -> dict[str, Any]:
         """Exact: floats as JSON writes them (they read back bit for bit), the embedding's bytes."""
-        return {
+        data = {
             "frame": self.frame, "t": self.t, "box": list(self.box), "prob": self.prob, "name": self.name,
             "distance": self.distance, "nearest": self.nearest,
             "e": base64.b64encode(np.ascontiguousarray(self.embedding, dtype="<f2").tobytes()).decode("ascii"),
         }  # fmt: skip
+        if self.reason is not None:
+            data["reason"] = self.reason
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Observation":
@@ -138,6 +143,7 @@ class Observation:
         return cls(
             frame=int(data["frame"]), t=float(data["t"]), box=[float(v) for v in data["box"]], prob=float(data["prob"]),
             name=str(data["name"]), distance=float(data["distance"]), nearest=str(data["nearest"]), embedding=embedding,
+            reason=data.get("reason"),
         )  # fmt: skip
 
 
@@ -158,7 +164,7 @@ def _observe(recogniser: Any, frames: list[Frame], watch: Any) -> list[Observati
     return [
         Observation(
             frame=e.frame.index, t=float(e.frame.t), box=[float(v) for v in e.detection.box], prob=float(e.detection.prob),
-            name=m.name, distance=float(m.distance), nearest=m.nearest, embedding=e.embedding.astype(np.float16),
+            name=m.name, distance=float(m.distance), nearest=m.nearest, embedding=e.embedding.astype(np.float16), reason=m.reason,
         )
         for e, m in zip(encoded, matches)
     ]
@@ -316,34 +322,42 @@ def _view(o: Observation) -> View:
     return View(frame=o.frame, t=o.t, box=list(o.box), prob=o.prob, distance=o.distance)
 
 
+def labelled_groups(observations: Iterable[Observation]) -> list[tuple[str, bool, list[Observation]]]:
+    """Steps 1-3 and the numbering of step 4: ``(person or unknown-N, known, its observations)`` by first
+    appearance. ``facerec people`` labels strangers by these names, so they must be the timeline's."""
+    obs = _canonical(observations)
+    found = []
+    for group in group_faces(obs):
+        members = [obs[i] for i in group.members]
+        found.append((group.name, members, min(o.frame for o in members)))
+    found.sort(key=lambda g: (g[2], g[0] is None, g[0] or UNKNOWN))
+    out, n = [], 0
+    for name, members, _ in found:
+        if name is None:
+            n += 1
+        out.append((name or f"{UNKNOWN}-{n}", name is not None, members))
+    return out
+
+
 def build_timeline(observations: Iterable[Observation], fps: float, duration: float | None, segments: int = 1) -> Timeline:
     """The rows of the timeline (module docstring, steps 1-4): named people and ``unknown-N`` strangers,
     ordered by first appearance."""
-    obs = _canonical(observations)
-    rows: list[tuple[Appearance, int]] = []
-    for group in group_faces(obs):
-        members = [obs[i] for i in group.members]
+    rows = []
+    for person, known, members in labelled_groups(observations):
         # One sighting per frame and person: a person counted twice in a frame is still one sighting.
         sightings = sorted({(o.frame, o.t) for o in members})
         closest = min(members, key=lambda o: (o.distance, o.frame))
-        if group.name is not None:
-            named = [o for o in members if o.name == group.name]
+        if known:
+            named = [o for o in members if o.name == person]
             best = min(named, key=lambda o: (o.distance, o.frame))
         else:
             clear = [o for o in members if o.prob >= CLEAR_PROB] or members
             best = max(clear, key=lambda o: (o.area, -o.frame))
-        row = Appearance(
-            person=group.name or UNKNOWN, known=group.name is not None, ranges=ranges_of(sightings),
+        rows.append(Appearance(
+            person=person, known=known, ranges=ranges_of(sightings),
             detections=len(members), best_distance=closest.distance, nearest=closest.nearest, best=_view(best),
-        )  # fmt: skip
-        rows.append((row, min(o.frame for o in members)))
-    rows.sort(key=lambda r: (r[1], not r[0].known, r[0].person))
-    n = 0
-    for row, _ in rows:
-        if not row.known:
-            n += 1
-            row.person = f"unknown-{n}"
-    return Timeline(fps=fps, duration=duration, people=[r for r, _ in rows], segments=segments)
+        ))  # fmt: skip
+    return Timeline(fps=fps, duration=duration, people=rows, segments=segments)
 
 
 def timeline_result(

@@ -1,0 +1,279 @@
+"""Naming strangers after the fact and searching stored results (issue #23 parts 2-3), on the Hamilton
+clip recognised with a gallery of Lin-Manuel Miranda alone, so that Alex Lacamoire (at the piano,
+0-0.5 s) is the stranger ``unknown-1``; through the CLI, from a folder of results and from a moto
+output bucket."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facerec_cli.cli.app import app
+from lambdas.core import people, search
+from lambdas.core.gallery import Gallery
+from lambdas.core.results import Result, unpack_embedding
+
+runner = CliRunner()
+CLIP = "hamilton_miranda_lacamoire_10s.mp4"
+SAMPLED = "hamilton_sampled.mp4"  # the same clip without a timeline (3 sampled frames)
+LACAMOIRE = "alex_lacamoire"
+MIRANDA = "lin_manuel_miranda"
+
+
+def facerec(*args: Any) -> Any:
+    result = runner.invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def error_lines(result: Any) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(autouse=True)
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+
+
+@pytest.fixture(scope="module")
+def miranda_gallery(data: Path, encoder: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lambdas.core.enroll import build_gallery
+
+    photos = tmp_path_factory.mktemp("enroll")
+    shutil.copytree(data / "enroll" / MIRANDA, photos / MIRANDA)
+    gallery, _ = build_gallery(photos, encoder)
+    path = tmp_path_factory.mktemp("galleries") / "miranda.safetensors"
+    gallery.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def recognised(data: Path, miranda_gallery: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The clip's results as `facerec identify --json` prints them: with a timeline, sampled, and an
+    old result (the sampled one without its embeddings, as results were before they stored them)."""
+    clip = data / "videos" / CLIP
+    timeline = facerec("identify", clip, "--gallery", miranda_gallery, "--timeline", "--json")
+    sampled = facerec("identify", clip, "--gallery", miranda_gallery, "--json")
+    assert timeline.exit_code == 0 and sampled.exit_code == 0, timeline.stderr + sampled.stderr
+    old = json.loads(sampled.stdout)
+    old["video"] = "old.mp4"
+    for face in old["faces"]:
+        del face["embedding"]
+    renamed = json.loads(sampled.stdout)
+    renamed["video"] = SAMPLED
+    return {"hamilton_miranda_lacamoire_10s": timeline.stdout.strip(), "hamilton_sampled": json.dumps(renamed), "old": json.dumps(old)}
+
+
+@pytest.fixture
+def results_dir(recognised: dict[str, str], tmp_path: Path) -> Path:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for stem, text in recognised.items():
+        (folder / f"{stem}.json").write_text(text + "\n")
+        (folder / f"{stem}.txt").write_text(json.loads(text)["name"])
+    return folder
+
+
+@pytest.fixture
+def gallery_copy(miranda_gallery: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "gallery.safetensors"
+    shutil.copy(miranda_gallery, path)
+    return path
+
+
+def read(folder: Path, stem: str = "hamilton_miranda_lacamoire_10s") -> Result:
+    return Result.from_dict(json.loads((folder / f"{stem}.json").read_text()))
+
+
+# ------------------------------------------------------------------------------------------ what results store
+
+
+def test_every_face_stores_its_embedding_compactly(recognised: dict[str, str]) -> None:
+    result = Result.from_dict(json.loads(recognised["hamilton_miranda_lacamoire_10s"]))
+    assert result.faces and all(f.embedding and len(f.embedding) == 1368 for f in result.faces)
+    vectors = np.stack([unpack_embedding(f.embedding or "") for f in result.faces])
+    assert vectors.shape == (len(result.faces), 512)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=2e-3)
+    # The JSON round trip keeps them; an old result reads and writes without the key, as before.
+    assert Result.from_dict(json.loads(result.to_json())).faces == result.faces
+    old = json.loads(recognised["old"])
+    assert all("embedding" not in f for f in Result.from_dict(old).to_dict()["faces"])
+
+
+def test_the_stranger_groups_are_the_timelines_rows(results_dir: Path) -> None:
+    """Lacamoire is the timeline's unknown-1; `people list` names the groups as the timeline does, and
+    groups the strangers of a result without a timeline the same way."""
+    result = read(results_dir)
+    rows = {p.person: p.ranges for p in result.timeline.people}  # type: ignore[union-attr]
+    assert rows["unknown-1"] == [[0.0, pytest.approx(0.5, abs=0.01)]] and LACAMOIRE not in rows
+    listed = facerec("people", "list", CLIP, "--results", results_dir, "--json")
+    assert listed.exit_code == 0, listed.stderr
+    groups = {g["person"]: g for g in json.loads(listed.stdout)["people"]}
+    assert {p: g["ranges"] for p, g in groups.items()} == {p: [[pytest.approx(a, abs=1e-3), pytest.approx(b, abs=1e-3)] for a, b in r]
+                                                          for p, r in rows.items()}  # fmt: skip
+    assert all(g["faces"] == p.detections for p in result.timeline.people for g in [groups[p.person]])  # type: ignore[union-attr]
+    sampled = facerec("people", "list", SAMPLED, "--results", results_dir, "--json")
+    assert [g["person"] for g in json.loads(sampled.stdout)["people"]][0] == MIRANDA
+
+
+# ------------------------------------------------------------------------------------------ search
+
+
+def test_search_photo_finds_a_face_nobody_enrolled(results_dir: Path, miranda_gallery: Path, data: Path) -> None:
+    photo = data / "enroll" / LACAMOIRE / "alex_lacamoire_01.png"
+    found = facerec("search", "--photo", photo, "--results", results_dir, "--gallery", miranda_gallery, "--json")
+    assert found.exit_code == 0, found.stderr
+    hits = {h["video"]: h for h in map(json.loads, found.stdout.splitlines())}
+    assert CLIP in hits and hits[CLIP]["ranges"][0][0] == 0.0 and hits[CLIP]["distance"] <= 1.07
+    assert "old.mp4" not in hits
+    human = facerec("search", "--photo", photo, "--results", results_dir, "--gallery", miranda_gallery)
+    assert "1 result(s) skipped: stored before results kept embeddings" in human.stderr, human.stderr
+    # Miranda's photo is enrolled: his faces are nearer his own centroid than the photo's only when the
+    # photo is not his; with his photo as the query they are found, Lacamoire's are not.
+    own = facerec("search", "--photo", data / "enroll" / MIRANDA / "lin_manuel_miranda_01.png", "--results", results_dir, "--json")
+    ranges = next(h for h in map(json.loads, own.stdout.splitlines()) if h["video"] == CLIP)["ranges"]
+    assert any(a >= 3.0 for a, _ in ranges), ranges
+
+
+def test_search_person_lists_videos_and_time_ranges(results_dir: Path) -> None:
+    found = facerec("search", "--person", MIRANDA, "--results", results_dir, "--json")
+    assert found.exit_code == 0, found.stderr
+    hits = {h["video"]: h for h in map(json.loads, found.stdout.splitlines())}
+    assert set(hits) == {CLIP, SAMPLED, "old.mp4"}  # names need no embeddings
+    assert hits[CLIP]["timeline"] and hits[CLIP]["ranges"][0][0] == 0.0 and any(a <= 3.1 and b >= 6.9 for a, b in hits[CLIP]["ranges"])
+    assert not hits[SAMPLED]["timeline"] and all(a == b for a, b in hits[SAMPLED]["ranges"])
+    assert facerec("search", "--person", "nobody", "--results", results_dir, "--json").stdout == ""
+
+
+# ------------------------------------------------------------------------------------------ label, re-identify
+
+
+def test_label_a_stranger_then_reidentify(results_dir: Path, gallery_copy: Path) -> None:
+    stranger = people.find_group(read(results_dir), "unknown-1").faces
+    labelled = facerec("people", "label", CLIP, "unknown-1", LACAMOIRE, "--gallery", gallery_copy, "--results", results_dir)
+    assert labelled.exit_code == 0, labelled.stderr
+    assert f"added 2 face(s) of unknown-1 in {CLIP} as {LACAMOIRE} (new)" in labelled.stderr, labelled.stderr
+    gallery = Gallery.load(gallery_copy)
+    assert gallery.people == [LACAMOIRE, MIRANDA] and all(s.startswith(f"{CLIP}@") for n, s in zip(gallery.names, gallery.sources) if n == LACAMOIRE)
+
+    before = {p.name: p.read_bytes() for p in results_dir.iterdir()}
+    again = facerec("results", "--reidentify", "--results", results_dir, "--gallery", gallery_copy)
+    assert again.exit_code == 0, again.stderr
+    assert "1 skipped: stored before results kept embeddings" in again.stderr, again.stderr
+    after = read(results_dir)
+    rows = {p.person: p for p in after.timeline.people}  # type: ignore[union-attr]
+    assert rows[LACAMOIRE].known and rows[LACAMOIRE].first == 0.0 and rows[LACAMOIRE].ranges[0][1] >= 0.5 - 0.01
+    assert len(stranger) == 2 and {after.faces[i].name for i in stranger} == {LACAMOIRE}
+    assert after.name == MIRANDA and (results_dir / "hamilton_miranda_lacamoire_10s.txt").read_text() == MIRANDA
+    assert (results_dir / "old.json").read_bytes() == before["old.json"]
+    # The sampled result of the same clip had him as its one unknown face: named now too.
+    assert {f.name for f in read(results_dir, "hamilton_sampled").faces} == {MIRANDA, LACAMOIRE}
+    # Searching for him by name now finds him where he was a stranger; a second pass changes nothing.
+    hits = [json.loads(line) for line in facerec("search", "--person", LACAMOIRE, "--results", results_dir, "--json").stdout.splitlines()]
+    assert [h["video"] for h in hits if h["timeline"]] == [CLIP] and hits[0]["ranges"][0][0] == 0.0
+    assert "0 changed" in facerec("results", "--reidentify", "--results", results_dir, "--gallery", gallery_copy).stderr
+
+
+def test_label_refusals_leave_the_gallery_as_it_was(results_dir: Path, gallery_copy: Path) -> None:
+    original = gallery_copy.read_bytes()
+    other = Gallery(weights="vggface2", embeddings=np.eye(2, 512, dtype=np.float32), names=["a", "b"])
+    other_path = gallery_copy.with_name("vgg.safetensors")
+    other.save(other_path)
+    cases = {
+        "unknown-99": (gallery_copy, "has no group 'unknown-99'; its strangers: unknown-1"),
+        MIRANDA: (gallery_copy, "is an enrolled person, not a stranger"),
+        "unknown-1 ": (other_path, "recognised with casia-webface weights, the gallery holds vggface2"),
+    }
+    for group, (path, message) in cases.items():
+        result = facerec("people", "label", CLIP, group, "Someone", "--gallery", path, "--results", results_dir)
+        assert result.exit_code == 1 and len(error_lines(result)) == 1 and message in error_lines(result)[0], (group, result.stderr)
+    blank = facerec("people", "label", CLIP, "unknown-1", "   ", "--gallery", gallery_copy, "--results", results_dir)
+    assert blank.exit_code == 1 and "cannot be empty or only whitespace" in error_lines(blank)[0]
+    old = facerec("people", "label", "old.mp4", "unknown-1", "Someone", "--gallery", gallery_copy, "--results", results_dir)
+    assert old.exit_code == 1 and "no stored embedding" in error_lines(old)[0]
+    missing = facerec("people", "label", "nope.mp4", "unknown-1", "Someone", "--gallery", gallery_copy, "--results", results_dir)
+    assert missing.exit_code == 1 and "no result for 'nope.mp4'" in error_lines(missing)[0]
+    assert gallery_copy.read_bytes() == original and Gallery.load(other_path) == other
+
+
+# ------------------------------------------------------------------------------------------ the core
+
+
+def test_reanswer_keeps_untrusted_faces_unknown(recognised: dict[str, str], miranda_gallery: Path) -> None:
+    result = Result.from_dict(json.loads(recognised["hamilton_miranda_lacamoire_10s"]))
+    gallery = Gallery.load(miranda_gallery)
+    assert not people.changed(result, people.reanswer(result, gallery))  # the same gallery: the same answer
+    result.faces[0].reason, result.faces[0].name = "blurred", "unknown"
+    again = people.reanswer(result, gallery)
+    assert (again.faces[0].name, again.faces[0].reason) == ("unknown", "blurred")
+
+
+def test_face_index_skips_old_results_and_other_models() -> None:
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=512).astype(np.float32)
+    query /= np.linalg.norm(query)
+
+    def face(vector: np.ndarray, t: float) -> dict[str, Any]:
+        vector = vector / np.linalg.norm(vector)
+        return {"frame": int(t * 2), "t": t, "name": "unknown", "embedding": base64.b64encode(vector.astype("<f2").tobytes()).decode()}
+
+    near = query + rng.normal(scale=0.02, size=512)
+    items = [
+        ("a", json.dumps({"video": "a.mp4", "model": "casia-webface", "faces": [face(near, 1.0), face(rng.normal(size=512), 2.0)],
+                          "timeline": {"fps": 2.0, "people": []}})),
+        ("b", json.dumps({"video": "b.mp4", "model": "vggface2", "faces": [face(near, 1.0)]})),
+        ("c", json.dumps({"video": "c.mp4", "faces": [{"frame": 0, "t": 0.0, "name": "unknown"}]})),
+        ("d", "not json"),
+    ]
+    index = search.FaceIndex.build(items)
+    assert (len(index), index.skipped, index.unreadable, index.looked) == (3, 1, 1, 4)
+    hits = search.find_face(index, query, model="casia-webface")
+    assert [(h.video, h.ranges, h.faces) for h in hits] == [("a.mp4", [[1.0, 1.0]], 1)]
+
+
+# ------------------------------------------------------------------------------------------ the output bucket
+
+
+def test_from_the_output_bucket(recognised: dict[str, str], gallery_copy: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch,
+                                tmp_path: Path) -> None:  # fmt: skip
+    import boto3
+
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "FACEREC_PROFILE", "FACEREC_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true",
+                        "FACEREC_STATE_DIR": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config")}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    prefix = "people-search"
+    aws = ["--prefix", prefix, "--region", "us-east-1", "--endpoint-url", moto_url]
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+    bucket = f"{prefix}-output"
+    s3.create_bucket(Bucket=bucket)
+    for stem, text in recognised.items():
+        s3.put_object(Bucket=bucket, Key=f"{stem}.txt", Body=json.loads(text)["name"].encode(), Metadata={"facerec-event": f"e-{stem}"})
+        s3.put_object(Bucket=bucket, Key=f"{stem}.json", Body=text.encode(), Metadata={"facerec-event": f"e-{stem}"})
+
+    person = facerec("search", "--person", MIRANDA, *aws, "--json")
+    assert person.exit_code == 0, person.stderr
+    assert {json.loads(line)["video"] for line in person.stdout.splitlines()} == {CLIP, SAMPLED, "old.mp4"}
+    labelled = facerec("people", "label", CLIP, "unknown-1", LACAMOIRE, "--gallery", gallery_copy, *aws)
+    assert labelled.exit_code == 0, labelled.stderr
+    again = facerec("results", "--reidentify", "--gallery", gallery_copy, *aws, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert sorted(json.loads(line)["video"] for line in again.stdout.splitlines()) == [CLIP, SAMPLED]
+    stored = s3.get_object(Bucket=bucket, Key="hamilton_miranda_lacamoire_10s.json")
+    assert stored["Metadata"]["facerec-event"] == "e-hamilton_miranda_lacamoire_10s"  # a redelivered upload is still recognised as done
+    rows = [p["person"] for p in json.loads(stored["Body"].read())["timeline"]["people"]]
+    assert LACAMOIRE in rows
+    # Without --gallery it takes the deployed gallery: here none is deployed.
+    none = facerec("results", "--reidentify", *aws)
+    assert none.exit_code == 1 and "no gallery deployed at s3://people-search-output/" in error_lines(none)[0]

@@ -15,31 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from facerec_cli.cli.app import app
 from lambdas.core import gallery_edit, openset
 from lambdas.core.errors import GalleryError
 from lambdas.core.gallery import Gallery
+from tests.cli_run import error_lines, facerec, wide  # noqa: F401  (wide: autouse fixture)
 
-runner = CliRunner()
 ADDED = "ben_afflek"
 
-
-def facerec(*args: Any) -> Any:
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def error_lines(result: Any) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
-
-
-@pytest.fixture(autouse=True)
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "400")  # keep lines unwrapped
 
 
 @pytest.fixture(scope="module")

@@ -13,34 +13,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from facerec_cli.cli.app import app
 from lambdas.core import people, search
 from lambdas.core.gallery import Gallery
 from lambdas.core.results import Result, unpack_embedding
+from tests.cli_run import error_lines, facerec, wide  # noqa: F401  (wide: autouse fixture)
 
-runner = CliRunner()
 CLIP = "hamilton_miranda_lacamoire_10s.mp4"
 SAMPLED = "hamilton_sampled.mp4"  # the same clip without a timeline (3 sampled frames)
 LACAMOIRE = "alex_lacamoire"
 MIRANDA = "lin_manuel_miranda"
 
-
-def facerec(*args: Any) -> Any:
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def error_lines(result: Any) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
-
-
-@pytest.fixture(autouse=True)
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "400")
 
 
 @pytest.fixture(scope="module")

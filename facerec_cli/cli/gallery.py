@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from facerec_cli.cli.options import AwsTarget, aws_target_options, user_errors_as_exit_codes
+from facerec_cli.cli.options import AwsTarget, GalleryOutputOpt, aws_target_options, user_errors_as_exit_codes
 from facerec_cli.errors import UserError
 from facerec_cli.render import err, out
 
@@ -30,7 +30,6 @@ app = typer.Typer(
 
 GalleryArg = Annotated[Path, typer.Argument(help="The gallery file (from `facerec enroll`).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else.")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the edited gallery here instead of over GALLERY.")]
 ToCloudOpt = Annotated[
     bool, typer.Option("--to-cloud", help="Then upload it to the deployment (--prefix...) as `facerec gallery push` does.")
 ]
@@ -249,7 +248,7 @@ def gallery_add(
     photos: Annotated[list[Path], typer.Argument(help="Photos or folders: a folder named after a person, or PHOTOS_DIR/<person>/ as enroll takes.")],
     person: Annotated[str | None, typer.Option("--person", "-p", help="Whose photos these are (default: each folder's name).")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Only for a gallery enrolled with a state_dict file: that file.")] = None,
-    output: OutputOpt = None,
+    output: GalleryOutputOpt = None,
     to_cloud: ToCloudOpt = False,
     target: AwsTarget = AwsTarget(),
 ) -> None:
@@ -311,7 +310,7 @@ def gallery_remove(
     gallery: GalleryArg,
     person: Annotated[str | None, typer.Argument(help="The person to remove, with all their photos.")] = None,
     photo: Annotated[str | None, typer.Option("--photo", help="Remove this one photo instead, as `show` lists it (person/photo.jpg).")] = None,
-    output: OutputOpt = None,
+    output: GalleryOutputOpt = None,
     to_cloud: ToCloudOpt = False,
     target: AwsTarget = AwsTarget(),
 ) -> None:
@@ -349,7 +348,7 @@ def gallery_rename(
     old: Annotated[str, typer.Argument(help="The person's name now.")],
     new: Annotated[str, typer.Argument(help="The new name.")],
     merge: Annotated[bool, typer.Option("--merge", help="NEW is enrolled already: make the two one person.")] = False,
-    output: OutputOpt = None,
+    output: GalleryOutputOpt = None,
     to_cloud: ToCloudOpt = False,
     target: AwsTarget = AwsTarget(),
 ) -> None:

@@ -161,3 +161,7 @@ def aws_target_options(prefix_option: Any = PrefixOpt) -> Callable[[F], F]:
         return command  # type: ignore[return-value]
 
     return decorate
+
+
+# The edited gallery's destination, for every command that edits one (gallery add/remove/rename, people label).
+GalleryOutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the edited gallery here instead of over GALLERY.")]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from facerec_cli.cli.options import AwsTarget, aws_target_options, user_errors_as_exit_codes
+from facerec_cli.cli.options import AwsTarget, GalleryOutputOpt, aws_target_options, user_errors_as_exit_codes
 from facerec_cli.errors import UserError
 from facerec_cli.render import clock, err, out
 
@@ -118,7 +118,7 @@ def people_label(
     group: Annotated[str, typer.Argument(help="The stranger, as `facerec people list` or the timeline names it: unknown-N.")],
     name: Annotated[str, typer.Argument(help="Who it is: a new person, or one enrolled (their photos grow).")],
     gallery: Annotated[Path, typer.Option("--gallery", "-g", help="The gallery file to add the faces to.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the edited gallery here instead of over GALLERY.")] = None,
+    output: GalleryOutputOpt = None,
     results_dir: ResultsDirOpt = None,
     to_cloud: Annotated[bool, typer.Option("--to-cloud", help="Then upload the gallery to the deployment, as `facerec gallery push` does.")] = False,
     target: AwsTarget = AwsTarget(),

@@ -127,7 +127,7 @@ def run_local(
             results = pipeline.run(jobs)
         else:
             with Live(progress_table(jobs, pipeline), console=err, refresh_per_second=4, transient=True) as live:
-                results = pipeline.run(jobs, on_tick=lambda js: live.update(progress_table(js, pipeline)))
+                results = pipeline.run(jobs, on_tick=lambda js: live.update(progress_table(js, pipeline)), track_split=True)
         if html is not None:  # while the local cloud still holds the buckets
             assert pipeline.settings is not None and pipeline.clients is not None
             write_report(html, pipeline.settings, pipeline.clients.s3, pipeline.clients.sqs, title="facerec run-local", extra=refused)

@@ -253,8 +253,11 @@ class LocalPipeline:
         self.clients.s3.upload_file(str(job.path), self.names.input_bucket, job.key)
         job.state = "uploaded"
 
-    def poll(self, jobs: list[VideoJob]) -> None:
-        """Advance job states from what the buckets hold (list calls; a result is fetched once)."""
+    def poll(self, jobs: list[VideoJob], track_split: bool = False) -> None:
+        """Advance job states from what the buckets hold (list calls; a result is fetched once).
+        ``track_split``: also list stage-1 to tell "split" from "uploaded" (a progress display wants it;
+        at 100 queued videos that listing, hundreds of frames per poll, cost the moto server more CPU
+        than the answers)."""
         assert self.clients is not None
         s3 = self.clients.s3
         pending = [j for j in jobs if j.state in ("uploaded", "split")]
@@ -262,7 +265,7 @@ class LocalPipeline:
             return
         done = list_result_keys(s3, self.names.output_bucket)
         frames: set[str] = set()
-        if any(j.state == "uploaded" and j.stem not in done for j in pending):  # only progress display needs stage-1
+        if track_split and any(j.state == "uploaded" and j.stem not in done for j in pending):
             frames = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.names.stage1_bucket) for o in page.get("Contents", [])}
         now = time.monotonic()
         for job in pending:
@@ -273,7 +276,9 @@ class LocalPipeline:
             elif f"{job.stem}.jpg" in frames:
                 job.state = "split"
 
-    def run(self, jobs: list[VideoJob], on_tick: Callable[[list[VideoJob]], None] | None = None) -> list[Result]:
+    def run(
+        self, jobs: list[VideoJob], on_tick: Callable[[list[VideoJob]], None] | None = None, *, track_split: bool = False
+    ) -> list[Result]:
         deadline = time.monotonic() + self.options.timeout_s
         to_upload = list(jobs)
         next_upload = time.monotonic()
@@ -292,7 +297,7 @@ class LocalPipeline:
             now_settled = dispatcher.wait_settled(settled, wait)
             if now_settled != settled or time.monotonic() - last_poll >= POLL_FALLBACK_S:
                 settled, last_poll = now_settled, time.monotonic()
-                self.poll(jobs)
+                self.poll(jobs, track_split)
             if on_tick:
                 on_tick(jobs)
             if not to_upload and all(j.state == "done" for j in jobs):

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lambdas.core.gallery import Gallery  # noqa: E402
-from lambdas.core.openset import DEFAULT_THRESHOLD, NEIGHBOURS, OpenSetRule, calibrate, nearest_people, next_mean  # noqa: E402
+from lambdas.core.openset import DEFAULT_THRESHOLD, NEIGHBOURS, OpenSetRule, calibrate, distance_of_cosine, nearest_people, next_mean  # noqa: E402
 
 
 def embed(photos: Path, cache: Path) -> None:
@@ -87,8 +87,8 @@ def distances(gallery: Gallery, rows: np.ndarray, all_emb: np.ndarray) -> dict[s
     (``Gallery.match`` under the gallery's own rule)."""
     q = all_emb[rows]
     top, cos = nearest_people(q @ gallery.centroids.T, NEIGHBOURS + 1)
-    d = np.sqrt(np.maximum(2 - 2 * cos, 0))
-    photo = np.sqrt(np.maximum(2 - 2 * (q @ gallery.embeddings.T).max(axis=1), 0))
+    d = distance_of_cosine(cos)
+    photo = distance_of_cosine((q @ gallery.embeddings.T).max(axis=1))
     people = np.asarray(gallery.people)
     answers = np.asarray([m.name for m in gallery.match(q)])
     return {"d1": d[:, 0], "d2": d[:, 1], "next": next_mean(d), "nearest": people[top[:, 0]], "photo": photo, "answer": answers}
@@ -119,9 +119,8 @@ def evaluate(args: argparse.Namespace) -> None:
     s = split(everyone, args.known, args.photos, args.probes, args.seed)
     gallery = Gallery(weights=everyone.weights, embeddings=all_emb[s["enrol"]], names=names[s["enrol"]].tolist(),
                       sources=[everyone.sources[i] for i in s["enrol"]], recipe=everyone.recipe)
-    gallery.threshold, gallery.margin = DEFAULT_THRESHOLD, 0.0  # the product's answers before calibration
     started = time.perf_counter()
-    cal = calibrate(gallery.embeddings, gallery.names, gallery.sources)
+    cal = gallery.calibrate()  # as enroll does: the gallery now answers under its calibrated rule
     cal_ms = (time.perf_counter() - started) * 1000
     known, strangers = distances(gallery, s["known"], all_emb), distances(gallery, s["strangers"], all_emb)
     truth = names[s["known"]]
@@ -157,8 +156,6 @@ def evaluate(args: argparse.Namespace) -> None:
         report["rules"][label] = {"threshold": rule.threshold, "margin": rule.margin, "known_named_right": round(k, 4),
                                   "strangers_unknown": round(r, 4)}
     # What the product itself answers (Gallery.match with the calibrated gallery): must equal "calibrated".
-    gallery.threshold, gallery.margin = cal.rule.threshold, cal.rule.margin
-    known, strangers = distances(gallery, s["known"], all_emb), distances(gallery, s["strangers"], all_emb)
     report["product"] = {"known_named_right": round(float((known["answer"] == truth).mean()), 4),
                          "strangers_unknown": round(float((strangers["answer"] == "unknown").mean()), 4)}
     report["by_gallery_size"] = by_gallery_size(everyone, all_emb, names, s, args)

@@ -3,8 +3,10 @@ nothing else; everything for people goes to stderr or into rich tables."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,6 +18,12 @@ out = Console()
 err = Console(stderr=True)
 
 STATUS_STYLE = {OK: "green", UNKNOWN: "yellow", NO_FACE: "cyan", ERROR: "bold red"}
+
+
+def print_json(value: Any) -> None:
+    """One JSON line on stdout, written directly (rich would wrap long names)."""
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def print_json_lines(results: Iterable[Result]) -> None:

@@ -8,8 +8,6 @@ inside the functions, so registering these commands costs ``facerec identify`` n
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,7 +16,7 @@ from rich.markup import escape
 
 from facerec_cli.cli.options import AwsTarget, GalleryOutputOpt, aws_target_options, user_errors_as_exit_codes
 from facerec_cli.errors import UserError
-from facerec_cli.render import err, out
+from facerec_cli.render import err, out, print_json
 
 if TYPE_CHECKING:
     from lambdas.core.gallery import Gallery
@@ -92,10 +90,6 @@ def person_details(gallery: Gallery, people: list[str] | None = None) -> list[di
     return rows
 
 
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")  # not rich: it would wrap long names
-    sys.stdout.flush()
-
 
 def _rule_line(rule: dict[str, Any]) -> str:
     why = {"calibrated": "calibrated on the gallery's own photos", "stored": "threshold stored in the gallery",
@@ -113,7 +107,7 @@ def gallery_list(gallery: GalleryArg, json_out: JsonFlag = False) -> None:
 
     summary = gallery_summary(load_gallery(gallery))
     if json_out:
-        _print_json({"gallery": str(gallery), **summary})
+        print_json({"gallery": str(gallery), **summary})
         return
     out.print(f"{escape(str(gallery))}: {len(summary['people'])} people, {summary['photos']} photos, {summary['weights']} weights",
               highlight=False, soft_wrap=True)  # fmt: skip
@@ -143,7 +137,7 @@ def gallery_show(
     people = None if person is None else [enrolled_person(loaded, person)]
     details = person_details(loaded, people)
     if json_out:
-        _print_json({"gallery": str(gallery), "weights": loaded.weights, "rule": rule_info(loaded), "people": details})
+        print_json({"gallery": str(gallery), "weights": loaded.weights, "rule": rule_info(loaded), "people": details})
         return
     for d in details:
         c = d["consistency"]

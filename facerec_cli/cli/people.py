@@ -8,7 +8,6 @@ Results come from the output bucket (the AWS options) or from a folder (``--resu
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from rich.markup import escape
 
 from facerec_cli.cli.options import AwsTarget, GalleryOutputOpt, aws_target_options, user_errors_as_exit_codes
 from facerec_cli.errors import UserError
-from facerec_cli.render import clock, err, out
+from facerec_cli.render import clock, err, out, print_json
 
 if TYPE_CHECKING:
     from lambdas.core.gallery import Gallery
@@ -75,10 +74,6 @@ def gallery_for(gallery: Path | None, store: Store, target: AwsTarget, *, requir
     return None
 
 
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
 
 def _ranges(ranges: list[list[float]], limit: int = 8) -> str:
     shown = [clock(a) if a == b else f"{clock(a)}-{clock(b)}" for a, b in ranges[:limit]]
@@ -101,7 +96,7 @@ def people_list(video: VideoArg, results_dir: ResultsDirOpt = None, json_out: Js
     stem, result = find_result(open_store(results_dir, target), video)
     found = groups(result)
     if json_out:
-        _print_json({"video": result.video, "stem": stem, "people": [
+        print_json({"video": result.video, "stem": stem, "people": [
             {"person": g.label, "known": g.known, "faces": len(g.faces), "ranges": g.ranges} for g in found]})  # fmt: skip
         return
     out.print(f"{escape(result.video)}: {result.name} ({result.status}), {len(result.faces)} faces", highlight=False)
@@ -238,7 +233,7 @@ def search(
         what = ", ".join(p.name for p in photo or [])
     if json_out:
         for s in found:
-            _print_json(s.to_dict())
+            print_json(s.to_dict())
         return
     for s in found:
         near = "" if s.distance is None else f" (distance {s.distance:.2f})"

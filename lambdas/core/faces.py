@@ -81,7 +81,7 @@ class FaceDetector:
 
 
 # Faces whose embeddings cannot be trusted are answered unknown with one of these reasons. Measured on
-# 5celeb val photos degraded on purpose (benchmarks/openset.py quality): at 16 px a true match drifted to
+# 5celeb val photos degraded on purpose (blurred, downscaled; a one-off measurement): at 16 px a true match drifted to
 # 0.92-1.19 (the threshold is 1.07 at most), at 24 px it stayed within 0.70-1.03; a Gaussian blur that
 # brought the sharpness below 0.02 pushed true matches to 1.05-1.38, above it they stayed within 1.05.
 # The Hamilton clip's 25-px face of Alex Lacamoire (named at 1.06) is the smallest face the test data

@@ -43,7 +43,9 @@ import numpy as np
 
 from . import quantized
 from .errors import GalleryError, LegacyGalleryError
-from .openset import DEFAULT_MARGIN, DEFAULT_THRESHOLD, NEIGHBOURS, Calibration, OpenSetRule, calibrate, nearest_people, next_mean
+from .openset import (
+    DEFAULT_MARGIN, DEFAULT_THRESHOLD, NEIGHBOURS, Calibration, OpenSetRule, calibrate, distance_of_cosine, nearest_people, next_mean,
+)
 from .weights import is_file_id, weights_id
 
 __all__ = [
@@ -62,7 +64,7 @@ SUFFIX = ".safetensors"
 # (0 = same, 2 = opposite). On 5celeb with casia-webface weights (crop margin 44, flip): true matches up
 # to 0.97, other people from 1.26, unenrolled faces (crowd clip, Friends cast) from 1.17; 1.07 sits in
 # the middle of that gap (README, "Choosing the threshold"). A gallery carries its own, calibrated at
-# enrol time, with a margin to the second-nearest person.
+# enrol time, with a margin to the next people (openset.OpenSetRule).
 
 _EPS = 1e-12  # as torch.nn.functional.normalize: x / max(|x|, eps)
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
@@ -193,7 +195,7 @@ class Gallery:
     sources: list[str] = field(default_factory=list)
     threshold: float | None = None
     recipe: str | None = None  # how faces were cropped and embedded; None: unknown (a course data.pt)
-    margin: float | None = None  # least distance between the nearest and the second-nearest person
+    margin: float | None = None  # how much nearer the nearest person must be than the next ones' mean
     # What the last calibrate() found (per-person consistency...); not part of the file.
     calibration: Calibration | None = field(default=None, repr=False)
     # int8 centroids for large galleries, made at the first match (quantized.py); not part of the file.
@@ -292,7 +294,7 @@ class Gallery:
             top, cos = self._quantized.nearest(q, NEIGHBOURS + 1)
         else:
             top, cos = nearest_people(q @ self._centroids_t, NEIGHBOURS + 1)
-        near = _distance_of_cosine(cos)
+        near = distance_of_cosine(cos).astype(np.float32)
         # The nearest distance exactly, |q - c|: sqrt(2 - 2 cos) loses precision near 0.
         diff = q - self._centroids_t[:, top[:, 0]].T
         near[:, 0] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
@@ -414,10 +416,6 @@ class Gallery:
     @classmethod
     def load(cls, path: Path) -> "Gallery":
         return cls.from_bytes(read_gallery_file(Path(path)), origin=str(path))
-
-
-def _distance_of_cosine(cos: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0)).astype(np.float32)
 
 
 def _not_a_gallery(origin: str, what: str) -> str:

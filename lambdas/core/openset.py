@@ -93,7 +93,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _dist(cos: np.ndarray) -> np.ndarray:
+def distance_of_cosine(cos: np.ndarray) -> np.ndarray:
+    """Euclidean distance between unit vectors from their cosine: sqrt(2 - 2 cos)."""
     return np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
 
 
@@ -110,7 +111,7 @@ def own_distances(embeddings: np.ndarray, person: np.ndarray, sums: np.ndarray) 
     rest = sums[person] - embeddings
     norms = np.linalg.norm(rest, axis=1)
     cos = np.einsum("ij,ij->i", embeddings, rest) / np.maximum(norms, 1e-12)
-    return np.where(norms > 1e-6, _dist(cos), np.nan)
+    return np.where(norms > 1e-6, distance_of_cosine(cos), np.nan)
 
 
 def nearest_people(scores: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +147,7 @@ def probe_distances(embeddings: np.ndarray, person: np.ndarray, n_people: int, p
         block = slice(start, start + 256)
         cos = q[block] @ centroids.T
         cos[np.arange(cos.shape[0]), own_idx[block]] = -np.inf  # the person themself is not an "other"
-        others[block] = _dist(nearest_people(cos, others.shape[1])[1].astype(np.float64))
+        others[block] = distance_of_cosine(nearest_people(cos, others.shape[1])[1].astype(np.float64))
     return {"own": own, "others": others}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .models import session
+from .openset import nearest_people
 
 # Below this many people the float32 pass is cheap (10k: ~0.5 ms per face) and quantising not worth it.
 MIN_PEOPLE = 20_000
@@ -45,8 +46,6 @@ class QuantizedCentroids:
 
     def nearest(self, q: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices, exact cosines) of the ``count`` best people for each unit row of ``q``, best first."""
-        from .openset import nearest_people
-
         qscale = np.maximum(np.abs(q).max(axis=1, keepdims=True), 1e-12) / 127.0
         qi = np.round(q / qscale)
         approx_q = qi * qscale

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .gallery import Gallery
-from .openset import NEIGHBOURS, OpenSetRule, nearest_people
+from .openset import NEIGHBOURS, OpenSetRule, distance_of_cosine, nearest_people
 from .timeline import ranges_of
 
 DIM = 512
@@ -155,7 +155,7 @@ class FaceIndex:
         cos = np.empty(len(self), np.float32)
         for start in range(0, len(self), _CHUNK):
             cos[start : start + _CHUNK] = self.embeddings[start : start + _CHUNK].astype(np.float32) @ q
-        return np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
+        return distance_of_cosine(cos)
 
 
 def photo_rule(gallery: Gallery | None, threshold: float | None = None) -> OpenSetRule:
@@ -182,7 +182,7 @@ def find_face(index: FaceIndex, query: np.ndarray, gallery: Gallery | None = Non
         cand = index.embeddings[rows].astype(np.float32)
         cand /= np.maximum(np.linalg.norm(cand, axis=1, keepdims=True), 1e-12)
         _, cos = nearest_people(cand @ gallery.centroids.T, NEIGHBOURS)
-        g = np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
+        g = distance_of_cosine(cos)
         ok = [rule.reason(float(d[r]), float(g[i].mean()), float(g[i, 0])) is None and d[r] < g[i, 0] for i, r in enumerate(rows)]
         rows = rows[np.asarray(ok, bool)]
     by_result: dict[int, list[int]] = {}

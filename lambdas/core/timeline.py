@@ -40,7 +40,6 @@ keeps people who are on screen together apart whatever their distance.
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 import time
@@ -55,7 +54,7 @@ from PIL import Image
 from . import media
 from .errors import InputError
 from .media import Frame
-from .results import UNKNOWN, Appearance, Face, Result, Timeline, View, error_result, main_identity, pack_embedding
+from .results import UNKNOWN, Appearance, Face, Result, Timeline, View, error_result, main_identity, pack_embedding, unpack_embedding
 
 DEFAULT_FPS = 2.0
 BATCH = 8  # frames detected and embedded together (16 was no faster, and held twice the memory)
@@ -131,7 +130,7 @@ class Observation:
         data = {
             "frame": self.frame, "t": self.t, "box": list(self.box), "prob": self.prob, "name": self.name,
             "distance": self.distance, "nearest": self.nearest,
-            "e": base64.b64encode(np.ascontiguousarray(self.embedding, dtype="<f2").tobytes()).decode("ascii"),
+            "e": pack_embedding(self.embedding),
         }  # fmt: skip
         if self.reason is not None:
             data["reason"] = self.reason
@@ -139,7 +138,7 @@ class Observation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Observation":
-        embedding = np.frombuffer(base64.b64decode(data["e"]), dtype="<f2").astype(np.float16)
+        embedding = unpack_embedding(data["e"]).astype(np.float16)  # float16 -> float32 -> float16: exact
         return cls(
             frame=int(data["frame"]), t=float(data["t"]), box=[float(v) for v in data["box"]], prob=float(data["prob"]),
             name=str(data["name"]), distance=float(data["distance"]), nearest=str(data["nearest"]), embedding=embedding,

@@ -25,6 +25,7 @@ from lambdas.core.results import ERROR, NO_FACE, OK, UNKNOWN, Face, Result, Time
 from facerec_cli.config import Settings
 from facerec_cli.pipeline.observe.dashboard import S3Object, list_objects
 from facerec_cli.pipeline.upload_ledger import stem_of
+from facerec_cli.render import clock
 
 PENDING = "pending"  # uploaded, no result yet
 STATUS_ORDER = (OK, UNKNOWN, NO_FACE, ERROR, PENDING)
@@ -244,11 +245,6 @@ def _row_html(row: ReportRow) -> str:
     )
 
 
-def _clock(seconds: float) -> str:
-    minutes, rest = divmod(max(0.0, seconds), 60)
-    return f"{int(minutes)}:{rest:04.1f}"
-
-
 def _ticks(duration: float) -> list[float]:
     """Axis marks: a round step giving 4 to 10 of them."""
     for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
@@ -280,22 +276,22 @@ def _timeline_html(row: ReportRow) -> str:
         uri = "data:image/jpeg;base64," + base64.b64encode(view).decode("ascii") if view else None
         img = (f'<img class="view" src="{uri}" alt="best view of {_e(person.person)}" data-kind="best-view">' if uri
                else '<span class="none"></span>')  # fmt: skip
-        spans = ", ".join(f"{_clock(a)}–{_clock(b)}" if b > a else _clock(a) for a, b in person.ranges)
+        spans = ", ".join(f"{clock(a)}–{clock(b)}" if b > a else clock(a) for a, b in person.ranges)
         bars = []
         for start, end in person.ranges:
             left, right = pct(start), pct(min(duration, end + step))  # on screen until about the next sample
             mark = ""
             if start <= person.best.t <= end + 1e-6:
                 at = 100.0 * (person.best.t - start) / max(1e-6, min(duration, end + step) - start)
-                mark = f'<span class="mark" style="left:{min(99.0, at):.2f}%" title="best view at {_e(_clock(person.best.t))}"></span>'
+                mark = f'<span class="mark" style="left:{min(99.0, at):.2f}%" title="best view at {_e(clock(person.best.t))}"></span>'
             bars.append(
                 f'<div class="bar {kind}" style="left:{left:.3f}%;width:{max(0.0, right - left):.3f}%" '
-                f'data-start="{start:.3f}" data-end="{end:.3f}" title="{_e(person.person)} {_e(_clock(start))}–{_e(_clock(end))}">{mark}</div>'
+                f'data-start="{start:.3f}" data-end="{end:.3f}" title="{_e(person.person)} {_e(clock(start))}–{_e(clock(end))}">{mark}</div>'
             )
         distance = f"{person.best_distance:.2f}" + ("" if person.known else f" to {person.nearest}")
         big = f'<img src="{uri}" alt="best view of {_e(person.person)}" data-kind="preview">' if uri else ""
         preview = (
-            f'<div class="preview">{big}{_e(person.person)} · best view at {_e(_clock(person.best.t))} · distance {_e(distance)}'
+            f'<div class="preview">{big}{_e(person.person)} · best view at {_e(clock(person.best.t))} · distance {_e(distance)}'
             f" · seen {person.detections}× · {_e(spans)}</div>"
         )
         lanes.append(
@@ -307,7 +303,7 @@ def _timeline_html(row: ReportRow) -> str:
     if not people:
         more = '<div class="more">nobody on screen</div>'
     head = (f"timeline: {len(people)} {'person' if len(people) == 1 else 'people'}, a frame every {step:g} s over "
-            f"{_clock(duration)}, {timeline.segments} segment(s)")  # fmt: skip
+            f"{clock(duration)}, {timeline.segments} segment(s)")  # fmt: skip
     return (
         f'<tr class="timeline" data-video="{_e(row.video)}"><td colspan="9"><div class="tl" data-duration="{duration:.3f}">'
         f'<div class="head">{_e(head)}</div><div class="axis">{axis}</div>{"".join(lanes)}{more}</div></td></tr>'

@@ -127,7 +127,7 @@ def deployed(shared_deployment: Settings, moto_url: str, monkeypatch: pytest.Mon
     _use(monkeypatch, shared_deployment)
     n = shared_deployment.names
     clients = Clients.from_settings(shared_deployment)
-    for bucket in (n.input_bucket, n.stage1_bucket, n.output_bucket):
+    for bucket in n.buckets:
         keys = [{"Key": o["Key"]} for o in clients.s3.list_objects_v2(Bucket=bucket).get("Contents", []) if o["Key"] != n.gallery_key]
         if keys:
             clients.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
@@ -184,7 +184,7 @@ def ok_result(video: str, name: str = "madonna") -> Result:
 def put_result(env: Env, result: Result) -> None:
     stem = Path(result.video).stem
     s3 = env.s3
-    s3.put_object(Bucket=env.settings.names.output_bucket, Key=f"{stem}.json", Body=result.to_json().encode(), ContentType="application/json")
+    s3.put_object(Bucket=env.settings.names.details_bucket, Key=f"{stem}.json", Body=result.to_json().encode(), ContentType="application/json")
     s3.put_object(Bucket=env.settings.names.output_bucket, Key=f"{stem}.txt", Body=result.name.encode())
 
 
@@ -210,19 +210,19 @@ def test_bootstrap_dry_run_then_deploy_then_no_changes(env: Env, gallery_file: P
     assert dry.exit_code == 0, dry.output
     assert f"+ create s3 bucket {n.input_bucket}" in dry.stdout
     assert "+ create lambda function video-splitting" in dry.stdout
-    assert "Plan (deploy): 19 to create." in dry.stdout
+    assert "Plan (deploy): 20 to create." in dry.stdout
     assert n.input_bucket not in {b["Name"] for b in env.s3.list_buckets()["Buckets"]}  # the dry run changed nothing
 
     first = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))
     assert first.exit_code == 0, first.output
-    assert "[19/19] created" in first.stderr
+    assert "[20/20] created" in first.stderr
     clients = env.clients
     assert set(n.buckets) <= {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
     for function in (n.splitting_function, n.recognition_function):
         config = clients.lambda_.get_function_configuration(FunctionName=function)
         assert config["PackageType"] == "Image"
     assert clients.lambda_.get_function_configuration(FunctionName=n.recognition_function)["Environment"]["Variables"]["FACEREC_WEIGHTS"] == "casia-webface"
-    head = clients.s3.head_object(Bucket=n.output_bucket, Key=n.gallery_key)
+    head = clients.s3.head_object(Bucket=n.details_bucket, Key=n.gallery_key)
     assert head["ContentLength"] == gallery_file.stat().st_size
     triggers = clients.s3.get_bucket_notification_configuration(Bucket=n.input_bucket)["LambdaFunctionConfigurations"]
     assert {t["LambdaFunctionArn"].rsplit(":", 1)[-1] for t in triggers} == {n.splitting_function}
@@ -230,7 +230,7 @@ def test_bootstrap_dry_run_then_deploy_then_no_changes(env: Env, gallery_file: P
 
     second = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))
     assert second.exit_code == 0, second.output
-    assert "No changes: 19 resources up to date." in second.stdout
+    assert "No changes: 20 resources up to date." in second.stdout
     assert "created" not in second.stderr
 
 

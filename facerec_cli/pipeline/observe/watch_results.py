@@ -115,7 +115,8 @@ class ResultsReader:
             objects = list_result_objects(self.s3, self.bucket)
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) == "NoSuchBucket":
-                raise not_deployed(self.settings, f"the results bucket {self.bucket}") from exc
+                which = "output" if self.bucket == self.settings.names.output_bucket else "details"
+                raise not_deployed(self.settings, f"the {which} bucket {self.bucket}") from exc
             raise user_error(self.settings, f"listing results in {self.bucket}", exc) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise user_error(self.settings, f"listing results in {self.bucket}", exc) from exc

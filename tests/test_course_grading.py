@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -212,6 +213,18 @@ def test_course_procedure_against_serve(served, data, tmp_path):
     # The live progress line saw every answer.
     served.wait_for_line(rf"answered {CLIPS}\b", timeout=10)
 
+    # Any AWS client: the AWS CLI too, where it is installed (it is no dependency of facerec).
+    aws = shutil.which("aws")
+    if aws:
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "cli-key", "AWS_SECRET_ACCESS_KEY": "cli-secret", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}  # fmt: skip
+        listing = subprocess.run([aws, "s3", "ls", f"s3://{buckets[2]}/"], env=env, capture_output=True, text=True, timeout=120)
+        assert listing.returncode == 0, listing.stderr
+        assert sorted(line.split()[-1] for line in listing.stdout.splitlines()) == output_keys
+        function = subprocess.run([aws, "lambda", "get-function", "--function-name", "face-recognition"], env=env, capture_output=True,
+                                  text=True, timeout=120)  # fmt: skip
+        assert function.returncode == 0 and '"FunctionName": "face-recognition"' in function.stdout, function.stderr
+
 
 def test_sigterm_stops_everything(celeb_gallery):
     port = free_port()
@@ -233,7 +246,7 @@ def test_sigterm_stops_everything(celeb_gallery):
         probe.bind(("127.0.0.1", port))
 
 
-def test_serve_refuses_videos(celeb_gallery, data):
+def test_serve_refusals_are_one_line(celeb_gallery, data):
     from tests.cli_run import error_lines, facerec
 
     result = facerec("run-local", "--serve", str(data / "videos"), "--gallery", str(celeb_gallery[0]))
@@ -241,3 +254,8 @@ def test_serve_refuses_videos(celeb_gallery, data):
     assert error_lines(result) and "--serve takes no videos" in error_lines(result)[0]
     result = facerec("run-local", "--gallery", str(celeb_gallery[0]))
     assert result.exit_code == 1 and "no videos given" in error_lines(result)[0]
+    with socket.socket() as taken:  # a port something else listens on: one line, nothing started
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = facerec("run-local", "--serve", "--port", taken.getsockname()[1], "--gallery", str(celeb_gallery[0]))
+    assert result.exit_code == 1 and "cannot start the local cloud on 127.0.0.1" in error_lines(result)[0], result.output

@@ -32,6 +32,7 @@ from typing import Any
 import boto3
 import botocore.session
 
+from facerec_cli.errors import UserError
 from facerec_cli.localcloud import s3_conditional
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys
 from facerec_cli.localcloud.moto_fixes import admin_credentials, check_iam_seam, enforced
@@ -328,4 +329,5 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise RuntimeError(f"cannot start the local cloud on {host}:{port}: {exc.strerror}") from exc
+            raise UserError(f"cannot start the local cloud on {host}:{port}: {exc.strerror}",
+                            hint="choose another --port, or stop what listens there") from exc

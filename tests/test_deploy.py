@@ -601,6 +601,47 @@ def test_prefixes_making_reserved_bucket_names_are_refused(prefix: str) -> None:
         Settings(prefix=prefix)
 
 
+def test_every_derived_name_fits_aws_limits_and_a_longer_prefix_is_refused_in_one_line() -> None:
+    """A 28-character prefix once made the on-failure role `<prefix>-<prefix>-on-failure-role` (73
+    characters; IAM allows 64) and CreateRole failed half-way through a bootstrap. moto accepts any
+    length, so the limits are checked against AWS's documented ones (NAME_LIMITS) for every name."""
+    from facerec_cli.iaas.names import IaasNames
+    from facerec_cli.infra.naming import NAME_LIMITS
+
+    n = Settings(prefix="a" * 28).names
+    assert n.role(n.failure_function) == "a" * 28 + "-on-failure-role"  # the prefix once, not twice
+    with pytest.raises(UserError) as info:
+        Settings(prefix="p" * 60)
+    message = str(info.value.args[0])
+    longest = int(message.split("at most ")[1].split()[0])
+    assert message.startswith(f"prefix '{'p' * 60}' is too long: at most {longest} characters (the ") and "\n" not in message
+    for prefix in ("abc", "b" * longest):
+        names = [*Settings(prefix=prefix).names.all(), *IaasNames(prefix).all()]
+        assert {kind for kind, _ in names} == set(NAME_LIMITS)  # every kind of name is checked
+        for kind, name in names:
+            low, high = NAME_LIMITS[kind]
+            assert low <= len(name) <= high, (kind, name)
+    assert any(len(name) == NAME_LIMITS[kind][1] for kind, name in Settings(prefix="b" * longest).names.all())  # the maximum is tight
+    with pytest.raises(UserError, match=f"at most {longest} characters"):
+        Settings(prefix="b" * (longest + 1))
+
+
+def test_destroy_removes_the_on_failure_role_of_the_old_name(settings: Settings, clients: Clients) -> None:
+    # Earlier versions named the on-failure role <prefix>-<prefix>-on-failure-role: made here as they did.
+    n = settings.names
+    old = f"{settings.prefix}-{n.failure_function}-role"
+    apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    assert clients.iam.get_role(RoleName=n.role(n.failure_function))["Role"]["RoleName"] != old
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    clients.iam.create_role(RoleName=old, AssumeRolePolicyDocument=json.dumps(trust))
+    clients.iam.put_role_policy(RoleName=old, PolicyName="facerec-least-privilege", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}]}))
+    plan = plan_destroy(settings, DeployOptions(), clients)
+    assert f"iam role {old}" in [s.resource for s in plan.steps]
+    apply_plan(plan)
+    assert absent(clients.iam.get_role, RoleName=old) == "NoSuchEntity"
+
+
 def test_access_denied_names_the_step_and_what_was_half_done(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
     # moto does not enforce IAM for the caller by default: AccessDenied is injected on one call.
     def denied(**kwargs: Any) -> Any:

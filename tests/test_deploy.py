@@ -440,6 +440,64 @@ def test_iam_propagation_is_waited_for_about_90_seconds_and_shown(settings: Sett
     assert "waiting for IAM to propagate the role (InvalidParameterValueException; retry in 1 s, 0 of up to 95 s waited)" == reporter.waits[0][1]
 
 
+def test_the_repository_policy_lets_lambda_pull_and_is_planned_idempotently(settings: Settings, clients: Clients) -> None:
+    n, account = settings.names, clients.account_id
+    options = DeployOptions(with_ecr=True)
+    dry = plan_deploy(settings, options, clients)
+    step = next(s for s in dry.steps if s.resource == f"ecr repository {n.ecr_repository}")
+    assert "lambda.amazonaws.com may ecr:BatchGetImage, ecr:GetDownloadUrlForLayer" in step.detail  # shown in the dry run
+    assert [c.method for c in step.calls if isinstance(c, APICall)] == ["create_repository", "set_repository_policy"]
+    apply_plan(dry)
+    [statement] = json.loads(clients.ecr.get_repository_policy(repositoryName=n.ecr_repository)["policyText"])["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert sorted(statement["Action"]) == ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    assert statement["Condition"] == {"StringLike": {"aws:sourceArn": f"arn:aws:lambda:{settings.region}:{account}:function:*"}}
+    assert plan_deploy(settings, options, clients).changes == []  # idempotent
+    clients.ecr.delete_repository_policy(repositoryName=n.ecr_repository)  # drift: repaired
+    [change] = plan_deploy(settings, options, clients).changes
+    assert change.resource == f"ecr repository {n.ecr_repository}" and change.detail == "no repository policy"
+    apply_plan(plan_deploy(settings, options, clients))
+    assert plan_deploy(settings, options, clients).changes == []
+
+
+def test_tmp_holds_the_largest_video_allowed(settings: Settings, clients: Clients) -> None:
+    # Lambda's /tmp is 512 MB unless EphemeralStorage says more; a 2 GB upload allowed by FACEREC_MAX_BYTES
+    # would fill it. moto stores the setting as given (it does not run the image), so it is read back.
+    n = settings.names
+    big = DeployOptions(max_bytes=2 * 1024**3)
+    apply_plan(plan_deploy(settings, big, clients))
+    sizes = {f: clients.lambda_.get_function_configuration(FunctionName=f)["EphemeralStorage"]["Size"] for f in n.functions}
+    assert sizes == {n.splitting_function: 2048 + 256, n.recognition_function: 2048 + 256, n.failure_function: 512}
+    assert plan_deploy(settings, big, clients).changes == []
+    [change] = [c for c in plan_deploy(settings, DeployOptions(), clients).changes if c.resource == f"lambda function {n.splitting_function}"]
+    assert "/tmp 2304 -> 512 MB" in change.detail  # the default 200 MB limit: Lambda's free 512 MB
+    with pytest.raises(UserError, match=r"FACEREC_MAX_BYTES=10737418240 does not fit in Lambda's /tmp: at most 10468982784 bytes"):
+        pipeline_stack(settings, DeployOptions(max_bytes=10 * 1024**3), "123456789012")
+
+
+def test_an_ecr_access_error_is_reported_at_once_with_its_fix(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lambda refuses an image whose repository policy does not let it pull; moto never checks, so the
+    # refusal (the message AWS gives) is injected. It is not IAM propagation: no 95 s of retries.
+    clock: list[float] = []
+    monkeypatch.setattr(plan_module, "_sleep", clock.append)
+
+    def refused(**kwargs: Any) -> Any:
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "InvalidParameterValueException", "Message": "Lambda does not have permission to access the ECR image. Check the ECR permissions."}},
+            "CreateFunction",
+        )
+
+    monkeypatch.setattr(clients.lambda_, "create_function", refused)
+    with pytest.raises(DeployError) as info:
+        apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    assert clock == []
+    assert "Lambda cannot read the function's image from ECR" in str(info.value)
+    assert "ecr:BatchGetImage" in str(info.value.hint) and "run `facerec bootstrap` again" in str(info.value.hint)
+    role_refusal = botocore.exceptions.ClientError(
+        {"Error": {"Code": "InvalidParameterValueException", "Message": "The role defined for the function cannot be assumed by Lambda."}}, "CreateFunction")
+    assert plan_module.RETRY_POLICIES["iam-propagation"].when(role_refusal)  # that one is still waited for
+
+
 def _sqs_refusal(status: int, query_error: str, type_: str, message: str) -> Any:
     """An SQS JSON-protocol error response as AWS sends it (x-amzn-query-error carries the legacy code),
     parsed by botocore's own parser."""

@@ -26,7 +26,6 @@ from facerec_cli.infra.resources.s3 import BucketSpec, NotificationSpec, ObjectS
 from facerec_cli.infra.resources.sqs import QueueSpec
 from facerec_cli.pipeline.policies import failure_policy, recognition_policy, splitting_policy
 from lambdas import env as fenv
-from lambdas.core.media import VIDEO_SUFFIXES  # what the input bucket's notification triggers on
 from lambdas.core.models import THREADS_ENV
 # Results carry this object tag (the output bucket's retention rule expires only tagged objects: S3 lifecycle
 # filters cannot exclude a key, and the gallery lives in the same bucket).
@@ -87,21 +86,14 @@ class DeployOptions:
     tls_only: bool | None = None
 
 
-def notification_id(suffix: str) -> str:
-    # Upper and lower case variants need distinct ids: ".MP4" -> "facerec-MP4".
-    return f"{NOTIFICATION_ID_PREFIX}{suffix.lstrip('.')}"
-
-
-# The input bucket notifies on every video suffix. S3 suffix filters are case sensitive, so the upper
-# case variant of each gets its own configuration too (phones and cameras often write `.MP4`/`.MOV`).
-def notification_suffixes(suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> tuple[str, ...]:
-    out: list[str] = []
-    for suffix in suffixes:
-        for variant in (suffix.lower(), suffix.upper()):
-            if variant not in out:
-                out.append(variant)
-    return tuple(out)
-
+# The input bucket's trigger: one configuration with no key filter, and video-splitting answers any upload
+# that is not a video with an error result. Why no suffix filters: S3 refuses a notification
+# configuration whose rules overlap ("Notification configurations that use Filter cannot define filtering
+# rules with overlapping prefixes, overlapping suffixes, or prefix and suffix overlapping" for the same
+# event type: S3 User Guide, "Configuring event notifications using object key name filtering"), and the
+# guide does not say that suffixes differing only in case (.mp4, .MP4) do not overlap; a suffix filter per
+# case is the configuration that may be refused. Without a filter, .MP4, .Mov and .mp4 all trigger.
+NOTIFICATION_ID = f"{NOTIFICATION_ID_PREFIX}uploads"
 
 # Lambda's ephemeral storage (/tmp): 512 MB (the default, free) to 10,240 MB. Beyond the video itself,
 # room for what sits beside it: frames being encoded, the gallery, the runtime's own files.
@@ -241,8 +233,7 @@ def pipeline_stack(settings: Settings, options: DeployOptions, account_id: str) 
                  split_env, "sample frames from uploaded videos", video_tmp),
     ]
     notification = NotificationSpec(
-        n.input_bucket, tuple(_notification(lambda_arn(split_name), s) for s in notification_suffixes()), NOTIFICATION_ID_PREFIX,
-        f"s3:ObjectCreated:* with suffix {' '.join(notification_suffixes())} -> {split_name}",
+        n.input_bucket, (_notification(lambda_arn(split_name)),), NOTIFICATION_ID_PREFIX, f"s3:ObjectCreated:* (every key) -> {split_name}",
     )
     gallery_key = n.gallery_key
     if options.gallery is not None:
@@ -285,10 +276,5 @@ def lambda_pull_policy(partition: str, region: str, account_id: str) -> dict[str
     }  # fmt: skip
 
 
-def _notification(function_arn: str, suffix: str) -> dict[str, Any]:
-    return {
-        "Id": notification_id(suffix),
-        "LambdaFunctionArn": function_arn,
-        "Events": ["s3:ObjectCreated:*"],
-        "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": suffix}]}},
-    }
+def _notification(function_arn: str) -> dict[str, Any]:
+    return {"Id": NOTIFICATION_ID, "LambdaFunctionArn": function_arn, "Events": ["s3:ObjectCreated:*"]}

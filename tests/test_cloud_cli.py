@@ -657,6 +657,44 @@ def test_results_watch_follows_until_every_upload_is_answered(deployed: Env, vid
     assert [(o["video"], o["name"]) for o in objects] == [("first clip.mp4", "madonna"), ("second.mp4", "elton_john")]
 
 
+def test_an_upload_the_new_trigger_missed_is_noted_and_re_triggered(env: Env, gallery_file: Path, video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 can take minutes to apply the notification configuration bootstrap puts; moto applies it at
+    once, so "not applied yet" is played by removing the configuration for the first upload and putting
+    it back after. The upload says the trigger is settling; `results --watch` finds the upload with no
+    sign of video-splitting, copies it onto itself, and the new event gets it answered."""
+    from facerec_cli.pipeline import trigger
+    from tests.moto_seam import Recorder
+
+    deploy(gallery_file)
+    n, s3 = env.settings.names, env.s3
+    assert UploadLedger(env.settings).trigger_put_at() is not None  # bootstrap recorded when it put the trigger
+    applied = {k: v for k, v in s3.get_bucket_notification_configuration(Bucket=n.input_bucket).items() if k != "ResponseMetadata"}
+    s3.put_bucket_notification_configuration(Bucket=n.input_bucket, NotificationConfiguration={})
+
+    def split(function: str, event: dict[str, Any]) -> None:  # plays video-splitting and recognition: the answer
+        if function == n.splitting_function:
+            for record in event.get("Records", []):
+                put_result(env, ok_result(Path(record["s3"]["object"]["key"].replace("+", " ")).name))
+
+    recorder = Recorder(split)
+    recorder.install(monkeypatch)
+    clip = copy(video, env.tmp / "early clip.mp4")
+    uploaded = facerec("upload", str(clip))
+    assert uploaded.exit_code == 0, uploaded.output
+    assert "note: bootstrap put the input bucket's trigger" in uploaded.stderr and "S3 can take several minutes" in uploaded.stderr
+    assert recorder.of(n.splitting_function) == []  # the trigger missed it
+
+    s3.put_bucket_notification_configuration(Bucket=n.input_bucket, NotificationConfiguration=applied)  # S3 applies it, later
+    monkeypatch.setattr(trigger, "NUDGE_AFTER", 0.5)
+    watched = facerec("results", "--watch", "--json", "--timeout", "30")
+    assert watched.exit_code == 0, watched.output
+    assert [(o["video"], o["status"]) for o in map(json.loads, watched.stdout.splitlines())] == [("early clip.mp4", OK)]
+    assert "early clip.mp4: nothing after" in watched.stderr and "re-triggered (copied onto itself)" in watched.stderr
+    [event] = [c["event"] for c in recorder.of(n.splitting_function)]
+    assert event["Records"][0]["s3"]["object"]["key"] in ("early+clip.mp4", "early%20clip.mp4")
+    assert s3.get_object(Bucket=n.input_bucket, Key="early clip.mp4")["Body"].read() == clip.read_bytes()  # the same bytes
+
+
 def test_results_watch_counts_failures_and_exits_non_zero(deployed: Env, video: Path) -> None:
     good, bad = copy(video, deployed.tmp / "good.mp4"), copy(video, deployed.tmp / "bad.mp4")
     assert facerec("upload", str(good), str(bad)).exit_code == 0

@@ -53,6 +53,7 @@ from facerec_cli.pipeline import image_context, images, registry
 from facerec_cli.pipeline.local.containers import container_environ, invocation_outcome
 from facerec_cli.pipeline.local.functions import LocalFunction
 from lambdas.events import FrameRef, RecognitionRequest
+from tests.moto_seam import Recorder
 from tests.docker_env import (
     ROOT,
     DockerEnv,
@@ -189,38 +190,6 @@ def built(docker_env: DockerEnv, wheelhouse: Wheelhouse, source: Path) -> dict[s
 def built_recognition(docker_env: DockerEnv, wheelhouse: Wheelhouse, source: Path, models: Path) -> dict[str, Any]:
     """The recognition image (casia-webface models), built and pushed through the code path of `facerec bootstrap`."""
     return _build(docker_env, wheelhouse, source, "recognition", weights="casia-webface", models=models)
-
-
-class Recorder:
-    """Stands in for moto's Lambda at its invocation seam (the method facerec_cli/pipeline/local/dispatch.py
-    patches): records each invocation and answers like an accepted asynchronous one.
-
-    Why not let moto invoke: moto cannot run Image functions (the functions bootstrap creates), and a
-    Zip stand-in would test a function bootstrap never makes. Recording at the seam shows what matters
-    here without faking the caller: moto emits the real S3 notification for the upload, and the
-    handler in the container really calls lambda:Invoke on moto, which routes it to this seam. (The
-    whole chain, dispatched to containers, is run-local's: test_run_local_containers_*.)"""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from facerec_cli.pipeline.local.seam import check_seam
-
-        cls = check_seam()  # fails loudly if a moto upgrade moved the seam
-        recorder = self
-
-        def invoke(fn: Any, body: Any, request_headers: Any, response_headers: Any) -> str:
-            headers = {str(k).lower(): v for k, v in dict(request_headers or {}).items()}
-            text = body.decode() if isinstance(body, bytes) else (body or "")
-            recorder.calls.append({"function": fn.function_name, "event": json.loads(text) if text else {},
-                                   "type": headers.get("x-amz-invocation-type", "Event")})  # fmt: skip
-            return ""
-
-        monkeypatch.setattr(cls, "invoke", invoke)
-
-    def of(self, function: str) -> list[dict[str, Any]]:
-        return [c for c in self.calls if c["function"] == function]
 
 
 @pytest.fixture(scope="module")

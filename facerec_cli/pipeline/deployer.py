@@ -38,6 +38,7 @@ from facerec_cli.infra.readers import get_or_none
 from facerec_cli.infra.resources.awslambda import FunctionSpec
 from facerec_cli.infra.resources.ecr import RepositorySpec
 from facerec_cli.infra.resources.iam import RoleSpec
+from facerec_cli.infra.resources.s3 import NotificationSpec
 from facerec_cli.pipeline.stack import DeployOptions, pipeline_stack
 from lambdas import env as fenv
 
@@ -220,6 +221,10 @@ class Bootstrap:
             if on_replanned is not None:
                 on_replanned([s for s in plan.changes if (s.action, s.resource) not in shown])
         apply_plan(plan, self.reporter)
+        if any(s.kind == NotificationSpec.kind for s in plan.changes):  # S3 may take minutes to apply it (pipeline/trigger.py)
+            from facerec_cli.pipeline.upload_ledger import UploadLedger
+
+            UploadLedger(self.settings).trigger_put()
         return plan
 
     def _build(self, engine: Any, done_before: list[Step]) -> dict[str, str]:

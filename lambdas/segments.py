@@ -250,7 +250,7 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
 def plan_requests(upload: Any, env: Any, video: media.Video, stage1_bucket: str, timings_ms: dict[str, float]) -> list[SegmentRequest]:
     """The segment requests of an opened upload (``upload``: lambdas.events.Upload)."""
     duration = video.duration
-    plan = _timeline().segment_plan(duration, env.segment_seconds)
+    plan = media.segment_plan(duration, env.segment_seconds)  # numpy-free: this runs in the splitting image
     source = {"bucket": upload.bucket, "key": upload.key, "etag": upload.etag, "size": upload.size, "event_id": upload.event_id}
     return [
         SegmentRequest(stage1_bucket, upload.stem, upload.video, source, i, len(plan), start, end, env.timeline_fps, duration, dict(timings_ms))

@@ -468,21 +468,33 @@ class Only:
             raise ModuleNotFoundError(f"No module named {name!r} (not in the image)")
 sys.meta_path.insert(0, Only())
 for module in sys.argv[2:]:
-    assert callable(importlib.import_module(module).handler), module
+    if module.startswith("exec:"):  # code to run as well, with the same packages
+        exec(module[5:])
+    else:
+        assert callable(importlib.import_module(module).handler), module
 """
+# The splitting side of a timeline (FACEREC_TIMELINE=1: video-splitting plans the segments of a 95 s video).
+PLAN_SEGMENTS = (
+    "exec:from types import SimpleNamespace as N; import lambdas.segments as s; "
+    "u = N(bucket='in', key='a.mp4', etag='e', size=1, event_id='x', stem='a', video='a.mp4'); "
+    "r = s.plan_requests(u, N(segment_seconds=30.0, timeline_fps=2.0), N(duration=95.0), 'stage', {}); "
+    "assert [(q.start, q.end) for q in r] == [(0.0, 30.0), (30.0, 60.0), (60.0, 90.0), (90.0, 95.0)], r"
+)
 
 
 def test_every_handler_imports_with_only_its_images_packages() -> None:
     """The on-failure function is deployed in the splitting image (av, Pillow, boto3: no numpy); a
     handler that needs a package its image lacks ends every invocation in Runtime.ImportModuleError.
-    Each handler imports here with exactly its image's packages (and their dependencies) importable,
-    and the Dockerfile's build check imports every handler the image hosts."""
+    Each handler imports here with exactly its image's packages (and their dependencies) importable (and
+    video-splitting plans a timeline's segments), and the Dockerfile's build check imports every handler
+    the image hosts."""
     hosted = hosted_handlers()
     assert hosted[images.DOCKERFILES[image_context.SPLITTING]] == ["lambdas.on_failure", "lambdas.video_splitting"]
     for dockerfile, modules in hosted.items():
         allowed = sorted(image_modules(dockerfile) | {"lambdas"})
         assert "numpy" in allowed or dockerfile == images.DOCKERFILES[image_context.SPLITTING]
-        proc = subprocess.run([sys.executable, "-c", ONLY_THESE_PACKAGES, json.dumps(allowed), *modules], capture_output=True, text=True,
+        extra = [PLAN_SEGMENTS] if dockerfile == images.DOCKERFILES[image_context.SPLITTING] else []
+        proc = subprocess.run([sys.executable, "-c", ONLY_THESE_PACKAGES, json.dumps(allowed), *modules, *extra], capture_output=True, text=True,
                               cwd=ROOT, timeout=120, check=False)  # fmt: skip
         assert proc.returncode == 0, f"{dockerfile}: {proc.stderr[-2000:]}"
         check = (ROOT / dockerfile).read_text().split("RUN ")[-1]  # the last step: compile and import

@@ -118,6 +118,12 @@ def test_the_trigger_configuration_has_no_rules_s3_may_refuse_as_overlapping() -
     stack = pipeline_stack(Settings(prefix="overlap"), DeployOptions(), "123456789012")
     [spec] = [s for s in stack.specs if isinstance(s, NotificationSpec)]
     assert spec.configurations and overlapping_rules(list(spec.configurations)) == []
+    # with no filter, every new object reaches video-splitting: a console "folder" is no upload to answer
+    from lambdas.events import uploads
+    from tests.aws_records import s3_put_event
+
+    assert uploads(s3_put_event("us-east-1", "in", "clips/")) == []
+    assert [u.video for u in uploads(s3_put_event("us-east-1", "in", "clips/CLIP+ONE.MP4"))] == ["CLIP ONE.MP4"]
     # the rule itself: suffixes differing only in case count as overlapping
     assert overlapping_rules([{"Id": "a", "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".mp4"}]}}},
                               {"Id": "b", "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".MP4"}]}}}]) == [("a", "b")]

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from facerec_cli.errors import UserError
-from facerec_cli.iaas.names import IaasNames
-from facerec_cli.infra.naming import check_names
 
 DEFAULT_PREFIX = "facerec"
 DEFAULT_REGION = "us-east-1"
@@ -126,6 +124,10 @@ class Settings:
                 hint="choose a prefix that does not start with " + ", ".join(repr(r) for r in RESERVED_BUCKET_PREFIXES),
             )
         object.__setattr__(self, "names", Names(self.prefix))
+        # Here, not at the top: the CLI registers its commands without the deploy modules.
+        from facerec_cli.iaas.names import IaasNames
+        from facerec_cli.infra.naming import check_names
+
         check_names(self.prefix, lambda prefix: [*Names(prefix).all(), *IaasNames(prefix).all()])
 
 

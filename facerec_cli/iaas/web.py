@@ -49,7 +49,7 @@ from typing import IO, Any
 import botocore.exceptions
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.iaas.messages import REQUEST_MAX_BYTES, Request, deadline_attributes, request_bytes, new_id, queue_counts, queue_depth, queue_url, stem_of
+from facerec_cli.iaas.messages import REQUEST_MAX_BYTES, Request, deadline_attributes, new_id, queue_counts, queue_depth, queue_url, request_bytes, stem_of
 from facerec_cli.iaas.lease import WebLease
 from facerec_cli.iaas.names import ACTIVE_STATES, IaasNames, app_instance_index
 from facerec_cli.iaas.router import ResponseRouter, Waiter

@@ -20,6 +20,7 @@ from facerec_cli.samples import still_video
 from lambdas import env as fenv
 from lambdas.core import media
 from lambdas.gop import GOP, gop_frames, gop_key
+from tests.test_cloud_cli import env, facerec, gallery_file  # noqa: F401 - fixtures (a fresh deployment on moto)
 
 COURSE_COMMAND = ["-ss", "0", "-r", "1", "-i", "{video}", "-vf", "fps=1/10", "-start_number", "0", "-vframes", "10", "{out}/output-%02d.jpg"]
 NAMES = [f"output-{k:02d}.jpg" for k in range(10)]
@@ -152,3 +153,24 @@ def test_stage1_layout_option_reaches_the_function_and_refuses_timelines(celeb_g
     assert refused.exit_code == 1 and "--stage1-layout gop and --timeline do not combine" in refused.output, refused.output
     wrong = CliRunner().invoke(app, ["run-local", str(video), "--gallery", str(gallery), "--stage1-layout", "part1"])
     assert wrong.exit_code == 2 and "frames" in wrong.output and "gop" in wrong.output
+
+
+def test_bootstrap_stage1_layout_is_kept_until_changed(env, gallery_file: Path) -> None:
+    """`bootstrap --stage1-layout gop` sets it on video-splitting (moto over HTTP); a bootstrap without
+    the flag keeps it, `--stage1-layout frames` removes it, gop with --timeline is refused unchanged."""
+    n = env.settings.names
+
+    def layout() -> str | None:
+        config = env.clients.lambda_.get_function_configuration(FunctionName=n.splitting_function)
+        return config["Environment"]["Variables"].get(fenv.STAGE1_LAYOUT)
+
+    base = ["bootstrap", "--skip-images", "--gallery", str(gallery_file)]
+    assert facerec(*base, "--stage1-layout", "gop").exit_code == 0
+    assert layout() == "gop"
+    again = facerec(*base)
+    assert again.exit_code == 0 and "No changes" in again.stdout, again.output
+    refused = facerec(*base, "--timeline", "--yes")
+    assert refused.exit_code == 1 and "--stage1-layout gop and --timeline do not combine" in refused.output, refused.output
+    back = facerec(*base, "--stage1-layout", "frames", "--yes")
+    assert back.exit_code == 0 and "update lambda function video-splitting" in back.stdout, back.output
+    assert layout() is None

@@ -78,11 +78,35 @@ class Names:
         # under a prefix that result listings skip.
         return ".facerec/gallery.safetensors"
 
+    @property
+    def functions(self) -> tuple[str, str, str]:
+        return (self.splitting_function, self.recognition_function, self.failure_function)
+
     def role(self, function: str) -> str:
-        return f"{self.prefix}-{function}-role"
+        """``<prefix>-<function>-role``; a function named with the prefix already does not repeat it."""
+        base = function.removeprefix(f"{self.prefix}-")
+        return f"{self.prefix}-{base}-role"
+
+    def legacy_roles(self) -> tuple[str, ...]:
+        """Role names earlier versions made, which `destroy` still removes: the on-failure role repeated
+        the prefix (``<prefix>-<prefix>-on-failure-role``; only a prefix of up to 28 characters fits)."""
+        old = f"{self.prefix}-{self.failure_function}-role"
+        return (old,) if len(old) <= 64 else ()
 
     def log_group(self, function: str) -> str:
         return f"/aws/lambda/{function}"
+
+    def all(self) -> list[tuple[str, str]]:
+        """Every (kind, name) of the serverless stack, each checked against its AWS limit
+        (facerec_cli/infra/naming.py) when settings are made. A new resource is one more entry here."""
+        return [
+            *(("s3 bucket", b) for b in self.buckets),
+            *(("lambda function", f) for f in self.functions),
+            *(("iam role", self.role(f)) for f in self.functions),
+            *(("log group", self.log_group(f)) for f in self.functions),
+            ("sqs queue", self.failure_queue),
+            ("ecr repository", self.ecr_repository),
+        ]
 
 
 @dataclass(frozen=True)
@@ -102,7 +126,7 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.prefix or not _valid_prefix(self.prefix):
             raise UserError(
-                f"invalid prefix {self.prefix!r}: use 3-40 lowercase letters, digits and hyphens "
+                f"invalid prefix {self.prefix!r}: use at least 3 lowercase letters, digits and hyphens "
                 "(it becomes part of S3 bucket names)"
             )
         reserved = next((r for r in RESERVED_BUCKET_PREFIXES if self.prefix.startswith(r)), None)
@@ -112,6 +136,11 @@ class Settings:
                 hint="choose a prefix that does not start with " + ", ".join(repr(r) for r in RESERVED_BUCKET_PREFIXES),
             )
         object.__setattr__(self, "names", Names(self.prefix))
+        # Here, not at the top: the CLI registers its commands without the deploy modules.
+        from facerec_cli.iaas.names import IaasNames
+        from facerec_cli.infra.naming import check_names
+
+        check_names(self.prefix, lambda prefix: [*Names(prefix).all(), *IaasNames(prefix).all()])
 
 
 # S3 refuses bucket names starting with these (the suffixes it reserves cannot occur: ours are fixed).
@@ -119,8 +148,10 @@ RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 
 
 def _valid_prefix(prefix: str) -> bool:
+    """Lowercase letters, digits and inner hyphens (S3 bucket names); the length is checked against
+    every derived name (check_names)."""
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
-    return 3 <= len(prefix) <= 40 and set(prefix) <= allowed and prefix[0] != "-" and prefix[-1] != "-"
+    return len(prefix) >= 3 and set(prefix) <= allowed and prefix[0] != "-" and prefix[-1] != "-"
 
 
 def config_files() -> list[Path]:
@@ -262,18 +293,19 @@ class IaasSettings:
     max_instances: int = 20
     per_instance: int = 1
     scale_in_after: float = 30.0
+    scale_interval: float = 5.0  # seconds between the web tier's scaling decisions
     timeout: float = 60.0
     visibility_timeout: int = 30
 
 
 # The smallest value each numeric IaaS setting may take (the flags check the same with min=).
-_IAAS_MINIMUM: dict[str, float] = {"port": 0, "max_instances": 0, "per_instance": 1, "scale_in_after": 0.0, "timeout": 0.1, "visibility_timeout": 1}
+_IAAS_MINIMUM: dict[str, float] = {"port": 0, "max_instances": 0, "per_instance": 1, "scale_in_after": 0.0, "scale_interval": 0.1, "timeout": 0.1, "visibility_timeout": 1}
 
 
-def load_iaas_settings(*, config: ConfigFile | None = None, **flags: Any) -> IaasSettings:
+def load_iaas_settings(*, config: ConfigFile | None = None, defaults: dict[str, Any] | None = None, **flags: Any) -> IaasSettings:
     """IaaS settings from flags (None = not given) > ``FACEREC_<NAME>`` (empty: unset) > the ``[iaas]``
-    table of facerec.toml > default. A value that is not of the setting's type is one UserError naming
-    where it came from."""
+    table of facerec.toml > ``defaults`` (a course grader's, :mod:`facerec_cli.iaas.grader`) > default.
+    A value that is not of the setting's type is one UserError naming where it came from."""
     unknown = set(flags) - {f.name for f in fields(IaasSettings)}
     if unknown:
         raise TypeError(f"not IaaS settings: {', '.join(sorted(unknown))}")
@@ -289,6 +321,9 @@ def load_iaas_settings(*, config: ConfigFile | None = None, **flags: Any) -> Iaa
             value, source = os.environ[env_name], env_name
         elif name in table:
             value, source = table[name], f"[iaas] in {config.path}"
+        elif defaults and name in defaults:
+            values[name] = defaults[name]
+            continue
         else:
             continue
         values[name] = _iaas_value(name, value, source, type(spec.default) if spec.default is not None else str)

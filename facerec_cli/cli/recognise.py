@@ -21,6 +21,7 @@ from facerec_cli.cli.options import (
     GalleryOpt,
     JsonOpt,
     RecogniseWeightsOpt,
+    Stage1LayoutOpt,
     ThresholdOpt,
     user_errors_as_exit_codes,
 )
@@ -132,6 +133,7 @@ def run_local(
     prefix: Annotated[
         str | None, typer.Option("--prefix", help="Resource name prefix (the course's: your ASU ID): buckets <prefix>-input, -stage-1, -output, -details.")
     ] = None,
+    stage1_layout: Stage1LayoutOpt = None,
 ) -> None:
     """Run the whole pipeline (S3 -> video-splitting -> face-recognition -> S3) on an embedded local cloud.
     Exits 1 if any video ended in error. With --serve, keep it up for outside AWS clients instead."""
@@ -147,6 +149,10 @@ def run_local(
         from lambdas import env as fenv
 
         extra_env = {fenv.TIMELINE: "1", fenv.TIMELINE_FPS: f"{fps or fenv.DEFAULT_TIMELINE_FPS:g}", fenv.SEGMENT_SECONDS: f"{segment_seconds:g}"}
+    if stage1_layout is not None:  # as `bootstrap --stage1-layout` sets it (timelines refused with gop there too)
+        from facerec_cli.pipeline.deployer import layout_env
+
+        extra_env.update(layout_env({}, stage1_layout.value, timeline=timeline))
     prefix = Settings(prefix=prefix).prefix if prefix else LOCAL_PREFIX  # an invalid prefix: one red line, before anything starts
     options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout, extra_env=extra_env,
                          runtime=runtime.value, base_image=base_image, prefix=prefix, port=port)  # fmt: skip

@@ -695,6 +695,35 @@ def test_an_upload_the_new_trigger_missed_is_noted_and_re_triggered(env: Env, ga
     assert s3.get_object(Bucket=n.input_bucket, Key="early clip.mp4")["Body"].read() == clip.read_bytes()  # the same bytes
 
 
+def test_an_upload_video_splitting_finished_is_not_re_triggered(env: Env, gallery_file: Path) -> None:
+    """`results --watch` tells a split upload (its done marker, in the details bucket; in a deployment
+    made before that bucket, in stage-1) from one nothing picked up."""
+    from datetime import datetime, timedelta, timezone
+
+    from facerec_cli.pipeline.trigger import Retrigger
+    from facerec_cli.pipeline.upload_ledger import UploadRecord
+    from lambdas.stage1 import marker_key
+
+    deploy(gallery_file)
+    ledger = UploadLedger(env.settings)
+    ten_minutes_ago = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat()
+
+    def record(key: str) -> UploadRecord:
+        return UploadRecord(key=key, etag="e", size=1, uploaded=ten_minutes_ago)
+
+    n = env.settings.names
+    env.s3.put_object(Bucket=n.details_bucket, Key=marker_key("split"), Body=b"")
+    assert Retrigger(env.settings, env.s3, ledger)([record("split.mp4")]) == []
+    [line] = Retrigger(env.settings, env.s3, ledger)([record("lost.mp4")])
+    assert line.startswith("lost.mp4: ")
+
+    older = Settings(prefix=f"old-{uuid.uuid4().hex[:8]}", region=env.settings.region, endpoint_url=env.settings.endpoint_url)
+    for bucket in (older.names.input_bucket, older.names.stage1_bucket, older.names.output_bucket):
+        env.s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": older.region})
+    env.s3.put_object(Bucket=older.names.stage1_bucket, Key=marker_key("split"), Body=b"")
+    assert Retrigger(older, env.s3, ledger)([record("split.mp4")]) == []
+
+
 def test_results_watch_counts_failures_and_exits_non_zero(deployed: Env, video: Path) -> None:
     good, bad = copy(video, deployed.tmp / "good.mp4"), copy(video, deployed.tmp / "bad.mp4")
     assert facerec("upload", str(good), str(bad)).exit_code == 0

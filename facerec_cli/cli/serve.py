@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 from rich.markup import escape
 
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions
@@ -50,11 +51,15 @@ def _count(s3: Any, bucket: str, suffix: str) -> int:
     return n
 
 
-def progress(pipeline: LocalPipeline) -> Progress:
+def progress(pipeline: LocalPipeline) -> str:
+    """The progress line; a listing an outside client made fail (a bucket it deleted) says so instead."""
     assert pipeline.clients is not None
     s3, names, c = pipeline.clients.s3, pipeline.names, pipeline.cloud.dispatcher.counters
-    return Progress(_count(s3, names.input_bucket, ""), _count(s3, names.stage1_bucket, ".jpg"), _count(s3, names.output_bucket, ".txt"),
-                    c.running, c.queued, c.failed)  # fmt: skip
+    try:
+        counts = [_count(s3, names.input_bucket, ""), _count(s3, names.stage1_bucket, ".jpg"), _count(s3, names.output_bucket, ".txt")]
+    except botocore.exceptions.ClientError as exc:
+        return f"cannot list the buckets ({exc.response.get('Error', {}).get('Code')}); invocations running {c.running}, queued {c.queued}"
+    return Progress(*counts, c.running, c.queued, c.failed).line()
 
 
 class Stopped(Exception):
@@ -118,10 +123,10 @@ def _follow(pipeline: LocalPipeline) -> None:
         with err.status("") as status:
             while True:
                 settled = pipeline.cloud.dispatcher.wait_settled(settled, PROGRESS_S)
-                status.update(progress(pipeline).line())
+                status.update(progress(pipeline))
     while True:
         settled = pipeline.cloud.dispatcher.wait_settled(settled, PROGRESS_S)
-        line = progress(pipeline).line()
+        line = progress(pipeline)
         if line != last:
             err.print(f"{time.strftime('%H:%M:%S')} {line}", highlight=False, soft_wrap=True)
             last = line

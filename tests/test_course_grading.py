@@ -99,10 +99,17 @@ class Served:
             time.sleep(0.2)
         raise AssertionError(f"no line matching {pattern!r}; output:\n{self.output}")
 
-    def stop(self, timeout: float = 60) -> int:
+    def stop(self, timeout: float = 180) -> int:
+        """SIGTERM, and its exit code; a server still up after ``timeout`` (a hang guard, generous for a
+        loaded machine) is killed and the test fails with what it printed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(30)
+            raise AssertionError(f"--serve still running {timeout:.0f} s after SIGTERM; output:\n{self.output}") from None
         self._reader.join(5)
         return code
 

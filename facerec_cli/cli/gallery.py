@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from facerec_cli.cli.options import AwsTarget, GalleryOutputOpt, aws_target_options, user_errors_as_exit_codes
 from facerec_cli.errors import UserError
-from facerec_cli.render import err, out, print_json
+from facerec_cli.render import err, out, plural, print_json
 
 if TYPE_CHECKING:
     from lambdas.core.gallery import Gallery
@@ -45,7 +45,7 @@ def gallery_convert(
     identify, run-local and bootstrap convert old files on the fly. A course data.pt means vggface2 weights."""
     from facerec_cli.galleries import convert_gallery
     gallery = convert_gallery(old, new)
-    err.print(f"{new}: {len(gallery.names)} embeddings of {len(gallery.people)} people, {gallery.weights} weights")
+    err.print(f"{new}: {plural(len(gallery.names), 'embedding')} of {plural(len(gallery.people), 'person', 'people')}, {gallery.weights} weights")
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -109,7 +109,7 @@ def gallery_list(gallery: GalleryArg, json_out: JsonFlag = False) -> None:
     if json_out:
         print_json({"gallery": str(gallery), **summary})
         return
-    out.print(f"{escape(str(gallery))}: {len(summary['people'])} people, {summary['photos']} photos, {summary['weights']} weights",
+    out.print(f"{escape(str(gallery))}: {plural(len(summary['people']), 'person', 'people')}, {plural(summary['photos'], 'photo')}, {summary['weights']} weights",
               highlight=False, soft_wrap=True)  # fmt: skip
     table = Table("person", "photos")
     for p in summary["people"]:
@@ -142,7 +142,7 @@ def gallery_show(
     for d in details:
         c = d["consistency"]
         stats = "single photo: nothing to compare it with" if c["mean"] is None else f"mean {c['mean']:.2f}, worst {c['worst']:.2f}"
-        out.print(f"[bold]{escape(d['name'])}[/]: {len(d['photos'])} photos ({stats})", highlight=False)
+        out.print(f"[bold]{escape(d['name'])}[/]: {plural(len(d['photos']), 'photo')} ({stats})", highlight=False)
         for photo in d["photos"]:
             far = "  [yellow]far from the others: likely another person[/]" if photo in c["outliers"] else ""
             out.print(f"  {escape(photo)}{far}", highlight=False, soft_wrap=True)
@@ -173,8 +173,10 @@ def report_edit(before: Gallery, after: Gallery, touched: list[str], path: Path)
         warn_two_groups(t.person, t.distance, [list(g) for g in t.groups])
     old, new = rule_info(before), rule_info(after)
     change = "unchanged" if old == new else f"was threshold {old['threshold']:g}, margin {old['margin']:g} ({old['source']})"
-    err.print(f"{_rule_line(new)}; {change}", highlight=False, soft_wrap=True)
-    err.print(f"[green]wrote {escape(str(path))}[/]: {len(after.names)} photos of {len(after.people)} people", highlight=False, soft_wrap=True)
+    from facerec_cli.cli.identify import left_out_note
+
+    err.print(f"{_rule_line(new)}; {change}" + (left_out_note(after.calibration) if after.calibration else ""), highlight=False, soft_wrap=True)
+    err.print(f"[green]wrote {escape(str(path))}[/]: {plural(len(after.names), 'photo')} of {plural(len(after.people), 'person', 'people')}", highlight=False, soft_wrap=True)
 
 
 def _outlier() -> float:
@@ -277,7 +279,7 @@ def run_add(path: Path, paths: list[Path], *, person: str | None = None, weights
         if r.note != "ok":
             err.print(f"[yellow]{escape(r.person)}/{escape(r.path.name)}[/]: {escape(r.note)}", highlight=False, soft_wrap=True)
     if not embedded.names:
-        raise GalleryError(f"no face found in any of the {len(pairs)} photo(s): {path} is unchanged")
+        raise GalleryError(f"no face found in any of the {plural(len(pairs), 'photo')}: {path} is unchanged")
     keep = []
     for i, same in enumerate(same_photos(before, embedded.embeddings, embedded.sources)):
         if same is None:
@@ -292,7 +294,7 @@ def run_add(path: Path, paths: list[Path], *, person: str | None = None, weights
     added = {n: names.count(n) for n in dict.fromkeys(names)}
     for name, count in added.items():
         new = "" if name in before.people else " (new)"
-        err.print(f"added {count} photo(s) of {escape(name)}{new}: {after.names.count(name)} in all", highlight=False)
+        err.print(f"added {plural(count, 'photo')} of {escape(name)}{new}: {after.names.count(name)} in all", highlight=False)
     _save_and_push(before, after, list(added), output or path, cloud)
     return after
 
@@ -321,13 +323,13 @@ def run_remove(path: Path, *, person: str | None = None, photo: str | None = Non
     if person is not None:
         name = enrolled_person(before, person)
         after = without_person(before, name)
-        err.print(f"removed {escape(name)} and {before.names.count(name)} photo(s)", highlight=False)
+        err.print(f"removed {escape(name)} and {plural(before.names.count(name), 'photo')}", highlight=False)
         touched: list[str] = []
     else:
         after, source = without_source(before, str(photo))
         whose = before.names[before.sources.index(source)]
         left = after.names.count(whose)
-        err.print(f"removed {escape(source)}: {escape(whose)} has {left} photo(s) left" if left else
+        err.print(f"removed {escape(source)}: {escape(whose)} has {plural(left, 'photo')} left" if left else
                   f"removed {escape(source)}, {escape(whose)}'s only photo: {escape(whose)} is no longer in the gallery", highlight=False)
         touched = [whose] if left else []
     _save_and_push(before, after, touched, output or path, cloud)
@@ -352,11 +354,13 @@ def gallery_rename(
 
 def run_rename(path: Path, old: str, new: str, *, merge: bool = False, output: Path | None = None, cloud: Any = None) -> Gallery:
     from lambdas.core.gallery_edit import enrolled_person, person_name, renamed
+    from lambdas.core.names import case_clash
 
     before = _load_for_edit(path)
     after = renamed(before, old, new, merge=merge)
     old, new = enrolled_person(before, old), person_name(new)
-    err.print(f"renamed {escape(old)} to {escape(new)}" + (f", merged with the {before.names.count(new)} photo(s) of {escape(new)}"
+    new = case_clash(new, [p for p in before.people if p != old]) or new  # merged under the enrolled spelling
+    err.print(f"renamed {escape(old)} to {escape(new)}" + (f", merged with the {plural(before.names.count(new), 'photo')} of {escape(new)}"
               if new in before.people else ""), highlight=False)  # fmt: skip
     _save_and_push(before, after, [new], output or path, cloud)
     return after

@@ -37,11 +37,12 @@ def enroll(
     ] = Path("gallery.safetensors"),
     weights: Annotated[str, typer.Option("--weights", help="casia-webface (offline), vggface2 (downloads once) or a state_dict path.")] = "casia-webface",
     device: DeviceOpt = Device.cpu,
+    force: Annotated[bool, typer.Option("--force", help="Replace GALLERY if it is a gallery already (a file that is not a gallery is never replaced).")] = False,
 ) -> None:
     """Build a gallery from photos; reports photos with no face or several faces."""
     from facerec_cli.cli.identify import run_enroll
 
-    run_enroll(photos_dir, output, weights=weights, device=device.value)
+    run_enroll(photos_dir, output, weights=weights, device=device.value, force=force)
 
 
 @app.command()

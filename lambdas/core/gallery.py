@@ -333,11 +333,18 @@ class Gallery:
         return _safetensors(tensors, metadata)
 
     def save(self, path: Path) -> None:
+        """Write the file atomically (a temporary file beside it, then a rename); a folder in the way
+        is a GalleryError and leaves nothing behind."""
         path = Path(path)
+        if path.is_dir():
+            raise GalleryError(f"{path} is a folder: give the gallery file's name, e.g. {path / ('gallery' + SUFFIX)}")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(self.to_bytes())
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()[:16]

@@ -87,6 +87,7 @@ class Calibration:
     known_named: float = 0.0  # share of known probes the rule names right
     strangers_rejected: float = 0.0  # share of stranger probes the rule answers unknown
     people: list[PersonConsistency] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # photos kept in the gallery but not used to calibrate: likely mislabels
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -201,10 +202,19 @@ def calibrate(embeddings: np.ndarray, names: list[str], sources: list[str] | Non
     person = np.fromiter((index[n] for n in names), np.int64, count=len(names))
     counts = np.bincount(person, minlength=len(people))
     emb = np.asarray(embeddings, np.float32)
+    sources = sources or [""] * len(names)
+    consistency, suspects = _consistency(emb, person, people, counts, sources)
+    # Photos far from the rest of their person (likely mislabelled: real photo folders hold some) would
+    # each be a known probe beyond any sane threshold and a stranger probe sitting on its true person:
+    # three of them pulled a gallery's threshold from 1.07 to 0.95. They stay enrolled, but do not steer.
+    keep = np.ones(len(names), bool)
+    keep[suspects] = False
+    left_out = [sources[i] or f"photo {i}" for i in suspects]
+    emb, person = emb[keep], person[keep]
+    counts = np.bincount(person, minlength=len(people))
     probes = _probe_rows(person, counts, np.random.default_rng(seed))
-    consistency = _consistency(emb, person, people, counts, sources or [""] * len(names))
     if np.count_nonzero(counts >= 2) < MIN_CALIBRATION_PEOPLE:
-        return Calibration(OpenSetRule(), calibrated=False, people=consistency)
+        return Calibration(OpenSetRule(), calibrated=False, people=consistency, left_out=left_out)
     known, stranger = features(probe_distances(emb, person, len(people), probes))
     known_grid = accepted(known, _THRESHOLDS, _MARGINS).mean(axis=2)
     stranger_grid = accepted(stranger, _THRESHOLDS, _MARGINS).mean(axis=2)
@@ -212,7 +222,7 @@ def calibrate(embeddings: np.ndarray, names: list[str], sources: list[str] | Non
     i, j = int(np.searchsorted(_THRESHOLDS, rule.threshold)), int(np.searchsorted(_MARGINS, rule.margin))
     return Calibration(
         rule, calibrated=True, known_probes=len(probes), stranger_probes=len(probes),
-        known_named=float(known_grid[i, j]), strangers_rejected=float(1.0 - stranger_grid[i, j]), people=consistency,
+        known_named=float(known_grid[i, j]), strangers_rejected=float(1.0 - stranger_grid[i, j]), people=consistency, left_out=left_out,
     )
 
 
@@ -221,15 +231,22 @@ def calibrate(embeddings: np.ndarray, names: list[str], sources: list[str] | Non
 OUTLIER_DISTANCE = 1.15
 
 
-def _consistency(emb: np.ndarray, person: np.ndarray, people: list[str], counts: np.ndarray, sources: list[str]) -> list[PersonConsistency]:
+def _consistency(
+    emb: np.ndarray, person: np.ndarray, people: list[str], counts: np.ndarray, sources: list[str]
+) -> tuple[list[PersonConsistency], list[int]]:
     """Every photo against the centroid of its person's other photos (O(N)); outliers beyond
-    OUTLIER_DISTANCE are named with their source."""
+    OUTLIER_DISTANCE are named with their source. Also the rows calibration leaves out: the outliers of
+    people with 3+ photos whose other photos stay the majority (of two photos far apart, neither is
+    known to be the wrong one)."""
     own = own_distances(emb, person, person_sums(emb, person, len(people)))
     report = [PersonConsistency(p, int(counts[i]), None, None) for i, p in enumerate(people)]
+    outlier_rows: list[list[int]] = [[] for _ in people]
     for row in np.flatnonzero(~np.isnan(own)).tolist():
         entry, d = report[person[row]], float(own[row])
         entry.worst = d if entry.worst is None else max(entry.worst, d)
         entry.mean = (entry.mean or 0.0) + d / entry.photos
         if d > OUTLIER_DISTANCE:
             entry.outliers.append(sources[row] or f"photo {row}")
-    return report
+            outlier_rows[person[row]].append(row)
+    suspects = [r for i, rows in enumerate(outlier_rows) if counts[i] >= 3 and 2 * len(rows) < counts[i] for r in rows]
+    return report, sorted(suspects)

@@ -187,6 +187,56 @@ def test_label_refusals_leave_the_gallery_as_it_was(results_dir: Path, gallery_c
     assert gallery_copy.read_bytes() == original and Gallery.load(other_path) == other
 
 
+def test_a_stranger_keeps_its_number_after_a_relabel(results_dir: Path, gallery_copy: Path) -> None:
+    """After unknown-1 is named and the results re-answered, the other strangers keep their numbers (today
+    unknown-2 became unknown-1), and labelling unknown-1 again is refused instead of adding another face."""
+    before = {g.label: g for g in people.groups(read(results_dir)) if not g.known}
+    assert {"unknown-1", "unknown-2"} <= set(before)
+    assert facerec("people", "label", CLIP, "unknown-1", LACAMOIRE, "--gallery", gallery_copy, "--results", results_dir).exit_code == 0
+    assert facerec("results", "--reidentify", "--results", results_dir, "--gallery", gallery_copy).exit_code == 0
+    after = read(results_dir)
+    strangers = {g.label: g for g in people.groups(after) if not g.known}
+    assert "unknown-1" not in strangers and "unknown-2" in strangers
+    for label, group in strangers.items():  # the same faces (less those now named) under the same number
+        assert label in before and set(group.faces) <= set(before[label].faces), label
+    rows = [p.person for p in after.timeline.people if not p.known]  # type: ignore[union-attr]
+    assert sorted(rows) == sorted(strangers)  # the timeline's rows say the same
+    listed = json.loads(facerec("people", "list", CLIP, "--results", results_dir, "--json").stdout)
+    assert {g["person"] for g in listed["people"] if not g["known"]} == set(strangers)
+
+    gallery = gallery_copy.read_bytes()
+    again = facerec("people", "label", CLIP, "unknown-1", "Someone Else", "--gallery", gallery_copy, "--results", results_dir)
+    assert again.exit_code == 1 and f"unknown-1 in {CLIP} is {LACAMOIRE} now" in error_lines(again)[0], again.stderr
+    assert gallery_copy.read_bytes() == gallery
+    # A second re-answer changes nothing, numbers included.
+    assert "0 changed" in facerec("results", "--reidentify", "--results", results_dir, "--gallery", gallery_copy).stderr
+
+
+def test_search_person_ignores_case_and_suggests_names(results_dir: Path) -> None:
+    found = facerec("search", "--person", MIRANDA.upper(), "--results", results_dir, "--json")
+    assert {json.loads(line)["video"] for line in found.stdout.splitlines()} == {CLIP, SAMPLED, "old.mp4"}
+    typo = facerec("search", "--person", "lin_manuel_mirand", "--results", results_dir)
+    assert typo.exit_code == 0 and f"did you mean {MIRANDA}?" in typo.stderr, typo.stderr
+
+
+def test_results_lists_a_folder_of_results(results_dir: Path) -> None:
+    listed = facerec("results", "--results", results_dir, "--json")
+    assert listed.exit_code == 0, listed.stderr
+    assert sorted(json.loads(line)["video"] for line in listed.stdout.splitlines()) == sorted([CLIP, SAMPLED, "old.mp4"])
+    human = facerec("results", "--results", results_dir)
+    assert human.exit_code == 0 and CLIP in human.stdout and "3 results in" in human.stderr, human.output
+
+
+def test_reidentify_rewrites_all_or_none(results_dir: Path, gallery_copy: Path) -> None:
+    """One unreadable result stops the re-answer before any result is rewritten."""
+    assert facerec("people", "label", CLIP, "unknown-1", LACAMOIRE, "--gallery", gallery_copy, "--results", results_dir).exit_code == 0
+    (results_dir / "zz_broken.json").write_text('{"video": "broken.mp4", "faces": [')
+    before = {p.name: p.read_bytes() for p in results_dir.iterdir()}
+    stopped = facerec("results", "--reidentify", "--results", results_dir, "--gallery", gallery_copy)
+    assert stopped.exit_code == 1 and "zz_broken.json is not a readable result" in error_lines(stopped)[0], stopped.stderr
+    assert {p.name: p.read_bytes() for p in results_dir.iterdir()} == before
+
+
 # ------------------------------------------------------------------------------------------ the core
 
 

@@ -58,7 +58,7 @@ def _require_embeddings(result: Result) -> None:
 def _observations(result: Result) -> list[Observation]:
     return [
         Observation(frame=f.frame, t=f.t, box=list(f.box), prob=f.prob, name=f.name, distance=f.distance, nearest="",
-                    embedding=unpack_embedding(f.embedding or "").astype(np.float16), reason=f.reason)
+                    embedding=unpack_embedding(f.embedding or "").astype(np.float16), reason=f.reason, group=f.group)
         for f in result.faces
     ]  # fmt: skip
 
@@ -85,6 +85,10 @@ def find_group(result: Result, label: str) -> Group:
                 raise GalleryError(f"{label!r} in {result.video} is an enrolled person, not a stranger: "
                                    "`facerec gallery rename` renames an enrolled person")  # fmt: skip
             return g
+    now = sorted({f.name for f in result.faces if f.group == label.strip() and f.name != UNKNOWN})
+    if now:  # the stranger was named since (a label, then results --reidentify): its number is not reused
+        raise GalleryError(f"{label.strip()} in {result.video} is {', '.join(now)} now (re-answered since): nothing to label; "
+                           f"`facerec people list {result.video}` shows the groups as they are")  # fmt: skip
     choices = ", ".join(strangers) if strangers else "none: every face there is named"
     raise GalleryError(f"{result.video} has no group {label!r}; its strangers: {choices} (`facerec people list {result.video}`)")
 
@@ -141,10 +145,21 @@ def reanswer(result: Result, gallery: Gallery, threshold: float | None = None) -
         kept = f.reason not in _MATCH_REASONS  # a quality problem: the embedding is not to be trusted
         faces.append(replace(f, name=UNKNOWN if kept else m.name, distance=m.distance, reason=f.reason if kept else m.reason))
         nearest.append(m.nearest)
+    # Each face carries the stranger label it was shown under (its group's, as `people list` showed it):
+    # the groups after the re-answer keep those labels, so unknown-2 is still the stranger it was.
+    for g in groups(result):
+        if not g.known:
+            for i in g.faces:
+                faces[i] = replace(faces[i], group=g.label)
+    obs = _observations(replace(result, faces=faces))
+    for label, known, members in labelled_groups(obs):
+        for o in members:
+            if not known:
+                o.group = label
+    faces = [replace(f, group=o.group) for f, o in zip(faces, obs)]
     status, name = main_identity(faces)
     timeline = result.timeline
     if timeline is not None:
-        obs = _observations(replace(result, faces=faces))
         for o, near in zip(obs, nearest):
             o.nearest = near
         timeline = _with_images(build_timeline(obs, timeline.fps, timeline.duration, timeline.segments), timeline)

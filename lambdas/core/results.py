@@ -29,6 +29,10 @@ class Face:
     # a result against an edited gallery and `facerec search` need without the video. None in results
     # written before it was stored (absent from their JSON).
     embedding: str | None = None
+    # The stranger label (unknown-N) the face's group was given once a result was re-answered: a
+    # stranger keeps its number however the groups change (people.reanswer). None until then (absent
+    # from the JSON): the groups are numbered by first appearance.
+    group: str | None = None
 
     def area(self) -> float:
         x1, y1, x2, y2 = self.box
@@ -141,6 +145,8 @@ class Result:
         for face in data["faces"]:
             if face["embedding"] is None:
                 del face["embedding"]  # as results without embeddings were written
+            if face["group"] is None:
+                del face["group"]
             face["box"] = [round(v, 1) for v in face["box"]]
             face["prob"] = round(face["prob"], 4)
             face["distance"] = round(face["distance"], 4)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import Counter
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -115,10 +116,11 @@ class Observation:
     nearest: str
     embedding: np.ndarray  # 512 float16, unit length before rounding
     reason: str | None = None  # why the face is unknown (as Face.reason): a re-answer must keep untrusted faces unknown
+    group: str | None = None  # the stranger label the face kept from before a re-answer (Face.group)
 
     def face(self) -> Face:
         return Face(frame=self.frame, t=self.t, box=list(self.box), prob=self.prob, name=self.name, distance=self.distance,
-                    reason=self.reason, embedding=pack_embedding(self.embedding))
+                    reason=self.reason, embedding=pack_embedding(self.embedding), group=self.group)
 
     @property
     def area(self) -> float:
@@ -134,6 +136,8 @@ class Observation:
         }  # fmt: skip
         if self.reason is not None:
             data["reason"] = self.reason
+        if self.group is not None:
+            data["group"] = self.group
         return data
 
     @classmethod
@@ -142,7 +146,7 @@ class Observation:
         return cls(
             frame=int(data["frame"]), t=float(data["t"]), box=[float(v) for v in data["box"]], prob=float(data["prob"]),
             name=str(data["name"]), distance=float(data["distance"]), nearest=str(data["nearest"]), embedding=embedding,
-            reason=data.get("reason"),
+            reason=data.get("reason"), group=data.get("group"),
         )  # fmt: skip
 
 
@@ -330,12 +334,28 @@ def labelled_groups(observations: Iterable[Observation]) -> list[tuple[str, bool
         members = [obs[i] for i in group.members]
         found.append((group.name, members, min(o.frame for o in members)))
     found.sort(key=lambda g: (g[2], g[0] is None, g[0] or UNKNOWN))
-    out, n = [], 0
+    # A stranger whose faces kept a label from before a re-answer (Observation.group) keeps it: the
+    # label most of its faces carry, if no earlier group took it. Others take the next number after
+    # every label ever given (never a number that named someone else); none kept: 1, 2... by appearance.
+    n = max((_stranger_number(o.group) for o in obs), default=0)
+    out, taken = [], set()
     for name, members, _ in found:
+        label = name
         if name is None:
-            n += 1
-        out.append((name or f"{UNKNOWN}-{n}", name is not None, members))
+            kept = Counter(o.group for o in members if o.group and o.group not in taken).most_common(1)
+            if kept:
+                label = kept[0][0]
+            else:
+                n += 1
+                label = f"{UNKNOWN}-{n}"
+            taken.add(label)
+        out.append((label, name is not None, members))
     return out
+
+
+def _stranger_number(label: str | None) -> int:
+    head, _, number = (label or "").rpartition("-")
+    return int(number) if head == UNKNOWN and number.isdigit() else 0
 
 
 def build_timeline(observations: Iterable[Observation], fps: float, duration: float | None, segments: int = 1) -> Timeline:

@@ -237,6 +237,28 @@ def test_reidentify_rewrites_all_or_none(results_dir: Path, gallery_copy: Path) 
     assert {p.name: p.read_bytes() for p in results_dir.iterdir()} == before
 
 
+def test_a_results_folder_holds_the_crops_its_json_names(data: Path, miranda_gallery: Path, gallery_copy: Path, tmp_path: Path) -> None:
+    """`run-local --timeline --out DIR` copies each row's best-view crop into DIR; `people list` points at
+    it; after a relabel and a re-answer the named stranger's row keeps a picture (the README's lanes
+    showed empty boxes)."""
+    out = tmp_path / "out"
+    done = facerec("run-local", data / "videos" / CLIP, "--gallery", miranda_gallery, "--timeline", "--workers", "0", "--out", out, "--json")
+    assert done.exit_code == 0, done.stderr
+    result = read(out)
+    rows = result.timeline.people  # type: ignore[union-attr]
+    assert rows and all(p.image and (out / p.image).is_file() for p in rows), [p.image for p in rows]
+    listed = json.loads(facerec("people", "list", CLIP, "--results", out, "--json").stdout)
+    images = {g["person"]: g["image"] for g in listed["people"]}
+    assert images["unknown-1"] == str(out / next(p.image for p in rows if p.person == "unknown-1"))
+    human = facerec("people", "list", CLIP, "--results", out)
+    assert f"best view: {out}" in human.stdout, human.stdout
+
+    assert facerec("people", "label", CLIP, "unknown-1", LACAMOIRE, "--gallery", gallery_copy, "--results", out).exit_code == 0
+    assert facerec("results", "--reidentify", "--results", out, "--gallery", gallery_copy).exit_code == 0
+    named = next(p for p in read(out).timeline.people if p.person == LACAMOIRE)  # type: ignore[union-attr]
+    assert named.image and (out / named.image).is_file()
+
+
 # ------------------------------------------------------------------------------------------ the core
 
 

@@ -93,16 +93,19 @@ def people_list(video: VideoArg, results_dir: ResultsDirOpt = None, json_out: Js
 
     from facerec_cli.pipeline.observe.result_store import find_result
 
-    stem, result = find_result(open_store(results_dir, target), video)
+    store = open_store(results_dir, target)
+    stem, result = find_result(store, video)
     found = groups(result)
+    views = {g.label: store.locate(g.image) if g.image else None for g in found}
     if json_out:
         print_json({"video": result.video, "stem": stem, "people": [
-            {"person": g.label, "known": g.known, "faces": len(g.faces), "ranges": g.ranges} for g in found]})  # fmt: skip
+            {"person": g.label, "known": g.known, "faces": len(g.faces), "ranges": g.ranges, "image": views[g.label]} for g in found]})  # fmt: skip
         return
     out.print(f"{escape(result.video)}: {result.name} ({result.status}), {plural(len(result.faces), 'face')}", highlight=False)
     for g in found:
         style = "green" if g.known else "yellow"
-        out.print(f"  [{style}]{escape(g.label)}[/]: {plural(len(g.faces), 'face')} at {_ranges(g.ranges)}", highlight=False)
+        view = f"; best view: {escape(views[g.label] or '')}" if views[g.label] else ""
+        out.print(f"  [{style}]{escape(g.label)}[/]: {plural(len(g.faces), 'face')} at {_ranges(g.ranges)}{view}", highlight=False, soft_wrap=True)
 
 
 @app.command("label")

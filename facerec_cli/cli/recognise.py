@@ -97,7 +97,7 @@ def run_local(
     gallery: GalleryOpt,
     workers: Annotated[int, typer.Option("--workers", min=0, max=16, help="Warm worker processes per function; 0 runs handlers in this process.")] = 1,
     json_lines: JsonOpt = False,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Write <stem>.json and <stem>.txt per video here.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write <stem>.json and <stem>.txt per video here (with --timeline, each row's best-view crop too).")] = None,
     frames: FramesOpt = 3,
     fps: FpsOpt = 0.0,
     threshold: ThresholdOpt = None,

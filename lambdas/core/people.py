@@ -39,6 +39,7 @@ class Group:
     known: bool
     faces: list[int]  # indices into result.faces, in time order
     ranges: list[list[float]]
+    image: str | None = None  # the timeline row's best-view crop (a key beside the result), if one was stored
 
 
 def has_embeddings(result: Result) -> bool:
@@ -68,10 +69,12 @@ def groups(result: Result) -> list[Group]:
     _require_embeddings(result)
     obs = _observations(result)
     index = {id(o): i for i, o in enumerate(obs)}
+    images = {p.person: p.image for p in result.timeline.people} if result.timeline else {}
     out = []
     for label, known, members in labelled_groups(obs):
         faces = sorted((index[id(o)] for o in members), key=lambda i: (result.faces[i].frame, i))
-        out.append(Group(label, known, faces, ranges_of(sorted({(result.faces[i].frame, result.faces[i].t) for i in faces}))))
+        ranges = ranges_of(sorted({(result.faces[i].frame, result.faces[i].t) for i in faces}))
+        out.append(Group(label, known, faces, ranges, images.get(label)))
     return out
 
 
@@ -162,14 +165,22 @@ def reanswer(result: Result, gallery: Gallery, threshold: float | None = None) -
     if timeline is not None:
         for o, near in zip(obs, nearest):
             o.nearest = near
-        timeline = _with_images(build_timeline(obs, timeline.fps, timeline.duration, timeline.segments), timeline)
+        members = {label: [(o.frame, o.box) for o in group] for label, _, group in labelled_groups(obs)}
+        timeline = _with_images(build_timeline(obs, timeline.fps, timeline.duration, timeline.segments), timeline, members)
     return replace(result, faces=faces, status=status, name=name, timeline=timeline)
 
 
-def _with_images(new: Timeline, old: Timeline) -> Timeline:
-    images = {(p.best.frame, tuple(round(v, 1) for v in p.best.box)): p.image for p in old.people if p.image}
+def _view_key(frame: int, box: list[float]) -> tuple[int, tuple[float, ...]]:
+    return frame, tuple(round(v, 1) for v in box)
+
+
+def _with_images(new: Timeline, old: Timeline, members: dict[str, list[tuple[int, list[float]]]]) -> Timeline:
+    """The old crops on the new rows: a row whose best view is the same face keeps its crop; else a crop
+    of one of its own faces (a stranger just named keeps the picture it was named from) rather than none."""
+    images = {_view_key(p.best.frame, p.best.box): p.image for p in old.people if p.image}
     for p in new.people:
-        p.image = images.get((p.best.frame, tuple(round(v, 1) for v in p.best.box)))
+        p.image = images.get(_view_key(p.best.frame, p.best.box)) or next(
+            (images[k] for k in (_view_key(f, b) for f, b in members.get(p.person, [])) if k in images), None)
     return new
 
 

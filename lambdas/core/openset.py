@@ -50,6 +50,7 @@ _MARGINS = np.round(np.arange(0.0, 0.401, 0.005), 3)
 # Why a face was not given a name (the ``reason`` of an unknown face in results).
 BEYOND_THRESHOLD = "beyond_threshold"  # nobody enrolled is near enough
 AMBIGUOUS = "ambiguous"  # the nearest person does not stand out from the next: a look-alike, not a match
+UNSUPPORTED = "unsupported"  # matched alone: the other faces of its person on screen (its timeline group) do not match
 
 
 @dataclass(frozen=True)

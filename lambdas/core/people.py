@@ -19,14 +19,14 @@ import numpy as np
 from .errors import GalleryError
 from .gallery import Gallery
 from .gallery_edit import person_name, same_photos, with_photos
-from .openset import AMBIGUOUS, BEYOND_THRESHOLD
+from .openset import AMBIGUOUS, BEYOND_THRESHOLD, UNSUPPORTED
 from .results import UNKNOWN, Result, Timeline, main_identity, unpack_embedding
-from .timeline import Observation, build_timeline, labelled_groups, ranges_of
+from .timeline import Observation, build_timeline, labelled_groups, ranges_of, supported_names
 
 # A group's faces added to the gallery at most (spread over its time on screen): a stranger seen for an
 # hour would otherwise add thousands of near-identical rows.
 MAX_FACES_PER_LABEL = 20
-_MATCH_REASONS = (BEYOND_THRESHOLD, AMBIGUOUS, None)  # reasons a new gallery may change; others are the face's quality
+_MATCH_REASONS = (BEYOND_THRESHOLD, AMBIGUOUS, UNSUPPORTED, None)  # reasons a new gallery may change; others are the face's quality
 
 
 class NoEmbeddings(GalleryError):
@@ -155,6 +155,9 @@ def reanswer(result: Result, gallery: Gallery, threshold: float | None = None) -
             for i in g.faces:
                 faces[i] = replace(faces[i], group=g.label)
     obs = _observations(replace(result, faces=faces))
+    if result.timeline is not None:  # as the timeline was made: a name its group does not support is dropped
+        supported_names(obs)
+        faces = [replace(f, name=o.name, reason=o.reason) for f, o in zip(faces, obs)]
     for label, known, members in labelled_groups(obs):
         for o in members:
             if not known:

@@ -23,6 +23,7 @@ class Face:
     name: str
     distance: float
     # Why the face is unknown: beyond_threshold, ambiguous (two enrolled people about as near),
+    # unsupported (a timeline's group of faces of one person where this one alone matched),
     # too_small, blurred, profile (not to be trusted); None when named.
     reason: str | None = None
     # The face's unit embedding as base64 of 512 little-endian float16 (1368 characters): what re-answering

@@ -55,6 +55,7 @@ from PIL import Image
 from . import media
 from .errors import InputError
 from .media import Frame
+from .openset import AMBIGUOUS, BEYOND_THRESHOLD, UNSUPPORTED
 from .results import UNKNOWN, Appearance, Face, Result, Timeline, View, error_result, main_identity, pack_embedding, unpack_embedding
 
 DEFAULT_FPS = 2.0
@@ -325,6 +326,33 @@ def _view(o: Observation) -> View:
     return View(frame=o.frame, t=o.t, box=list(o.box), prob=o.prob, distance=o.distance)
 
 
+# A group keeps the name its faces were matched to only when at least this share of its faces (those
+# whose embedding is trusted) matched it. On the Hamilton clip a named person's groups have 1 of 2 (a
+# three-quarter view beyond the threshold) to 10 of 11 faces matched; the crowd clip's pedestrian that
+# one gallery (5celeb plus an LFW person) matched at 1.026 had 1 of 7, and named the whole video.
+SUPPORT = 1 / 3
+_TRUSTED_REASONS = (None, BEYOND_THRESHOLD, AMBIGUOUS)  # a quality problem (too small, blurred, profile) neither supports nor denies
+
+
+def supported_names(observations: list[Observation]) -> list[str]:
+    """Drop the names that their own group does not support (``SUPPORT``): those faces become unknown
+    (reason ``unsupported``) and the group a stranger. Changes ``observations`` in place; returns the
+    names dropped. Run before :func:`build_timeline` wherever a timeline is made, so it sees one rule."""
+    obs = _canonical(observations)
+    dropped = []
+    for group in group_faces(obs):
+        if group.name is None:
+            continue
+        members = [obs[i] for i in group.members]
+        named = [o for o in members if o.name == group.name]
+        trusted = sum(o.reason in _TRUSTED_REASONS for o in members)
+        if len(named) < SUPPORT * trusted:
+            dropped.append(group.name)
+            for o in named:
+                o.name, o.reason = UNKNOWN, UNSUPPORTED
+    return dropped
+
+
 def labelled_groups(observations: Iterable[Observation]) -> list[tuple[str, bool, list[Observation]]]:
     """Steps 1-3 and the numbering of step 4: ``(person or unknown-N, known, its observations)`` by first
     appearance. ``facerec people`` labels strangers by these names, so they must be the timeline's."""
@@ -386,6 +414,7 @@ def timeline_result(
     """The result of a video with a timeline: every face, the main identity (the course's answer, as
     without a timeline), and the rows."""
     obs = _canonical(observations)
+    supported_names(obs)
     faces = [o.face() for o in obs]
     status, name = main_identity(faces)
     return Result(

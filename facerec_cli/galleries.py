@@ -51,7 +51,7 @@ def check_new_gallery_path(path: Path, *, force: bool = False) -> None:
         raise GalleryError(f"{path} exists and is not a gallery ({exc}): choose another file name, or move it away first") from exc
     if not force:
         raise GalleryError(f"{path} is a gallery already: pass --force to replace it, or add photos to it with "
-                           f"`facerec gallery add {path} PHOTOS...`")  # fmt: skip
+                           f"`facerec gallery add -g {path} PHOTOS...`")  # fmt: skip
 
 
 def convert_gallery(src: Path, dst: Path) -> Gallery:

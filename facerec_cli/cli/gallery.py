@@ -26,7 +26,29 @@ app = typer.Typer(
     help="Gallery files: list, show, add, remove and rename people; push one to the deployed functions; convert old ones.",
 )  # fmt: skip
 
-GalleryArg = Annotated[Path, typer.Argument(help="The gallery file (from `facerec enroll`).")]
+GalleryFlag = Annotated[
+    Path | None, typer.Option("--gallery", "-g", help="The gallery file (from `facerec enroll`); required. Until the next release it may "
+                              "also come as the first argument, as before.")
+]
+# Before -g/--gallery (as every other command takes it), the gallery was these commands' first argument:
+# that form still works for a release, with a note (``_gallery``).
+OldGalleryArg = Annotated[str | None, typer.Argument(metavar="GALLERY", hidden=True, show_default=False)]
+
+
+def _gallery(option: Path | None, positional: list[Any], command: str) -> tuple[Path, list[Any]]:
+    """(the gallery, the other arguments given): ``-g GALLERY``, or the first argument (the old form)."""
+    if option is not None:
+        if sum(a is not None for a in positional) > _MOST_ARGS.get(command, len(positional)):
+            raise UserError(f"too many arguments for `facerec gallery {command} -g GALLERY`", hint=f"see `facerec gallery {command} --help`")
+        return option, positional
+    if not positional or positional[0] is None:
+        raise UserError("which gallery? pass -g GALLERY", hint=f"`facerec gallery {command} -g gallery.safetensors ...`")
+    err.print(f"[yellow]note[/]: `facerec gallery {command} GALLERY ...` is the old form (it works until the next release): "
+              f"pass the gallery as -g GALLERY, as every other command takes it", highlight=False, soft_wrap=True)  # fmt: skip
+    return Path(positional[0]), positional[1:]
+
+
+_MOST_ARGS = {"list": 0, "push": 0, "show": 1, "remove": 1, "rename": 2}  # arguments besides the gallery
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else.")]
 ToCloudOpt = Annotated[
     bool, typer.Option("--to-cloud", help="Then upload it to the deployment (--prefix...) as `facerec gallery push` does.")
@@ -99,11 +121,13 @@ def _rule_line(rule: dict[str, Any]) -> str:
 
 @app.command("list")
 @user_errors_as_exit_codes
-def gallery_list(gallery: GalleryArg, json_out: JsonFlag = False) -> None:
+def gallery_list(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = None, json_out: JsonFlag = False) -> None:
     """The people in a gallery with their photo counts, and its open-set rule."""
     from rich.table import Table
 
     from facerec_cli.galleries import load_gallery
+
+    gallery, _ = _gallery(gallery_opt, [old_gallery], "list")
 
     summary = gallery_summary(load_gallery(gallery))
     if json_out:
@@ -121,8 +145,9 @@ def gallery_list(gallery: GalleryArg, json_out: JsonFlag = False) -> None:
 @app.command("show")
 @user_errors_as_exit_codes
 def gallery_show(
-    gallery: GalleryArg,
     person: Annotated[str | None, typer.Argument(help="One person (default: everyone).")] = None,
+    old_second: OldGalleryArg = None,
+    gallery_opt: GalleryFlag = None,
     json_out: JsonFlag = False,
 ) -> None:
     """A person's photos (or everyone's), how consistent they are, and the gallery's open-set rule.
@@ -133,6 +158,8 @@ def gallery_show(
 
     from facerec_cli.galleries import load_gallery
 
+    gallery, rest = _gallery(gallery_opt, [person, old_second], "show")
+    person = rest[0]
     loaded = load_gallery(gallery)
     people = None if person is None else [enrolled_person(loaded, person)]
     details = person_details(loaded, people)
@@ -217,7 +244,7 @@ def _save_and_push(before: Gallery, after: Gallery, touched: list[str], path: Pa
         try:
             _push(settings, path, clients=clients, target=target)
         except UserError as exc:
-            raise UserError(f"{path} was saved, but {exc}", hint=f"upload it with `facerec gallery push {path}`") from exc
+            raise UserError(f"{path} was saved, but {exc}", hint=f"upload it with `facerec gallery push -g {path}`") from exc
 
 
 def _push(settings: Any, path: Path, **kwargs: Any) -> None:
@@ -240,8 +267,8 @@ def _push(settings: Any, path: Path, **kwargs: Any) -> None:
 @user_errors_as_exit_codes
 @aws_target_options()
 def gallery_add(
-    gallery: GalleryArg,
     photos: Annotated[list[Path], typer.Argument(help="Photos or folders: a folder named after a person, or PHOTOS_DIR/<person>/ as enroll takes.")],
+    gallery_opt: GalleryFlag = None,
     person: Annotated[str | None, typer.Option("--person", "-p", help="Whose photos these are (default: each folder's name).")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Only for a gallery enrolled with a state_dict file: that file.")] = None,
     output: GalleryOutputOpt = None,
@@ -253,6 +280,9 @@ def gallery_add(
     Photos with no face are skipped and reported, photos already in the gallery too; photos far from
     their person, and a person whose photos form two far-apart groups, are warned about. The open-set
     rule is calibrated again."""
+    gallery, photos = _gallery(gallery_opt, list(photos), "add")
+    if not photos:
+        raise UserError("which photos? name photos or folders after the gallery", hint="`facerec gallery add -g GALLERY PHOTOS...`")
     run_add(gallery, photos, person=person, weights=weights, output=output, cloud=_cloud(to_cloud, target))
 
 
@@ -303,14 +333,17 @@ def run_add(path: Path, paths: list[Path], *, person: str | None = None, weights
 @user_errors_as_exit_codes
 @aws_target_options()
 def gallery_remove(
-    gallery: GalleryArg,
     person: Annotated[str | None, typer.Argument(help="The person to remove, with all their photos.")] = None,
+    old_second: OldGalleryArg = None,
+    gallery_opt: GalleryFlag = None,
     photo: Annotated[str | None, typer.Option("--photo", help="Remove this one photo instead, as `show` lists it (person/photo.jpg).")] = None,
     output: GalleryOutputOpt = None,
     to_cloud: ToCloudOpt = False,
     target: AwsTarget = AwsTarget(),
 ) -> None:
     """Remove a person, or one photo (--photo); the open-set rule is calibrated again."""
+    gallery, rest = _gallery(gallery_opt, [person, old_second], "remove")
+    person = rest[0]
     run_remove(gallery, person=person, photo=photo, output=output, cloud=_cloud(to_cloud, target))
 
 
@@ -340,15 +373,20 @@ def run_remove(path: Path, *, person: str | None = None, photo: str | None = Non
 @user_errors_as_exit_codes
 @aws_target_options()
 def gallery_rename(
-    gallery: GalleryArg,
     old: Annotated[str, typer.Argument(help="The person's name now.")],
     new: Annotated[str, typer.Argument(help="The new name.")],
+    old_third: OldGalleryArg = None,
+    gallery_opt: GalleryFlag = None,
     merge: Annotated[bool, typer.Option("--merge", help="NEW is enrolled already: make the two one person.")] = False,
     output: GalleryOutputOpt = None,
     to_cloud: ToCloudOpt = False,
     target: AwsTarget = AwsTarget(),
 ) -> None:
     """Rename a person (results name them so from then on)."""
+    gallery, rest = _gallery(gallery_opt, [old, new, old_third], "rename")
+    if rest[1] is None:
+        raise UserError("rename needs the person's name now and the new name", hint="`facerec gallery rename -g GALLERY OLD NEW`")
+    old, new = rest[0], rest[1]
     run_rename(gallery, old, new, merge=merge, output=output, cloud=_cloud(to_cloud, target))
 
 
@@ -369,7 +407,7 @@ def run_rename(path: Path, old: str, new: str, *, merge: bool = False, output: P
 @app.command("push")
 @user_errors_as_exit_codes
 @aws_target_options()
-def gallery_push(gallery: GalleryArg, target: AwsTarget = AwsTarget()) -> None:
+def gallery_push(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = None, target: AwsTarget = AwsTarget()) -> None:
     """Upload a gallery to the deployed functions alone, without `facerec bootstrap`.
 
     It goes where bootstrap puts it (s3://<prefix>-output/.facerec/gallery.safetensors); the
@@ -378,6 +416,7 @@ def gallery_push(gallery: GalleryArg, target: AwsTarget = AwsTarget()) -> None:
     from facerec_cli.infra.clients import Clients
     from facerec_cli.pipeline.gallery_push import deployed_target
 
+    gallery, _ = _gallery(gallery_opt, [old_gallery], "push")
     settings = target.settings()
     clients = Clients.from_settings(settings)
     _push(settings, gallery, clients=clients, target=deployed_target(settings, clients))

@@ -63,7 +63,7 @@ def warn_two_groups(person: str, distance: float, groups: list[list[str]]) -> No
     shown = "; ".join(f"{len(g)}: {', '.join(g[:4])}{', ...' if len(g) > 4 else ''}" for g in groups)
     err.print(
         f"[yellow]warning[/]: {escape(person)}'s photos form two groups {distance:.2f} apart ({escape(shown)}): two people under one name? "
-        "remove the wrong ones with `facerec gallery remove GALLERY --photo PERSON/PHOTO`", highlight=False, soft_wrap=True,
+        "remove the wrong ones with `facerec gallery remove -g GALLERY --photo PERSON/PHOTO`", highlight=False, soft_wrap=True,
     )  # fmt: skip
 
 

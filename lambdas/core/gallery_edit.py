@@ -47,7 +47,7 @@ def new_names(gallery: Gallery, names: list[str]) -> list[str]:
         clash = names_rule.case_clash(name, known)
         if clash is not None:
             raise GalleryError(f"{name!r} differs from {clash!r} only by case: use {clash!r} for the same person "
-                               f"(or `facerec gallery rename GALLERY {clash!r} {name!r}` to change its spelling)")  # fmt: skip
+                               f"(or `facerec gallery rename -g GALLERY {clash!r} {name!r}` to change its spelling)")  # fmt: skip
         known.append(name)
     return out
 
@@ -112,7 +112,7 @@ def find_source(gallery: Gallery, photo: str) -> int:
         listed = ", ".join(gallery.sources[i] for i in exact[:5])
         raise GalleryError(f"{given!r} names {len(exact)} photos ({listed}): give it as person/photo")
     close = difflib.get_close_matches(given, [s for s in gallery.sources if s], n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `facerec gallery show GALLERY PERSON` lists a person's photos"
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `facerec gallery show -g GALLERY PERSON` lists a person's photos"
     raise GalleryError(f"no photo {given!r} in the gallery{hint}")
 
 

@@ -11,6 +11,7 @@ from lambdas.core.gallery import Gallery
 from lambdas.core.media import Frame
 from lambdas.core.openset import Calibration
 from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
+from lambdas.core.reference import reference_faces
 from lambdas.core.results import ERROR, Result
 
 from facerec_cli.galleries import check_new_gallery_path, load_gallery
@@ -36,7 +37,9 @@ def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface"
         def on_photo(report: PhotoReport) -> None:
             bar.update(task, advance=1, description=f"enrolling {report.person}")
 
-        gallery, reports = build_gallery(photos_dir, encoder, on_photo)
+        bar.update(task, description="embedding the reference faces (strangers for calibrating a small gallery)")
+        reference = reference_faces(encoder)
+        gallery, reports = build_gallery(photos_dir, encoder, on_photo, reference=reference)
     gallery.save(output)
     for r in reports:
         if r.note != "ok":
@@ -92,7 +95,9 @@ def print_calibration(calibration: Calibration, *, every_person: bool | None = N
         err.print(
             f"open-set rule calibrated on the gallery's own photos: threshold {rule.threshold:g}, margin {rule.margin:g} "
             f"(named {calibration.known_named:.1%} of {calibration.known_probes} photos against their person's other photos; "
-            f"answered {calibration.strangers_rejected:.1%} unknown with their person left out, as strangers)"
+            + (f"answered {calibration.strangers_rejected:.1%} of {calibration.reference} reference faces nobody enrolled unknown)"
+               if calibration.reference else
+               f"answered {calibration.strangers_rejected:.1%} unknown with their person left out, as strangers)")
             + left_out_note(calibration), highlight=False, soft_wrap=True,
         )
     else:

@@ -140,13 +140,15 @@ def embed_photos(
 
 
 def build_gallery(
-    photos_dir: Path, encoder: FaceEncoder, on_photo: Callable[[PhotoReport], None] | None = None
+    photos_dir: Path, encoder: FaceEncoder, on_photo: Callable[[PhotoReport], None] | None = None, *, reference: np.ndarray | None = None
 ) -> tuple[Gallery, list[PhotoReport]]:
-    """Embed the largest face of every photo. Photos without a face are reported and skipped."""
+    """Embed the largest face of every photo. Photos without a face are reported and skipped.
+    ``reference``: faces nobody enrolled (``reference.reference_faces``), kept in the gallery for
+    calibrating it while it is small."""
     embedded, reports = embed_photos(find_photos(photos_dir), encoder, on_photo)
     if not embedded.names:
         raise GalleryError(f"no face was found in any photo under {photos_dir}")
     gallery = Gallery(weights=encoder.weights, embeddings=embedded.embeddings, names=embedded.names, sources=embedded.sources,
-                      recipe=encoder.recipe)
+                      recipe=encoder.recipe, reference=reference)
     gallery.calibrate()  # its open-set rule, from its own photos; gallery.calibration has the details
     return gallery, reports

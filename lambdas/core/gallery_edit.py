@@ -55,7 +55,8 @@ def new_names(gallery: Gallery, names: list[str]) -> list[str]:
 def _calibrated(gallery: Gallery, embeddings: np.ndarray, names: list[str], sources: list[str]) -> Gallery:
     if not names:
         raise GalleryError("this would leave the gallery empty: delete the file instead, or enrol again")
-    new = Gallery(weights=gallery.weights, embeddings=embeddings, names=names, sources=sources, recipe=gallery.recipe)
+    new = Gallery(weights=gallery.weights, embeddings=embeddings, names=names, sources=sources, recipe=gallery.recipe,
+                  reference=gallery.reference)
     new.calibrate()
     return new
 

@@ -89,6 +89,7 @@ class Calibration:
     strangers_rejected: float = 0.0  # share of stranger probes the rule answers unknown
     people: list[PersonConsistency] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)  # photos kept in the gallery but not used to calibrate: likely mislabels
+    reference: int = 0  # reference faces (not enrolled) the strangers were drawn from: a small gallery's (see ``calibrate``)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -195,9 +196,13 @@ def _probe_rows(person: np.ndarray, counts: np.ndarray, rng: np.random.Generator
     return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
 
-def calibrate(embeddings: np.ndarray, names: list[str], sources: list[str] | None = None, seed: int = 0) -> Calibration:
+def calibrate(
+    embeddings: np.ndarray, names: list[str], sources: list[str] | None = None, seed: int = 0, reference: np.ndarray | None = None
+) -> Calibration:
     """The open-set rule for a gallery of these (unit) embeddings and names, and how consistent each
-    person's photos are. Deterministic for the same gallery."""
+    person's photos are. Deterministic for the same gallery. A gallery of too few people to draw
+    strangers from its own photos is calibrated against ``reference`` (unit embeddings of faces not
+    enrolled, ``Gallery.reference``) when given."""
     people = sorted(set(names))
     index = {p: i for i, p in enumerate(people)}
     person = np.fromiter((index[n] for n in names), np.int64, count=len(names))
@@ -215,6 +220,8 @@ def calibrate(embeddings: np.ndarray, names: list[str], sources: list[str] | Non
     counts = np.bincount(person, minlength=len(people))
     probes = _probe_rows(person, counts, np.random.default_rng(seed))
     if np.count_nonzero(counts >= 2) < MIN_CALIBRATION_PEOPLE:
+        if reference is not None and len(reference) and len(people):
+            return _calibrate_with_reference(emb, person, len(people), probes, np.asarray(reference, np.float32), consistency, left_out)
         return Calibration(OpenSetRule(), calibrated=False, people=consistency, left_out=left_out)
     known, stranger = features(probe_distances(emb, person, len(people), probes))
     known_grid = accepted(known, _THRESHOLDS, _MARGINS).mean(axis=2)
@@ -224,6 +231,45 @@ def calibrate(embeddings: np.ndarray, names: list[str], sources: list[str] | Non
     return Calibration(
         rule, calibrated=True, known_probes=len(probes), stranger_probes=len(probes),
         known_named=float(known_grid[i, j]), strangers_rejected=float(1.0 - stranger_grid[i, j]), people=consistency, left_out=left_out,
+    )
+
+
+def reference_distances(q: np.ndarray, reference: np.ndarray, count: int, skip_self: bool = False) -> np.ndarray:
+    """Each row's ``count`` nearest reference faces' distances, sorted (``skip_self``: ``q`` is the
+    reference itself, and a face is not its own neighbour)."""
+    cos = q @ reference.T
+    if skip_self:
+        np.fill_diagonal(cos, -np.inf)
+    return distance_of_cosine(nearest_people(cos, min(count, reference.shape[0] - int(skip_self)))[1].astype(np.float64))
+
+
+def _calibrate_with_reference(
+    emb: np.ndarray, person: np.ndarray, n_people: int, probes: np.ndarray, reference: np.ndarray,
+    consistency: list[PersonConsistency], left_out: list[str],
+) -> Calibration:
+    """A small gallery's rule: the reference faces are its strangers (each against the enrolled people,
+    with the other reference faces as the next ones), and the leave-one-out photos of its people with
+    two or more photos its known probes (their next ones: the other people and the reference faces),
+    as ``Gallery.match`` ranks them when the gallery carries its reference."""
+    sums = person_sums(emb, person, n_people)
+    centroids = _unit(sums).astype(np.float32)
+    enrolled = np.sort(distance_of_cosine((reference @ centroids.T).astype(np.float64)), axis=1)
+    around = reference_distances(reference, reference, NEIGHBOURS + 1, skip_self=True)
+    rest = np.sort(np.concatenate([enrolled[:, 1:], around], axis=1), axis=1)[:, : NEIGHBOURS + 1]
+    stranger = {"d1": enrolled[:, 0], "next": next_mean(np.column_stack([enrolled[:, 0], rest])), "d2": rest[:, 0]}
+    stranger_grid = accepted(stranger, _THRESHOLDS, _MARGINS).mean(axis=2)
+    if len(probes):
+        d = probe_distances(emb, person, n_people, probes)
+        others = np.sort(np.concatenate([d["others"], reference_distances(emb[probes], reference, NEIGHBOURS + 1)], axis=1), axis=1)
+        known = features({"own": d["own"], "others": others[:, : NEIGHBOURS + 1]})[0]
+        known_grid = accepted(known, _THRESHOLDS, _MARGINS).mean(axis=2)
+    else:  # nobody with two photos: the loosest rule that keeps the strangers out
+        known_grid = np.zeros_like(stranger_grid)
+    rule = choose_rule(known_grid, stranger_grid)
+    i, j = int(np.searchsorted(_THRESHOLDS, rule.threshold)), int(np.searchsorted(_MARGINS, rule.margin))
+    return Calibration(
+        rule, calibrated=True, known_probes=len(probes), stranger_probes=len(reference), known_named=float(known_grid[i, j]),
+        strangers_rejected=float(1.0 - stranger_grid[i, j]), people=consistency, left_out=left_out, reference=len(reference),
     )
 
 

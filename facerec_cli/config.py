@@ -250,18 +250,19 @@ class IaasSettings:
     max_instances: int = 20
     per_instance: int = 1
     scale_in_after: float = 30.0
+    scale_interval: float = 5.0  # seconds between the web tier's scaling decisions
     timeout: float = 60.0
     visibility_timeout: int = 30
 
 
 # The smallest value each numeric IaaS setting may take (the flags check the same with min=).
-_IAAS_MINIMUM: dict[str, float] = {"port": 0, "max_instances": 0, "per_instance": 1, "scale_in_after": 0.0, "timeout": 0.1, "visibility_timeout": 1}
+_IAAS_MINIMUM: dict[str, float] = {"port": 0, "max_instances": 0, "per_instance": 1, "scale_in_after": 0.0, "scale_interval": 0.1, "timeout": 0.1, "visibility_timeout": 1}
 
 
-def load_iaas_settings(*, config: ConfigFile | None = None, **flags: Any) -> IaasSettings:
+def load_iaas_settings(*, config: ConfigFile | None = None, defaults: dict[str, Any] | None = None, **flags: Any) -> IaasSettings:
     """IaaS settings from flags (None = not given) > ``FACEREC_<NAME>`` (empty: unset) > the ``[iaas]``
-    table of facerec.toml > default. A value that is not of the setting's type is one UserError naming
-    where it came from."""
+    table of facerec.toml > ``defaults`` (a course grader's, :mod:`facerec_cli.iaas.grader`) > default.
+    A value that is not of the setting's type is one UserError naming where it came from."""
     unknown = set(flags) - {f.name for f in fields(IaasSettings)}
     if unknown:
         raise TypeError(f"not IaaS settings: {', '.join(sorted(unknown))}")
@@ -277,6 +278,9 @@ def load_iaas_settings(*, config: ConfigFile | None = None, **flags: Any) -> Iaa
             value, source = os.environ[env_name], env_name
         elif name in table:
             value, source = table[name], f"[iaas] in {config.path}"
+        elif defaults and name in defaults:
+            values[name] = defaults[name]
+            continue
         else:
             continue
         values[name] = _iaas_value(name, value, source, type(spec.default) if spec.default is not None else str)

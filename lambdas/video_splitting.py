@@ -24,6 +24,7 @@ from .core import media
 from .core.errors import InputError
 from .core.results import error_result
 from .env import SplittingEnv
+from .gop import GOP, gop_frames
 from .events import FrameRef, RecognitionRequest, Upload, uploads
 from .stage1 import decode_budget, frame_key, local_name, marker_key
 from .storage import EVENT_META, already_done, client, log, write_result
@@ -51,12 +52,15 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
     # Decoded in process; each frame is encoded and stored as soon as it is decoded, frame 0 first.
     with media.open_video(local, timeout=decode_budget(env, deadline), name=upload.video) as video:
         media.check_duration(Path(upload.video), video.duration, env.max_seconds)
-        times = media.sample_times(video.duration, env.frames, env.fps or None)
-        for frame in video.frames(times):
+        if env.stage1_layout == GOP:  # Part 1's frames and names (lambdas/gop.py)
+            stored = gop_frames(upload.stem, video)
+        else:
+            times = media.sample_times(video.duration, env.frames, env.fps or None)
+            stored = ((frame_key(upload.stem, f.index), f) for f in video.frames(times))
+        for key, frame in stored:
             t = lap("decode", t)
             body = media.encode_jpeg(frame.image)
             t = lap("encode", t)
-            key = frame_key(upload.stem, frame.index)
             client("s3").put_object(
                 Bucket=env.stage1_bucket,
                 Key=key,
@@ -65,7 +69,8 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
                 Metadata={EVENT_META: upload.event_id, "t": f"{frame.t:.3f}"},
             )
             t = lap("upload", t)
-            frames.append(FrameRef(key=key, t=frame.t))
+            if not frames or frames[-1].t != frame.t:  # gop repeats its last frame: recognised once
+                frames.append(FrameRef(key=key, t=frame.t))
     return RecognitionRequest(
         stage1_bucket=env.stage1_bucket,
         stem=upload.stem,

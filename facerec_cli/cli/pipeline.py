@@ -22,6 +22,7 @@ from facerec_cli.cli.options import (
     DestroyDryRunOpt,
     DryRunOpt,
     JsonOpt,
+    Stage1LayoutOpt,
     WatchPrefixOpt,
     YesOpt,
     aws_target_options,
@@ -74,6 +75,7 @@ def bootstrap(
         float | None,
         typer.Option("--segment-seconds", min=1.0, help="With --timeline: seconds of video per segment invocation (default 30)."),
     ] = None,
+    stage1_layout: Stage1LayoutOpt = None,
     retain_days: Annotated[
         int | None,
         typer.Option(
@@ -95,6 +97,7 @@ def bootstrap(
         run_bootstrap(
             settings, gallery=gallery, dry_run=dry_run, skip_images=skip_images, base_image=base_image, weights=weights, yes=yes,
             annotate=annotate, timeline=timeline, segment_seconds=segment_seconds,
+            stage1_layout=stage1_layout.value if stage1_layout else None,
         )
 
 @app.command()

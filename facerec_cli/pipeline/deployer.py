@@ -39,6 +39,7 @@ from facerec_cli.infra.resources.awslambda import FunctionSpec
 from facerec_cli.infra.resources.ecr import RepositorySpec
 from facerec_cli.pipeline.stack import DeployOptions, pipeline_stack
 from lambdas import env as fenv
+from lambdas.gop import GOP
 
 BOOTSTRAP = "facerec bootstrap"
 DESTROY = "facerec destroy"
@@ -99,6 +100,21 @@ class BootstrapRequest:
     segment_seconds: float | None = None
     build_images: bool = True
     base_image: str | None = None
+    stage1_layout: str | None = None  # "frames" | "gop"
+
+
+def layout_env(deployed: dict[str, str], layout: str | None, *, timeline: bool) -> dict[str, str]:
+    """video-splitting's stage-1 layout (lambdas/gop.py): ``--stage1-layout``, else what the deployed
+    function has (``frames`` for a new deployment). Part 1's layout and timelines do not combine."""
+    value = layout if layout is not None else deployed.get(fenv.STAGE1_LAYOUT) or "frames"
+    if value != GOP:
+        return {}
+    if timeline:
+        raise UserError(
+            "--stage1-layout gop and --timeline do not combine: a timeline samples its own frames",
+            hint="pass --no-timeline for Part 1's layout, or --stage1-layout frames for timelines",
+        )
+    return {fenv.STAGE1_LAYOUT: GOP}
 
 
 def gallery_weights(gallery: Path | None, weights: str | None) -> str | None:
@@ -167,10 +183,12 @@ class Bootstrap:
         deployed = deployed_environment(clients, n.recognition_function)
         self.weights = weights or deployed.get(fenv.WEIGHTS) or "casia-webface"
         annotate = deployed.get(fenv.ANNOTATE) == "1" if request.annotate is None else request.annotate
+        splitting = deployed_environment(clients, n.splitting_function)
+        timeline = timeline_env(splitting, request.timeline, request.segment_seconds)
         self.options = DeployOptions(
             gallery=request.gallery, weights=self.weights, with_ecr=request.build_images,
             recognition_env={fenv.ANNOTATE: "1"} if annotate else {},
-            splitting_env=timeline_env(deployed_environment(clients, n.splitting_function), request.timeline, request.segment_seconds),
+            splitting_env={**timeline, **layout_env(splitting, request.stage1_layout, timeline=bool(timeline))},
         )  # fmt: skip
 
     def plan(self) -> Plan:

@@ -374,6 +374,46 @@ class Video:
             reason = f" ({errors[-1]})" if errors else ""
             raise InputError(f"{self.name}: not a readable video: no frame could be decoded{reason}")
 
+    def frames_at_positions(self, positions: Sequence[int]) -> Iterator[Frame]:
+        """For each decode position of ``positions`` (increasing; 0 is the first frame the decoder gives,
+        whatever its timestamp), that frame, upright, as ``Frame(index=position in positions, t=its
+        timestamp)``; a position past the last frame gets the last frame (as ffmpeg's constant-rate
+        output repeats it). Decodes from the start up to the last position wanted. InputError when no
+        frame can be decoded, or when the decode budget runs out."""
+        errors: list[str] = []
+        if self._read:
+            with _Libav():
+                self._container.seek(self._start, stream=self._stream, backward=True)
+        self._read = True
+
+        def picture(frame: av.VideoFrame) -> tuple[float, Image.Image]:
+            pts = frame.pts if frame.pts is not None else self._start
+            self.rotation = frame.rotation
+            with _Libav():
+                return max(0.0, (pts - self._start) * self._tbf), _upright(frame.to_image(), frame.rotation)
+
+        wanted = list(positions)
+        done = 0
+        last: tuple[float, Image.Image] | None = None  # (t, image) of the frame yielded last
+        position, frame = -1, None
+        for position, frame in enumerate(self._decoded(errors)):
+            if frame.width * frame.height > self.max_pixels:
+                _check_video_pixels(self.name, frame.width, frame.height, self.max_pixels)
+            if done < len(wanted) and wanted[done] == position:
+                last = picture(frame)
+            while done < len(wanted) and wanted[done] == position:
+                yield Frame(done, *last)
+                done += 1
+            if done == len(wanted):
+                return
+        if frame is None:
+            reason = f" ({errors[-1]})" if errors else ""
+            raise InputError(f"{self.name}: not a readable video: no frame could be decoded{reason}")
+        if last is None or wanted[done - 1] != position:  # the last frame was not yielded yet
+            last = picture(frame)
+        for index in range(done, len(wanted)):
+            yield Frame(index, *last)
+
 
 def open_video(
     path: Path, timeout: float = DEFAULT_DECODE_TIMEOUT, *, max_frames_per_sample: int = MAX_FRAMES_PER_SAMPLE,

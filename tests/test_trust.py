@@ -128,6 +128,18 @@ def test_enroll_never_destroys_what_is_at_its_output(data: Path, tmp_path: Path,
         assert notes.read_text() == "my notes\n"
 
 
+def test_an_edit_never_writes_over_a_file_that_is_not_a_gallery(celeb_gallery: Any, tmp_path: Path) -> None:
+    g = tmp_path / "g.safetensors"
+    shutil.copy(celeb_gallery[0], g)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    refused = facerec("gallery", "rename", "-g", g, "madonna", "Madonna Ciccone", "-o", notes)
+    assert refused.exit_code != 0 and "exists and is not a gallery" in " ".join(error_lines(refused)), refused.output
+    assert notes.read_text() == "my notes\n"
+    onto = facerec("gallery", "rename", "-g", g, "madonna", "Madonna Ciccone", "-o", tmp_path)
+    assert onto.exit_code != 0 and "is a folder" in " ".join(error_lines(onto)) and "Traceback" not in onto.output
+
+
 def test_saving_over_a_folder_leaves_nothing_behind(celeb_gallery: Any, tmp_path: Path) -> None:
     with pytest.raises(GalleryError, match="is a folder"):
         celeb_gallery[1].save(tmp_path)

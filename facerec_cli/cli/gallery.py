@@ -233,6 +233,9 @@ def _cloud(to_cloud: bool, target: AwsTarget) -> Any:
 
 
 def _save_and_push(before: Gallery, after: Gallery, touched: list[str], path: Path, cloud: Any) -> None:
+    from facerec_cli.galleries import check_new_gallery_path
+
+    check_new_gallery_path(path, force=True)  # -o onto a folder or a file that is not a gallery: refused, nothing written
     if cloud is not None:  # the deployed function would refuse it: say so before the file changes
         from facerec_cli.pipeline.gallery_push import check_for_functions
 

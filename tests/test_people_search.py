@@ -143,7 +143,7 @@ def test_label_a_stranger_then_reidentify(results_dir: Path, gallery_copy: Path)
     stranger = people.find_group(read(results_dir), "unknown-1").faces
     labelled = facerec("people", "label", CLIP, "unknown-1", LACAMOIRE, "--gallery", gallery_copy, "--results", results_dir)
     assert labelled.exit_code == 0, labelled.stderr
-    assert f"added 2 faces of unknown-1 in {CLIP} as {LACAMOIRE} (new)" in labelled.stderr, labelled.stderr
+    assert f"added 2 faces of unknown-1 (on screen 0:00.0-0:00.5) in {CLIP} as {LACAMOIRE} (new)" in labelled.stderr, labelled.stderr
     gallery = Gallery.load(gallery_copy)
     assert gallery.people == [LACAMOIRE, MIRANDA] and all(s.startswith(f"{CLIP}@") for n, s in zip(gallery.names, gallery.sources) if n == LACAMOIRE)
 
@@ -204,12 +204,22 @@ def test_a_stranger_keeps_its_number_after_a_relabel(results_dir: Path, gallery_
     listed = json.loads(facerec("people", "list", CLIP, "--results", results_dir, "--json").stdout)
     assert {g["person"] for g in listed["people"] if not g["known"]} == set(strangers)
 
+    # unknown-2 is the stranger shown as unknown-2 before: labelling it says when it is on screen.
+    second = facerec("people", "label", CLIP, "unknown-2", "Second Person", "--gallery", gallery_copy, "--results", results_dir,
+                     "-o", gallery_copy.with_name("second.safetensors"))  # fmt: skip
+    assert second.exit_code == 0 and f"of unknown-2 (on screen {people_ranges(strangers['unknown-2'])})" in second.stderr, second.stderr
     gallery = gallery_copy.read_bytes()
     again = facerec("people", "label", CLIP, "unknown-1", "Someone Else", "--gallery", gallery_copy, "--results", results_dir)
     assert again.exit_code == 1 and f"unknown-1 in {CLIP} is {LACAMOIRE} now" in error_lines(again)[0], again.stderr
     assert gallery_copy.read_bytes() == gallery
     # A second re-answer changes nothing, numbers included.
     assert "0 changed" in facerec("results", "--reidentify", "--results", results_dir, "--gallery", gallery_copy).stderr
+
+
+def people_ranges(group: Any) -> str:
+    from facerec_cli.cli.people import _ranges
+
+    return _ranges(group.ranges)
 
 
 def test_search_person_ignores_case_and_suggests_names(results_dir: Path) -> None:

@@ -143,8 +143,10 @@ def people_label(
     done = label(before, result, group, name)
     new = "" if done.person in before.people else " (new)"
     skipped = f"; {done.same} already in the gallery" if done.same else ""
-    err.print(f"added {plural(len(done.added), 'face')} of {escape(group)} in {escape(result.video)} as {escape(done.person)}{new}: "
-              f"{done.gallery.names.count(done.person)} in all{skipped}", highlight=False, soft_wrap=True)  # fmt: skip
+    was = f"; it holds faces shown before as {', '.join(done.was)} (re-answered since)" if done.was else ""
+    err.print(f"added {plural(len(done.added), 'face')} of {escape(group.strip())} (on screen {_ranges(done.ranges)}) in {escape(result.video)} "
+              f"as {escape(done.person)}{new}: {done.gallery.names.count(done.person)} in all{skipped}{escape(was)}",
+              highlight=False, soft_wrap=True)  # fmt: skip
     _save_and_push(before, done.gallery, [done.person], output or gallery, cloud)
     err.print("re-answer the stored results with `facerec results --reidentify`" + (f" --results {results_dir}" if results_dir else "")
               + ("" if to_cloud else f" --gallery {output or gallery}"), highlight=False, soft_wrap=True)  # fmt: skip
@@ -276,11 +278,11 @@ def _search_photo(store: Store, photos: list[Path], gallery_path: Path | None, t
     weights = weights_for(gallery) if gallery is not None else max(models, key=models.__getitem__) if models else "casia-webface"
     encoder = FaceEncoder(weights=weights)
     embedded, reports = embed_photos([("photo", p) for p in photos], encoder)
+    if not embedded.names:  # each photo's own problem, said once: unreadable, or no face
+        raise UserError("; ".join(f"{r.path.name}: {r.error or 'no face found'}" for r in reports))
     for r in reports:
         if r.note != "ok":
             err.print(f"[yellow]{escape(r.path.name)}[/]: {escape(r.note)}", highlight=False, soft_wrap=True)
-    if not embedded.names:
-        raise UserError("no face found in the photo(s)")
     query = embedded.embeddings.mean(axis=0)  # several photos: their centroid, as a gallery matches
     found = find_face(index, query / max(float(np.linalg.norm(query)), 1e-12), gallery, threshold=threshold, model=encoder.weights)
     notes = []

@@ -12,7 +12,7 @@ and recomputes the main identity and the timeline, without the video. numpy only
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -111,6 +111,8 @@ class Labelled:
     person: str
     added: list[str]  # the sources of the faces added ("video@12.500s")
     same: int  # faces skipped as already in the gallery (the same face within gallery_edit.SAME_PHOTO)
+    ranges: list[list[float]] = field(default_factory=list)  # when the group is on screen: what the user labelled
+    was: list[str] = field(default_factory=list)  # other stranger labels its faces were shown under before a re-answer
 
 
 def label(gallery: Gallery, result: Result, group_label: str, name: str, *, limit: int = MAX_FACES_PER_LABEL) -> Labelled:
@@ -130,7 +132,8 @@ def label(gallery: Gallery, result: Result, group_label: str, name: str, *, limi
     if not keep:
         raise GalleryError(f"every face of {group.label} in {result.video} is in the gallery already: nothing to add")
     after = with_photos(gallery, [person] * len(keep), embeddings[keep], [sources[k] for k in keep])
-    return Labelled(after, person, [sources[k] for k in keep], len(picked) - len(keep))
+    was = sorted({f.group for f in (result.faces[i] for i in group.faces) if f.group and f.group != group.label})
+    return Labelled(after, person, [sources[k] for k in keep], len(picked) - len(keep), group.ranges, was)
 
 
 def reanswer(result: Result, gallery: Gallery, threshold: float | None = None) -> Result:

@@ -256,10 +256,11 @@ def test_one_close_match_does_not_name_a_whole_group(celeb_gallery: Any, hamilto
 
 @pytest.fixture(scope="module")
 def reference(encoder: Any) -> np.ndarray:
-    from lambdas.core.reference import reference_faces
+    from lambdas.core.reference import cached_reference_faces, reference_faces
 
     faces = reference_faces(encoder)
     assert faces.shape == (100, 512)  # every face of scikit-image's LFW subset is found
+    np.testing.assert_array_equal(cached_reference_faces(encoder), faces)  # what enroll takes from the weights cache
     return faces
 
 

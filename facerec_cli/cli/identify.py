@@ -11,7 +11,7 @@ from lambdas.core.gallery import Gallery
 from lambdas.core.media import Frame
 from lambdas.core.openset import Calibration
 from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
-from lambdas.core.reference import reference_faces
+from lambdas.core.reference import cached_reference_faces
 from lambdas.core.results import ERROR, Result
 
 from facerec_cli.galleries import check_new_gallery_path, load_gallery
@@ -38,7 +38,7 @@ def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface"
             bar.update(task, advance=1, description=f"enrolling {report.person}")
 
         bar.update(task, description="embedding the reference faces (strangers for calibrating a small gallery)")
-        reference = reference_faces(encoder)
+        reference = cached_reference_faces(encoder)
         gallery, reports = build_gallery(photos_dir, encoder, on_photo, reference=reference)
     gallery.save(output)
     for r in reports:

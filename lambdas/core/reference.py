@@ -15,6 +15,7 @@ each other (median): as unenrolled faces do.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -32,13 +33,37 @@ def reference_faces(encoder: Any) -> np.ndarray:
     from .media import Frame
 
     faces = data.lfw_subset()[:100]  # the first 100 are faces, the rest background patches
-    pairs = []
-    for k, face in enumerate(faces):
+    canvases = []
+    for face in faces:
         picture = Image.fromarray((np.clip(face, 0, 1) * 255).astype(np.uint8)).convert("RGB").resize((160, 160), Image.BICUBIC)
         canvas = Image.new("RGB", (CANVAS, CANVAS), (128, 128, 128))
         canvas.paste(picture, ((CANVAS - 160) // 2, (CANVAS - 160) // 2))
-        found = encoder.detector.detect([canvas])[0]
-        if found:
-            pairs.append((Frame(k, 0.0, canvas), found[0]))
+        canvases.append(canvas)
+    found = encoder.detector.detect(canvases)  # one batch: same-size canvases share the pyramid's passes
+    pairs = [(Frame(k, 0.0, canvas), dets[0]) for k, (canvas, dets) in enumerate(zip(canvases, found)) if dets]
     embedded = encoder.embed_detections(pairs)
     return np.stack([e.embedding for e in embedded]).astype(np.float32) if embedded else np.zeros((0, 512), np.float32)
+
+
+def cached_reference_faces(encoder: Any) -> np.ndarray:
+    """``reference_faces`` kept in the weights cache per weights and recipe (embedding them costs ~5 s
+    on 2 busy cores; every enrolment with the same weights gets the same rows)."""
+    import hashlib
+
+    from .weights import weights_cache_dir
+
+    key = hashlib.sha256(f"{SOURCE}|{encoder.weights}|{encoder.recipe}".encode()).hexdigest()[:16]
+    path = weights_cache_dir() / f"reference-{key}.npy"
+    try:
+        cached = np.load(path, allow_pickle=False)
+        if cached.ndim == 2 and cached.shape[1] == 512:
+            return cached.astype(np.float32)
+    except (OSError, ValueError):
+        pass  # absent or damaged: embed again
+    faces = reference_faces(encoder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, faces, allow_pickle=False)
+    tmp.replace(path)
+    return faces

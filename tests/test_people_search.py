@@ -269,6 +269,28 @@ def test_a_results_folder_holds_the_crops_its_json_names(data: Path, miranda_gal
     assert named.image and (out / named.image).is_file()
 
 
+def test_reidentify_names_what_it_rewrote_when_a_write_fails(results_dir: Path, gallery_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facerec_cli.pipeline.observe.result_store import DirStore
+
+    assert facerec("people", "label", CLIP, "unknown-1", LACAMOIRE, "--gallery", gallery_copy, "--results", results_dir).exit_code == 0
+    real_write, calls = DirStore.write, []
+
+    def write_then_fail(self: DirStore, stem: str, result: Result) -> None:
+        # A full disk on the second write: not something a test running as root can cause for real.
+        calls.append(stem)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(self, stem, result)
+
+    monkeypatch.setattr(DirStore, "write", write_then_fail)
+    before = {p.name: p.read_bytes() for p in results_dir.iterdir()}
+    stopped = facerec("results", "--reidentify", "--results", results_dir, "--gallery", gallery_copy)
+    line = " ".join(error_lines(stopped))
+    assert stopped.exit_code == 1 and f"re-answering stopped at {calls[1]}" in line and f"(1 of 2): {calls[0]}" in line, stopped.stderr
+    assert (results_dir / f"{calls[0]}.json").read_bytes() != before[f"{calls[0]}.json"]  # rewritten, as the message says
+    assert (results_dir / f"{calls[1]}.json").read_bytes() == before[f"{calls[1]}.json"]  # not
+
+
 # ------------------------------------------------------------------------------------------ the core
 
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from facerec_cli.config import Settings, load_iaas_settings
 from facerec_cli.iaas.deployer import plan_bootstrap
-from facerec_cli.iaas.grader import CourseGrader, grader_settings
+from facerec_cli.config import CourseGrader, grader_settings
 from facerec_cli.iaas.messages import REQUEST_MAX_BYTES, message_bytes, queue_url, request_bytes
 from facerec_cli.iaas.names import IaasNames
 from facerec_cli.iaas.scaler import AutoScaler, ScalingPolicy

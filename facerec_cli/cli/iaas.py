@@ -36,7 +36,7 @@ from facerec_cli.cli.options import (
 )
 from facerec_cli.config import ConfigFile, IaasSettings, Settings, load_iaas_settings
 from facerec_cli.errors import UserError
-from facerec_cli.iaas.grader import CourseGrader, grader_settings
+from facerec_cli.config import CourseGrader, grader_settings
 from facerec_cli.render import err, out
 
 MaxInstancesOpt = Annotated[int | None, typer.Option("--max-instances", min=0, max=1000, help="Most app-tier instances (default 20; the course's graders: at most 20 in 2024, exactly 15 in Fall 2025).")]

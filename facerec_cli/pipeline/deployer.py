@@ -37,6 +37,8 @@ from facerec_cli.infra.planner import plan_destroy as plan_stack_teardown
 from facerec_cli.infra.readers import get_or_none
 from facerec_cli.infra.resources.awslambda import FunctionSpec
 from facerec_cli.infra.resources.ecr import RepositorySpec
+from facerec_cli.infra.resources.iam import RoleSpec
+from facerec_cli.infra.resources.s3 import NotificationSpec
 from facerec_cli.pipeline.stack import DeployOptions, pipeline_stack
 from lambdas import env as fenv
 from lambdas.gop import GOP
@@ -76,7 +78,14 @@ def plan_destroy(settings: Settings, options: DeployOptions | None = None, clien
     """Everything `destroy` would delete, the reverse of the creation order; empty when nothing is left."""
     clients = clients or Clients.from_settings(settings)
     stack = stack_for(settings, dataclasses.replace(options or DeployOptions(), gallery=None), clients)
+    stack.specs = [*stack.specs, *retired_roles(settings, stack)]  # deleted first (a destroy runs backwards)
     return plan_stack_teardown(stack, clients, command=DESTROY)
+
+
+def retired_roles(settings: Settings, stack: Stack) -> list[RoleSpec]:
+    """Roles of names earlier versions made (Names.legacy_roles), as specs a destroy deletes when found."""
+    model = next(s for s in stack.specs if isinstance(s, RoleSpec))
+    return [dataclasses.replace(model, name=name, arn=model.arn.rsplit("/", 1)[0] + "/" + name) for name in settings.names.legacy_roles()]
 
 
 def deployed_environment(clients: Clients, function: str) -> dict[str, str]:
@@ -230,6 +239,10 @@ class Bootstrap:
             if on_replanned is not None:
                 on_replanned([s for s in plan.changes if (s.action, s.resource) not in shown])
         apply_plan(plan, self.reporter)
+        if any(s.kind == NotificationSpec.kind for s in plan.changes):  # S3 may take minutes to apply it (pipeline/trigger.py)
+            from facerec_cli.pipeline.upload_ledger import UploadLedger
+
+            UploadLedger(self.settings).trigger_put()
         return plan
 
     def _build(self, engine: Any, done_before: list[Step]) -> dict[str, str]:

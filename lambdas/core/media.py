@@ -29,6 +29,7 @@ frame) and ``MAX_FRAMES_PER_SAMPLE`` decoded frames per sampled frame. Exceeding
 from __future__ import annotations
 
 import io
+import math
 import re
 import time
 import warnings
@@ -444,6 +445,18 @@ def check_duration(path: Path, seconds: float | None, max_seconds: float | None)
             f"{path.name}: the video is {seconds:.0f} s long, over the limit of {max_seconds:.0f} s "
             "(raise FACEREC_MAX_SECONDS or trim the video)"
         )
+
+
+def segment_plan(duration: float | None, seconds: float) -> list[tuple[float, float | None]]:
+    """The parts ``[start, end)`` of a video of ``duration`` seconds, ``seconds`` long each (the last
+    one shorter): one part for a video no longer than that, or of unknown length (``end`` None: to
+    the end of the video, wherever that is)."""
+    if duration is None:
+        return [(0.0, None)]
+    if duration <= seconds or seconds <= 0:
+        return [(0.0, float(duration))]
+    count = math.ceil(duration / seconds - 1e-6)
+    return [(i * seconds, min(float(duration), (i + 1) * seconds)) for i in range(count)]
 
 
 def sample_times(duration: float | None, count: int, fps: float | None = None) -> list[float]:

@@ -101,7 +101,8 @@ class Served:
 
     def stop(self, timeout: float = 180) -> int:
         """SIGTERM, and its exit code; a server still up after ``timeout`` (a hang guard, generous for a
-        loaded machine) is killed and the test fails with what it printed."""
+        loaded machine) is killed and the test fails with what it printed. (A SIGTERM that arrived while
+        the server listed its buckets was once swallowed by botocore's retries: that is what this catches.)"""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:

@@ -62,24 +62,19 @@ def progress(pipeline: LocalPipeline) -> str:
     return Progress(*counts, c.running, c.queued, c.failed).line()
 
 
-class Stopped(Exception):
-    """SIGTERM arrived."""
-
-
 @contextmanager
-def sigterm_stops() -> Iterator[None]:
-    """SIGTERM ends the serve loop as Ctrl-C does (through the cleanup), instead of killing this process
-    and leaving its workers behind."""
-
-    def stop(signum: int, frame: Any) -> None:
-        raise Stopped()
-
+def sigterm_stops() -> Iterator[threading.Event]:
+    """An event SIGTERM sets, so that the serve loop ends as Ctrl-C does (through the cleanup) instead of
+    this process dying with its workers left behind. The handler only sets the event: an exception raised
+    from it would land in whatever the main thread is doing, and botocore, listing the buckets for the
+    progress line, catches exceptions there and retries the request (a SIGTERM got lost that way)."""
+    stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
-        yield
+        yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -101,30 +96,32 @@ def announce(pipeline: LocalPipeline, log_path: str) -> None:
 def serve(gallery: Path, options: RunOptions, *, log_path: str) -> None:
     """Deploy, serve until Ctrl-C or SIGTERM, stop everything."""
     options = dataclasses.replace(options, enforce_iam=False, record_metrics=True)
-    with sigterm_stops():
+    with sigterm_stops() as stop:
         pipeline = LocalPipeline(gallery, options, log_path=log_path)
         try:
             with err.status("starting the local cloud and the workers…"):
                 pipeline.__enter__()
-            announce(pipeline, log_path)
-            _follow(pipeline)
-        except (Stopped, KeyboardInterrupt):
-            pass  # the way to stop it
+            if not stop.is_set():
+                announce(pipeline, log_path)
+                _follow(pipeline, stop)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C: the way to stop it
         finally:
             pipeline.__exit__(None, None, None)
     err.print("stopped: local cloud and workers shut down", highlight=False)
 
 
-def _follow(pipeline: LocalPipeline) -> None:
-    """The live progress line: redrawn on a terminal, else printed when it changes."""
+def _follow(pipeline: LocalPipeline, stop: threading.Event) -> None:
+    """The live progress line until ``stop`` is set: redrawn on a terminal, else printed when it changes."""
     last = ""
     settled = -1
     if err.is_terminal:
         with err.status("") as status:
-            while True:
+            while not stop.is_set():
                 settled = pipeline.cloud.dispatcher.wait_settled(settled, PROGRESS_S)
                 status.update(progress(pipeline))
-    while True:
+        return
+    while not stop.is_set():
         settled = pipeline.cloud.dispatcher.wait_settled(settled, PROGRESS_S)
         line = progress(pipeline)
         if line != last:

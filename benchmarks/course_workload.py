@@ -23,8 +23,8 @@ Printed, all in this one run:
   or the clips are wrong, and the benchmark says so;
 - **paced** (one upload per 1/--rate s through the embedded cloud, workers warm): latency upload ->
   result p50/p95, and where a paced video's time goes (the result's per-stage timings: split download,
-  decode, encode, upload; the Invoke hand-over; recognition download, decode, detect, embed, match,
-  write).
+  decode, encode, upload; the Invoke hand-over; recognition download, decode, detect, embed, match;
+  the result's own write is not in it: the details are stored before the answer).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ outside, handlers time out at random moments and S3 events (and Invokes) are del
   time, 0-0.3 s later, as S3 and Lambda may (at least once).
 
 Checked per video: a result exists (`<stem>.json` and `<stem>.txt`, the same name), it names the right
-person, and `<stem>.json` was written once (the output bucket is versioned for the run). A video whose
+person, and `<stem>.json` was written once (the details bucket is versioned for the run). A video whose
 three attempts (Lambda's asynchronous retries) were all killed or timed out ends in an `error` result
 that says so, as on AWS: counted apart ("retries_exhausted"), not as lost. Prints the counts and exits 1
 on any lost, duplicated or wrong result, or an error of any other kind.
@@ -95,7 +95,7 @@ def main() -> int:
     with LocalPipeline(gallery, RunOptions(workers=args.workers, timeout_s=1800, allow=allow), log_path=str(log)) as pipeline:
         names = pipeline.names
         s3 = pipeline.clients.s3
-        s3.put_bucket_versioning(Bucket=names.output_bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_versioning(Bucket=names.details_bucket, VersioningConfiguration={"Status": "Enabled"})  # versions of <stem>.json
         replace_handler(pipeline, names.splitting_function, HANDLERS["splitting"], fault_dir, args.timeouts)
         replace_handler(pipeline, names.recognition_function, HANDLERS["recognition"], fault_dir, args.timeouts)
 
@@ -133,7 +133,7 @@ def main() -> int:
         by_video = {r.video: r for r in results}
         for job in jobs:
             result = by_video.get(job.key)
-            versions = [v for v in s3.list_object_versions(Bucket=names.output_bucket, Prefix=f"{job.stem}.json").get("Versions", [])
+            versions = [v for v in s3.list_object_versions(Bucket=names.details_bucket, Prefix=f"{job.stem}.json").get("Versions", [])
                         if v["Key"] == f"{job.stem}.json"]
             try:
                 txt = s3.get_object(Bucket=names.output_bucket, Key=f"{job.stem}.txt")["Body"].read().decode()

@@ -601,7 +601,7 @@ def run(args: argparse.Namespace) -> int:
 
         def rec_check(fn: Function, inv: Invocation) -> None:
             stem = inv.answer["stem"]
-            result = json.loads(cloud.s3.get_object(Bucket=names.output_bucket, Key=f"{stem}.json")["Body"].read())
+            result = json.loads(cloud.s3.get_object(Bucket=names.details_bucket, Key=f"{stem}.json")["Body"].read())
             if result["status"] == "error" or ("/course-" in stem and (result["status"] != "ok" or result["name"] != person)):
                 raise RuntimeError(f"recognition at {fn.memory_mb} MB: {result}")
             inv.stages = {k: float(v) for k, v in (result.get("timings_ms") or {}).items()}

@@ -3,7 +3,8 @@
 Precedence: command-line flag > environment (``FACEREC_*``) > ``facerec.toml`` (current directory, then
 the user config directory) > default. Resource names follow the course convention: buckets
 ``<prefix>-input``, ``<prefix>-stage-1``, ``<prefix>-output``; functions ``video-splitting`` and
-``face-recognition``.
+``face-recognition``. A fourth bucket, ``<prefix>-details``, holds everything facerec writes besides
+the answers (the course's grader reads every object in the output bucket).
 
 The IaaS commands' own settings (:class:`IaasSettings`: ``ami``, ``port``, ``max_instances``...) follow
 the same precedence, from the ``[iaas]`` table of the same file: flag > ``FACEREC_<NAME>`` (e.g.
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from facerec_cli.errors import UserError
+from lambdas.env import ResultBuckets
 
 DEFAULT_PREFIX = "facerec"
 DEFAULT_REGION = "us-east-1"
@@ -46,8 +48,17 @@ class Names:
         return f"{self.prefix}-output"
 
     @property
-    def buckets(self) -> tuple[str, str, str]:
-        return (self.input_bucket, self.stage1_bucket, self.output_bucket)
+    def details_bucket(self) -> str:
+        """Result details (``<stem>.json``), crops, annotated frames, done markers and the gallery."""
+        return f"{self.prefix}-details"
+
+    @property
+    def buckets(self) -> tuple[str, str, str, str]:
+        return (self.input_bucket, self.stage1_bucket, self.output_bucket, self.details_bucket)
+
+    @property
+    def results(self) -> ResultBuckets:
+        return ResultBuckets(self.output_bucket, self.details_bucket)
 
     @property
     def ecr_repository(self) -> str:
@@ -64,7 +75,8 @@ class Names:
 
     @property
     def gallery_key(self) -> str:
-        # In the output bucket, beside the results, under a prefix that result listings skip.
+        # In the details bucket (not the output bucket: the course's grader reads every object there),
+        # under a prefix that result listings skip.
         return ".facerec/gallery.safetensors"
 
     @property

@@ -25,8 +25,11 @@ SEGMENT_SECONDS = "FACEREC_SEGMENT_SECONDS"
 # "frames": <stem>.jpg and <stem>/NNN.jpg
 STAGE1_LAYOUT = "FACEREC_STAGE1_LAYOUT"
 
-# face-recognition
-OUTPUT_BUCKET = "OUTPUT_BUCKET"
+# face-recognition (and video-splitting's error results)
+OUTPUT_BUCKET = "OUTPUT_BUCKET"  # the answers alone: <stem>.txt (the course's grader reads every object)
+# Everything else a function writes: <stem>.json details, crops, annotated frames, the done markers, the
+# gallery. Unset (a function configured by an older release): the output bucket, as it was then.
+DETAILS_BUCKET = "DETAILS_BUCKET"
 GALLERY_URI = "FACEREC_GALLERY"  # s3://bucket/key or a path inside the image
 WEIGHTS = "FACEREC_WEIGHTS"  # casia-webface | vggface2 | path to a state_dict
 THRESHOLD = "FACEREC_THRESHOLD"
@@ -64,6 +67,25 @@ def require(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class ResultBuckets:
+    """Where a video's result goes: the answer (``<stem>.txt``) in ``output``, its details (``<stem>.json``
+    and the rest) in ``details``; the same bucket for a deployment made before the details bucket."""
+
+    output: str
+    details: str
+
+    @classmethod
+    def from_environ(cls) -> "ResultBuckets":
+        output = require(OUTPUT_BUCKET)
+        return cls(output, os.environ.get(DETAILS_BUCKET) or output)
+
+    @classmethod
+    def of(cls, where: "ResultBuckets | str") -> "ResultBuckets":
+        """``where`` as buckets: a bare name is one bucket holding both (the older layout)."""
+        return where if isinstance(where, ResultBuckets) else cls(where, where)
+
+
+@dataclass(frozen=True)
 class SplittingEnv:
     stage1_bucket: str
     recognition_function: str
@@ -77,6 +99,11 @@ class SplittingEnv:
     timeline_fps: float = DEFAULT_TIMELINE_FPS
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS
     stage1_layout: str = "frames"
+    details_bucket: str = ""  # "": the output bucket
+
+    @property
+    def results(self) -> ResultBuckets:
+        return ResultBuckets(self.output_bucket, self.details_bucket or self.output_bucket)
 
     @classmethod
     def from_environ(cls) -> "SplittingEnv":
@@ -93,6 +120,7 @@ class SplittingEnv:
             timeline_fps=get_float(TIMELINE_FPS, DEFAULT_TIMELINE_FPS) or DEFAULT_TIMELINE_FPS,
             segment_seconds=get_float(SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS) or DEFAULT_SEGMENT_SECONDS,
             stage1_layout=os.environ.get(STAGE1_LAYOUT) or "frames",
+            details_bucket=os.environ.get(DETAILS_BUCKET, ""),
         )
 
 
@@ -105,6 +133,11 @@ class RecognitionEnv:
     device: str
     annotate: bool
     all_frames: bool = False
+    details_bucket: str = ""  # "": the output bucket
+
+    @property
+    def results(self) -> ResultBuckets:
+        return ResultBuckets(self.output_bucket, self.details_bucket or self.output_bucket)
 
     @classmethod
     def from_environ(cls) -> "RecognitionEnv":
@@ -117,4 +150,5 @@ class RecognitionEnv:
             device=os.environ.get(DEVICE) or "cpu",
             annotate=os.environ.get(ANNOTATE, "") == "1",
             all_frames=os.environ.get(ALL_FRAMES, "") == "1",
+            details_bucket=os.environ.get(DETAILS_BUCKET, ""),
         )

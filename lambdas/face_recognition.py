@@ -1,5 +1,5 @@
 """Lambda ``face-recognition``: stage-1 frames -> faces named against the gallery -> ``<stem>.json``
-and ``<stem>.txt`` in the output bucket.
+in the details bucket, then ``<stem>.txt`` (the name alone) in the output bucket.
 
 The gallery and the models load once per container; the gallery is reloaded when its object changes
 (one HeadObject per invocation, no download).
@@ -22,7 +22,7 @@ from .warm import recogniser
 
 def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
     event_id = str(request.source.get("event_id", ""))
-    done, current = result_state(env.output_bucket, request.stem, event_id) if event_id else (False, ANY)
+    done, current = result_state(env.results, request.stem, event_id) if event_id else (False, ANY)
     if done:
         log("duplicate invocation skipped", stem=request.stem)
         return
@@ -57,16 +57,16 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
     if handover_ms is not None:
         result.timings_ms["invoke"] = handover_ms
     if env.annotate and result.faces and kept:
-        store_annotated(env.output_bucket, request.stem, result, kept, event_id)
+        store_annotated(env.results.details, request.stem, result, kept, event_id)
     result.timings_ms["recognise"] = (time.perf_counter() - started) * 1000
-    if not write_result(env.output_bucket, request.stem, result, event_id, replaces=current):
+    if not write_result(env.results, request.stem, result, event_id, replaces=current):
         log("duplicate invocation: a concurrent one wrote the result first", stem=request.stem)
         return
     log("recognised", stem=request.stem, status=result.status, name=result.name, ms=round(result.timings_ms["recognise"]))
 
 
 def store_annotated(bucket: str, stem: str, result: Any, frames: list[Any], event_id: str) -> None:
-    """``<stem>.annotated.jpg`` beside the result (FACEREC_ANNOTATE=1): the frame with the most, then
+    """``<stem>.annotated.jpg`` beside the details (FACEREC_ANNOTATE=1): the frame with the most, then
     the largest, faces, with boxes, names and distances. Written before the result, so a reader that
     sees the result finds the picture; a failure here is logged and never fails the recognition."""
     from .core.annotate import annotate_frame, annotated_key, best_frame, jpeg_bytes

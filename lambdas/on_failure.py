@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from .core.results import error_result
-from .env import FAILURE_QUEUE, OUTPUT_BUCKET, require
+from .env import FAILURE_QUEUE, ResultBuckets, require
 from .events import RecognitionRequest, uploads
 from .segments import SegmentRequest, fail_segment, is_segment_event
 from .storage import client, log, result_state, write_result
@@ -98,7 +98,7 @@ def failure_message(record: dict[str, Any]) -> str:
     return message
 
 
-def answer(record: dict[str, Any], *, s3: Any, output_bucket: str) -> list[str]:
+def answer(record: dict[str, Any], *, s3: Any, output_bucket: ResultBuckets | str) -> list[str]:
     """Write the error result of each upload in the record (a segment: fail it); what was done, per upload."""
     event, message = chain(record)[-1].get("requestPayload"), failure_message(record)
     if is_segment_event(event):
@@ -118,7 +118,7 @@ def answer(record: dict[str, Any], *, s3: Any, output_bucket: str) -> list[str]:
 def handler(record: dict[str, Any], context: Any) -> dict[str, Any]:
     s3, sqs = client("s3"), client("sqs")
     try:
-        done = answer(record, s3=s3, output_bucket=require(OUTPUT_BUCKET))
+        done = answer(record, s3=s3, output_bucket=ResultBuckets.from_environ())
     finally:  # the record reaches the queue even when the result could not be written (this is retried)
         queue_url = sqs.get_queue_url(QueueName=require(FAILURE_QUEUE))["QueueUrl"]
         sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))

@@ -52,6 +52,7 @@ import botocore.exceptions
 from .core import media
 from .core.errors import FacerecError, InputError
 from .core.results import Result, error_result
+from .env import ResultBuckets
 from .stage1 import decode_budget, frame_key, local_name
 from .storage import EVENT_META, RESULT_TAGGING, client, log, metadata_text, result_done, write_result
 
@@ -282,7 +283,7 @@ def fan_out(upload: Any, env: Any, deadline: float | None = None) -> str:
                 requests = plan_requests(upload, env, video, env.stage1_bucket, {"split": (time.perf_counter() - started) * 1000})
         except InputError as exc:
             log("refused", key=upload.key, error=str(exc))
-            write_result(env.output_bucket, upload.stem, error_result(upload.video, str(exc)), upload.event_id)
+            write_result(env.results, upload.stem, error_result(upload.video, str(exc)), upload.event_id)
             return "error"
     s3.put_object(Bucket=env.stage1_bucket, Key=plan_key(upload.stem, upload.event_id, len(requests)), Body=b"", Metadata={EVENT_META: upload.event_id})
     lam = client("lambda")
@@ -382,7 +383,7 @@ def _attempt(s3: Any, request: SegmentRequest, request_id: str) -> int:
 def handle_segment(event: dict[str, Any], env: Any, context: Any = None) -> dict[str, Any]:
     """face-recognition for one segment: its part, then the merge if it is the last to finish."""
     request = SegmentRequest.from_dict(event)
-    if request.event_id and result_done(env.output_bucket, request.stem, request.event_id):
+    if request.event_id and result_done(env.results, request.stem, request.event_id):
         log("duplicate segment skipped: the video's result is written", stem=request.stem, segment=request.segment)
         return {"stem": request.stem, "segment": request.segment, "outcome": "duplicate"}
     s3 = client("s3")
@@ -404,14 +405,14 @@ def handle_segment(event: dict[str, Any], env: Any, context: Any = None) -> dict
             # Lambda retries this invocation (same request id); on its last attempt the segment fails
             # for good, and says so in the video's result instead of leaving it unanswered.
             if _attempt(s3, request, request_id) >= MAX_ATTEMPTS:
-                fail_segment(s3, env.output_bucket, request, f"{type(exc).__name__}: {exc}", request_id)
+                fail_segment(s3, env.results, request, f"{type(exc).__name__}: {exc}", request_id)
             raise
         if not _put_part(s3, request, part):
             log("segment part written by a duplicate first", stem=request.stem, segment=request.segment)
         log("segment recognised", stem=request.stem, segment=request.segment, count=request.count, status=part["status"],
             faces=len(part.get("observations", [])), frames=part.get("frames", 0))  # fmt: skip
         if part["status"] != "ok":  # an input error: the video's answer is an error now, not after the others
-            outcome = fail_segment(s3, env.output_bucket, request, str(part.get("error")), request_id)
+            outcome = fail_segment(s3, env.results, request, str(part.get("error")), request_id)
             return {"stem": request.stem, "segment": request.segment, "outcome": outcome}
     outcome = complete(s3, env, request, request_id)
     return {"stem": request.stem, "segment": request.segment, "outcome": outcome}
@@ -439,7 +440,7 @@ def complete(s3: Any, env: Any, request: SegmentRequest, request_id: str) -> str
         return "waiting"
     if not _claim(s3, request, request_id):
         return "merged elsewhere"
-    if result_done(env.output_bucket, request.stem, request.event_id, s3):
+    if result_done(env.results, request.stem, request.event_id, s3):
         return "merged"  # a retry of the claim's holder after its result was written
     merge(s3, env, request, parts)
     return "merged"
@@ -466,10 +467,10 @@ def merge(s3: Any, env: Any, request: SegmentRequest, keys: list[str]) -> Result
             fps=request.fps, duration=request.duration, segments=request.count, timings_ms=timings,
         )  # fmt: skip
         if env.annotate and result.timeline and result.timeline.people:
-            store_best_views(s3, env.output_bucket, request, result)
+            store_best_views(s3, env.results.details, request, result)
         result.timings_ms["merge"] = (time.perf_counter() - started) * 1000
         result.timings_ms["recognise"] = (time.time() - first_start) * 1000  # first segment's start to the result
-    write_result(env.output_bucket, request.stem, result, request.event_id, s3)
+    write_result(env.results, request.stem, result, request.event_id, s3)
     log("merged", stem=request.stem, segments=request.count, status=result.status, name=result.name,
         people=len(result.timeline.people) if result.timeline else 0)  # fmt: skip
     return result
@@ -486,7 +487,7 @@ def failure_result(request: SegmentRequest, failed: list[dict[str, Any]]) -> Res
     return error_result(request.video, f"{request.video}: no timeline, {len(failed)} of {request.count} segment(s) failed: {named}")
 
 
-def fail_segment(s3: Any, output_bucket: str, request: SegmentRequest | dict[str, Any], message: str, owner: str = "") -> str:
+def fail_segment(s3: Any, output_bucket: ResultBuckets | str, request: SegmentRequest | dict[str, Any], message: str, owner: str = "") -> str:
     """A segment failed for good (its last attempt, ``owner`` its request id; or the failure hook of the
     local runtime, which knows none): record the failure as its part and write the video's ``error``
     result naming it, unless the video's result is decided elsewhere. Idempotent. Returns what it did."""

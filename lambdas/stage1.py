@@ -1,5 +1,5 @@
 """Where the video-splitting function puts things and how long it may decode: stage-1 frame keys, the
-done marker, the local file name of a download, and the decode budget. Shared with the timeline's
+done marker's key, the local file name of a download, and the decode budget. Shared with the timeline's
 segment fan-out (:mod:`.segments`), which splits for the same function."""
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ def frame_key(stem: str, index: int) -> str:
     return f"{stem}.jpg" if index == 0 else f"{stem}/{index:03d}.jpg"
 
 
+SPLIT_MARKERS = ".facerec/split/"
+
+
 def marker_key(stem: str) -> str:
-    """The done marker of a video in stage-1: a fixed-length key whatever the stem (keys may be 1024
-    bytes long), under a prefix no frame uses and that does not end in .jpg (not counted as a video)."""
-    return f".facerec/split/{hashlib.sha256(stem.encode()).hexdigest()[:40]}"
+    """The done marker of a video, in the details bucket: a fixed-length key whatever the stem (keys may
+    be 1024 bytes long), under the prefix result listings skip (not counted as a result)."""
+    return f"{SPLIT_MARKERS}{hashlib.sha256(stem.encode()).hexdigest()[:40]}"
 
 
 def local_name(key: str) -> str:

@@ -1,9 +1,12 @@
 """S3 access shared by the handlers: clients made once per container, results written as the pair
-``<stem>.txt`` + ``<stem>.json`` with the event id in metadata (so a redelivered event is recognised).
+``<stem>.json`` (details bucket) + ``<stem>.txt`` (output bucket) with the event id in metadata (so a
+redelivered event is recognised).
 
-``<stem>.json`` is written last, and it is both what readers (the CLI) take as "answered" and what the
-duplicate check looks at: a failure between the two writes leaves no ``.json``, so the retry writes
-both again instead of skipping a half-written result."""
+The output bucket holds the answers alone: the course's grader downloads every object there and stops
+at the first key that is not ``test_NN.txt``. ``<stem>.json`` is written first, conditionally: it is
+the point where concurrent writers are ordered, and what readers (the CLI) take as "answered". The
+duplicate check looks at both halves: a failure between the two writes leaves the ``.txt`` without this
+event's id, so the retry writes both again instead of skipping a half-written result."""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import functools
 import json
 import os
 import sys
-import time
 from urllib.parse import quote, urlencode
 from typing import Any
 
@@ -19,6 +21,7 @@ import boto3
 import botocore.exceptions
 
 from .core.results import Result
+from .env import ResultBuckets
 from .events import result_keys
 
 EVENT_META = "facerec-event"
@@ -62,52 +65,65 @@ def already_done(bucket: str, key: str, event_id: str, s3: Any = None) -> bool:
 
 ANY = object()  # write_result(replaces=ANY): overwrite whatever result is there
 
+Where = ResultBuckets | str  # a bare bucket name: answer and details in one bucket (an older deployment)
 
-def result_state(bucket: str, stem: str, event_id: str, s3: Any = None) -> tuple[bool, str | None]:
-    """(this event's result is complete, ETag of the ``<stem>.json`` there now or None): what
-    ``write_result(replaces=...)`` needs to write the result exactly once."""
+
+def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     try:
-        head = (s3 or client("s3")).head_object(Bucket=bucket, Key=result_keys(stem)[0])
+        return s3.head_object(Bucket=bucket, Key=key)
     except botocore.exceptions.ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False, None
+            return None
         raise
-    return head.get("Metadata", {}).get(EVENT_META) == event_id, head["ETag"]
 
 
-def write_result(bucket: str, stem: str, result: Result, event_id: str, s3: Any = None, *, replaces: Any = ANY) -> bool:
-    """The name first, then the JSON: a reader that sees ``<stem>.json`` can rely on ``<stem>.txt``,
-    and ``result_done`` (which looks at the JSON) never counts half a result as done. ``s3``: a client
-    other than the function's (the local runtime's failure hook).
+def result_state(where: Where, stem: str, event_id: str, s3: Any = None) -> tuple[bool, str | None]:
+    """(this event's result is complete, ETag of the ``<stem>.json`` there now or None): what
+    ``write_result(replaces=...)`` needs to write the result exactly once. Complete means both halves
+    carry the event id: the details, written first, and the answer after them (a crash between the two
+    leaves the retry to write both again)."""
+    buckets, s3 = ResultBuckets.of(where), s3 or client("s3")
+    json_key, txt_key = result_keys(stem)
+    head = _head(s3, buckets.details, json_key)
+    if head is None:
+        return False, None
+    done = head.get("Metadata", {}).get(EVENT_META) == event_id
+    if done:
+        answer = _head(s3, buckets.output, txt_key)
+        done = answer is not None and answer.get("Metadata", {}).get(EVENT_META) == event_id
+    return done, head["ETag"]
+
+
+def write_result(where: Where, stem: str, result: Result, event_id: str, s3: Any = None, *, replaces: Any = ANY) -> bool:
+    """The details (``<stem>.json``, in the details bucket) first, then the answer (``<stem>.txt``, in the
+    output bucket). ``s3``: a client other than the function's (the local runtime's failure hook).
 
     ``replaces``: the ETag of the ``<stem>.json`` this result may replace (None: there must be none), as
-    ``result_state`` saw it; the JSON is then a conditional write, and a concurrent duplicate of the same
-    event (S3 and Lambda deliver at least once) loses the race instead of writing a second version.
-    Returns False when it lost (nothing more to do), True when the result was written."""
+    ``result_state`` saw it; the JSON is then a conditional write, and a write that loses the race (a
+    concurrent duplicate of the same event, `results --reidentify` against a newer answer) fails there,
+    before the answer is touched: it changes neither. Returns False when it lost (nothing more to do),
+    True when the result was written."""
+    buckets, s3 = ResultBuckets.of(where), s3 or client("s3")
     json_key, txt_key = result_keys(stem)
     meta = {EVENT_META: event_id, "status": result.status}
-    s3 = s3 or client("s3")
-    started = time.perf_counter()
-    s3.put_object(Bucket=bucket, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Metadata=meta,
-                  Tagging=RESULT_TAGGING)
-    # What one result write costs (the .txt; the .json that follows is the same kind of call).
-    result.timings_ms["write"] = (time.perf_counter() - started) * 1000
     condition = {} if replaces is ANY else {"IfNoneMatch": "*"} if replaces is None else {"IfMatch": replaces}
     try:
         s3.put_object(
-            Bucket=bucket, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Metadata=meta,
+            Bucket=buckets.details, Key=json_key, Body=result.to_json().encode(), ContentType="application/json", Metadata=meta,
             Tagging=RESULT_TAGGING, **condition,
         )
     except botocore.exceptions.ClientError as exc:
         if condition and exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
             return False
         raise
+    s3.put_object(Bucket=buckets.output, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Metadata=meta,
+                  Tagging=RESULT_TAGGING)
     return True
 
 
-def result_done(bucket: str, stem: str, event_id: str, s3: Any = None) -> bool:
-    """This event's result is complete in ``bucket`` (its ``<stem>.json``, written last, carries the event id)."""
-    return already_done(bucket, result_keys(stem)[0], event_id, s3)
+def result_done(where: Where, stem: str, event_id: str, s3: Any = None) -> bool:
+    """This event's result is complete: its details and its answer both carry the event id."""
+    return result_state(where, stem, event_id, s3)[0]
 
 
 def log(message: str, **fields: Any) -> None:

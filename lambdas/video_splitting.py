@@ -6,7 +6,8 @@ Stage-1 layout (the course's): ``<stem>.jpg`` is the first frame; further frames
 written here, so every accepted upload ends with exactly one result.
 
 Nothing is lost to a crash or a timeout at any point: the "done" marker of an event
-(``.facerec/split/<hash of the stem>`` in stage-1, with the event id) is written only after the Invoke
+(``.facerec/split/<hash of the stem>`` in the details bucket, with the event id: neither stage-1 nor the
+output bucket holds anything but the course's objects) is written only after the Invoke
 of face-recognition (or the error result) succeeded, and it is what a redelivered event is checked
 against. A retry after a crash before it splits and invokes again; face-recognition skips an event whose
 result is already complete.
@@ -27,7 +28,7 @@ from .env import SplittingEnv
 from .gop import GOP, gop_frames
 from .events import FrameRef, RecognitionRequest, Upload, uploads
 from .stage1 import decode_budget, frame_key, local_name, marker_key
-from .storage import EVENT_META, already_done, client, log, write_result
+from .storage import EVENT_META, RESULT_TAGGING, already_done, client, log, write_result
 
 def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | None = None) -> RecognitionRequest:
     """Download, check, sample and store frames; InputError for a video we cannot or will not read.
@@ -82,11 +83,12 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
 
 
 def mark_done(env: SplittingEnv, upload: Upload) -> None:
-    client("s3").put_object(Bucket=env.stage1_bucket, Key=marker_key(upload.stem), Body=b"", Metadata={EVENT_META: upload.event_id})
+    client("s3").put_object(Bucket=env.results.details, Key=marker_key(upload.stem), Body=b"", Metadata={EVENT_META: upload.event_id},
+                            Tagging=RESULT_TAGGING)  # expires with the results (--retain-days)
 
 
 def handle_upload(upload: Upload, env: SplittingEnv, deadline: float | None = None) -> str:
-    if already_done(env.stage1_bucket, marker_key(upload.stem), upload.event_id):
+    if already_done(env.results.details, marker_key(upload.stem), upload.event_id):
         log("duplicate event skipped", key=upload.key, event_id=upload.event_id)
         return "duplicate"
     if env.timeline:  # who is on screen when: segments recognised in parallel (lambdas/segments.py)
@@ -100,7 +102,7 @@ def handle_upload(upload: Upload, env: SplittingEnv, deadline: float | None = No
             request = split(upload, env, Path(tmp), deadline)
         except InputError as exc:
             log("refused", key=upload.key, error=str(exc))
-            write_result(env.output_bucket, upload.stem, error_result(upload.video, str(exc)), upload.event_id)
+            write_result(env.results, upload.stem, error_result(upload.video, str(exc)), upload.event_id)
             mark_done(env, upload)
             return "error"
     request.sent_at = time.time()  # face-recognition times the asynchronous hand-over from it

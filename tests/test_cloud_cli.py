@@ -128,7 +128,7 @@ def deployed(shared_deployment: Settings, moto_url: str, monkeypatch: pytest.Mon
     _use(monkeypatch, shared_deployment)
     n = shared_deployment.names
     clients = Clients.from_settings(shared_deployment)
-    for bucket in (n.input_bucket, n.stage1_bucket, n.output_bucket):
+    for bucket in n.buckets:
         keys = [{"Key": o["Key"]} for o in clients.s3.list_objects_v2(Bucket=bucket).get("Contents", []) if o["Key"] != n.gallery_key]
         if keys:
             clients.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
@@ -185,7 +185,7 @@ def ok_result(video: str, name: str = "madonna") -> Result:
 def put_result(env: Env, result: Result) -> None:
     stem = Path(result.video).stem
     s3 = env.s3
-    s3.put_object(Bucket=env.settings.names.output_bucket, Key=f"{stem}.json", Body=result.to_json().encode(), ContentType="application/json")
+    s3.put_object(Bucket=env.settings.names.details_bucket, Key=f"{stem}.json", Body=result.to_json().encode(), ContentType="application/json")
     s3.put_object(Bucket=env.settings.names.output_bucket, Key=f"{stem}.txt", Body=result.name.encode())
 
 
@@ -211,19 +211,19 @@ def test_bootstrap_dry_run_then_deploy_then_no_changes(env: Env, gallery_file: P
     assert dry.exit_code == 0, dry.output
     assert f"+ create s3 bucket {n.input_bucket}" in dry.stdout
     assert "+ create lambda function video-splitting" in dry.stdout
-    assert "Plan (deploy): 19 to create." in dry.stdout
+    assert "Plan (deploy): 20 to create." in dry.stdout
     assert n.input_bucket not in {b["Name"] for b in env.s3.list_buckets()["Buckets"]}  # the dry run changed nothing
 
     first = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))
     assert first.exit_code == 0, first.output
-    assert "[19/19] created" in first.stderr
+    assert "[20/20] created" in first.stderr
     clients = env.clients
     assert set(n.buckets) <= {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
     for function in (n.splitting_function, n.recognition_function):
         config = clients.lambda_.get_function_configuration(FunctionName=function)
         assert config["PackageType"] == "Image"
     assert clients.lambda_.get_function_configuration(FunctionName=n.recognition_function)["Environment"]["Variables"]["FACEREC_WEIGHTS"] == "casia-webface"
-    head = clients.s3.head_object(Bucket=n.output_bucket, Key=n.gallery_key)
+    head = clients.s3.head_object(Bucket=n.details_bucket, Key=n.gallery_key)
     assert head["ContentLength"] == gallery_file.stat().st_size
     triggers = clients.s3.get_bucket_notification_configuration(Bucket=n.input_bucket)["LambdaFunctionConfigurations"]
     assert {t["LambdaFunctionArn"].rsplit(":", 1)[-1] for t in triggers} == {n.splitting_function}
@@ -231,7 +231,7 @@ def test_bootstrap_dry_run_then_deploy_then_no_changes(env: Env, gallery_file: P
 
     second = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))
     assert second.exit_code == 0, second.output
-    assert "No changes: 19 resources up to date." in second.stdout
+    assert "No changes: 20 resources up to date." in second.stdout
     assert "created" not in second.stderr
 
 
@@ -693,6 +693,35 @@ def test_an_upload_the_new_trigger_missed_is_noted_and_re_triggered(env: Env, ga
     [event] = [c["event"] for c in recorder.of(n.splitting_function)]
     assert event["Records"][0]["s3"]["object"]["key"] in ("early+clip.mp4", "early%20clip.mp4")
     assert s3.get_object(Bucket=n.input_bucket, Key="early clip.mp4")["Body"].read() == clip.read_bytes()  # the same bytes
+
+
+def test_an_upload_video_splitting_finished_is_not_re_triggered(env: Env, gallery_file: Path) -> None:
+    """`results --watch` tells a split upload (its done marker, in the details bucket; in a deployment
+    made before that bucket, in stage-1) from one nothing picked up."""
+    from datetime import datetime, timedelta, timezone
+
+    from facerec_cli.pipeline.trigger import Retrigger
+    from facerec_cli.pipeline.upload_ledger import UploadRecord
+    from lambdas.stage1 import marker_key
+
+    deploy(gallery_file)
+    ledger = UploadLedger(env.settings)
+    ten_minutes_ago = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat()
+
+    def record(key: str) -> UploadRecord:
+        return UploadRecord(key=key, etag="e", size=1, uploaded=ten_minutes_ago)
+
+    n = env.settings.names
+    env.s3.put_object(Bucket=n.details_bucket, Key=marker_key("split"), Body=b"")
+    assert Retrigger(env.settings, env.s3, ledger)([record("split.mp4")]) == []
+    [line] = Retrigger(env.settings, env.s3, ledger)([record("lost.mp4")])
+    assert line.startswith("lost.mp4: ")
+
+    older = Settings(prefix=f"old-{uuid.uuid4().hex[:8]}", region=env.settings.region, endpoint_url=env.settings.endpoint_url)
+    for bucket in (older.names.input_bucket, older.names.stage1_bucket, older.names.output_bucket):
+        env.s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": older.region})
+    env.s3.put_object(Bucket=older.names.stage1_bucket, Key=marker_key("split"), Body=b"")
+    assert Retrigger(older, env.s3, ledger)([record("split.mp4")]) == []
 
 
 def test_results_watch_counts_failures_and_exits_non_zero(deployed: Env, video: Path) -> None:

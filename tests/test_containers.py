@@ -829,7 +829,7 @@ def test_on_failure_handler_answers_aws_records_inside_the_splitting_image(docke
     )  # fmt: skip
     assert answers == [{"outcome": ["error result written"]}] * 3, (answers, logs)
 
-    results = {stem: fetch_result(s3, names.output_bucket, stem) for stem in ("fail/split one", "fail/recognise", "fail/late")}
+    results = {stem: fetch_result(s3, names.details_bucket, stem) for stem in ("fail/split one", "fail/recognise", "fail/late")}
     assert {stem: (r.video, r.status) for stem, r in results.items()} == {
         "fail/split one": ("split one.mp4", "error"), "fail/recognise": ("recognise.mp4", "error"), "fail/late": ("late.mp4", "error"),
     }  # fmt: skip
@@ -899,7 +899,7 @@ def test_recognition_container_names_the_person_in_real_frames(
     env = function_env(cloud, names.recognition_function)
     answer, seconds, logs = run_behind_emulator(client, image.uri, env, request.to_dict(), kind="recognition", timeout=300)
     assert answer == {"stem": request.stem}, (answer, logs)
-    result = json.loads(clients.s3.get_object(Bucket=names.output_bucket, Key=f"{request.stem}.json")["Body"].read())
+    result = json.loads(clients.s3.get_object(Bucket=names.details_bucket, Key=f"{request.stem}.json")["Body"].read())
     assert result["status"] == "ok" and result["name"] == PERSON, result
     assert result["frames"] == len(request.frames) and result["model"] == gallery.weights
     assert clients.s3.get_object(Bucket=names.output_bucket, Key=f"{request.stem}.txt")["Body"].read().decode() == PERSON
@@ -949,7 +949,7 @@ def test_recognition_handler_under_the_runtime_interface_client(
             proc.kill()
             proc.wait(10)
 
-    result = json.loads(clients.s3.get_object(Bucket=names.output_bucket, Key=f"{stem}.json")["Body"].read())
+    result = json.loads(clients.s3.get_object(Bucket=names.details_bucket, Key=f"{stem}.json")["Body"].read())
     assert result["status"] == "ok" and result["name"] == PERSON, result
     assert result["frames"] == len(request.frames) and result["model"] == gallery.weights
     assert clients.s3.get_object(Bucket=names.output_bucket, Key=f"{stem}.txt")["Body"].read().decode() == PERSON

@@ -138,8 +138,8 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     assert [s.action for s in plan.steps] == ["create"] * len(plan.steps)
     reporter = ListReporter()
     done = apply_plan(plan, reporter)
-    assert len(done) == len(plan.steps) == 19
-    assert [e for e, _, _ in reporter.events] == ["started", "finished"] * 19
+    assert len(done) == len(plan.steps) == 20
+    assert [e for e, _, _ in reporter.events] == ["started", "finished"] * 20
 
     s3, iam, lam = clients.s3, clients.iam, clients.lambda_
     # -- buckets
@@ -156,7 +156,7 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     assert len(rules) == 1
     assert rules[0]["Status"] == "Enabled" and rules[0]["Expiration"] == {"Days": 3}
     assert rules[0]["Filter"] == {"Prefix": ""}
-    for bucket in (n.input_bucket, n.output_bucket):
+    for bucket in (n.input_bucket, n.output_bucket, n.details_bucket):
         assert absent(s3.get_bucket_lifecycle_configuration, Bucket=bucket) == "NoSuchLifecycleConfiguration"
 
     # -- failure queue
@@ -177,17 +177,25 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
         group = f"arn:aws:logs:{region}:{acct}:log-group:/aws/lambda/{function}"
         return {"Sid": "OwnLogGroup", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], "Resource": [group, f"{group}:*"]}
 
-    gallery_arn = f"arn:aws:s3:::{n.output_bucket}/{n.gallery_key}"
+    gallery_arn = f"arn:aws:s3:::{n.details_bucket}/{n.gallery_key}"
     write = ["s3:PutObject", "s3:PutObjectTagging"]  # results carry their tag (retention); never on the gallery
+    details, output = f"arn:aws:s3:::{n.details_bucket}", f"arn:aws:s3:::{n.output_bucket}"
+
+    def results(details_keys: str) -> list[dict[str, Any]]:
+        # <stem>.json in the details bucket, <stem>.txt (alone) in the output bucket; both read back for the exactly-once check.
+        return [
+            {"Sid": "WriteResults", "Effect": "Allow", "Action": write, "Resource": [f"{details}/{details_keys}", f"{output}/*.txt"]},
+            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": write, "Resource": gallery_arn},
+            {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": [f"{details}/*.json", f"{output}/*.txt"]},
+            {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": [details, output]},
+        ]
+
     expected = {
         split: [
             {"Sid": "ReadUploads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.input_bucket}/*"},
             {"Sid": "WriteFrames", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/*"},
-            {"Sid": "CheckFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/*"},
-            {"Sid": "ListFrames", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.stage1_bucket}"},
-            {"Sid": "WriteErrorResults", "Effect": "Allow", "Action": write,
-             "Resource": [f"arn:aws:s3:::{n.output_bucket}/*.json", f"arn:aws:s3:::{n.output_bucket}/*.txt"]},
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": write, "Resource": gallery_arn},
+            *results("*.json"),
+            {"Sid": "DoneMarkers", "Effect": "Allow", "Action": ["s3:GetObject", *write], "Resource": f"{details}/.facerec/split/*"},
             {"Sid": "InvokeRecognition", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": rec_arn},
             logs(split),
             {"Sid": "ReportFailures", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": fail_arn},
@@ -196,21 +204,14 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
             {"Sid": "ReadFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/*"},
             {"Sid": "ListFrames", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.stage1_bucket}"},
             {"Sid": "ReadGallery", "Effect": "Allow", "Action": "s3:GetObject", "Resource": gallery_arn},
-            {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.output_bucket}/*.json"},
-            {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.output_bucket}"},
-            {"Sid": "WriteResults", "Effect": "Allow", "Action": write, "Resource": f"arn:aws:s3:::{n.output_bucket}/*"},
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": write, "Resource": gallery_arn},
+            *results("*"),
             logs(rec),
             {"Sid": "ReportFailures", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": fail_arn},
             {"Sid": "ReadUploadsForTimelines", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.input_bucket}/*"},
             {"Sid": "WriteTimelineSegments", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{n.stage1_bucket}/.facerec/segments/*"},
         ],
         fail: [
-            {"Sid": "WriteErrorResults", "Effect": "Allow", "Action": write,
-             "Resource": [f"arn:aws:s3:::{n.output_bucket}/*.json", f"arn:aws:s3:::{n.output_bucket}/*.txt"]},
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": write, "Resource": gallery_arn},
-            {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{n.output_bucket}/*.json"},
-            {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.output_bucket}"},
+            *results("*.json"),
             {"Sid": "FailSegments", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": f"arn:aws:s3:::{n.stage1_bucket}/.facerec/segments/*"},
             {"Sid": "ListSegments", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{n.stage1_bucket}"},
             logs(fail),
@@ -227,9 +228,11 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     # -- functions
     image = f"{acct}.dkr.ecr.{region}.amazonaws.com/{n.ecr_repository}:local"
     env = {
-        split: {"STAGE1_BUCKET": n.stage1_bucket, "RECOGNITION_FUNCTION": rec, "OUTPUT_BUCKET": n.output_bucket, "FACEREC_FRAMES": "5", "EXTRA": "1"},
-        rec: {"OUTPUT_BUCKET": n.output_bucket, "FACEREC_GALLERY": f"s3://{n.output_bucket}/{n.gallery_key}", "FACEREC_WEIGHTS": "casia-webface", "FACEREC_THREADS": "1"},
-        fail: {"OUTPUT_BUCKET": n.output_bucket, "FACEREC_FAILURE_QUEUE": n.failure_queue},
+        split: {"STAGE1_BUCKET": n.stage1_bucket, "RECOGNITION_FUNCTION": rec, "OUTPUT_BUCKET": n.output_bucket, "DETAILS_BUCKET": n.details_bucket,
+                "FACEREC_FRAMES": "5", "EXTRA": "1"},
+        rec: {"OUTPUT_BUCKET": n.output_bucket, "DETAILS_BUCKET": n.details_bucket, "FACEREC_GALLERY": f"s3://{n.details_bucket}/{n.gallery_key}",
+              "FACEREC_WEIGHTS": "casia-webface", "FACEREC_THREADS": "1"},
+        fail: {"OUTPUT_BUCKET": n.output_bucket, "DETAILS_BUCKET": n.details_bucket, "FACEREC_FAILURE_QUEUE": n.failure_queue},
     }
     # The on-failure destination runs in the splitting image (same placeholder here), with its own handler.
     shape = {split: (1024, 120, "lambdas.video_splitting.handler"), rec: (1769, 300, "lambdas.face_recognition.handler"),
@@ -267,7 +270,7 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     assert not overlapping_rules(configs)
 
     # -- gallery
-    body = s3.get_object(Bucket=n.output_bucket, Key=n.gallery_key)["Body"].read()
+    body = s3.get_object(Bucket=n.details_bucket, Key=n.gallery_key)["Body"].read()
     assert body == gallery.read_bytes()
 
     # -- ECR only when asked for (bootstrap without --skip-images): then scanned on push
@@ -283,7 +286,7 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     # -- idempotent: a second plan changes nothing
     again = plan_deploy(settings, options, clients)
     assert again.changes == [], again.render()
-    assert again.summary() == "No changes: 19 resources up to date."
+    assert again.summary() == "No changes: 20 resources up to date."
 
 
 def test_dry_run_changes_nothing(settings: Settings, clients: Clients, gallery: Path) -> None:
@@ -292,7 +295,7 @@ def test_dry_run_changes_nothing(settings: Settings, clients: Clients, gallery: 
     text = plan.render()
     assert f"+ create s3 bucket {n.input_bucket}" in text
     assert "+ create ecr repository" in text
-    assert text.endswith("Plan (deploy): 20 to create.")
+    assert text.endswith("Plan (deploy): 21 to create.")
     # read back: nothing exists
     owned = {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
     assert not owned & set(n.buckets)
@@ -391,21 +394,21 @@ def test_drift_is_planned_as_updates_and_repaired(settings: Settings, clients: C
         f"iam role {n.role(rec)}", f"lambda function {split}",
         f"lambda event-invoke-config {rec}", f"lambda event-invoke-config {split}",
         f"lambda permission {split}/facerec-s3-invoke", f"s3 notification {n.input_bucket}",
-        f"s3 object s3://{n.output_bucket}/{n.gallery_key}",
+        f"s3 object s3://{n.details_bucket}/{n.gallery_key}",
     }, plan.render()
     assert changes[f"lambda function {split}"].action == "update"
     assert "MemorySize 512 -> 1024" in changes[f"lambda function {split}"].detail
     assert "remove inline policy extra" in changes[f"iam role {n.role(rec)}"].detail
     assert changes[f"lambda event-invoke-config {rec}"].action == "create"
     assert changes[f"lambda event-invoke-config {split}"].action == "update"
-    assert changes[f"s3 object s3://{n.output_bucket}/{n.gallery_key}"].action == "update"
+    assert changes[f"s3 object s3://{n.details_bucket}/{n.gallery_key}"].action == "update"
     apply_plan(plan)
 
     assert plan_deploy(settings, options, clients).changes == []
     assert iam.list_role_policies(RoleName=n.role(rec))["PolicyNames"] == ["facerec-least-privilege"]
     assert lam.get_function_configuration(FunctionName=split)["MemorySize"] == 1024
     assert lam.get_function_event_invoke_config(FunctionName=split)["MaximumRetryAttempts"] == 2
-    assert s3.get_object(Bucket=n.output_bucket, Key=n.gallery_key)["Body"].read() == b"a newer gallery"
+    assert s3.get_object(Bucket=n.details_bucket, Key=n.gallery_key)["Body"].read() == b"a newer gallery"
 
 
 def test_images_and_sizes_from_options(settings: Settings, clients: Clients) -> None:
@@ -601,7 +604,7 @@ def test_the_on_failure_function_answers_for_failed_and_expired_invocations(sett
     assert outcomes == [["error result written"]] * 2 + [["error result written"]], outcomes
 
     def result(stem: str) -> dict[str, Any]:
-        return json.loads(clients.s3.get_object(Bucket=n.output_bucket, Key=f"{stem}.json")["Body"].read())
+        return json.loads(clients.s3.get_object(Bucket=n.details_bucket, Key=f"{stem}.json")["Body"].read())
 
     throttled, timed_out, long = result("clips/throttled"), result("timed-out"), result("long")
     assert throttled["status"] == "error" and throttled["video"] == "throttled.mp4"
@@ -609,7 +612,7 @@ def test_the_on_failure_function_answers_for_failed_and_expired_invocations(sett
     assert timed_out["error"] == "face-recognition failed on every attempt: Task timed out after 300.00 seconds"
     assert "segment 2 of 4 (30-60 s)" in long["error"] and "signal: killed" in long["error"], long
     assert clients.s3.get_object(Bucket=n.output_bucket, Key="timed-out.txt")["Body"].read() == b"error"
-    tags = clients.s3.get_object_tagging(Bucket=n.output_bucket, Key="timed-out.json")["TagSet"]
+    tags = clients.s3.get_object_tagging(Bucket=n.details_bucket, Key="timed-out.json")["TagSet"]
     assert tags == [{"Key": "facerec:kind", "Value": "result"}]  # expires with the results (--retain-days)
     # A result that is already there stands (a late duplicate of the failure, or one written before it)
     assert on_failure.handler(records[1], None)["outcome"] == ["result already written"]
@@ -750,7 +753,7 @@ def test_access_denied_names_the_step_and_what_was_half_done(settings: Settings,
     assert err.failed is not None and err.failed.resource == f"iam role {role}"
     assert err.partial == ["iam.create_role"]
     assert "AWS denied PutRolePolicy" in str(err) and "Already done in that step: iam.create_role" in str(err)
-    assert [s.resource.split(" ")[0] for s in err.completed] == ["s3"] * 3 + ["sqs", "log", "log", "log"]
+    assert [s.resource.split(" ")[0] for s in err.completed] == ["s3"] * 4 + ["sqs", "log", "log", "log"]
     assert "run `facerec bootstrap` again" in str(err)
     # a re-run does only what is left
     monkeypatch.setattr(clients.iam, "put_role_policy", real)
@@ -782,7 +785,7 @@ def test_destroy_removes_everything_and_is_idempotent(settings: Settings, client
     assert resources[0] == f"s3 notification {n.input_bucket}"
     assert resources.index(f"lambda function {n.splitting_function}") < resources.index(f"s3 bucket {n.input_bucket}")
     assert resources[-1] == f"ecr repository {n.ecr_repository}"
-    assert "emptied first: 4 object(s)" in next(s.detail for s in dry.steps if s.resource == f"s3 bucket {n.output_bucket}")
+    assert "emptied first: 3 object(s)" in next(s.detail for s in dry.steps if s.resource == f"s3 bucket {n.output_bucket}")
     # the dry run changed nothing
     assert plan_deploy(settings, options, clients).changes == []
 
@@ -824,7 +827,7 @@ def test_tls_only_policy_and_retention_are_read_back_and_idempotent(settings: Se
     detail = {s.resource: s.detail for s in plan.steps}
     assert "TLS only (bucket policy)" in detail[f"s3 bucket {n.stage1_bucket}"]
     assert "uploads expire after 30 day(s)" in detail[f"s3 bucket {n.input_bucket}"]
-    assert "results (tagged facerec:kind=result) expire after 30 day(s), the gallery stays" in detail[f"s3 bucket {n.output_bucket}"]
+    assert "results (tagged facerec:kind=result) expire after 30 day(s), the gallery stays" in detail[f"s3 bucket {n.details_bucket}"]
     assert "objects expire after 3 day(s)" in detail[f"s3 bucket {n.stage1_bucket}"]  # stage-1 keeps its own expiry
     apply_plan(plan)
 
@@ -838,9 +841,10 @@ def test_tls_only_policy_and_retention_are_read_back_and_idempotent(settings: Se
     assert s3.get_bucket_lifecycle_configuration(Bucket=n.input_bucket)["Rules"] == [
         {**retention, "Filter": {"Prefix": ""}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
     ]
-    assert s3.get_bucket_lifecycle_configuration(Bucket=n.output_bucket)["Rules"] == [
-        {**retention, "Filter": {"Tag": {"Key": "facerec:kind", "Value": "result"}}}
-    ]
+    for bucket in (n.output_bucket, n.details_bucket):  # the details bucket holds the gallery, which stays
+        assert s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"] == [
+            {**retention, "Filter": {"Tag": {"Key": "facerec:kind", "Value": "result"}}}
+        ]
     [stage1_rule] = s3.get_bucket_lifecycle_configuration(Bucket=n.stage1_bucket)["Rules"]
     assert (stage1_rule["ID"], stage1_rule["Expiration"]) == ("facerec-stage1-expiry", {"Days": 3})
     # A request over plain HTTP is refused (moto refuses it whatever the transport: it does not evaluate
@@ -866,6 +870,7 @@ def test_tls_only_policy_and_retention_are_read_back_and_idempotent(settings: Se
     assert {s.resource: s.detail for s in off.changes} == {
         f"s3 bucket {n.input_bucket}": "lifecycle: remove the retention rule",
         f"s3 bucket {n.output_bucket}": "lifecycle: remove the retention rule",
+        f"s3 bucket {n.details_bucket}": "lifecycle: remove the retention rule",
     }
     apply_plan(off)
     assert absent(s3.get_bucket_lifecycle_configuration, Bucket=n.input_bucket) == "NoSuchLifecycleConfiguration"
@@ -874,7 +879,7 @@ def test_tls_only_policy_and_retention_are_read_back_and_idempotent(settings: Se
 
     # Without the TLS-only policy (a plain-HTTP endpoint), this tool's statement goes and theirs stays.
     plain = plan_deploy(settings, DeployOptions(), clients)
-    assert {s.detail for s in plain.changes} == {"bucket policy: remove TLS-only statement"} and len(plain.changes) == 3
+    assert {s.detail for s in plain.changes} == {"bucket policy: remove TLS-only statement"} and len(plain.changes) == 4
     apply_plan(plain)
     assert [st["Sid"] for st in json.loads(s3.get_bucket_policy(Bucket=n.output_bucket)["Policy"])["Statement"]] == ["theirs"]
     assert absent(s3.get_bucket_policy, Bucket=n.input_bucket) == "NoSuchBucketPolicy"

@@ -245,14 +245,14 @@ def test_push_uploads_the_gallery_alone_and_the_function_uses_it_next(
         deployed = facerec("bootstrap", "--skip-images", "--gallery", four_file)
         assert deployed.exit_code == 0, deployed.output
         s3 = Clients.from_settings(settings).s3
-        env = RecognitionEnv(n.output_bucket, f"s3://{n.output_bucket}/{n.gallery_key}", "casia-webface", None, "cpu", False)
+        env = RecognitionEnv(n.output_bucket, f"s3://{n.details_bucket}/{n.gallery_key}", "casia-webface", None, "cpu", False, details_bucket=n.details_bucket)
         probe = photos_of(data, ADDED, 1, split="val")[0]
         assert warm.recogniser(env).recognise_file(probe).name != ADDED  # not enrolled yet
 
         added = facerec("gallery", "add", four_file, data / "5celeb" / "train" / ADDED, "--to-cloud")
         assert added.exit_code == 0, added.output
         assert "uses it from its next invocation" in added.stderr
-        body = s3.get_object(Bucket=n.output_bucket, Key=n.gallery_key)["Body"].read()
+        body = s3.get_object(Bucket=n.details_bucket, Key=n.gallery_key)["Body"].read()
         assert body == four_file.read_bytes()
         assert warm.recogniser(env).recognise_file(probe).name == ADDED  # the next invocation reloads it (ETag)
 
@@ -267,7 +267,7 @@ def test_push_uploads_the_gallery_alone_and_the_function_uses_it_next(
         for path, message in [(vgg, "embeds faces with casia-webface"), (data / "noface" / "noface_01_coins.png", "not a facerec gallery")]:
             refused = facerec("gallery", "push", path)
             assert refused.exit_code != 0 and message in " ".join(error_lines(refused)), refused.output
-        assert s3.get_object(Bucket=n.output_bucket, Key=n.gallery_key)["Body"].read() == body  # untouched
+        assert s3.get_object(Bucket=n.details_bucket, Key=n.gallery_key)["Body"].read() == body  # untouched
         vgg_before = vgg.read_bytes()
         refused = facerec("gallery", "rename", vgg, "madonna", "M", "--to-cloud")
         assert_refused(refused, vgg, vgg_before, "embeds faces with casia-webface")  # checked before the file changes

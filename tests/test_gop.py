@@ -113,8 +113,8 @@ def test_frames_at_positions_decode_once_clamp_and_rewind(clips) -> None:
 
 
 def test_gop_layout_through_the_local_pipeline(celeb_gallery, data: Path, tmp_path: Path) -> None:
-    """video-splitting writes exactly Part 1's frames per video in stage-1 (bookkeeping aside), and
-    face-recognition reads them and names the person; the output bucket holds no frame."""
+    """video-splitting writes exactly Part 1's frames per video in stage-1, and face-recognition reads
+    them and names the person; the output bucket holds the answers alone."""
     gallery, _ = celeb_gallery
     expected = {}
     for i, person in enumerate(["madonna", "elton_john"]):
@@ -130,10 +130,10 @@ def test_gop_layout_through_the_local_pipeline(celeb_gallery, data: Path, tmp_pa
         output = [o["Key"] for o in s3.list_objects_v2(Bucket=pipeline.names.output_bucket).get("Contents", [])]
         first = s3.get_object(Bucket=pipeline.names.stage1_bucket, Key=gop_key("test_0", 0))["Body"].read()
     assert refused == [] and {r.video[: -len(".mp4")]: r.name for r in results} == expected
-    # The done markers are bookkeeping under .facerec/ until they move out of stage-1 (issue #26).
-    frames = sorted(k for k in stage1 if not k.startswith(".facerec/"))
-    assert frames == sorted(gop_key(stem, k) for stem in expected for k in range(10))
-    assert first[:3] == b"\xff\xd8\xff" and not any(k.endswith(".jpg") for k in output)
+    # Stage-1 holds Part 1's frames and nothing else (video-splitting's done markers are in the details
+    # bucket), and the output bucket the answers alone.
+    assert sorted(stage1) == sorted(gop_key(stem, k) for stem in expected for k in range(10))
+    assert first[:3] == b"\xff\xd8\xff" and sorted(output) == sorted(f"{stem}.txt" for stem in expected)
 
 
 def test_stage1_layout_option_reaches_the_function_and_refuses_timelines(celeb_gallery, tmp_path: Path) -> None:

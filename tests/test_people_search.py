@@ -1,7 +1,8 @@
 """Naming strangers after the fact and searching stored results (issue #23 parts 2-3), on the Hamilton
 clip recognised with a gallery of Lin-Manuel Miranda alone, so that Alex Lacamoire (at the piano,
 0-0.5 s) is the stranger ``unknown-1``; through the CLI, from a folder of results and from a moto
-output bucket."""
+deployment's buckets (details in ``<prefix>-details``, and the older layout with everything in the
+output bucket)."""
 
 from __future__ import annotations
 
@@ -329,10 +330,9 @@ def test_face_index_skips_old_results_and_other_models() -> None:
 # ------------------------------------------------------------------------------------------ the output bucket
 
 
-def test_from_the_output_bucket(recognised: dict[str, str], gallery_copy: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch,
-                                tmp_path: Path) -> None:  # fmt: skip
-    import boto3
-
+@pytest.fixture
+def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CLI pointed at the module's moto server and away from any real AWS configuration."""
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "FACEREC_PROFILE", "FACEREC_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_CONFIG_FILE": str(tmp_path / "none"),
@@ -340,6 +340,12 @@ def test_from_the_output_bucket(recognised: dict[str, str], gallery_copy: Path, 
                         "FACEREC_STATE_DIR": str(tmp_path / "state"), "XDG_CONFIG_HOME": str(tmp_path / "config")}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
+
+
+def test_from_an_older_deployment(recognised: dict[str, str], gallery_copy: Path, moto_url: str, aws_env: None) -> None:
+    """Deployed by a release before the details bucket: everything in the output bucket, read there."""
+    import boto3
+
     prefix = "people-search"
     aws = ["--prefix", prefix, "--region", "us-east-1", "--endpoint-url", moto_url]
     s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
@@ -364,3 +370,74 @@ def test_from_the_output_bucket(recognised: dict[str, str], gallery_copy: Path, 
     # Without --gallery it takes the deployed gallery: here none is deployed.
     none = facerec("results", "--reidentify", *aws)
     assert none.exit_code == 1 and "no gallery deployed at s3://people-search-output/" in error_lines(none)[0]
+
+
+def deployment(s3: Any, prefix: str, recognised: dict[str, str]) -> tuple[str, str]:
+    """A deployment as this release writes it: answers in <prefix>-output, details in <prefix>-details."""
+    from lambdas.env import ResultBuckets
+    from lambdas.storage import write_result
+
+    output, details = f"{prefix}-output", f"{prefix}-details"
+    for bucket in (output, details):
+        s3.create_bucket(Bucket=bucket)
+    for stem, text in recognised.items():
+        assert write_result(ResultBuckets(output, details), stem, Result.from_dict(json.loads(text)), f"e-{stem}", s3, replaces=None)
+    return output, details
+
+
+def test_from_the_details_bucket(recognised: dict[str, str], gallery_copy: Path, moto_url: str, aws_env: None) -> None:
+    import boto3
+
+    prefix = "people-details"
+    aws = ["--prefix", prefix, "--region", "us-east-1", "--endpoint-url", moto_url]
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+    output, details = deployment(s3, prefix, recognised)
+    labelled = facerec("people", "label", CLIP, "unknown-1", LACAMOIRE, "--gallery", gallery_copy, *aws)
+    assert labelled.exit_code == 0, labelled.stderr
+    again = facerec("results", "--reidentify", "--gallery", gallery_copy, *aws, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert sorted(json.loads(line)["video"] for line in again.stdout.splitlines()) == [CLIP, SAMPLED]
+    stored = json.loads(s3.get_object(Bucket=details, Key="hamilton_miranda_lacamoire_10s.json")["Body"].read())
+    assert LACAMOIRE in [p["person"] for p in stored["timeline"]["people"]]
+    # The output bucket still holds the answers alone, the name of each as its details say.
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=output)["Contents"])
+    assert keys == sorted(f"{stem}.txt" for stem in recognised)
+    for stem in recognised:
+        name = json.loads(s3.get_object(Bucket=details, Key=f"{stem}.json")["Body"].read())["name"]
+        assert s3.get_object(Bucket=output, Key=f"{stem}.txt")["Body"].read().decode() == name
+    none = facerec("results", "--reidentify", *aws)
+    assert none.exit_code == 1 and f"no gallery deployed at s3://{details}/" in error_lines(none)[0]
+
+
+def test_reidentify_losing_the_race_changes_neither_half(recognised: dict[str, str], gallery_copy: Path, moto_url: str, aws_env: None) -> None:
+    """`results --reidentify` read a result; a newer upload of the video is answered before it writes back
+    (the same calls in the same order as the race: the store's read, the pipeline's write, the store's
+    write). Its write must fail before touching the answer: both halves stay the newer answer's."""
+    import boto3
+
+    from facerec_cli.errors import UserError
+    from facerec_cli.pipeline.observe.result_store import BucketStore
+    from facerec_cli.pipeline.observe.results import result_buckets
+    from facerec_cli.config import Names
+    from lambdas.core.results import OK
+    from lambdas.storage import result_state, write_result
+
+    prefix = "people-race"
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+    output, details = deployment(s3, prefix, recognised)
+    stem = "hamilton_sampled"
+    store = BucketStore(s3, result_buckets(s3, Names(prefix)))
+    assert store.bucket == details
+    _, text = store.read(stem)
+    before = Result.from_dict(json.loads(text))
+    newer = Result(video=SAMPLED, status=OK, name="newer_upload_answer")
+    assert write_result(store.buckets, stem, newer, "e-newer", s3, replaces=result_state(store.buckets, stem, f"e-{stem}", s3)[1])
+    relabelled = Result.from_dict(before.to_dict())
+    relabelled.name = LACAMOIRE
+    with pytest.raises(UserError, match="changed while it was re-answered"):
+        store.write(stem, relabelled)
+    assert s3.get_object(Bucket=output, Key=f"{stem}.txt")["Body"].read().decode() == "newer_upload_answer"
+    stored = s3.get_object(Bucket=details, Key=f"{stem}.json")
+    assert json.loads(stored["Body"].read())["name"] == "newer_upload_answer"
+    assert stored["Metadata"]["facerec-event"] == "e-newer"
+    assert result_state(store.buckets, stem, "e-newer", s3)[0]  # the newer answer is complete: both halves agree

@@ -67,14 +67,17 @@ def test_course_videos_named_and_stored_in_course_layout(gallery, course_videos,
         results = pipeline.run(jobs)
         stage1 = objects(pipeline, pipeline.names.stage1_bucket)
         output = objects(pipeline, pipeline.names.output_bucket)
+        details = objects(pipeline, pipeline.names.details_bucket)
         counters = pipeline.cloud.dispatcher.counters
     assert {r.video: r.name for r in results} == expected
+    # The course's layout: the output bucket holds the answers and nothing else (its grader reads every object).
+    assert sorted(output) == sorted(f"{name[: -len('.mp4')]}.txt" for name in expected)
     for name, person in expected.items():
         stem = name[: -len(".mp4")]
         assert stage1[f"{stem}.jpg"][:3] == b"\xff\xd8\xff"  # the first frame, a JPEG
         assert f"{stem}/001.jpg" in stage1 and f"{stem}/002.jpg" in stage1
         assert output[f"{stem}.txt"].decode() == person  # the course grader reads just the name
-        assert json.loads(output[f"{stem}.json"])["name"] == person
+        assert json.loads(details[f"{stem}.json"])["name"] == person
     # one splitting and one recognition invocation per video, none failed
     assert counters.succeeded == 2 * len(videos) and counters.failed == 0
 
@@ -146,9 +149,11 @@ def test_duplicate_event_gives_one_result(gallery, course_videos):
         assert dispatcher.wait_idle(120)
         recognitions = [i for i in dispatcher.invocations if i.spec.name == pipeline.names.recognition_function]
         output = objects(pipeline, pipeline.names.output_bucket)
+        details = objects(pipeline, pipeline.names.details_bucket)
     assert [r.name for r in results] == [expected[jobs[0].key]]
     assert len(recognitions) == 1  # the redelivery was recognised and skipped by video-splitting
-    assert sorted(k for k in output if not k.startswith(".facerec/")) == ["test_00.json", "test_00.txt"]
+    assert sorted(output) == ["test_00.txt"]
+    assert sorted(k for k in details if not k.startswith(".facerec/")) == ["test_00.json"]
 
 
 def test_video_failing_every_attempt_ends_with_an_error_result(gallery, course_videos, tmp_path):
@@ -282,8 +287,9 @@ def test_handlers_run_with_their_roles_policies_and_a_missing_permission_fails(g
         restore(n.recognition_function)
 
         # Without s3:ListBucket a missing key is 403, not 404 (as on S3): video-splitting's check for
-        # an earlier run of the same upload then fails instead of finding nothing.
-        without(n.splitting_function, "ListFrames")
+        # an earlier run of the same upload (its done marker, in the details bucket) then fails instead
+        # of finding nothing.
+        without(n.splitting_function, "ListResults")
         unlisted = run("no-list.mp4")
         assert unlisted.status == "error" and unlisted.error.startswith("video-splitting failed on every attempt"), unlisted.error
         assert "403" in unlisted.error or "AccessDenied" in unlisted.error

@@ -35,14 +35,14 @@ def cloud(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dic
         "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
         "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-        "STAGE1_BUCKET": f"stage-{tag}", "OUTPUT_BUCKET": f"out-{tag}", "RECOGNITION_FUNCTION": "face-recognition",
+        "STAGE1_BUCKET": f"stage-{tag}", "OUTPUT_BUCKET": f"out-{tag}", "DETAILS_BUCKET": f"det-{tag}", "RECOGNITION_FUNCTION": "face-recognition",
     }  # fmt: skip
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for name in ("AWS_PROFILE", "FACEREC_FRAMES", "FACEREC_FPS", "FACEREC_DECODE_TIMEOUT", "FACEREC_FFMPEG_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
-    buckets = {"input": f"in-{tag}", "stage1": env["STAGE1_BUCKET"], "output": env["OUTPUT_BUCKET"]}
+    buckets = {"input": f"in-{tag}", "stage1": env["STAGE1_BUCKET"], "output": env["OUTPUT_BUCKET"], "details": env["DETAILS_BUCKET"]}
     for bucket in buckets.values():
         s3.create_bucket(Bucket=bucket)
     invocations: list[dict[str, Any]] = []
@@ -81,6 +81,10 @@ def test_a_crash_between_the_frames_and_the_invoke_is_retried_not_skipped(cloud:
     # Now it is done: a third delivery is a duplicate, and nothing is invoked again.
     assert video_splitting.handler(event, Context(120)) == {"videos": {"clip.mp4": "duplicate"}}
     assert len(cloud["invocations"]) == 1
+    # Its done marker is in the details bucket: stage-1 holds the frames alone, the output bucket nothing.
+    assert s3.head_object(Bucket=cloud["details"], Key=stage1.marker_key("clip"))
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=cloud["stage1"])["Contents"]) == ["clip.jpg", "clip/001.jpg", "clip/002.jpg"]
+    assert s3.list_objects_v2(Bucket=cloud["output"])["KeyCount"] == 0
 
 
 def test_a_key_of_many_cjk_characters_is_split(cloud: dict[str, Any], data: Path) -> None:
@@ -99,7 +103,7 @@ def test_an_unreadable_upload_is_named_in_its_error_result(cloud: dict[str, Any]
     key = "日本語の名前.mp4"
     s3.put_object(Bucket=cloud["input"], Key=key, Body=b"this is not a video\n")
     assert video_splitting.handler(_event(cloud["input"], key, s3), Context(120)) == {"videos": {key: "error"}}
-    result = json.loads(s3.get_object(Bucket=cloud["output"], Key="日本語の名前.json")["Body"].read())
+    result = json.loads(s3.get_object(Bucket=cloud["details"], Key="日本語の名前.json")["Body"].read())
     assert result["status"] == "error" and result["error"].startswith("日本語の名前.mp4: not a readable video")
     assert s3.get_object(Bucket=cloud["output"], Key="日本語の名前.txt")["Body"].read() == b"error"
     assert cloud["invocations"] == []
@@ -121,5 +125,5 @@ def test_the_decode_budget_comes_from_the_invocations_remaining_time(cloud: dict
     started = time.monotonic()
     assert video_splitting.handler(_event(cloud["input"], "crowd.mp4", s3), Context(6.0)) == {"videos": {"crowd.mp4": "error"}}
     assert time.monotonic() - started < 6.0
-    result = json.loads(s3.get_object(Bucket=cloud["output"], Key="crowd.json")["Body"].read())
+    result = json.loads(s3.get_object(Bucket=cloud["details"], Key="crowd.json")["Body"].read())
     assert "crowd.mp4: decoding took longer than 1 s" in result["error"]

@@ -229,12 +229,12 @@ def fanned(celeb_gallery: Any, clips: dict[str, Path], tmp_path_factory: pytest.
         dispatcher = pipeline.cloud.dispatcher
         names = pipeline.names
         s3 = pipeline.clients.s3
-        before = s3.head_object(Bucket=names.output_bucket, Key="two.json")
+        before = s3.head_object(Bucket=names.details_bucket, Key="two.json")
         segment_events = [json.loads(i.event_text) for i in dispatcher.invocations if i.spec.name == names.recognition_function]
         again = next(e for e in segment_events if e["stem"] == "two" and e["segment"] == 0)
         pipeline.clients.lambda_.invoke(FunctionName=names.recognition_function, InvocationType="Event", Payload=json.dumps(again).encode())
         assert dispatcher.wait_idle(120)
-        after = s3.head_object(Bucket=names.output_bucket, Key="two.json")
+        after = s3.head_object(Bucket=names.details_bucket, Key="two.json")
         stage1 = [o["Key"] for o in s3.list_objects_v2(Bucket=names.stage1_bucket)["Contents"]]
         counters = dispatcher.counters
     return {"results": results, "report": report, "events": segment_events, "before": before, "after": after, "stage1": stage1,

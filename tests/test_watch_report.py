@@ -182,7 +182,7 @@ def answer(settings: Settings, result: Result, stem: str) -> None:
     """The recognition function's own writer (JSON with the status in its metadata, then the name)."""
     from lambdas.storage import write_result
 
-    write_result(settings.names.output_bucket, stem, result, event_id="e-" + stem)
+    write_result(settings.names.results, stem, result, event_id="e-" + stem)
 
 
 def ok_result(video: str, name: str = "madonna", distance: float = 0.61) -> Result:
@@ -201,7 +201,7 @@ def stage_pipeline(settings: Settings, clients: Clients) -> None:
     for key in ("split one.jpg", "split one/001.jpg", "answered.jpg", "answered/001.jpg", "answered/002.jpg", "timed out.jpg"):
         s3.put_object(Bucket=n.stage1_bucket, Key=key, Body=jpeg(), ContentType="image/jpeg")
     answer(settings, ok_result("answered.mp4"), "answered")
-    s3.put_object(Bucket=n.output_bucket, Key=annotate.annotated_key("answered"), Body=annotate.jpeg_bytes(
+    s3.put_object(Bucket=n.details_bucket, Key=annotate.annotated_key("answered"), Body=annotate.jpeg_bytes(
         annotate.annotate(Image.open(__import__("io").BytesIO(jpeg())), ok_result("answered.mp4").faces)), ContentType="image/jpeg")
     answer(settings, error_result("refused.mp4", "refused.mp4: 300 MB is over the limit of 200 MB"), "refused")
     request = {"stage1_bucket": n.stage1_bucket, "stem": "timed out", "video": "timed out.mp4",
@@ -238,7 +238,7 @@ def test_snapshot_counts_videos_in_each_state(deployment: Any) -> None:
 
     # latency: result (or failure record) time minus upload time, from the listings' LastModified
     uploaded = {o["Key"]: o["LastModified"] for o in clients.s3.list_objects_v2(Bucket=n.input_bucket)["Contents"]}
-    answered = {o["Key"]: o["LastModified"] for o in clients.s3.list_objects_v2(Bucket=n.output_bucket)["Contents"]}
+    answered = {o["Key"]: o["LastModified"] for o in clients.s3.list_objects_v2(Bucket=n.details_bucket)["Contents"]}
     expected = [(answered[f"{s}.json"] - uploaded[f"{s}.mp4"]).total_seconds() for s in ("answered", "refused")]
     assert all(1.0 <= value < 15 for value in expected)
     assert snap.videos["answered"].latency_s == pytest.approx(expected[0])
@@ -283,7 +283,9 @@ def test_a_refresh_makes_list_calls_only_and_downloads_nothing(deployment: Any) 
     board.snapshot()
     first = list(calls)
     reads = {"ListObjectsV2", "HeadObject", "GetQueueUrl", "ReceiveMessage", "FilterLogEvents"}
-    assert set(first) <= reads, f"a refresh made other calls: {sorted(set(first) - reads)}"
+    # Plus one HeadBucket, the first time: is there a details bucket (else an older deployment's output bucket)?
+    assert set(first) <= reads | {"HeadBucket"}, f"a refresh made other calls: {sorted(set(first) - reads - {'HeadBucket'})}"
+    assert first.count("HeadBucket") == 1
     assert first.count("HeadObject") == 2  # one per result object, the first time it is seen
     assert first.count("ListObjectsV2") == 3  # one page per bucket
 

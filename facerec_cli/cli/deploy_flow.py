@@ -123,7 +123,7 @@ def run_bootstrap(
     n = settings.names
     err.print(
         f"[green]deployed[/]: upload videos with `facerec upload VIDEO...` (to s3://{escape(n.input_bucket)}), "
-        f"then `facerec results --watch` (from s3://{escape(n.output_bucket)})",
+        f"then `facerec results --watch` (answers in s3://{escape(n.output_bucket)}, details in s3://{escape(n.details_bucket)})",
         highlight=False,
     )
 

@@ -413,7 +413,7 @@ def run_rename(path: Path, old: str, new: str, *, merge: bool = False, output: P
 def gallery_push(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = None, target: AwsTarget = AwsTarget()) -> None:
     """Upload a gallery to the deployed functions alone, without `facerec bootstrap`.
 
-    It goes where bootstrap puts it (s3://<prefix>-output/.facerec/gallery.safetensors); the
+    It goes where bootstrap puts it (s3://<prefix>-details/.facerec/gallery.safetensors); the
     face-recognition function uses it from its next invocation. A gallery that does not load, or was made
     with other weights than the functions', is refused."""
     from facerec_cli.infra.clients import Clients

@@ -112,7 +112,7 @@ RecogniseWeightsOpt = Annotated[
 
 PrefixOpt = Annotated[
     str | None,
-    typer.Option("--prefix", help="Resource name prefix: buckets <prefix>-input, <prefix>-stage-1, <prefix>-output. Default: FACEREC_PREFIX, facerec.toml, else facerec."),
+    typer.Option("--prefix", help="Resource name prefix: buckets <prefix>-input, <prefix>-stage-1, <prefix>-output, <prefix>-details. Default: FACEREC_PREFIX, facerec.toml, else facerec."),
 ]
 IaasPrefixOpt = Annotated[
     str | None,
@@ -122,7 +122,7 @@ WatchPrefixOpt = Annotated[
     str | None,
     typer.Option(
         "--prefix",
-        help="Resource name prefix: buckets <prefix>-input, -stage-1, -output; with --iaas queues <prefix>-req-queue, -resp-queue and buckets <prefix>-in-bucket, -out-bucket. Default: FACEREC_PREFIX, facerec.toml, else facerec.",
+        help="Resource name prefix: buckets <prefix>-input, -stage-1, -output, -details; with --iaas queues <prefix>-req-queue, -resp-queue and buckets <prefix>-in-bucket, -out-bucket. Default: FACEREC_PREFIX, facerec.toml, else facerec.",
     ),
 ]
 RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: FACEREC_REGION, AWS_REGION/AWS_DEFAULT_REGION, facerec.toml, the profile's; us-east-1 only with an endpoint URL.")]

@@ -46,7 +46,9 @@ def open_store(results_dir: Path | None, target: AwsTarget) -> Store:
     settings = target.settings()
     sess = aws.session(settings)
     s3 = owner_checked_s3(settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sts", sess=sess))
-    return BucketStore(s3, settings.names.output_bucket)
+    from facerec_cli.pipeline.observe.results import result_buckets
+
+    return BucketStore(s3, result_buckets(s3, settings.names))
 
 
 def gallery_for(gallery: Path | None, store: Store, target: AwsTarget, *, required: bool) -> Gallery | None:

@@ -94,7 +94,8 @@ class Runtime(str, Enum):
 @app.command("run-local")
 @user_errors_as_exit_codes
 def run_local(
-    inputs: Annotated[list[Path], typer.Argument(help="Videos, or folders of videos.")],
+    inputs: Annotated[list[Path] | None, typer.Argument(help="Videos, or folders of videos (none with --serve).", show_default=False)] = None,
+    *,
     gallery: GalleryOpt,
     workers: Annotated[int, typer.Option("--workers", min=0, max=16, help="Warm worker processes per function; 0 runs handlers in this process.")] = 1,
     json_lines: JsonOpt = False,
@@ -124,14 +125,25 @@ def run_local(
     segment_seconds: Annotated[
         float, typer.Option("--segment-seconds", min=1.0, help="With --timeline: seconds of video per segment invocation.")
     ] = 30.0,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="Keep the local cloud up on 127.0.0.1:--port until Ctrl-C or SIGTERM, for any AWS client "
+                     "(AWS_ENDPOINT_URL, any credentials): upload to <prefix>-input, read <prefix>-output; the course's grader works."),
+    ] = False,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="With --serve: the port on 127.0.0.1 (0: any free one, printed).")] = 0,
+    prefix: Annotated[
+        str | None, typer.Option("--prefix", help="Resource name prefix (the course's: your ASU ID): buckets <prefix>-input, -stage-1, -output, -details.")
+    ] = None,
     stage1_layout: Stage1LayoutOpt = None,
 ) -> None:
     """Run the whole pipeline (S3 -> video-splitting -> face-recognition -> S3) on an embedded local cloud.
-    Exits 1 if any video ended in error."""
+    Exits 1 if any video ended in error. With --serve, keep it up for outside AWS clients instead."""
     from lambdas.core.results import ERROR
 
-    from facerec_cli.cli.run_local import run_local as run
-    from facerec_cli.pipeline.local.runner import RunOptions
+    from facerec_cli.cli.run_local import private_log_file, run_local as run
+    from facerec_cli.config import Settings
+    from facerec_cli.errors import UserError
+    from facerec_cli.pipeline.local.runner import LOCAL_PREFIX, RunOptions
 
     extra_env: dict[str, str] = {}
     if timeline:  # video-splitting's timeline settings (lambdas/env.py), as `bootstrap --timeline` sets them
@@ -142,8 +154,21 @@ def run_local(
         from facerec_cli.pipeline.deployer import layout_env
 
         extra_env.update(layout_env({}, stage1_layout.value, timeline=timeline))
+    prefix = Settings(prefix=prefix).prefix if prefix else LOCAL_PREFIX  # an invalid prefix: one red line, before anything starts
     options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout, extra_env=extra_env,
-                         runtime=runtime.value, base_image=base_image)  # fmt: skip
+                         runtime=runtime.value, base_image=base_image, prefix=prefix, port=port)  # fmt: skip
+    if serve:
+        if inputs or json_lines or out_dir or html or watch:
+            raise UserError("--serve takes no videos and no --json, --out, --html or --watch",
+                            hint="upload videos to the served input bucket with any AWS client; read results with `facerec results --endpoint-url`")
+        from facerec_cli.cli.serve import serve as serve_forever
+
+        serve_forever(gallery, options, log_path=private_log_file())
+        return
+    if port:
+        raise UserError("--port is for --serve", hint="add --serve, or leave --port out")
+    if not inputs:
+        raise UserError("no videos given", hint="name videos or folders of videos, or pass --serve to drive the local cloud from outside")
     results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir, html=html, watch=watch)
     if any(r.status == ERROR for r in results):
         raise typer.Exit(1)

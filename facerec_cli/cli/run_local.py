@@ -156,7 +156,7 @@ def run_local(
             err.print(f"report in {html}", highlight=False, soft_wrap=True)
         if out_dir is not None:  # the crops the results name, while the local cloud still holds them
             assert pipeline.settings is not None and pipeline.clients is not None
-            fetch_best_views(pipeline.clients.s3, pipeline.settings.names.output_bucket, results, out_dir)
+            fetch_best_views(pipeline.clients.s3, pipeline.settings.names.details_bucket, results, out_dir)
     finally:
         pipeline.__exit__(None, None, None)
     results = refused + results

@@ -32,6 +32,7 @@ from typing import Any
 import boto3
 import botocore.session
 
+from facerec_cli.errors import UserError
 from facerec_cli.localcloud import s3_conditional
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys
 from facerec_cli.localcloud.moto_fixes import admin_credentials, check_iam_seam, enforced
@@ -74,10 +75,12 @@ class LocalCloud:
         runner_factory: RunnerFactory | None = None,
         allow: Allowlist | None = None,
         enforce_iam: bool = False,
+        record_metrics: bool = False,
     ) -> None:
         """``allow``: the handlers and function variables the runtime accepts (default: the pipeline's two
         handlers and the variables lambdas/env.py names). ``enforce_iam``: check every request against IAM,
-        handlers with their function role's credentials (needs ``workers >= 1`` or a ``runner_factory``)."""
+        handlers with their function role's credentials (needs ``workers >= 1`` or a ``runner_factory``).
+        ``record_metrics``: each invocation's Lambda metrics in this cloud's CloudWatch (:mod:`.metrics`)."""
         if enforce_iam and workers == 0 and runner_factory is None:
             raise ValueError(
                 "enforce_iam needs worker processes (workers >= 1): handlers in one process share their boto3 "
@@ -104,6 +107,8 @@ class LocalCloud:
         self._restore_seam: Any = None
         self._environ = contextlib.ExitStack()
         self._endpoint_url: str | None = None
+        self._record_metrics = record_metrics
+        self._metrics: Any = None  # LambdaMetrics while running, with record_metrics
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -151,7 +156,11 @@ class LocalCloud:
                 admin = admin_credentials(self.client("iam"), ADMIN_USER)  # made while moto does not check yet
                 self._admin = admin["aws_access_key_id"], admin["aws_secret_access_key"]
                 self._iam.enter_context(enforced())
-            self._dispatcher = Dispatcher(self.env(), **self._dispatcher_args)
+            if self._record_metrics:
+                from facerec_cli.localcloud.metrics import LambdaMetrics
+
+                self._metrics = LambdaMetrics(self.client("cloudwatch"))
+            self._dispatcher = Dispatcher(self.env(), **self._dispatcher_args, on_finished=self._metrics.record if self._metrics else None)
             self._restore_seam = install_seam(self._dispatcher)
         except BaseException:
             self.stop()
@@ -170,6 +179,9 @@ class LocalCloud:
                 self._restore_seam = None
             if self._dispatcher is not None:
                 self._dispatcher.close()  # before the server: running handlers still talk to it
+            if self._metrics is not None:
+                metrics, self._metrics = self._metrics, None
+                metrics.close()  # the last datapoints, while the server still runs
         finally:
             if self._server is not None:
                 server, self._server = self._server, None
@@ -317,4 +329,5 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise RuntimeError(f"cannot start the local cloud on {host}:{port}: {exc.strerror}") from exc
+            raise UserError(f"cannot start the local cloud on {host}:{port}: {exc.strerror}",
+                            hint="choose another --port, or stop what listens there") from exc

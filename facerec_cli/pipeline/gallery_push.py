@@ -1,5 +1,6 @@
 """``facerec gallery push``: the gallery alone to the object bootstrap puts it in
-(``s3://<prefix>-output/.facerec/gallery.safetensors``), without a deploy.
+(``s3://<prefix>-details/.facerec/gallery.safetensors``; a deployment made before the details bucket
+reads it from ``s3://<prefix>-output/...``, and gets it there), without a deploy.
 
 The face-recognition function checks that object's ETag at every invocation and reloads it when it
 changed (``lambdas/warm.py``), so the next invocation uses the new gallery; one already running ends
@@ -54,16 +55,18 @@ def deployed_target(settings: Settings, clients: Clients) -> Target:
         env = deployed_environment(clients, n.recognition_function)
     if not env:
         raise not_deployed(settings, f"function {n.recognition_function}")
-    uri = f"s3://{n.output_bucket}/{n.gallery_key}"
+    places = {f"s3://{bucket}/{n.gallery_key}": bucket for bucket in (n.details_bucket, n.output_bucket)}
+    uri = next(iter(places))
     reads = env.get(fenv.GALLERY_URI) or None
-    if reads != uri:
+    if reads not in places:
         # Function names carry no prefix: this is another deployment's function (bootstrap always points
-        # it at its own output bucket), and a gallery put at ``uri`` would reach no function.
+        # it at its own details bucket, or before there was one its output bucket), and a gallery put at
+        # ``uri`` would reach no function.
         raise UserError(
             f"{n.recognition_function} in {settings.region} reads its gallery from {reads}, not {uri}: it belongs to another deployment",
             hint="pass the --prefix (and --region) it was deployed with, or run `facerec bootstrap` for this prefix",
         )
-    return Target(uri, n.output_bucket, n.gallery_key, n.recognition_function, env.get(fenv.WEIGHTS) or None)
+    return Target(reads, places[reads], n.gallery_key, n.recognition_function, env.get(fenv.WEIGHTS) or None)
 
 
 def check_for_functions(gallery: Gallery, target: Target) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from facerec_cli.config import Settings
+from lambdas.stage1 import SPLIT_MARKERS
 
 def _logs_statement(partition: str, region: str, account: str, group: str) -> dict[str, Any]:
     # `arn:...:log-group:NAME` is the log group itself (CreateLogGroup); `NAME:*` is how AWS prints
@@ -29,30 +30,43 @@ def _report_failures(failure_arn: str) -> dict[str, Any]:
     return {"Sid": "ReportFailures", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": failure_arn}
 
 
+def _result_statements(settings: Settings, s3: str, *, write_all_details: bool = False) -> list[dict[str, Any]]:
+    """Writing and checking results: ``<stem>.json`` in the details bucket and ``<stem>.txt`` in the output
+    bucket, under deterministic keys (a redelivered event overwrites the same objects); HeadObject on both
+    (GetObject, and ListBucket so that a missing key answers 404 rather than 403) for the exactly-once
+    check. ``write_all_details``: any key of the details bucket (recognition's crops and annotated
+    frames). Writing the gallery is denied explicitly, whatever the Allow covers."""
+    n = settings.names
+    details, output = f"{s3}{n.details_bucket}", f"{s3}{n.output_bucket}"
+    return [
+        {
+            "Sid": "WriteResults", "Effect": "Allow", "Action": RESULT_WRITE_ACTIONS,
+            "Resource": [f"{details}/*" if write_all_details else f"{details}/*.json", f"{output}/*.txt"],
+        },
+        {"Sid": "ProtectGallery", "Effect": "Deny", "Action": RESULT_WRITE_ACTIONS, "Resource": f"{details}/{n.gallery_key}"},
+        {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": [f"{details}/*.json", f"{output}/*.txt"]},
+        {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": [details, output]},
+    ]
+
+
 def splitting_policy(settings: Settings, *, partition: str, account: str, recognition_arn: str, failure_arn: str) -> dict[str, Any]:
     """Least privilege for video-splitting.
 
-    No s3:ListBucket/GetObject on the output bucket, and PutObject there only on ``*.json``/``*.txt``:
-    the function only writes error results for refused inputs under deterministic keys
-    (<stem>.json/.txt), so a redelivered event overwrites the same objects. It reads back its own done marker in stage-1 (HeadObject: GetObject, and ListBucket
-    so that a missing key answers 404 rather than 403) to skip a redelivered S3 event. Writing the gallery object is
-    denied explicitly: the function decodes untrusted uploads and must not be able to replace
-    the gallery (the Allow on `output/*` would otherwise cover it).
+    Frames into stage-1 (nothing read back there); error results for refused inputs (the result
+    statements); its done marker in the details bucket (written, and read back to skip a redelivered S3
+    event). Nothing of the gallery: the function decodes untrusted uploads and must not be able to
+    replace it.
     """
     n = settings.names
     s3 = f"arn:{partition}:s3:::"
+    markers = f"{s3}{n.details_bucket}/{SPLIT_MARKERS}*"
     return {
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "ReadUploads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.input_bucket}/*"},
             {"Sid": "WriteFrames", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{s3}{n.stage1_bucket}/*"},
-            {"Sid": "CheckFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.stage1_bucket}/*"},
-            {"Sid": "ListFrames", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"{s3}{n.stage1_bucket}"},
-            {
-                "Sid": "WriteErrorResults", "Effect": "Allow", "Action": RESULT_WRITE_ACTIONS,
-                "Resource": [f"{s3}{n.output_bucket}/*.json", f"{s3}{n.output_bucket}/*.txt"],
-            },
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": RESULT_WRITE_ACTIONS, "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
+            *_result_statements(settings, s3),
+            {"Sid": "DoneMarkers", "Effect": "Allow", "Action": ["s3:GetObject", *RESULT_WRITE_ACTIONS], "Resource": markers},
             {"Sid": "InvokeRecognition", "Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": recognition_arn},
             _logs_statement(partition, settings.region, account, n.log_group(n.splitting_function)),
             _report_failures(failure_arn),
@@ -61,9 +75,8 @@ def splitting_policy(settings: Settings, *, partition: str, account: str, recogn
 
 
 def recognition_policy(settings: Settings, *, partition: str, account: str, failure_arn: str) -> dict[str, Any]:
-    """Least privilege for face-recognition. Besides frames and the gallery it may read result JSON
-    (HeadObject on ``<stem>.json``, with ListBucket so a missing key answers 404) to skip a duplicate
-    invocation; nothing else in the output bucket."""
+    """Least privilege for face-recognition: frames, the gallery, and results (the result statements;
+    any key of the details bucket but the gallery, for crops and annotated frames)."""
     n = settings.names
     s3 = f"arn:{partition}:s3:::"
     return {
@@ -71,11 +84,8 @@ def recognition_policy(settings: Settings, *, partition: str, account: str, fail
         "Statement": [
             {"Sid": "ReadFrames", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.stage1_bucket}/*"},
             {"Sid": "ListFrames", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"{s3}{n.stage1_bucket}"},
-            {"Sid": "ReadGallery", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
-            {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.output_bucket}/*.json"},
-            {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"{s3}{n.output_bucket}"},
-            {"Sid": "WriteResults", "Effect": "Allow", "Action": RESULT_WRITE_ACTIONS, "Resource": f"{s3}{n.output_bucket}/*"},
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": RESULT_WRITE_ACTIONS, "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
+            {"Sid": "ReadGallery", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.details_bucket}/{n.gallery_key}"},
+            *_result_statements(settings, s3, write_all_details=True),
             _logs_statement(partition, settings.region, account, n.log_group(n.recognition_function)),
             _report_failures(failure_arn),
             # Timelines (FACEREC_TIMELINE on video-splitting; lambdas/segments.py): each segment reads the
@@ -88,21 +98,15 @@ def recognition_policy(settings: Settings, *, partition: str, account: str, fail
 
 def failure_policy(settings: Settings, *, partition: str, account: str, queue_arn: str) -> dict[str, Any]:
     """Least privilege for the on-failure function (lambdas/on_failure.py): error results under the same
-    keys as the others' (not the gallery), the result check (HeadObject on ``<stem>.json``, ListBucket for
-    a 404), a failed timeline segment's part and merge claim in stage-1, and the failure queue."""
+    keys as the others' (the result statements), a failed timeline segment's part and merge claim in
+    stage-1, and the failure queue."""
     n = settings.names
     s3 = f"arn:{partition}:s3:::"
     segments = f"{s3}{n.stage1_bucket}/.facerec/segments/*"
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {
-                "Sid": "WriteErrorResults", "Effect": "Allow", "Action": RESULT_WRITE_ACTIONS,
-                "Resource": [f"{s3}{n.output_bucket}/*.json", f"{s3}{n.output_bucket}/*.txt"],
-            },
-            {"Sid": "ProtectGallery", "Effect": "Deny", "Action": RESULT_WRITE_ACTIONS, "Resource": f"{s3}{n.output_bucket}/{n.gallery_key}"},
-            {"Sid": "CheckResults", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.output_bucket}/*.json"},
-            {"Sid": "ListResults", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"{s3}{n.output_bucket}"},
+            *_result_statements(settings, s3),
             {"Sid": "FailSegments", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": segments},
             {"Sid": "ListSegments", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"{s3}{n.stage1_bucket}"},
             _logs_statement(partition, settings.region, account, n.log_group(n.failure_function)),

@@ -27,7 +27,7 @@ from facerec_cli.infra.resources.sqs import QueueSpec
 from facerec_cli.pipeline.policies import failure_policy, recognition_policy, splitting_policy
 from lambdas import env as fenv
 from lambdas.core.models import THREADS_ENV
-# Results carry this object tag (the output bucket's retention rule expires only tagged objects: S3 lifecycle
+# Results carry this object tag (the details bucket's retention rule expires only tagged objects: S3 lifecycle
 # filters cannot exclude a key, and the gallery lives in the same bucket).
 from lambdas.storage import RESULT_TAG_KEY, RESULT_TAG_VALUE
 
@@ -44,7 +44,7 @@ PERMISSION_SID = "facerec-s3-invoke"
 NOTIFICATION_ID_PREFIX = "facerec-"
 LIFECYCLE_RULE_ID = "facerec-stage1-expiry"
 ECR_POLICY_SID = "facerec-lambda-pull"  # the repository policy statement letting Lambda read the images
-RETENTION_RULE_ID = "facerec-retention"  # --retain-days on the input and output buckets
+RETENTION_RULE_ID = "facerec-retention"  # --retain-days on the input, output and details buckets
 MAX_RETRY_ATTEMPTS = 2
 MAX_EVENT_AGE_SECONDS = 3600
 FAILURE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: failure records are worth keeping
@@ -116,8 +116,8 @@ def ephemeral_storage_mb(max_bytes: int) -> int:
 
 def retention_rule(days: int, *, tagged_results: bool) -> dict[str, Any]:
     """Expire objects ``days`` after they were written: every object (the input bucket's uploads, with
-    their unfinished multipart uploads), or only those tagged as results (the output bucket, which also
-    holds the gallery)."""
+    their unfinished multipart uploads), or only those tagged as results (the output and details
+    buckets; the details bucket also holds the gallery)."""
     rule: dict[str, Any] = {"ID": RETENTION_RULE_ID, "Status": "Enabled", "Expiration": {"Days": days}}
     if tagged_results:
         rule["Filter"] = {"Tag": {"Key": RESULT_TAG_KEY, "Value": RESULT_TAG_VALUE}}
@@ -161,7 +161,7 @@ def _buckets(settings: Settings, options: DeployOptions, partition: str) -> list
         if role == "stage-1":
             rules, text = (stage1_rule,), f"objects expire after {settings.stage1_expiry_days} day(s)"
         elif retain:
-            rules = (retention_rule(retain, tagged_results=role == "output"),)
+            rules = (retention_rule(retain, tagged_results=role in ("output", "details")),)
             text = f"uploads expire after {retain} day(s)" if role == "input" else \
                 f"results (tagged {RESULT_TAG_KEY}={RESULT_TAG_VALUE}) expire after {retain} day(s), the gallery stays"
         elif retain == 0:
@@ -169,13 +169,15 @@ def _buckets(settings: Settings, options: DeployOptions, partition: str) -> list
         statements = (tls_only_statement(f"arn:{partition}:s3:::{name}"),) if tls_only else ()
         return BucketSpec(name, region, statements, frozenset({TLS_ONLY_SID}), rules, drop, text)
 
-    return [bucket(n.input_bucket, "input"), bucket(n.stage1_bucket, "stage-1"), bucket(n.output_bucket, "output")]
+    return [bucket(n.input_bucket, "input"), bucket(n.stage1_bucket, "stage-1"), bucket(n.output_bucket, "output"),
+            bucket(n.details_bucket, "details")]
 
 
 def _environments(settings: Settings, options: DeployOptions) -> tuple[dict[str, str], dict[str, str]]:
     """(video-splitting's, face-recognition's) environment."""
     n = settings.names
-    splitting = {fenv.STAGE1_BUCKET: n.stage1_bucket, fenv.RECOGNITION_FUNCTION: n.recognition_function, fenv.OUTPUT_BUCKET: n.output_bucket}
+    results = {fenv.OUTPUT_BUCKET: n.output_bucket, fenv.DETAILS_BUCKET: n.details_bucket}
+    splitting = {fenv.STAGE1_BUCKET: n.stage1_bucket, fenv.RECOGNITION_FUNCTION: n.recognition_function, **results}
     for name, value in ((fenv.FRAMES, options.frames), (fenv.FPS, options.fps), (fenv.MAX_BYTES, options.max_bytes), (fenv.MAX_SECONDS, options.max_seconds)):
         if value is not None:
             splitting[name] = str(value)
@@ -183,7 +185,7 @@ def _environments(settings: Settings, options: DeployOptions) -> tuple[dict[str,
     # One onnxruntime thread: a second one doubled the CPU time per video for a few percent of speed
     # (benchmarks/lambda_memory.py); the local runtime sets its own share of the cores.
     recognition = {
-        fenv.OUTPUT_BUCKET: n.output_bucket, fenv.GALLERY_URI: f"s3://{n.output_bucket}/{n.gallery_key}", fenv.WEIGHTS: options.weights, THREADS_ENV: "1",
+        **results, fenv.GALLERY_URI: f"s3://{n.details_bucket}/{n.gallery_key}", fenv.WEIGHTS: options.weights, THREADS_ENV: "1",
     }
     if options.threshold is not None:
         recognition[fenv.THRESHOLD] = str(options.threshold)
@@ -213,7 +215,7 @@ def pipeline_stack(settings: Settings, options: DeployOptions, account_id: str) 
     split_role = role(split_name, splitting_policy(settings, partition=partition, account=account_id, recognition_arn=lambda_arn(rec_name),
                                                    failure_arn=lambda_arn(fail_name)))  # fmt: skip
     split_env, rec_env = _environments(settings, options)
-    fail_env = {fenv.OUTPUT_BUCKET: n.output_bucket, fenv.FAILURE_QUEUE: n.failure_queue}
+    fail_env = {fenv.OUTPUT_BUCKET: n.output_bucket, fenv.DETAILS_BUCKET: n.details_bucket, fenv.FAILURE_QUEUE: n.failure_queue}
     # Both hold a whole upload in /tmp: video-splitting while it samples, face-recognition while a
     # timeline's segments of it keep coming (lambdas/segments.py). The on-failure function needs none.
     video_tmp = ephemeral_storage_mb(int(split_env.get(fenv.MAX_BYTES) or fenv.DEFAULT_MAX_BYTES))
@@ -240,9 +242,9 @@ def pipeline_stack(settings: Settings, options: DeployOptions, account_id: str) 
         path = Path(options.gallery)
         if not path.is_file():
             raise UserError(f"gallery {path} not found", hint="make one with `facerec enroll PHOTOS_DIR -o GALLERY`")
-        gallery = gallery_object(n.output_bucket, gallery_key, path)
+        gallery = gallery_object(n.details_bucket, gallery_key, path)
     else:
-        gallery = ObjectSpec(n.output_bucket, gallery_key, missing=f"no gallery at s3://{n.output_bucket}/{gallery_key}: recognition fails until one is uploaded (pass --gallery)")
+        gallery = ObjectSpec(n.details_bucket, gallery_key, missing=f"no gallery at s3://{n.details_bucket}/{gallery_key}: recognition fails until one is uploaded (pass --gallery)")
 
     specs: list[Any] = [RepositorySpec(n.ecr_repository, repo_uri, policy=lambda_pull_policy(partition, region, account_id))] if options.with_ecr else []
     specs += _buckets(settings, options, partition)

@@ -16,12 +16,13 @@ from typing import Any
 
 from facerec_cli.config import Settings
 from facerec_cli.infra.readers import get_or_none
+from facerec_cli.pipeline.observe.results import result_buckets
 from facerec_cli.pipeline.upload_ledger import UploadLedger, UploadRecord
 from lambdas.stage1 import marker_key
 
 # How long after bootstrap put the trigger an upload may go unnoticed ("several minutes").
 SETTLE = timedelta(minutes=10)
-# Seconds without an answer or a sign of video-splitting (its done marker in stage-1) before an upload of
+# Seconds without an answer or a sign of video-splitting (its done marker) before an upload of
 # that window is re-triggered: longer than video-splitting's timeout (120 s), so one that is being split
 # has finished by then (tests lower it).
 NUDGE_AFTER = 180.0
@@ -46,6 +47,7 @@ class Retrigger:
         self.settings, self.s3, self.ledger = settings, s3, ledger
         self.now = now or (lambda: datetime.now(timezone.utc))
         self.done: set[str] = set()
+        self._markers: str | None = None  # the bucket video-splitting's done markers are in
 
     def __call__(self, pending: list[UploadRecord]) -> list[str]:
         put = self.ledger.trigger_put_at()
@@ -64,8 +66,12 @@ class Retrigger:
         return lines
 
     def _split(self, upload: UploadRecord) -> bool:
-        """video-splitting has finished with it (its done marker in stage-1)."""
-        return get_or_none(self.s3.head_object, Bucket=self.settings.names.stage1_bucket, Key=marker_key(upload.stem)) is not None
+        """video-splitting has finished with it (its done marker: in the details bucket; in a deployment
+        made before there was one, in stage-1)."""
+        if self._markers is None:
+            n = self.settings.names
+            self._markers = n.details_bucket if result_buckets(self.s3, n).details == n.details_bucket else n.stage1_bucket
+        return get_or_none(self.s3.head_object, Bucket=self._markers, Key=marker_key(upload.stem)) is not None
 
     def _copy_in_place(self, upload: UploadRecord, waited: float) -> str:
         bucket = self.settings.names.input_bucket

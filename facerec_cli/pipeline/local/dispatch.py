@@ -40,6 +40,10 @@ RunnerFactory = Callable[[LocalFunction, Mapping[str, str]], Runner]
 """runner_factory(spec, cloud_env): a runner for one of a function's lanes, instead of a worker process
 (``run-local --runtime containers``: a container behind the Lambda emulator)."""
 
+FinishedHook = Callable[[str, float, bool, int], None]
+"""on_finished(function_name, duration_ms, ok, concurrent): an invocation attempt ended; ``concurrent``:
+the function's attempts running when it started, itself included (what Lambda's metrics report)."""
+
 CredentialsFor = Callable[[LocalFunction], Mapping[str, str]]
 """credentials(spec): the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN a function's handlers get
 in place of the cloud's own (IAM enforcement: credentials bound to the function's role)."""
@@ -132,6 +136,7 @@ class Dispatcher:
         runner_factory: RunnerFactory | None = None,
         allow: Allowlist | None = None,
         credentials: CredentialsFor | None = None,
+        on_finished: FinishedHook | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0")
@@ -145,6 +150,8 @@ class Dispatcher:
         self._refusals_logged: set[tuple[Any, ...]] = set()
         self._workers = workers
         self._on_failure = on_failure
+        self._on_finished = on_finished
+        self._running_by: dict[str, int] = {}  # function name -> attempts running now
         self._max_attempts = max(1, max_attempts)
         self._log_path = log_path
         self._grace = shutdown_grace_s
@@ -310,11 +317,21 @@ class Dispatcher:
                     inv.attempts += 1
                     self._queued -= 1
                     self._running += 1
+                    name = inv.spec.name
+                    concurrent = self._running_by[name] = self._running_by.get(name, 0) + 1
+                started = time.perf_counter()
                 try:
                     outcome = self._refuse(inv.spec) or runner.run(inv.spec, inv.request_id, inv.event_text)
                 except Exception as exc:  # a runtime bug must not kill the lane and hang wait_idle
                     log.exception("local runtime error while running %s", inv.spec.name)
                     outcome = error_outcome("Runtime.LocalError", repr(exc))
+                with self._cond:
+                    self._running_by[name] -= 1
+                if self._on_finished is not None:
+                    try:
+                        self._on_finished(name, (time.perf_counter() - started) * 1000, outcome.ok, concurrent)
+                    except Exception:
+                        log.exception("on_finished hook raised for %s", name)
                 self._settle(inv, outcome)
         except Exception:
             log.exception("lane thread crashed")

@@ -3,7 +3,7 @@
 The same deploy code as ``bootstrap`` (minus images) provisions buckets, roles, functions, the failure
 queue and the notification on the moto server; videos are uploaded to the input bucket, and every
 Lambda invocation moto receives runs the real handlers in warm workers. Results are read back from the
-output bucket, exactly as ``facerec results`` reads them on AWS.
+details bucket, exactly as ``facerec results`` reads them on AWS.
 
 With ``runtime="containers"`` the functions' container images are built as bootstrap builds them and
 the invocations run in them, behind the Lambda Runtime Interface Emulator (``containers.py``).
@@ -76,6 +76,11 @@ class RunOptions:
     # What the runtime runs: None is the pipeline's two handlers with the variables lambdas/env.py names
     # (tests widen it for fault-injecting handlers).
     allow: Allowlist | None = None
+    prefix: str = LOCAL_PREFIX  # the resource names' prefix (`run-local --serve --prefix <ASU ID>`)
+    port: int = 0  # the local cloud's port on 127.0.0.1; 0: any free one
+    # Record each invocation's Lambda metrics (AWS/Lambda Duration, Invocations, Errors,
+    # ConcurrentExecutions) in the local cloud's CloudWatch, for outside clients (`run-local --serve`).
+    record_metrics: bool = False
 
     @property
     def iam(self) -> bool:
@@ -158,7 +163,7 @@ class LocalPipeline:
             runner_factory = self.containers.runner
         self.cloud = LocalCloud(
             workers=options.workers, on_failure=self._on_failure, log_path=log_path, runner_factory=runner_factory,
-            allow=options.allow, enforce_iam=options.iam,
+            allow=options.allow, enforce_iam=options.iam, port=options.port, record_metrics=options.record_metrics,
         )  # fmt: skip
         self.settings: Settings | None = None
         self.clients: Clients | None = None
@@ -177,7 +182,7 @@ class LocalPipeline:
         self.cloud.start()
         self.timings["cloud_start_ms"] = (time.perf_counter() - started) * 1000
         try:
-            self.settings = Settings(prefix=LOCAL_PREFIX, region=self.cloud.region, endpoint_url=self.cloud.endpoint_url)
+            self.settings = Settings(prefix=self.options.prefix, region=self.cloud.region, endpoint_url=self.cloud.endpoint_url)
             self.clients = Clients.from_session(self.cloud.session(), self.cloud.endpoint_url)
             opts = self.options
             deploy_options = DeployOptions(
@@ -246,7 +251,7 @@ class LocalPipeline:
             # The role may not invoke the destination: AWS would drop the record. Here the upload still
             # gets its error result, saying so.
             note = f"{message} (and the failure record could not be sent to {names.failure_function}: {exc})"
-            on_failure.answer(failure_record(arn, "", event, note, 3), s3=self.clients.s3, output_bucket=names.output_bucket)
+            on_failure.answer(failure_record(arn, "", event, note, 3), s3=self.clients.s3, output_bucket=names.results)
 
     def upload(self, job: VideoJob) -> None:
         assert self.clients is not None
@@ -264,14 +269,14 @@ class LocalPipeline:
         pending = [j for j in jobs if j.state in ("uploaded", "split")]
         if not pending:
             return
-        done = list_result_keys(s3, self.names.output_bucket)
+        done = list_result_keys(s3, self.names.details_bucket)
         frames: set[str] = set()
         if track_split and any(j.state == "uploaded" and j.stem not in done for j in pending):
             frames = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.names.stage1_bucket) for o in page.get("Contents", [])}
         now = time.monotonic()
         for job in pending:
             if job.stem in done:
-                job.result = fetch_result(s3, self.names.output_bucket, job.stem)
+                job.result = fetch_result(s3, self.names.details_bucket, job.stem)
                 job.state = "done"
                 job.latency_s = now - (job.uploaded_at or now)
             elif first_frame_key(job.stem, frames) is not None:  # either stage-1 layout

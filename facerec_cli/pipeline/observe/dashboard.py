@@ -1,7 +1,7 @@
 """`facerec watch`: a live view of the pipeline from what the buckets, the failure queue and the
 functions' logs say.
 
-One refresh costs list calls: ListObjectsV2 on the three buckets (one page per 1000 objects), a few
+One refresh costs list calls: ListObjectsV2 on the input, stage-1 and details buckets (one page per 1000 objects), a few
 ReceiveMessage calls that peek at the failure queue, and one FilterLogEvents per function for the
 error lines logged since the last refresh. Objects are never downloaded; a result's status is read
 once from its metadata (HeadObject, cached by ETag, so only results that are new since the last
@@ -47,7 +47,7 @@ from lambdas.segments import parse_state_key, stem_prefix
 from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.errors import not_deployed, user_error
 from facerec_cli.config import Names, Settings
-from facerec_cli.pipeline.observe.results import FailedVideo, peek_failures
+from facerec_cli.pipeline.observe.results import FailedVideo, peek_failures, result_buckets
 from facerec_cli.pipeline.observe.snapshot import FAILED, FINISHED, SPLIT, UPLOADED, LogError, PipelineSnapshot, VideoState
 from facerec_cli.pipeline.upload_ledger import parse_time, stem_of
 
@@ -185,6 +185,7 @@ class Dashboard:
         self._errors: deque[LogError] = deque(maxlen=KEEP_ERRORS)
         self._seen_log_ids: dict[str, int] = {}  # event id -> timestamp, to skip lines read before
         self.heads = 0  # HeadObject calls made (what the status cache saves)
+        self._details: str | None = None  # where <stem>.json lives (an older deployment: the output bucket)
 
     # -- pieces
 
@@ -198,13 +199,21 @@ class Dashboard:
         except botocore.exceptions.BotoCoreError as exc:
             raise user_error(self.settings, f"listing {bucket}", exc) from exc
 
+    def _details_bucket(self) -> str:
+        if self._details is None:
+            try:
+                self._details = result_buckets(self.s3, self.names).details
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                raise user_error(self.settings, f"looking for {self.names.details_bucket}", exc) from exc
+        return self._details
+
     def _statuses_of(self, results: dict[str, S3Object]) -> dict[str, str | None]:
         """stem -> the status a result object carries in its metadata (None when it carries none)."""
         todo = [obj for obj in results.values() if self._statuses.get(obj.key, ("", None))[0] != obj.etag]
 
         def head(obj: S3Object) -> tuple[S3Object, str | None]:
             try:
-                meta = self.s3.head_object(Bucket=self.names.output_bucket, Key=obj.key).get("Metadata", {})
+                meta = self.s3.head_object(Bucket=self._details_bucket(), Key=obj.key).get("Metadata", {})
             except botocore.exceptions.ClientError:
                 return obj, None  # deleted since the listing: counted as whatever it was
             return obj, meta.get("status")
@@ -282,7 +291,7 @@ class Dashboard:
         segments = segment_progress(stage1_keys.values())
         results = {
             o.key[: -len(".json")]: o
-            for o in self._list(names.output_bucket)
+            for o in self._list(self._details_bucket())
             if o.key.endswith(".json") and not o.key.startswith(RESULT_PREFIX_SKIP)
         }
         statuses = self._statuses_of(results)

@@ -25,6 +25,7 @@ from lambdas.gop import first_frame_key
 
 from facerec_cli.config import Settings
 from facerec_cli.pipeline.observe.dashboard import S3Object, list_objects
+from facerec_cli.pipeline.observe.results import result_buckets
 from facerec_cli.pipeline.upload_ledger import stem_of
 from facerec_cli.render import clock
 
@@ -88,12 +89,13 @@ def collect_rows(settings: Settings, s3: Any, sqs: Any, *, extra: Iterable[Resul
     results = ResultsReader(settings, s3, sqs).refresh().results
     inputs = {stem_of(o.key): o for o in list_objects(s3, names.input_bucket)}
     stage1 = {o.key: o for o in list_objects(s3, names.stage1_bucket)}
-    outputs = {o.key: o for o in list_objects(s3, names.output_bucket)}
+    details = result_buckets(s3, names).details
+    details_objects = {o.key: o for o in list_objects(s3, details)}
 
     rows: dict[str, ReportRow] = {}
     for stem, result in results.items():
         row = ReportRow.of(stem, result)
-        upload, answer = inputs.get(stem), outputs.get(f"{stem}.json")
+        upload, answer = inputs.get(stem), details_objects.get(f"{stem}.json")
         if upload is not None and answer is not None and answer.modified >= upload.modified.replace(microsecond=0):
             row.latency_s = (answer.modified - upload.modified).total_seconds()
         elif upload is not None and answer is not None:
@@ -106,7 +108,7 @@ def collect_rows(settings: Settings, s3: Any, sqs: Any, *, extra: Iterable[Resul
         upload = inputs.get(stem)
         since = upload.modified.replace(microsecond=0) if upload else None
         for kind, bucket, objects, key in (
-            ("annotated", names.output_bucket, outputs, f"{stem}{ANNOTATED_SUFFIX}"),
+            ("annotated", details, details_objects, f"{stem}{ANNOTATED_SUFFIX}"),
             ("frame", names.stage1_bucket, stage1, first_frame_key(stem, stage1) or f"{stem}.jpg"),
         ):
             obj: S3Object | None = objects.get(key)
@@ -119,7 +121,7 @@ def collect_rows(settings: Settings, s3: Any, sqs: Any, *, extra: Iterable[Resul
                 break
         if row.timeline is not None:  # the best view of each person, stored beside the result
             for person in row.timeline.people[:MAX_LANES]:
-                data = _get(s3, names.output_bucket, person.image) if person.image else None
+                data = _get(s3, details, person.image) if person.image else None
                 small = thumbnail(data, VIEW_SIZE) if data else None
                 if small:
                     row.views[person.person] = small

@@ -1,7 +1,7 @@
-"""Results where `facerec people`, `search` and `results --reidentify` find them: the output bucket, or
-a folder of ``<stem>.json`` files (what ``run-local --out DIR`` writes). Both read the raw JSON (search
-filters on the text before parsing) and write a result back as the pipeline does: ``<stem>.txt`` then
-``<stem>.json``."""
+"""Results where `facerec people`, `search` and `results --reidentify` find them: the deployment's
+buckets (``<stem>.json`` in the details bucket, ``<stem>.txt`` in the output bucket), or a folder of
+``<stem>.json`` files (what ``run-local --out DIR`` writes). Both read the raw JSON (search filters on the
+text before parsing) and write a result back as the pipeline does: ``<stem>.json`` then ``<stem>.txt``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdas.core.results import Result
+from lambdas.env import ResultBuckets
 from lambdas.events import RESULT_PREFIX_SKIP, result_keys
 
 from facerec_cli.errors import UserError
@@ -55,7 +56,7 @@ class DirStore:
 
     def write(self, stem: str, result: Result) -> None:
         json_key, txt_key = result_keys(stem)
-        for key, body in ((txt_key, result.name), (json_key, result.to_json() + "\n")):
+        for key, body in ((json_key, result.to_json() + "\n"), (txt_key, result.name)):
             tmp = self.path / f".{key}.tmp"
             tmp.write_text(body, encoding="utf-8")
             os.replace(tmp, self.path / key)
@@ -64,8 +65,13 @@ class DirStore:
 @dataclass
 class BucketStore:
     s3: Any
-    bucket: str
+    buckets: ResultBuckets
     _seen: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # stem -> (ETag, metadata) as read
+
+    @property
+    def bucket(self) -> str:
+        """Where the details (and the deployed gallery) are."""
+        return self.buckets.details
 
     @property
     def where(self) -> str:
@@ -91,7 +97,7 @@ class BucketStore:
         from lambdas.storage import EVENT_META, write_result
 
         etag, meta = self._seen[stem]
-        if not write_result(self.bucket, stem, result, meta.get(EVENT_META, "reidentify"), self.s3, replaces=etag):
+        if not write_result(self.buckets, stem, result, meta.get(EVENT_META, "reidentify"), self.s3, replaces=etag):
             raise UserError(f"s3://{self.bucket}/{stem}.json changed while it was re-answered: left as it is",
                             hint="run the command again")  # fmt: skip
 

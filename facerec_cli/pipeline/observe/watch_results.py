@@ -1,4 +1,4 @@
-"""`facerec results` and `facerec results --watch`: results from the output bucket, failed invocations
+"""`facerec results` and `facerec results --watch`: results from the details bucket, failed invocations
 from the failure queue, and which uploads (remembered by `facerec upload`) are still unanswered.
 
 Each refresh costs list calls only (one ListObjectsV2 page per 1000 results, a few ReceiveMessage
@@ -26,7 +26,7 @@ from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.errors import not_deployed, user_error
 from facerec_cli.config import Settings
 from facerec_cli.render import err, out, print_errors, results_table
-from facerec_cli.pipeline.observe.results import FailedVideo, failure_result, fetch_result, peek_failures
+from facerec_cli.pipeline.observe.results import FailedVideo, failure_result, fetch_result, peek_failures, result_buckets
 from facerec_cli.pipeline.upload_ledger import UploadRecord, parse_time
 
 # Seconds between refreshes of --watch (tests lower it).
@@ -87,7 +87,7 @@ class ResultsReader:
         self.settings = settings
         self.s3 = s3
         self.sqs = sqs
-        self.bucket = settings.names.output_bucket
+        self._bucket: str | None = None  # the details bucket (an older deployment: the output bucket)
         self._cache: dict[str, tuple[str, Result]] = {}
         self._queue_url: str | None = None
         self._queue_checked = False
@@ -104,12 +104,19 @@ class ResultsReader:
             self._queue_checked = True
         return self._queue_url
 
+    @property
+    def bucket(self) -> str:
+        if self._bucket is None:
+            self._bucket = result_buckets(self.s3, self.settings.names).details
+        return self._bucket
+
     def refresh(self, uploads: list[UploadRecord] | None = None) -> ResultsSnapshot:
         try:
             objects = list_result_objects(self.s3, self.bucket)
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) == "NoSuchBucket":
-                raise not_deployed(self.settings, f"the output bucket {self.bucket}") from exc
+                which = "output" if self.bucket == self.settings.names.output_bucket else "details"
+                raise not_deployed(self.settings, f"the {which} bucket {self.bucket}") from exc
             raise user_error(self.settings, f"listing results in {self.bucket}", exc) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise user_error(self.settings, f"listing results in {self.bucket}", exc) from exc

@@ -203,7 +203,7 @@ def watch_until_answered(
     timeout: float,
     json_lines: bool,
     interval: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     on_refresh: Callable[[ResultsSnapshot], None] | None = None,
 ) -> WatchOutcome:
     """Refresh until every upload is answered or ``timeout`` seconds passed; ``on_refresh`` sees each
@@ -213,6 +213,7 @@ def watch_until_answered(
     if its result object changes); otherwise a live table on a terminal, and the final table on stdout.
     """
     interval = POLL_SECONDS if interval is None else interval
+    sleep = time.sleep if sleep is None else sleep  # looked up here, so a test's fake clock is seen
     started = time.monotonic()
     deadline = started + timeout
     printed: dict[str, str] = {}

@@ -37,7 +37,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from facerec_cli.config import Settings
 from facerec_cli.infra.aws import error_code
+from facerec_cli.infra.errors import IAAS_BOOTSTRAP_HINT, MISSING_QUEUE, not_deployed
 from facerec_cli.errors import UserError
 from facerec_cli.iaas.names import ACTIVE_STATES, WEB_INSTANCE, IaasNames, app_instance_index
 
@@ -46,8 +48,6 @@ HTTP_TIMEOUT_S = 5.0
 ACTIVE = ACTIVE_STATES
 LIVE = ("pending", "running", "stopping", "shutting-down")  # not idle while any of these remain
 PRESENT = ("pending", "running", "stopping", "stopped", "shutting-down")  # terminated ones are left out
-MISSING_QUEUE = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
-BOOTSTRAP_HINT = "run `facerec iaas bootstrap` first, or pass the --prefix/--region it used"
 
 
 # ---------------------------------------------------------------------------------------- snapshot
@@ -153,18 +153,17 @@ class Source(Protocol):
 class AwsSource:
     """Snapshots from the AWS APIs. Queue URLs are looked up once, on the first snapshot."""
 
-    def __init__(self, sqs: Any, ec2: Any, s3: Any, names: IaasNames, *, where: str = "", page_size: int = 1000) -> None:
+    def __init__(self, sqs: Any, ec2: Any, s3: Any, names: IaasNames, *, settings: Settings | None = None, page_size: int = 1000) -> None:
         self.sqs = sqs
         self.ec2 = ec2
         self.s3 = s3
         self.names = names
-        self.where = where  # "region r, endpoint e" for messages
+        self.settings = settings or Settings(prefix=names.prefix)  # where the messages say it looked
         self.page_size = page_size
         self._urls: dict[str, str | None] | None = None
 
     def _not_deployed(self, what: str) -> UserError:
-        where = f"prefix {self.names.prefix}" + (f", {self.where}" if self.where else "")
-        return UserError(f"not deployed: {what} does not exist ({where})", hint=BOOTSTRAP_HINT)
+        return not_deployed(self.settings, what, hint=IAAS_BOOTSTRAP_HINT, lead="not deployed: ")
 
     def _queue_urls(self) -> dict[str, str | None]:
         if self._urls is None:
@@ -449,18 +448,17 @@ def watch_iaas(
     )
 
 
-def aws_source(settings: Any) -> AwsSource:
+def aws_source(settings: Settings) -> AwsSource:
     """The AWS source for the deployment ``settings`` names (flags/env/facerec.toml as resolved)."""
     from facerec_cli.infra import aws
 
     sess = aws.session(settings)
-    where = f"region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
     return AwsSource(
         aws.client(settings, "sqs", sess=sess),
         aws.client(settings, "ec2", sess=sess),
         aws.client(settings, "s3", sess=sess),
         IaasNames(settings.prefix),
-        where=where,
+        settings=settings,
     )
 
 

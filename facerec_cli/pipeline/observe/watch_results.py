@@ -23,7 +23,7 @@ from lambdas.core.results import ERROR, Result
 from lambdas.events import RESULT_PREFIX_SKIP
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.infra.errors import not_deployed, user_error
+from facerec_cli.infra.errors import MISSING_QUEUE, aws_errors, user_error
 from facerec_cli.config import Settings
 from facerec_cli.render import err, out, print_errors, results_table
 from facerec_cli.pipeline.observe.results import FailedVideo, failure_result, fetch_result, peek_failures
@@ -98,21 +98,15 @@ class ResultsReader:
             try:
                 self._queue_url = self.sqs.get_queue_url(QueueName=self.settings.names.failure_queue)["QueueUrl"]
             except botocore.exceptions.ClientError as exc:
-                if error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                if error_code(exc) not in MISSING_QUEUE:
                     raise
                 self._queue_url = None  # an older deployment without a failure queue: results only
             self._queue_checked = True
         return self._queue_url
 
     def refresh(self, uploads: list[UploadRecord] | None = None) -> ResultsSnapshot:
-        try:
+        with aws_errors(self.settings, f"listing results in {self.bucket}", missing=f"the output bucket {self.bucket}"):
             objects = list_result_objects(self.s3, self.bucket)
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) == "NoSuchBucket":
-                raise not_deployed(self.settings, f"the output bucket {self.bucket}") from exc
-            raise user_error(self.settings, f"listing results in {self.bucket}", exc) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise user_error(self.settings, f"listing results in {self.bucket}", exc) from exc
         results: dict[str, Result] = {}
         for stem, obj in objects.items():
             cached = self._cache.get(stem)

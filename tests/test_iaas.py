@@ -1041,7 +1041,7 @@ def test_part_filename_reads_the_raw_header_as_clients_write_it() -> None:
     """What the web tier takes as the file name, whatever the multipart parser would make of it."""
     from urllib3.fields import format_multipart_header_param
 
-    from facerec_cli.iaas.web import part_filename, upload_key
+    from facerec_cli.iaas.upload_checks import part_filename, upload_key
 
     # What requests/urllib3 put on the wire for a Windows path, read back and reduced to the key.
     sent = "form-data; name=\"inputFile\"; " + format_multipart_header_param("filename", "C:\\fakepath\\Ελλάδα.jpg")

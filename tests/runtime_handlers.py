@@ -89,8 +89,28 @@ def always_fail(event: dict[str, Any], context: Any) -> None:
 
 
 def slow_echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Announces its pid, then takes a while: for shutdown and non-blocking tests."""
+    """Announces its pid, then takes a while: for shutdown tests. With ``done_file`` it leaves that file
+    once it has run to its end, which a killed handler never does."""
     key = _key(event)
     S3.put_object(Bucket=os.environ["OUTPUT_BUCKET"], Key=f"started/{key}", Body=str(os.getpid()).encode())
     time.sleep(float(event.get("sleep", 1.0)) if "Records" not in event else 1.0)
+    if "done_file" in event:
+        with open(event["done_file"], "w") as f:
+            f.write(str(os.getpid()))
     return echo_to_s3(event, context)
+
+
+def gated_echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Waits (up to 30 s) for the test to put ``release`` in the output bucket, then echoes with
+    ``released`` saying whether it was let go or gave up: for non-blocking tests, with no timing."""
+    bucket, released = os.environ["OUTPUT_BUCKET"], False
+    for _ in range(600):
+        try:
+            S3.head_object(Bucket=bucket, Key="release")
+            released = True
+            break
+        except botocore.exceptions.ClientError:
+            time.sleep(0.05)
+    record = echo_to_s3(event, context)
+    S3.put_object(Bucket=bucket, Key=f"released/{_key(event)}", Body=json.dumps(released).encode())
+    return record

@@ -716,15 +716,13 @@ def test_splitting_image_is_built_and_pushed(docker_env: DockerEnv, built: dict[
 
     # Unchanged: found in the registry, neither built nor pushed again (bootstrap stays idempotent).
     again: list[str] = []
-    started = time.monotonic()
     second = images.build_and_push(
         Settings(prefix=PREFIX, region=REGION), None, registry=docker_env.registry, base_image=docker_env.base_image,
         docker_client=client, on_progress=again.append, only=("splitting",), build_args=wheelhouse.build_args, network_mode="host",
         root=source,
     )  # fmt: skip
     assert second == {"splitting": image.uri}
-    assert not any("step" in line or "layer" in line for line in again), again
-    assert time.monotonic() - started < 30
+    assert not any("step" in line or "layer" in line for line in again), again  # neither built nor pushed
     print(f"\nsplitting image: {image_size_mb(client, image.tag_uri):.0f} MB (base {image_size_mb(client, docker_env.base_image):.0f} MB), "
           f"built and pushed in {built['seconds']:.0f} s; engine, registry and base image ready in "
           f"{getattr(docker_env, 'setup_seconds', 0):.0f} s")  # fmt: skip

@@ -417,7 +417,7 @@ def test_reidentify_losing_the_race_changes_neither_half(recognised: dict[str, s
 
     from facerec_cli.errors import UserError
     from facerec_cli.pipeline.observe.result_store import BucketStore
-    from facerec_cli.pipeline.observe.results import result_buckets
+    from facerec_cli.pipeline.result_buckets import result_buckets
     from facerec_cli.config import Names
     from lambdas.core.results import OK
     from lambdas.storage import result_state, write_result

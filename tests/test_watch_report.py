@@ -240,16 +240,17 @@ def test_snapshot_counts_videos_in_each_state(deployment: Any) -> None:
     uploaded = {o["Key"]: o["LastModified"] for o in clients.s3.list_objects_v2(Bucket=n.input_bucket)["Contents"]}
     answered = {o["Key"]: o["LastModified"] for o in clients.s3.list_objects_v2(Bucket=n.details_bucket)["Contents"]}
     expected = [(answered[f"{s}.json"] - uploaded[f"{s}.mp4"]).total_seconds() for s in ("answered", "refused")]
-    assert all(1.0 <= value < 15 for value in expected)
+    assert all(value >= 1.0 for value in expected)  # answered after the 1.1 s pause
     assert snap.videos["answered"].latency_s == pytest.approx(expected[0])
     latency = snap.latency()
-    assert latency["n"] == 3 and 0.0 <= latency["p50"] <= latency["p95"] <= latency["max"] < 15  # type: ignore[operator]
+    assert latency["n"] == 3 and 0.0 <= latency["p50"] <= latency["p95"] <= latency["max"]  # type: ignore[operator]
     # p50/p95 of the three answered videos' latencies, computed here (not by the dashboard's own percentile)
     answered_latencies = [v.latency_s for v in snap.videos.values() if v.state in (dashboard.FINISHED, dashboard.FAILED)]
     assert len(answered_latencies) == 3
     assert latency["p50"] == pytest.approx(statistics.median(answered_latencies), abs=1e-3)
     p95 = statistics.quantiles(answered_latencies, n=20, method="inclusive")[18]  # linear interpolation, as numpy's
     assert latency["p95"] == pytest.approx(p95, abs=1e-3)
+    assert latency["max"] == pytest.approx(max(answered_latencies), abs=1e-3)
     assert snap.videos["only uploaded"].latency_s >= 1.0  # in flight: its age so far
 
     # the last errors of the functions' logs: refusals and tracebacks, not the routine lines
@@ -317,14 +318,15 @@ def test_watch_json_until_idle_and_html_report(deployment: Any, chromium: str, t
         time.sleep(0.5)
         stranger = Face(0, 0.0, [100.0, 40.0, 220.0, 200.0], 0.98, UNKNOWN, 1.21)
         answer(settings, Result(video="split one.mp4", status=UNKNOWN, name=UNKNOWN, faces=[stranger], frames=3), "split one")
+        answered.set()
 
+    answered = threading.Event()
     worker = threading.Thread(target=pipeline)
-    started = time.monotonic()
     worker.start()
     watched = facerec("watch", "--json", "--until-idle", "--interval", "0.2")
+    assert answered.is_set()  # it returned only once the last answer was there (read before join)
     worker.join()
     assert watched.exit_code == 0, watched.output
-    assert 0.8 < time.monotonic() - started < 30
     snapshots = [json.loads(line) for line in watched.stdout.splitlines()]  # every stdout line is one snapshot
     assert len(snapshots) >= 3
     assert snapshots[0]["in_flight"] == 2 and snapshots[0]["idle"] is False

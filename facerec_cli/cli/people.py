@@ -46,7 +46,7 @@ def open_store(results_dir: Path | None, target: AwsTarget) -> Store:
     settings = target.settings()
     sess = aws.session(settings)
     s3 = owner_checked_s3(settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sts", sess=sess))
-    from facerec_cli.pipeline.observe.results import result_buckets
+    from facerec_cli.pipeline.result_buckets import result_buckets
 
     return BucketStore(s3, result_buckets(s3, settings.names))
 

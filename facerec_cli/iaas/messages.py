@@ -153,13 +153,14 @@ def queue_url(sqs: Any, name: str) -> str:
     import botocore.exceptions
 
     from facerec_cli.infra.aws import error_code
+    from facerec_cli.infra.errors import IAAS_BOOTSTRAP_HINT, MISSING_QUEUE
     from facerec_cli.errors import UserError
 
     try:
         return sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-            raise UserError(f"queue {name} does not exist", hint="run `facerec iaas bootstrap` first, or pass the --prefix/--region it used") from exc
+        if error_code(exc) in MISSING_QUEUE:
+            raise UserError(f"queue {name} does not exist", hint=IAAS_BOOTSTRAP_HINT) from exc
         raise
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,8 @@ from facerec_cli.config import Settings
 from facerec_cli.errors import UserError
 from facerec_cli.galleries import gallery_object
 from facerec_cli.iaas.messages import REQUEST_MAX_BYTES
-from facerec_cli.iaas.names import APP_INSTANCE_PREFIX, APP_INSTANCE_UNNAMED, GALLERY_KEY, MAX_APP_INSTANCES, TAG_KEY, WEB_INSTANCE, IaasNames
+from facerec_cli.iaas.names import APP_INSTANCE_PREFIX, APP_INSTANCE_UNNAMED, GALLERY_KEY, TAG_KEY, WEB_INSTANCE, IaasNames
+from facerec_cli.iaas.options import IaasOptions
 from facerec_cli.iaas.policies import Arns, app_policy, web_policy
 from facerec_cli.iaas.user_data import app_user_data, web_user_data
 from facerec_cli.infra.naming import ROLE_POLICY_NAME, TLS_ONLY_SID, plain_http, tls_only_statement
@@ -60,29 +60,6 @@ from facerec_cli.infra.resources.sqs import QueueSpec
 DLQ_RETENTION_S = 14 * 24 * 3600
 MIN_RETENTION_S = 60  # SQS's minimum MessageRetentionPeriod
 CIDR_EXAMPLE = "--allow-cidr 203.0.113.7/32"
-
-
-@dataclass(frozen=True)
-class IaasOptions:
-    gallery: Path | None = None
-    ami: str | None = None  # app tier; None keeps the launch template's
-    instance_type: str = "t3.medium"  # torch + models need ~1.5 GB
-    web_ami: str | None = None  # default: the app tier's AMI
-    web_instance_type: str = "t3.small"
-    key_name: str | None = None
-    port: int = 8000
-    # Who may reach the web tier; no default (bootstrap refuses without it): 0.0.0.0/0 must be asked for.
-    allow_cidr: str | None = None
-    token_sha256: str | None = None  # the web tier asks for the token with this SHA-256 (see web.token_sha256)
-    max_instances: int = MAX_APP_INSTANCES
-    per_instance: int = 1
-    scale_in_after_s: int = 30
-    scale_interval_s: float = 5.0
-    visibility_timeout_s: int = 30
-    max_receive_count: int = 5
-    request_timeout_s: int = 60
-    with_compute: bool = True  # IAM, security groups, launch template (run-local: False)
-    with_web: bool = True  # the web-instance
 
 
 def retention_s(options: IaasOptions) -> int:

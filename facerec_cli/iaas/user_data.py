@@ -4,13 +4,10 @@ auto-scaler), each installed as a sandboxed systemd service run by its own syste
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING
 
 from facerec_cli.config import Settings
 from facerec_cli.iaas.names import IaasNames
-
-if TYPE_CHECKING:
-    from facerec_cli.iaas.stack import IaasOptions
+from facerec_cli.iaas.options import IaasOptions
 
 SERVICE_USER = "facerec"  # the system user the services run as
 STATE_DIR = "/var/lib/facerec"  # the services' only writable directory (and HOME); weights cache below it

@@ -25,9 +25,10 @@ queue or bucket could not be reached, or the server is stopping; 504 no answer i
 when the router thread is dead); the depths and instances are cached for ``health_cache_s`` (AWS calls
 are not free).
 
-Served by waitress (:mod:`facerec_cli.iaas.web_server`). Over 400 lines because :class:`WebTier` is
-one request's whole path (accept, finish, health and the Flask routes over them share its in-flight
-table, lease and counters); the router, lease and server are their own modules.
+Served by waitress (:mod:`facerec_cli.iaas.web_server`). :class:`WebTier` is one request's whole path
+(accept, finish, health and the Flask routes over them share its in-flight table, lease and counters);
+what makes an upload acceptable (its file name, its key, a real image) is
+:mod:`facerec_cli.iaas.upload_checks`; the router, lease and server are their own modules.
 """
 
 from __future__ import annotations
@@ -37,12 +38,8 @@ import hashlib
 import hmac
 import io
 import logging
-import re
 import threading
 import time
-import unicodedata
-import urllib.parse
-import warnings
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -53,15 +50,13 @@ from facerec_cli.iaas.messages import REQUEST_MAX_BYTES, Request, deadline_attri
 from facerec_cli.iaas.lease import WebLease
 from facerec_cli.iaas.names import ACTIVE_STATES, IaasNames, app_instance_index
 from facerec_cli.iaas.router import ResponseRouter, Waiter
+from facerec_cli.iaas.upload_checks import MAX_NAME_BYTES, check_image, part_filename, upload_key
 
 log = logging.getLogger("facerec.iaas.web")
 
 FIELD = "inputFile"
-# PIL format names accepted (the core reads these; MPO is what some cameras call a JPEG).
-IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP"})
 ERROR_STATUS = "error"
 TOKEN_HEADER = "X-Facerec-Token"
-MAX_NAME_BYTES = 255  # a file name on most file systems; S3 keys may be longer, out-bucket stems too
 _CHUNK = 1 << 16  # the upload is read (hashed) in pieces of this size, never whole
 
 
@@ -98,48 +93,6 @@ class WebConfig:
     lock: bool = True  # take the lease (one web tier per prefix); False only for tests of parts
 
 
-# filename*=charset'lang'percent-encoded (RFC 2231/5987) and filename="..." or a bare token.
-_FILENAME_STAR = re.compile(r";\s*filename\*\s*=\s*([^;]+)", re.IGNORECASE)
-_FILENAME = re.compile(r';\s*filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.IGNORECASE)
-
-
-def part_filename(disposition: str | None) -> str | None:
-    """The file name in a multipart part's raw Content-Disposition, as the client wrote it.
-
-    Parsed here, not by Werkzeug: browsers (HTML5) and urllib3 send backslashes unescaped, and
-    Werkzeug 3.1 reads them as RFC 7230 escapes, so ``C:\\fakepath\\x.jpg`` came out as
-    ``C:fakepathx.jpg`` and its last component was lost. A backslash is a path separator to
-    :func:`upload_key` whether or not a client doubled it; only ``\\"`` is read as a quote.
-    ``filename*`` wins over ``filename``. None when the header names no file."""
-    if not disposition:
-        return None
-    star = _FILENAME_STAR.search(disposition)
-    if star:
-        charset, _, rest = star.group(1).strip().partition("'")
-        encoded = rest.partition("'")[2]
-        try:
-            return urllib.parse.unquote(encoded, encoding=charset or "utf-8", errors="strict")
-        except (LookupError, UnicodeDecodeError):
-            pass  # a charset we cannot read: fall back to the plain filename parameter
-    plain = _FILENAME.search(disposition)
-    if plain is None:
-        return None
-    quoted, bare = plain.groups()
-    return quoted.replace('\\"', '"') if quoted is not None else bare.strip()
-
-
-def upload_key(filename: str) -> str | None:
-    """The in-bucket key for an uploaded file name, kept as the client sent it (any script): NFC
-    normalised, its last path component (some browsers send a whole path), control characters and
-    surrounding blanks removed. None when nothing usable is left."""
-    name = unicodedata.normalize("NFC", filename or "")
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cs")).strip()
-    if name in ("", ".", ".."):
-        return None
-    return name
-
-
 # ------------------------------------------------------------------------------------------ the tier
 
 
@@ -173,29 +126,6 @@ def pool_report(pool: Any) -> dict[str, Any]:
     rows.sort(key=lambda r: (app_instance_index(r["name"]) is None, app_instance_index(r["name"]) or 0, r["name"]))
     active = [r["name"] for r in rows if r["state"] in ACTIVE_STATES]
     return {"count": len(active), "names": active, "list": rows}
-
-
-def check_image(name: str, data: bytes | IO[bytes], max_pixels: int) -> tuple[int, str] | None:
-    """None for an acceptable image, else (HTTP status, message). ``data``: bytes or a seekable file."""
-    from PIL import Image, UnidentifiedImageError
-
-    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    try:
-        stream.seek(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(stream) as img:
-                fmt, (width, height) = img.format, img.size
-                if fmt not in IMAGE_FORMATS:
-                    return 415, f"{name}: {fmt} images are not accepted; send a JPEG, PNG, WebP or BMP image"
-                if width * height > max_pixels:
-                    return 413, f"{name}: {width}x{height} pixels, over the limit of {max_pixels} pixels; send a smaller image"
-                img.verify()
-    except Image.DecompressionBombError:
-        return 413, f"{name}: too many pixels (over {max_pixels}); send a smaller image"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        return 415, f"{name}: not an image; send a JPEG, PNG, WebP or BMP image"
-    return None
 
 
 class WebTier:

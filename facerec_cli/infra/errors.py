@@ -118,30 +118,35 @@ def ecr_access_denied(exc: BaseException) -> bool:
 # ------------------------------------------------------------------------------------------ driving a deployment
 
 MISSING_BUCKET = frozenset({"NoSuchBucket", "404", "NotFound"})
+MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
-def not_deployed(settings: Settings, what: str) -> UserError:
+BOOTSTRAP_HINT = "run `facerec bootstrap` first, or pass the --prefix/--region it was deployed with"
+IAAS_BOOTSTRAP_HINT = "run `facerec iaas bootstrap` first, or pass the --prefix/--region it used"
+
+
+def not_deployed(settings: Settings, what: str, *, hint: str = BOOTSTRAP_HINT, lead: str = "") -> UserError:
+    """``what`` is missing from the deployment ``settings`` name: the error saying so, and where it looked."""
     where = f"region {settings.region}" + (f", endpoint {settings.endpoint_url}" if settings.endpoint_url else "")
-    return UserError(
-        f"{what} does not exist (prefix {settings.prefix}, {where})",
-        hint="run `facerec bootstrap` first, or pass the --prefix/--region it was deployed with",
-    )
+    return UserError(f"{lead}{what} does not exist (prefix {settings.prefix}, {where})", hint=hint)
 
 
-def user_error(settings: Settings, doing: str, exc: BaseException, *, bucket: str | None = None) -> UserError:
-    """One UserError for an AWS error raised while ``doing``; a missing ``bucket`` says to bootstrap."""
+def user_error(settings: Settings, doing: str, exc: BaseException, *, bucket: str | None = None, missing: str | None = None) -> UserError:
+    """One UserError for an AWS error raised while ``doing``. A missing bucket says to bootstrap, naming it
+    as ``missing`` (default: "bucket <bucket>"); ``bucket`` also names it in the other messages."""
     if isinstance(exc, UserError):
         return exc
-    if bucket is not None and error_code(exc) == "NoSuchBucket":
-        return not_deployed(settings, f"bucket {bucket}")
+    if (bucket is not None or missing is not None) and error_code(exc) in MISSING_BUCKET:
+        return not_deployed(settings, missing or f"bucket {bucket}")
     message, hint = explain(exc, what=bucket or "")
     return UserError(f"{doing} failed: {message}", hint=hint)
 
 
 @contextlib.contextmanager
-def aws_errors(settings: Settings, doing: str, *, bucket: str | None = None) -> Iterator[None]:
-    """Turn botocore errors inside the block into one UserError naming what was being done."""
+def aws_errors(settings: Settings, doing: str, *, bucket: str | None = None, missing: str | None = None) -> Iterator[None]:
+    """Turn botocore errors inside the block into one UserError naming what was being done (see
+    ``user_error`` for ``bucket`` and ``missing``)."""
     try:
         yield
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise user_error(settings, doing, exc, bucket=bucket) from exc
+        raise user_error(settings, doing, exc, bucket=bucket, missing=missing) from exc

@@ -16,7 +16,7 @@ from typing import Any
 
 from facerec_cli.config import Settings
 from facerec_cli.infra.readers import get_or_none
-from facerec_cli.pipeline.observe.results import result_buckets
+from facerec_cli.pipeline.result_buckets import result_buckets
 from facerec_cli.pipeline.upload_ledger import UploadLedger, UploadRecord
 from lambdas.stage1 import marker_key
 

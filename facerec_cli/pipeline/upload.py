@@ -17,8 +17,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from lambdas.core.media import VIDEO_SUFFIXES
 
-from facerec_cli.infra.aws import error_code
-from facerec_cli.infra.errors import MISSING_BUCKET, not_deployed, user_error
+from facerec_cli.infra.errors import aws_errors, user_error
 from facerec_cli.config import Settings
 from facerec_cli.errors import UserError
 from facerec_cli.pipeline.upload_ledger import UploadLedger, UploadRecord, iso, stem_of
@@ -98,14 +97,8 @@ def check_files(paths: Sequence[Path]) -> list[UploadItem]:
 
 def check_bucket(s3: Any, settings: Settings) -> None:
     bucket = settings.names.input_bucket
-    try:
+    with aws_errors(settings, f"checking the input bucket {bucket}", missing=f"the input bucket {bucket}"):
         s3.head_bucket(Bucket=bucket)
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in MISSING_BUCKET:
-            raise not_deployed(settings, f"the input bucket {bucket}") from exc
-        raise user_error(settings, f"checking the input bucket {bucket}", exc) from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise user_error(settings, f"checking the input bucket {bucket}", exc) from exc
 
 
 def upload_files(

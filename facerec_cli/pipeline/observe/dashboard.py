@@ -45,9 +45,10 @@ from lambdas.segments import PREFIX as SEGMENTS_PREFIX
 from lambdas.segments import parse_state_key, stem_prefix
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.infra.errors import not_deployed, user_error
+from facerec_cli.infra.errors import MISSING_QUEUE, aws_errors, user_error
 from facerec_cli.config import Names, Settings
-from facerec_cli.pipeline.observe.results import FailedVideo, peek_failures, result_buckets
+from facerec_cli.pipeline.observe.results import FailedVideo, peek_failures
+from facerec_cli.pipeline.result_buckets import result_buckets
 from facerec_cli.pipeline.observe.snapshot import FAILED, FINISHED, SPLIT, UPLOADED, LogError, PipelineSnapshot, VideoState
 from facerec_cli.pipeline.upload_ledger import parse_time, stem_of
 
@@ -190,14 +191,8 @@ class Dashboard:
     # -- pieces
 
     def _list(self, bucket: str) -> list[S3Object]:
-        try:
+        with aws_errors(self.settings, f"listing {bucket}", missing=f"the bucket {bucket}"):
             return list_objects(self.s3, bucket)
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) == "NoSuchBucket":
-                raise not_deployed(self.settings, f"the bucket {bucket}") from exc
-            raise user_error(self.settings, f"listing {bucket}", exc) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise user_error(self.settings, f"listing {bucket}", exc) from exc
 
     def _details_bucket(self) -> str:
         if self._details is None:
@@ -236,7 +231,7 @@ class Dashboard:
                 try:
                     self._queue_url = self.sqs.get_queue_url(QueueName=self.names.failure_queue)["QueueUrl"]
                 except botocore.exceptions.ClientError as exc:
-                    if error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                    if error_code(exc) not in MISSING_QUEUE:
                         raise
                     self._queue_url = None
                 self._queue_checked = True

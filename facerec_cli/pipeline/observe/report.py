@@ -25,7 +25,7 @@ from lambdas.gop import first_frame_key
 
 from facerec_cli.config import Settings
 from facerec_cli.pipeline.observe.dashboard import S3Object, list_objects
-from facerec_cli.pipeline.observe.results import result_buckets
+from facerec_cli.pipeline.result_buckets import result_buckets
 from facerec_cli.pipeline.upload_ledger import stem_of
 from facerec_cli.render import clock
 

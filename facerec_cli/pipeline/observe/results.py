@@ -7,27 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import botocore.exceptions
-
 from lambdas import on_failure
-from lambdas.env import ResultBuckets
 from lambdas.core.results import Result, error_result
 from lambdas.events import RESULT_PREFIX_SKIP
 from lambdas.segments import segment_label
-
-
-def result_buckets(s3: Any, names: Any) -> ResultBuckets:
-    """Where a deployment keeps its results: the answers in the output bucket, the details in the details
-    bucket; for a deployment made by a release before the details bucket existed (it has none), both in
-    the output bucket, where that release wrote them. `facerec bootstrap` with this release adds the
-    details bucket; results written before stay where they are."""
-    try:
-        s3.head_bucket(Bucket=names.details_bucket)
-    except botocore.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
-            return ResultBuckets(names.output_bucket, names.output_bucket)
-        raise
-    return ResultBuckets(names.output_bucket, names.details_bucket)
 
 
 def list_result_keys(s3: Any, bucket: str) -> dict[str, str]:

@@ -23,10 +23,11 @@ from lambdas.core.results import ERROR, Result
 from lambdas.events import RESULT_PREFIX_SKIP
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.infra.errors import not_deployed, user_error
+from facerec_cli.infra.errors import MISSING_QUEUE, aws_errors, user_error
 from facerec_cli.config import Settings
 from facerec_cli.render import err, out, print_errors, results_table
-from facerec_cli.pipeline.observe.results import FailedVideo, failure_result, fetch_result, peek_failures, result_buckets
+from facerec_cli.pipeline.observe.results import FailedVideo, failure_result, fetch_result, peek_failures
+from facerec_cli.pipeline.result_buckets import result_buckets
 from facerec_cli.pipeline.upload_ledger import UploadRecord, parse_time
 
 # Seconds between refreshes of --watch (tests lower it).
@@ -98,7 +99,7 @@ class ResultsReader:
             try:
                 self._queue_url = self.sqs.get_queue_url(QueueName=self.settings.names.failure_queue)["QueueUrl"]
             except botocore.exceptions.ClientError as exc:
-                if error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                if error_code(exc) not in MISSING_QUEUE:
                     raise
                 self._queue_url = None  # an older deployment without a failure queue: results only
             self._queue_checked = True
@@ -111,15 +112,9 @@ class ResultsReader:
         return self._bucket
 
     def refresh(self, uploads: list[UploadRecord] | None = None) -> ResultsSnapshot:
-        try:
+        which = "output" if self.bucket == self.settings.names.output_bucket else "details"
+        with aws_errors(self.settings, f"listing results in {self.bucket}", missing=f"the {which} bucket {self.bucket}"):
             objects = list_result_objects(self.s3, self.bucket)
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) == "NoSuchBucket":
-                which = "output" if self.bucket == self.settings.names.output_bucket else "details"
-                raise not_deployed(self.settings, f"the {which} bucket {self.bucket}") from exc
-            raise user_error(self.settings, f"listing results in {self.bucket}", exc) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise user_error(self.settings, f"listing results in {self.bucket}", exc) from exc
         results: dict[str, Result] = {}
         for stem, obj in objects.items():
             cached = self._cache.get(stem)
@@ -210,7 +205,7 @@ def watch_until_answered(
     timeout: float,
     json_lines: bool,
     interval: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     on_refresh: Callable[[ResultsSnapshot], None] | None = None,
 ) -> WatchOutcome:
     """Refresh until every upload is answered or ``timeout`` seconds passed; ``on_refresh`` sees each
@@ -220,6 +215,7 @@ def watch_until_answered(
     if its result object changes); otherwise a live table on a terminal, and the final table on stdout.
     """
     interval = POLL_SECONDS if interval is None else interval
+    sleep = time.sleep if sleep is None else sleep  # looked up here, so a test's fake clock is seen
     started = time.monotonic()
     deadline = started + timeout
     printed: dict[str, str] = {}

@@ -94,3 +94,12 @@ def slow_echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
     S3.put_object(Bucket=os.environ["OUTPUT_BUCKET"], Key=f"started/{key}", Body=str(os.getpid()).encode())
     time.sleep(float(event.get("sleep", 1.0)) if "Records" not in event else 1.0)
     return echo_to_s3(event, context)
+
+
+def stubborn(event: dict[str, Any], context: Any) -> None:
+    """Ignores SIGTERM and works forever: only its parent's end (facerec_cli.lifeline) stops it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.1)

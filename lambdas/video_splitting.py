@@ -1,9 +1,10 @@
-"""Lambda ``video-splitting``: S3 ObjectCreated on the input bucket -> sampled frames in stage-1 ->
+"""Lambda ``video-splitting``: S3 ObjectCreated on the input bucket -> the first frame in stage-1 ->
 asynchronous Invoke of ``face-recognition``.
 
-Stage-1 layout (the course's): ``<stem>.jpg`` is the first frame; further frames are
-``<stem>/001.jpg``, ``<stem>/002.jpg``... A refused or unreadable upload gets its ``error`` result
-written here, so every accepted upload ends with exactly one result.
+Stage-1 layout (the course's): ``<stem>.jpg`` is the first frame. Only it is decoded and stored here:
+the first frame settles most answers, and face-recognition decodes the further samples (their times
+are in the request) from the upload itself when it needs them. A refused or unreadable upload gets its
+``error`` result written here, so every accepted upload ends with exactly one result.
 
 Nothing is lost to a crash or a timeout at any point: the "done" marker of an event
 (``.facerec/split/<hash of the stem>`` in stage-1, with the event id) is written only after the Invoke
@@ -48,11 +49,11 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
     client("s3").download_file(upload.bucket, upload.key, str(local))
     t = lap("download", started)
     frames = []
-    # Decoded in process; each frame is encoded and stored as soon as it is decoded, frame 0 first.
+    # Decoded in process (video packets only); frame 0 alone, the others are face-recognition's to decode.
     with media.open_video(local, timeout=decode_budget(env, deadline), name=upload.video) as video:
         media.check_duration(Path(upload.video), video.duration, env.max_seconds)
         times = media.sample_times(video.duration, env.frames, env.fps or None)
-        for frame in video.frames(times):
+        for frame in video.frames(times[:1]):
             t = lap("decode", t)
             body = media.encode_jpeg(frame.image)
             t = lap("encode", t)
@@ -73,6 +74,7 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
         frames=frames,
         source={"bucket": upload.bucket, "key": upload.key, "etag": upload.etag, "size": upload.size, "event_id": upload.event_id},
         timings_ms={"split": (time.perf_counter() - started) * 1000, **ms},
+        samples=times[len(frames) :] if frames else [],
     )
 
 

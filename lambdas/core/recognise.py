@@ -284,12 +284,16 @@ class Recogniser:
     ) -> tuple[Result, list[Frame]]:
         """Frames that ``fetch(i)`` puts on disk on demand (the recognition Lambda downloads stage-1
         JPEGs in it), so an early exit saves the fetches too. A bad frame gives an ``error`` result."""
-        watch = watch or Stopwatch()
 
         def load(i: int) -> Frame:
             t, path = fetch(i)  # i < count: recognise_lazily asks for no more
             return Frame(i, t, media.load_image(path))
 
+        return self.recognise_loaded(video, count, load, watch)
+
+    def recognise_loaded(self, video: str, count: int, load: FrameLoader, watch: Stopwatch | None = None) -> tuple[Result, list[Frame]]:
+        """:meth:`recognise_lazily`, with a frame that cannot be read (InputError) giving an ``error`` result."""
+        watch = watch or Stopwatch()
         try:
             return self.recognise_lazily(video, count, load, watch)
         except InputError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,35 @@ class Names:
         # In the output bucket, beside the results, under a prefix that result listings skip.
         return ".facerec/gallery.safetensors"
 
+    @property
+    def functions(self) -> tuple[str, str, str]:
+        return (self.splitting_function, self.recognition_function, self.failure_function)
+
     def role(self, function: str) -> str:
-        return f"{self.prefix}-{function}-role"
+        """``<prefix>-<function>-role``; a function named with the prefix already does not repeat it."""
+        base = function.removeprefix(f"{self.prefix}-")
+        return f"{self.prefix}-{base}-role"
+
+    def legacy_roles(self) -> tuple[str, ...]:
+        """Role names earlier versions made, which `destroy` still removes: the on-failure role repeated
+        the prefix (``<prefix>-<prefix>-on-failure-role``; only a prefix of up to 28 characters fits)."""
+        old = f"{self.prefix}-{self.failure_function}-role"
+        return (old,) if len(old) <= 64 else ()
 
     def log_group(self, function: str) -> str:
         return f"/aws/lambda/{function}"
+
+    def all(self) -> list[tuple[str, str]]:
+        """Every (kind, name) of the serverless stack, each checked against its AWS limit
+        (facerec_cli/infra/naming.py) when settings are made. A new resource is one more entry here."""
+        return [
+            *(("s3 bucket", b) for b in self.buckets),
+            *(("lambda function", f) for f in self.functions),
+            *(("iam role", self.role(f)) for f in self.functions),
+            *(("log group", self.log_group(f)) for f in self.functions),
+            ("sqs queue", self.failure_queue),
+            ("ecr repository", self.ecr_repository),
+        ]
 
 
 @dataclass(frozen=True)
@@ -90,7 +115,7 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.prefix or not _valid_prefix(self.prefix):
             raise UserError(
-                f"invalid prefix {self.prefix!r}: use 3-40 lowercase letters, digits and hyphens "
+                f"invalid prefix {self.prefix!r}: use at least 3 lowercase letters, digits and hyphens "
                 "(it becomes part of S3 bucket names)"
             )
         reserved = next((r for r in RESERVED_BUCKET_PREFIXES if self.prefix.startswith(r)), None)
@@ -100,6 +125,11 @@ class Settings:
                 hint="choose a prefix that does not start with " + ", ".join(repr(r) for r in RESERVED_BUCKET_PREFIXES),
             )
         object.__setattr__(self, "names", Names(self.prefix))
+        # Here, not at the top: the CLI registers its commands without the deploy modules.
+        from facerec_cli.iaas.names import IaasNames
+        from facerec_cli.infra.naming import check_names
+
+        check_names(self.prefix, lambda prefix: [*Names(prefix).all(), *IaasNames(prefix).all()])
 
 
 # S3 refuses bucket names starting with these (the suffixes it reserves cannot occur: ours are fixed).
@@ -107,8 +137,10 @@ RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 
 
 def _valid_prefix(prefix: str) -> bool:
+    """Lowercase letters, digits and inner hyphens (S3 bucket names); the length is checked against
+    every derived name (check_names)."""
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
-    return 3 <= len(prefix) <= 40 and set(prefix) <= allowed and prefix[0] != "-" and prefix[-1] != "-"
+    return len(prefix) >= 3 and set(prefix) <= allowed and prefix[0] != "-" and prefix[-1] != "-"
 
 
 def config_files() -> list[Path]:
@@ -250,18 +282,62 @@ class IaasSettings:
     max_instances: int = 20
     per_instance: int = 1
     scale_in_after: float = 30.0
+    scale_interval: float = 5.0  # seconds between the web tier's scaling decisions
     timeout: float = 60.0
     visibility_timeout: int = 30
 
 
+# The settings the course's Project 1 (IaaS) graders expect, one choice away: ``--course-grader TERM``.
+#
+# What the closest published grader (nehavadnere/CSE546-FALL-2025, branch project-1-part-2,
+# ``grade_project1_p2.py``) checks that depends on settings rather than on the code:
+#
+# - the request queue's ``MaximumMessageSize`` is 1024 (always so: ``facerec_cli.iaas.stack``);
+# - the workload generator sends 100 requests at once with no client timeout and is given
+#   ``WORKLOAD_TIMEOUT`` = 420 s: a request that waits for an app instance's cold start must not get a 504
+#   before then (``timeout``);
+# - it then sleeps 10 s and wants no ``app-tier-instance*`` running within 2 s more (full points), within
+#   5 s (half): instances go once demand stayed 0 for ``scale_in_after`` seconds, checked every
+#   ``scale_interval`` seconds, so the two together stay well under 10 s;
+# - the number of running app instances peaks at exactly the term's maximum (15 in Fall 2025; the seeds'
+#   2024 scripts allow at most 20) and never above it (``max_instances``).
+#
+# A grader's values sit below flags, ``FACEREC_*`` and ``facerec.toml`` (:func:`load_iaas_settings`), so one of them can still be changed on its own.
+WORKLOAD_TIMEOUT_S = 420.0  # grade_project1_p2.py: the workload generator's subprocess timeout
+
+
+class CourseGrader(str, Enum):
+    y2024 = "2024"  # visa-lab/CSE546-Cloud-Computing (the seeds' term): at most 20 app instances
+    fall2025 = "fall2025"  # nehavadnere/CSE546-FALL-2025: exactly 15 app instances at the peak
+
+
+_MAX_INSTANCES = {CourseGrader.y2024: 20, CourseGrader.fall2025: 15}
+
+
+def grader_settings(term: CourseGrader | str | None) -> dict[str, Any]:
+    """The IaaS settings (names of :class:`facerec_cli.config.IaasSettings`) ``term``'s grader expects;
+    empty for None."""
+    if term is None:
+        return {}
+    term = CourseGrader(term)
+    return {
+        "max_instances": _MAX_INSTANCES[term],
+        "timeout": WORKLOAD_TIMEOUT_S,
+        # Idle instances go 3-4 s after the last answer (plus EC2's own second or two to leave
+        # "running"): inside the 10 s the grader sleeps before it counts them.
+        "scale_in_after": 3.0,
+        "scale_interval": 1.0,
+    }
+
+
 # The smallest value each numeric IaaS setting may take (the flags check the same with min=).
-_IAAS_MINIMUM: dict[str, float] = {"port": 0, "max_instances": 0, "per_instance": 1, "scale_in_after": 0.0, "timeout": 0.1, "visibility_timeout": 1}
+_IAAS_MINIMUM: dict[str, float] = {"port": 0, "max_instances": 0, "per_instance": 1, "scale_in_after": 0.0, "scale_interval": 0.1, "timeout": 0.1, "visibility_timeout": 1}
 
 
-def load_iaas_settings(*, config: ConfigFile | None = None, **flags: Any) -> IaasSettings:
+def load_iaas_settings(*, config: ConfigFile | None = None, defaults: dict[str, Any] | None = None, **flags: Any) -> IaasSettings:
     """IaaS settings from flags (None = not given) > ``FACEREC_<NAME>`` (empty: unset) > the ``[iaas]``
-    table of facerec.toml > default. A value that is not of the setting's type is one UserError naming
-    where it came from."""
+    table of facerec.toml > ``defaults`` (a course grader's, :func:`grader_settings`) > default.
+    A value that is not of the setting's type is one UserError naming where it came from."""
     unknown = set(flags) - {f.name for f in fields(IaasSettings)}
     if unknown:
         raise TypeError(f"not IaaS settings: {', '.join(sorted(unknown))}")
@@ -277,6 +353,9 @@ def load_iaas_settings(*, config: ConfigFile | None = None, **flags: Any) -> Iaa
             value, source = os.environ[env_name], env_name
         elif name in table:
             value, source = table[name], f"[iaas] in {config.path}"
+        elif defaults and name in defaults:
+            values[name] = defaults[name]
+            continue
         else:
             continue
         values[name] = _iaas_value(name, value, source, type(spec.default) if spec.default is not None else str)

@@ -21,6 +21,9 @@ DECODE_TIMEOUT_OLD_NAME = "FACEREC_FFMPEG_TIMEOUT"  # still read when DECODE_TIM
 TIMELINE = "FACEREC_TIMELINE"
 TIMELINE_FPS = "FACEREC_TIMELINE_FPS"
 SEGMENT_SECONDS = "FACEREC_SEGMENT_SECONDS"
+# "gop": stage-1 in Part 1's layout, <stem>/output-00.jpg ... output-09.jpg (lambdas/gop.py); unset or
+# "frames": <stem>.jpg and <stem>/NNN.jpg
+STAGE1_LAYOUT = "FACEREC_STAGE1_LAYOUT"
 
 # face-recognition
 OUTPUT_BUCKET = "OUTPUT_BUCKET"
@@ -73,6 +76,7 @@ class SplittingEnv:
     timeline: bool = False
     timeline_fps: float = DEFAULT_TIMELINE_FPS
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS
+    stage1_layout: str = "frames"
 
     @classmethod
     def from_environ(cls) -> "SplittingEnv":
@@ -88,6 +92,7 @@ class SplittingEnv:
             timeline=os.environ.get(TIMELINE, "") == "1",
             timeline_fps=get_float(TIMELINE_FPS, DEFAULT_TIMELINE_FPS) or DEFAULT_TIMELINE_FPS,
             segment_seconds=get_float(SEGMENT_SECONDS, DEFAULT_SEGMENT_SECONDS) or DEFAULT_SEGMENT_SECONDS,
+            stage1_layout=os.environ.get(STAGE1_LAYOUT) or "frames",
         )
 
 

@@ -37,6 +37,8 @@ def uploads(event: dict[str, Any]) -> list[Upload]:
             continue
         s3 = record["s3"]
         obj = s3["object"]
+        if str(obj.get("key", "")).endswith("/"):  # a console "folder": the trigger has no suffix filter to skip it
+            continue
         etag = str(obj.get("eTag", "")).strip('"')
         # S3 gives each PUT of a key a sequencer; a redelivered event repeats it. moto sends none, so
         # fall back to the event time, which a redelivery also repeats.

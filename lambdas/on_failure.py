@@ -8,7 +8,12 @@ result (unless one is there), fails a timeline segment (``segments.fail_segment`
 the segment), then forwards the record to the failure queue, where ``facerec watch`` and ``results`` read
 failures. run-local's failure hook invokes this same handler (facerec_cli/pipeline/local/runner.py).
 
-Its own failures go to the queue (its asynchronous invoke configuration): no loop.
+Its own failures go to the queue (its asynchronous invoke configuration): no loop. Such a record's
+``requestPayload`` is the record this function was given (:func:`chain` unwraps it).
+
+It runs in the splitting image (av, Pillow, boto3; no numpy): every module it imports must import there
+(``lambdas.segments`` imports the timeline code, which needs numpy, on first use). Dockerfile.splitting
+checks it when the image is built.
 """
 
 from __future__ import annotations
@@ -37,6 +42,27 @@ def failure_record(function_arn: str, request_id: str, event: Any, message: str,
     }
 
 
+def is_record(value: Any) -> bool:
+    """A destination record (rather than an S3 event or a function's request)."""
+    return isinstance(value, dict) and isinstance(value.get("requestContext"), dict) and "requestPayload" in value
+
+
+def chain(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """``[record, the record it is about, ...]``: when the on-failure function itself fails, Lambda sends a
+    record whose ``requestPayload`` is the record it was given. The last one is about the upload."""
+    out = [record]
+    while is_record(out[-1].get("requestPayload")) and len(out) < 8:
+        out.append(out[-1]["requestPayload"])
+    return out
+
+
+def error_of(record: dict[str, Any]) -> str:
+    """The record's error: the runtime's ``errorMessage``, else its condition."""
+    payload = record.get("responsePayload")
+    message = payload.get("errorMessage") if isinstance(payload, dict) else None
+    return str(message or (record.get("requestContext") or {}).get("condition") or "failed")
+
+
 def videos_of_event(event: Any) -> list[tuple[str, str, str]]:
     """(stem, video, event id) of each upload an invocation was about, for either function's event."""
     if isinstance(event, dict) and "Records" in event:
@@ -57,19 +83,24 @@ def function_of(record: dict[str, Any]) -> str:
 
 
 def failure_message(record: dict[str, Any]) -> str:
-    """The error a person reads in the video's result."""
-    context = record.get("requestContext") or {}
-    function, condition = function_of(record), context.get("condition") or "failed"
+    """The error a person reads in the video's result (of the record about the upload, and of each
+    on-failure invocation that failed on it)."""
+    *answering, first = chain(record)
+    context = first.get("requestContext") or {}
+    function, condition = function_of(first), context.get("condition") or "failed"
     if condition == "EventAgeExceeded":
-        return (f"{function} never ran it: the event waited longer than the maximum event age "
-                "(throttled: raise the account's Lambda concurrency, then upload again)")  # fmt: skip
-    error = (record.get("responsePayload") or {}).get("errorMessage") or condition
-    return f"{function} failed on every attempt: {error}"
+        message = (f"{function} never ran it: the event waited longer than the maximum event age "
+                   "(throttled: raise the account's Lambda concurrency, then upload again)")  # fmt: skip
+    else:
+        message = f"{function} failed on every attempt: {error_of(first)}"
+    for outer in reversed(answering):
+        message += f" ({function_of(outer)} failed recording it: {error_of(outer)})"
+    return message
 
 
 def answer(record: dict[str, Any], *, s3: Any, output_bucket: str) -> list[str]:
     """Write the error result of each upload in the record (a segment: fail it); what was done, per upload."""
-    event, message = record.get("requestPayload"), failure_message(record)
+    event, message = chain(record)[-1].get("requestPayload"), failure_message(record)
     if is_segment_event(event):
         return [fail_segment(s3, output_bucket, event, message)]
     done = []

@@ -53,10 +53,8 @@ from .core import media
 from .core.errors import FacerecError, InputError
 from .core.results import Result, error_result
 from .events import RecognitionRequest
-from .core.timeline import Observation, best_view_crops, scan, scan_budget, segment_plan, timeline_result
 from .stage1 import decode_budget, frame_key, local_name
 from .storage import EVENT_META, RESULT_TAGGING, client, log, metadata_text, result_done, write_result
-from .warm import recogniser
 
 SEGMENT_KIND = "timeline-segment"
 PREFIX = ".facerec/segments/"
@@ -68,6 +66,21 @@ MAX_ATTEMPTS = 3
 RESERVE_S = 30.0
 MIN_BUDGET_S = 10.0
 TIMELINE_SUFFIX = ".timeline/"  # <stem>.timeline/<n>.jpg: best-view crops beside the result (FACEREC_ANNOTATE=1)
+
+
+
+
+def _timeline() -> Any:
+    """``lambdas.core.timeline``, imported on first use: it needs numpy, and the on-failure function runs
+    in the splitting image (no numpy) and imports this module for :func:`fail_segment`."""
+    from .core import timeline
+
+    return timeline
+
+
+def scan(*args: Any, **kwargs: Any) -> Any:
+    """``core.timeline.scan`` (a name of this module, so that tests can stand in for it)."""
+    return _timeline().scan(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------- requests
@@ -238,7 +251,7 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
 def plan_requests(upload: Any, env: Any, video: media.Video, stage1_bucket: str, timings_ms: dict[str, float]) -> list[SegmentRequest]:
     """The segment requests of an opened upload (``upload``: lambdas.events.Upload)."""
     duration = video.duration
-    plan = segment_plan(duration, env.segment_seconds)
+    plan = media.segment_plan(duration, env.segment_seconds)  # numpy-free: this runs in the splitting image
     source = {"bucket": upload.bucket, "key": upload.key, "etag": upload.etag, "size": upload.size, "event_id": upload.event_id}
     return [
         SegmentRequest(stage1_bucket, upload.stem, upload.video, source, i, len(plan), start, end, env.timeline_fps, duration, dict(timings_ms))
@@ -323,7 +336,7 @@ def _deadline(context: Any) -> float | None:
 
 
 def _budget(request: SegmentRequest, deadline: float | None) -> float:
-    wanted = scan_budget(request.duration, request.fps, request.start, request.end)
+    wanted = _timeline().scan_budget(request.duration, request.fps, request.start, request.end)
     if deadline is None:
         return wanted
     return max(MIN_BUDGET_S, min(wanted, deadline - time.monotonic() - RESERVE_S))
@@ -381,6 +394,8 @@ def handle_segment(event: dict[str, Any], env: Any, context: Any = None) -> dict
     else:
         try:
             try:
+                from .warm import recogniser  # here: numpy and onnxruntime (see _timeline)
+
                 rec = recogniser(env)
             except FacerecError as exc:  # no gallery, foreign weights: the same on every attempt
                 part = failed_part(request, str(exc))
@@ -440,14 +455,14 @@ def merge(s3: Any, env: Any, request: SegmentRequest, keys: list[str]) -> Result
     if failed or len(parts) < request.count:
         result = failure_result(request, failed)
     else:
-        observations = [Observation.from_dict(o) for p in parts for o in p.get("observations", [])]
+        observations = [_timeline().Observation.from_dict(o) for p in parts for o in p.get("observations", [])]
         timings: dict[str, float] = {}
         for p in parts:
             for stage, ms in p.get("timings_ms", {}).items():
                 timings[stage] = timings.get(stage, 0.0) + float(ms)
         timings.update(request.timings_ms)
         first_start = min(float(p.get("started_at", time.time())) for p in parts)
-        result = timeline_result(
+        result = _timeline().timeline_result(
             request.video, observations, frames=sum(int(p.get("frames", 0)) for p in parts), model=parts[0].get("model"),
             fps=request.fps, duration=request.duration, segments=request.count, timings_ms=timings,
         )  # fmt: skip
@@ -529,7 +544,7 @@ def store_best_views(s3: Any, bucket: str, request: SegmentRequest, result: Resu
             body = jpeg_bytes(annotate_frame(frame.image, result.faces, index))
             s3.put_object(Bucket=bucket, Key=annotated_key(request.stem), Body=body, ContentType="image/jpeg",
                           Metadata={EVENT_META: request.event_id, "frame": str(index)}, Tagging=RESULT_TAGGING)  # fmt: skip
-        crops = best_view_crops(path, result.timeline, name=request.video)
+        crops = _timeline().best_view_crops(path, result.timeline, name=request.video)
         for n, person in enumerate(result.timeline.people, start=1):
             body = crops.get(person.person)
             if body is None:

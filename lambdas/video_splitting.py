@@ -25,6 +25,7 @@ from .core import media
 from .core.errors import InputError
 from .core.results import error_result
 from .env import SplittingEnv
+from .gop import GOP, gop_frames
 from .events import FrameRef, RecognitionRequest, Upload, uploads
 from .stage1 import decode_budget, frame_key, local_name, marker_key
 from .storage import EVENT_META, already_done, client, log, write_result
@@ -52,12 +53,16 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
     # Decoded in process (video packets only); frame 0 alone, the others are face-recognition's to decode.
     with media.open_video(local, timeout=decode_budget(env, deadline), name=upload.video) as video:
         media.check_duration(Path(upload.video), video.duration, env.max_seconds)
-        times = media.sample_times(video.duration, env.frames, env.fps or None)
-        for frame in video.frames(times[:1]):
+        times: list[float] = []  # the samples face-recognition decodes itself, when it needs them
+        if env.stage1_layout == GOP:  # Part 1's frames and names (lambdas/gop.py): all stored
+            stored = gop_frames(upload.stem, video)
+        else:
+            times = media.sample_times(video.duration, env.frames, env.fps or None)[1:]
+            stored = ((frame_key(upload.stem, f.index), f) for f in video.frames([0.0]))
+        for key, frame in stored:
             t = lap("decode", t)
             body = media.encode_jpeg(frame.image)
             t = lap("encode", t)
-            key = frame_key(upload.stem, frame.index)
             client("s3").put_object(
                 Bucket=env.stage1_bucket,
                 Key=key,
@@ -66,7 +71,8 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
                 Metadata={EVENT_META: upload.event_id, "t": f"{frame.t:.3f}"},
             )
             t = lap("upload", t)
-            frames.append(FrameRef(key=key, t=frame.t))
+            if not frames or frames[-1].t != frame.t:  # gop repeats its last frame: recognised once
+                frames.append(FrameRef(key=key, t=frame.t))
     return RecognitionRequest(
         stage1_bucket=env.stage1_bucket,
         stem=upload.stem,
@@ -74,7 +80,7 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
         frames=frames,
         source={"bucket": upload.bucket, "key": upload.key, "etag": upload.etag, "size": upload.size, "event_id": upload.event_id},
         timings_ms={"split": (time.perf_counter() - started) * 1000, **ms},
-        samples=times[len(frames) :] if frames else [],
+        samples=times,
     )
 
 

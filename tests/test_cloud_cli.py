@@ -34,6 +34,7 @@ from facerec_cli.pipeline.stack import DeployOptions
 from facerec_cli.infra import executor as plan_module
 from facerec_cli.cli.app import app
 from facerec_cli.pipeline.observe.results import destination_record
+from tests import aws_records
 from facerec_cli.pipeline.upload_ledger import UploadLedger
 from lambdas.core.results import ERROR, NO_FACE, OK, Face, Result
 
@@ -576,38 +577,11 @@ def test_results_lists_result_objects_and_failures_as_errors(deployed: Env) -> N
 
 
 def literal_failure_record(env: Env, key: str, qualifier: str = "") -> dict[str, Any]:
-    """A failure destination record written out as AWS documents it (Lambda > Asynchronous invocation >
-    destinations), not built by the product's own destination_record: the S3 event of the upload as the
-    request payload, and the Python runtime's error payload of an unhandled exception."""
-    s, acct = env.settings, env.clients.account_id
-    return {
-        "version": "1.0",
-        "timestamp": "2026-11-01T12:00:07.512Z",
-        "requestContext": {
-            "requestId": "e4b46cbf-b738-4d32-8880-a18cdf61200e",
-            "functionArn": f"arn:aws:lambda:{s.region}:{acct}:function:{s.names.splitting_function}{qualifier}",
-            "condition": "RetriesExhausted",
-            "approximateInvokeCount": 3,
-        },
-        "requestPayload": {"Records": [{
-            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": s.region, "eventTime": "2026-11-01T12:00:00.000Z",
-            "eventName": "ObjectCreated:Put", "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
-            "requestParameters": {"sourceIPAddress": "203.0.113.10"},
-            "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
-            "s3": {
-                "s3SchemaVersion": "1.0", "configurationId": "facerec-mp4",
-                "bucket": {"name": s.names.input_bucket, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"}, "arn": f"arn:aws:s3:::{s.names.input_bucket}"},
-                "object": {"key": key, "size": 1048576, "eTag": "d41d8cd98f00b204e9800998ecf8427e", "sequencer": "0A1B2C3D4E5F678901"},
-            },
-        }]},
-        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-        "responsePayload": {
-            "errorMessage": "ffmpeg could not read the video: moov atom not found",
-            "errorType": "RuntimeError",
-            "requestId": "e4b46cbf-b738-4d32-8880-a18cdf61200e",
-            "stackTrace": ["  File \"/var/task/lambdas/video_splitting.py\", line 41, in handler\n    raise RuntimeError(...)\n"],
-        },
-    }  # fmt: skip
+    """video-splitting's record after every attempt failed on the upload of ``key``, as AWS writes it
+    (tests/aws_records.py)."""
+    s = env.settings
+    arn = aws_records.function_arn(s.region, env.clients.account_id, s.names.splitting_function, qualifier)
+    return aws_records.retries_exhausted(arn, aws_records.s3_put_event(s.region, s.names.input_bucket, key))
 
 
 def send_record(env: Env, record: dict[str, Any]) -> None:
@@ -629,6 +603,22 @@ def test_results_reads_a_literal_lambda_failure_destination_record(deployed: Env
     assert "ffmpeg could not read the video: moov atom not found" in failed["error"]
     assert f"{deployed.settings.names.splitting_function} failed on every attempt" in failed["error"]
     assert objects["test_00.mp4"]["status"] == OK
+
+
+def test_results_shows_a_video_as_failed_when_the_on_failure_function_failed_too(deployed: Env) -> None:
+    """When the on-failure function itself fails on a record, Lambda sends its own record to the queue,
+    whose requestPayload is the record it was given: the video is failed (not absent) and both errors show."""
+    s = deployed.settings
+    inner = literal_failure_record(deployed, "nested+one.mp4", qualifier=":$LATEST")
+    arn = aws_records.function_arn(s.region, deployed.clients.account_id, s.names.failure_function, ":$LATEST")
+    send_record(deployed, aws_records.retries_exhausted(arn, inner, error="An error occurred (AccessDenied) when calling the PutObject operation",
+                                                        error_type="ClientError", request_id="0c7a2d3e-1111-4c4c-9d9d-123456789abc"))  # fmt: skip
+    lines = facerec("results", "--json")
+    assert lines.exit_code == 1, lines.output
+    [failed] = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert failed["video"] == "nested one.mp4" and failed["status"] == ERROR
+    assert f"{s.names.splitting_function} failed on every attempt: ffmpeg could not read the video: moov atom not found" in failed["error"]
+    assert f"{s.names.failure_function} failed recording it: An error occurred (AccessDenied)" in failed["error"]
 
 
 def test_results_names_the_function_of_a_qualified_arn(deployed: Env) -> None:
@@ -665,6 +655,44 @@ def test_results_watch_follows_until_every_upload_is_answered(deployed: Env, vid
     assert 1.2 < time.monotonic() - started < 15  # it waited for the second answer
     objects = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(o["video"], o["name"]) for o in objects] == [("first clip.mp4", "madonna"), ("second.mp4", "elton_john")]
+
+
+def test_an_upload_the_new_trigger_missed_is_noted_and_re_triggered(env: Env, gallery_file: Path, video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 can take minutes to apply the notification configuration bootstrap puts; moto applies it at
+    once, so "not applied yet" is played by removing the configuration for the first upload and putting
+    it back after. The upload says the trigger is settling; `results --watch` finds the upload with no
+    sign of video-splitting, copies it onto itself, and the new event gets it answered."""
+    from facerec_cli.pipeline import trigger
+    from tests.moto_seam import Recorder
+
+    deploy(gallery_file)
+    n, s3 = env.settings.names, env.s3
+    assert UploadLedger(env.settings).trigger_put_at() is not None  # bootstrap recorded when it put the trigger
+    applied = {k: v for k, v in s3.get_bucket_notification_configuration(Bucket=n.input_bucket).items() if k != "ResponseMetadata"}
+    s3.put_bucket_notification_configuration(Bucket=n.input_bucket, NotificationConfiguration={})
+
+    def split(function: str, event: dict[str, Any]) -> None:  # plays video-splitting and recognition: the answer
+        if function == n.splitting_function:
+            for record in event.get("Records", []):
+                put_result(env, ok_result(Path(record["s3"]["object"]["key"].replace("+", " ")).name))
+
+    recorder = Recorder(split)
+    recorder.install(monkeypatch)
+    clip = copy(video, env.tmp / "early clip.mp4")
+    uploaded = facerec("upload", str(clip))
+    assert uploaded.exit_code == 0, uploaded.output
+    assert "note: bootstrap put the input bucket's trigger" in uploaded.stderr and "S3 can take several minutes" in uploaded.stderr
+    assert recorder.of(n.splitting_function) == []  # the trigger missed it
+
+    s3.put_bucket_notification_configuration(Bucket=n.input_bucket, NotificationConfiguration=applied)  # S3 applies it, later
+    monkeypatch.setattr(trigger, "NUDGE_AFTER", 0.5)
+    watched = facerec("results", "--watch", "--json", "--timeout", "30")
+    assert watched.exit_code == 0, watched.output
+    assert [(o["video"], o["status"]) for o in map(json.loads, watched.stdout.splitlines())] == [("early clip.mp4", OK)]
+    assert "early clip.mp4: nothing after" in watched.stderr and "re-triggered (copied onto itself)" in watched.stderr
+    [event] = [c["event"] for c in recorder.of(n.splitting_function)]
+    assert event["Records"][0]["s3"]["object"]["key"] in ("early+clip.mp4", "early%20clip.mp4")
+    assert s3.get_object(Bucket=n.input_bucket, Key="early clip.mp4")["Body"].read() == clip.read_bytes()  # the same bytes
 
 
 def test_results_watch_counts_failures_and_exits_non_zero(deployed: Env, video: Path) -> None:

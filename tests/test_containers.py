@@ -53,6 +53,7 @@ from facerec_cli.pipeline import image_context, images, registry
 from facerec_cli.pipeline.local.containers import container_environ, invocation_outcome
 from facerec_cli.pipeline.local.functions import LocalFunction
 from lambdas.events import FrameRef, RecognitionRequest
+from tests.moto_seam import Recorder
 from tests.docker_env import (
     ROOT,
     DockerEnv,
@@ -191,38 +192,6 @@ def built_recognition(docker_env: DockerEnv, wheelhouse: Wheelhouse, source: Pat
     return _build(docker_env, wheelhouse, source, "recognition", weights="casia-webface", models=models)
 
 
-class Recorder:
-    """Stands in for moto's Lambda at its invocation seam (the method facerec_cli/pipeline/local/dispatch.py
-    patches): records each invocation and answers like an accepted asynchronous one.
-
-    Why not let moto invoke: moto cannot run Image functions (the functions bootstrap creates), and a
-    Zip stand-in would test a function bootstrap never makes. Recording at the seam shows what matters
-    here without faking the caller: moto emits the real S3 notification for the upload, and the
-    handler in the container really calls lambda:Invoke on moto, which routes it to this seam. (The
-    whole chain, dispatched to containers, is run-local's: test_run_local_containers_*.)"""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from facerec_cli.pipeline.local.seam import check_seam
-
-        cls = check_seam()  # fails loudly if a moto upgrade moved the seam
-        recorder = self
-
-        def invoke(fn: Any, body: Any, request_headers: Any, response_headers: Any) -> str:
-            headers = {str(k).lower(): v for k, v in dict(request_headers or {}).items()}
-            text = body.decode() if isinstance(body, bytes) else (body or "")
-            recorder.calls.append({"function": fn.function_name, "event": json.loads(text) if text else {},
-                                   "type": headers.get("x-amz-invocation-type", "Event")})  # fmt: skip
-            return ""
-
-        monkeypatch.setattr(cls, "invoke", invoke)
-
-    def of(self, function: str) -> list[dict[str, Any]]:
-        return [c for c in self.calls if c["function"] == function]
-
-
 @pytest.fixture(scope="module")
 def cloud(moto_url: str) -> Any:
     """A moto server on 127.0.0.1 with the pipeline deployed by the bootstrap code (placeholder images)."""
@@ -311,8 +280,16 @@ def stage1_request(cloud: dict[str, Any], video: Path, stem: str) -> Recognition
 def run_behind_emulator(client: Any, image: str, environment: dict[str, str], event: Any, *, kind: str, timeout: float) -> tuple[Any, float, str]:
     """Run ``image`` as Lambda runs it (not root, read-only but /tmp) behind the emulator it carries, on
     127.0.0.1 and free ports; invoke it once. Returns (answer, seconds, logs)."""
+    answers, seconds, logs = invoke_behind_emulator(client, image, environment, [event], kind=kind, timeout=timeout)
+    return answers[0], seconds, logs
+
+
+def invoke_behind_emulator(client: Any, image: str, environment: dict[str, str], events: list[Any], *, kind: str, timeout: float,
+                           command: list[str] | None = None) -> tuple[list[Any], float, str]:  # fmt: skip
+    """As :func:`run_behind_emulator`, one invocation per event in turn (one warm container), with the
+    image's command or ``command`` (the handler of another function deployed from the same image)."""
     port, api_port = free_port(), free_port()
-    cmd = client.images.get(image).attrs["Config"]["Cmd"]
+    cmd = command or client.images.get(image).attrs["Config"]["Cmd"]
     container = run_container(
         client, image, name=f"facerec-{kind}-{uuid.uuid4().hex[:8]}",
         # The emulator in front of the image's own entrypoint (as on AWS, the runtime API then exists).
@@ -328,8 +305,8 @@ def run_behind_emulator(client: Any, image: str, environment: dict[str, str], ev
 
         wait_port(port, 30, alive)
         started = time.monotonic()
-        answer = invoke_rie(port, event, timeout=timeout)
-        return answer, time.monotonic() - started, container.logs(tail=200).decode(errors="replace")
+        answers = [invoke_rie(port, event, timeout=timeout) for event in events]
+        return answers, time.monotonic() - started, container.logs(tail=200).decode(errors="replace")
     finally:
         remove_container(container)
 
@@ -441,6 +418,88 @@ def test_dockerfiles_name_no_python_version_and_no_torch() -> None:
     assert "COPY models/ /opt/facerec/models/" in recognition and "FACEREC_MODELS=/opt/facerec/models" in recognition
     # The 94 MB models layer comes after the dependencies and before the code (cached while code changes).
     assert recognition.index("pip install") < recognition.index("COPY models/") < recognition.index("COPY lambdas/")
+
+
+def hosted_handlers() -> dict[str, list[str]]:
+    """Dockerfile -> the handler modules of the functions bootstrap deploys from its image."""
+    from facerec_cli.pipeline.stack import pipeline_stack
+    from facerec_cli.infra.resources.awslambda import FunctionSpec
+
+    uris = {"splitting-uri": images.DOCKERFILES[image_context.SPLITTING], "recognition-uri": images.DOCKERFILES[image_context.RECOGNITION]}
+    stack = pipeline_stack(Settings(prefix=PREFIX, region=REGION), DeployOptions(splitting_image="splitting-uri", recognition_image="recognition-uri"), "123456789012")
+    hosted: dict[str, list[str]] = {name: [] for name in uris.values()}
+    for spec in stack.specs:
+        if isinstance(spec, FunctionSpec):
+            hosted[uris[str(spec.image_uri)]].append(spec.command[0].rsplit(".", 1)[0])
+    return hosted
+
+
+def image_modules(dockerfile: str) -> set[str]:
+    """Top-level modules the image's pip install provides: its requirements and all their dependencies,
+    as installed here (importlib.metadata), plus the standard library."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    provides: dict[str, set[str]] = {}
+    for module, dists in metadata.packages_distributions().items():
+        for dist in dists:
+            provides.setdefault(dist.lower().replace("_", "-"), set()).add(module)
+    todo, seen = [Requirement(r).name for r in image_requirements([dockerfile])], set()
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return set(sys.stdlib_module_names) | {m for name in seen for m in provides.get(name, ())}
+
+
+# Imports the modules named on the command line with only the listed top-level packages importable.
+ONLY_THESE_PACKAGES = """
+import importlib, json, sys
+allowed = set(json.loads(sys.argv[1]))
+class Only:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] not in allowed:
+            raise ModuleNotFoundError(f"No module named {name!r} (not in the image)")
+sys.meta_path.insert(0, Only())
+for module in sys.argv[2:]:
+    if module.startswith("exec:"):  # code to run as well, with the same packages
+        exec(module[5:])
+    else:
+        assert callable(importlib.import_module(module).handler), module
+"""
+# The splitting side of a timeline (FACEREC_TIMELINE=1: video-splitting plans the segments of a 95 s video).
+PLAN_SEGMENTS = (
+    "exec:from types import SimpleNamespace as N; import lambdas.segments as s; "
+    "u = N(bucket='in', key='a.mp4', etag='e', size=1, event_id='x', stem='a', video='a.mp4'); "
+    "r = s.plan_requests(u, N(segment_seconds=30.0, timeline_fps=2.0), N(duration=95.0), 'stage', {}); "
+    "assert [(q.start, q.end) for q in r] == [(0.0, 30.0), (30.0, 60.0), (60.0, 90.0), (90.0, 95.0)], r"
+)
+
+
+def test_every_handler_imports_with_only_its_images_packages() -> None:
+    """The on-failure function is deployed in the splitting image (av, Pillow, boto3: no numpy); a
+    handler that needs a package its image lacks ends every invocation in Runtime.ImportModuleError.
+    Each handler imports here with exactly its image's packages (and their dependencies) importable (and
+    video-splitting plans a timeline's segments), and the Dockerfile's build check imports every handler
+    the image hosts."""
+    hosted = hosted_handlers()
+    assert hosted[images.DOCKERFILES[image_context.SPLITTING]] == ["lambdas.on_failure", "lambdas.video_splitting"]
+    for dockerfile, modules in hosted.items():
+        allowed = sorted(image_modules(dockerfile) | {"lambdas"})
+        assert "numpy" in allowed or dockerfile == images.DOCKERFILES[image_context.SPLITTING]
+        extra = [PLAN_SEGMENTS] if dockerfile == images.DOCKERFILES[image_context.SPLITTING] else []
+        proc = subprocess.run([sys.executable, "-c", ONLY_THESE_PACKAGES, json.dumps(allowed), *modules, *extra], capture_output=True, text=True,
+                              cwd=ROOT, timeout=120, check=False)  # fmt: skip
+        assert proc.returncode == 0, f"{dockerfile}: {proc.stderr[-2000:]}"
+        check = (ROOT / dockerfile).read_text().split("RUN ")[-1]  # the last step: compile and import
+        for module in modules:
+            assert module in check, f"the build check of {dockerfile} does not import {module}"
 
 
 # The conditional writes (IfNoneMatch, IfMatch on PutObject) came in botocore 1.35.69; a Lambda base image's
@@ -732,6 +791,54 @@ def test_splitting_container_handles_a_real_s3_event(
     assert [f.key for f in request.frames][0] == f"{stem}.jpg" and {f.key for f in request.frames} <= stored
     assert len(request.frames) >= 2
     print(f"\nsplitting container: {len(request.frames)} frames in {seconds:.1f} s (first invocation, cold)")
+
+
+@pytest.mark.docker
+def test_on_failure_handler_answers_aws_records_inside_the_splitting_image(docker_env: DockerEnv, built: dict[str, Any], cloud: dict[str, Any]) -> None:
+    """The on-failure function, deployed in the splitting image, run there behind the emulator with the
+    records Lambda sends (tests/aws_records.py): every attempt of video-splitting failed, every attempt
+    of face-recognition failed, and an event that expired unrun. Each video's error result is read back
+    from the output bucket, and each record reaches the failure queue."""
+    from facerec_cli.pipeline.observe.results import fetch_result, peek_failures
+    from facerec_cli.pipeline.stack import FAILURE_COMMAND
+    from tests import aws_records
+
+    image: registry.PushedImage = built["image"]
+    settings, clients = cloud["settings"], cloud["clients"]
+    names, s3 = settings.names, clients.s3
+    account = clients.account_id
+
+    def arn(function: str) -> str:
+        return aws_records.function_arn(REGION, account, function, ":$LATEST")
+
+    split_failed = aws_records.retries_exhausted(arn(names.splitting_function), aws_records.s3_put_event(REGION, names.input_bucket, "fail/split+one.mp4"))
+    recognition_request = {  # what video-splitting sends face-recognition, written out
+        "stage1_bucket": names.stage1_bucket, "stem": "fail/recognise", "video": "recognise.mp4",
+        "frames": [{"key": "fail/recognise.jpg", "t": 0.0}, {"key": "fail/recognise/001.jpg", "t": 1.0}],
+        "source": {"bucket": names.input_bucket, "key": "fail/recognise.mp4", "etag": "0f343b0931126a20f133d67c2b018a3b", "size": 2048,
+                   "event_id": "0f343b0931126a20f133d67c2b018a3b:0A1B2C3D4E5F000001"},
+        "timings_ms": {"split": 80.0}, "sent_at": 1793534400.0,
+    }  # fmt: skip
+    recognition_failed = aws_records.retries_exhausted(arn(names.recognition_function), recognition_request,
+                                                       error="Task timed out after 300.00 seconds", error_type="Sandbox.Timedout")  # fmt: skip
+    expired = aws_records.event_age_exceeded(arn(names.splitting_function), aws_records.s3_put_event(REGION, names.input_bucket, "fail/late.mp4"))
+
+    answers, seconds, logs = invoke_behind_emulator(
+        docker_env.client, image.uri, function_env(cloud, names.failure_function), [split_failed, recognition_failed, expired],
+        kind="on-failure", timeout=120, command=[FAILURE_COMMAND],
+    )  # fmt: skip
+    assert answers == [{"outcome": ["error result written"]}] * 3, (answers, logs)
+
+    results = {stem: fetch_result(s3, names.output_bucket, stem) for stem in ("fail/split one", "fail/recognise", "fail/late")}
+    assert {stem: (r.video, r.status) for stem, r in results.items()} == {
+        "fail/split one": ("split one.mp4", "error"), "fail/recognise": ("recognise.mp4", "error"), "fail/late": ("late.mp4", "error"),
+    }  # fmt: skip
+    assert results["fail/split one"].error == f"{names.splitting_function} failed on every attempt: ffmpeg could not read the video: moov atom not found"
+    assert results["fail/recognise"].error == f"{names.recognition_function} failed on every attempt: Task timed out after 300.00 seconds"
+    assert results["fail/late"].error.startswith(f"{names.splitting_function} never ran it: the event waited longer than the maximum event age")
+    queue = clients.sqs.get_queue_url(QueueName=names.failure_queue)["QueueUrl"]
+    assert sorted(f.stem for f in peek_failures(clients.sqs, queue)) == ["fail/late", "fail/recognise", "fail/split one"]
+    print(f"\non-failure container: 3 records answered in {seconds:.1f} s")
 
 
 @pytest.mark.docker

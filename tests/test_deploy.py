@@ -31,7 +31,6 @@ from facerec_cli.infra.resources.awslambda import FunctionSpec
 from facerec_cli.pipeline.stack import pipeline_stack
 from facerec_cli.errors import UserError
 
-VIDEO_SUFFIXES = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"]
 _REGIONS = itertools.cycle(
     ["us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-central-1", "ap-southeast-1",
      "ap-southeast-2", "ap-northeast-1", "ca-central-1", "sa-east-1", "eu-north-1", "ap-south-1"]
@@ -91,6 +90,45 @@ def statements(clients: Clients, role: str, policy: str) -> list[dict[str, Any]]
 
 
 # ------------------------------------------------------------------------------------------ bootstrap
+
+
+def overlapping_rules(configs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Pairs of configurations S3 may refuse as overlapping: the same event type with prefixes one of which
+    starts the other and suffixes one of which ends the other (no filter: the empty string, which overlaps
+    everything). S3 does not document the comparison as case sensitive, so it is read case-insensitively:
+    moto accepts overlaps S3 refuses, so the rule is checked here."""
+    def key(config: dict[str, Any], name: str) -> str:
+        rules = ((config.get("Filter") or {}).get("Key") or {}).get("FilterRules") or []
+        return next((r["Value"].lower() for r in rules if r["Name"].lower() == name), "")
+
+    found = []
+    for i, a in enumerate(configs):
+        for b in configs[i + 1:]:
+            if not set(a["Events"]) & set(b["Events"]):
+                continue
+            pa, pb, sa, sb = key(a, "prefix"), key(b, "prefix"), key(a, "suffix"), key(b, "suffix")
+            if (pa.startswith(pb) or pb.startswith(pa)) and (sa.endswith(sb) or sb.endswith(sa)):
+                found.append((a.get("Id", ""), b.get("Id", "")))
+    return found
+
+
+def test_the_trigger_configuration_has_no_rules_s3_may_refuse_as_overlapping() -> None:
+    from facerec_cli.infra.resources.s3 import NotificationSpec
+
+    stack = pipeline_stack(Settings(prefix="overlap"), DeployOptions(), "123456789012")
+    [spec] = [s for s in stack.specs if isinstance(s, NotificationSpec)]
+    assert spec.configurations and overlapping_rules(list(spec.configurations)) == []
+    # with no filter, every new object reaches video-splitting: a console "folder" is no upload to answer
+    from lambdas.events import uploads
+    from tests.aws_records import s3_put_event
+
+    assert uploads(s3_put_event("us-east-1", "in", "clips/")) == []
+    assert [u.video for u in uploads(s3_put_event("us-east-1", "in", "clips/CLIP+ONE.MP4"))] == ["CLIP ONE.MP4"]
+    # the rule itself: suffixes differing only in case count as overlapping
+    assert overlapping_rules([{"Id": "a", "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".mp4"}]}}},
+                              {"Id": "b", "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": ".MP4"}]}}}]) == [("a", "b")]
+
+
 
 
 def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clients: Clients, gallery: Path) -> None:
@@ -223,12 +261,10 @@ def test_bootstrap_creates_every_resource_as_configured(settings: Settings, clie
     assert statement["Condition"] == {"ArnLike": {"AWS:SourceArn": f"arn:aws:s3:::{n.input_bucket}"}, "StringEquals": {"AWS:SourceAccount": acct}}
     assert absent(lam.get_policy, FunctionName=rec) == "ResourceNotFoundException"
 
-    # -- notification: one configuration per suffix, both cases
+    # -- notification: every upload, whatever the case of its suffix, in a configuration S3 accepts
     configs = s3.get_bucket_notification_configuration(Bucket=n.input_bucket)["LambdaFunctionConfigurations"]
-    assert {c["LambdaFunctionArn"] for c in configs} == {split_arn}
-    assert {tuple(c["Events"]) for c in configs} == {("s3:ObjectCreated:*",)}
-    suffixes = sorted(r["Value"] for c in configs for r in c["Filter"]["Key"]["FilterRules"] if r["Name"].lower() == "suffix")
-    assert suffixes == sorted(VIDEO_SUFFIXES + [s.upper() for s in VIDEO_SUFFIXES])
+    assert [(c["LambdaFunctionArn"], c["Events"]) for c in configs] == [(split_arn, ["s3:ObjectCreated:*"])]
+    assert not overlapping_rules(configs)
 
     # -- gallery
     body = s3.get_object(Bucket=n.output_bucket, Key=n.gallery_key)["Body"].read()
@@ -440,6 +476,64 @@ def test_iam_propagation_is_waited_for_about_90_seconds_and_shown(settings: Sett
     assert "waiting for IAM to propagate the role (InvalidParameterValueException; retry in 1 s, 0 of up to 95 s waited)" == reporter.waits[0][1]
 
 
+def test_the_repository_policy_lets_lambda_pull_and_is_planned_idempotently(settings: Settings, clients: Clients) -> None:
+    n, account = settings.names, clients.account_id
+    options = DeployOptions(with_ecr=True)
+    dry = plan_deploy(settings, options, clients)
+    step = next(s for s in dry.steps if s.resource == f"ecr repository {n.ecr_repository}")
+    assert "lambda.amazonaws.com may ecr:BatchGetImage, ecr:GetDownloadUrlForLayer" in step.detail  # shown in the dry run
+    assert [c.method for c in step.calls if isinstance(c, APICall)] == ["create_repository", "set_repository_policy"]
+    apply_plan(dry)
+    [statement] = json.loads(clients.ecr.get_repository_policy(repositoryName=n.ecr_repository)["policyText"])["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert sorted(statement["Action"]) == ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    assert statement["Condition"] == {"StringLike": {"aws:sourceArn": f"arn:aws:lambda:{settings.region}:{account}:function:*"}}
+    assert plan_deploy(settings, options, clients).changes == []  # idempotent
+    clients.ecr.delete_repository_policy(repositoryName=n.ecr_repository)  # drift: repaired
+    [change] = plan_deploy(settings, options, clients).changes
+    assert change.resource == f"ecr repository {n.ecr_repository}" and change.detail == "no repository policy"
+    apply_plan(plan_deploy(settings, options, clients))
+    assert plan_deploy(settings, options, clients).changes == []
+
+
+def test_tmp_holds_the_largest_video_allowed(settings: Settings, clients: Clients) -> None:
+    # Lambda's /tmp is 512 MB unless EphemeralStorage says more; a 2 GB upload allowed by FACEREC_MAX_BYTES
+    # would fill it. moto stores the setting as given (it does not run the image), so it is read back.
+    n = settings.names
+    big = DeployOptions(max_bytes=2 * 1024**3)
+    apply_plan(plan_deploy(settings, big, clients))
+    sizes = {f: clients.lambda_.get_function_configuration(FunctionName=f)["EphemeralStorage"]["Size"] for f in n.functions}
+    assert sizes == {n.splitting_function: 2048 + 256, n.recognition_function: 2048 + 256, n.failure_function: 512}
+    assert plan_deploy(settings, big, clients).changes == []
+    [change] = [c for c in plan_deploy(settings, DeployOptions(), clients).changes if c.resource == f"lambda function {n.splitting_function}"]
+    assert "/tmp 2304 -> 512 MB" in change.detail  # the default 200 MB limit: Lambda's free 512 MB
+    with pytest.raises(UserError, match=r"FACEREC_MAX_BYTES=10737418240 does not fit in Lambda's /tmp: at most 10468982784 bytes"):
+        pipeline_stack(settings, DeployOptions(max_bytes=10 * 1024**3), "123456789012")
+
+
+def test_an_ecr_access_error_is_reported_at_once_with_its_fix(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lambda refuses an image whose repository policy does not let it pull; moto never checks, so the
+    # refusal (the message AWS gives) is injected. It is not IAM propagation: no 95 s of retries.
+    clock: list[float] = []
+    monkeypatch.setattr(plan_module, "_sleep", clock.append)
+
+    def refused(**kwargs: Any) -> Any:
+        raise botocore.exceptions.ClientError(
+            {"Error": {"Code": "InvalidParameterValueException", "Message": "Lambda does not have permission to access the ECR image. Check the ECR permissions."}},
+            "CreateFunction",
+        )
+
+    monkeypatch.setattr(clients.lambda_, "create_function", refused)
+    with pytest.raises(DeployError) as info:
+        apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    assert clock == []
+    assert "Lambda cannot read the function's image from ECR" in str(info.value)
+    assert "ecr:BatchGetImage" in str(info.value.hint) and "run `facerec bootstrap` again" in str(info.value.hint)
+    role_refusal = botocore.exceptions.ClientError(
+        {"Error": {"Code": "InvalidParameterValueException", "Message": "The role defined for the function cannot be assumed by Lambda."}}, "CreateFunction")
+    assert plan_module.RETRY_POLICIES["iam-propagation"].when(role_refusal)  # that one is still waited for
+
+
 def _sqs_refusal(status: int, query_error: str, type_: str, message: str) -> Any:
     """An SQS JSON-protocol error response as AWS sends it (x-amzn-query-error carries the legacy code),
     parsed by botocore's own parser."""
@@ -599,6 +693,47 @@ def test_prefixes_making_reserved_bucket_names_are_refused(prefix: str) -> None:
     # S3 refuses these names at CreateBucket; moto accepts them, so the refusal must come before any call.
     with pytest.raises(UserError, match=f"invalid prefix '{prefix}': S3 reserves bucket names that start with"):
         Settings(prefix=prefix)
+
+
+def test_every_derived_name_fits_aws_limits_and_a_longer_prefix_is_refused_in_one_line() -> None:
+    """A 28-character prefix once made the on-failure role `<prefix>-<prefix>-on-failure-role` (73
+    characters; IAM allows 64) and CreateRole failed half-way through a bootstrap. moto accepts any
+    length, so the limits are checked against AWS's documented ones (NAME_LIMITS) for every name."""
+    from facerec_cli.iaas.names import IaasNames
+    from facerec_cli.infra.naming import NAME_LIMITS
+
+    n = Settings(prefix="a" * 28).names
+    assert n.role(n.failure_function) == "a" * 28 + "-on-failure-role"  # the prefix once, not twice
+    with pytest.raises(UserError) as info:
+        Settings(prefix="p" * 60)
+    message = str(info.value.args[0])
+    longest = int(message.split("at most ")[1].split()[0])
+    assert message.startswith(f"prefix '{'p' * 60}' is too long: at most {longest} characters (the ") and "\n" not in message
+    for prefix in ("abc", "b" * longest):
+        names = [*Settings(prefix=prefix).names.all(), *IaasNames(prefix).all()]
+        assert {kind for kind, _ in names} == set(NAME_LIMITS)  # every kind of name is checked
+        for kind, name in names:
+            low, high = NAME_LIMITS[kind]
+            assert low <= len(name) <= high, (kind, name)
+    assert any(len(name) == NAME_LIMITS[kind][1] for kind, name in Settings(prefix="b" * longest).names.all())  # the maximum is tight
+    with pytest.raises(UserError, match=f"at most {longest} characters"):
+        Settings(prefix="b" * (longest + 1))
+
+
+def test_destroy_removes_the_on_failure_role_of_the_old_name(settings: Settings, clients: Clients) -> None:
+    # Earlier versions named the on-failure role <prefix>-<prefix>-on-failure-role: made here as they did.
+    n = settings.names
+    old = f"{settings.prefix}-{n.failure_function}-role"
+    apply_plan(plan_deploy(settings, DeployOptions(), clients))
+    assert clients.iam.get_role(RoleName=n.role(n.failure_function))["Role"]["RoleName"] != old
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    clients.iam.create_role(RoleName=old, AssumeRolePolicyDocument=json.dumps(trust))
+    clients.iam.put_role_policy(RoleName=old, PolicyName="facerec-least-privilege", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}]}))
+    plan = plan_destroy(settings, DeployOptions(), clients)
+    assert f"iam role {old}" in [s.resource for s in plan.steps]
+    apply_plan(plan)
+    assert absent(clients.iam.get_role, RoleName=old) == "NoSuchEntity"
 
 
 def test_access_denied_names_the_step_and_what_was_half_done(settings: Settings, clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:

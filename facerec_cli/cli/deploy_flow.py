@@ -86,6 +86,7 @@ def run_bootstrap(
     annotate: bool | None = None,
     timeline: bool | None = None,
     segment_seconds: float | None = None,
+    stage1_layout: str | None = None,
 ) -> None:
     """Plan, show, confirm, then change. Everything that can refuse the deployment without changing
     anything (a bad gallery, a blocked bucket name, no Docker engine, a refused registry login) is checked
@@ -93,7 +94,9 @@ def run_bootstrap(
     from facerec_cli.infra.executor import RichReporter, refuse_blocked
     from facerec_cli.pipeline.deployer import Bootstrap, BootstrapRequest
 
-    request = BootstrapRequest(gallery, weights, annotate, timeline, segment_seconds, build_images=not skip_images, base_image=base_image)
+    request = BootstrapRequest(
+        gallery, weights, annotate, timeline, segment_seconds, build_images=not skip_images, base_image=base_image, stage1_layout=stage1_layout,
+    )
     with aws_errors(settings, "reading the current deployment"):
         bootstrap = Bootstrap(
             settings, request, images=None if skip_images else _images_module(), reporter=RichReporter(console=err),

@@ -36,12 +36,22 @@ from facerec_cli.cli.options import (
 )
 from facerec_cli.config import ConfigFile, IaasSettings, Settings, load_iaas_settings
 from facerec_cli.errors import UserError
+from facerec_cli.config import CourseGrader, grader_settings
 from facerec_cli.render import err, out
 
-MaxInstancesOpt = Annotated[int | None, typer.Option("--max-instances", min=0, max=1000, help="Most app-tier instances (course: 20).")]
+MaxInstancesOpt = Annotated[int | None, typer.Option("--max-instances", min=0, max=1000, help="Most app-tier instances (default 20; the course's graders: at most 20 in 2024, exactly 15 in Fall 2025).")]
 PerInstanceOpt = Annotated[int | None, typer.Option("--per-instance", min=1, help="Queued or in-progress requests per app instance.")]
 ScaleInOpt = Annotated[float | None, typer.Option("--scale-in-after", min=0.0, help="Seconds demand must stay lower before instances are stopped (to 0 when idle).")]
-TimeoutOpt = Annotated[float | None, typer.Option("--timeout", min=0.1, help="Seconds an HTTP request waits for its answer before a 504.")]
+TimeoutOpt = Annotated[float | None, typer.Option("--timeout", min=0.1, help="Seconds an HTTP request waits for its answer before a 504 (default 60; a course grader waits up to 420).")]
+ScaleIntervalOpt = Annotated[float | None, typer.Option("--scale-interval", min=0.1, help="Seconds between scaling decisions (default 5).")]
+CourseGraderOpt = Annotated[
+    CourseGrader | None,
+    typer.Option(
+        "--course-grader",
+        help="Defaults a course's Project 1 grader expects: 2024 (at most 20 app instances) or fall2025 (exactly 15); "
+        "both: --timeout 420, --scale-in-after 3, --scale-interval 1. Flags, FACEREC_* and facerec.toml still win.",
+    ),
+]
 TokenOpt = Annotated[
     str | None,
     typer.Option("--token", help="Shared token the web tier asks every request for (header 'Authorization: Bearer <token>' or 'X-Facerec-Token'); 401 without it. Default: FACEREC_TOKEN; none: no token asked for."),
@@ -57,10 +67,11 @@ iaas_group = typer.Typer(
 )
 
 
-def load_settings_and_iaas(target: AwsTarget, **iaas_flags: Any) -> tuple[Settings, IaasSettings]:
-    """The common settings and the IaaS ones, from one reading of facerec.toml."""
+def load_settings_and_iaas(target: AwsTarget, course_grader: CourseGrader | None = None, **iaas_flags: Any) -> tuple[Settings, IaasSettings]:
+    """The common settings and the IaaS ones, from one reading of facerec.toml (a course grader's
+    values as the IaaS defaults)."""
     config = ConfigFile.read()
-    return target.settings(config=config), load_iaas_settings(config=config, **iaas_flags)
+    return target.settings(config=config), load_iaas_settings(config=config, defaults=grader_settings(course_grader), **iaas_flags)
 
 
 # ------------------------------------------------------------------------------------------ web, worker
@@ -78,7 +89,8 @@ def web_command(
     max_instances: MaxInstancesOpt = None,
     per_instance: PerInstanceOpt = None,
     scale_in_after: ScaleInOpt = None,
-    scale_interval: Annotated[float, typer.Option("--scale-interval", min=0.1, help="Seconds between scaling decisions.")] = 5.0,
+    scale_interval: ScaleIntervalOpt = None,
+    course_grader: CourseGraderOpt = None,
     no_scaler: Annotated[bool, typer.Option("--no-scaler", help="Serve only; do not launch or stop app instances.")] = False,
     token: TokenOpt = None,
     token_sha256: Annotated[str | None, typer.Option("--token-sha256", help="The token's SHA-256 (hex) instead of the token (what bootstrap puts on the web-instance). Default: FACEREC_TOKEN_SHA256.")] = None,
@@ -92,15 +104,15 @@ def web_command(
 
     log_to_stderr()
     settings, iaas = load_settings_and_iaas(
-        target, port=port, timeout=timeout, max_instances=max_instances, per_instance=per_instance,
-        scale_in_after=scale_in_after, token=token, token_sha256=token_sha256,
+        target, course_grader, port=port, timeout=timeout, max_instances=max_instances, per_instance=per_instance,
+        scale_in_after=scale_in_after, scale_interval=scale_interval, token=token, token_sha256=token_sha256,
     )
     digest = _token_digest(iaas.token, iaas.token_sha256, digest_of)
     with aws_errors(settings, "web tier"):
         run_web(
             settings, host=host, port=iaas.port, threads=threads, timeout=iaas.timeout, max_upload_mb=max_upload_mb,
             max_instances=iaas.max_instances, per_instance=iaas.per_instance, scale_in_after=iaas.scale_in_after,
-            scale_interval=scale_interval, scaler=not no_scaler, token_sha256=digest, channel_timeout=channel_timeout, read_timeout=read_timeout,
+            scale_interval=iaas.scale_interval, scaler=not no_scaler, token_sha256=digest, channel_timeout=channel_timeout, read_timeout=read_timeout,
         )
 
 
@@ -176,7 +188,9 @@ def bootstrap_command(
     max_instances: MaxInstancesOpt = None,
     per_instance: PerInstanceOpt = None,
     scale_in_after: ScaleInOpt = None,
+    scale_interval: ScaleIntervalOpt = None,
     timeout: TimeoutOpt = None,
+    course_grader: CourseGraderOpt = None,
     visibility_timeout: Annotated[int | None, typer.Option("--visibility-timeout", min=1, max=43200, help="Request-queue visibility timeout, s (default 30).")] = None,
     no_web: Annotated[bool, typer.Option("--no-web", help="Do not launch the web-instance (run `facerec web` elsewhere).")] = False,
     dry_run: DryRunOpt = False,
@@ -187,9 +201,9 @@ def bootstrap_command(
     from facerec_cli.cli.deploy_flow import run_iaas_bootstrap
 
     settings, iaas = load_settings_and_iaas(
-        target, ami=ami, instance_type=instance_type, web_ami=web_ami, web_instance_type=web_instance_type,
+        target, course_grader, ami=ami, instance_type=instance_type, web_ami=web_ami, web_instance_type=web_instance_type,
         key_name=key_name, port=port, allow_cidr=allow_cidr, token=token, max_instances=max_instances, per_instance=per_instance,
-        scale_in_after=scale_in_after, timeout=timeout, visibility_timeout=visibility_timeout,
+        scale_in_after=scale_in_after, scale_interval=scale_interval, timeout=timeout, visibility_timeout=visibility_timeout,
     )
     _check_gallery(gallery)
     run_iaas_bootstrap(settings, iaas_options(iaas, gallery=gallery, with_web=not no_web), dry_run=dry_run, yes=yes)
@@ -221,7 +235,7 @@ def iaas_options(iaas: IaasSettings, *, gallery: Path | None, with_web: bool) ->
     return IaasOptions(
         gallery=gallery, ami=iaas.ami, instance_type=iaas.instance_type, web_ami=iaas.web_ami, web_instance_type=iaas.web_instance_type,
         key_name=iaas.key_name, port=iaas.port, allow_cidr=iaas.allow_cidr, token_sha256=_token_digest(iaas.token, None, token_sha256),
-        max_instances=iaas.max_instances, per_instance=iaas.per_instance, scale_in_after_s=int(iaas.scale_in_after),
+        max_instances=iaas.max_instances, per_instance=iaas.per_instance, scale_in_after_s=int(iaas.scale_in_after), scale_interval_s=iaas.scale_interval,
         request_timeout_s=int(iaas.timeout), visibility_timeout_s=iaas.visibility_timeout, with_web=with_web,
     )
 

@@ -76,6 +76,20 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Stage1Layout(str, Enum):
+    frames = "frames"  # Part 2's: <stem>.jpg (the first frame), <stem>/NNN.jpg further frames
+    gop = "gop"  # Part 1's: <stem>/output-00.jpg ... output-09.jpg (lambdas/gop.py)
+
+
+Stage1LayoutOpt = Annotated[
+    Stage1Layout | None,
+    typer.Option(
+        "--stage1-layout",
+        help="frames: <stem>.jpg and further sampled frames (the course's Part 2); gop: <stem>/output-00.jpg ... output-09.jpg, "
+        "the frames of `ffmpeg -ss 0 -r 1 -i VIDEO -vf fps=1/10 -start_number 0 -vframes 10` (Part 1), and nothing else. "
+        "Face-recognition reads either. Default: frames (bootstrap: as deployed).",
+    ),
+]
 GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery file made by `facerec enroll` (or a course data.pt).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON Lines (one object per video) on stdout, nothing else.")]
 FramesOpt = Annotated[int, typer.Option("--frames", min=1, max=100, help="Frames sampled per video.")]

@@ -22,6 +22,7 @@ from facerec_cli.cli.options import (
     DestroyDryRunOpt,
     DryRunOpt,
     JsonOpt,
+    Stage1LayoutOpt,
     WatchPrefixOpt,
     YesOpt,
     aws_target_options,
@@ -74,6 +75,7 @@ def bootstrap(
         float | None,
         typer.Option("--segment-seconds", min=1.0, help="With --timeline: seconds of video per segment invocation (default 30)."),
     ] = None,
+    stage1_layout: Stage1LayoutOpt = None,
     retain_days: Annotated[
         int | None,
         typer.Option(
@@ -95,6 +97,7 @@ def bootstrap(
         run_bootstrap(
             settings, gallery=gallery, dry_run=dry_run, skip_images=skip_images, base_image=base_image, weights=weights, yes=yes,
             annotate=annotate, timeline=timeline, segment_seconds=segment_seconds,
+            stage1_layout=stage1_layout.value if stage1_layout else None,
         )
 
 @app.command()
@@ -244,7 +247,9 @@ def results_clients(settings: Settings) -> tuple[Any, Any]:
 def run_results(settings: Settings, *, watch: bool, json_lines: bool, timeout: float) -> int:
     """List (or follow) results; returns the exit code: 0, 1 if any video ended in error, or
     TIMEOUT_EXIT when --watch gave up with uploads still unanswered."""
+    from facerec_cli.infra.errors import aws_errors
     from facerec_cli.pipeline.observe import watch_results as wr
+    from facerec_cli.pipeline.trigger import Retrigger
     from facerec_cli.pipeline.upload_ledger import UploadLedger
 
     reader = wr.ResultsReader(settings, *results_clients(settings))
@@ -255,7 +260,14 @@ def run_results(settings: Settings, *, watch: bool, json_lines: bool, timeout: f
         return 1 if snapshot.errors else 0
     if not ledger.records():
         err.print("no uploads recorded by `facerec upload` for this deployment: nothing to wait for", style="yellow", highlight=False)
-    outcome = wr.watch_until_answered(reader, ledger.records, timeout=timeout, json_lines=json_lines)
+    retrigger = Retrigger(settings, reader.s3, ledger)
+
+    def nudge(snapshot: Any) -> None:  # uploads the trigger may have missed (right after bootstrap)
+        with aws_errors(settings, "re-triggering an upload", bucket=settings.names.input_bucket):
+            for line in retrigger(snapshot.pending):
+                err.print(Text(line, style="yellow"), highlight=False, soft_wrap=True)
+
+    outcome = wr.watch_until_answered(reader, ledger.records, timeout=timeout, json_lines=json_lines, on_refresh=nudge)
     if not json_lines:
         wr.show(outcome.snapshot, json_lines=False)
     if outcome.timed_out:
@@ -301,9 +313,13 @@ def run_iaas_watch(
 
 def run_upload(settings: Settings, videos: list[Path]) -> None:
     from facerec_cli.infra.errors import aws_errors
+    from facerec_cli.pipeline.trigger import settling_note
     from facerec_cli.pipeline.upload import check_files, upload_files
 
     items = check_files(videos)
+    note = settling_note(settings)
+    if note:
+        err.print(Text(f"note: {note}", style="yellow"), highlight=False, soft_wrap=True)
     with aws_errors(settings, "upload"):
         records = upload_files(owner_checked_s3(settings), settings, items, console=err)
     total = sum(r.size for r in records)

@@ -21,6 +21,7 @@ from facerec_cli.cli.options import (
     GalleryOpt,
     JsonOpt,
     RecogniseWeightsOpt,
+    Stage1LayoutOpt,
     ThresholdOpt,
     user_errors_as_exit_codes,
 )
@@ -126,6 +127,7 @@ def run_local(
     segment_seconds: Annotated[
         float, typer.Option("--segment-seconds", min=1.0, help="With --timeline: seconds of video per segment invocation.")
     ] = 30.0,
+    stage1_layout: Stage1LayoutOpt = None,
 ) -> None:
     """Run the whole pipeline (S3 -> video-splitting -> face-recognition -> S3) on an embedded local cloud.
     Exits 1 if any video ended in error."""
@@ -139,6 +141,10 @@ def run_local(
         from lambdas import env as fenv
 
         extra_env = {fenv.TIMELINE: "1", fenv.TIMELINE_FPS: f"{fps or fenv.DEFAULT_TIMELINE_FPS:g}", fenv.SEGMENT_SECONDS: f"{segment_seconds:g}"}
+    if stage1_layout is not None:  # as `bootstrap --stage1-layout` sets it (timelines refused with gop there too)
+        from facerec_cli.pipeline.deployer import layout_env
+
+        extra_env.update(layout_env({}, stage1_layout.value, timeline=timeline))
     options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout, extra_env=extra_env,
                          runtime=runtime.value, base_image=base_image)  # fmt: skip
     results = run(inputs, gallery, options, json_lines=json_lines, out_dir=out_dir, html=html, watch=watch)

@@ -112,6 +112,18 @@ class IaasNames:
         # of its instances), never launch an instance itself.
         return f"{self.prefix}-app-tier"
 
+    def all(self) -> list[tuple[str, str]]:
+        """Every (kind, name) of the IaaS stack, checked against AWS's limits with the serverless names
+        (facerec_cli/config.py). A new resource is one more entry here."""
+        return [
+            *(("sqs queue", q) for q in self.queues),
+            *(("s3 bucket", b) for b in self.buckets),
+            ("iam role", self.app_role), ("iam role", self.web_role),
+            ("iam instance-profile", self.app_profile), ("iam instance-profile", self.web_profile),
+            ("security group", self.app_security_group), ("security group", self.web_security_group),
+            ("launch template", self.launch_template), ("auto scaling group", self.autoscaling_group),
+        ]
+
     @staticmethod
     def app_instance(n: int) -> str:
         return f"{APP_INSTANCE_PREFIX}{n}"

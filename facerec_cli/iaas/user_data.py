@@ -89,7 +89,7 @@ def web_user_data(settings: Settings, options: IaasOptions) -> str:
         "facerec", "web", "--prefix", settings.prefix, "--region", settings.region, "--host", "0.0.0.0",
         "--port", str(options.port), "--timeout", str(options.request_timeout_s),
         "--max-instances", str(options.max_instances), "--per-instance", str(options.per_instance),
-        "--scale-in-after", str(options.scale_in_after_s),
+        "--scale-in-after", str(options.scale_in_after_s), "--scale-interval", f"{options.scale_interval_s:g}",
     ]
     if options.token_sha256:
         command += ["--token-sha256", options.token_sha256]  # the token itself is never stored on AWS

@@ -49,7 +49,7 @@ from typing import IO, Any
 import botocore.exceptions
 
 from facerec_cli.infra.aws import error_code
-from facerec_cli.iaas.messages import Request, deadline_attributes, new_id, queue_counts, queue_depth, queue_url, stem_of
+from facerec_cli.iaas.messages import REQUEST_MAX_BYTES, Request, deadline_attributes, new_id, queue_counts, queue_depth, queue_url, request_bytes, stem_of
 from facerec_cli.iaas.lease import WebLease
 from facerec_cli.iaas.names import ACTIVE_STATES, IaasNames, app_instance_index
 from facerec_cli.iaas.router import ResponseRouter, Waiter
@@ -287,6 +287,8 @@ class WebTier:
             return 400, f"{shown}: the file has no usable name; send it with a file name such as test_00.jpg"
         if len(key.encode()) > MAX_NAME_BYTES:
             return 400, f"{key[:40]}…: the file name is {len(key.encode())} bytes long; at most {MAX_NAME_BYTES} bytes (UTF-8), rename it"
+        if request_bytes(key) > REQUEST_MAX_BYTES:  # not reached with MAX_NAME_BYTES; kept beside the queue's limit
+            return 400, f"{key[:40]}…: the request for this file name would not fit the request queue's {REQUEST_MAX_BYTES}-byte messages; use a shorter name"
         if self.lease is not None and self.lease.lost.is_set():
             return 503, f"{key}: this web tier lost its lease on prefix {self.names.prefix} (another web tier may serve it); send it there"
         stream.seek(0, io.SEEK_END)

@@ -85,6 +85,12 @@ def explain(exc: BaseException, *, what: str = "") -> tuple[str, str | None]:
         return f"AWS rejected the credentials ({code}: {message})", "check the access keys, refresh the session token, or pass --profile"
     if code in ("QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently"):
         return "the failure queue was deleted less than 60 seconds ago and cannot be recreated yet", "wait a minute and run the command again"
+    if ecr_access_denied(exc):
+        return (
+            f"Lambda cannot read the function's image from ECR ({message})",
+            "the repository policy must let lambda.amazonaws.com use ecr:BatchGetImage and ecr:GetDownloadUrlForLayer: "
+            "run `facerec bootstrap` again (it sets that policy), or check that the image URI is in this account and region",
+        )
     if code == "InvalidParameterValueException" and "role" in message.lower():
         return (
             f"Lambda cannot use the function's IAM role yet ({message})",
@@ -95,6 +101,18 @@ def explain(exc: BaseException, *, what: str = "") -> tuple[str, str | None]:
     if code == "BucketNotEmpty":
         return f"{what or 'the bucket'} is not empty: something wrote to it while it was being emptied", "run the command again"
     return f"{code}: {message}" if message else code, None
+
+
+def ecr_access_denied(exc: BaseException) -> bool:
+    """Lambda refusing an image it may not read (CreateFunction/UpdateFunctionCode: "Lambda does not have
+    permission to access the ECR image. Check the ECR permissions."): a repository policy to fix, not IAM
+    propagation to wait for."""
+    code = error_code(exc)
+    if code not in ("InvalidParameterValueException", "AccessDeniedException"):
+        return False
+    message = (exc.response.get("Error", {}).get("Message") or "").lower()  # type: ignore[attr-defined]
+    # AccessDeniedException alone may be the caller's own missing ecr:* permission: only Lambda's words count.
+    return "ecr" in message and (code == "InvalidParameterValueException" or "lambda does not have permission" in message)
 
 
 # ------------------------------------------------------------------------------------------ driving a deployment

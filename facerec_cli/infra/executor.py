@@ -12,7 +12,7 @@ import botocore.exceptions
 
 from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.clients import Clients
-from facerec_cli.infra.errors import DeployError, explain
+from facerec_cli.infra.errors import DeployError, ecr_access_denied, explain
 from facerec_cli.infra.plan import APICall, EmptyBucket, Instruction, Plan, Ref, Step, Wait, WaitUntilGone
 from facerec_cli.infra.readers import ABSENT, object_versions
 
@@ -123,6 +123,8 @@ def iam_not_ready(exc: botocore.exceptions.ClientError) -> bool:
     """Lambda/S3 refusing a role or permission that IAM has not propagated yet, or a function still
     busy with its previous update."""
     code, message = error_code(exc), _message(exc)
+    if ecr_access_denied(exc):  # the repository policy, not IAM: waiting does not fix it
+        return False
     if code == "InvalidParameterValueException" and ("role" in message or "permission" in message):
         return True
     if code == "ResourceConflictException" and ("in progress" in message or "pending" in message):

@@ -20,6 +20,7 @@ ABSENT = frozenset(
         "NoSuchEntity",
         "ResourceNotFoundException",
         "RepositoryNotFoundException",
+        "RepositoryPolicyNotFoundException",
         "QueueDoesNotExist",
         "AWS.SimpleQueueService.NonExistentQueue",
         "ServerSideEncryptionConfigurationNotFoundError",

@@ -37,8 +37,11 @@ from facerec_cli.infra.planner import plan_destroy as plan_stack_teardown
 from facerec_cli.infra.readers import get_or_none
 from facerec_cli.infra.resources.awslambda import FunctionSpec
 from facerec_cli.infra.resources.ecr import RepositorySpec
+from facerec_cli.infra.resources.iam import RoleSpec
+from facerec_cli.infra.resources.s3 import NotificationSpec
 from facerec_cli.pipeline.stack import DeployOptions, pipeline_stack
 from lambdas import env as fenv
+from lambdas.gop import GOP
 
 BOOTSTRAP = "facerec bootstrap"
 DESTROY = "facerec destroy"
@@ -75,7 +78,14 @@ def plan_destroy(settings: Settings, options: DeployOptions | None = None, clien
     """Everything `destroy` would delete, the reverse of the creation order; empty when nothing is left."""
     clients = clients or Clients.from_settings(settings)
     stack = stack_for(settings, dataclasses.replace(options or DeployOptions(), gallery=None), clients)
+    stack.specs = [*stack.specs, *retired_roles(settings, stack)]  # deleted first (a destroy runs backwards)
     return plan_stack_teardown(stack, clients, command=DESTROY)
+
+
+def retired_roles(settings: Settings, stack: Stack) -> list[RoleSpec]:
+    """Roles of names earlier versions made (Names.legacy_roles), as specs a destroy deletes when found."""
+    model = next(s for s in stack.specs if isinstance(s, RoleSpec))
+    return [dataclasses.replace(model, name=name, arn=model.arn.rsplit("/", 1)[0] + "/" + name) for name in settings.names.legacy_roles()]
 
 
 def deployed_environment(clients: Clients, function: str) -> dict[str, str]:
@@ -99,6 +109,21 @@ class BootstrapRequest:
     segment_seconds: float | None = None
     build_images: bool = True
     base_image: str | None = None
+    stage1_layout: str | None = None  # "frames" | "gop"
+
+
+def layout_env(deployed: dict[str, str], layout: str | None, *, timeline: bool) -> dict[str, str]:
+    """video-splitting's stage-1 layout (lambdas/gop.py): ``--stage1-layout``, else what the deployed
+    function has (``frames`` for a new deployment). Part 1's layout and timelines do not combine."""
+    value = layout if layout is not None else deployed.get(fenv.STAGE1_LAYOUT) or "frames"
+    if value != GOP:
+        return {}
+    if timeline:
+        raise UserError(
+            "--stage1-layout gop and --timeline do not combine: a timeline samples its own frames",
+            hint="pass --no-timeline for Part 1's layout, or --stage1-layout frames for timelines",
+        )
+    return {fenv.STAGE1_LAYOUT: GOP}
 
 
 def gallery_weights(gallery: Path | None, weights: str | None) -> str | None:
@@ -167,10 +192,12 @@ class Bootstrap:
         deployed = deployed_environment(clients, n.recognition_function)
         self.weights = weights or deployed.get(fenv.WEIGHTS) or "casia-webface"
         annotate = deployed.get(fenv.ANNOTATE) == "1" if request.annotate is None else request.annotate
+        splitting = deployed_environment(clients, n.splitting_function)
+        timeline = timeline_env(splitting, request.timeline, request.segment_seconds)
         self.options = DeployOptions(
             gallery=request.gallery, weights=self.weights, with_ecr=request.build_images,
             recognition_env={fenv.ANNOTATE: "1"} if annotate else {},
-            splitting_env=timeline_env(deployed_environment(clients, n.splitting_function), request.timeline, request.segment_seconds),
+            splitting_env={**timeline, **layout_env(splitting, request.stage1_layout, timeline=bool(timeline))},
         )  # fmt: skip
 
     def plan(self) -> Plan:
@@ -212,6 +239,10 @@ class Bootstrap:
             if on_replanned is not None:
                 on_replanned([s for s in plan.changes if (s.action, s.resource) not in shown])
         apply_plan(plan, self.reporter)
+        if any(s.kind == NotificationSpec.kind for s in plan.changes):  # S3 may take minutes to apply it (pipeline/trigger.py)
+            from facerec_cli.pipeline.upload_ledger import UploadLedger
+
+            UploadLedger(self.settings).trigger_put()
         return plan
 
     def _build(self, engine: Any, done_before: list[Step]) -> dict[str, str]:

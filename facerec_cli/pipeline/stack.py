@@ -26,7 +26,6 @@ from facerec_cli.infra.resources.s3 import BucketSpec, NotificationSpec, ObjectS
 from facerec_cli.infra.resources.sqs import QueueSpec
 from facerec_cli.pipeline.policies import failure_policy, recognition_policy, splitting_policy
 from lambdas import env as fenv
-from lambdas.core.media import VIDEO_SUFFIXES  # what the input bucket's notification triggers on
 from lambdas.core.models import THREADS_ENV
 # Results carry this object tag (the output bucket's retention rule expires only tagged objects: S3 lifecycle
 # filters cannot exclude a key, and the gallery lives in the same bucket).
@@ -44,6 +43,7 @@ FAILURE_MEMORY, FAILURE_TIMEOUT = 256, 60
 PERMISSION_SID = "facerec-s3-invoke"
 NOTIFICATION_ID_PREFIX = "facerec-"
 LIFECYCLE_RULE_ID = "facerec-stage1-expiry"
+ECR_POLICY_SID = "facerec-lambda-pull"  # the repository policy statement letting Lambda read the images
 RETENTION_RULE_ID = "facerec-retention"  # --retain-days on the input and output buckets
 MAX_RETRY_ATTEMPTS = 2
 MAX_EVENT_AGE_SECONDS = 3600
@@ -86,20 +86,32 @@ class DeployOptions:
     tls_only: bool | None = None
 
 
-def notification_id(suffix: str) -> str:
-    # Upper and lower case variants need distinct ids: ".MP4" -> "facerec-MP4".
-    return f"{NOTIFICATION_ID_PREFIX}{suffix.lstrip('.')}"
+# The input bucket's trigger: one configuration with no key filter, and video-splitting answers any upload
+# that is not a video with an error result. Why no suffix filters: S3 refuses a notification
+# configuration whose rules overlap ("Notification configurations that use Filter cannot define filtering
+# rules with overlapping prefixes, overlapping suffixes, or prefix and suffix overlapping" for the same
+# event type: S3 User Guide, "Configuring event notifications using object key name filtering"), and the
+# guide does not say that suffixes differing only in case (.mp4, .MP4) do not overlap; a suffix filter per
+# case is the configuration that may be refused. Without a filter, .MP4, .Mov and .mp4 all trigger.
+NOTIFICATION_ID = f"{NOTIFICATION_ID_PREFIX}uploads"
+
+# Lambda's ephemeral storage (/tmp): 512 MB (the default, free) to 10,240 MB. Beyond the video itself,
+# room for what sits beside it: frames being encoded, the gallery, the runtime's own files.
+EPHEMERAL_MIN_MB, EPHEMERAL_MAX_MB = 512, 10240
+TMP_HEADROOM_MB = 256
 
 
-# The input bucket notifies on every video suffix. S3 suffix filters are case sensitive, so the upper
-# case variant of each gets its own configuration too (phones and cameras often write `.MP4`/`.MOV`).
-def notification_suffixes(suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> tuple[str, ...]:
-    out: list[str] = []
-    for suffix in suffixes:
-        for variant in (suffix.lower(), suffix.upper()):
-            if variant not in out:
-                out.append(variant)
-    return tuple(out)
+def ephemeral_storage_mb(max_bytes: int) -> int:
+    """/tmp for a function that holds an upload of up to ``max_bytes`` (FACEREC_MAX_BYTES), in MB."""
+    wanted = -(-max_bytes // (1024 * 1024)) + TMP_HEADROOM_MB
+    if wanted > EPHEMERAL_MAX_MB:
+        limit = (EPHEMERAL_MAX_MB - TMP_HEADROOM_MB) * 1024 * 1024
+        raise UserError(
+            f"{fenv.MAX_BYTES}={max_bytes} does not fit in Lambda's /tmp: at most {limit} bytes "
+            f"({EPHEMERAL_MAX_MB} MB of ephemeral storage, less {TMP_HEADROOM_MB} MB for temporaries)",
+            hint=f"set a smaller {fenv.MAX_BYTES} for the functions",
+        )
+    return max(EPHEMERAL_MIN_MB, wanted)
 
 
 def retention_rule(days: int, *, tagged_results: bool) -> dict[str, Any]:
@@ -202,23 +214,26 @@ def pipeline_stack(settings: Settings, options: DeployOptions, account_id: str) 
                                                    failure_arn=lambda_arn(fail_name)))  # fmt: skip
     split_env, rec_env = _environments(settings, options)
     fail_env = {fenv.OUTPUT_BUCKET: n.output_bucket, fenv.FAILURE_QUEUE: n.failure_queue}
+    # Both hold a whole upload in /tmp: video-splitting while it samples, face-recognition while a
+    # timeline's segments of it keep coming (lambdas/segments.py). The on-failure function needs none.
+    video_tmp = ephemeral_storage_mb(int(split_env.get(fenv.MAX_BYTES) or fenv.DEFAULT_MAX_BYTES))
 
-    def function(name: str, role: RoleSpec, image: str | None, command: str, memory: int, timeout: int, env: dict[str, str], what: str) -> FunctionSpec:
+    def function(name: str, role: RoleSpec, image: str | None, command: str, memory: int, timeout: int, env: dict[str, str], what: str,
+                 tmp: int = EPHEMERAL_MIN_MB) -> FunctionSpec:  # fmt: skip
         return FunctionSpec(name, lambda_arn(name), role.arn, image, f"{repo_uri}:local", [command], memory, timeout, env,
-                            [options.architecture], f"facerec ({settings.prefix}): {what}", tags)
+                            [options.architecture], f"facerec ({settings.prefix}): {what}", tags, tmp)
 
     # The on-failure destination first (the others name it), then recognition (splitting invokes it).
     functions = [
         function(fail_name, fail_role, options.splitting_image, FAILURE_COMMAND, FAILURE_MEMORY, FAILURE_TIMEOUT, fail_env,
                  "answer for invocations that failed every attempt or expired"),
         function(rec_name, rec_role, options.recognition_image, RECOGNITION_COMMAND, options.recognition_memory, options.recognition_timeout,
-                 rec_env, "recognise faces in sampled frames"),
+                 rec_env, "recognise faces in sampled frames", video_tmp),
         function(split_name, split_role, options.splitting_image, SPLITTING_COMMAND, options.splitting_memory, options.splitting_timeout,
-                 split_env, "sample frames from uploaded videos"),
+                 split_env, "sample frames from uploaded videos", video_tmp),
     ]
     notification = NotificationSpec(
-        n.input_bucket, tuple(_notification(lambda_arn(split_name), s) for s in notification_suffixes()), NOTIFICATION_ID_PREFIX,
-        f"s3:ObjectCreated:* with suffix {' '.join(notification_suffixes())} -> {split_name}",
+        n.input_bucket, (_notification(lambda_arn(split_name)),), NOTIFICATION_ID_PREFIX, f"s3:ObjectCreated:* (every key) -> {split_name}",
     )
     gallery_key = n.gallery_key
     if options.gallery is not None:
@@ -229,7 +244,7 @@ def pipeline_stack(settings: Settings, options: DeployOptions, account_id: str) 
     else:
         gallery = ObjectSpec(n.output_bucket, gallery_key, missing=f"no gallery at s3://{n.output_bucket}/{gallery_key}: recognition fails until one is uploaded (pass --gallery)")
 
-    specs: list[Any] = [RepositorySpec(n.ecr_repository, repo_uri)] if options.with_ecr else []
+    specs: list[Any] = [RepositorySpec(n.ecr_repository, repo_uri, policy=lambda_pull_policy(partition, region, account_id))] if options.with_ecr else []
     specs += _buckets(settings, options, partition)
     specs.append(QueueSpec(n.failure_queue, {"SqsManagedSseEnabled": "true", "MessageRetentionPeriod": str(FAILURE_RETENTION_SECONDS)},
                            "failure destination, SSE (SQS-managed), 14 day retention", "with any failure records in it"))
@@ -243,10 +258,23 @@ def pipeline_stack(settings: Settings, options: DeployOptions, account_id: str) 
     return Stack(specs, tags)
 
 
-def _notification(function_arn: str, suffix: str) -> dict[str, Any]:
+def lambda_pull_policy(partition: str, region: str, account_id: str) -> dict[str, Any]:
+    """The repository policy that lets Lambda pull the images for this account's functions, as the Lambda
+    developer guide gives it for container images ("Amazon ECR permissions"): the Lambda service may
+    BatchGetImage and GetDownloadUrlForLayer when the source is a function of this account in this region.
+    Lambda sets a policy of its own only when the caller of CreateFunction may SetRepositoryPolicy; set
+    here, it does not depend on that."""
     return {
-        "Id": notification_id(suffix),
-        "LambdaFunctionArn": function_arn,
-        "Events": ["s3:ObjectCreated:*"],
-        "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": suffix}]}},
-    }
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": ECR_POLICY_SID,
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Condition": {"StringLike": {"aws:sourceArn": f"arn:{partition}:lambda:{region}:{account_id}:function:*"}},
+        }],
+    }  # fmt: skip
+
+
+def _notification(function_arn: str) -> dict[str, Any]:
+    return {"Id": NOTIFICATION_ID, "LambdaFunctionArn": function_arn, "Events": ["s3:ObjectCreated:*"]}

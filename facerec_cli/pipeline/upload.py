@@ -20,7 +20,6 @@ from lambdas.core.media import VIDEO_SUFFIXES
 from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.errors import MISSING_BUCKET, not_deployed, user_error
 from facerec_cli.config import Settings
-from facerec_cli.pipeline.stack import notification_suffixes
 from facerec_cli.errors import UserError
 from facerec_cli.pipeline.upload_ledger import UploadLedger, UploadRecord, iso, stem_of
 
@@ -55,9 +54,9 @@ def content_type(name: str) -> str:
 
 
 def check_files(paths: Sequence[Path]) -> list[UploadItem]:
-    """Every file, checked before anything is sent: a video suffix the input bucket triggers on, not
-    empty, one key per file name and one result name (stem) per video. All problems in one error."""
-    triggers = notification_suffixes()
+    """Every file, checked before anything is sent: a video suffix (in any case: the input bucket's
+    trigger has no suffix filter, facerec_cli/pipeline/stack.py says why), not empty, one key per file
+    name and one result name (stem) per video. All problems in one error."""
     problems: list[str] = []
     items: list[UploadItem] = []
     keys: dict[str, Path] = {}
@@ -69,18 +68,8 @@ def check_files(paths: Sequence[Path]) -> list[UploadItem]:
         if path.is_dir():
             problems.append(f"{path}: is a folder (pass the videos in it, e.g. {path}/*.mp4)")
             continue
-        suffix = path.suffix
-        if suffix.lower() not in VIDEO_SUFFIXES:
-            problems.append(f"{path}: not a video (expected one of {' '.join(sorted(triggers_lower(triggers)))})")
-            continue
-        if suffix not in triggers:
-            if suffix.lower() in triggers:
-                problems.append(f"{path}: the pipeline triggers on {suffix.lower()} or {suffix.upper()}, not {suffix}: rename the file")
-            else:
-                problems.append(
-                    f"{path}: {suffix.lower()} videos do not trigger the pipeline "
-                    f"(it starts on {' '.join(sorted(triggers_lower(triggers)))}): convert it, e.g. to .mp4"
-                )
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            problems.append(f"{path}: not a video (expected one of {' '.join(sorted(VIDEO_SUFFIXES))})")
             continue
         size = path.stat().st_size
         if size == 0:
@@ -105,8 +94,6 @@ def check_files(paths: Sequence[Path]) -> list[UploadItem]:
     return items
 
 
-def triggers_lower(triggers: Sequence[str]) -> set[str]:
-    return {s.lower() for s in triggers}
 
 
 def check_bucket(s3: Any, settings: Settings) -> None:

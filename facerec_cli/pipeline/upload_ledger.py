@@ -2,7 +2,8 @@
 every uploaded video is answered.
 
 One small JSON file in the user state directory (``$FACEREC_STATE_DIR`` overrides), keyed by
-deployment (prefix, region, endpoint). Each upload records the object key, its ETag, size and the time
+deployment (prefix, region, endpoint). It also keeps when bootstrap last put the input bucket's trigger
+(facerec_cli/pipeline/trigger.py: S3 may take minutes to apply it). Each upload records the object key, its ETag, size and the time
 S3 stored it (S3's own ``LastModified``, so it compares with the result objects' times on one clock).
 A result answers an upload when its ``<stem>.json`` is at least as new as the upload; a failure record
 in the failure queue answers it too. Entries older than the failure queue keeps its records are
@@ -142,6 +143,18 @@ class UploadLedger:
             entries = deployments.setdefault(self.deployment, {})
             for record in records:
                 entries[record.key] = {k: v for k, v in asdict(record).items() if k != "key"}
+
+    # ---- when bootstrap last put the input bucket's trigger (S3 may take minutes to apply it)
+
+    def trigger_put(self, *, now: datetime | None = None) -> None:
+        with self._locked() as data:
+            data.setdefault("triggers", {})[self.deployment] = iso(now or datetime.now(timezone.utc))
+
+    def trigger_put_at(self) -> datetime | None:
+        try:
+            return parse_time(str(self._read_all().get("triggers", {})[self.deployment]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
 
     def forget(self) -> int:
         """Drop every record of this deployment (after `facerec destroy`); returns how many."""

@@ -29,6 +29,7 @@ frame) and ``MAX_FRAMES_PER_SAMPLE`` decoded frames per sampled frame. Exceeding
 from __future__ import annotations
 
 import io
+import math
 import re
 import time
 import warnings
@@ -374,6 +375,46 @@ class Video:
             reason = f" ({errors[-1]})" if errors else ""
             raise InputError(f"{self.name}: not a readable video: no frame could be decoded{reason}")
 
+    def frames_at_positions(self, positions: Sequence[int]) -> Iterator[Frame]:
+        """For each decode position of ``positions`` (increasing; 0 is the first frame the decoder gives,
+        whatever its timestamp), that frame, upright, as ``Frame(index=position in positions, t=its
+        timestamp)``; a position past the last frame gets the last frame (as ffmpeg's constant-rate
+        output repeats it). Decodes from the start up to the last position wanted. InputError when no
+        frame can be decoded, or when the decode budget runs out."""
+        errors: list[str] = []
+        if self._read:
+            with _Libav():
+                self._container.seek(self._start, stream=self._stream, backward=True)
+        self._read = True
+
+        def picture(frame: av.VideoFrame) -> tuple[float, Image.Image]:
+            pts = frame.pts if frame.pts is not None else self._start
+            self.rotation = frame.rotation
+            with _Libav():
+                return max(0.0, (pts - self._start) * self._tbf), _upright(frame.to_image(), frame.rotation)
+
+        wanted = list(positions)
+        done = 0
+        last: tuple[float, Image.Image] | None = None  # (t, image) of the frame yielded last
+        position, frame = -1, None
+        for position, frame in enumerate(self._decoded(errors)):
+            if frame.width * frame.height > self.max_pixels:
+                _check_video_pixels(self.name, frame.width, frame.height, self.max_pixels)
+            if done < len(wanted) and wanted[done] == position:
+                last = picture(frame)
+            while done < len(wanted) and wanted[done] == position:
+                yield Frame(done, *last)
+                done += 1
+            if done == len(wanted):
+                return
+        if frame is None:
+            reason = f" ({errors[-1]})" if errors else ""
+            raise InputError(f"{self.name}: not a readable video: no frame could be decoded{reason}")
+        if last is None or wanted[done - 1] != position:  # the last frame was not yielded yet
+            last = picture(frame)
+        for index in range(done, len(wanted)):
+            yield Frame(index, *last)
+
 
 def open_video(
     path: Path, timeout: float = DEFAULT_DECODE_TIMEOUT, *, max_frames_per_sample: int = MAX_FRAMES_PER_SAMPLE,
@@ -404,6 +445,18 @@ def check_duration(path: Path, seconds: float | None, max_seconds: float | None)
             f"{path.name}: the video is {seconds:.0f} s long, over the limit of {max_seconds:.0f} s "
             "(raise FACEREC_MAX_SECONDS or trim the video)"
         )
+
+
+def segment_plan(duration: float | None, seconds: float) -> list[tuple[float, float | None]]:
+    """The parts ``[start, end)`` of a video of ``duration`` seconds, ``seconds`` long each (the last
+    one shorter): one part for a video no longer than that, or of unknown length (``end`` None: to
+    the end of the video, wherever that is)."""
+    if duration is None:
+        return [(0.0, None)]
+    if duration <= seconds or seconds <= 0:
+        return [(0.0, float(duration))]
+    count = math.ceil(duration / seconds - 1e-6)
+    return [(i * seconds, min(float(duration), (i + 1) * seconds)) for i in range(count)]
 
 
 def sample_times(duration: float | None, count: int, fps: float | None = None) -> list[float]:

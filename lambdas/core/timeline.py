@@ -53,7 +53,7 @@ from PIL import Image
 
 from . import media
 from .errors import InputError
-from .media import Frame
+from .media import Frame, segment_plan  # segment_plan: numpy-free, video-splitting plans with it
 from .results import UNKNOWN, Appearance, Face, Result, Timeline, View, error_result, main_identity, pack_embedding, unpack_embedding
 
 DEFAULT_FPS = 2.0
@@ -85,18 +85,6 @@ def grid(duration: float | None, fps: float, start: float = 0.0, end: float | No
         points.append((k, round(k / fps, 3)))
         k += 1
     return points
-
-
-def segment_plan(duration: float | None, seconds: float) -> list[tuple[float, float | None]]:
-    """The parts ``[start, end)`` of a video of ``duration`` seconds, ``seconds`` long each (the last
-    one shorter): one part for a video no longer than that, or of unknown length (``end`` None: to
-    the end of the video, wherever that is)."""
-    if duration is None:
-        return [(0.0, None)]
-    if duration <= seconds or seconds <= 0:
-        return [(0.0, float(duration))]
-    count = math.ceil(duration / seconds - 1e-6)
-    return [(i * seconds, min(float(duration), (i + 1) * seconds)) for i in range(count)]
 
 
 # ---------------------------------------------------------------------------------- observations

@@ -27,6 +27,7 @@ class FunctionSpec:
     architectures: list[str]
     description: str
     tags: dict[str, str]
+    ephemeral_mb: int = 512  # /tmp, in MB (Lambda: 512-10,240)
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,14 @@ def _wait(name: str, waiter: str) -> Wait:
 
 def plan_function(f: FunctionSpec, ctx: PlanContext) -> Step:
     image = f.image_uri or f"{f.placeholder_image_uri} (placeholder)"
-    detail = f"image {image}, command {f.command[0]}, {f.memory} MB, {f.timeout} s"
+    detail = f"image {image}, command {f.command[0]}, {f.memory} MB, {f.timeout} s, /tmp {f.ephemeral_mb} MB"
     current = get_or_none(ctx.clients.lambda_.get_function, FunctionName=f.name)
     create = (
         APICall("lambda", "create_function", {
             "FunctionName": f.name, "Role": f.role_arn, "PackageType": "Image", "Code": {"ImageUri": f.image_uri or f.placeholder_image_uri},
             "ImageConfig": {"Command": f.command}, "Description": f.description, "MemorySize": f.memory, "Timeout": f.timeout,
             "Environment": {"Variables": f.environment}, "Architectures": f.architectures, "Tags": f.tags,
+            "EphemeralStorage": {"Size": f.ephemeral_mb},
         }, retry="iam-propagation"),
         _wait(f.name, "function_active_v2"),
     )
@@ -100,6 +102,8 @@ def plan_function(f: FunctionSpec, ctx: PlanContext) -> Step:
         changes["Timeout"] = f.timeout
     if (config.get("Environment") or {}).get("Variables", {}) != f.environment:
         changes["Environment"] = {"Variables": f.environment}
+    if (config.get("EphemeralStorage") or {}).get("Size", 512) != f.ephemeral_mb:
+        changes["EphemeralStorage"] = {"Size": f.ephemeral_mb}
     if (config.get("Description") or "") != f.description:
         changes["Description"] = f.description
     command = ((config.get("ImageConfigResponse") or {}).get("ImageConfig") or {}).get("Command") or []
@@ -201,6 +205,8 @@ def _describe_change(key: str, config: dict[str, Any], value: Any) -> str:
         return f"command -> {value['Command']}"
     if key == "Description":
         return "description"
+    if key == "EphemeralStorage":
+        return f"/tmp {(config.get(key) or {}).get('Size', 512)} -> {value['Size']} MB"
     return f"{key} {config.get(key)} -> {value}"
 
 

@@ -27,6 +27,7 @@ from lambdas.core.models import THREADS_ENV
 from lambdas import on_failure
 from lambdas.core.results import Result, error_result
 from lambdas.events import result_keys
+from lambdas.gop import first_frame_key
 from lambdas.on_failure import failure_record
 
 from facerec_cli.config import Settings
@@ -273,7 +274,7 @@ class LocalPipeline:
                 job.result = fetch_result(s3, self.names.output_bucket, job.stem)
                 job.state = "done"
                 job.latency_s = now - (job.uploaded_at or now)
-            elif f"{job.stem}.jpg" in frames:
+            elif first_frame_key(job.stem, frames) is not None:  # either stage-1 layout
                 job.state = "split"
 
     def run(

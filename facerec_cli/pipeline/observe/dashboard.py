@@ -39,6 +39,8 @@ import botocore.exceptions
 
 from lambdas.core.results import ERROR
 from lambdas.events import RESULT_PREFIX_SKIP
+from lambdas.gop import FIRST_NAME as GOP_FIRST_NAME
+from lambdas.gop import first_frame_key
 from lambdas.segments import PREFIX as SEGMENTS_PREFIX
 from lambdas.segments import parse_state_key, stem_prefix
 
@@ -78,7 +80,8 @@ def list_objects(s3: Any, bucket: str) -> list[S3Object]:
 
 
 def first_frames(keys: set[str]) -> set[str]:
-    """Stems of the videos in stage-1: ``<stem>.jpg`` keys, less ``<stem>/NNN.jpg`` further frames."""
+    """Stems of the videos in stage-1: ``<stem>.jpg`` keys, less ``<stem>/NNN.jpg`` further frames, and
+    ``<stem>`` of Part 1's ``<stem>/output-00.jpg`` (lambdas/gop.py), less its other ``output-NN.jpg``."""
     stems = set()
     for key in keys:
         if not key.endswith(".jpg"):
@@ -86,6 +89,10 @@ def first_frames(keys: set[str]) -> set[str]:
         head, _, tail = key.rpartition("/")
         if head and tail[:-4].isdigit() and f"{head}.jpg" in keys:
             continue  # frame NNN of video <head>
+        if head and tail.startswith("output-") and tail[len("output-"):-4].isdigit():
+            if tail == GOP_FIRST_NAME:
+                stems.add(head)
+            continue  # Part 1's frames of video <head>
         stems.add(key[: -len(".jpg")])
     return stems
 
@@ -271,7 +278,7 @@ class Dashboard:
         taken = datetime.now(timezone.utc)
         inputs = {stem_of(o.key): o for o in self._list(names.input_bucket)}
         stage1_keys = {o.key: o for o in self._list(names.stage1_bucket)}
-        frames = {stem: stage1_keys[f"{stem}.jpg"] for stem in first_frames(set(stage1_keys))}
+        frames = {stem: stage1_keys[first_frame_key(stem, stage1_keys) or f"{stem}.jpg"] for stem in first_frames(set(stage1_keys))}
         segments = segment_progress(stage1_keys.values())
         results = {
             o.key[: -len(".json")]: o

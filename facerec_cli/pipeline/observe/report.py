@@ -21,6 +21,7 @@ from PIL import Image
 
 from lambdas.core.annotate import ANNOTATED_SUFFIX
 from lambdas.core.results import ERROR, NO_FACE, OK, UNKNOWN, Face, Result, Timeline
+from lambdas.gop import first_frame_key
 
 from facerec_cli.config import Settings
 from facerec_cli.pipeline.observe.dashboard import S3Object, list_objects
@@ -106,7 +107,7 @@ def collect_rows(settings: Settings, s3: Any, sqs: Any, *, extra: Iterable[Resul
         since = upload.modified.replace(microsecond=0) if upload else None
         for kind, bucket, objects, key in (
             ("annotated", names.output_bucket, outputs, f"{stem}{ANNOTATED_SUFFIX}"),
-            ("frame", names.stage1_bucket, stage1, f"{stem}.jpg"),
+            ("frame", names.stage1_bucket, stage1, first_frame_key(stem, stage1) or f"{stem}.jpg"),
         ):
             obj: S3Object | None = objects.get(key)
             if obj is None or (since is not None and obj.modified < since):

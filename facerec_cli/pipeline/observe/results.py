@@ -59,12 +59,15 @@ def function_name_of(arn: str) -> str:
 
 def parse_destination_record(body: str) -> list[FailedVideo]:
     try:
-        record = json.loads(body)
+        # The record about the upload, and those of on-failure invocations that failed on it (innermost last).
+        *answering, record = on_failure.chain(json.loads(body))
         function = function_name_of(str(record["requestContext"]["functionArn"]))
-        message = (record.get("responsePayload") or {}).get("errorMessage") or record["requestContext"].get("condition", "failed")
+        message = on_failure.error_of(record)
         segment = segment_label(record.get("requestPayload"))
         if segment:  # a timeline segment: say which, as its error result does
             message = f"{segment}: {message}"
+        for outer in reversed(answering):  # the video's error result may not have been written: it is failed all the same
+            message += f" ({on_failure.function_of(outer)} failed recording it: {on_failure.error_of(outer)})"
         when = record.get("timestamp")
         return [FailedVideo(stem, video, function, message, when) for stem, video in videos_of_event(record.get("requestPayload"))]
     except (ValueError, KeyError, TypeError):

@@ -204,8 +204,10 @@ def watch_until_answered(
     json_lines: bool,
     interval: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    on_refresh: Callable[[ResultsSnapshot], None] | None = None,
 ) -> WatchOutcome:
-    """Refresh until every upload is answered or ``timeout`` seconds passed.
+    """Refresh until every upload is answered or ``timeout`` seconds passed; ``on_refresh`` sees each
+    snapshot with uploads still pending.
 
     With ``json_lines`` every answered video is printed as one JSON line when first seen (and again
     if its result object changes); otherwise a live table on a terminal, and the final table on stdout.
@@ -225,6 +227,8 @@ def watch_until_answered(
 
     def step() -> tuple[ResultsSnapshot, bool]:
         snapshot = reader.refresh(uploads())
+        if snapshot.pending and on_refresh is not None:
+            on_refresh(snapshot)
         return snapshot, not snapshot.pending
 
     live: Live | None = None

@@ -226,14 +226,21 @@ class Recogniser:
         and all are settled; otherwise the full-resolution pass decides."""
         coarse, detector = self.sampling.coarse_size, self.encoder.detector
         if coarse and detector.scale(frame.image, coarse) < detector.scale(frame.image):
-            faces, settled = self._faces([frame], watch, coarse)
+            # No mirror images here: a face its plain embedding settles keeps that anyway, and any other
+            # face sends the frame to the full pass, which embeds it again.
+            faces, settled = self._faces([frame], watch, coarse, mirror=False)
             if faces and all(settled):
                 return faces, settled
         return self._faces([frame], watch)
 
-    def _faces(self, frames: list[Frame], watch: Stopwatch, size: int | None = None) -> tuple[list[Face], list[bool]]:
-        """The faces of ``frames`` detected at ``size`` (default the detector's), and which are settled."""
-        encoded = self.encoder.encode(frames, watch, settled=self._settled_embeddings if self.sampling.early_exit else None, size=size)
+    def _faces(self, frames: list[Frame], watch: Stopwatch, size: int | None = None, mirror: bool = True) -> tuple[list[Face], list[bool]]:
+        """The faces of ``frames`` detected at ``size`` (default the detector's), and which are settled.
+        ``mirror=False``: plain embeddings only."""
+        if not mirror:
+            skip: Settled | None = lambda plain: [True] * len(plain)  # noqa: E731
+        else:
+            skip = self._settled_embeddings if self.sampling.early_exit else None
+        encoded = self.encoder.encode(frames, watch, settled=skip, size=size)
         started = time.perf_counter()
         matches = self.match(encoded)
         faces = [

@@ -24,7 +24,7 @@ from lambdas.core.gallery import (
     read_gallery_file,
 )
 
-__all__ = ["convert_gallery", "gallery_from_torch", "load_gallery", "upload_body"]
+__all__ = ["check_new_gallery_path", "convert_gallery", "gallery_from_torch", "load_gallery", "upload_body"]
 
 
 def load_gallery(path: Path) -> Gallery:
@@ -35,6 +35,23 @@ def load_gallery(path: Path) -> Gallery:
         return Gallery.from_bytes(data, origin=str(path))
     except LegacyGalleryError:
         return _converted(data, str(path))
+
+
+def check_new_gallery_path(path: Path, *, force: bool = False) -> None:
+    """Refuse, before any work, to write a new gallery over what is at ``path``: a folder; a file that is
+    not a gallery (whatever ``force`` says: it is not ours to destroy); a gallery unless ``force``."""
+    path = Path(path)
+    if path.is_dir():
+        raise GalleryError(f"{path} is a folder: give the gallery file's name, e.g. -o {path / ('gallery' + SUFFIX)}")
+    if not path.exists():
+        return
+    try:
+        load_gallery(path)
+    except GalleryError as exc:
+        raise GalleryError(f"{path} exists and is not a gallery ({exc}): choose another file name, or move it away first") from exc
+    if not force:
+        raise GalleryError(f"{path} is a gallery already: pass --force to replace it, or add photos to it with "
+                           f"`facerec gallery add -g {path} PHOTOS...`")  # fmt: skip
 
 
 def convert_gallery(src: Path, dst: Path) -> Gallery:

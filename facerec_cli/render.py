@@ -107,3 +107,8 @@ def print_timelines(results: Iterable[Result]) -> None:
         table = timeline_table(result)
         if table is not None:
             out.print(table)
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 photo``, ``2 photos`` (``many``: an irregular plural, ``1 person``/``2 people``)."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"

@@ -147,7 +147,7 @@ def test_bad_input_is_refused_and_the_file_is_unchanged(data: Path, four_file: P
     cases = [
         (("add", four_file, photo, "--person", "   "), "cannot be empty or only whitespace"),
         (("add", four_file, photo), "pass --person NAME"),
-        (("add", four_file, data / "noface", "--person", "nobody"), "no face found in any of the 5 photo(s)"),
+        (("add", four_file, data / "noface", "--person", "nobody"), "no face found in any of the 5 photos"),
         (("add", four_file, tmp_path / "missing.jpg", "--person", "x"), "no such file or folder"),
         (("rename", four_file, "madonna", " "), "cannot be empty or only whitespace"),
         (("rename", four_file, "madonna", "elton_john"), "pass --merge"),

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import typer
 
-from facerec_cli.cli import gallery, iaas, models, people, pipeline, recognise
+from facerec_cli.cli import gallery, help, iaas, models, people, pipeline, recognise
+
+help.install()  # click's conventions in every command's help (cli/help.py)
 
 app = typer.Typer(
     name="facerec",

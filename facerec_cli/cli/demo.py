@@ -49,7 +49,7 @@ def run_demo(workers: int = 1, keep: Path | None = None) -> tuple[list[Result], 
         photos, videos, expected = demo_inputs(workdir)
         err.print("[bold]2/3[/] enrolling the portrait")
         gallery = workdir / "gallery.safetensors"
-        run_enroll(photos, gallery)
+        run_enroll(photos, gallery, force=True)  # the demo's own file from an earlier --keep run
         err.print("[bold]3/3[/] running the pipeline on the local cloud (S3 -> video-splitting -> face-recognition -> S3)")
         results = run_local(videos, gallery, RunOptions(workers=workers), out_dir=workdir / "results")
     wrong = [r.video for r in results if expected.get(r.video) != r.name]

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from facerec_cli.cli.options import AwsTarget, GalleryOutputOpt, aws_target_options, user_errors_as_exit_codes
 from facerec_cli.errors import UserError
-from facerec_cli.render import err, out, print_json
+from facerec_cli.render import err, out, plural, print_json
 
 if TYPE_CHECKING:
     from lambdas.core.gallery import Gallery
@@ -26,7 +26,29 @@ app = typer.Typer(
     help="Gallery files: list, show, add, remove and rename people; push one to the deployed functions; convert old ones.",
 )  # fmt: skip
 
-GalleryArg = Annotated[Path, typer.Argument(help="The gallery file (from `facerec enroll`).")]
+GalleryFlag = Annotated[
+    Path | None, typer.Option("--gallery", "-g", help="The gallery file (from `facerec enroll`); required. Until the next release it may "
+                              "also come as the first argument, as before.")
+]
+# Before -g/--gallery (as every other command takes it), the gallery was these commands' first argument:
+# that form still works for a release, with a note (``_gallery``).
+OldGalleryArg = Annotated[str | None, typer.Argument(metavar="GALLERY", hidden=True, show_default=False)]
+
+
+def _gallery(option: Path | None, positional: list[Any], command: str) -> tuple[Path, list[Any]]:
+    """(the gallery, the other arguments given): ``-g GALLERY``, or the first argument (the old form)."""
+    if option is not None:
+        if sum(a is not None for a in positional) > _MOST_ARGS.get(command, len(positional)):
+            raise UserError(f"too many arguments for `facerec gallery {command} -g GALLERY`", hint=f"see `facerec gallery {command} --help`")
+        return option, positional
+    if not positional or positional[0] is None:
+        raise UserError("which gallery? pass -g GALLERY", hint=f"`facerec gallery {command} -g gallery.safetensors ...`")
+    err.print(f"[yellow]note[/]: `facerec gallery {command} GALLERY ...` is the old form (it works until the next release): "
+              f"pass the gallery as -g GALLERY, as every other command takes it", highlight=False, soft_wrap=True)  # fmt: skip
+    return Path(positional[0]), positional[1:]
+
+
+_MOST_ARGS = {"list": 0, "push": 0, "show": 1, "remove": 1, "rename": 2}  # arguments besides the gallery
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else.")]
 ToCloudOpt = Annotated[
     bool, typer.Option("--to-cloud", help="Then upload it to the deployment (--prefix...) as `facerec gallery push` does.")
@@ -45,7 +67,7 @@ def gallery_convert(
     identify, run-local and bootstrap convert old files on the fly. A course data.pt means vggface2 weights."""
     from facerec_cli.galleries import convert_gallery
     gallery = convert_gallery(old, new)
-    err.print(f"{new}: {len(gallery.names)} embeddings of {len(gallery.people)} people, {gallery.weights} weights")
+    err.print(f"{new}: {plural(len(gallery.names), 'embedding')} of {plural(len(gallery.people), 'person', 'people')}, {gallery.weights} weights")
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -99,17 +121,19 @@ def _rule_line(rule: dict[str, Any]) -> str:
 
 @app.command("list")
 @user_errors_as_exit_codes
-def gallery_list(gallery: GalleryArg, json_out: JsonFlag = False) -> None:
+def gallery_list(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = None, json_out: JsonFlag = False) -> None:
     """The people in a gallery with their photo counts, and its open-set rule."""
     from rich.table import Table
 
     from facerec_cli.galleries import load_gallery
 
+    gallery, _ = _gallery(gallery_opt, [old_gallery], "list")
+
     summary = gallery_summary(load_gallery(gallery))
     if json_out:
         print_json({"gallery": str(gallery), **summary})
         return
-    out.print(f"{escape(str(gallery))}: {len(summary['people'])} people, {summary['photos']} photos, {summary['weights']} weights",
+    out.print(f"{escape(str(gallery))}: {plural(len(summary['people']), 'person', 'people')}, {plural(summary['photos'], 'photo')}, {summary['weights']} weights",
               highlight=False, soft_wrap=True)  # fmt: skip
     table = Table("person", "photos")
     for p in summary["people"]:
@@ -121,8 +145,9 @@ def gallery_list(gallery: GalleryArg, json_out: JsonFlag = False) -> None:
 @app.command("show")
 @user_errors_as_exit_codes
 def gallery_show(
-    gallery: GalleryArg,
     person: Annotated[str | None, typer.Argument(help="One person (default: everyone).")] = None,
+    old_second: OldGalleryArg = None,
+    gallery_opt: GalleryFlag = None,
     json_out: JsonFlag = False,
 ) -> None:
     """A person's photos (or everyone's), how consistent they are, and the gallery's open-set rule.
@@ -133,6 +158,8 @@ def gallery_show(
 
     from facerec_cli.galleries import load_gallery
 
+    gallery, rest = _gallery(gallery_opt, [person, old_second], "show")
+    person = rest[0]
     loaded = load_gallery(gallery)
     people = None if person is None else [enrolled_person(loaded, person)]
     details = person_details(loaded, people)
@@ -142,7 +169,7 @@ def gallery_show(
     for d in details:
         c = d["consistency"]
         stats = "single photo: nothing to compare it with" if c["mean"] is None else f"mean {c['mean']:.2f}, worst {c['worst']:.2f}"
-        out.print(f"[bold]{escape(d['name'])}[/]: {len(d['photos'])} photos ({stats})", highlight=False)
+        out.print(f"[bold]{escape(d['name'])}[/]: {plural(len(d['photos']), 'photo')} ({stats})", highlight=False)
         for photo in d["photos"]:
             far = "  [yellow]far from the others: likely another person[/]" if photo in c["outliers"] else ""
             out.print(f"  {escape(photo)}{far}", highlight=False, soft_wrap=True)
@@ -173,8 +200,10 @@ def report_edit(before: Gallery, after: Gallery, touched: list[str], path: Path)
         warn_two_groups(t.person, t.distance, [list(g) for g in t.groups])
     old, new = rule_info(before), rule_info(after)
     change = "unchanged" if old == new else f"was threshold {old['threshold']:g}, margin {old['margin']:g} ({old['source']})"
-    err.print(f"{_rule_line(new)}; {change}", highlight=False, soft_wrap=True)
-    err.print(f"[green]wrote {escape(str(path))}[/]: {len(after.names)} photos of {len(after.people)} people", highlight=False, soft_wrap=True)
+    from facerec_cli.cli.identify import left_out_note
+
+    err.print(f"{_rule_line(new)}; {change}" + (left_out_note(after.calibration) if after.calibration else ""), highlight=False, soft_wrap=True)
+    err.print(f"[green]wrote {escape(str(path))}[/]: {plural(len(after.names), 'photo')} of {plural(len(after.people), 'person', 'people')}", highlight=False, soft_wrap=True)
 
 
 def _outlier() -> float:
@@ -204,6 +233,9 @@ def _cloud(to_cloud: bool, target: AwsTarget) -> Any:
 
 
 def _save_and_push(before: Gallery, after: Gallery, touched: list[str], path: Path, cloud: Any) -> None:
+    from facerec_cli.galleries import check_new_gallery_path
+
+    check_new_gallery_path(path, force=True)  # -o onto a folder or a file that is not a gallery: refused, nothing written
     if cloud is not None:  # the deployed function would refuse it: say so before the file changes
         from facerec_cli.pipeline.gallery_push import check_for_functions
 
@@ -215,7 +247,7 @@ def _save_and_push(before: Gallery, after: Gallery, touched: list[str], path: Pa
         try:
             _push(settings, path, clients=clients, target=target)
         except UserError as exc:
-            raise UserError(f"{path} was saved, but {exc}", hint=f"upload it with `facerec gallery push {path}`") from exc
+            raise UserError(f"{path} was saved, but {exc}", hint=f"upload it with `facerec gallery push -g {path}`") from exc
 
 
 def _push(settings: Any, path: Path, **kwargs: Any) -> None:
@@ -238,8 +270,8 @@ def _push(settings: Any, path: Path, **kwargs: Any) -> None:
 @user_errors_as_exit_codes
 @aws_target_options()
 def gallery_add(
-    gallery: GalleryArg,
     photos: Annotated[list[Path], typer.Argument(help="Photos or folders: a folder named after a person, or PHOTOS_DIR/<person>/ as enroll takes.")],
+    gallery_opt: GalleryFlag = None,
     person: Annotated[str | None, typer.Option("--person", "-p", help="Whose photos these are (default: each folder's name).")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="Only for a gallery enrolled with a state_dict file: that file.")] = None,
     output: GalleryOutputOpt = None,
@@ -251,6 +283,9 @@ def gallery_add(
     Photos with no face are skipped and reported, photos already in the gallery too; photos far from
     their person, and a person whose photos form two far-apart groups, are warned about. The open-set
     rule is calibrated again."""
+    gallery, photos = _gallery(gallery_opt, list(photos), "add")
+    if not photos:
+        raise UserError("which photos? name photos or folders after the gallery", hint="`facerec gallery add -g GALLERY PHOTOS...`")
     run_add(gallery, photos, person=person, weights=weights, output=output, cloud=_cloud(to_cloud, target))
 
 
@@ -277,7 +312,7 @@ def run_add(path: Path, paths: list[Path], *, person: str | None = None, weights
         if r.note != "ok":
             err.print(f"[yellow]{escape(r.person)}/{escape(r.path.name)}[/]: {escape(r.note)}", highlight=False, soft_wrap=True)
     if not embedded.names:
-        raise GalleryError(f"no face found in any of the {len(pairs)} photo(s): {path} is unchanged")
+        raise GalleryError(f"no face found in any of the {plural(len(pairs), 'photo')}: {path} is unchanged")
     keep = []
     for i, same in enumerate(same_photos(before, embedded.embeddings, embedded.sources)):
         if same is None:
@@ -292,7 +327,7 @@ def run_add(path: Path, paths: list[Path], *, person: str | None = None, weights
     added = {n: names.count(n) for n in dict.fromkeys(names)}
     for name, count in added.items():
         new = "" if name in before.people else " (new)"
-        err.print(f"added {count} photo(s) of {escape(name)}{new}: {after.names.count(name)} in all", highlight=False)
+        err.print(f"added {plural(count, 'photo')} of {escape(name)}{new}: {after.names.count(name)} in all", highlight=False)
     _save_and_push(before, after, list(added), output or path, cloud)
     return after
 
@@ -301,14 +336,17 @@ def run_add(path: Path, paths: list[Path], *, person: str | None = None, weights
 @user_errors_as_exit_codes
 @aws_target_options()
 def gallery_remove(
-    gallery: GalleryArg,
     person: Annotated[str | None, typer.Argument(help="The person to remove, with all their photos.")] = None,
+    old_second: OldGalleryArg = None,
+    gallery_opt: GalleryFlag = None,
     photo: Annotated[str | None, typer.Option("--photo", help="Remove this one photo instead, as `show` lists it (person/photo.jpg).")] = None,
     output: GalleryOutputOpt = None,
     to_cloud: ToCloudOpt = False,
     target: AwsTarget = AwsTarget(),
 ) -> None:
     """Remove a person, or one photo (--photo); the open-set rule is calibrated again."""
+    gallery, rest = _gallery(gallery_opt, [person, old_second], "remove")
+    person = rest[0]
     run_remove(gallery, person=person, photo=photo, output=output, cloud=_cloud(to_cloud, target))
 
 
@@ -321,13 +359,13 @@ def run_remove(path: Path, *, person: str | None = None, photo: str | None = Non
     if person is not None:
         name = enrolled_person(before, person)
         after = without_person(before, name)
-        err.print(f"removed {escape(name)} and {before.names.count(name)} photo(s)", highlight=False)
+        err.print(f"removed {escape(name)} and {plural(before.names.count(name), 'photo')}", highlight=False)
         touched: list[str] = []
     else:
         after, source = without_source(before, str(photo))
         whose = before.names[before.sources.index(source)]
         left = after.names.count(whose)
-        err.print(f"removed {escape(source)}: {escape(whose)} has {left} photo(s) left" if left else
+        err.print(f"removed {escape(source)}: {escape(whose)} has {plural(left, 'photo')} left" if left else
                   f"removed {escape(source)}, {escape(whose)}'s only photo: {escape(whose)} is no longer in the gallery", highlight=False)
         touched = [whose] if left else []
     _save_and_push(before, after, touched, output or path, cloud)
@@ -338,25 +376,32 @@ def run_remove(path: Path, *, person: str | None = None, photo: str | None = Non
 @user_errors_as_exit_codes
 @aws_target_options()
 def gallery_rename(
-    gallery: GalleryArg,
     old: Annotated[str, typer.Argument(help="The person's name now.")],
     new: Annotated[str, typer.Argument(help="The new name.")],
+    old_third: OldGalleryArg = None,
+    gallery_opt: GalleryFlag = None,
     merge: Annotated[bool, typer.Option("--merge", help="NEW is enrolled already: make the two one person.")] = False,
     output: GalleryOutputOpt = None,
     to_cloud: ToCloudOpt = False,
     target: AwsTarget = AwsTarget(),
 ) -> None:
     """Rename a person (results name them so from then on)."""
+    gallery, rest = _gallery(gallery_opt, [old, new, old_third], "rename")
+    if rest[1] is None:
+        raise UserError("rename needs the person's name now and the new name", hint="`facerec gallery rename -g GALLERY OLD NEW`")
+    old, new = rest[0], rest[1]
     run_rename(gallery, old, new, merge=merge, output=output, cloud=_cloud(to_cloud, target))
 
 
 def run_rename(path: Path, old: str, new: str, *, merge: bool = False, output: Path | None = None, cloud: Any = None) -> Gallery:
     from lambdas.core.gallery_edit import enrolled_person, person_name, renamed
+    from lambdas.core.names import case_clash
 
     before = _load_for_edit(path)
     after = renamed(before, old, new, merge=merge)
     old, new = enrolled_person(before, old), person_name(new)
-    err.print(f"renamed {escape(old)} to {escape(new)}" + (f", merged with the {before.names.count(new)} photo(s) of {escape(new)}"
+    new = case_clash(new, [p for p in before.people if p != old]) or new  # merged under the enrolled spelling
+    err.print(f"renamed {escape(old)} to {escape(new)}" + (f", merged with the {plural(before.names.count(new), 'photo')} of {escape(new)}"
               if new in before.people else ""), highlight=False)  # fmt: skip
     _save_and_push(before, after, [new], output or path, cloud)
     return after
@@ -365,7 +410,7 @@ def run_rename(path: Path, old: str, new: str, *, merge: bool = False, output: P
 @app.command("push")
 @user_errors_as_exit_codes
 @aws_target_options()
-def gallery_push(gallery: GalleryArg, target: AwsTarget = AwsTarget()) -> None:
+def gallery_push(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = None, target: AwsTarget = AwsTarget()) -> None:
     """Upload a gallery to the deployed functions alone, without `facerec bootstrap`.
 
     It goes where bootstrap puts it (s3://<prefix>-output/.facerec/gallery.safetensors); the
@@ -374,6 +419,7 @@ def gallery_push(gallery: GalleryArg, target: AwsTarget = AwsTarget()) -> None:
     from facerec_cli.infra.clients import Clients
     from facerec_cli.pipeline.gallery_push import deployed_target
 
+    gallery, _ = _gallery(gallery_opt, [old_gallery], "push")
     settings = target.settings()
     clients = Clients.from_settings(settings)
     _push(settings, gallery, clients=clients, target=deployed_target(settings, clients))

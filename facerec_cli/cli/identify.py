@@ -11,10 +11,11 @@ from lambdas.core.gallery import Gallery
 from lambdas.core.media import Frame
 from lambdas.core.openset import Calibration
 from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
+from lambdas.core.reference import cached_reference_faces
 from lambdas.core.results import ERROR, Result
 
-from facerec_cli.galleries import load_gallery
-from facerec_cli.render import err, out, print_errors, print_json_lines, results_table
+from facerec_cli.galleries import check_new_gallery_path, load_gallery
+from facerec_cli.render import err, out, plural, print_errors, print_json_lines, results_table
 
 
 def progress() -> Progress:
@@ -23,7 +24,10 @@ def progress() -> Progress:
     )
 
 
-def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface", device: str = "cpu") -> Gallery:
+def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface", device: str = "cpu", force: bool = False) -> Gallery:
+    """Enrol ``photos_dir`` into a new gallery file ``output`` (an existing gallery replaced only with
+    ``force``; checked before any photo is embedded)."""
+    check_new_gallery_path(output, force=force)
     total = len(find_photos(photos_dir))
     with progress() as bar:
         task = bar.add_task("loading models", total=total)
@@ -33,7 +37,9 @@ def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface"
         def on_photo(report: PhotoReport) -> None:
             bar.update(task, advance=1, description=f"enrolling {report.person}")
 
-        gallery, reports = build_gallery(photos_dir, encoder, on_photo)
+        bar.update(task, description="embedding the reference faces (strangers for calibrating a small gallery)")
+        reference = cached_reference_faces(encoder)
+        gallery, reports = build_gallery(photos_dir, encoder, on_photo, reference=reference)
     gallery.save(output)
     for r in reports:
         if r.note != "ok":
@@ -41,7 +47,7 @@ def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface"
     people = gallery.people
     shown = ", ".join(people) if len(people) <= 12 else f"{', '.join(people[:12])}, ..."
     err.print(
-        f"[green]wrote {output}[/]: {len(gallery.names)} faces of {len(people)} people ({shown}), weights {gallery.weights}",
+        f"[green]wrote {output}[/]: {plural(len(gallery.names), 'face')} of {plural(len(people), 'person', 'people')} ({shown}), weights {gallery.weights}",
         highlight=False, soft_wrap=True,
     )
     if gallery.calibration is not None:
@@ -60,7 +66,7 @@ def warn_two_groups(person: str, distance: float, groups: list[list[str]]) -> No
     shown = "; ".join(f"{len(g)}: {', '.join(g[:4])}{', ...' if len(g) > 4 else ''}" for g in groups)
     err.print(
         f"[yellow]warning[/]: {escape(person)}'s photos form two groups {distance:.2f} apart ({escape(shown)}): two people under one name? "
-        "remove the wrong ones with `facerec gallery remove GALLERY --photo PERSON/PHOTO`", highlight=False, soft_wrap=True,
+        "remove the wrong ones with `facerec gallery remove -g GALLERY --photo PERSON/PHOTO`", highlight=False, soft_wrap=True,
     )  # fmt: skip
 
 
@@ -89,14 +95,25 @@ def print_calibration(calibration: Calibration, *, every_person: bool | None = N
         err.print(
             f"open-set rule calibrated on the gallery's own photos: threshold {rule.threshold:g}, margin {rule.margin:g} "
             f"(named {calibration.known_named:.1%} of {calibration.known_probes} photos against their person's other photos; "
-            f"answered {calibration.strangers_rejected:.1%} unknown with their person left out, as strangers)",
-            highlight=False, soft_wrap=True,
+            + (f"answered {calibration.strangers_rejected:.1%} of {calibration.reference} reference faces nobody enrolled unknown)"
+               if calibration.reference else
+               f"answered {calibration.strangers_rejected:.1%} unknown with their person left out, as strangers)")
+            + left_out_note(calibration), highlight=False, soft_wrap=True,
         )
     else:
         err.print(
             f"open-set rule: the defaults (threshold {rule.threshold:g}, margin {rule.margin:g}): calibrating needs "
-            f"{MIN_CALIBRATION_PEOPLE} people with 2+ photos", highlight=False, soft_wrap=True,
+            f"{MIN_CALIBRATION_PEOPLE} people with 2+ photos" + left_out_note(calibration), highlight=False, soft_wrap=True,
         )
+
+
+def left_out_note(calibration: Calibration) -> str:
+    """The photos calibration did not use (far from their person's others: likely mislabelled)."""
+    n = len(calibration.left_out)
+    if not n:
+        return ""
+    return f"; {plural(n, 'photo')} left out of the calibration as likely mislabelled (still enrolled): {', '.join(calibration.left_out[:5])}" + (
+        ", ..." if n > 5 else "")
 
 
 def run_identify(
@@ -151,7 +168,7 @@ def run_identify(
         out.print(results_table(results))
         print_errors(results)
     if annotate_dir is not None:
-        err.print(f"{len(written)} annotated frame(s) in {annotate_dir}", highlight=False, soft_wrap=True)
+        err.print(f"{plural(len(written), 'annotated frame')} in {annotate_dir}", highlight=False, soft_wrap=True)
     return sum(r.status == ERROR for r in results)
 
 
@@ -182,6 +199,7 @@ def run_identify_timeline(
     annotate_dir: Path | None = None,
 ) -> int:
     """``facerec identify --timeline``: each file in one sequential pass at ``fps`` (0: 2 fps)."""
+    from lambdas.core.names import file_part, unique_file
     from lambdas.core.timeline import DEFAULT_FPS, best_view_crops, recognise_timeline
 
     from facerec_cli.render import print_timelines
@@ -201,8 +219,9 @@ def run_identify_timeline(
             result = recognise_timeline(recogniser, path, fps=fps, on_batch=on_batch)
             if annotate_dir is not None and result.timeline is not None and result.timeline.people:
                 annotate_dir.mkdir(parents=True, exist_ok=True)
+                taken: set[str] = set()
                 for person, body in best_view_crops(path, result.timeline, name=path.name).items():
-                    written = annotate_dir / f"{path.stem}_{person}.jpg"
+                    written = annotate_dir / unique_file(f"{path.stem}_{file_part(person)}", ".jpg", taken)
                     written.write_bytes(body)
                     next(p for p in result.timeline.people if p.person == person).image = written.name
             bar.remove_task(task)

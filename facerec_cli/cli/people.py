@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from facerec_cli.cli.options import AwsTarget, GalleryOutputOpt, aws_target_options, user_errors_as_exit_codes
 from facerec_cli.errors import UserError
-from facerec_cli.render import clock, err, out, print_json
+from facerec_cli.render import clock, err, out, plural, print_json
 
 if TYPE_CHECKING:
     from lambdas.core.gallery import Gallery
@@ -93,16 +93,19 @@ def people_list(video: VideoArg, results_dir: ResultsDirOpt = None, json_out: Js
 
     from facerec_cli.pipeline.observe.result_store import find_result
 
-    stem, result = find_result(open_store(results_dir, target), video)
+    store = open_store(results_dir, target)
+    stem, result = find_result(store, video)
     found = groups(result)
+    views = {g.label: store.locate(g.image) if g.image else None for g in found}
     if json_out:
         print_json({"video": result.video, "stem": stem, "people": [
-            {"person": g.label, "known": g.known, "faces": len(g.faces), "ranges": g.ranges} for g in found]})  # fmt: skip
+            {"person": g.label, "known": g.known, "faces": len(g.faces), "ranges": g.ranges, "image": views[g.label]} for g in found]})  # fmt: skip
         return
-    out.print(f"{escape(result.video)}: {result.name} ({result.status}), {len(result.faces)} faces", highlight=False)
+    out.print(f"{escape(result.video)}: {result.name} ({result.status}), {plural(len(result.faces), 'face')}", highlight=False)
     for g in found:
         style = "green" if g.known else "yellow"
-        out.print(f"  [{style}]{escape(g.label)}[/]: {len(g.faces)} face(s) at {_ranges(g.ranges)}", highlight=False)
+        view = f"; best view: {escape(views[g.label] or '')}" if views[g.label] else ""
+        out.print(f"  [{style}]{escape(g.label)}[/]: {plural(len(g.faces), 'face')} at {_ranges(g.ranges)}{view}", highlight=False, soft_wrap=True)
 
 
 @app.command("label")
@@ -140,8 +143,10 @@ def people_label(
     done = label(before, result, group, name)
     new = "" if done.person in before.people else " (new)"
     skipped = f"; {done.same} already in the gallery" if done.same else ""
-    err.print(f"added {len(done.added)} face(s) of {escape(group)} in {escape(result.video)} as {escape(done.person)}{new}: "
-              f"{done.gallery.names.count(done.person)} in all{skipped}", highlight=False, soft_wrap=True)  # fmt: skip
+    was = f"; it holds faces shown before as {', '.join(done.was)} (re-answered since)" if done.was else ""
+    err.print(f"added {plural(len(done.added), 'face')} of {escape(group.strip())} (on screen {_ranges(done.ranges)}) in {escape(result.video)} "
+              f"as {escape(done.person)}{new}: {done.gallery.names.count(done.person)} in all{skipped}{escape(was)}",
+              highlight=False, soft_wrap=True)  # fmt: skip
     _save_and_push(before, done.gallery, [done.person], output or gallery, cloud)
     err.print("re-answer the stored results with `facerec results --reidentify`" + (f" --results {results_dir}" if results_dir else "")
               + ("" if to_cloud else f" --gallery {output or gallery}"), highlight=False, soft_wrap=True)  # fmt: skip
@@ -158,6 +163,9 @@ def run_reidentify(store: Store, gallery: Gallery, *, threshold: float | None = 
     from facerec_cli.pipeline.observe.result_store import load_result
 
     counts = {"results": 0, "changed": 0, "skipped_no_embeddings": 0, "skipped_other_weights": 0}
+    # Every result is read and re-answered before any is written: one unreadable result stops the
+    # command with nothing rewritten.
+    todo = []
     for stem, text in store.items():
         counts["results"] += 1
         result = load_result(text, stem)
@@ -169,9 +177,17 @@ def run_reidentify(store: Store, gallery: Gallery, *, threshold: float | None = 
         except GalleryError:
             counts["skipped_other_weights"] += 1
             continue
-        if not changed(result, after):
-            continue
-        store.write(stem, after)
+        if changed(result, after):
+            todo.append((stem, result, after))
+    done: list[str] = []
+    for stem, result, after in todo:
+        try:
+            store.write(stem, after)
+        except (OSError, UserError) as exc:  # the ones written stay written: say exactly which
+            shown = ", ".join(done) if done else "none"
+            raise UserError(f"re-answering stopped at {stem}: {exc}; rewritten before it ({len(done)} of {len(todo)}): {shown}; "
+                            f"{stem} and the {len(todo) - len(done) - 1} after it are unchanged", hint="run the command again") from exc
+        done.append(stem)
         counts["changed"] += 1
         if json_lines:
             sys.stdout.write(after.to_json() + "\n")
@@ -181,7 +197,7 @@ def run_reidentify(store: Store, gallery: Gallery, *, threshold: float | None = 
     if not json_lines:
         skipped = counts["skipped_no_embeddings"]
         other = counts["skipped_other_weights"]
-        err.print(f"re-answered {counts['results']} result(s) in {escape(store.where)}: {counts['changed']} changed and rewritten"
+        err.print(f"re-answered {plural(counts['results'], 'result')} in {escape(store.where)}: {counts['changed']} changed and rewritten"
                   + (f"; {skipped} skipped: stored before results kept embeddings (recognise those videos again)" if skipped else "")
                   + (f"; {other} skipped: made with other weights than the gallery's" if other else ""),
                   highlight=False, soft_wrap=True)  # fmt: skip
@@ -228,6 +244,11 @@ def search(
 
         found, looked = find_person(store.items(), person.strip())
         what, note = person.strip(), ""
+        if not found and looked:
+            from lambdas.core.search import close_names
+
+            close = close_names(store.items(), what)
+            note = f"; did you mean {', '.join(close)}?" if close else ""
     else:
         found, looked, note = _search_photo(store, photo or [], gallery, threshold, target)
         what = ", ".join(p.name for p in photo or [])
@@ -238,8 +259,8 @@ def search(
     for s in found:
         near = "" if s.distance is None else f" (distance {s.distance:.2f})"
         kind = "" if s.timeline else " (sampled frames)"
-        out.print(f"{escape(s.video)}: {_ranges(s.ranges)}{kind}, {s.faces} face(s){near}", highlight=False, soft_wrap=True)
-    err.print(f"{escape(what)}: seen in {len(found)} of {looked} result(s) in {escape(store.where)} "
+        out.print(f"{escape(s.video)}: {_ranges(s.ranges)}{kind}, {plural(s.faces, 'face')}{near}", highlight=False, soft_wrap=True)
+    err.print(f"{escape(what)}: seen in {len(found)} of {plural(looked, 'result')} in {escape(store.where)} "
               f"({(time.perf_counter() - started):.2f} s){note}", highlight=False, soft_wrap=True)  # fmt: skip
 
 
@@ -257,19 +278,19 @@ def _search_photo(store: Store, photos: list[Path], gallery_path: Path | None, t
     weights = weights_for(gallery) if gallery is not None else max(models, key=models.__getitem__) if models else "casia-webface"
     encoder = FaceEncoder(weights=weights)
     embedded, reports = embed_photos([("photo", p) for p in photos], encoder)
+    if not embedded.names:  # each photo's own problem, said once: unreadable, or no face
+        raise UserError("; ".join(f"{r.path.name}: {r.error or 'no face found'}" for r in reports))
     for r in reports:
         if r.note != "ok":
             err.print(f"[yellow]{escape(r.path.name)}[/]: {escape(r.note)}", highlight=False, soft_wrap=True)
-    if not embedded.names:
-        raise UserError("no face found in the photo(s)")
     query = embedded.embeddings.mean(axis=0)  # several photos: their centroid, as a gallery matches
     found = find_face(index, query / max(float(np.linalg.norm(query)), 1e-12), gallery, threshold=threshold, model=encoder.weights)
     notes = []
     if index.skipped:
-        notes.append(f"{index.skipped} result(s) skipped: stored before results kept embeddings")
+        notes.append(f"{plural(index.skipped, 'result')} skipped: stored before results kept embeddings")
     other = sum(c for m, c in models.items() if m != encoder.weights)
     if other:
-        notes.append(f"{other} result(s) of other weights than {encoder.weights} not compared")
+        notes.append(f"{plural(other, 'result')} of other weights than {encoder.weights} not compared")
     rule = "the default threshold" if gallery is None else "the gallery's open-set rule"
     notes.append(f"{len(index)} stored faces compared under {rule}")
     return found, index.looked, "; " + "; ".join(notes)

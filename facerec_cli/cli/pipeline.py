@@ -131,12 +131,13 @@ def results(
         Path | None, typer.Option("--gallery", "-g", help="With --reidentify: the gallery (default: the deployed one).")
     ] = None,
     results_dir: Annotated[
-        Path | None, typer.Option("--results", help="With --reidentify: a folder of results (`run-local --out DIR`) instead of the output bucket.")
+        Path | None, typer.Option("--results", help="A folder of results (`run-local --out DIR`) instead of the output bucket.")
     ] = None,
     target: AwsTarget = AwsTarget(),
 ) -> None:
-    """List results from the output bucket, and failed invocations from the failure queue as
-    errors. Exits 1 if any video ended in error. With --reidentify: re-answer them instead."""
+    """List results from the output bucket (or a folder, --results DIR), and failed invocations from
+    the failure queue as errors. Exits 1 if any video ended in error. With --reidentify: re-answer
+    them instead."""
     from facerec_cli.infra.errors import aws_errors
 
     if reidentify:
@@ -147,8 +148,16 @@ def results(
         store = open_store(results_dir, target)
         run_reidentify(store, gallery_for(gallery, store, target, required=True), json_lines=json_lines)  # type: ignore[arg-type]
         return
-    if gallery is not None or results_dir is not None:
-        raise UserError("--gallery and --results are for --reidentify")
+    if results_dir is not None:
+        if watch or html is not None:
+            raise UserError("--results DIR lists a folder of results: it takes no --watch or --html")
+        if gallery is not None:
+            raise UserError("--gallery is for --reidentify")
+        if list_results_dir(results_dir, json_lines=json_lines):
+            raise typer.Exit(1)
+        return
+    if gallery is not None:
+        raise UserError("--gallery is for --reidentify")
     settings = target.settings()
     with aws_errors(settings, "reading results"):
         code = run_results(settings, watch=watch, json_lines=json_lines, timeout=timeout)
@@ -223,6 +232,25 @@ def destroy(
 
 
 # ------------------------------------------------------------------------------------------ what they run
+
+
+def list_results_dir(path: Path, *, json_lines: bool = False) -> int:
+    """``results --results DIR``: the results a folder holds (``run-local --out DIR``), as ``results``
+    lists the bucket's; returns how many ended in error."""
+    from lambdas.core.results import ERROR
+
+    from facerec_cli.pipeline.observe.result_store import DirStore, load_result
+    from facerec_cli.render import plural, print_errors, print_json_lines, results_table
+
+    store = DirStore(path)
+    found = [load_result(text, stem) for stem, text in store.items()]
+    if json_lines:
+        print_json_lines(found)
+    else:
+        out.print(results_table(found))
+        print_errors(found)
+        err.print(f"{plural(len(found), 'result')} in {escape(str(path))}", highlight=False, soft_wrap=True)
+    return sum(r.status == ERROR for r in found)
 
 
 def owner_checked_s3(settings: Settings, s3: Any | None = None, sts: Any | None = None) -> Any:

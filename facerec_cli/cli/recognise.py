@@ -38,11 +38,12 @@ def enroll(
     ] = Path("gallery.safetensors"),
     weights: Annotated[str, typer.Option("--weights", help="casia-webface (offline), vggface2 (downloads once) or a state_dict path.")] = "casia-webface",
     device: DeviceOpt = Device.cpu,
+    force: Annotated[bool, typer.Option("--force", help="Replace GALLERY if it is a gallery already (a file that is not a gallery is never replaced).")] = False,
 ) -> None:
     """Build a gallery from photos; reports photos with no face or several faces."""
     from facerec_cli.cli.identify import run_enroll
 
-    run_enroll(photos_dir, output, weights=weights, device=device.value)
+    run_enroll(photos_dir, output, weights=weights, device=device.value, force=force)
 
 
 @app.command()
@@ -101,7 +102,7 @@ def run_local(
     gallery: GalleryOpt,
     workers: Annotated[int, typer.Option("--workers", min=0, max=16, help="Warm worker processes per function; 0 runs handlers in this process.")] = 1,
     json_lines: JsonOpt = False,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Write <stem>.json and <stem>.txt per video here.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write <stem>.json and <stem>.txt per video here (with --timeline, each row's best-view crop too).")] = None,
     frames: FramesOpt = 3,
     fps: FpsOpt = 0.0,
     threshold: ThresholdOpt = None,

@@ -7,6 +7,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Group
 from rich.live import Live
@@ -16,6 +17,7 @@ from rich.table import Table
 from lambdas import env as fenv
 from lambdas.core.results import ERROR, Result
 
+from facerec_cli.infra.readers import get_or_none
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, VideoJob, collect_videos, write_outputs
 from facerec_cli.pipeline.observe.dashboard import Dashboard
 from facerec_cli.pipeline.observe.dashboard_view import render
@@ -80,11 +82,31 @@ def private_log_file() -> str:
     return path
 
 
+def fetch_best_views(s3: Any, bucket: str, results: list[Result], out_dir: Path) -> int:
+    """Copy the best-view crops that results name (``timeline.people[].image``, keys beside the result)
+    into ``out_dir`` under the same relative keys, so a results folder holds what its JSON refers to."""
+    copied = 0
+    for result in results:
+        for row in result.timeline.people if result.timeline else []:
+            target = out_dir / row.image if row.image else None
+            if target is None or not target.resolve().is_relative_to(out_dir.resolve()):
+                continue  # a key is ours (<stem>.timeline/<n>.jpg): anything else is not written outside the folder
+            reply = get_or_none(s3.get_object, Bucket=bucket, Key=row.image)
+            if reply is None:  # storing it failed (the function logs why): the row keeps its name, without a picture
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(reply["Body"].read())
+            copied += 1
+    return copied
+
+
 def run_local(
     inputs: list[Path], gallery: Path, options: RunOptions, *, json_lines: bool = False, out_dir: Path | None = None,
     html: Path | None = None, watch: bool = False,
 ) -> list[Result]:
-    if html is not None:  # the report shows each video's annotated frame: have the function store it
+    # The report shows each video's annotated frame, and a results folder of timelines holds each row's
+    # best view (for `people list`): have the function store them.
+    if html is not None or (out_dir is not None and options.extra_env.get(fenv.TIMELINE) == "1"):
         options = dataclasses.replace(options, extra_env={**options.extra_env, fenv.ANNOTATE: "1"})
     log_path = options.log_path or private_log_file()
     containers = options.runtime == "containers"
@@ -132,6 +154,9 @@ def run_local(
             assert pipeline.settings is not None and pipeline.clients is not None
             write_report(html, pipeline.settings, pipeline.clients.s3, pipeline.clients.sqs, title="facerec run-local", extra=refused)
             err.print(f"report in {html}", highlight=False, soft_wrap=True)
+        if out_dir is not None:  # the crops the results name, while the local cloud still holds them
+            assert pipeline.settings is not None and pipeline.clients is not None
+            fetch_best_views(pipeline.clients.s3, pipeline.settings.names.output_bucket, results, out_dir)
     finally:
         pipeline.__exit__(None, None, None)
     results = refused + results

@@ -12,6 +12,7 @@ from . import media
 from .errors import GalleryError, InputError
 from .gallery import Gallery
 from .media import Frame
+from .names import person_name
 from .recognise import FaceEncoder
 
 
@@ -40,17 +41,32 @@ def find_photos(photos_dir: Path) -> list[tuple[str, Path]]:
     if not photos_dir.is_dir():
         raise GalleryError(f"{photos_dir} is not a folder: expected {photos_dir}/<person>/<photo>.jpg")
     pairs = [
-        (person_dir.name, photo)
+        (folder_person(person_dir), photo)
         for person_dir in sorted(p for p in photos_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         for photo in sorted(person_dir.iterdir())
         if photo.is_file() and media.is_image(photo)
     ]
+    seen: dict[str, str] = {}
+    for person in dict.fromkeys(p for p, _ in pairs):
+        other = seen.setdefault(person.casefold(), person)
+        if other != person:
+            raise GalleryError(f"the folders {other!r} and {person!r} under {photos_dir} differ only by case: one person or two? "
+                               "rename one, or put all the photos in one folder")  # fmt: skip
     if not pairs:
         raise GalleryError(
             f"no photos found under {photos_dir}: put each person's photos (.jpg, .png, .webp) in "
             f"{photos_dir}/<person>/"
         )
     return pairs
+
+
+def folder_person(folder: Path) -> str:
+    """The person a folder of photos is named after (``names.person_name``: NFC; a folder named
+    ``unknown-2`` or holding a control character is refused, naming the folder)."""
+    try:
+        return person_name(folder.name)
+    except GalleryError as exc:
+        raise GalleryError(f"folder {folder}: {exc}; rename the folder") from exc
 
 
 def collect_photos(paths: list[Path], person: str | None = None) -> list[tuple[str, Path]]:
@@ -69,7 +85,7 @@ def collect_photos(paths: list[Path], person: str | None = None) -> list[tuple[s
         elif path.is_dir():
             photos = sorted(p for p in path.iterdir() if p.is_file() and media.is_image(p))
             if photos:
-                pairs += [(person or path.resolve().name, p) for p in photos]
+                pairs += [(person or folder_person(path.resolve()), p) for p in photos]
             elif person is not None:
                 raise GalleryError(f"{path} holds no photos (.jpg, .png, .webp) of {person}")
             else:
@@ -114,8 +130,8 @@ def embed_photos(
                 sources.append(source_of(person, photo))
                 quality = face.quality
             report = PhotoReport(person, photo, len(dets), quality=quality)
-        except InputError as exc:
-            report = PhotoReport(person, photo, 0, error=str(exc))
+        except InputError as exc:  # reported as person/photo: the message's own "photo: " would repeat it
+            report = PhotoReport(person, photo, 0, error=str(exc).removeprefix(f"{photo.name}: "))
         reports.append(report)
         if on_photo:
             on_photo(report)
@@ -124,13 +140,15 @@ def embed_photos(
 
 
 def build_gallery(
-    photos_dir: Path, encoder: FaceEncoder, on_photo: Callable[[PhotoReport], None] | None = None
+    photos_dir: Path, encoder: FaceEncoder, on_photo: Callable[[PhotoReport], None] | None = None, *, reference: np.ndarray | None = None
 ) -> tuple[Gallery, list[PhotoReport]]:
-    """Embed the largest face of every photo. Photos without a face are reported and skipped."""
+    """Embed the largest face of every photo. Photos without a face are reported and skipped.
+    ``reference``: faces nobody enrolled (``reference.reference_faces``), kept in the gallery for
+    calibrating it while it is small."""
     embedded, reports = embed_photos(find_photos(photos_dir), encoder, on_photo)
     if not embedded.names:
         raise GalleryError(f"no face was found in any photo under {photos_dir}")
     gallery = Gallery(weights=encoder.weights, embeddings=embedded.embeddings, names=embedded.names, sources=embedded.sources,
-                      recipe=encoder.recipe)
+                      recipe=encoder.recipe, reference=reference)
     gallery.calibrate()  # its open-set rule, from its own photos; gallery.calibration has the details
     return gallery, reports

@@ -12,7 +12,10 @@ File format (version 2): a safetensors file, read with numpy alone (no torch, no
   unique) and ``sources`` U8 (the photo of each row, "" when unknown), UTF-8 joined by NUL;
 - ``__metadata__`` (str -> str): ``format`` ("facerec-gallery"), ``version`` ("2"), ``weights``, and
   ``threshold``, ``margin`` (floats' reprs: the open-set rule, ``openset.py``) and ``recipe`` when the
-  gallery has them.
+  gallery has them;
+- optional: ``reference`` F32 [R, 512], faces nobody enrolled (``reference.py``), and ``reference_rule``
+  ("1") in the metadata when the rule was calibrated against them (a small gallery); readers that
+  predate them ignore both.
 
 Loading is a small header parse and zero-copy views of the buffer; nothing is recomputed. Measured
 at 100k identities (~200k rows, 620 MB, ``benchmarks/gallery_scaling.py``): names and sources as JSON
@@ -45,6 +48,7 @@ from . import quantized
 from .errors import GalleryError, LegacyGalleryError
 from .openset import (
     DEFAULT_MARGIN, DEFAULT_THRESHOLD, NEIGHBOURS, Calibration, OpenSetRule, calibrate, distance_of_cosine, nearest_people, next_mean,
+    reference_distances,
 )
 from .weights import is_file_id, weights_id
 
@@ -196,6 +200,10 @@ class Gallery:
     threshold: float | None = None
     recipe: str | None = None  # how faces were cropped and embedded; None: unknown (a course data.pt)
     margin: float | None = None  # how much nearer the nearest person must be than the next ones' mean
+    # Faces nobody enrolled (R x 512 unit rows, the gallery's weights): a small gallery's strangers for
+    # calibration and its next ones for the margin, so the rule works from the first person (reference.py).
+    reference: np.ndarray | None = field(default=None, repr=False)
+    reference_rule: bool = False  # the rule was calibrated against the reference: match ranks the next ones with it too
     # What the last calibrate() found (per-person consistency...); not part of the file.
     calibration: Calibration | None = field(default=None, repr=False)
     # int8 centroids for large galleries, made at the first match (quantized.py); not part of the file.
@@ -217,14 +225,16 @@ class Gallery:
             self.threshold = float(self.threshold)
         if self.margin is not None:
             self.margin = float(self.margin)
+        if self.reference is not None:
+            self.reference = _unit_rows(self.reference, "reference faces")
         self._people, self._person, self._centroids_t = _centroids(self.embeddings, self.names)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Gallery):
             return NotImplemented
         return (
-            (self.weights, self.names, self.sources, self.threshold, self.margin, self.recipe)
-            == (other.weights, other.names, other.sources, other.threshold, other.margin, other.recipe)
+            (self.weights, self.names, self.sources, self.threshold, self.margin, self.recipe, self.reference_rule)
+            == (other.weights, other.names, other.sources, other.threshold, other.margin, other.recipe, other.reference_rule)
             and np.array_equal(self.embeddings, other.embeddings)
         )
 
@@ -235,11 +245,12 @@ class Gallery:
     def calibrate(self) -> Calibration:
         """Choose this gallery's open-set rule from its own photos (openset.calibrate) and keep it: a
         gallery of too few people keeps the defaults (threshold and margin unset)."""
-        self.calibration = calibrate(self.embeddings, self.names, self.sources)
+        self.calibration = calibrate(self.embeddings, self.names, self.sources, reference=self.reference)
         if self.calibration.calibrated:
             self.threshold, self.margin = self.calibration.rule.threshold, self.calibration.rule.margin
         else:
             self.threshold = self.margin = None
+        self.reference_rule = self.calibration.reference > 0
         return self.calibration
 
     def rule(self, threshold: float | None = None) -> OpenSetRule:
@@ -298,6 +309,10 @@ class Gallery:
         # The nearest distance exactly, |q - c|: sqrt(2 - 2 cos) loses precision near 0.
         diff = q - self._centroids_t[:, top[:, 0]].T
         near[:, 0] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        if self.reference_rule and self.reference is not None and len(self.reference):
+            # Calibrated with its reference: the next ones are the other people and the reference faces.
+            ref = reference_distances(q, self.reference, NEIGHBOURS + 1).astype(np.float32)
+            near = np.column_stack([near[:, :1], np.sort(np.concatenate([near[:, 1:], ref], axis=1), axis=1)[:, :NEIGHBOURS + 1]])
         after = next_mean(near)
         out = []
         for row, i in enumerate(top[:, 0].tolist()):
@@ -323,6 +338,8 @@ class Gallery:
             metadata["margin"] = repr(float(self.margin))
         if self.recipe is not None:
             metadata["recipe"] = self.recipe
+        if self.reference_rule:
+            metadata["reference_rule"] = "1"
         tensors = {
             "embeddings": np.ascontiguousarray(self.embeddings, dtype=_DTYPES["F32"]),
             "person": np.ascontiguousarray(self._person, dtype=_DTYPES["I32"]),
@@ -330,14 +347,23 @@ class Gallery:
             "people": _text_tensor(self._people),
             "sources": _text_tensor(self.sources),
         }
+        if self.reference is not None:
+            tensors["reference"] = np.ascontiguousarray(self.reference, dtype=_DTYPES["F32"])
         return _safetensors(tensors, metadata)
 
     def save(self, path: Path) -> None:
+        """Write the file atomically (a temporary file beside it, then a rename); a folder in the way
+        is a GalleryError and leaves nothing behind."""
         path = Path(path)
+        if path.is_dir():
+            raise GalleryError(f"{path} is a folder: give the gallery file's name, e.g. {path / ('gallery' + SUFFIX)}")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(self.to_bytes())
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()[:16]
@@ -384,6 +410,7 @@ class Gallery:
             threshold = float(meta["threshold"]) if meta.get("threshold") is not None else None
             margin = float(meta["margin"]) if meta.get("margin") is not None else None
             weights, recipe = meta["weights"], meta.get("recipe")
+            reference = _tensor(header, body, "reference", "F32", 2) if "reference" in header else None
         except (KeyError, TypeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             raise GalleryError(f"{origin} is a damaged facerec gallery ({type(exc).__name__}: {exc})") from exc
         rows, dim = embeddings.shape
@@ -400,12 +427,15 @@ class Gallery:
             problem = "its row indices do not cover its people"
         elif not rows and people:
             problem = "people without embeddings"
+        elif reference is not None and reference.shape[1] != DIM:
+            problem = f"reference faces of {reference.shape[1]} dimensions"
         if problem:
             raise GalleryError(f"{origin} is a damaged facerec gallery: {problem}")
         # Built without __post_init__: the checks above stand in for it, and the centroids are read,
         # not recomputed (they are what save() computed from these very rows).
         gallery = cls.__new__(cls)
         gallery.weights, gallery.recipe, gallery.threshold, gallery.margin = weights, recipe, threshold, margin
+        gallery.reference, gallery.reference_rule = reference, meta.get("reference_rule") == "1"
         gallery.calibration = gallery._quantized = None
         gallery.embeddings = embeddings
         gallery.names = np.asarray(people, dtype=object)[person].tolist() if rows else []

@@ -13,17 +13,17 @@ two people merged 1.33-1.56 (every pair of the five; tests/test_gallery_cli.py).
 from __future__ import annotations
 
 import difflib
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import names as names_rule
 from .errors import GalleryError
-from .gallery import UNKNOWN, Gallery
+from .gallery import Gallery
 from .openset import OUTLIER_DISTANCE
 
 __all__ = [
-    "SAME_PHOTO", "TwoGroups", "enrolled_person", "find_source", "person_name", "renamed", "same_photos", "two_groups", "two_people",
+    "SAME_PHOTO", "TwoGroups", "enrolled_person", "find_source", "new_names", "person_name", "renamed", "same_photos", "two_groups", "two_people",
     "with_photos", "without_person", "without_source",
 ]
 
@@ -34,22 +34,29 @@ _ITERATIONS = 10
 
 
 def person_name(name: str) -> str:
-    """``name`` without surrounding whitespace, or a GalleryError: empty, control characters (a result's
-    name is one line of text) and ``unknown`` (what results call a stranger) are refused."""
-    clean = str(name).strip()
-    if not clean:
-        raise GalleryError(f"a person's name cannot be empty or only whitespace (got {name!r})")
-    if any(unicodedata.category(c) == "Cc" for c in clean):
-        raise GalleryError(f"a person's name cannot hold control characters such as newlines (got {name!r})")
-    if clean.lower() == UNKNOWN:
-        raise GalleryError(f"{clean!r} cannot be a person's name: results call faces nobody matched {UNKNOWN!r}")
-    return clean
+    """A new name as stored (NFC, stripped), or a GalleryError: the one rule of ``names.person_name``."""
+    return names_rule.person_name(name)
+
+
+def new_names(gallery: Gallery, names: list[str]) -> list[str]:
+    """``names`` checked for adding to ``gallery``: each valid, and none that differs from an enrolled
+    person (or from another new name) only by case: a reader takes them for one person."""
+    out = [person_name(n) for n in names]
+    known = list(gallery.people)
+    for name in dict.fromkeys(out):
+        clash = names_rule.case_clash(name, known)
+        if clash is not None:
+            raise GalleryError(f"{name!r} differs from {clash!r} only by case: use {clash!r} for the same person "
+                               f"(or `facerec gallery rename -g GALLERY {clash!r} {name!r}` to change its spelling)")  # fmt: skip
+        known.append(name)
+    return out
 
 
 def _calibrated(gallery: Gallery, embeddings: np.ndarray, names: list[str], sources: list[str]) -> Gallery:
     if not names:
         raise GalleryError("this would leave the gallery empty: delete the file instead, or enrol again")
-    new = Gallery(weights=gallery.weights, embeddings=embeddings, names=names, sources=sources, recipe=gallery.recipe)
+    new = Gallery(weights=gallery.weights, embeddings=embeddings, names=names, sources=sources, recipe=gallery.recipe,
+                  reference=gallery.reference)
     new.calibrate()
     return new
 
@@ -61,8 +68,8 @@ def _unknown_person(gallery: Gallery, name: str) -> GalleryError:
 
 
 def enrolled_person(gallery: Gallery, name: str) -> str:
-    """An enrolled person's name as given (surrounding whitespace ignored), or a GalleryError."""
-    clean = str(name).strip()
+    """An enrolled person's name as given (surrounding whitespace ignored, NFC), or a GalleryError."""
+    clean = names_rule.lookup_name(name)
     if not clean:
         raise GalleryError(f"a person's name cannot be empty or only whitespace (got {name!r})")
     if clean not in gallery.people:
@@ -75,7 +82,7 @@ def with_photos(gallery: Gallery, names: list[str], embeddings: np.ndarray, sour
     embeddings must come from the gallery's own weights (see ``weights_for``)."""
     if len(names) != len(sources) or len(names) != len(embeddings):
         raise GalleryError(f"{len(embeddings)} embeddings for {len(names)} names and {len(sources)} sources")
-    names = [person_name(n) for n in names]
+    names = new_names(gallery, names)
     rows = np.concatenate([np.asarray(gallery.embeddings, np.float32), np.asarray(embeddings, np.float32).reshape(-1, gallery.embeddings.shape[1])])
     return _calibrated(gallery, rows, list(gallery.names) + names, list(gallery.sources) + list(sources))
 
@@ -106,7 +113,7 @@ def find_source(gallery: Gallery, photo: str) -> int:
         listed = ", ".join(gallery.sources[i] for i in exact[:5])
         raise GalleryError(f"{given!r} names {len(exact)} photos ({listed}): give it as person/photo")
     close = difflib.get_close_matches(given, [s for s in gallery.sources if s], n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `facerec gallery show GALLERY PERSON` lists a person's photos"
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `facerec gallery show -g GALLERY PERSON` lists a person's photos"
     raise GalleryError(f"no photo {given!r} in the gallery{hint}")
 
 
@@ -125,6 +132,11 @@ def renamed(gallery: Gallery, old: str, new: str, *, merge: bool = False) -> Gal
     new = person_name(new)
     if new == old:
         raise GalleryError(f"{old!r} already has that name: nothing to change")
+    clash = names_rule.case_clash(new, [p for p in gallery.people if p != old])
+    if clash is not None:
+        if not merge:
+            raise GalleryError(f"{new!r} differs from {clash!r} only by case: pass --merge to make {old!r} and {clash!r} one person")
+        new = clash  # merged under the spelling already enrolled
     if new in gallery.people and not merge:
         count = gallery.names.count(new)
         raise GalleryError(f"{new!r} is already in the gallery ({count} photos): pass --merge to make {old!r} and {new!r} one person")

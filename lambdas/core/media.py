@@ -103,15 +103,15 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def check_file(path: Path, name: str | None = None) -> int:
-    """Size of a readable, non-empty file; InputError otherwise."""
+def check_file(path: Path, name: str | None = None, *, fix: str = "upload the video again") -> int:
+    """Size of a readable, non-empty file; InputError otherwise (``fix``: what to do about an empty one)."""
     name = name or path.name
     try:
         size = path.stat().st_size
     except FileNotFoundError as exc:
         raise InputError(f"{name}: file not found") from exc
     if size == 0:
-        raise InputError(f"{name}: the file is empty (0 bytes); upload the video again")
+        raise InputError(f"{name}: the file is empty (0 bytes); {fix}")
     return size
 
 
@@ -505,7 +505,7 @@ def _image_too_large(path: Path, detail: str) -> InputError:
 def load_image(path: Path) -> Image.Image:
     """An RGB image; transparency is composited on white (a PNG cut-out must not turn black). Images
     over ``MAX_PIXELS`` are refused from their header, before their pixels are decoded."""
-    check_file(path)
+    check_file(path, fix="replace the photo")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -527,8 +527,10 @@ def load_image(path: Path) -> Image.Image:
         # Pillow's own limit (89 megapixels warns, twice that is an error) fires inside Image.open.
         m = _PIL_BOMB_PIXELS.search(str(exc))
         raise _image_too_large(path, _megapixels(int(m.group(1))) if m else "too large") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"{path.name}: not a readable image ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{path.name}: not an image (its content is no JPEG, PNG or WebP picture); replace the photo") from exc
+    except (OSError, ValueError) as exc:  # Pillow: "Truncated File Read", "image file is truncated"...
+        raise InputError(f"{path.name}: not a readable image, damaged or cut short ({exc}); replace the photo") from exc
 
 
 def read_frames(

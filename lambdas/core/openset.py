@@ -54,6 +54,7 @@ _MARGINS = np.round(np.arange(0.0, 0.401, 0.005), 3)
 # Why a face was not given a name (the ``reason`` of an unknown face in results).
 BEYOND_THRESHOLD = "beyond_threshold"  # nobody enrolled is near enough
 AMBIGUOUS = "ambiguous"  # the nearest person does not stand out from the next: a look-alike, not a match
+UNSUPPORTED = "unsupported"  # matched alone: the other faces of its person on screen (its timeline group) do not match
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class Calibration:
     known_named: float = 0.0  # share of known probes the rule names right
     strangers_rejected: float = 0.0  # share of stranger probes the rule answers unknown
     people: list[PersonConsistency] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # photos kept in the gallery but not used to calibrate: likely mislabels
+    reference: int = 0  # reference faces (not enrolled) the strangers were drawn from: a small gallery's (see ``calibrate``)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -206,18 +209,33 @@ def _probe_rows(person: np.ndarray, counts: np.ndarray, rng: np.random.Generator
     return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
 
-def calibrate(embeddings: np.ndarray, names: list[str], sources: list[str] | None = None, seed: int = 0) -> Calibration:
+def calibrate(
+    embeddings: np.ndarray, names: list[str], sources: list[str] | None = None, seed: int = 0, reference: np.ndarray | None = None
+) -> Calibration:
     """The open-set rule for a gallery of these (unit) embeddings and names, and how consistent each
-    person's photos are. Deterministic for the same gallery."""
+    person's photos are. Deterministic for the same gallery. A gallery of too few people to draw
+    strangers from its own photos is calibrated against ``reference`` (unit embeddings of faces not
+    enrolled, ``Gallery.reference``) when given."""
     people = sorted(set(names))
     index = {p: i for i, p in enumerate(people)}
     person = np.fromiter((index[n] for n in names), np.int64, count=len(names))
     counts = np.bincount(person, minlength=len(people))
     emb = np.asarray(embeddings, np.float32)
+    sources = sources or [""] * len(names)
+    consistency, suspects = _consistency(emb, person, people, counts, sources)
+    # Photos far from the rest of their person (likely mislabelled: real photo folders hold some) would
+    # each be a known probe beyond any sane threshold and a stranger probe sitting on its true person:
+    # three of them pulled a gallery's threshold from 1.07 to 0.95. They stay enrolled, but do not steer.
+    keep = np.ones(len(names), bool)
+    keep[suspects] = False
+    left_out = [sources[i] or f"photo {i}" for i in suspects]
+    emb, person = emb[keep], person[keep]
+    counts = np.bincount(person, minlength=len(people))
     probes = _probe_rows(person, counts, np.random.default_rng(seed))
-    consistency = _consistency(emb, person, people, counts, sources or [""] * len(names))
     if np.count_nonzero(counts >= 2) < MIN_CALIBRATION_PEOPLE:
-        return Calibration(OpenSetRule(), calibrated=False, people=consistency)
+        if reference is not None and len(reference) and len(people):
+            return _calibrate_with_reference(emb, person, len(people), probes, np.asarray(reference, np.float32), consistency, left_out)
+        return Calibration(OpenSetRule(), calibrated=False, people=consistency, left_out=left_out)
     known, stranger = features(probe_distances(emb, person, len(people), probes))
     known_grid = accepted(known, _THRESHOLDS, _MARGINS).mean(axis=2)
     stranger_grid = accepted(stranger, _THRESHOLDS, _MARGINS).mean(axis=2)
@@ -225,7 +243,46 @@ def calibrate(embeddings: np.ndarray, names: list[str], sources: list[str] | Non
     i, j = int(np.searchsorted(_THRESHOLDS, rule.threshold)), int(np.searchsorted(_MARGINS, rule.margin))
     return Calibration(
         rule, calibrated=True, known_probes=len(probes), stranger_probes=len(probes),
-        known_named=float(known_grid[i, j]), strangers_rejected=float(1.0 - stranger_grid[i, j]), people=consistency,
+        known_named=float(known_grid[i, j]), strangers_rejected=float(1.0 - stranger_grid[i, j]), people=consistency, left_out=left_out,
+    )
+
+
+def reference_distances(q: np.ndarray, reference: np.ndarray, count: int, skip_self: bool = False) -> np.ndarray:
+    """Each row's ``count`` nearest reference faces' distances, sorted (``skip_self``: ``q`` is the
+    reference itself, and a face is not its own neighbour)."""
+    cos = q @ reference.T
+    if skip_self:
+        np.fill_diagonal(cos, -np.inf)
+    return distance_of_cosine(nearest_people(cos, min(count, reference.shape[0] - int(skip_self)))[1].astype(np.float64))
+
+
+def _calibrate_with_reference(
+    emb: np.ndarray, person: np.ndarray, n_people: int, probes: np.ndarray, reference: np.ndarray,
+    consistency: list[PersonConsistency], left_out: list[str],
+) -> Calibration:
+    """A small gallery's rule: the reference faces are its strangers (each against the enrolled people,
+    with the other reference faces as the next ones), and the leave-one-out photos of its people with
+    two or more photos its known probes (their next ones: the other people and the reference faces),
+    as ``Gallery.match`` ranks them when the gallery carries its reference."""
+    sums = person_sums(emb, person, n_people)
+    centroids = _unit(sums).astype(np.float32)
+    enrolled = np.sort(distance_of_cosine((reference @ centroids.T).astype(np.float64)), axis=1)
+    around = reference_distances(reference, reference, NEIGHBOURS + 1, skip_self=True)
+    rest = np.sort(np.concatenate([enrolled[:, 1:], around], axis=1), axis=1)[:, : NEIGHBOURS + 1]
+    stranger = {"d1": enrolled[:, 0], "next": next_mean(np.column_stack([enrolled[:, 0], rest])), "d2": rest[:, 0]}
+    stranger_grid = accepted(stranger, _THRESHOLDS, _MARGINS).mean(axis=2)
+    if len(probes):
+        d = probe_distances(emb, person, n_people, probes)
+        others = np.sort(np.concatenate([d["others"], reference_distances(emb[probes], reference, NEIGHBOURS + 1)], axis=1), axis=1)
+        known = features({"own": d["own"], "others": others[:, : NEIGHBOURS + 1]})[0]
+        known_grid = accepted(known, _THRESHOLDS, _MARGINS).mean(axis=2)
+    else:  # nobody with two photos: the loosest rule that keeps the strangers out
+        known_grid = np.zeros_like(stranger_grid)
+    rule = choose_rule(known_grid, stranger_grid)
+    i, j = int(np.searchsorted(_THRESHOLDS, rule.threshold)), int(np.searchsorted(_MARGINS, rule.margin))
+    return Calibration(
+        rule, calibrated=True, known_probes=len(probes), stranger_probes=len(reference), known_named=float(known_grid[i, j]),
+        strangers_rejected=float(1.0 - stranger_grid[i, j]), people=consistency, left_out=left_out, reference=len(reference),
     )
 
 
@@ -234,15 +291,22 @@ def calibrate(embeddings: np.ndarray, names: list[str], sources: list[str] | Non
 OUTLIER_DISTANCE = 1.15
 
 
-def _consistency(emb: np.ndarray, person: np.ndarray, people: list[str], counts: np.ndarray, sources: list[str]) -> list[PersonConsistency]:
+def _consistency(
+    emb: np.ndarray, person: np.ndarray, people: list[str], counts: np.ndarray, sources: list[str]
+) -> tuple[list[PersonConsistency], list[int]]:
     """Every photo against the centroid of its person's other photos (O(N)); outliers beyond
-    OUTLIER_DISTANCE are named with their source."""
+    OUTLIER_DISTANCE are named with their source. Also the rows calibration leaves out: the outliers of
+    people with 3+ photos whose other photos stay the majority (of two photos far apart, neither is
+    known to be the wrong one)."""
     own = own_distances(emb, person, person_sums(emb, person, len(people)))
     report = [PersonConsistency(p, int(counts[i]), None, None) for i, p in enumerate(people)]
+    outlier_rows: list[list[int]] = [[] for _ in people]
     for row in np.flatnonzero(~np.isnan(own)).tolist():
         entry, d = report[person[row]], float(own[row])
         entry.worst = d if entry.worst is None else max(entry.worst, d)
         entry.mean = (entry.mean or 0.0) + d / entry.photos
         if d > OUTLIER_DISTANCE:
             entry.outliers.append(sources[row] or f"photo {row}")
-    return report
+            outlier_rows[person[row]].append(row)
+    suspects = [r for i, rows in enumerate(outlier_rows) if counts[i] >= 3 and 2 * len(rows) < counts[i] for r in rows]
+    return report, sorted(suspects)

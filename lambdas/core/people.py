@@ -12,21 +12,21 @@ and recomputes the main identity and the timeline, without the video. numpy only
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .errors import GalleryError
 from .gallery import Gallery
 from .gallery_edit import person_name, same_photos, with_photos
-from .openset import AMBIGUOUS, BEYOND_THRESHOLD
+from .openset import AMBIGUOUS, BEYOND_THRESHOLD, UNSUPPORTED
 from .results import UNKNOWN, Result, Timeline, main_identity, unpack_embedding
-from .timeline import Observation, build_timeline, labelled_groups, ranges_of
+from .timeline import Observation, build_timeline, labelled_groups, ranges_of, supported_names
 
 # A group's faces added to the gallery at most (spread over its time on screen): a stranger seen for an
 # hour would otherwise add thousands of near-identical rows.
 MAX_FACES_PER_LABEL = 20
-_MATCH_REASONS = (BEYOND_THRESHOLD, AMBIGUOUS, None)  # reasons a new gallery may change; others are the face's quality
+_MATCH_REASONS = (BEYOND_THRESHOLD, AMBIGUOUS, UNSUPPORTED, None)  # reasons a new gallery may change; others are the face's quality
 
 
 class NoEmbeddings(GalleryError):
@@ -39,6 +39,7 @@ class Group:
     known: bool
     faces: list[int]  # indices into result.faces, in time order
     ranges: list[list[float]]
+    image: str | None = None  # the timeline row's best-view crop (a key beside the result), if one was stored
 
 
 def has_embeddings(result: Result) -> bool:
@@ -58,7 +59,7 @@ def _require_embeddings(result: Result) -> None:
 def _observations(result: Result) -> list[Observation]:
     return [
         Observation(frame=f.frame, t=f.t, box=list(f.box), prob=f.prob, name=f.name, distance=f.distance, nearest="",
-                    embedding=unpack_embedding(f.embedding or "").astype(np.float16), reason=f.reason)
+                    embedding=unpack_embedding(f.embedding or "").astype(np.float16), reason=f.reason, group=f.group)
         for f in result.faces
     ]  # fmt: skip
 
@@ -68,10 +69,12 @@ def groups(result: Result) -> list[Group]:
     _require_embeddings(result)
     obs = _observations(result)
     index = {id(o): i for i, o in enumerate(obs)}
+    images = {p.person: p.image for p in result.timeline.people} if result.timeline else {}
     out = []
     for label, known, members in labelled_groups(obs):
         faces = sorted((index[id(o)] for o in members), key=lambda i: (result.faces[i].frame, i))
-        out.append(Group(label, known, faces, ranges_of(sorted({(result.faces[i].frame, result.faces[i].t) for i in faces}))))
+        ranges = ranges_of(sorted({(result.faces[i].frame, result.faces[i].t) for i in faces}))
+        out.append(Group(label, known, faces, ranges, images.get(label)))
     return out
 
 
@@ -85,6 +88,10 @@ def find_group(result: Result, label: str) -> Group:
                 raise GalleryError(f"{label!r} in {result.video} is an enrolled person, not a stranger: "
                                    "`facerec gallery rename` renames an enrolled person")  # fmt: skip
             return g
+    now = sorted({f.name for f in result.faces if f.group == label.strip() and f.name != UNKNOWN})
+    if now:  # the stranger was named since (a label, then results --reidentify): its number is not reused
+        raise GalleryError(f"{label.strip()} in {result.video} is {', '.join(now)} now (re-answered since): nothing to label; "
+                           f"`facerec people list {result.video}` shows the groups as they are")  # fmt: skip
     choices = ", ".join(strangers) if strangers else "none: every face there is named"
     raise GalleryError(f"{result.video} has no group {label!r}; its strangers: {choices} (`facerec people list {result.video}`)")
 
@@ -104,6 +111,8 @@ class Labelled:
     person: str
     added: list[str]  # the sources of the faces added ("video@12.500s")
     same: int  # faces skipped as already in the gallery (the same face within gallery_edit.SAME_PHOTO)
+    ranges: list[list[float]] = field(default_factory=list)  # when the group is on screen: what the user labelled
+    was: list[str] = field(default_factory=list)  # other stranger labels its faces were shown under before a re-answer
 
 
 def label(gallery: Gallery, result: Result, group_label: str, name: str, *, limit: int = MAX_FACES_PER_LABEL) -> Labelled:
@@ -123,7 +132,8 @@ def label(gallery: Gallery, result: Result, group_label: str, name: str, *, limi
     if not keep:
         raise GalleryError(f"every face of {group.label} in {result.video} is in the gallery already: nothing to add")
     after = with_photos(gallery, [person] * len(keep), embeddings[keep], [sources[k] for k in keep])
-    return Labelled(after, person, [sources[k] for k in keep], len(picked) - len(keep))
+    was = sorted({f.group for f in (result.faces[i] for i in group.faces) if f.group and f.group != group.label})
+    return Labelled(after, person, [sources[k] for k in keep], len(picked) - len(keep), group.ranges, was)
 
 
 def reanswer(result: Result, gallery: Gallery, threshold: float | None = None) -> Result:
@@ -141,20 +151,42 @@ def reanswer(result: Result, gallery: Gallery, threshold: float | None = None) -
         kept = f.reason not in _MATCH_REASONS  # a quality problem: the embedding is not to be trusted
         faces.append(replace(f, name=UNKNOWN if kept else m.name, distance=m.distance, reason=f.reason if kept else m.reason))
         nearest.append(m.nearest)
+    # Each face carries the stranger label it was shown under (its group's, as `people list` showed it):
+    # the groups after the re-answer keep those labels, so unknown-2 is still the stranger it was.
+    for g in groups(result):
+        if not g.known:
+            for i in g.faces:
+                faces[i] = replace(faces[i], group=g.label)
+    obs = _observations(replace(result, faces=faces))
+    if result.timeline is not None:  # as the timeline was made: a name its group does not support is dropped
+        supported_names(obs)
+        faces = [replace(f, name=o.name, reason=o.reason) for f, o in zip(faces, obs)]
+    for label, known, members in labelled_groups(obs):
+        for o in members:
+            if not known:
+                o.group = label
+    faces = [replace(f, group=o.group) for f, o in zip(faces, obs)]
     status, name = main_identity(faces)
     timeline = result.timeline
     if timeline is not None:
-        obs = _observations(replace(result, faces=faces))
         for o, near in zip(obs, nearest):
             o.nearest = near
-        timeline = _with_images(build_timeline(obs, timeline.fps, timeline.duration, timeline.segments), timeline)
+        members = {label: [(o.frame, o.box) for o in group] for label, _, group in labelled_groups(obs)}
+        timeline = _with_images(build_timeline(obs, timeline.fps, timeline.duration, timeline.segments), timeline, members)
     return replace(result, faces=faces, status=status, name=name, timeline=timeline)
 
 
-def _with_images(new: Timeline, old: Timeline) -> Timeline:
-    images = {(p.best.frame, tuple(round(v, 1) for v in p.best.box)): p.image for p in old.people if p.image}
+def _view_key(frame: int, box: list[float]) -> tuple[int, tuple[float, ...]]:
+    return frame, tuple(round(v, 1) for v in box)
+
+
+def _with_images(new: Timeline, old: Timeline, members: dict[str, list[tuple[int, list[float]]]]) -> Timeline:
+    """The old crops on the new rows: a row whose best view is the same face keeps its crop; else a crop
+    of one of its own faces (a stranger just named keeps the picture it was named from) rather than none."""
+    images = {_view_key(p.best.frame, p.best.box): p.image for p in old.people if p.image}
     for p in new.people:
-        p.image = images.get((p.best.frame, tuple(round(v, 1) for v in p.best.box)))
+        p.image = images.get(_view_key(p.best.frame, p.best.box)) or next(
+            (images[k] for k in (_view_key(f, b) for f, b in members.get(p.person, [])) if k in images), None)
     return new
 
 

@@ -23,12 +23,17 @@ class Face:
     name: str
     distance: float
     # Why the face is unknown: beyond_threshold, ambiguous (two enrolled people about as near),
+    # unsupported (a timeline's group of faces of one person where this one alone matched),
     # too_small, blurred, profile (not to be trusted); None when named.
     reason: str | None = None
     # The face's unit embedding as base64 of 512 little-endian float16 (1368 characters): what re-answering
     # a result against an edited gallery and `facerec search` need without the video. None in results
     # written before it was stored (absent from their JSON).
     embedding: str | None = None
+    # The stranger label (unknown-N) the face's group was given once a result was re-answered: a
+    # stranger keeps its number however the groups change (people.reanswer). None until then (absent
+    # from the JSON): the groups are numbered by first appearance.
+    group: str | None = None
 
     def area(self) -> float:
         x1, y1, x2, y2 = self.box
@@ -141,6 +146,8 @@ class Result:
         for face in data["faces"]:
             if face["embedding"] is None:
                 del face["embedding"]  # as results without embeddings were written
+            if face["group"] is None:
+                del face["group"]
             face["box"] = [round(v, 1) for v in face["box"]]
             face["prob"] = round(face["prob"], 4)
             face["distance"] = round(face["distance"], 4)

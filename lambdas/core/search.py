@@ -14,7 +14,9 @@ the enrolled people after it by the rule's margin. numpy only.
 from __future__ import annotations
 
 import binascii
+import difflib
 import json
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,32 +54,50 @@ def _points(times: list[tuple[int, float]]) -> list[list[float]]:
     return [[t, t] for t in sorted({t for _, t in times})]
 
 
-def _mentions(text: str | bytes, name: str) -> bool:
-    needles = {json.dumps(name, ensure_ascii=False), json.dumps(name)}
+def _same_name(a: Any, b: str) -> bool:
+    """Names match without regard to case or Unicode form (``b`` already folded by ``_folded``)."""
+    return isinstance(a, str) and _folded(a) == b
+
+
+def _folded(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _mentions(text: str | bytes, folded: str) -> bool:
+    """A cheap test before parsing: the text may hold the name (any case). ASCII names are looked for
+    in the lowered bytes; others in the decoded, folded text."""
+    needles = {json.dumps(folded, ensure_ascii=False), json.dumps(folded)}
     if isinstance(text, bytes):
-        return any(n.encode() in text for n in needles)
-    return any(n in text for n in needles)
+        if folded.isascii():
+            lowered = text.lower()
+            return any(n.encode() in lowered for n in needles)
+        text = text.decode("utf-8", "replace")
+    folded_text = unicodedata.normalize("NFC", text).casefold()
+    return any(n in folded_text for n in needles) or "\\u" in text  # escaped non-ASCII: decide after parsing
 
 
 def person_in(stem: str, data: dict[str, Any], name: str) -> Sighting | None:
-    """Where ``name`` is in one result (a dict as read from JSON), or None."""
+    """Where ``name`` (any case) is in one result (a dict as read from JSON), or None."""
     video = str(data.get("video") or stem)
     timeline = data.get("timeline")
+    folded = _folded(name)
     if isinstance(timeline, dict):
         for row in timeline.get("people", []):
-            if row.get("person") == name:
+            if _same_name(row.get("person"), folded):
                 return Sighting(stem, video, [[float(a), float(b)] for a, b in row["ranges"]], int(row.get("detections", 0)), True)
         return None
-    seen = [(int(f.get("frame", 0)), float(f.get("t", 0.0))) for f in data.get("faces", []) if f.get("name") == name]
+    seen = [(int(f.get("frame", 0)), float(f.get("t", 0.0))) for f in data.get("faces", []) if _same_name(f.get("name"), folded)]
     return Sighting(stem, video, _points(seen), len(seen), False) if seen else None
 
 
 def find_person(items: Iterable[tuple[str, str | bytes]], name: str) -> tuple[list[Sighting], int]:
-    """(sightings in the order given, results looked at) over ``(stem, JSON text)`` pairs."""
+    """(sightings in the order given, results looked at) over ``(stem, JSON text)`` pairs; names match
+    without regard to case."""
     found, count = [], 0
+    folded = _folded(name)
     for stem, text in items:
         count += 1
-        if not _mentions(text, name):
+        if not _mentions(text, folded):
             continue
         try:
             data = json.loads(text)
@@ -87,6 +107,27 @@ def find_person(items: Iterable[tuple[str, str | bytes]], name: str) -> tuple[li
         if hit:
             found.append(hit)
     return found, count
+
+
+def close_names(items: Iterable[tuple[str, str | bytes]], name: str, n: int = 3) -> list[str]:
+    """The names results give people (strangers aside) that are closest to ``name``: what to suggest
+    when a search finds nobody. Parses every result: only for a miss."""
+    from .names import is_stranger
+
+    names: set[str] = set()
+    for _, text in items:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        rows = (data.get("timeline") or {}).get("people", []) if isinstance(data.get("timeline"), dict) else []
+        names.update(r.get("person") for r in rows if isinstance(r.get("person"), str))
+        names.update(f.get("name") for f in data.get("faces", []) if isinstance(f.get("name"), str))
+    names = {m for m in names if m and not is_stranger(m)}
+    by_folded = {_folded(m): m for m in sorted(names)}
+    return [by_folded[m] for m in difflib.get_close_matches(_folded(name), list(by_folded), n=n, cutoff=0.6)]
 
 
 @dataclass

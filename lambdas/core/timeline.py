@@ -43,6 +43,7 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ from PIL import Image
 from . import media
 from .errors import InputError
 from .media import Frame, segment_plan  # segment_plan: numpy-free, video-splitting plans with it
+from .openset import AMBIGUOUS, BEYOND_THRESHOLD, UNSUPPORTED
 from .results import UNKNOWN, Appearance, Face, Result, Timeline, View, error_result, main_identity, pack_embedding, unpack_embedding
 
 DEFAULT_FPS = 2.0
@@ -103,10 +105,11 @@ class Observation:
     nearest: str
     embedding: np.ndarray  # 512 float16, unit length before rounding
     reason: str | None = None  # why the face is unknown (as Face.reason): a re-answer must keep untrusted faces unknown
+    group: str | None = None  # the stranger label the face kept from before a re-answer (Face.group)
 
     def face(self) -> Face:
         return Face(frame=self.frame, t=self.t, box=list(self.box), prob=self.prob, name=self.name, distance=self.distance,
-                    reason=self.reason, embedding=pack_embedding(self.embedding))
+                    reason=self.reason, embedding=pack_embedding(self.embedding), group=self.group)
 
     @property
     def area(self) -> float:
@@ -122,6 +125,8 @@ class Observation:
         }  # fmt: skip
         if self.reason is not None:
             data["reason"] = self.reason
+        if self.group is not None:
+            data["group"] = self.group
         return data
 
     @classmethod
@@ -130,7 +135,7 @@ class Observation:
         return cls(
             frame=int(data["frame"]), t=float(data["t"]), box=[float(v) for v in data["box"]], prob=float(data["prob"]),
             name=str(data["name"]), distance=float(data["distance"]), nearest=str(data["nearest"]), embedding=embedding,
-            reason=data.get("reason"),
+            reason=data.get("reason"), group=data.get("group"),
         )  # fmt: skip
 
 
@@ -309,6 +314,33 @@ def _view(o: Observation) -> View:
     return View(frame=o.frame, t=o.t, box=list(o.box), prob=o.prob, distance=o.distance)
 
 
+# A group keeps the name its faces were matched to only when at least this share of its faces (those
+# whose embedding is trusted) matched it. On the Hamilton clip a named person's groups have 1 of 2 (a
+# three-quarter view beyond the threshold) to 10 of 11 faces matched; the crowd clip's pedestrian that
+# one gallery (5celeb plus an LFW person) matched at 1.026 had 1 of 7, and named the whole video.
+SUPPORT = 1 / 3
+_TRUSTED_REASONS = (None, BEYOND_THRESHOLD, AMBIGUOUS)  # a quality problem (too small, blurred, profile) neither supports nor denies
+
+
+def supported_names(observations: list[Observation]) -> list[str]:
+    """Drop the names that their own group does not support (``SUPPORT``): those faces become unknown
+    (reason ``unsupported``) and the group a stranger. Changes ``observations`` in place; returns the
+    names dropped. Run before :func:`build_timeline` wherever a timeline is made, so it sees one rule."""
+    obs = _canonical(observations)
+    dropped = []
+    for group in group_faces(obs):
+        if group.name is None:
+            continue
+        members = [obs[i] for i in group.members]
+        named = [o for o in members if o.name == group.name]
+        trusted = sum(o.reason in _TRUSTED_REASONS for o in members)
+        if len(named) < SUPPORT * trusted:
+            dropped.append(group.name)
+            for o in named:
+                o.name, o.reason = UNKNOWN, UNSUPPORTED
+    return dropped
+
+
 def labelled_groups(observations: Iterable[Observation]) -> list[tuple[str, bool, list[Observation]]]:
     """Steps 1-3 and the numbering of step 4: ``(person or unknown-N, known, its observations)`` by first
     appearance. ``facerec people`` labels strangers by these names, so they must be the timeline's."""
@@ -318,12 +350,28 @@ def labelled_groups(observations: Iterable[Observation]) -> list[tuple[str, bool
         members = [obs[i] for i in group.members]
         found.append((group.name, members, min(o.frame for o in members)))
     found.sort(key=lambda g: (g[2], g[0] is None, g[0] or UNKNOWN))
-    out, n = [], 0
+    # A stranger whose faces kept a label from before a re-answer (Observation.group) keeps it: the
+    # label most of its faces carry, if no earlier group took it. Others take the next number after
+    # every label ever given (never a number that named someone else); none kept: 1, 2... by appearance.
+    n = max((_stranger_number(o.group) for o in obs), default=0)
+    out, taken = [], set()
     for name, members, _ in found:
+        label = name
         if name is None:
-            n += 1
-        out.append((name or f"{UNKNOWN}-{n}", name is not None, members))
+            kept = Counter(o.group for o in members if o.group and o.group not in taken).most_common(1)
+            if kept:
+                label = kept[0][0]
+            else:
+                n += 1
+                label = f"{UNKNOWN}-{n}"
+            taken.add(label)
+        out.append((label, name is not None, members))
     return out
+
+
+def _stranger_number(label: str | None) -> int:
+    head, _, number = (label or "").rpartition("-")
+    return int(number) if head == UNKNOWN and number.isdigit() else 0
 
 
 def build_timeline(observations: Iterable[Observation], fps: float, duration: float | None, segments: int = 1) -> Timeline:
@@ -354,6 +402,7 @@ def timeline_result(
     """The result of a video with a timeline: every face, the main identity (the course's answer, as
     without a timeline), and the rows."""
     obs = _canonical(observations)
+    supported_names(obs)
     faces = [o.face() for o in obs]
     status, name = main_identity(faces)
     return Result(

@@ -48,6 +48,11 @@ class DirStore:
         for stem in self.stems():
             yield self.read(stem)
 
+    def locate(self, key: str) -> str | None:
+        """Where a file a result refers to (a best-view crop) is, if the folder holds it."""
+        path = self.path / key
+        return str(path) if path.is_file() and path.resolve().is_relative_to(self.path.resolve()) else None
+
     def write(self, stem: str, result: Result) -> None:
         json_key, txt_key = result_keys(stem)
         for key, body in ((txt_key, result.name), (json_key, result.to_json() + "\n")):
@@ -77,6 +82,9 @@ class BucketStore:
     def items(self) -> Iterator[tuple[str, bytes]]:
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
             yield from pool.map(self.read, self.stems())
+
+    def locate(self, key: str) -> str | None:
+        return f"s3://{self.bucket}/{key}"
 
     def write(self, stem: str, result: Result) -> None:
         """Only over the object as it was read (If-Match): a re-upload answered meanwhile is left alone."""

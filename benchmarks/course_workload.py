@@ -1,6 +1,9 @@
-"""The course's workload through `facerec run-local`, against the seed approach, in the same run.
+"""The course's workload through `facerec identify` (no cloud) and `facerec run-local` (the local cloud),
+against the seed approach, in the same run; optionally the same commands from another checkout (the
+code before a change) in the same run too.
 
     python benchmarks/course_workload.py [--videos 100] [--workers 1] [--size 1280x720] [--rate 1.0] [--require-quiet]
+                                         [--baseline /work/main] [--skip-paced]
 
 Measure on a quiet machine: the load average is checked first (over 0.5: a warning, or a refusal with
 --require-quiet), because a loaded machine slows torch's two threads far more than our processes and
@@ -12,8 +15,13 @@ track, as the course's are): most are photos of
 ../shared/data/videos (Lin-Manuel Miranda singing, two cuts; and a cut of the audience, whose right
 answer is `unknown`), scaled to the course's size. Gallery: 5celeb/train and enroll/.
 
-Printed, all in this one run:
-- **whole process** (command start to the last result, cold start included), with the CPU seconds it
+Printed, all in this one run, each figure with the 1-minute load average when it was taken:
+- **identify, whole process**: `facerec identify DIR/*.mp4 --json` in a fresh process (worker processes,
+  one per core), with its CPU per video and the median per-stage milliseconds of its results (decode,
+  detect, embed, match: wall time inside one worker);
+- **baseline** (--baseline DIR): the same identify and run-local commands run with PYTHONPATH=DIR, the
+  code of another checkout (for example the main branch before a change), and each ratio against it;
+- **run-local, whole process** (command start to the last result, cold start included), with the CPU seconds it
   used (its child processes included) per video: `facerec run-local DIR --json` in a fresh process,
   against the seed approach in a fresh process (ffmpeg extracts the first
   frame, facenet-pytorch's MTCNN at full resolution twice, InceptionResnetV1 on one face, the gallery
@@ -157,10 +165,11 @@ torch.save([embeddings, names], sys.argv[2])
 '''
 
 
-def timed_process(args: list[str], cwd: Path) -> tuple[float, float | None, list[dict], float, float | None]:
+def timed_process(args: list[str], cwd: Path, code: Path = ROOT) -> tuple[float, float | None, list[dict], float, float | None]:
     """Wall time of a fresh process from start to exit, the time to its first JSON line, its lines, the
-    CPU seconds it and its children used, and the time from its first line to its last."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    CPU seconds it and its children used, and the time from its first line to its last. ``code``: the
+    checkout whose code runs (PYTHONPATH)."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -179,6 +188,14 @@ def timed_process(args: list[str], cwd: Path) -> tuple[float, float | None, list
     if code not in (0, 1):
         raise SystemExit(f"{args[:3]} failed ({code}):\n{stderr[-2000:]}")
     return wall, first, lines, cpu, (last - first) if first is not None and last is not None else None
+
+
+def stage_medians(lines: list[dict]) -> dict[str, float]:
+    stages: dict[str, list[float]] = {}
+    for r in lines:
+        for stage, ms in (r.get("timings_ms") or {}).items():
+            stages.setdefault(stage, []).append(ms)
+    return {k: round(statistics.median(v), 1) for k, v in sorted(stages.items())}
 
 
 def settle(quiet: float = 0.5, longest: float = 120.0) -> float:
@@ -203,13 +220,9 @@ def paced(gallery: Path, videos: list[Path], expected: dict[str, str], workers: 
         pipeline.run(collect_videos([warm])[0])  # workers warm, as in a running deployment
         results = pipeline.run(jobs)
     latencies = [j.latency_s * 1000 for j in jobs if j.latency_s is not None]
-    stages: dict[str, list[float]] = {}
-    for r in results:
-        for stage, ms in r.timings_ms.items():
-            stages.setdefault(stage, []).append(ms)
     return {"p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
             "correct": sum(expected.get(r.video) == r.name for r in results), "total": len(jobs),
-            "stages_ms": {k: round(statistics.median(v), 1) for k, v in stages.items()}}
+            "stages_ms": stage_medians([{"timings_ms": r.timings_ms} for r in results])}
 
 
 def main() -> None:
@@ -221,6 +234,9 @@ def main() -> None:
     parser.add_argument("--paced-videos", type=int, default=30, help="videos in the paced mode")
     parser.add_argument("--skip-seed", action="store_true", help="do not time the seed approach")
     parser.add_argument("--require-quiet", action="store_true", help="refuse to run when the load average is over 0.5")
+    parser.add_argument("--baseline", default="", help="also time identify and run-local with PYTHONPATH=this checkout (e.g. /work/main)")
+    parser.add_argument("--skip-paced", action="store_true", help="do not run the paced mode")
+    parser.add_argument("--settle", type=float, default=120.0, help="before each timed command, wait up to this many s for a load under 0.5")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     if load > 0.5:
@@ -243,16 +259,31 @@ def main() -> None:
                    capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
     # Making the clips loaded the machine itself: let the load settle before anything is timed.
-    waited = settle()
+    waited = settle(longest=args.settle)
     print(f"load average {os.getloadavg()[0]:.2f} after waiting {waited:.0f} s for the clip making to settle")
 
-    # The whole process, cold start included, for both.
+    # The whole process, cold start included, for each.
     cli = [shutil.which("facerec") or "facerec"]  # the installed console script, as a user runs it
-    wall, first, lines, cpu, _ = timed_process([*cli, "run-local", str(clips), "--gallery", str(gallery), "--json",
-                                                "--workers", str(args.workers)], tmp)
-    ours = {"wall_s": wall, "first_result_s": first, "correct": sum(expected.get(r["video"]) == r["name"] for r in lines)}
-    print(f"run-local, whole process: {wall:.1f} s ({wall / len(videos) * 1000:.0f} ms per video, {len(videos) / wall:.2f} videos/s), "
-          f"CPU {cpu:.1f} s ({cpu / len(videos) * 1000:.0f} ms per video), first result after {first:.2f} s, correct {ours['correct']}/{len(videos)}")
+    codes = [("", ROOT)] + ([("baseline ", Path(args.baseline).resolve())] if args.baseline else [])
+    runs: dict[str, dict] = {}
+    for label, code in codes:
+        for command, extra in (("identify", [*map(str, videos)]), ("run-local", [str(clips), "--workers", str(args.workers)])):
+            settle(longest=args.settle)
+            name = f"{label}{command}"
+            wall, first, lines, cpu, _ = timed_process([*cli, command, *extra, "--gallery", str(gallery), "--json"], tmp, code)
+            right = sum(expected.get(r["video"]) == r["name"] for r in lines)
+            runs[name] = {"wall_s": wall, "first_result_s": first, "correct": right, "cpu_s": cpu, "lines": lines}
+            print(f"{name}, whole process: {wall:.1f} s ({wall / len(videos) * 1000:.0f} ms per video, {len(videos) / wall:.2f} videos/s), "
+                  f"CPU {cpu:.1f} s ({cpu / len(videos) * 1000:.0f} ms per video), first result after {first or 0:.2f} s, "
+                  f"correct {right}/{len(videos)} [load {os.getloadavg()[0]:.2f}]")
+            print(f"  per-stage median ms of a video: {json.dumps(stage_medians(lines))}; frames looked at: mean "
+                  f"{statistics.mean(r.get('frames', 0) for r in lines):.2f}")
+    ours = runs["run-local"]
+    wall, first = ours["wall_s"], ours["first_result_s"]
+    if args.baseline:
+        for command in ("identify", "run-local"):
+            print(f"{command} is {runs['baseline ' + command]['wall_s'] / runs[command]['wall_s']:.2f}x the baseline's {command} "
+                  f"(whole process; CPU {runs['baseline ' + command]['cpu_s'] / runs[command]['cpu_s']:.2f}x)")
     ratio = None
     if not args.skip_seed:
         seed_gallery = tmp / "data.pt"
@@ -261,21 +292,27 @@ def main() -> None:
         seed_wall, _, seed_lines, seed_cpu, seed_span = timed_process([sys.executable, "-c", _SEED, str(seed_gallery), *map(str, videos)], tmp)
         seed_right = sum(expected.get(r["video"]) == r["name"] for r in seed_lines)
         ratio = seed_wall / wall
+        identify_ratio = seed_wall / runs["identify"]["wall_s"]
         warm = seed_span / max(1, len(seed_lines) - 1) if seed_span is not None else None
         print(f"seed approach, whole process: {seed_wall:.1f} s ({seed_wall / len(videos) * 1000:.0f} ms per video), CPU {seed_cpu:.1f} s "
               f"({seed_cpu / len(videos) * 1000:.0f} ms per video), warm {warm * 1000:.0f} ms per video, correct {seed_right}/{len(videos)}")
         if warm is not None and warm > 1.6 * SEED_CALIBRATION_S:
             print(f"WARNING: the seed approach took {warm:.2f} s per warm video, expected about {SEED_CALIBRATION_S} s on 2 quiet "
                   "cores: the machine is loaded or the clips are not course-like; the ratio is not to be trusted", file=sys.stderr)
-        print(f"run-local is {ratio:.2f}x the seed approach (load average after: {os.getloadavg()[0]:.2f})")
+        print(f"identify is {identify_ratio:.2f}x the seed approach, run-local {ratio:.2f}x (whole process; load average after: "
+              f"{os.getloadavg()[0]:.2f})")
 
+    if args.skip_paced:
+        return
+    settle(longest=args.settle)
     p = paced(gallery, videos[: args.paced_videos], expected, args.workers, 1.0 / args.rate)
     print(f"paced {args.rate:g}/s ({p['total']} videos, workers warm): latency p50 {p['p50_ms']:.0f} ms, p95 {p['p95_ms']:.0f} ms, "
-          f"correct {p['correct']}/{p['total']}")
+          f"correct {p['correct']}/{p['total']} [load {os.getloadavg()[0]:.2f}]")
     print("  per-stage median ms of a paced video: " + json.dumps(p["stages_ms"]))
     checks = [
-        ("every result right", ours["correct"] == len(videos) and p["correct"] == p["total"]),
-        (f"whole process >= 4x the seed approach ({ratio:.2f}x)" if ratio else "seed approach not timed", bool(ratio and ratio >= 4)),
+        ("every result right", all(r["correct"] == len(videos) for r in runs.values() if r is runs["identify"] or r is ours) and p["correct"] == p["total"]),
+        (f"identify, whole process >= 6x the seed approach ({identify_ratio:.2f}x)" if ratio else "seed approach not timed", bool(ratio and identify_ratio >= 6)),
+        (f"run-local, whole process >= 3x the seed approach ({ratio:.2f}x)" if ratio else "seed approach not timed", bool(ratio and ratio >= 3)),
         (f"p95 at {args.rate:g}/s <= 300 ms ({p['p95_ms']:.0f} ms)", p["p95_ms"] <= 300),
         (f"first result within 2 s of start ({first:.2f} s)", first is not None and first <= 2.0),
     ]

@@ -64,6 +64,9 @@ class RecognitionRequest:
     source: dict[str, Any]  # bucket, key, etag, size, event_id
     timings_ms: dict[str, float] = field(default_factory=dict)
     sent_at: float | None = None  # epoch seconds of the Invoke: the hand-over is timed from it
+    # Times (s) of the samples after ``frames``, not stored: face-recognition decodes them from the
+    # upload itself, and only when the frames before do not settle the answer.
+    samples: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +81,7 @@ class RecognitionRequest:
             source=dict(data.get("source", {})),
             timings_ms=dict(data.get("timings_ms", {})),
             sent_at=data.get("sent_at"),
+            samples=[float(t) for t in data.get("samples", [])],
         )
 
 

@@ -1,6 +1,9 @@
 """Lambda ``face-recognition``: stage-1 frames -> faces named against the gallery -> ``<stem>.json``
 in the details bucket, then ``<stem>.txt`` (the name alone) in the output bucket.
 
+The first frame comes from stage-1; when it does not settle the answer, the further samples (the
+request's ``samples``) are decoded here from the upload, one at a time until the answer is settled.
+
 The gallery and the models load once per container; the gallery is reloaded when its object changes
 (one HeadObject per invocation, no download).
 """
@@ -10,17 +13,47 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .core import media
 from .core.errors import FacerecError
+from .core.media import Frame
 from .core.results import error_result
 from .env import RecognitionEnv
 from .events import RecognitionRequest
+from .segments import _deadline, video_file
+from .stage1 import MIN_BUDGET_S, RESERVE_S
 from .storage import ANY, EVENT_META, RESULT_TAGGING, client, log, result_state, write_result
 from .warm import recogniser
 
-def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
+class UploadSamples:
+    """The request's further samples, decoded from the upload on first use (downloaded once)."""
+
+    def __init__(self, request: RecognitionRequest, deadline: float | None) -> None:
+        self.request, self.deadline = request, deadline
+        self.download_s = 0.0
+        self._video: Any = None
+        self._frames: Iterator[Frame] | None = None
+
+    def next(self, index: int) -> Frame | None:
+        if self._frames is None:
+            t0 = time.perf_counter()
+            path = video_file(self.request)
+            self.download_s += time.perf_counter() - t0
+            budget = media.DEFAULT_DECODE_TIMEOUT if self.deadline is None else max(MIN_BUDGET_S, self.deadline - time.monotonic() - RESERVE_S)
+            self._video = media.open_video(path, timeout=min(media.DEFAULT_DECODE_TIMEOUT, budget), name=self.request.video)
+            self._frames = self._video.frames(self.request.samples)
+        frame = next(self._frames, None)
+        return None if frame is None else Frame(index, frame.t, frame.image)
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+
+
+def recognise(request: RecognitionRequest, env: RecognitionEnv, deadline: float | None = None) -> None:
     event_id = str(request.source.get("event_id", ""))
     done, current = result_state(env.results, request.stem, event_id) if event_id else (False, ANY)
     if done:
@@ -35,19 +68,25 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv) -> None:
         rec = recogniser(env)
         with tempfile.TemporaryDirectory(prefix="facerec-rec-") as tmp:
 
-            def fetch(i: int) -> tuple[float, Path]:
+            def load(i: int) -> Frame | None:
                 # Called only for the frames the recogniser looks at: an early exit skips the rest.
+                if i >= len(request.frames):
+                    return further.next(i)
                 t0 = time.perf_counter()
                 ref = request.frames[i]
                 local = Path(tmp) / f"{i:03d}.jpg"
                 client("s3").download_file(request.stage1_bucket, ref.key, str(local))
                 download[0] += time.perf_counter() - t0
-                return ref.t, local
+                return Frame(i, ref.t, media.load_image(local))
 
-            result, kept = rec.recognise_fetched(request.video, len(request.frames), fetch)
+            further = UploadSamples(request, deadline)
+            try:
+                result, kept = rec.recognise_loaded(request.video, len(request.frames) + len(request.samples), load)
+            finally:
+                further.close()
         if not env.annotate:
             kept = []
-        ms = download[0] * 1000
+        ms = (download[0] + further.download_s) * 1000
         result.timings_ms["download"] = ms
         if "decode" in result.timings_ms:  # the recogniser timed fetch + decode together
             result.timings_ms["decode"] = max(0.0, result.timings_ms["decode"] - ms)
@@ -112,5 +151,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if is_segment_event(event):  # one segment of a video's timeline (lambdas/segments.py)
         return handle_segment(event, env, context)
     request = RecognitionRequest.from_dict(event)
-    recognise(request, env)
+    recognise(request, env, _deadline(context))
     return {"stem": request.stem}

@@ -53,6 +53,7 @@ from .core import media
 from .core.errors import FacerecError, InputError
 from .core.results import Result, error_result
 from .env import ResultBuckets
+from .events import RecognitionRequest
 from .stage1 import decode_budget, frame_key, local_name
 from .storage import EVENT_META, RESULT_TAGGING, client, log, metadata_text, result_done, write_result
 
@@ -300,9 +301,9 @@ _cache_lock = threading.Lock()
 _cached: dict[str, Path] = {}  # "bucket/key#etag" -> local file: the last video downloaded in this container
 
 
-def video_file(request: SegmentRequest) -> Path:
-    """The upload on local disk: downloaded once per container while its segments keep coming (one
-    video at a time: /tmp is 512 MB by default in Lambda)."""
+def video_file(request: SegmentRequest | RecognitionRequest) -> Path:
+    """The upload on local disk: downloaded once per container while its segments (or a video's further
+    samples) keep coming (one video at a time: /tmp is 512 MB by default in Lambda)."""
     src = request.source
     ident = f"{src.get('bucket')}/{src.get('key')}#{src.get('etag')}"
     with _cache_lock:

@@ -1,9 +1,10 @@
-"""Lambda ``video-splitting``: S3 ObjectCreated on the input bucket -> sampled frames in stage-1 ->
+"""Lambda ``video-splitting``: S3 ObjectCreated on the input bucket -> the first frame in stage-1 ->
 asynchronous Invoke of ``face-recognition``.
 
-Stage-1 layout (the course's): ``<stem>.jpg`` is the first frame; further frames are
-``<stem>/001.jpg``, ``<stem>/002.jpg``... A refused or unreadable upload gets its ``error`` result
-written here, so every accepted upload ends with exactly one result.
+Stage-1 layout (the course's): ``<stem>.jpg`` is the first frame. Only it is decoded and stored here:
+the first frame settles most answers, and face-recognition decodes the further samples (their times
+are in the request) from the upload itself when it needs them. A refused or unreadable upload gets its
+``error`` result written here, so every accepted upload ends with exactly one result.
 
 Nothing is lost to a crash or a timeout at any point: the "done" marker of an event
 (``.facerec/split/<hash of the stem>`` in the details bucket, with the event id: neither stage-1 nor the
@@ -50,14 +51,15 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
     client("s3").download_file(upload.bucket, upload.key, str(local))
     t = lap("download", started)
     frames = []
-    # Decoded in process; each frame is encoded and stored as soon as it is decoded, frame 0 first.
+    # Decoded in process (video packets only); frame 0 alone, the others are face-recognition's to decode.
     with media.open_video(local, timeout=decode_budget(env, deadline), name=upload.video) as video:
         media.check_duration(Path(upload.video), video.duration, env.max_seconds)
-        if env.stage1_layout == GOP:  # Part 1's frames and names (lambdas/gop.py)
+        times: list[float] = []  # the samples face-recognition decodes itself, when it needs them
+        if env.stage1_layout == GOP:  # Part 1's frames and names (lambdas/gop.py): all stored
             stored = gop_frames(upload.stem, video)
         else:
-            times = media.sample_times(video.duration, env.frames, env.fps or None)
-            stored = ((frame_key(upload.stem, f.index), f) for f in video.frames(times))
+            times = media.sample_times(video.duration, env.frames, env.fps or None)[1:]
+            stored = ((frame_key(upload.stem, f.index), f) for f in video.frames([0.0]))
         for key, frame in stored:
             t = lap("decode", t)
             body = media.encode_jpeg(frame.image)
@@ -79,6 +81,7 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
         frames=frames,
         source={"bucket": upload.bucket, "key": upload.key, "etag": upload.etag, "size": upload.size, "event_id": upload.event_id},
         timings_ms={"split": (time.perf_counter() - started) * 1000, **ms},
+        samples=times,
     )
 
 

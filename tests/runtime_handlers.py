@@ -114,3 +114,12 @@ def gated_echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
     record = echo_to_s3(event, context)
     S3.put_object(Bucket=bucket, Key=f"released/{_key(event)}", Body=json.dumps(released).encode())
     return record
+
+
+def stubborn(event: dict[str, Any], context: Any) -> None:
+    """Ignores SIGTERM and works forever: only its parent's end (facerec_cli.lifeline) stops it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.1)

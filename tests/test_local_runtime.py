@@ -387,9 +387,9 @@ def test_one_notification_with_two_records_splits_and_recognises_both(make_env: 
     stage1_keys = {o["Key"] for o in env.s3.list_objects_v2(Bucket=stage1).get("Contents", [])}
     for key, person in people.items():
         stem = key[: -len(".mp4")]
-        assert {f"{stem}.jpg", f"{stem}/001.jpg", f"{stem}/002.jpg"} <= stage1_keys
+        assert f"{stem}.jpg" in stage1_keys
         (request,) = [r for r in recognitions if r["video"] == key]
-        assert [f["key"] for f in request["frames"]] == [f"{stem}.jpg", f"{stem}/001.jpg", f"{stem}/002.jpg"]
+        assert [f["key"] for f in request["frames"]] == [f"{stem}.jpg"] and len(request["samples"]) == 2  # decoded by recognition if needed
         assert env.s3.get_object(Bucket=OUTPUT, Key=f"{stem}.txt")["Body"].read().decode() == person
     counters = env.cloud.dispatcher.counters
     assert (counters.succeeded, counters.failed) == (3, 0) and env.failures == []

@@ -75,7 +75,7 @@ def test_course_videos_named_and_stored_in_course_layout(gallery, course_videos,
     for name, person in expected.items():
         stem = name[: -len(".mp4")]
         assert stage1[f"{stem}.jpg"][:3] == b"\xff\xd8\xff"  # the first frame, a JPEG
-        assert f"{stem}/001.jpg" in stage1 and f"{stem}/002.jpg" in stage1
+        assert not [k for k in stage1 if k.startswith(f"{stem}/")]  # only frame 0: recognition decodes more itself, when needed
         assert output[f"{stem}.txt"].decode() == person  # the course grader reads just the name
         assert json.loads(details[f"{stem}.json"])["name"] == person
     # one splitting and one recognition invocation per video, none failed

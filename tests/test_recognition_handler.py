@@ -195,3 +195,53 @@ def test_a_failure_between_the_two_result_writes_is_redone_by_the_retry(
     # A third delivery of the same event is a duplicate now: nothing is written again.
     face_recognition.handler(event, None)
     assert len(calls) == 4
+
+
+class _Context:
+    def __init__(self, seconds: float) -> None:
+        import time
+
+        self._end = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        import time
+
+        return int((self._end - time.monotonic()) * 1000)
+
+
+def _with_samples(buckets: dict[str, Any], stem: str, first: Path, video: Path, samples: list[float]) -> dict[str, Any]:
+    """Frame 0 in stage-1 (as video-splitting stores it), the upload in an input bucket, further samples by time."""
+    s3 = buckets["s3"]
+    s3.create_bucket(Bucket=f"in-{stem}")
+    s3.upload_file(str(video), f"in-{stem}", f"{stem}.mp4")
+    s3.put_object(Bucket=buckets["stage1"], Key=f"{stem}.jpg", Body=_jpeg(first))
+    request = RecognitionRequest(buckets["stage1"], stem, f"{stem}.mp4", [FrameRef(f"{stem}.jpg", 0.0)],
+                                 {"bucket": f"in-{stem}", "key": f"{stem}.mp4", "etag": "e", "event_id": uuid.uuid4().hex}, samples=samples)  # fmt: skip
+    return request.to_dict()
+
+
+def test_an_unsettled_first_frame_decodes_further_samples_from_the_upload(buckets: dict[str, Any], data: Path, tmp_path: Path) -> None:
+    """Frame 0 has no face: the next sample is decoded from the upload itself (not from stage-1), and
+    the one after it is not needed once that settles the answer."""
+    from facerec_cli.samples import still_video
+
+    video = still_video(sorted((data / "5celeb" / "train" / "elton_john").iterdir())[0], tmp_path / "elton.mp4", seconds=3)
+    face_recognition.handler(_with_samples(buckets, "late", sorted((data / "noface").iterdir())[0], video, [1.0, 2.0]), None)
+    result = _result(buckets, "late")
+    assert (result["status"], result["name"], result["frames"]) == ("ok", "elton_john", 2)
+    assert {f["frame"] for f in result["faces"]} == {1} and 0.9 < result["faces"][0]["t"] < 1.1
+    assert buckets["s3"].list_objects_v2(Bucket=buckets["stage1"], Prefix="late/").get("KeyCount", 0) == 0  # nothing added to stage-1
+
+
+def test_further_samples_are_decoded_within_the_invocations_time(buckets: dict[str, Any], data: Path, tmp_path: Path) -> None:
+    """99 samples at 25 fps of the 1080p crowd clip (strangers: never settled; one keyframe) with 6 s left in
+    the invocation: the decode budget (1 s) ends it in an error result naming the video, in time."""
+    from lambdas.core.media import read_frames
+
+    crowd = data / "videos" / "crowd_unlabeled_4s.mp4"
+    frame0 = tmp_path / "crowd0.jpg"  # frame 0 of the crowd, as stage-1 holds it
+    read_frames(crowd, count=1)[0][0].image.save(frame0)
+    event = _with_samples(buckets, "crowd", frame0, crowd, [round(i / 25, 3) for i in range(1, 100)])
+    face_recognition.handler(event, _Context(6.0))
+    result = _result(buckets, "crowd")
+    assert result["status"] == "error" and "crowd.mp4: decoding took longer than 1 s" in result["error"]

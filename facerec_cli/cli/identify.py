@@ -8,7 +8,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lambdas.core.enroll import PhotoReport, build_gallery, find_photos
 from lambdas.core.gallery import Gallery
-from lambdas.core.media import Frame
 from lambdas.core.openset import Calibration
 from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
 from lambdas.core.reference import cached_reference_faces
@@ -129,8 +128,10 @@ def run_identify(
     annotate_dir: Path | None = None,
     all_frames: bool = False,
     timeline: bool = False,
+    workers: int = 0,
 ) -> int:
-    """Recognise each file; returns how many ended in error. ``weights``: a name or state_dict path,
+    """Recognise each file, ``workers`` processes at a time (0: one per core), each result printed as
+    it finishes; returns how many ended in error. ``weights``: a name or state_dict path,
     default the gallery's (checked against it). With ``annotate_dir``, every sampled frame with faces
     is written there with the faces drawn on it, as ``<stem>_f<frame>.jpg``. With ``timeline``, every
     1/``fps`` seconds is looked at (default 2 fps) and the results say who is on screen when; with
@@ -140,49 +141,34 @@ def run_identify(
             files, gallery_path, json_lines=json_lines, fps=fps, threshold=threshold, weights=weights, device=device,
             annotate_dir=annotate_dir,
         )  # fmt: skip
-    gallery = load_gallery(gallery_path)  # an old torch gallery or a course data.pt is converted
+    from facerec_cli.batch import Batch, BatchSettings, default_workers
+
     # An annotated frame per sampled frame means looking at all of them: no early exit.
     early_exit = not all_frames and annotate_dir is None
-    recogniser = Recogniser(
-        gallery, weights=weights, device=device, threshold=threshold,
-        sampling=SamplingOptions(frames=frames, fps=fps or None, early_exit=early_exit),
-    )
-    results: list[Result] = []
+    settings = BatchSettings(
+        gallery_path, SamplingOptions(frames=frames, fps=fps or None, early_exit=early_exit), weights=weights, device=device,
+        threshold=threshold, annotate_dir=annotate_dir,
+    )  # fmt: skip
+    done: dict[int, Result] = {}
     written: list[Path] = []
-    with progress() as bar:
+    # Started before the progress display's thread: the workers fork from a process without threads,
+    # and load the gallery and models while the display starts.
+    with Batch(files, settings, workers or default_workers()) as batch, progress() as bar:
         task = bar.add_task("recognising", total=len(files))
-        for path in files:
-            bar.update(task, description=f"recognising {path.name}")
-            if annotate_dir is None:
-                result = recogniser.recognise_file(path)
-            else:
-                result, sampled = recogniser.recognise_file_frames(path)
-                written += write_annotated(annotate_dir, path.stem, result, sampled)
-            results.append(result)
+        for finished in batch.results():  # in the order they finish
+            done[finished.index] = finished.result
+            written += finished.annotated
             if json_lines:
-                print_json_lines([result])
-            bar.advance(task)
+                print_json_lines([finished.result])
+            bar.advance(task, 1)
+            bar.update(task, description=f"recognised {files[finished.index].name}")
+    results = [done[i] for i in sorted(done)]
     if not json_lines:
         out.print(results_table(results))
         print_errors(results)
     if annotate_dir is not None:
         err.print(f"{plural(len(written), 'annotated frame')} in {annotate_dir}", highlight=False, soft_wrap=True)
     return sum(r.status == ERROR for r in results)
-
-
-def write_annotated(directory: Path, stem: str, result: Result, frames: list[Frame]) -> list[Path]:
-    """``<stem>_f<frame>.jpg`` for every frame with faces, boxes and names drawn on it."""
-    from lambdas.core.annotate import annotate_frame, faces_in_frame, jpeg_bytes
-
-    paths = []
-    for frame in frames:
-        if not faces_in_frame(result.faces, frame.index):
-            continue
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{stem}_f{frame.index}.jpg"
-        path.write_bytes(jpeg_bytes(annotate_frame(frame.image, result.faces, frame.index)))
-        paths.append(path)
-    return paths
 
 
 def run_identify_timeline(

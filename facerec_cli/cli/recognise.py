@@ -74,13 +74,17 @@ def identify(
         typer.Option("--timeline", help="Who is on screen when: a frame every 1/--fps seconds (default 2 fps), in one pass; "
                      "each person's time ranges, strangers grouped as unknown-1, unknown-2... With --annotate, each person's best view."),
     ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=0, max=64, help="Files recognised at once, each in a process of its own (0: one per core; 1: in this process). "
+                          "Results are printed as they finish.")
+    ] = 0,
 ) -> None:
     """Recognise faces in files directly, without any bucket. Exits 1 if any file ended in error."""
     from facerec_cli.cli.identify import run_identify
 
     failed = run_identify(
         files, gallery, json_lines=json_lines, frames=frames, fps=fps, threshold=threshold, weights=weights, device=device.value,
-        annotate_dir=annotate, all_frames=all_frames, timeline=timeline,
+        annotate_dir=annotate, all_frames=all_frames, timeline=timeline, workers=workers,
     )
     if failed:
         raise typer.Exit(1)

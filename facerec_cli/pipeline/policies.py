@@ -88,8 +88,9 @@ def recognition_policy(settings: Settings, *, partition: str, account: str, fail
             *_result_statements(settings, s3, write_all_details=True),
             _logs_statement(partition, settings.region, account, n.log_group(n.recognition_function)),
             _report_failures(failure_arn),
-            # Timelines (FACEREC_TIMELINE on video-splitting; lambdas/segments.py): each segment reads the
-            # upload to decode its range, and stores its part and the merge claim beside the frames.
+            # The upload: the samples after frame 0 are decoded from it when frame 0 does not settle the answer;
+            # and timelines (FACEREC_TIMELINE on video-splitting; lambdas/segments.py): each segment decodes
+            # its range from it, and stores its part and the merge claim beside the frames.
             {"Sid": "ReadUploadsForTimelines", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{s3}{n.input_bucket}/*"},
             {"Sid": "WriteTimelineSegments", "Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{s3}{n.stage1_bucket}/.facerec/segments/*"},
         ],

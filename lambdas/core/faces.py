@@ -47,22 +47,24 @@ class FaceDetector:
         self.detect_size = detect_size
         self.min_prob = min_prob
 
-    def _scale(self, image: Image.Image) -> float:
-        long_side = max(image.size)
-        return min(1.0, self.detect_size / long_side) if self.detect_size else 1.0
+    def scale(self, image: Image.Image, size: int | None = None) -> float:
+        """The factor ``image`` is detected at: its long side brought down to ``size`` (default the
+        detector's ``detect_size``; 0: full resolution)."""
+        size = self.detect_size if size is None else size
+        return min(1.0, size / max(image.size)) if size else 1.0
 
-    def detect(self, images: list[Image.Image]) -> list[list[Detection]]:
-        """Faces per image, largest first."""
+    def detect(self, images: list[Image.Image], size: int | None = None) -> list[list[Detection]]:
+        """Faces per image, largest first; ``size``: the long side to detect at instead of ``detect_size``."""
         results: list[list[Detection]] = [[] for _ in images]
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
             by_size.setdefault(img.size, []).append(i)
-        for size, indices in by_size.items():
-            scale = self._scale(images[indices[0]])
-            small_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+        for size_px, indices in by_size.items():
+            scale = self.scale(images[indices[0]], size)
+            small_size = (max(1, round(size_px[0] * scale)), max(1, round(size_px[1] * scale)))
             batch = [np.asarray(images[i] if scale == 1.0 else images[i].resize(small_size, Image.BILINEAR)) for i in indices]
             for i, found in zip(indices, mtcnn.detect(self.nets, batch)):
-                results[i] = self._detections(found, scale, size)
+                results[i] = self._detections(found, scale, size_px)
         return results
 
     def _detections(self, found: np.ndarray, scale: float, size: tuple[int, int]) -> list[Detection]:

@@ -7,7 +7,7 @@ all faces of a video are embedded in one batch. numpy, Pillow and onnxruntime on
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,11 +95,14 @@ class FaceEncoder:
             plain[redo] = normalise(plain[redo] + self._run([crops[i] for i in redo], mirrored=True))
         return plain
 
-    def encode(self, frames: list[Frame], watch: Stopwatch | None = None, settled: Settled | None = None) -> list[EncodedFace]:
-        """Every face of every frame, embedded (``settled``: see :meth:`embed`)."""
+    def encode(
+        self, frames: list[Frame], watch: Stopwatch | None = None, settled: Settled | None = None, size: int | None = None
+    ) -> list[EncodedFace]:
+        """Every face of every frame, embedded (``settled``: see :meth:`embed`); ``size``: the long side
+        to detect at (default the detector's)."""
         watch = watch or Stopwatch()
         started = time.perf_counter()
-        detections = self.detector.detect([f.image for f in frames])
+        detections = self.detector.detect([f.image for f in frames], size)
         watch.add("detect", started)
         return self.embed_detections([(f, d) for f, dets in zip(frames, detections) for d in dets], watch, settled)
 
@@ -113,8 +116,13 @@ class FaceEncoder:
         return [EncodedFace(f, d, e, quality_issue(f.image, d)) for (f, d), e in zip(pairs, embeddings)]
 
 
-# A first frame whose faces are all named at least this far inside the threshold settles the answer.
-CONFIDENT_MARGIN = 0.15
+# The coarse detection pass (long side in pixels): a face found there whose answer is settled needs no
+# full-resolution pass. On course clips MTCNN costs 31-44 ms at 320 px against 84-106 ms at 640 px, with
+# the same faces; a frame with no face or an unsettled one is detected again at full resolution.
+COARSE_DETECT_SIZE = 320
+
+# Loads frame i of a video on demand; None past the last frame there is.
+FrameLoader = Callable[[int], "Frame | None"]
 
 
 @dataclass
@@ -123,7 +131,10 @@ class SamplingOptions:
     fps: float | None = None
     max_seconds: float | None = None
     timeout: float = 60.0
-    early_exit: bool = True  # stop after the first frame when it settles the answer
+    # Stop as soon as the faces seen so far are settled (frame 0 first, one frame at a time), detect
+    # coarse to fine and skip the mirror image of a settled face. False: every sampled frame, full work.
+    early_exit: bool = True
+    coarse_size: int = COARSE_DETECT_SIZE  # 0: no coarse pass
 
 
 class Recogniser:
@@ -149,48 +160,55 @@ class Recogniser:
     def recognise_frames(self, video: str, frames: list[Frame], watch: Stopwatch | None = None) -> Result:
         return self.recognise_lazily(video, len(frames), frames.__getitem__, watch)[0]
 
-    def recognise_lazily(
-        self, video: str, count: int, load: Callable[[int], Frame], watch: Stopwatch | None = None
-    ) -> tuple[Result, list[Frame]]:
-        """Recognise up to ``count`` frames, loading each only when needed.
+    def recognise_lazily(self, video: str, count: int, load: FrameLoader, watch: Stopwatch | None = None) -> tuple[Result, list[Frame]]:
+        """Recognise up to ``count`` frames, loading (decoding, fetching) each only when needed.
 
-        The first frame is looked at alone. If every face in it is named with room to spare
-        (``confident``), the answer is settled and the other frames are never loaded, detected or
-        embedded; otherwise they are processed in one batch. Returns the result and the frames used."""
+        With early exit, frames are looked at one at a time from frame 0, and the rest are never loaded
+        once every face seen so far is settled (:meth:`settled`); without it, all in one batch.
+        Returns the result and the frames used."""
         watch = watch or Stopwatch()
         faces: list[Face] = []
         used: list[Frame] = []
-        batches = [[0], list(range(1, count))] if self.sampling.early_exit else [list(range(count))]
-        for batch in batches:
-            if not batch:
-                continue
-            started = time.perf_counter()
-            frames = [load(i) for i in batch]
-            watch.add("decode", started)
-            used += frames
-            faces += self._faces(frames, watch)
-            if batch == [0] and self.confident(faces):
-                break
+        if not self.sampling.early_exit:
+            used = self._load(range(count), load, watch)
+            faces = self._faces(used, watch)[0] if used else []
+        else:
+            settled: list[bool] = []
+            for i in range(count):
+                frame = self._load([i], load, watch)
+                if not frame:
+                    break
+                used += frame
+                found, flags = self._frame_faces(frame[0], watch)
+                faces, settled = faces + found, settled + flags
+                if faces and all(settled):
+                    break
         status, name = main_identity(faces)
         result = Result(video=video, status=status, name=name, faces=faces, model=self.gallery.weights, frames=len(used), timings_ms=watch.ms)
         return result, used
 
-    def confident(self, faces: list[Face]) -> bool:
-        """Every face found is named, and well inside the threshold."""
-        limit = self.gallery.rule(self.threshold).threshold - CONFIDENT_MARGIN
-        return bool(faces) and all(f.name != UNKNOWN and f.distance <= limit for f in faces)
+    @staticmethod
+    def _load(indices: Iterable[int], load: FrameLoader, watch: Stopwatch) -> list[Frame]:
+        """The frames at ``indices`` up to the first missing one (the end of the video)."""
+        started = time.perf_counter()
+        frames = []
+        for i in indices:
+            frame = load(i)
+            if frame is None:
+                break
+            frames.append(frame)
+        watch.add("decode", started)
+        return frames
 
-    def _settled(self, plain: np.ndarray) -> list[bool]:
-        """A face named well inside the rule (CONFIDENT_MARGIN inside the threshold, and as much beyond
-        the margin) by its plain embedding keeps it: the mirror average moves a distance by at most 0.037
-        on 5celeb val and Friends (33 faces), a quarter of the room, so it could not change the name.
-        Others get the mirror."""
+    def settled(self, matches: list[Match]) -> list[bool]:
+        """Which faces' answers are final: named, and settled by the open-set rule (OpenSetRule.settled)."""
         rule = self.gallery.rule(self.threshold)
-        return [
-            m.name != UNKNOWN and m.distance <= rule.threshold - CONFIDENT_MARGIN
-            and (m.next_mean is None or m.next_mean - m.distance >= rule.margin + CONFIDENT_MARGIN)
-            for m in self.gallery.match(plain, self.threshold)
-        ]
+        return [m.name != UNKNOWN and rule.settled(m.distance, m.next_mean, m.second) for m in matches]
+
+    def _settled_embeddings(self, plain: np.ndarray) -> list[bool]:
+        """Faces whose plain embedding already settles them keep it (the mirror image cannot change a
+        settled name, see openset.SETTLED_MARGIN); the others get the mirror."""
+        return self.settled(self.gallery.match(plain, self.threshold))
 
     def match(self, encoded: list[EncodedFace]) -> list[Match]:
         """The gallery's answer for each face; a face whose quality is not to be trusted is unknown, with
@@ -203,16 +221,36 @@ class Recogniser:
                 m.name, m.reason = UNKNOWN, e.quality
         return matches
 
-    def _faces(self, frames: list[Frame], watch: Stopwatch) -> list[Face]:
-        encoded = self.encoder.encode(frames, watch, settled=self._settled if self.sampling.early_exit else None)
+    def _frame_faces(self, frame: Frame, watch: Stopwatch) -> tuple[list[Face], list[bool]]:
+        """One frame's faces, coarse to fine: a pass at ``coarse_size`` first, kept when it finds faces
+        and all are settled; otherwise the full-resolution pass decides."""
+        coarse, detector = self.sampling.coarse_size, self.encoder.detector
+        if coarse and detector.scale(frame.image, coarse) < detector.scale(frame.image):
+            # No mirror images here: a face its plain embedding settles keeps that anyway, and any other
+            # face sends the frame to the full pass, which embeds it again.
+            faces, settled = self._faces([frame], watch, coarse, mirror=False)
+            if faces and all(settled):
+                return faces, settled
+        return self._faces([frame], watch)
+
+    def _faces(self, frames: list[Frame], watch: Stopwatch, size: int | None = None, mirror: bool = True) -> tuple[list[Face], list[bool]]:
+        """The faces of ``frames`` detected at ``size`` (default the detector's), and which are settled.
+        ``mirror=False``: plain embeddings only."""
+        if not mirror:
+            skip: Settled | None = lambda plain: [True] * len(plain)  # noqa: E731
+        else:
+            skip = self._settled_embeddings if self.sampling.early_exit else None
+        encoded = self.encoder.encode(frames, watch, settled=skip, size=size)
         started = time.perf_counter()
+        matches = self.match(encoded)
         faces = [
             Face(frame=e.frame.index, t=e.frame.t, box=list(e.detection.box), prob=e.detection.prob, name=m.name,
                  distance=m.distance, reason=m.reason, embedding=pack_embedding(e.embedding))
-            for e, m in zip(encoded, self.match(encoded))
+            for e, m in zip(encoded, matches)
         ]  # fmt: skip
+        settled = self.settled(matches)
         watch.add("match", started)
-        return faces
+        return faces, settled
 
     def recognise_file(self, path: Path, video: str | None = None) -> Result:
         """A video or image file; a bad input becomes an ``error`` result, never an exception."""
@@ -223,11 +261,20 @@ class Recogniser:
         name = video or path.name
         watch = Stopwatch()
         try:
-            started = time.perf_counter()
+            if media.is_image(path):
+                started = time.perf_counter()
+                image = [Frame(0, 0.0, media.load_image(path))]
+                watch.add("decode", started)
+                return self.recognise_lazily(name, 1, image.__getitem__, watch)
             s = self.sampling
-            frames, _ = media.read_frames(path, count=s.frames, fps=s.fps, max_seconds=s.max_seconds, timeout=s.timeout)
-            watch.add("decode", started)
-            return self.recognise_frames(name, frames, watch), frames
+            started = time.perf_counter()
+            # Decoded lazily: a sample is decoded only when recognition asks for it (video packets only).
+            with media.open_video(path, timeout=s.timeout) as opened:
+                media.check_duration(path, opened.duration, s.max_seconds)
+                times = media.sample_times(opened.duration, s.frames, s.fps)
+                decoded = opened.frames(times)
+                watch.add("decode", started)
+                return self.recognise_lazily(name, len(times), lambda _: next(decoded, None), watch)
         except InputError as exc:
             return error_result(name, str(exc), **watch.ms), []
 
@@ -244,12 +291,16 @@ class Recogniser:
     ) -> tuple[Result, list[Frame]]:
         """Frames that ``fetch(i)`` puts on disk on demand (the recognition Lambda downloads stage-1
         JPEGs in it), so an early exit saves the fetches too. A bad frame gives an ``error`` result."""
-        watch = watch or Stopwatch()
 
         def load(i: int) -> Frame:
-            t, path = fetch(i)
+            t, path = fetch(i)  # i < count: recognise_lazily asks for no more
             return Frame(i, t, media.load_image(path))
 
+        return self.recognise_loaded(video, count, load, watch)
+
+    def recognise_loaded(self, video: str, count: int, load: FrameLoader, watch: Stopwatch | None = None) -> tuple[Result, list[Frame]]:
+        """:meth:`recognise_lazily`, with a frame that cannot be read (InputError) giving an ``error`` result."""
+        watch = watch or Stopwatch()
         try:
             return self.recognise_lazily(video, count, load, watch)
         except InputError as exc:

@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+from facerec_cli import lifeline
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys, redirect_output
 from facerec_cli.pipeline.local.functions import (
     Handler,
@@ -52,10 +53,13 @@ def _worker_main(
     env: dict[str, str],
     sys_path: list[str],
     log_path: str | None,
+    parent: int | None = None,
 ) -> None:
     """Entry point of a spawned worker. Protocol: the worker first sends ("ready", None) or
     ("init_error", Outcome); then for each (request_id, event_text) it receives it sends an Outcome;
-    None or a closed pipe (the parent is gone) ends it."""
+    None or a closed pipe (the parent is gone) ends it, and so does the parent's end while it works."""
+    if parent is not None:  # however run-local ends, SIGKILL included: no worker outlives it
+        lifeline.follow(parent)
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Keep the CLI's stdout clean (`--json` prints only results there): handler output, including that
@@ -118,7 +122,7 @@ class WorkerProcess:
         parent_end, child_end = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child_end, self.spec, self._env, list(sys.path), self._log_path),
+            args=(child_end, self.spec, self._env, list(sys.path), self._log_path, os.getpid()),
             name=f"facerec-worker-{self.spec.name}",
             # daemon: multiprocessing terminates it at interpreter exit even if close() never ran.
             daemon=True,

@@ -1,0 +1,118 @@
+"""Recognition that stops when it knows (issue #29): one "settled" rule, lazy decoding, coarse-to-fine
+detection, on the real test photos and videos."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from lambdas.core import media
+from lambdas.core.gallery import Match
+from lambdas.core.openset import SECOND_GAP, SETTLED_MARGIN, OpenSetRule
+from lambdas.core.recognise import Recogniser, SamplingOptions
+from lambdas.core.results import UNKNOWN
+
+
+def _inputs(data: Path) -> list[Path]:
+    return [*sorted((data / "5celeb" / "val").glob("*/*")), data / "multiface" / "friends_cast_6faces.jpg",
+            *sorted((data / "noface").iterdir()), *sorted((data / "videos").glob("*.mp4"))]  # fmt: skip
+
+
+def _answer(recogniser: Recogniser, path: Path) -> tuple[str, str, list[str]]:
+    r = recogniser.recognise_file(path)
+    return r.status, r.name, sorted(set(r.names))
+
+
+def test_settled_is_the_rule_with_room_to_spare():
+    rule = OpenSetRule(threshold=1.0, margin=0.1)
+    room = SETTLED_MARGIN
+    assert rule.settled(1.0 - room, None, None)
+    assert not rule.settled(1.0 - room + 0.01, None, None)  # accepted by the rule, but too near its threshold
+    assert rule.reason(1.0 - room + 0.01, None, None) is None
+    assert rule.settled(0.5, 0.5 + 0.1 + room, 0.5 + SECOND_GAP + room)
+    assert not rule.settled(0.5, 0.5 + 0.1 + room - 0.01, None)  # too near the margin
+    assert not rule.settled(0.5, None, 0.5 + SECOND_GAP + room - 0.01)  # a look-alike too near
+
+
+def test_a_face_is_settled_only_when_named(celeb_gallery, encoder, data):
+    recogniser = Recogniser(celeb_gallery[1], encoder)
+    named = Match("madonna", 0.5, "madonna", 1.3, 1.35)
+    assert recogniser.settled([named, Match(UNKNOWN, 0.5, "madonna", 1.3, 1.35, "profile")]) == [True, False]
+
+
+def test_coarse_to_fine_gives_the_full_resolution_answers_on_every_test_input(data, celeb_gallery, hamilton_gallery, encoder):
+    """The coarse pass (320 px) with early exit answers as the full-resolution pass on every sampled frame
+    does: 5celeb val, the Friends photo, the no-face images, the crowd and the Hamilton clip."""
+    for gallery in (celeb_gallery[1], hamilton_gallery[1]):
+        fast = Recogniser(gallery, encoder)
+        full = Recogniser(gallery, encoder, sampling=SamplingOptions(early_exit=False, coarse_size=0))
+        for path in _inputs(data):
+            assert _answer(fast, path) == _answer(full, path), (gallery.people, path.name)
+    hamilton = Recogniser(hamilton_gallery[1], encoder).recognise_file(data / "videos" / "hamilton_miranda_lacamoire_10s.mp4")
+    assert set(hamilton.names) == {"lin_manuel_miranda", "alex_lacamoire"}
+
+
+def test_the_coarse_pass_alone_answers_a_settled_frame(data, celeb_gallery, encoder, tmp_path):
+    """An enrolled face filling a 1280x720 frame: found and settled at 320 px, no full-resolution pass
+    (the detector is asked for the coarse size only), and no mirror-image embedding."""
+    from PIL import Image
+
+    from lambdas.core.media import Frame
+
+    photo = media.load_image(sorted((data / "5celeb" / "train" / "madonna").iterdir())[0])
+    frame = Image.new("RGB", (1280, 720), (40, 40, 40))
+    photo.thumbnail((700, 700))
+    frame.paste(photo, (300, 10))
+    recogniser = Recogniser(celeb_gallery[1], encoder)
+    sizes: list[int | None] = []
+    embedded: list[int] = []
+    detect, run = encoder.detector.detect, encoder._run
+
+    def spy_detect(images, size=None):  # a spy: records the pass and runs the real detector
+        sizes.append(size)
+        return detect(images, size)
+
+    def spy_run(crops, mirrored):
+        embedded.append(len(crops) * (-1 if mirrored else 1))
+        return run(crops, mirrored)
+
+    encoder.detector.detect, encoder._run = spy_detect, spy_run
+    try:
+        result = recogniser.recognise_frames("still", [Frame(0, 0.0, frame)])
+    finally:
+        del encoder.detector.detect, encoder._run
+    assert (result.name, sizes, embedded) == ("madonna", [320], [1])
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many sampled frames each opened video decoded (a spy around the real Video.frames)."""
+    counts: list[int] = []
+    frames = media.Video.frames
+
+    def counting(self: media.Video, times: Sequence[float]) -> Iterator[media.Frame]:
+        counts.append(0)
+        for frame in frames(self, times):
+            counts[-1] += 1
+            yield frame
+
+    monkeypatch.setattr(media.Video, "frames", counting)
+    return counts
+
+
+def test_a_settled_first_frame_decodes_nothing_more(data, celeb_gallery, encoder, tmp_path, decoded):
+    from facerec_cli.samples import still_video
+
+    video = still_video(sorted((data / "5celeb" / "train" / "jerry_seinfeld").iterdir())[0], tmp_path / "jerry.mp4", seconds=3)
+    result = Recogniser(celeb_gallery[1], encoder, sampling=SamplingOptions(frames=5)).recognise_file(video)
+    assert (result.name, result.frames, decoded) == ("jerry_seinfeld", 1, [1])
+    everything = Recogniser(celeb_gallery[1], encoder, sampling=SamplingOptions(frames=5, early_exit=False)).recognise_file(video)
+    assert (everything.name, everything.frames, decoded) == ("jerry_seinfeld", 5, [1, 5])
+
+
+def test_unsettled_frames_decode_further_samples(data, celeb_gallery, encoder, decoded):
+    """The crowd (strangers: never settled) needs every sample; so does an unknown answer."""
+    result = Recogniser(celeb_gallery[1], encoder, sampling=SamplingOptions(frames=4)).recognise_file(data / "videos" / "crowd_unlabeled_4s.mp4")
+    assert (result.name, result.frames, decoded) == (UNKNOWN, 4, [4])

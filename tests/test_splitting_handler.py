@@ -82,9 +82,9 @@ def test_a_crash_between_the_frames_and_the_invoke_is_retried_not_skipped(cloud:
     # Now it is done: a third delivery is a duplicate, and nothing is invoked again.
     assert video_splitting.handler(event, Context(120)) == {"videos": {"clip.mp4": "duplicate"}}
     assert len(cloud["invocations"]) == 1
-    # Its done marker is in the details bucket: stage-1 holds the frames alone, the output bucket nothing.
+    # Its done marker is in the details bucket: stage-1 holds frame 0 alone, the output bucket nothing.
     assert s3.head_object(Bucket=cloud["details"], Key=stage1.marker_key("clip"))
-    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=cloud["stage1"])["Contents"]) == ["clip.jpg", "clip/001.jpg", "clip/002.jpg"]
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=cloud["stage1"])["Contents"]) == ["clip.jpg"]
     assert s3.list_objects_v2(Bucket=cloud["output"])["KeyCount"] == 0
 
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("FACEREC_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos  # noqa: E402
-from facerec_cli.pipeline.local.functions import Allowlist  # noqa: E402
+from facerec_cli.localcloud.runtime.functions import Allowlist  # noqa: E402
 
 HANDLERS = {"splitting": "benchmarks.fault_handlers.splitting", "recognition": "benchmarks.fault_handlers.recognition"}
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from facerec_cli.localcloud.server import LocalCloud
-from facerec_cli.pipeline.local import check_seam
-from facerec_cli.pipeline.local.functions import Allowlist
+from facerec_cli.localcloud.runtime import check_seam
+from facerec_cli.localcloud.runtime.functions import Allowlist
 
 # The runtime's own tests run the tiny handlers of tests/runtime_handlers.py, with a variable of theirs.
 TEST_HANDLERS = Allowlist.pipeline().widened(
@@ -430,7 +430,7 @@ def test_the_cli_registers_every_command_without_loading_aws_or_the_deploy_engin
 
 def test_the_runtime_runs_only_the_pipelines_handlers_and_variables() -> None:
     from facerec_cli.pipeline.stack import FAILURE_COMMAND, RECOGNITION_COMMAND, SPLITTING_COMMAND
-    from facerec_cli.pipeline.local.functions import PIPELINE_HANDLERS, LocalFunction
+    from facerec_cli.localcloud.runtime.functions import PIPELINE_HANDLERS, LocalFunction
 
     assert PIPELINE_HANDLERS == {SPLITTING_COMMAND, RECOGNITION_COMMAND, FAILURE_COMMAND}  # what bootstrap deploys
     allow = Allowlist.pipeline()

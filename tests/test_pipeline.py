@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos
-from facerec_cli.pipeline.local.functions import Allowlist
+from facerec_cli.localcloud.runtime.functions import Allowlist
 from facerec_cli.cli.app import app
 from facerec_cli.samples import still_video
 from lambdas.core.enroll import build_gallery

@@ -5,7 +5,7 @@ per process at a time. Its state starts empty and is wiped on exit. Both local s
 ``facerec run-local`` (the pipeline: its Lambda invocations go to a dispatcher) and ``facerec iaas
 run-local`` (queues and buckets only).
 
-It imports the pipeline's local runtime (:mod:`facerec_cli.pipeline.local.dispatch`, ``.seam``,
+It imports the pipeline's local runtime (:mod:`facerec_cli.localcloud.runtime.dispatch`, ``.seam``,
 ``.functions``) on purpose: running Lambda invocations is what this cloud adds to a bare moto server,
 its constructor's arguments are the dispatcher's, and the seam must be patched between the server's
 start and the first request. Injecting a dispatcher factory instead would only move those arguments
@@ -36,9 +36,9 @@ from facerec_cli.errors import UserError
 from facerec_cli.localcloud import s3_conditional
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys
 from facerec_cli.localcloud.moto_fixes import admin_credentials, check_iam_seam, enforced
-from facerec_cli.pipeline.local.dispatch import Dispatcher, FailureHook, RunnerFactory
-from facerec_cli.pipeline.local.functions import Allowlist, LocalFunction
-from facerec_cli.pipeline.local.seam import check_seam, install_seam
+from facerec_cli.localcloud.runtime.dispatch import Dispatcher, FailureHook, RunnerFactory
+from facerec_cli.localcloud.runtime.functions import Allowlist, LocalFunction
+from facerec_cli.localcloud.runtime.seam import check_seam, install_seam
 
 DEFAULT_REGION = "us-east-1"
 # Fake credentials: moto accepts any, and these can never be mistaken for a real account's.

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from facerec_cli.errors import UserError
-from facerec_cli.pipeline.local.functions import LocalFunction, Outcome, error_outcome, pipeline_variables
+from facerec_cli.localcloud.runtime.functions import LocalFunction, Outcome, error_outcome, pipeline_variables
 
 log = logging.getLogger(__name__)
 

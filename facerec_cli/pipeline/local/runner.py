@@ -38,7 +38,7 @@ from facerec_cli.pipeline.stack import DeployOptions
 from facerec_cli.errors import UserError
 from facerec_cli.pipeline.observe.results import fetch_result, list_result_keys
 from facerec_cli.localcloud.server import LocalCloud
-from facerec_cli.pipeline.local.functions import Allowlist
+from facerec_cli.localcloud.runtime.functions import Allowlist
 
 LOCAL_PREFIX = "facerec-local"
 RUNTIMES = ("workers", "containers")

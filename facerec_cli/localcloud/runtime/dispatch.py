@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from facerec_cli.pipeline.local.functions import Allowlist, LocalFunction, Outcome, Runner, error_outcome
-from facerec_cli.pipeline.local.workers import InProcessRunner, WorkerProcess
+from facerec_cli.localcloud.runtime.functions import Allowlist, LocalFunction, Outcome, Runner, error_outcome
+from facerec_cli.localcloud.runtime.workers import InProcessRunner, WorkerProcess
 
 log = logging.getLogger(__name__)
 

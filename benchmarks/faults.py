@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("FACEREC_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos  # noqa: E402
-from facerec_cli.pipeline.local.functions import Allowlist  # noqa: E402
+from facerec_cli.pipeline.local.handlers import pipeline_allowlist  # noqa: E402
 
 HANDLERS = {"splitting": "benchmarks.fault_handlers.splitting", "recognition": "benchmarks.fault_handlers.recognition"}
 
@@ -87,7 +87,7 @@ def main() -> int:
     subprocess.run([shutil.which("facerec") or "facerec", "enroll", str(DATA / "5celeb" / "train"), "-o", str(gallery)],
                    check=True, capture_output=True)
     jobs, _ = collect_videos([clips])
-    allow = Allowlist.pipeline().widened(handlers=HANDLERS.values(), variables=["FAULT_DIR", "FAULT_PROBABILITY"])
+    allow = pipeline_allowlist().widened(handlers=HANDLERS.values(), variables=["FAULT_DIR", "FAULT_PROBABILITY"])
     log = tmp / "functions.log"
     kills: list[str] = []
     redelivered = {"events": 0}

@@ -26,7 +26,7 @@ the real images and the real runtime:
 * video-splitting gets moto's own S3 ObjectCreated events for real uploads of that course video (a new
   key each time, so no invocation is a duplicate); its Invoke of face-recognition reaches moto's Lambda
   and is accepted there without running anything (moto cannot run Image functions; that seam is the
-  one facerec_cli/pipeline/local/dispatch.py patches), as an asynchronous Invoke returns at once on AWS.
+  one facerec_cli/localcloud/runtime/dispatch.py patches), as an asynchronous Invoke returns at once on AWS.
 
 Per (function, memory size): cold start (container start to the first response: the emulator, the
 runtime's init, for face-recognition the models loading at import and the gallery on first use, and the
@@ -322,7 +322,7 @@ class Cloud:
         from facerec_cli.infra.executor import NullReporter, apply_plan
         from facerec_cli.pipeline.deployer import plan_deploy
         from facerec_cli.pipeline.stack import DeployOptions
-        from facerec_cli.pipeline.local.seam import check_seam
+        from facerec_cli.localcloud.runtime.seam import check_seam
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

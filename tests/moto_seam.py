@@ -11,7 +11,7 @@ import pytest
 
 
 class Recorder:
-    """Stands in for moto's Lambda at its invocation seam (the method facerec_cli/pipeline/local/dispatch.py
+    """Stands in for moto's Lambda at its invocation seam (the method facerec_cli/localcloud/runtime/dispatch.py
     patches): records each invocation and answers like an accepted asynchronous one.
 
     Why not let moto invoke: moto cannot run Image functions (the functions bootstrap creates), and a
@@ -25,7 +25,7 @@ class Recorder:
         self.play = play  # (function, event): what the function would do, if the test needs it done
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from facerec_cli.pipeline.local.seam import check_seam
+        from facerec_cli.localcloud.runtime.seam import check_seam
 
         cls = check_seam()  # fails loudly if a moto upgrade moved the seam
         recorder = self

@@ -111,8 +111,8 @@ def test_run_local_workers_end_with_their_parent_even_when_they_ignore_sigterm(t
     script = textwrap.dedent(
         """
         import sys, threading, time
-        from facerec_cli.pipeline.local.functions import LocalFunction
-        from facerec_cli.pipeline.local.workers import WorkerProcess
+        from facerec_cli.localcloud.runtime.functions import LocalFunction
+        from facerec_cli.localcloud.runtime.workers import WorkerProcess
         worker = WorkerProcess(LocalFunction("stubborn", "arn:aws:lambda:us-east-1:000000000000:function:stubborn",
                                              "tests.runtime_handlers.stubborn", timeout_s=900), {})
         threading.Thread(target=worker.run, args=(worker.spec, "r1", "{}"), daemon=True).start()

@@ -51,7 +51,7 @@ from facerec_cli.pipeline.stack import DeployOptions
 from facerec_cli.errors import UserError
 from facerec_cli.pipeline import image_context, images, registry
 from facerec_cli.pipeline.local.containers import container_environ, invocation_outcome
-from facerec_cli.pipeline.local.functions import LocalFunction
+from facerec_cli.localcloud.runtime.functions import LocalFunction
 from lambdas.events import FrameRef, RecognitionRequest
 from tests.moto_seam import Recorder
 from tests.docker_env import (

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from facerec_cli.localcloud.server import LocalCloud
-from facerec_cli.pipeline.local import check_seam
-from facerec_cli.pipeline.local.functions import Allowlist
+from facerec_cli.localcloud.runtime import check_seam
+from facerec_cli.pipeline.local.handlers import pipeline_allowlist
 
 # The runtime's own tests run the tiny handlers of tests/runtime_handlers.py, with a variable of theirs.
-TEST_HANDLERS = Allowlist.pipeline().widened(
+TEST_HANDLERS = pipeline_allowlist().widened(
     handlers=[f"tests.runtime_handlers.{name}" for name in ("echo_to_s3", "fail_once", "die_once", "always_fail", "slow_echo", "gated_echo")],
     variables=["SETTING"],
 )
@@ -430,10 +430,11 @@ def test_the_cli_registers_every_command_without_loading_aws_or_the_deploy_engin
 
 def test_the_runtime_runs_only_the_pipelines_handlers_and_variables() -> None:
     from facerec_cli.pipeline.stack import FAILURE_COMMAND, RECOGNITION_COMMAND, SPLITTING_COMMAND
-    from facerec_cli.pipeline.local.functions import PIPELINE_HANDLERS, LocalFunction
+    from facerec_cli.localcloud.runtime.functions import LocalFunction
+    from facerec_cli.pipeline.local.handlers import PIPELINE_HANDLERS
 
     assert PIPELINE_HANDLERS == {SPLITTING_COMMAND, RECOGNITION_COMMAND, FAILURE_COMMAND}  # what bootstrap deploys
-    allow = Allowlist.pipeline()
+    allow = pipeline_allowlist()
     arn = "arn:aws:lambda:us-east-1:123456789012:function:face-recognition"
     good = LocalFunction("face-recognition", arn, RECOGNITION_COMMAND, {"OUTPUT_BUCKET": "o", "FACEREC_GALLERY": "s3://o/g", "FACEREC_THREADS": "1"})
     assert allow.refusal(good) is None
@@ -492,8 +493,22 @@ def test_a_function_changed_to_another_handler_or_variable_is_refused(tmp_path: 
     assert log.stat().st_mode & 0o777 == 0o600  # the workers created it private
 
 
-def test_the_default_allowlist_refuses_anything_but_the_pipeline() -> None:
+def test_the_runtimes_default_allowlist_runs_nothing() -> None:
+    # The runtime knows nothing of the pipeline: a cloud not handed an allowlist refuses even its handlers.
     with LocalCloud(workers=0) as cloud:
+        env = Env(cloud, [])
+        env.lam.create_function(
+            FunctionName="splitter", PackageType="Image", Code={"ImageUri": IMAGE}, Role=env.role,
+            ImageConfig={"Command": ["lambdas.video_splitting.handler"]}, Environment={"Variables": {"OUTPUT_BUCKET": OUTPUT}},
+        )  # fmt: skip
+        error = json.loads(env.lam.invoke(FunctionName="splitter", Payload=json.dumps({"key": "k"}))["Payload"].read())
+        assert error["errorType"] == "Runtime.ConfigurationRefused", error
+        assert "names the handler 'lambdas.video_splitting.handler', and the local runtime was started to run no handler" in error["errorMessage"]
+        assert env.outputs() == {}
+
+
+def test_the_pipelines_allowlist_refuses_anything_but_the_pipeline() -> None:
+    with LocalCloud(workers=0, allow=pipeline_allowlist()) as cloud:
         env = Env(cloud, [])
         env.function("echo", "echo_to_s3")
         error = json.loads(env.lam.invoke(FunctionName="echo", Payload=json.dumps({"key": "k"}))["Payload"].read())

@@ -12,14 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos
-from facerec_cli.pipeline.local.functions import Allowlist
+from facerec_cli.pipeline.local.handlers import pipeline_allowlist
 from facerec_cli.cli.app import app
 from facerec_cli.samples import still_video
 from lambdas.core.enroll import build_gallery
 
 PEOPLE = ["ben_afflek", "elton_john", "jerry_seinfeld", "madonna", "mindy_kaling"]
 # The fault tests swap in handlers that wrap the real one (and tell it where to keep their marks).
-FAULTS = Allowlist.pipeline().widened(
+FAULTS = pipeline_allowlist().widened(
     handlers=["tests.pipeline_faults.fail_once", "tests.pipeline_faults.die_once", "tests.runtime_handlers.always_fail"],
     variables=["FAULT_DIR"],
 )

@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos
-from facerec_cli.pipeline.local.functions import Allowlist
+from facerec_cli.pipeline.local.handlers import pipeline_allowlist
 from facerec_cli.cli.app import app
 from facerec_cli.samples import joined_video, repeated_video
 from lambdas import env as fenv
@@ -46,7 +46,7 @@ from .test_watch_report import chromium, deployment, run_chromium, screenshot  #
 runner = CliRunner()
 STEP = 1 / DEFAULT_FPS  # one sampling interval
 TOLERANCE = STEP + 1e-3  # "within one sampling interval"
-FAULTS = Allowlist.pipeline().widened(
+FAULTS = pipeline_allowlist().widened(
     handlers=["tests.timeline_faults.segment_fails_always", "tests.timeline_faults.segment_fails_once"],
     variables=["FAULT_DIR", "FAULT_SEGMENT"],
 )

@@ -21,7 +21,7 @@ from facerec_cli.infra.readers import get_or_none
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, VideoJob, collect_videos, write_outputs
 from facerec_cli.pipeline.observe.dashboard import Dashboard
 from facerec_cli.pipeline.observe.dashboard_view import render
-from facerec_cli.pipeline.observe.refresh import DEFAULT_INTERVAL
+from facerec_cli.refresh import DEFAULT_INTERVAL
 from facerec_cli.pipeline.observe.snapshot import PipelineSnapshot
 from facerec_cli.pipeline.observe.report import write_report
 from facerec_cli.render import STATUS_STYLE, err, out, print_errors, print_json_lines, print_timelines, results_table

@@ -18,8 +18,7 @@ from rich.text import Text
 from facerec_cli.iaas.names import IaasNames
 from facerec_cli.iaas.watch_snapshot import AppInstance, IaasSnapshot, QueueCounts, Source
 from facerec_cli.iaas.watch_sources import AwsSource, WebSource, aws_source, from_health, healthz_url
-
-DEFAULT_INTERVAL = 1.5
+from facerec_cli.refresh import DEFAULT_INTERVAL, refresh_loop
 
 
 # --------------------------------------------------------------------------------------- rendering
@@ -101,10 +100,8 @@ def watch_iaas(
     sleep: Callable[[float], None] | None = None,
     max_refreshes: int | None = None,
 ) -> IaasSnapshot | None:
-    """`facerec watch --iaas`: the loop of `facerec watch` (:func:`facerec_cli.pipeline.observe.refresh.refresh_loop`)
+    """`facerec watch --iaas`: the loop of `facerec watch` (:func:`facerec_cli.refresh.refresh_loop`)
     over ``source``'s snapshots; ``until_idle`` stops at the first idle one."""
-    from facerec_cli.pipeline.observe.refresh import refresh_loop
-
     def draw(snap: IaasSnapshot, height: int | None) -> Group:
         return render(snap) if height is None else render(snap, interval=interval, rows=max(3, height - 14))
 

@@ -41,6 +41,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from facerec_cli.infra.naming import ROLE_POLICY_NAME
+
 __all__ = [
     "TESTED_MOTO",
     "admin_credentials",
@@ -80,7 +82,7 @@ def enforcing() -> bool:
 
 def check_iam_seam() -> None:
     """Raise a RuntimeError naming the moto version if the parts of moto that IAM enforcement relies on
-    moved (as :func:`~facerec_cli.pipeline.local.seam.check_seam` does for the invocation seam)."""
+    moved (as :func:`~facerec_cli.localcloud.runtime.seam.check_seam` does for the invocation seam)."""
     problems: list[str] = []
     try:
         from moto import settings
@@ -304,8 +306,6 @@ def role_credentials(iam: Any, sts: Any, role: str, policy: dict[str, Any], trus
     ``aws_access_key_id``/``aws_secret_access_key``/``aws_session_token`` keyword arguments. Call it
     before :func:`enforced` (the trust policy names an AWS service, which moto cannot play)."""
     import botocore.exceptions
-
-    from facerec_cli.infra.naming import ROLE_POLICY_NAME
 
     try:
         arn = iam.get_role(RoleName=role)["Role"]["Arn"]

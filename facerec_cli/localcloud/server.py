@@ -5,11 +5,11 @@ per process at a time. Its state starts empty and is wiped on exit. Both local s
 ``facerec run-local`` (the pipeline: its Lambda invocations go to a dispatcher) and ``facerec iaas
 run-local`` (queues and buckets only).
 
-It imports the pipeline's local runtime (:mod:`facerec_cli.pipeline.local.dispatch`, ``.seam``,
-``.functions``) on purpose: running Lambda invocations is what this cloud adds to a bare moto server,
-its constructor's arguments are the dispatcher's, and the seam must be patched between the server's
-start and the first request. Injecting a dispatcher factory instead would only move those arguments
-to every caller.
+Its Lambda runtime is :mod:`facerec_cli.localcloud.runtime` (``.dispatch``, ``.seam``, ``.functions``):
+running Lambda invocations is what this cloud adds to a bare moto server, its constructor's arguments
+are the dispatcher's, and the seam must be patched between the server's start and the first request.
+It runs only the handlers its caller allows (``allow``); run-local hands it the pipeline's
+(:mod:`facerec_cli.pipeline.local.handlers`), so this module knows nothing of the pipeline.
 
 With ``enforce_iam=True`` the server checks every request against IAM, as AWS does: the cloud's own
 calls (provisioning, uploads, reading results) are made as an administrator user created at start, and
@@ -36,9 +36,9 @@ from facerec_cli.errors import UserError
 from facerec_cli.localcloud import s3_conditional
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys
 from facerec_cli.localcloud.moto_fixes import admin_credentials, check_iam_seam, enforced
-from facerec_cli.pipeline.local.dispatch import Dispatcher, FailureHook, RunnerFactory
-from facerec_cli.pipeline.local.functions import Allowlist, LocalFunction
-from facerec_cli.pipeline.local.seam import check_seam, install_seam
+from facerec_cli.localcloud.runtime.dispatch import Dispatcher, FailureHook, RunnerFactory
+from facerec_cli.localcloud.runtime.functions import Allowlist, LocalFunction
+from facerec_cli.localcloud.runtime.seam import check_seam, install_seam
 
 DEFAULT_REGION = "us-east-1"
 # Fake credentials: moto accepts any, and these can never be mistaken for a real account's.
@@ -77,8 +77,8 @@ class LocalCloud:
         enforce_iam: bool = False,
         record_metrics: bool = False,
     ) -> None:
-        """``allow``: the handlers and function variables the runtime accepts (default: the pipeline's two
-        handlers and the variables lambdas/env.py names). ``enforce_iam``: check every request against IAM,
+        """``allow``: the handlers and function variables the runtime accepts (default: none, so every
+        invocation is refused; run-local passes the pipeline's). ``enforce_iam``: check every request against IAM,
         handlers with their function role's credentials (needs ``workers >= 1`` or a ``runner_factory``).
         ``record_metrics``: each invocation's Lambda metrics in this cloud's CloudWatch (:mod:`.metrics`)."""
         if enforce_iam and workers == 0 and runner_factory is None:

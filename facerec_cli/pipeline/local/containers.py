@@ -21,7 +21,7 @@ local cloud, its region, its credentials (with IAM enforcement, the function rol
 the function name, timeout and memory that the emulator reads. Its output (the emulator's START/END/REPORT
 lines and the handler's log) goes to the run's log file, each line prefixed with the function name. A
 function whose configuration names another handler or sets other variables is refused by the dispatcher
-(``workers.Allowlist``, the worker processes' allowlist) before any container starts.
+(run-local's allowlist, :mod:`.handlers`) before any container starts.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from facerec_cli.errors import UserError
-from facerec_cli.pipeline.local.functions import LocalFunction, Outcome, error_outcome, pipeline_variables
+from facerec_cli.localcloud.runtime.functions import LocalFunction, Outcome, error_outcome
+from facerec_cli.pipeline.local.handlers import pipeline_variables
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def connect_engine(docker_host: str | None = None, timeout: float = 3600.0) -> A
 
 def function_variables() -> frozenset[str]:
     """The environment variables the handlers read: every name ``lambdas/env.py`` defines, and the
-    models' thread count: the worker runtime's allowlist (``workers.pipeline_variables``). The dispatcher
+    models' thread count: run-local's allowlist (:func:`.handlers.pipeline_variables`). The dispatcher
     refuses a function whose configuration sets anything else before any container starts; this filter
     is the second line."""
     return pipeline_variables()

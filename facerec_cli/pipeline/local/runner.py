@@ -38,7 +38,8 @@ from facerec_cli.pipeline.stack import DeployOptions
 from facerec_cli.errors import UserError
 from facerec_cli.pipeline.observe.results import fetch_result, list_result_keys
 from facerec_cli.localcloud.server import LocalCloud
-from facerec_cli.pipeline.local.functions import Allowlist
+from facerec_cli.localcloud.runtime.functions import Allowlist
+from facerec_cli.pipeline.local.handlers import pipeline_allowlist
 
 LOCAL_PREFIX = "facerec-local"
 RUNTIMES = ("workers", "containers")
@@ -161,9 +162,10 @@ class LocalPipeline:
             build_args_for("recognition", weights=self.weights)  # weights an image can carry, before any engine
             self.containers = ContainerRuntime.connect(options.docker_host, log_path=log_path)  # one red line without an engine
             runner_factory = self.containers.runner
+        allow = options.allow if options.allow is not None else pipeline_allowlist()  # the runtime runs only what it is handed
         self.cloud = LocalCloud(
             workers=options.workers, on_failure=self._on_failure, log_path=log_path, runner_factory=runner_factory,
-            allow=options.allow, enforce_iam=options.iam, port=options.port, record_metrics=options.record_metrics,
+            allow=allow, enforce_iam=options.iam, port=options.port, record_metrics=options.record_metrics,
         )  # fmt: skip
         self.settings: Settings | None = None
         self.clients: Clients | None = None

@@ -1,4 +1,4 @@
-"""`facerec watch` on a pipeline: the dashboard drawn with rich, refreshed by :func:`.refresh.refresh_loop`."""
+"""`facerec watch` on a pipeline: the dashboard drawn with rich, refreshed by :func:`facerec_cli.refresh.refresh_loop`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.text import Text
 
 from facerec_cli.config import Settings
 from facerec_cli.pipeline.observe.dashboard import Dashboard, Section
-from facerec_cli.pipeline.observe.refresh import DEFAULT_INTERVAL, refresh_loop
+from facerec_cli.refresh import DEFAULT_INTERVAL, refresh_loop
 from facerec_cli.pipeline.observe.snapshot import FAILED, FINISHED, IN_FLIGHT, SPLIT, UPLOADED, PipelineSnapshot
 
 

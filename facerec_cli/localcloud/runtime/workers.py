@@ -24,7 +24,7 @@ from typing import Any
 
 from facerec_cli import lifeline
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys, redirect_output
-from facerec_cli.pipeline.local.functions import (
+from facerec_cli.localcloud.runtime.functions import (
     Handler,
     LocalFunction,
     Outcome,

@@ -10,6 +10,8 @@ from typing import Any, Protocol, TypeVar
 from rich.console import Console
 from rich.live import Live
 
+from facerec_cli import render
+
 DEFAULT_INTERVAL = 1.5
 
 
@@ -41,9 +43,7 @@ def refresh_loop(
     ``json_lines``: one snapshot per refresh on stdout, one line each. Otherwise a live view on a
     terminal (``draw(snapshot, terminal height)``); elsewhere the last snapshot is printed once at the
     end (``draw(snapshot, None)``). Returns the last snapshot."""
-    from facerec_cli.render import out
-
-    console = console or out
+    console = console or render.out
     live: Live | None = None
     snapshot: S | None = None
     taken = 0

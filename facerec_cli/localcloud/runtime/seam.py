@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from facerec_cli.localcloud.moto_fixes import TESTED_MOTO, moto_version
-from facerec_cli.pipeline.local.dispatch import DRY_RUN, EVENT, REQUEST_RESPONSE, Dispatcher
-from facerec_cli.pipeline.local.functions import LocalFunction
+from facerec_cli.localcloud.runtime.dispatch import DRY_RUN, EVENT, REQUEST_RESPONSE, Dispatcher
+from facerec_cli.localcloud.runtime.functions import LocalFunction
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def check_seam() -> Any:
             f"facerec's local runtime cannot dispatch Lambda invocations with moto {moto_version()}: {problem}. "
             f"It was built against moto {TESTED_MOTO}, where S3 notifications and Invoke calls pass through "
             f"{SEAM}{SEAM_PARAMETERS[1:]}. Install moto=={TESTED_MOTO} (see constraints.txt) or port "
-            "facerec_cli/pipeline/local/seam.py to the new moto."
+            "facerec_cli/localcloud/runtime/seam.py to the new moto."
         )
     return cls
 

@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from facerec_cli.pipeline.local.functions import Allowlist, LocalFunction, Outcome, Runner, error_outcome
-from facerec_cli.pipeline.local.workers import InProcessRunner, WorkerProcess
+from facerec_cli.localcloud.runtime.functions import Allowlist, LocalFunction, Outcome, Runner, error_outcome
+from facerec_cli.localcloud.runtime.workers import InProcessRunner, WorkerProcess
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class Dispatcher:
             # credentials would serve the other function too, and the check would prove nothing.
             raise ValueError("per-function credentials need worker processes (workers >= 1), not the caller's process")
         self._cloud_env = dict(cloud_env)
-        self._allow = allow if allow is not None else Allowlist.pipeline()
+        self._allow = allow if allow is not None else Allowlist.nothing()  # the caller says what runs (run-local: the pipeline)
         self._credentials = credentials
         self._refusals_logged: set[tuple[Any, ...]] = set()
         self._workers = workers

@@ -20,27 +20,6 @@ from typing import Any, Protocol
 
 Handler = Callable[[Any, "LambdaContext"], Any]
 
-# What the local runtime runs (``run-local``): the pipeline's handlers (and their on-failure destination), as ``facerec bootstrap`` names
-# them in the functions' ImageConfig command (facerec_cli/pipeline/stack.py; a test keeps the two equal).
-PIPELINE_HANDLERS = frozenset({"lambdas.video_splitting.handler", "lambdas.face_recognition.handler", "lambdas.on_failure.handler"})
-
-
-def pipeline_variables() -> frozenset[str]:
-    """The variables a pipeline function's configuration may set: every name ``lambdas/env.py`` defines,
-    and the models' thread count (``FACEREC_THREADS``, which run-local sets on the recognition function).
-    Not FACEREC_MODELS or FACEREC_WEIGHTS_DIR: where the models and weights are read from comes from the
-    user's own environment, never from a function configuration that any local user can change."""
-    from lambdas import env as fenv
-    from lambdas.core.models import THREADS_ENV
-
-    names = {
-        value
-        for key, value in vars(fenv).items()
-        if key.isupper() and isinstance(value, str) and value.replace("_", "").isalnum() and value.isupper()
-    }
-    return frozenset(names | {THREADS_ENV})
-
-
 @dataclass(frozen=True)
 class Allowlist:
     """Which handlers the local runtime runs, and which variables a function's configuration may pass
@@ -53,9 +32,10 @@ class Allowlist:
     variables: frozenset[str] | None
 
     @classmethod
-    def pipeline(cls) -> Allowlist:
-        """The pipeline's handlers with the variables ``lambdas/env.py`` names."""
-        return cls(PIPELINE_HANDLERS, pipeline_variables())
+    def nothing(cls) -> Allowlist:
+        """No handler at all: the runtime's default, so it runs only what its caller hands it
+        (run-local: the pipeline's, :func:`facerec_cli.pipeline.local.handlers.pipeline_allowlist`)."""
+        return cls(frozenset(), frozenset())
 
     def widened(self, handlers: Iterable[str] = (), variables: Iterable[str] = ()) -> Allowlist:
         return Allowlist(
@@ -66,18 +46,18 @@ class Allowlist:
     def refusal(self, spec: LocalFunction) -> str | None:
         """Why ``spec`` must not run (one sentence a person can act on), or None."""
         if self.handlers is not None and spec.handler not in self.handlers:
+            runs = f"runs only {', '.join(sorted(self.handlers))}" if self.handlers else "was started to run no handler"
             return (
                 f"refused to run {spec.name}: its configuration names the handler {spec.handler!r}, and the local "
-                f"runtime runs only {', '.join(sorted(self.handlers))} (someone changed the function on the local "
-                "cloud: rerun to start a fresh one)"
+                f"runtime {runs} (someone changed the function on the local cloud: rerun to start a fresh one)"
             )
         if self.variables is not None:
             extra = sorted(k for k in spec.environment if k not in self.variables)
             if extra:
                 return (
                     f"refused to run {spec.name}: its configuration sets {', '.join(extra)}, which the local runtime "
-                    "does not pass to handlers (only the variables lambdas/env.py names; someone changed the function "
-                    "on the local cloud: rerun to start a fresh one)"
+                    "does not pass to handlers (only the variables its caller allows, for run-local those lambdas/env.py "
+                    "names; someone changed the function on the local cloud: rerun to start a fresh one)"
                 )
         return None
 

@@ -219,7 +219,7 @@ def test_course_procedure_against_serve(served, data, tmp_path):
         assert concurrency and max(concurrency) >= 1, (function, concurrency)
 
     # The live progress line saw every answer.
-    served.wait_for_line(rf"answered {CLIPS}\b", timeout=10)
+    served.wait_for_line(rf"split {CLIPS} · answered {CLIPS}\b", timeout=10)
 
     # Any AWS client: the AWS CLI too, where it is installed (it is no dependency of facerec).
     aws = shutil.which("aws")

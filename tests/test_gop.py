@@ -15,6 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facerec_cli.pipeline.deployer import layout_env
+from facerec_cli.cli.serve import progress
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos
 from facerec_cli.samples import still_video
 from lambdas import env as fenv
@@ -129,11 +130,13 @@ def test_gop_layout_through_the_local_pipeline(celeb_gallery, data: Path, tmp_pa
         stage1 = [o["Key"] for o in s3.list_objects_v2(Bucket=pipeline.names.stage1_bucket).get("Contents", [])]
         output = [o["Key"] for o in s3.list_objects_v2(Bucket=pipeline.names.output_bucket).get("Contents", [])]
         first = s3.get_object(Bucket=pipeline.names.stage1_bucket, Key=gop_key("test_0", 0))["Body"].read()
+        progress_line = progress(pipeline)  # what `run-local --serve --stage1-layout gop` prints
     assert refused == [] and {r.video[: -len(".mp4")]: r.name for r in results} == expected
     # Stage-1 holds Part 1's frames and nothing else (video-splitting's done markers are in the details
     # bucket), and the output bucket the answers alone.
     assert sorted(stage1) == sorted(gop_key(stem, k) for stem in expected for k in range(10))
     assert first[:3] == b"\xff\xd8\xff" and sorted(output) == sorted(f"{stem}.txt" for stem in expected)
+    assert progress_line.startswith("uploads 2 · split 2 · answered 2 · "), progress_line
 
 
 def test_stage1_layout_option_reaches_the_function_and_refuses_timelines(celeb_gallery, tmp_path: Path) -> None:

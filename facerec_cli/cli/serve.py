@@ -24,6 +24,7 @@ import botocore.exceptions
 from rich.markup import escape
 
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions
+from facerec_cli.pipeline.observe.dashboard import first_frames
 from facerec_cli.render import err, out
 
 PROGRESS_S = 1.0  # seconds between two looks at the buckets
@@ -32,7 +33,7 @@ PROGRESS_S = 1.0  # seconds between two looks at the buckets
 @dataclasses.dataclass(frozen=True)
 class Progress:
     uploads: int
-    frames: int  # first frames in stage-1 (<stem>.jpg): videos split
+    frames: int  # first frames in stage-1 (<stem>.jpg, or <stem>/output-00.jpg in the gop layout): videos split
     answers: int  # <stem>.txt in the output bucket
     running: int
     queued: int
@@ -44,11 +45,17 @@ class Progress:
 
 
 def _count(s3: Any, bucket: str, suffix: str) -> int:
-    """Top-level keys ending in ``suffix`` (stage-1's further frames sit under ``<stem>/``)."""
+    """Top-level keys ending in ``suffix``."""
     n = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Delimiter="/"):
         n += sum(o["Key"].endswith(suffix) for o in page.get("Contents", []))
     return n
+
+
+def _split(s3: Any, bucket: str) -> int:
+    """Videos with their first frame in stage-1, in either layout (Part 1's frames sit under ``<stem>/``)."""
+    keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])}
+    return len(first_frames(keys))
 
 
 def progress(pipeline: LocalPipeline) -> str:
@@ -56,7 +63,7 @@ def progress(pipeline: LocalPipeline) -> str:
     assert pipeline.clients is not None
     s3, names, c = pipeline.clients.s3, pipeline.names, pipeline.cloud.dispatcher.counters
     try:
-        counts = [_count(s3, names.input_bucket, ""), _count(s3, names.stage1_bucket, ".jpg"), _count(s3, names.output_bucket, ".txt")]
+        counts = [_count(s3, names.input_bucket, ""), _split(s3, names.stage1_bucket), _count(s3, names.output_bucket, ".txt")]
     except botocore.exceptions.ClientError as exc:
         return f"cannot list the buckets ({exc.response.get('Error', {}).get('Code')}); invocations running {c.running}, queued {c.queued}"
     return Progress(*counts, c.running, c.queued, c.failed).line()

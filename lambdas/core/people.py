@@ -96,6 +96,21 @@ def find_group(result: Result, label: str) -> Group:
     raise GalleryError(f"{result.video} has no group {label!r}; its strangers: {choices} (`facerec people list {result.video}`)")
 
 
+def group_of(result: Result, label: str) -> Group:
+    """One group of a result, an enrolled person or a stranger, by the name ``people list`` gives it
+    (exact, else without regard to case); a GalleryError naming the result's groups otherwise."""
+    found = groups(result)
+    wanted = label.strip()
+    match = next((g for g in found if g.label == wanted), None) or next((g for g in found if g.label.casefold() == wanted.casefold()), None)
+    if match is not None:
+        return match
+    now = sorted({f.name for f in result.faces if f.group == wanted and f.name != UNKNOWN})
+    if now:  # a stranger named since keeps its number in the faces' group: say who it is now
+        raise GalleryError(f"{wanted} in {result.video} is {', '.join(now)} now (re-answered since)")
+    choices = ", ".join(g.label for g in found) or "none: no face was found"
+    raise GalleryError(f"{result.video} has no group {label!r}; its groups: {choices}")
+
+
 def chosen_faces(result: Result, group: Group, limit: int = MAX_FACES_PER_LABEL) -> list[int]:
     """Up to ``limit`` of the group's faces, spread evenly over its time on screen; faces the recogniser
     did not trust (too small, blurred, profile) only when it has no others."""

@@ -37,7 +37,7 @@ from facerec_cli.cli.options import (
 from facerec_cli.config import ConfigFile, IaasSettings, Settings, load_iaas_settings
 from facerec_cli.errors import UserError
 from facerec_cli.config import CourseGrader, grader_settings
-from facerec_cli.render import err, out
+from facerec_cli.render import err, out, plural
 
 MaxInstancesOpt = Annotated[int | None, typer.Option("--max-instances", min=0, max=1000, help="Most app-tier instances (default 20; the course's graders: at most 20 in 2024, exactly 15 in Fall 2025).")]
 PerInstanceOpt = Annotated[int | None, typer.Option("--per-instance", min=1, help="Queued or in-progress requests per app instance.")]
@@ -305,7 +305,7 @@ def run_web(settings: Settings, *, host: str, port: int, threads: int, timeout: 
         auto.start()
     err.print(f"web tier on {escape(server.url)}/ (POST inputFile{', with the token' if token_sha256 else ''}); "
               f"queues {names.request_queue} / {names.response_queue}"
-              + (f"; auto-scaling {names.autoscaling_group} up to {max_instances} app instance(s)" if auto else "; no auto-scaler"), highlight=False)
+              + (f"; auto-scaling {names.autoscaling_group} up to {plural(max_instances, 'app instance')}" if auto else "; no auto-scaler"), highlight=False)
     try:
         server.serve_forever()  # returns on Ctrl-C / SIGTERM
     except KeyboardInterrupt:

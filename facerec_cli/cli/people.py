@@ -326,5 +326,5 @@ def _search_photo(store: Store, photos: list[Path], gallery_path: Path | None, t
     if other:
         notes.append(f"{plural(other, 'result')} of other weights than {encoder.weights} not compared")
     rule = "the default threshold" if gallery is None else "the gallery's open-set rule"
-    notes.append(f"{len(index)} stored faces compared under {rule}")
+    notes.append(f"{plural(len(index), 'stored face')} compared under {rule}")
     return found, index.looked, "; " + "; ".join(notes)

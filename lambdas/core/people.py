@@ -19,6 +19,7 @@ import numpy as np
 from .errors import GalleryError
 from .gallery import Gallery
 from .gallery_edit import person_name, same_photos, with_photos
+from .names import plural
 from .openset import AMBIGUOUS, BEYOND_THRESHOLD, UNSUPPORTED
 from .results import UNKNOWN, Result, Timeline, main_identity, unpack_embedding
 from .timeline import Observation, build_timeline, labelled_groups, ranges_of, supported_names
@@ -51,7 +52,7 @@ def _require_embeddings(result: Result) -> None:
     if not has_embeddings(result):
         missing = sum(1 for f in result.faces if not f.embedding)
         raise NoEmbeddings(
-            f"{result.video}: {missing} of its {len(result.faces)} faces have no stored embedding (the result was made "
+            f"{result.video}: {missing} of its {plural(len(result.faces), 'face')} {'has' if missing == 1 else 'have'} no stored embedding (the result was made "
             "before facerec stored them): recognise the video again"
         )
 

@@ -19,7 +19,7 @@ import numpy as np
 from .errors import GalleryError
 from .gallery import Gallery
 from .gallery_edit import person_name, same_photos, with_photos
-from .names import plural
+from .names import lookup_name, plural
 from .openset import AMBIGUOUS, BEYOND_THRESHOLD, UNSUPPORTED
 from .results import UNKNOWN, Result, Timeline, main_identity, unpack_embedding
 from .timeline import Observation, build_timeline, labelled_groups, ranges_of, supported_names
@@ -101,7 +101,7 @@ def group_of(result: Result, label: str) -> Group:
     """One group of a result, an enrolled person or a stranger, by the name ``people list`` gives it
     (exact, else without regard to case); a GalleryError naming the result's groups otherwise."""
     found = groups(result)
-    wanted = label.strip()
+    wanted = lookup_name(label)  # NFC: a name typed either way finds its group
     match = next((g for g in found if g.label == wanted), None) or next((g for g in found if g.label.casefold() == wanted.casefold()), None)
     if match is not None:
         return match

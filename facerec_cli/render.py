@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lambdas.core.names import plural  # noqa: F401  (the one plural rule; here for the CLI's messages)
 from lambdas.core.results import ERROR, NO_FACE, OK, UNKNOWN, Result
 
 out = Console()
@@ -83,7 +84,7 @@ def timeline_table(result: Result, max_ranges: int = 6) -> Table | None:
     if timeline is None:
         return None
     length = f", {clock(timeline.duration)} long" if timeline.duration else ""
-    table = Table(title=f"{escape(result.video)}: timeline at {timeline.fps:g} fps{length}, {timeline.segments} segment(s)", title_justify="left")
+    table = Table(title=f"{escape(result.video)}: timeline at {timeline.fps:g} fps{length}, {plural(timeline.segments, 'segment')}", title_justify="left")
     table.add_column("person", overflow="fold")
     table.add_column("on screen", overflow="fold")
     table.add_column("seen", justify="right")
@@ -107,8 +108,3 @@ def print_timelines(results: Iterable[Result]) -> None:
         table = timeline_table(result)
         if table is not None:
             out.print(table)
-
-
-def plural(count: int, noun: str, many: str | None = None) -> str:
-    """``1 photo``, ``2 photos`` (``many``: an irregular plural, ``1 person``/``2 people``)."""
-    return f"{count} {noun if count == 1 else many or noun + 's'}"

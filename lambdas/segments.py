@@ -51,6 +51,7 @@ import botocore.exceptions
 
 from .core import media
 from .core.errors import FacerecError, InputError
+from .core.names import plural
 from .core.results import Result, error_result
 from .env import ResultBuckets
 from .events import RecognitionRequest
@@ -485,7 +486,7 @@ def failure_result(request: SegmentRequest, failed: list[dict[str, Any]]) -> Res
         + f"): {p.get('error') or 'failed'}"
         for p in failed
     )
-    return error_result(request.video, f"{request.video}: no timeline, {len(failed)} of {request.count} segment(s) failed: {named}")
+    return error_result(request.video, f"{request.video}: no timeline, {len(failed)} of {plural(request.count, 'segment')} failed: {named}")
 
 
 def fail_segment(s3: Any, output_bucket: ResultBuckets | str, request: SegmentRequest | dict[str, Any], message: str, owner: str = "") -> str:

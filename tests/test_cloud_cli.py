@@ -269,7 +269,7 @@ def test_bootstrap_retain_days_is_planned_applied_kept_and_removed(env: Env, gal
     n, s3 = env.settings.names, env.s3
     dry = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--retain-days", "7", "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "uploads expire after 7 day(s)" in dry.stdout and "results (tagged facerec:kind=result) expire after 7 day(s)" in dry.stdout
+    assert "uploads expire after 7 days" in dry.stdout and "results (tagged facerec:kind=result) expire after 7 days" in dry.stdout
     assert facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file), "--retain-days", "7").exit_code == 0
     assert s3.get_bucket_lifecycle_configuration(Bucket=n.input_bucket)["Rules"][0]["Expiration"] == {"Days": 7}
     again = facerec("bootstrap", "--skip-images", "--gallery", str(gallery_file))  # not given: as deployed
@@ -475,7 +475,7 @@ def test_stage1_expiry_days_from_the_environment_reaches_the_lifecycle_rule(env:
     result = facerec("bootstrap", "--skip-images", "--dry-run")
     assert result.exit_code == 0, result.output
     assert f"+ create s3 bucket {env.settings.names.stage1_bucket}" in result.stdout
-    assert "objects expire after 7 day(s)" in result.stdout
+    assert "objects expire after 7 days" in result.stdout
 
 
 def test_bootstrap_refuses_a_bad_gallery_before_any_change(env: Env) -> None:
@@ -506,7 +506,7 @@ def test_upload_sends_videos_with_content_type_and_remembers_them(deployed: Env,
 
     result = facerec("upload", str(spaced), str(accented), str(big))
     assert result.exit_code == 0, result.output
-    assert "uploaded 3 video(s)" in result.stderr
+    assert "uploaded 3 videos" in result.stderr
     bucket = deployed.settings.names.input_bucket
     for path, content_type in ((spaced, "video/mp4"), (accented, "video/quicktime"), (big, "video/webm")):
         head = deployed.s3.head_object(Bucket=bucket, Key=path.name)
@@ -758,7 +758,7 @@ def test_results_watch_times_out_with_a_non_zero_exit(deployed: Env, video: Path
     assert result.exit_code == 124
     assert clock.slept and sum(clock.slept) == pytest.approx(1.0)  # it waited out its second, no more
     assert "waiting" in result.stdout and "madonna" not in result.stdout
-    assert "timed out after 1s: 1 uploaded video(s) without a result: never answered.mp4" in result.stderr
+    assert "timed out after 1s: 1 uploaded video without a result: never answered.mp4" in result.stderr
 
 
 # ------------------------------------------------------------------------------------------ logs

@@ -785,7 +785,7 @@ def test_destroy_removes_everything_and_is_idempotent(settings: Settings, client
     assert resources[0] == f"s3 notification {n.input_bucket}"
     assert resources.index(f"lambda function {n.splitting_function}") < resources.index(f"s3 bucket {n.input_bucket}")
     assert resources[-1] == f"ecr repository {n.ecr_repository}"
-    assert "emptied first: 3 object(s)" in next(s.detail for s in dry.steps if s.resource == f"s3 bucket {n.output_bucket}")
+    assert "emptied first: 3 objects" in next(s.detail for s in dry.steps if s.resource == f"s3 bucket {n.output_bucket}")
     # the dry run changed nothing
     assert plan_deploy(settings, options, clients).changes == []
 
@@ -826,9 +826,9 @@ def test_tls_only_policy_and_retention_are_read_back_and_idempotent(settings: Se
     plan = plan_deploy(retained, options, clients)
     detail = {s.resource: s.detail for s in plan.steps}
     assert "TLS only (bucket policy)" in detail[f"s3 bucket {n.stage1_bucket}"]
-    assert "uploads expire after 30 day(s)" in detail[f"s3 bucket {n.input_bucket}"]
-    assert "results (tagged facerec:kind=result) expire after 30 day(s), the gallery stays" in detail[f"s3 bucket {n.details_bucket}"]
-    assert "objects expire after 3 day(s)" in detail[f"s3 bucket {n.stage1_bucket}"]  # stage-1 keeps its own expiry
+    assert "uploads expire after 30 days" in detail[f"s3 bucket {n.input_bucket}"]
+    assert "results (tagged facerec:kind=result) expire after 30 days, the gallery stays" in detail[f"s3 bucket {n.details_bucket}"]
+    assert "objects expire after 3 days" in detail[f"s3 bucket {n.stage1_bucket}"]  # stage-1 keeps its own expiry
     apply_plan(plan)
 
     for bucket in n.buckets:

@@ -70,6 +70,19 @@ def test_rename_and_remove_one_photo(celeb_gallery: Any) -> None:
         gallery_edit.renamed(full, "madonna", "elton_john")
 
 
+def test_a_count_of_one_reads_in_the_singular(celeb_gallery: Any) -> None:
+    """Plurals read right (#30 item 6): a rename onto a person left with one photo says "(1 photo)"."""
+    _, full = celeb_gallery
+    smaller = full
+    for source in [s for n, s in zip(full.names, full.sources) if n == "elton_john"][1:]:
+        smaller, _ = gallery_edit.without_source(smaller, Path(source))
+    assert smaller.names.count("elton_john") == 1
+    with pytest.raises(GalleryError, match=r"'elton_john' is already in the gallery \(1 photo\): pass --merge"):
+        gallery_edit.renamed(smaller, "madonna", "elton_john")
+    with pytest.raises(GalleryError, match=r"\(\d+ photos\): pass --merge"):
+        gallery_edit.renamed(full, "madonna", "elton_john")
+
+
 @pytest.mark.parametrize("name", ["", "   ", "\t\n", "unknown", "Unknown ", "a\nb"])
 def test_bad_person_names_are_refused(name: str) -> None:
     with pytest.raises(GalleryError, match="name"):

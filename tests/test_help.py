@@ -36,6 +36,7 @@ def test_every_command_help_reads_cleanly(columns: int, monkeypatch: pytest.Monk
         assert shown.exit_code == 0, (path, shown.output)
         text = shown.output
         assert not TYPER_LOOK.search(text), (path, TYPER_LOOK.search(text), text)
+        assert "BOOLEAN" not in text and "BOOL " not in text, (path, text)
         assert all(len(line) <= columns for line in text.splitlines()), (path, max(map(len, text.splitlines())))
         usage = next(line for line in text.splitlines() if "Usage:" in line)
         assert all(not piece.islower() or piece in ("facerec", *path) for piece in usage.split()[1:] if piece.isalpha()), usage
@@ -65,3 +66,20 @@ def test_gallery_commands_take_the_gallery_as_g_and_the_old_form_with_a_note(cel
     assert none.exit_code != 0 and "which gallery? pass -g GALLERY" in error_lines(none)[0]
     extra = facerec("gallery", "show", "-g", path, "madonna", "elton_john")
     assert extra.exit_code != 0 and "too many arguments" in error_lines(extra)[0]
+
+
+def test_flags_read_as_pairs_where_both_senses_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A setting on by default is a `--x/--no-x` pair (`iaas bootstrap --web/--no-web`, `web
+    --scaler/--no-scaler`), shown on one line; a flag that is off by default is a plain `--flag`."""
+    monkeypatch.setenv("COLUMNS", "120")
+    for path in COMMANDS:
+        command = typer.main.get_command(app)
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        for param in command.params:
+            if getattr(param, "is_bool_flag", False) and param.default is True:
+                assert param.secondary_opts, (path, param.opts, "on by default with no way to turn it off")
+    for path, pair in ((("iaas", "bootstrap"), ("--web", "--no-web")), (("web",), ("--scaler", "--no-scaler")),
+                       (("bootstrap",), ("--annotate", "--no-annotate"))):  # fmt: skip
+        text = CliRunner().invoke(app, [*path, "--help"]).output
+        assert any(re.search(rf"{pair[0]}\s+{pair[1]}\b", line) for line in text.splitlines()), (path, text)

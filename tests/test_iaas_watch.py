@@ -126,7 +126,7 @@ def test_aws_snapshot_counts_queues_instances_and_buckets(cloud: LocalCloud) -> 
     assert data["instances_by_state"] == {"running": 1, "stopped": 1} and data["idle"] is False and data["source"] == "aws"
     text = rendered(snap)
     for shown in ("watchdemo-req-queue", "watchdemo-resp-queue", "watchdemo-req-dlq", "1 starting or running (1 running, 1 stopped)",
-                  "app-tier-instance-2  stopped", "watchdemo-in-bucket: 3 object(s)", "busy"):  # fmt: skip
+                  "app-tier-instance-2  stopped", "watchdemo-in-bucket: 3 objects", "busy"):  # fmt: skip
         assert shown in text, text
 
     # /healthz with the EC2 pool reports the same instances

@@ -108,6 +108,25 @@ def test_the_stranger_groups_are_the_timelines_rows(results_dir: Path) -> None:
     assert [g["person"] for g in json.loads(sampled.stdout)["people"]][0] == MIRANDA
 
 
+def test_people_show_gives_one_group_as_list_does(results_dir: Path) -> None:
+    """`people show VIDEO GROUP`: one row of `people list` (a stranger or an enrolled person, the name
+    in any case), for results with and without a timeline; an unknown group names the ones there are."""
+    for video in (CLIP, SAMPLED):
+        listed = {g["person"]: g for g in json.loads(facerec("people", "list", video, "--results", results_dir, "--json").stdout)["people"]}
+        assert MIRANDA in listed and (video != CLIP or "unknown-1" in listed), listed
+        for label in listed:
+            shown = facerec("people", "show", video, label.upper(), "--results", results_dir, "--json")
+            assert shown.exit_code == 0, shown.stderr
+            data = json.loads(shown.stdout)
+            assert data.pop("video") == video and data.pop("stem") and data == listed[label]
+    rows = {p.person: p for p in read(results_dir).timeline.people}  # type: ignore[union-attr]
+    human = facerec("people", "show", CLIP, "unknown-1", "--results", results_dir)
+    assert human.exit_code == 0 and human.stdout.startswith(f"{CLIP}: unknown-1: {rows['unknown-1'].detections} faces at 0:00"), human.stdout
+    missing = facerec("people", "show", CLIP, "unknown-99", "--results", results_dir)
+    assert missing.exit_code != 0 and len(error_lines(missing)) == 1, (missing.stdout, missing.stderr)
+    assert "has no group 'unknown-99'; its groups:" in missing.stderr and all(label in missing.stderr for label in rows)
+
+
 # ------------------------------------------------------------------------------------------ search
 
 
@@ -263,6 +282,9 @@ def test_a_results_folder_holds_the_crops_its_json_names(data: Path, miranda_gal
     assert images["unknown-1"] == str(out / next(p.image for p in rows if p.person == "unknown-1"))
     human = facerec("people", "list", CLIP, "--results", out)
     assert f"best view: {out}" in human.stdout, human.stdout
+    shown = facerec("people", "show", CLIP, "unknown-1", "--results", out, "--json")
+    assert json.loads(shown.stdout)["image"] == images["unknown-1"]
+    assert f"best view: {images['unknown-1']}" in facerec("people", "show", CLIP, "unknown-1", "--results", out).stdout
 
     assert facerec("people", "label", CLIP, "unknown-1", LACAMOIRE, "--gallery", gallery_copy, "--results", out).exit_code == 0
     assert facerec("results", "--reidentify", "--results", out, "--gallery", gallery_copy).exit_code == 0

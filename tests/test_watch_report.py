@@ -345,7 +345,7 @@ def test_watch_json_until_idle_and_html_report(deployment: Any, chromium: str, t
     report = tmp_path / "report.html"
     listed = facerec("results", "--html", str(report))
     assert listed.exit_code == 1  # two videos ended in error
-    assert f"report of 5 video(s) in {report}" in listed.stderr
+    assert f"report of 5 videos in {report}" in listed.stderr
     text = report.read_text(encoding="utf-8")
     assert "http://" not in text.replace(settings.endpoint_url or "", "") and "https://" not in text  # self-contained
     seen = probe_report(chromium, report, tmp_path)

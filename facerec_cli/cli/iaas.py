@@ -37,7 +37,7 @@ from facerec_cli.cli.options import (
 from facerec_cli.config import ConfigFile, IaasSettings, Settings, load_iaas_settings
 from facerec_cli.errors import UserError
 from facerec_cli.config import CourseGrader, grader_settings
-from facerec_cli.render import err, out
+from facerec_cli.render import err, out, plural
 
 MaxInstancesOpt = Annotated[int | None, typer.Option("--max-instances", min=0, max=1000, help="Most app-tier instances (default 20; the course's graders: at most 20 in 2024, exactly 15 in Fall 2025).")]
 PerInstanceOpt = Annotated[int | None, typer.Option("--per-instance", min=1, help="Queued or in-progress requests per app instance.")]
@@ -91,7 +91,7 @@ def web_command(
     scale_in_after: ScaleInOpt = None,
     scale_interval: ScaleIntervalOpt = None,
     course_grader: CourseGraderOpt = None,
-    no_scaler: Annotated[bool, typer.Option("--no-scaler", help="Serve only; do not launch or stop app instances.")] = False,
+    scaler: Annotated[bool, typer.Option("--scaler/--no-scaler", help="Launch and stop app instances as the queue asks; --no-scaler: serve only.")] = True,
     token: TokenOpt = None,
     token_sha256: Annotated[str | None, typer.Option("--token-sha256", help="The token's SHA-256 (hex) instead of the token (what bootstrap puts on the web-instance). Default: FACEREC_TOKEN_SHA256.")] = None,
     channel_timeout: ChannelTimeoutOpt = 30,
@@ -112,7 +112,7 @@ def web_command(
         run_web(
             settings, host=host, port=iaas.port, threads=threads, timeout=iaas.timeout, max_upload_mb=max_upload_mb,
             max_instances=iaas.max_instances, per_instance=iaas.per_instance, scale_in_after=iaas.scale_in_after,
-            scale_interval=iaas.scale_interval, scaler=not no_scaler, token_sha256=digest, channel_timeout=channel_timeout, read_timeout=read_timeout,
+            scale_interval=iaas.scale_interval, scaler=scaler, token_sha256=digest, channel_timeout=channel_timeout, read_timeout=read_timeout,
         )
 
 
@@ -192,7 +192,7 @@ def bootstrap_command(
     timeout: TimeoutOpt = None,
     course_grader: CourseGraderOpt = None,
     visibility_timeout: Annotated[int | None, typer.Option("--visibility-timeout", min=1, max=43200, help="Request-queue visibility timeout, s (default 30).")] = None,
-    no_web: Annotated[bool, typer.Option("--no-web", help="Do not launch the web-instance (run `facerec web` elsewhere).")] = False,
+    web: Annotated[bool, typer.Option("--web/--no-web", help="Launch the web-instance; --no-web: run `facerec web` elsewhere.")] = True,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     target: AwsTarget = AwsTarget(),
@@ -206,7 +206,7 @@ def bootstrap_command(
         scale_in_after=scale_in_after, scale_interval=scale_interval, timeout=timeout, visibility_timeout=visibility_timeout,
     )
     _check_gallery(gallery)
-    run_iaas_bootstrap(settings, iaas_options(iaas, gallery=gallery, with_web=not no_web), dry_run=dry_run, yes=yes)
+    run_iaas_bootstrap(settings, iaas_options(iaas, gallery=gallery, with_web=web), dry_run=dry_run, yes=yes)
 
 
 @iaas_group.command("destroy")
@@ -305,7 +305,7 @@ def run_web(settings: Settings, *, host: str, port: int, threads: int, timeout: 
         auto.start()
     err.print(f"web tier on {escape(server.url)}/ (POST inputFile{', with the token' if token_sha256 else ''}); "
               f"queues {names.request_queue} / {names.response_queue}"
-              + (f"; auto-scaling {names.autoscaling_group} up to {max_instances} app instance(s)" if auto else "; no auto-scaler"), highlight=False)
+              + (f"; auto-scaling {names.autoscaling_group} up to {plural(max_instances, 'app instance')}" if auto else "; no auto-scaler"), highlight=False)
     try:
         server.serve_forever()  # returns on Ctrl-C / SIGTERM
     except KeyboardInterrupt:

@@ -87,14 +87,14 @@ def print_calibration(calibration: Calibration, *, every_person: bool | None = N
         err.print(table)
     single = sum(p.photos == 1 for p in people)
     if single:
-        err.print(f"{single} of {len(people)} people have a single photo: nothing to check it against; "
+        err.print(f"{single} of {plural(len(people), 'person', 'people')} {'has' if single == 1 else 'have'} a single photo: nothing to check it against; "
                   "3-5 photos each also calibrate the gallery better", highlight=False)
     rule = calibration.rule
     if calibration.calibrated:
         err.print(
             f"open-set rule calibrated on the gallery's own photos: threshold {rule.threshold:g}, margin {rule.margin:g} "
-            f"(named {calibration.known_named:.1%} of {calibration.known_probes} photos against their person's other photos; "
-            + (f"answered {calibration.strangers_rejected:.1%} of {calibration.reference} reference faces nobody enrolled unknown)"
+            f"(named {calibration.known_named:.1%} of {plural(calibration.known_probes, 'photo')} against their person's other photos; "
+            + (f"answered {calibration.strangers_rejected:.1%} of {plural(calibration.reference, 'reference face')} nobody enrolled unknown)"
                if calibration.reference else
                f"answered {calibration.strangers_rejected:.1%} unknown with their person left out, as strangers)")
             + left_out_note(calibration), highlight=False, soft_wrap=True,
@@ -198,7 +198,7 @@ def run_identify_timeline(
             task = bar.add_task(label, total=None)
 
             def on_batch(frames: int, task: int = task, label: str = label) -> None:
-                bar.update(task, completed=frames, description=f"{label}: {frames} frames")
+                bar.update(task, completed=frames, description=f"{label}: {plural(frames, 'frame')}")
 
             result = recognise_timeline(recogniser, path, fps=fps, on_batch=on_batch)
             if annotate_dir is not None and result.timeline is not None and result.timeline.people:

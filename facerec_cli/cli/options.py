@@ -21,7 +21,7 @@ from lambdas.core.errors import FacerecError
 
 from facerec_cli.config import ConfigFile, Settings
 from facerec_cli.errors import UserError
-from facerec_cli.render import err, fail
+from facerec_cli.render import err, fail, plural
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,7 +56,7 @@ def confirm_changes(plan: Any, *, yes: bool) -> None:
     without a terminal go ahead (creating only never asks)."""
     updates = [s for s in plan.changes if s.action in ("update", "delete")]
     if updates and not yes and stdin_is_tty():
-        if not typer.confirm(f"Change {len(updates)} existing resource(s) as shown?", default=True, err=True):
+        if not typer.confirm(f"Change {plural(len(updates), 'existing resource')} as shown?", default=True, err=True):
             raise UserError("nothing was changed")
 
 
@@ -67,7 +67,7 @@ def confirm_delete(plan: Any, *, yes: bool, contents: str) -> None:
         return
     if not stdin_is_tty():
         raise UserError("not deleting anything without confirmation", hint="pass --yes to delete without asking")
-    if not typer.confirm(f"Delete these {len(plan.changes)} resource(s) and everything in {contents}?", default=False, err=True):
+    if not typer.confirm(f"Delete {'this resource' if len(plan.changes) == 1 else f'these {len(plan.changes)} resources'} and everything in {contents}?", default=False, err=True):
         raise UserError("nothing was deleted")
 
 

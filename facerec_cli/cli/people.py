@@ -22,6 +22,7 @@ from facerec_cli.render import clock, err, out, plural, print_json
 
 if TYPE_CHECKING:
     from lambdas.core.gallery import Gallery
+    from lambdas.core.people import Group
 
     from facerec_cli.pipeline.observe.result_store import Store
 
@@ -98,16 +99,47 @@ def people_list(video: VideoArg, results_dir: ResultsDirOpt = None, json_out: Js
     store = open_store(results_dir, target)
     stem, result = find_result(store, video)
     found = groups(result)
-    views = {g.label: store.locate(g.image) if g.image else None for g in found}
     if json_out:
-        print_json({"video": result.video, "stem": stem, "people": [
-            {"person": g.label, "known": g.known, "faces": len(g.faces), "ranges": g.ranges, "image": views[g.label]} for g in found]})  # fmt: skip
+        print_json({"video": result.video, "stem": stem, "people": [_group_dict(g, store) for g in found]})
         return
     out.print(f"{escape(result.video)}: {result.name} ({result.status}), {plural(len(result.faces), 'face')}", highlight=False)
     for g in found:
-        style = "green" if g.known else "yellow"
-        view = f"; best view: {escape(views[g.label] or '')}" if views[g.label] else ""
-        out.print(f"  [{style}]{escape(g.label)}[/]: {plural(len(g.faces), 'face')} at {_ranges(g.ranges)}{view}", highlight=False, soft_wrap=True)
+        out.print(f"  {_group_line(g, store)}", highlight=False, soft_wrap=True)
+
+
+@app.command("show")
+@user_errors_as_exit_codes
+@aws_target_options()
+def people_show(
+    video: VideoArg,
+    group: Annotated[str, typer.Argument(help="The person or stranger (unknown-N), as `facerec people list` names it.")],
+    results_dir: ResultsDirOpt = None,
+    json_out: JsonFlag = False,
+    target: AwsTarget = AwsTarget(),
+) -> None:
+    """One group of one result: who it is (a name or unknown-N), when it is on screen, its faces and
+    where its best-view crop is."""
+    from lambdas.core.people import group_of
+
+    from facerec_cli.pipeline.observe.result_store import find_result
+
+    store = open_store(results_dir, target)
+    stem, result = find_result(store, video)
+    g = group_of(result, group)
+    if json_out:
+        print_json({"video": result.video, "stem": stem, **_group_dict(g, store)})
+        return
+    out.print(f"{escape(result.video)}: {_group_line(g, store)}", highlight=False, soft_wrap=True)
+
+
+def _group_dict(g: Group, store: Store) -> dict[str, Any]:
+    return {"person": g.label, "known": g.known, "faces": len(g.faces), "ranges": g.ranges, "image": store.locate(g.image) if g.image else None}
+
+
+def _group_line(g: Group, store: Store) -> str:
+    where = store.locate(g.image) if g.image else None
+    view = f"; best view: {escape(where)}" if where else ""
+    return f"[{'green' if g.known else 'yellow'}]{escape(g.label)}[/]: {plural(len(g.faces), 'face')} at {_ranges(g.ranges)}{view}"
 
 
 @app.command("label")
@@ -294,5 +326,5 @@ def _search_photo(store: Store, photos: list[Path], gallery_path: Path | None, t
     if other:
         notes.append(f"{plural(other, 'result')} of other weights than {encoder.weights} not compared")
     rule = "the default threshold" if gallery is None else "the gallery's open-set rule"
-    notes.append(f"{len(index)} stored faces compared under {rule}")
+    notes.append(f"{plural(len(index), 'stored face')} compared under {rule}")
     return found, index.looked, "; " + "; ".join(notes)

@@ -30,7 +30,7 @@ from facerec_cli.cli.options import (
 )
 from facerec_cli.config import Settings
 from facerec_cli.errors import UserError
-from facerec_cli.render import err, out
+from facerec_cli.render import err, out, plural
 
 # Exit code of `results --watch` when --timeout passed with uploads still unanswered (as timeout(1)).
 TIMEOUT_EXIT = 124
@@ -302,7 +302,7 @@ def run_results(settings: Settings, *, watch: bool, json_lines: bool, timeout: f
         pending = outcome.snapshot.pending
         names = ", ".join(u.video for u in pending[:10]) + (" …" if len(pending) > 10 else "")
         err.print(
-            f"[bold red]timed out[/] after {timeout:g}s: {len(pending)} uploaded video(s) without a result: {escape(names)} "
+            f"[bold red]timed out[/] after {timeout:g}s: {plural(len(pending), 'uploaded video')} without a result: {escape(names)} "
             "(see `facerec logs`)",
             highlight=False,
         )
@@ -352,7 +352,7 @@ def run_upload(settings: Settings, videos: list[Path]) -> None:
         records = upload_files(owner_checked_s3(settings), settings, items, console=err)
     total = sum(r.size for r in records)
     err.print(
-        f"uploaded {len(records)} video(s), {total / 2**20:.1f} MiB, to s3://{escape(settings.names.input_bucket)}; "
+        f"uploaded {plural(len(records), 'video')}, {total / 2**20:.1f} MiB, to s3://{escape(settings.names.input_bucket)}; "
         "follow them with `facerec results --watch`",
         highlight=False,
     )
@@ -364,7 +364,7 @@ def write_html_report(settings: Settings, html: Path) -> None:
 
     with aws_errors(settings, "writing the HTML report"):
         rows = write_report(html, settings, *results_clients(settings))
-    err.print(f"report of {rows} video(s) in {escape(str(html))}", highlight=False, soft_wrap=True)
+    err.print(f"report of {plural(rows, 'video')} in {escape(str(html))}", highlight=False, soft_wrap=True)
 
 
 def run_logs(settings: Settings, function: str | None, *, follow: bool, since: str) -> None:

@@ -24,7 +24,7 @@ from facerec_cli.pipeline.observe.dashboard_view import render
 from facerec_cli.refresh import DEFAULT_INTERVAL
 from facerec_cli.pipeline.observe.snapshot import PipelineSnapshot
 from facerec_cli.pipeline.observe.report import write_report
-from facerec_cli.render import STATUS_STYLE, err, out, print_errors, print_json_lines, print_timelines, results_table
+from facerec_cli.render import STATUS_STYLE, err, out, plural, print_errors, print_json_lines, print_timelines, results_table
 
 STATE_STYLE = {"waiting": "dim", "uploaded": "blue", "split": "magenta", "done": "green"}
 
@@ -167,5 +167,5 @@ def run_local(
         print_timelines(results)
         print_errors(results)
         failed = sum(r.status == ERROR for r in results)
-        err.print(f"{len(results)} videos, {failed} failed; function logs in {log_path}" + (f"; results in {out_dir}" if out_dir else ""))
+        err.print(f"{plural(len(results), 'video')}, {failed} failed; function logs in {log_path}" + (f"; results in {out_dir}" if out_dir else ""))
     return results

@@ -40,6 +40,7 @@ from facerec_cli.iaas.scaler import AutoScaler, ScalingPolicy
 from facerec_cli.iaas.web import WebConfig, WebTier, token_sha256
 from facerec_cli.iaas.web_server import WebServer
 from facerec_cli.iaas.worker import WorkerConfig
+from lambdas.core.names import plural
 
 log = logging.getLogger("facerec.iaas.local")
 
@@ -140,7 +141,7 @@ class LocalIaas:
         except BaseException:
             self.stop()
             raise
-        log.info("web tier on %s; up to %d local app instance(s)", self.url, options.max_instances)
+        log.info("web tier on %s; up to %s", self.url, plural(options.max_instances, "local app instance"))
         return self
 
     def _least_privilege(self, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from facerec_cli.iaas.names import MAX_APP_INSTANCES
+from lambdas.core.names import plural
 
 log = logging.getLogger("facerec.iaas.scaler")
 
@@ -119,7 +120,7 @@ class AutoScaler:
         target = max(w for _, w in self._window)
         before = self.pool.active()
         if before != target:
-            log.info("scaling %d -> %d instance(s) (queue depth %d)", before, target, depth)
+            log.info("scaling %d -> %s (queue depth %d)", before, plural(target, "instance"), depth)
             self.pool.scale_to(target)
         else:
             _maintain(self.pool)

@@ -19,6 +19,7 @@ from facerec_cli.iaas.names import IaasNames
 from facerec_cli.iaas.watch_snapshot import AppInstance, IaasSnapshot, QueueCounts, Source
 from facerec_cli.iaas.watch_sources import AwsSource, WebSource, aws_source, from_health, healthz_url
 from facerec_cli.refresh import DEFAULT_INTERVAL, refresh_loop
+from lambdas.core.names import plural
 
 
 # --------------------------------------------------------------------------------------- rendering
@@ -28,6 +29,10 @@ STATE_STYLE = {"running": "green", "pending": "yellow", "stopping": "magenta", "
 
 def _n(value: int | None) -> str:
     return "–" if value is None else str(value)
+
+
+def _objects(value: int | None) -> str:
+    return "– objects" if value is None else plural(value, "object")
 
 
 def render(snap: IaasSnapshot, *, interval: float | None = None, rows: int = 20) -> Group:
@@ -77,8 +82,8 @@ def render(snap: IaasSnapshot, *, interval: float | None = None, rows: int = 20)
         web = str(snap.web.get("instance", "absent"))
         table.add_row("web instance", Text(web, style=STATE_STYLE.get(web, "dim")), "", "")
         table.add_section()
-        table.add_row("in bucket", f"{names.in_bucket}: {_n(snap.buckets.get('in'))} object(s)", "", "")
-        table.add_row("out bucket", f"{names.out_bucket}: {_n(snap.buckets.get('out'))} object(s)", "", "")
+        table.add_row("in bucket", f"{names.in_bucket}: {_objects(snap.buckets.get('in'))}", "", "")
+        table.add_row("out bucket", f"{names.out_bucket}: {_objects(snap.buckets.get('out'))}", "", "")
     else:
         table.add_row("web tier", f"{snap.web.get('status')}, {_n(snap.web.get('http_waiting'))} HTTP request(s) waiting", "", "")
     parts: list[Any] = [header, table]

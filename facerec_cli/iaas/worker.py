@@ -36,6 +36,7 @@ import botocore.exceptions
 from facerec_cli.infra.aws import error_code
 from facerec_cli.iaas.messages import DEADLINE, Request, Response, message_deadline, queue_url
 from facerec_cli.iaas.names import IaasNames
+from lambdas.core.names import plural
 
 log = logging.getLogger("facerec.iaas.worker")
 
@@ -153,7 +154,7 @@ class AppWorker:
                 log.info("%s: idle for %.0f s, exiting", self.name, now - idle_since)
                 break
         self.state.set(STOPPED)
-        log.info("%s stopped after %d request(s)", self.name, self.handled)
+        log.info("%s stopped after %s", self.name, plural(self.handled, "request"))
         return self.handled
 
     def poll_once(self) -> bool:

@@ -17,6 +17,7 @@ from facerec_cli.config import Settings
 from facerec_cli.errors import UserError
 from facerec_cli.infra.clients import Clients
 from facerec_cli.pipeline.image_context import Progress
+from lambdas.core.names import plural
 
 _ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 
@@ -185,7 +186,7 @@ class _PushProgress:
     def summary(self) -> str:
         done = sum(1 for s in self.status.values() if s == "Pushed")
         present = sum(1 for s in self.status.values() if s == "Layer already exists" or s.startswith("Mounted"))
-        return f"{done} layer(s) pushed, {present} already there"
+        return f"{plural(done, 'layer')} pushed, {present} already there"
 
 
 def push(client: Any, target: RegistryTarget, tag: str, kind: str, *, emit: Progress, timeout: float) -> str:

@@ -27,6 +27,7 @@ from facerec_cli.infra.resources.sqs import QueueSpec
 from facerec_cli.pipeline.policies import failure_policy, recognition_policy, splitting_policy
 from lambdas import env as fenv
 from lambdas.core.models import THREADS_ENV
+from lambdas.core.names import plural
 # Results carry this object tag (the details bucket's retention rule expires only tagged objects: S3 lifecycle
 # filters cannot exclude a key, and the gallery lives in the same bucket).
 from lambdas.storage import RESULT_TAG_KEY, RESULT_TAG_VALUE
@@ -159,11 +160,11 @@ def _buckets(settings: Settings, options: DeployOptions, partition: str) -> list
         drop: tuple[str, ...] = ()
         text = ""
         if role == "stage-1":
-            rules, text = (stage1_rule,), f"objects expire after {settings.stage1_expiry_days} day(s)"
+            rules, text = (stage1_rule,), f"objects expire after {plural(settings.stage1_expiry_days, 'day')}"
         elif retain:
             rules = (retention_rule(retain, tagged_results=role in ("output", "details")),)
-            text = f"uploads expire after {retain} day(s)" if role == "input" else \
-                f"results (tagged {RESULT_TAG_KEY}={RESULT_TAG_VALUE}) expire after {retain} day(s), the gallery stays"
+            text = f"uploads expire after {plural(retain, 'day')}" if role == "input" else \
+                f"results (tagged {RESULT_TAG_KEY}={RESULT_TAG_VALUE}) expire after {plural(retain, 'day')}, the gallery stays"
         elif retain == 0:
             drop, text = (RETENTION_RULE_ID,), "no retention rule"
         statements = (tls_only_statement(f"arn:{partition}:s3:::{name}"),) if tls_only else ()

@@ -63,7 +63,7 @@ def _calibrated(gallery: Gallery, embeddings: np.ndarray, names: list[str], sour
 
 def _unknown_person(gallery: Gallery, name: str) -> GalleryError:
     close = difflib.get_close_matches(name, gallery.people, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; it holds {len(gallery.people)} people (`facerec gallery list`)"
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; it holds {names_rule.plural(len(gallery.people), 'person', 'people')} (`facerec gallery list`)"
     return GalleryError(f"{name!r} is not in the gallery{hint}")
 
 
@@ -139,7 +139,7 @@ def renamed(gallery: Gallery, old: str, new: str, *, merge: bool = False) -> Gal
         new = clash  # merged under the spelling already enrolled
     if new in gallery.people and not merge:
         count = gallery.names.count(new)
-        raise GalleryError(f"{new!r} is already in the gallery ({count} photos): pass --merge to make {old!r} and {new!r} one person")
+        raise GalleryError(f"{new!r} is already in the gallery ({names_rule.plural(count, 'photo')}): pass --merge to make {old!r} and {new!r} one person")
     names = [new if n == old else n for n in gallery.names]
     return _calibrated(gallery, np.asarray(gallery.embeddings), names, list(gallery.sources))
 

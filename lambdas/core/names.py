@@ -21,6 +21,11 @@ _PATH = frozenset("/\\")
 _UNSAFE_IN_FILE = re.compile(r"[^\w.\-]+")  # what a derived file name keeps of a name (\w is Unicode-aware)
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 photo``, ``2 photos`` (``many``: an irregular plural, ``1 person``/``2 people``)."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
 def is_stranger(label: str) -> bool:
     """``unknown`` or ``unknown-N``: what results call faces nobody matched."""
     return _STRANGER.fullmatch(label.strip()) is not None

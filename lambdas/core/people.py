@@ -19,6 +19,7 @@ import numpy as np
 from .errors import GalleryError
 from .gallery import Gallery
 from .gallery_edit import person_name, same_photos, with_photos
+from .names import lookup_name, plural
 from .openset import AMBIGUOUS, BEYOND_THRESHOLD, UNSUPPORTED
 from .results import UNKNOWN, Result, Timeline, main_identity, unpack_embedding
 from .timeline import Observation, build_timeline, labelled_groups, ranges_of, supported_names
@@ -51,7 +52,7 @@ def _require_embeddings(result: Result) -> None:
     if not has_embeddings(result):
         missing = sum(1 for f in result.faces if not f.embedding)
         raise NoEmbeddings(
-            f"{result.video}: {missing} of its {len(result.faces)} faces have no stored embedding (the result was made "
+            f"{result.video}: {missing} of its {plural(len(result.faces), 'face')} {'has' if missing == 1 else 'have'} no stored embedding (the result was made "
             "before facerec stored them): recognise the video again"
         )
 
@@ -94,6 +95,21 @@ def find_group(result: Result, label: str) -> Group:
                            f"`facerec people list {result.video}` shows the groups as they are")  # fmt: skip
     choices = ", ".join(strangers) if strangers else "none: every face there is named"
     raise GalleryError(f"{result.video} has no group {label!r}; its strangers: {choices} (`facerec people list {result.video}`)")
+
+
+def group_of(result: Result, label: str) -> Group:
+    """One group of a result, an enrolled person or a stranger, by the name ``people list`` gives it
+    (exact, else without regard to case); a GalleryError naming the result's groups otherwise."""
+    found = groups(result)
+    wanted = lookup_name(label)  # NFC: a name typed either way finds its group
+    match = next((g for g in found if g.label == wanted), None) or next((g for g in found if g.label.casefold() == wanted.casefold()), None)
+    if match is not None:
+        return match
+    now = sorted({f.name for f in result.faces if f.group == wanted and f.name != UNKNOWN})
+    if now:  # a stranger named since keeps its number in the faces' group: say who it is now
+        raise GalleryError(f"{wanted} in {result.video} is {', '.join(now)} now (re-answered since)")
+    choices = ", ".join(g.label for g in found) or "none: no face was found"
+    raise GalleryError(f"{result.video} has no group {label!r}; its groups: {choices}")
 
 
 def chosen_faces(result: Result, group: Group, limit: int = MAX_FACES_PER_LABEL) -> list[int]:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from facerec_cli.infra.plan import APICall, Step, WaitUntilGone
 from facerec_cli.infra.resources.context import PlanContext
+from lambdas.core.names import plural
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def plan_group(g: AutoScalingGroupSpec, ctx: PlanContext) -> Step:
         ctx.blockers.append(f"the default VPC {ctx.default_vpc()} has no default subnets for the Auto Scaling group {g.name}")
     template = {"LaunchTemplateName": g.launch_template, "Version": "$Default"}
     tags = [{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in {**g.instance_tags, **ctx.tags}.items()]
-    detail = f"launch template {g.launch_template} ($Default), 0-{g.max_size} instances in {len(subnets)} default subnet(s); its size is set by the web tier"
+    detail = f"launch template {g.launch_template} ($Default), 0-{g.max_size} instances in {plural(len(subnets), 'default subnet')}; its size is set by the web tier"
     current = _find(asg, g.name)
     if current is None:
         create = APICall("autoscaling", "create_auto_scaling_group", {

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from facerec_cli.infra.plan import APICall, Step
 from facerec_cli.infra.readers import canonical_policy, get_or_none, paginate
 from facerec_cli.infra.resources.context import PlanContext
+from lambdas.core.names import plural
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def plan_delete_repository(r: RepositorySpec, ctx: PlanContext) -> Step | None:
     if find_repository(ctx.clients.ecr, r.name) is None:
         return None
     images = paginate(ctx.clients.ecr, "list_images", "imageIds", repositoryName=r.name)
-    return Step("delete", r.kind, r.name, f"with {len(images)} image(s)", (APICall("ecr", "delete_repository", {"repositoryName": r.name, "force": True}, absent_ok=True),))
+    return Step("delete", r.kind, r.name, f"with {plural(len(images), 'image')}", (APICall("ecr", "delete_repository", {"repositoryName": r.name, "force": True}, absent_ok=True),))
 
 
 def policy_text(policy: dict[str, Any]) -> str:

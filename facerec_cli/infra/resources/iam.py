@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from facerec_cli.infra.plan import APICall, Step
 from facerec_cli.infra.readers import canonical_policy, get_or_none, paginate
 from facerec_cli.infra.resources.context import PlanContext
+from lambdas.core.names import plural
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def trust_policy(service: str) -> dict[str, Any]:
 
 def plan_role(r: RoleSpec, ctx: PlanContext) -> Step:
     iam = ctx.clients.iam
-    detail = f"assumed by {r.service}; inline policy {r.policy_name} ({len(r.policy['Statement'])} statements)"
+    detail = f"assumed by {r.service}; inline policy {r.policy_name} ({plural(len(r.policy['Statement']), 'statement')})"
     put_policy = APICall("iam", "put_role_policy", {"RoleName": r.name, "PolicyName": r.policy_name, "PolicyDocument": json.dumps(r.policy)})
     current = get_or_none(iam.get_role, RoleName=r.name)
     if current is None:

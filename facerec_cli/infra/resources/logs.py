@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from facerec_cli.infra.plan import APICall, Instruction, Step
 from facerec_cli.infra.readers import paginate
 from facerec_cli.infra.resources.context import PlanContext
+from lambdas.core.names import plural
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ def _retention(g: LogGroupSpec) -> APICall:
 
 
 def plan_log_group(g: LogGroupSpec, ctx: PlanContext) -> Step:
-    detail = f"retention {g.retention_days} days" if g.retention_days else "retention: never expire"
+    detail = f"retention {plural(g.retention_days, 'day')}" if g.retention_days else "retention: never expire"
     current = find_log_group(ctx.clients.logs, g.name)
     if current is None:
         calls: list[Instruction] = [APICall("logs", "create_log_group", {"logGroupName": g.name, "tags": ctx.tags})]

@@ -14,6 +14,7 @@ from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.plan import APICall, EmptyBucket, Instruction, Step
 from facerec_cli.infra.readers import bucket_taken, canonical_policy, get_or_none, object_versions, strip_metadata
 from facerec_cli.infra.resources.context import PlanContext
+from lambdas.core.names import plural
 
 SSE_S3 = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
 PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
@@ -165,7 +166,7 @@ def plan_delete_bucket(b: BucketSpec, ctx: PlanContext) -> Step | None:
         ctx.warnings.append(f"bucket {b.name} is in region {region}, not {b.region}: left alone (destroy with --region {region})")
         return None
     count = sum(1 for _ in object_versions(ctx.clients.s3, b.name))
-    detail = f"emptied first: {count} object(s), counting every version and delete marker" if count else "empty"
+    detail = f"emptied first: {plural(count, 'object')}, counting every version and delete marker" if count else "empty"
     return Step("delete", b.kind, b.name, detail, (EmptyBucket(b.name), APICall("s3", "delete_bucket", {"Bucket": b.name}, retry="bucket-refilled")))
 
 
@@ -255,7 +256,7 @@ def plan_delete_notification(n: NotificationSpec, ctx: PlanContext) -> Step | No
     if others:
         config["LambdaFunctionConfigurations"] = others
     put = APICall("s3", "put_bucket_notification_configuration", {"Bucket": n.bucket, "NotificationConfiguration": config})
-    return Step("delete", n.kind, n.name, f"{len(mine)} trigger(s) of this deployment", (put,))
+    return Step("delete", n.kind, n.name, f"{plural(len(mine), 'trigger')} of this deployment", (put,))
 
 
 def _norm_notifications(configs: Any) -> Any:

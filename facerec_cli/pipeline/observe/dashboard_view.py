@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from facerec_cli.config import Settings
+from lambdas.core.names import plural
 from facerec_cli.pipeline.observe.dashboard import Dashboard, Section
 from facerec_cli.refresh import DEFAULT_INTERVAL, refresh_loop
 from facerec_cli.pipeline.observe.snapshot import FAILED, FINISHED, IN_FLIGHT, SPLIT, UPLOADED, PipelineSnapshot
@@ -32,7 +33,7 @@ def render(snapshot: PipelineSnapshot, *, interval: float | None = None, rows: i
     state = Text("idle", style="green") if snapshot.idle else Text(f"{snapshot.count(*IN_FLIGHT)} in flight", style="bold yellow")
     segments = [v.segments for v in snapshot.in_flight if v.segments is not None]
     if segments:  # timelines: segment invocations not finished yet
-        state.append(f" ({sum(t - d for d, t in segments)} segments)", style="yellow")
+        state.append(f" ({plural(sum(t - d for d, t in segments), 'segment')})", style="yellow")
     header = Text.assemble(("facerec watch", "bold"), f" · prefix {snapshot.prefix} · {when}", " · ", state)
     if interval:
         header.append(f" · every {interval:g}s, Ctrl-C to stop", style="dim")
@@ -49,7 +50,7 @@ def render(snapshot: PipelineSnapshot, *, interval: float | None = None, rows: i
         Text(str(snapshot.count(FAILED)), style="bold red" if snapshot.count(FAILED) else ""),
         _seconds(lat["p50"]), _seconds(lat["p95"]), _seconds(lat["max"]),  # type: ignore[arg-type]
     )  # fmt: skip
-    counts.caption = f"videos per bucket; latency from upload to result over {lat['n']} answered video(s)"
+    counts.caption = f"videos per bucket; latency from upload to result over {plural(lat['n'], 'answered video')}"
     counts.caption_justify = "left"
     parts: list[Any] = [header, counts]
 

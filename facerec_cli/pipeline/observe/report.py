@@ -27,7 +27,7 @@ from facerec_cli.config import Settings
 from facerec_cli.pipeline.observe.dashboard import S3Object, list_objects
 from facerec_cli.pipeline.result_buckets import result_buckets
 from facerec_cli.pipeline.upload_ledger import stem_of
-from facerec_cli.render import clock
+from facerec_cli.render import clock, plural
 
 PENDING = "pending"  # uploaded, no result yet
 STATUS_ORDER = (OK, UNKNOWN, NO_FACE, ERROR, PENDING)
@@ -306,7 +306,7 @@ def _timeline_html(row: ReportRow) -> str:
     if not people:
         more = '<div class="more">nobody on screen</div>'
     head = (f"timeline: {len(people)} {'person' if len(people) == 1 else 'people'}, a frame every {step:g} s over "
-            f"{clock(duration)}, {timeline.segments} segment(s)")  # fmt: skip
+            f"{clock(duration)}, {plural(timeline.segments, 'segment')}")  # fmt: skip
     return (
         f'<tr class="timeline" data-video="{_e(row.video)}"><td colspan="9"><div class="tl" data-duration="{duration:.3f}">'
         f'<div class="head">{_e(head)}</div><div class="axis">{axis}</div>{"".join(lanes)}{more}</div></td></tr>'
@@ -330,7 +330,7 @@ def render_html(rows: list[ReportRow], *, title: str = "facerec results", subtit
 <title>{_e(title)}</title><style>{CSS}</style></head>
 <body>
 <h1>{_e(title)}</h1>
-<div class="sub">{_e(subtitle + " · " if subtitle else "")}{len(rows)} video(s): {_e(summary)} · generated {_e(generated)}</div>
+<div class="sub">{_e(subtitle + " · " if subtitle else "")}{plural(len(rows), "video")}: {_e(summary)} · generated {_e(generated)}</div>
 <div class="filters">status: {filters}<button type="button" id="all">all</button><button type="button" id="problems">problems only</button><span class="shown" id="shown"></span></div>
 <table id="results"><thead><tr><th>frame</th><th>video</th><th>status</th><th>name</th><th>faces</th><th>names and distances</th><th>frames</th><th>timings</th><th>upload → result</th></tr></thead>
 <tbody>{body}</tbody></table>

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lambdas.core.names import plural
 from lambdas.core.results import Result
 from lambdas.env import ResultBuckets
 from lambdas.events import RESULT_PREFIX_SKIP, result_keys
@@ -129,5 +130,5 @@ def find_result(store: Store, video: str) -> tuple[str, Result]:
             result = load_result(text, stem)
             if result.video == wanted:
                 return stem, result
-    raise UserError(f"no result for {video!r} in {store.where} ({len(stems)} results)",
+    raise UserError(f"no result for {video!r} in {store.where} ({plural(len(stems), 'result')})",
                     hint="name the video as `facerec results` lists it")  # fmt: skip

@@ -25,7 +25,7 @@ from lambdas.events import RESULT_PREFIX_SKIP
 from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.errors import MISSING_QUEUE, aws_errors, user_error
 from facerec_cli.config import Settings
-from facerec_cli.render import err, out, print_errors, results_table
+from facerec_cli.render import err, out, plural, print_errors, results_table
 from facerec_cli.pipeline.observe.results import FailedVideo, failure_result, fetch_result, peek_failures
 from facerec_cli.pipeline.result_buckets import result_buckets
 from facerec_cli.pipeline.upload_ledger import UploadRecord, parse_time
@@ -179,15 +179,15 @@ def snapshot_table(snapshot: ResultsSnapshot, *, title: str | None = None, limit
     for upload in snapshot.pending:
         table.add_row(Text(upload.video), Text("waiting", style="dim"), "", "", "", "", "")
     if hidden:
-        table.caption = f"… {hidden} earlier result(s) not shown"
+        table.caption = f"… {plural(hidden, 'earlier result')} not shown"
     return table
 
 
 def watch_title(snapshot: ResultsSnapshot, started: float, timeout: float) -> str:
     elapsed = time.monotonic() - started
-    parts = [f"{snapshot.answered}/{len(snapshot.uploads)} uploaded videos answered"]
+    parts = [f"{snapshot.answered}/{plural(len(snapshot.uploads), 'uploaded video')} answered"]
     if snapshot.errors:
-        parts.append(f"{snapshot.errors} error(s)")
+        parts.append(plural(snapshot.errors, "error"))
     parts.append(f"{elapsed:.0f}s (timeout {timeout:.0f}s)")
     return "results · " + " · ".join(parts)
 
@@ -269,10 +269,10 @@ def show(snapshot: ResultsSnapshot, *, json_lines: bool, title: str = "results")
     if rows or snapshot.pending:
         out.print(snapshot_table(snapshot, title=title))
     print_errors(rows)
-    summary = f"{len(rows)} result(s)" + (f", {snapshot.errors} error(s)" if snapshot.errors else "")
+    summary = plural(len(rows), "result") + (f", {plural(snapshot.errors, 'error')}" if snapshot.errors else "")
     if snapshot.pending:
         names = ", ".join(u.video for u in snapshot.pending[:5]) + (" …" if len(snapshot.pending) > 5 else "")
-        summary += f"; {len(snapshot.pending)} uploaded video(s) still without a result: {names}"
+        summary += f"; {plural(len(snapshot.pending), 'uploaded video')} still without a result: {names}"
     err.print(Text(summary), highlight=False, soft_wrap=True)
 
 

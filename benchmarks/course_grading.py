@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.course_workload import make_videos, people_dir, percentile  # noqa: E402
+from benchmarks.course_workload import course_clips, people_dir, percentile  # noqa: E402
 
 ASU_ID = "1234567890"
 
@@ -59,14 +58,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between uploads (the workload generator's: 1)")
     parser.add_argument("--size", default="1280x720", help="course video size, WxH")
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
-    tmp = Path(tempfile.mkdtemp(prefix="facerec-grading-"))
-    clips = tmp / "videos"
-    clips.mkdir()
-    t = time.perf_counter()
-    expected = make_videos(clips, args.videos, size)  # type: ignore[arg-type]
-    print(f"made {len(expected)} videos ({args.size}) in {time.perf_counter() - t:.1f} s; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    tmp, clips, expected = course_clips(args.videos, args.size, "facerec-grading-")
     facerec = shutil.which("facerec") or "facerec"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("AWS_ENDPOINT_URL", None)

@@ -82,6 +82,20 @@ def cut_clip(src: Path, start: float, end: float, out: Path, size: tuple[int, in
     return out
 
 
+def course_clips(count: int, size_text: str, prefix: str) -> tuple[Path, Path, dict[str, str]]:
+    """``count`` course-format clips of ``size_text`` (WxH) in a new temporary folder: (the folder, its
+    videos/ subfolder, clip name -> the right answer); says what it made and how long it took."""
+    size = tuple(int(v) for v in size_text.split("x"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    clips = tmp / "videos"
+    clips.mkdir()
+    started = time.perf_counter()
+    expected = make_videos(clips, count, size)  # type: ignore[arg-type]
+    print(f"made {len(expected)} videos ({size_text}) in {time.perf_counter() - started:.1f} s; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    return tmp, clips, expected
+
+
 def make_videos(folder: Path, count: int, size: tuple[int, int]) -> dict[str, str]:
     from facerec_cli.samples import still_video
 
@@ -245,14 +259,8 @@ def main() -> None:
             raise SystemExit(f"refused: {message}; run again when it is quiet")
         print(f"WARNING: {message}", file=sys.stderr)
     print(f"load average before: {load:.2f}")
-    size = tuple(int(v) for v in args.size.split("x"))
-    tmp = Path(tempfile.mkdtemp(prefix="facerec-bench-"))
-    clips = tmp / "videos"
-    clips.mkdir()
-    t = time.perf_counter()
-    expected = make_videos(clips, args.videos, size)  # type: ignore[arg-type]
+    tmp, clips, expected = course_clips(args.videos, args.size, "facerec-bench-")
     videos = sorted(clips.glob("*.mp4"))
-    print(f"made {len(videos)} videos ({args.size}) in {time.perf_counter() - t:.1f} s; {os.cpu_count()} cores")
     people = people_dir(tmp)
     gallery = tmp / "gallery.safetensors"
     subprocess.run([shutil.which("facerec") or "facerec", "enroll", str(people), "-o", str(gallery)], check=True,

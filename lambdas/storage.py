@@ -49,13 +49,19 @@ def _client(service: str, endpoint_url: str | None, region: str | None) -> Any:
     return boto3.client(service, endpoint_url=endpoint_url, region_name=region)
 
 
-def head_metadata(bucket: str, key: str, s3: Any = None) -> dict[str, str] | None:
+def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """HeadObject's answer, or None when there is no such object."""
     try:
-        return (s3 or client("s3")).head_object(Bucket=bucket, Key=key).get("Metadata", {})
+        return s3.head_object(Bucket=bucket, Key=key)
     except botocore.exceptions.ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
+
+
+def head_metadata(bucket: str, key: str, s3: Any = None) -> dict[str, str] | None:
+    head = _head(s3 or client("s3"), bucket, key)
+    return None if head is None else head.get("Metadata", {})
 
 
 def already_done(bucket: str, key: str, event_id: str, s3: Any = None) -> bool:
@@ -66,15 +72,6 @@ def already_done(bucket: str, key: str, event_id: str, s3: Any = None) -> bool:
 ANY = object()  # write_result(replaces=ANY): overwrite whatever result is there
 
 Where = ResultBuckets | str  # a bare bucket name: answer and details in one bucket (an older deployment)
-
-
-def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return s3.head_object(Bucket=bucket, Key=key)
-    except botocore.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
 
 
 def result_state(where: Where, stem: str, event_id: str, s3: Any = None) -> tuple[bool, str | None]:

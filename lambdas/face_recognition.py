@@ -23,8 +23,8 @@ from .core.media import Frame
 from .core.results import error_result
 from .env import RecognitionEnv
 from .events import RecognitionRequest
-from .segments import _deadline, video_file
-from .stage1 import MIN_BUDGET_S, RESERVE_S
+from .segments import video_file
+from .stage1 import budget_within, invocation_deadline
 from .storage import ANY, EVENT_META, RESULT_TAGGING, client, log, result_state, write_result
 from .warm import recogniser
 
@@ -42,8 +42,8 @@ class UploadSamples:
             t0 = time.perf_counter()
             path = video_file(self.request)
             self.download_s += time.perf_counter() - t0
-            budget = media.DEFAULT_DECODE_TIMEOUT if self.deadline is None else max(MIN_BUDGET_S, self.deadline - time.monotonic() - RESERVE_S)
-            self._video = media.open_video(path, timeout=min(media.DEFAULT_DECODE_TIMEOUT, budget), name=self.request.video)
+            budget = budget_within(media.DEFAULT_DECODE_TIMEOUT, self.deadline)
+            self._video = media.open_video(path, timeout=budget, name=self.request.video)
             self._frames = self._video.frames(self.request.samples)
         frame = next(self._frames, None)
         return None if frame is None else Frame(index, frame.t, frame.image)
@@ -151,5 +151,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if is_segment_event(event):  # one segment of a video's timeline (lambdas/segments.py)
         return handle_segment(event, env, context)
     request = RecognitionRequest.from_dict(event)
-    recognise(request, env, _deadline(context))
+    recognise(request, env, invocation_deadline(context))
     return {"stem": request.stem}

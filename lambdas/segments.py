@@ -55,7 +55,7 @@ from .core.names import plural
 from .core.results import Result, error_result
 from .env import ResultBuckets
 from .events import RecognitionRequest
-from .stage1 import decode_budget, frame_key, local_name
+from .stage1 import budget_within, decode_budget, frame_key, invocation_deadline, local_name
 from .storage import EVENT_META, RESULT_TAGGING, client, log, metadata_text, result_done, write_result
 
 SEGMENT_KIND = "timeline-segment"
@@ -332,16 +332,8 @@ def _request_id(context: Any) -> str:
     return str(getattr(context, "aws_request_id", "") or uuid.uuid4())
 
 
-def _deadline(context: Any) -> float | None:
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    return time.monotonic() + remaining() / 1000 if callable(remaining) else None
-
-
 def _budget(request: SegmentRequest, deadline: float | None) -> float:
-    wanted = _timeline().scan_budget(request.duration, request.fps, request.start, request.end)
-    if deadline is None:
-        return wanted
-    return max(MIN_BUDGET_S, min(wanted, deadline - time.monotonic() - RESERVE_S))
+    return budget_within(_timeline().scan_budget(request.duration, request.fps, request.start, request.end), deadline, RESERVE_S, MIN_BUDGET_S)
 
 
 def recognise_segment(request: SegmentRequest, recogniser: Any, deadline: float | None = None) -> dict[str, Any]:
@@ -402,7 +394,7 @@ def handle_segment(event: dict[str, Any], env: Any, context: Any = None) -> dict
             except FacerecError as exc:  # no gallery, foreign weights: the same on every attempt
                 part = failed_part(request, str(exc))
             else:
-                part = recognise_segment(request, rec, _deadline(context))
+                part = recognise_segment(request, rec, invocation_deadline(context))
         except Exception as exc:
             # Lambda retries this invocation (same request id); on its last attempt the segment fails
             # for good, and says so in the video's result instead of leaving it unanswered.

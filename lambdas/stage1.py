@@ -37,9 +37,20 @@ def local_name(key: str) -> str:
     return "upload" + (suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else "")
 
 
-def decode_budget(env: SplittingEnv, deadline: float | None) -> float:
-    """Seconds decoding may take: the function's setting, cut to what is left of the invocation (less a
-    reserve for the Invoke and the marker), so that a slow file ends in an error result, not a timeout."""
+def invocation_deadline(context: object) -> float | None:
+    """When the invocation ends (``time.monotonic()`` clock), from Lambda's context; None without one."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return time.monotonic() + remaining() / 1000 if callable(remaining) else None
+
+
+def budget_within(wanted: float, deadline: float | None, reserve: float = RESERVE_S, least: float = MIN_BUDGET_S) -> float:
+    """``wanted`` seconds of decoding, cut to what is left of the invocation less ``reserve`` for what
+    follows it (never under ``least``), so that a slow file ends in an error result, not a timeout."""
     if deadline is None:
-        return env.decode_timeout
-    return max(MIN_BUDGET_S, min(env.decode_timeout, deadline - time.monotonic() - RESERVE_S))
+        return wanted
+    return max(least, min(wanted, deadline - time.monotonic() - reserve))
+
+
+def decode_budget(env: SplittingEnv, deadline: float | None) -> float:
+    """Seconds decoding may take: the function's setting, cut to what is left of the invocation."""
+    return budget_within(env.decode_timeout, deadline)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lambdas.core import media
@@ -116,3 +117,70 @@ def test_unsettled_frames_decode_further_samples(data, celeb_gallery, encoder, d
     """The crowd (strangers: never settled) needs every sample; so does an unknown answer."""
     result = Recogniser(celeb_gallery[1], encoder, sampling=SamplingOptions(frames=4)).recognise_file(data / "videos" / "crowd_unlabeled_4s.mp4")
     assert (result.name, result.frames, decoded) == (UNKNOWN, 4, [4])
+
+
+def test_a_stranger_is_final_only_far_beyond_the_threshold():
+    rule = OpenSetRule(threshold=1.0, margin=0.1)
+    assert rule.settled_unknown(1.0 + SETTLED_MARGIN)
+    assert not rule.settled_unknown(1.0 + SETTLED_MARGIN - 0.01)  # unknown by the rule, but a mirror could name it
+
+
+def _face(name: str, frame: int) -> "Face":
+    from lambdas.core.results import Face
+
+    return Face(frame=frame, t=float(frame), box=[0, 0, 50, 50], prob=0.99, name=name, distance=0.9)
+
+
+def test_the_answer_is_decided_once_no_other_name_can_catch_up():
+    from lambdas.core.results import answer_decided
+
+    two_frames = [_face("ada", 0), _face("ada", 1), _face(UNKNOWN, 1)]
+    assert answer_decided(two_frames, remaining=1)  # 2 frames against at most 1 for anyone else
+    assert not answer_decided(two_frames, remaining=2)  # a newcomer in the 2 frames left would tie
+    assert not answer_decided([_face("ada", 0), _face("bo", 1), _face("ada", 1)], remaining=1)  # bo could tie
+    assert not answer_decided([_face(UNKNOWN, 0), _face(UNKNOWN, 1)], remaining=0)  # no name: nothing to decide
+    assert answer_decided([_face("ada", 0), _face("ada", 0)], remaining=0)  # two faces of one frame are one vote
+
+
+def test_frames_that_agree_stop_before_the_last_sample(data, celeb_gallery, encoder, tmp_path, decoded):
+    """A face named but never settled (its nearest person not far enough ahead): once it was named in
+    more frames than the samples left, the rest are not decoded; the answer is the full run's."""
+    from facerec_cli.samples import still_video
+
+    fast = Recogniser(celeb_gallery[1], encoder, sampling=SamplingOptions(frames=5))
+    for photo in sorted((data / "5celeb" / "val").glob("*/*")):
+        video = still_video(photo, tmp_path / f"{photo.stem}.mp4", seconds=3)
+        result = fast.recognise_file(video)
+        if result.frames > 1 and result.name == photo.parent.name:  # named on frame 0, but not settled
+            break
+    else:
+        raise AssertionError("every 5celeb val photo settles on its first frame: nothing to test this with")
+    full = Recogniser(celeb_gallery[1], encoder, sampling=SamplingOptions(frames=5, early_exit=False)).recognise_file(video)
+    assert full.name == result.name
+    assert (result.frames, decoded[-2:]) == (3, [3, 5])  # 3 votes > 0 + the 2 frames left: frames 4 and 5 never decoded
+
+
+def test_strangers_far_beyond_the_threshold_skip_their_mirror_image(data, celeb_gallery, encoder):
+    """The crowd's faces: those beyond the threshold with room to spare are embedded once, the others
+    with their mirror image; the answers are those of every face embedded both ways."""
+    with media.open_video(data / "videos" / "crowd_unlabeled_4s.mp4") as video:
+        frame = next(video.frames([0.0]))
+    recogniser = Recogniser(celeb_gallery[1], encoder)
+    plain = encoder.encode([frame], settled=lambda embeddings: [True] * len(embeddings))
+    far = recogniser.final(recogniser.gallery.match(np.stack([e.embedding for e in plain])))
+    flipped: list[int] = []
+    run = encoder._run
+
+    def spy_run(crops, mirrored):  # a spy: records how many crops were mirrored, runs the real embedder
+        if mirrored:
+            flipped.append(len(crops))
+        return run(crops, mirrored)
+
+    encoder._run = spy_run
+    try:
+        lean = recogniser.match(encoder.encode([frame], settled=recogniser._settled_embeddings))
+    finally:
+        del encoder._run
+    both = recogniser.match(encoder.encode([frame]))
+    assert any(far) and sum(flipped) == len(far) - sum(far)
+    assert [m.name for m in lean] == [m.name for m in both] == [UNKNOWN] * len(both)

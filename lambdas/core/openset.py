@@ -80,6 +80,12 @@ class OpenSetRule:
             and (d2 is None or d2 - d1 >= SECOND_GAP + SETTLED_MARGIN)
         )
 
+    def settled_unknown(self, d1: float) -> bool:
+        """The nearest person lies beyond the threshold with SETTLED_MARGIN to spare: this face stays
+        unknown whatever its mirror image or a finer detection adds. (More frames may still show someone
+        enrolled: a video is not final on strangers alone.)"""
+        return d1 >= self.threshold + SETTLED_MARGIN
+
 
 @dataclass
 class PersonConsistency:

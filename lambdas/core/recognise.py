@@ -18,7 +18,7 @@ from .errors import InputError
 from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop, quality_issue
 from .gallery import Gallery, Match, weights_for
 from .media import Frame
-from .results import UNKNOWN, Face, Result, error_result, main_identity, pack_embedding
+from .results import UNKNOWN, Face, Result, answer_decided, error_result, main_identity, pack_embedding
 from .models import load_models
 from .weights import weights_id
 
@@ -164,7 +164,9 @@ class Recogniser:
         """Recognise up to ``count`` frames, loading (decoding, fetching) each only when needed.
 
         With early exit, frames are looked at one at a time from frame 0, and the rest are never loaded
-        once every face seen so far is settled (:meth:`settled`); without it, all in one batch.
+        once the answer is final: every face seen so far is settled (:meth:`settled`, or beyond doubt a
+        stranger) and one of them is named, or the leading name was seen in more frames than any other
+        could reach in the frames left (:func:`results.answer_decided`). Without it, all in one batch.
         Returns the result and the frames used."""
         watch = watch or Stopwatch()
         faces: list[Face] = []
@@ -173,15 +175,17 @@ class Recogniser:
             used = self._load(range(count), load, watch)
             faces = self._faces(used, watch)[0] if used else []
         else:
-            settled: list[bool] = []
+            named: list[bool] = []
+            final: list[bool] = []
+            coarse = True
             for i in range(count):
                 frame = self._load([i], load, watch)
                 if not frame:
                     break
                 used += frame
-                found, flags = self._frame_faces(frame[0], watch)
-                faces, settled = faces + found, settled + flags
-                if faces and all(settled):
+                found, settled, done, coarse = self._frame_faces(frame[0], watch, coarse)
+                faces, named, final = faces + found, named + settled, final + done
+                if (any(named) and all(final)) or answer_decided(faces, count - i - 1):
                     break
         status, name = main_identity(faces)
         result = Result(video=video, status=status, name=name, faces=faces, model=self.gallery.weights, frames=len(used), timings_ms=watch.ms)
@@ -205,10 +209,17 @@ class Recogniser:
         rule = self.gallery.rule(self.threshold)
         return [m.name != UNKNOWN and rule.settled(m.distance, m.next_mean, m.second) for m in matches]
 
+    def final(self, matches: list[Match]) -> list[bool]:
+        """Which faces no further look at could answer otherwise: settled names, and strangers beyond the
+        threshold with room to spare (OpenSetRule.settled_unknown)."""
+        rule = self.gallery.rule(self.threshold)
+        return [s or (m.name == UNKNOWN and rule.settled_unknown(m.distance)) for s, m in zip(self.settled(matches), matches)]
+
     def _settled_embeddings(self, plain: np.ndarray) -> list[bool]:
-        """Faces whose plain embedding already settles them keep it (the mirror image cannot change a
-        settled name, see openset.SETTLED_MARGIN); the others get the mirror."""
-        return self.settled(self.gallery.match(plain, self.threshold))
+        """Faces whose plain embedding already answers them for good keep it (the mirror image cannot
+        change a settled name, nor name a face that far beyond the threshold: openset.SETTLED_MARGIN);
+        the others get the mirror."""
+        return self.final(self.gallery.match(plain, self.threshold))
 
     def match(self, encoded: list[EncodedFace]) -> list[Match]:
         """The gallery's answer for each face; a face whose quality is not to be trusted is unknown, with
@@ -221,21 +232,27 @@ class Recogniser:
                 m.name, m.reason = UNKNOWN, e.quality
         return matches
 
-    def _frame_faces(self, frame: Frame, watch: Stopwatch) -> tuple[list[Face], list[bool]]:
-        """One frame's faces, coarse to fine: a pass at ``coarse_size`` first, kept when it finds faces
-        and all are settled; otherwise the full-resolution pass decides."""
+    def _frame_faces(self, frame: Frame, watch: Stopwatch, try_coarse: bool = True) -> tuple[list[Face], list[bool], list[bool], bool]:
+        """One frame's faces, coarse to fine: a pass at ``coarse_size`` first, kept when its faces are all
+        final and one is a settled name; otherwise the full-resolution pass decides. Also which faces are
+        settled and final (:meth:`final`), and whether the coarse pass is worth trying on the video's next
+        frame: not once it failed on this one (the same scene would send that frame to the full pass too,
+        and the full pass alone is the reference the coarse one saves)."""
         coarse, detector = self.sampling.coarse_size, self.encoder.detector
-        if coarse and detector.scale(frame.image, coarse) < detector.scale(frame.image):
+        if try_coarse and coarse and detector.scale(frame.image, coarse) < detector.scale(frame.image):
             # No mirror images here: a face its plain embedding settles keeps that anyway, and any other
             # face sends the frame to the full pass, which embeds it again.
-            faces, settled = self._faces([frame], watch, coarse, mirror=False)
-            if faces and all(settled):
-                return faces, settled
-        return self._faces([frame], watch)
+            faces, settled, final = self._faces([frame], watch, coarse, mirror=False)
+            if any(settled) and all(final):
+                return faces, settled, final, True
+            try_coarse = False
+        return (*self._faces([frame], watch), try_coarse)
 
-    def _faces(self, frames: list[Frame], watch: Stopwatch, size: int | None = None, mirror: bool = True) -> tuple[list[Face], list[bool]]:
-        """The faces of ``frames`` detected at ``size`` (default the detector's), and which are settled.
-        ``mirror=False``: plain embeddings only."""
+    def _faces(
+        self, frames: list[Frame], watch: Stopwatch, size: int | None = None, mirror: bool = True
+    ) -> tuple[list[Face], list[bool], list[bool]]:
+        """The faces of ``frames`` detected at ``size`` (default the detector's), which are settled and
+        which final. ``mirror=False``: plain embeddings only."""
         if not mirror:
             skip: Settled | None = lambda plain: [True] * len(plain)  # noqa: E731
         else:
@@ -248,9 +265,9 @@ class Recogniser:
                  distance=m.distance, reason=m.reason, embedding=pack_embedding(e.embedding))
             for e, m in zip(encoded, matches)
         ]  # fmt: skip
-        settled = self.settled(matches)
+        settled, final = self.settled(matches), self.final(matches)
         watch.add("match", started)
-        return faces, settled
+        return faces, settled, final
 
     def recognise_file(self, path: Path, video: str | None = None) -> Result:
         """A video or image file; a bad input becomes an ``error`` result, never an exception."""

@@ -202,6 +202,20 @@ def error_result(video: str, message: str, **timings: float) -> Result:
     return Result(video=video, status=ERROR, name=ERROR, error=message, timings_ms=dict(timings))
 
 
+def answer_decided(faces: list[Face], remaining: int) -> bool:
+    """Whether :func:`main_identity` gives the same name whatever ``remaining`` more frames show: its
+    leader was seen in more frames than any other name (or one not seen yet) could reach."""
+    votes: dict[str, set[int]] = {}
+    for face in faces:
+        if face.name != UNKNOWN:
+            votes.setdefault(face.name, set()).add(face.frame)
+    counts = sorted((len(frames) for frames in votes.values()), reverse=True)
+    if not counts:
+        return False
+    runner_up = counts[1] if len(counts) > 1 else 0
+    return counts[0] > runner_up + remaining
+
+
 def main_identity(faces: list[Face]) -> tuple[str, str]:
     """The person the video is about, and the status.
 

@@ -271,7 +271,10 @@ class LocalPipeline:
         pending = [j for j in jobs if j.state in ("uploaded", "split")]
         if not pending:
             return
-        done = list_result_keys(s3, self.names.details_bucket)
+        # Only the keys from the first pending result on: a burst finishes roughly in upload order, so
+        # a poll lists a few keys, not every result so far (listing them all, the polls of 100 videos
+        # cost the moto server and this client more CPU than the answers did).
+        done = list_result_keys(s3, self.names.details_bucket, min(result_keys(j.stem)[0] for j in pending))
         frames: set[str] = set()
         if track_split and any(j.state == "uploaded" and j.stem not in done for j in pending):
             frames = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.names.stage1_bucket) for o in page.get("Contents", [])}

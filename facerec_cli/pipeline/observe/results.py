@@ -13,10 +13,13 @@ from lambdas.events import RESULT_PREFIX_SKIP
 from lambdas.segments import segment_label
 
 
-def list_result_keys(s3: Any, bucket: str) -> dict[str, str]:
-    """``<stem>.json`` keys in the bucket -> ETag (list calls only, no downloads)."""
+def list_result_keys(s3: Any, bucket: str, from_key: str = "") -> dict[str, str]:
+    """``<stem>.json`` keys in the bucket -> ETag (list calls only, no downloads); ``from_key``: only
+    keys from that one on, in S3's order (a poll that waits for a few results need not list them all)."""
     found: dict[str, str] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+    # StartAfter is exclusive: every key >= from_key sorts after from_key less its last character.
+    after = {"StartAfter": from_key[:-1]} if from_key else {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, **after):
         for obj in page.get("Contents", []):
             key = obj["Key"]
             if key.endswith(".json") and not key.startswith(RESULT_PREFIX_SKIP):

@@ -13,7 +13,7 @@ from lambdas.core import media
 from lambdas.core.gallery import Match
 from lambdas.core.openset import SECOND_GAP, SETTLED_MARGIN, OpenSetRule
 from lambdas.core.recognise import Recogniser, SamplingOptions
-from lambdas.core.results import UNKNOWN
+from lambdas.core.results import UNKNOWN, Face, answer_decided
 
 
 def _inputs(data: Path) -> list[Path]:
@@ -125,15 +125,11 @@ def test_a_stranger_is_final_only_far_beyond_the_threshold():
     assert not rule.settled_unknown(1.0 + SETTLED_MARGIN - 0.01)  # unknown by the rule, but a mirror could name it
 
 
-def _face(name: str, frame: int) -> "Face":
-    from lambdas.core.results import Face
-
+def _face(name: str, frame: int) -> Face:
     return Face(frame=frame, t=float(frame), box=[0, 0, 50, 50], prob=0.99, name=name, distance=0.9)
 
 
 def test_the_answer_is_decided_once_no_other_name_can_catch_up():
-    from lambdas.core.results import answer_decided
-
     two_frames = [_face("ada", 0), _face("ada", 1), _face(UNKNOWN, 1)]
     assert answer_decided(two_frames, remaining=1)  # 2 frames against at most 1 for anyone else
     assert not answer_decided(two_frames, remaining=2)  # a newcomer in the 2 frames left would tie

@@ -25,7 +25,7 @@ from .env import RecognitionEnv
 from .events import RecognitionRequest
 from .segments import video_file
 from .stage1 import budget_within, invocation_deadline
-from .storage import ANY, EVENT_META, RESULT_TAGGING, client, log, result_state, write_result
+from .storage import EVENT_META, RESULT_TAGGING, client, download, log, write_result_once
 from .warm import recogniser
 
 class UploadSamples:
@@ -54,16 +54,15 @@ class UploadSamples:
 
 
 def recognise(request: RecognitionRequest, env: RecognitionEnv, deadline: float | None = None) -> None:
+    # No look for an earlier result first: the write is exactly-once by itself (write_result_once), and a
+    # duplicate invocation (rare: Lambda's at-least-once delivery) costs its recognition, not every
+    # invocation a HeadObject or two.
     event_id = str(request.source.get("event_id", ""))
-    done, current = result_state(env.results, request.stem, event_id) if event_id else (False, ANY)
-    if done:
-        log("duplicate invocation skipped", stem=request.stem)
-        return
     started = time.perf_counter()
     # From the Invoke in video-splitting to here: Lambda's queue and a cold or busy instance.
     handover_ms = max(0.0, (time.time() - request.sent_at) * 1000) if request.sent_at else None
     kept: list[Any] = []  # the decoded frames, kept only to annotate one
-    download = [0.0]
+    fetch_s = [0.0]  # seconds spent fetching stage-1 frames
     try:
         rec = recogniser(env)
         with tempfile.TemporaryDirectory(prefix="facerec-rec-") as tmp:
@@ -75,8 +74,8 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv, deadline: float 
                 t0 = time.perf_counter()
                 ref = request.frames[i]
                 local = Path(tmp) / f"{i:03d}.jpg"
-                client("s3").download_file(request.stage1_bucket, ref.key, str(local))
-                download[0] += time.perf_counter() - t0
+                download(request.stage1_bucket, ref.key, local)
+                fetch_s[0] += time.perf_counter() - t0
                 return Frame(i, ref.t, media.load_image(local))
 
             further = UploadSamples(request, deadline)
@@ -86,7 +85,7 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv, deadline: float 
                 further.close()
         if not env.annotate:
             kept = []
-        ms = (download[0] + further.download_s) * 1000
+        ms = (fetch_s[0] + further.download_s) * 1000
         result.timings_ms["download"] = ms
         if "decode" in result.timings_ms:  # the recogniser timed fetch + decode together
             result.timings_ms["decode"] = max(0.0, result.timings_ms["decode"] - ms)
@@ -98,8 +97,8 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv, deadline: float 
     if env.annotate and result.faces and kept:
         store_annotated(env.results.details, request.stem, result, kept, event_id)
     result.timings_ms["recognise"] = (time.perf_counter() - started) * 1000
-    if not write_result(env.results, request.stem, result, event_id, replaces=current):
-        log("duplicate invocation: a concurrent one wrote the result first", stem=request.stem)
+    if not write_result_once(env.results, request.stem, result, event_id):
+        log("duplicate invocation: this event's result was already written", stem=request.stem)
         return
     log("recognised", stem=request.stem, status=result.status, name=result.name, ms=round(result.timings_ms["recognise"]))
 

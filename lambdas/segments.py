@@ -56,7 +56,7 @@ from .core.results import Result, error_result
 from .env import ResultBuckets
 from .events import RecognitionRequest
 from .stage1 import budget_within, decode_budget, frame_key, invocation_deadline, local_name
-from .storage import EVENT_META, RESULT_TAGGING, client, log, metadata_text, result_done, write_result
+from .storage import EVENT_META, RESULT_TAGGING, SINGLE_GET_BYTES, client, download, log, metadata_text, result_done, write_result
 
 SEGMENT_KIND = "timeline-segment"
 PREFIX = ".facerec/segments/"
@@ -319,7 +319,8 @@ def video_file(request: SegmentRequest | RecognitionRequest) -> Path:
         suffix = Path(str(src.get("key", ""))).suffix.lower()
         path = folder / f"{_hash(ident, 24)}{suffix if suffix.isascii() and len(suffix) <= 9 else ''}"
         partial = path.with_name(path.name + f".{os.getpid()}.part")
-        client("s3").download_file(src["bucket"], src["key"], str(partial))
+        size = src.get("size")
+        download(src["bucket"], src["key"], partial, int(size) if size is not None else SINGLE_GET_BYTES + 1)
         partial.replace(path)
         _cached[ident] = path
         return path

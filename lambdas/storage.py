@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
+from pathlib import Path
 from urllib.parse import quote, urlencode
 from typing import Any
 
@@ -47,6 +49,23 @@ def client(service: str) -> Any:
 @functools.lru_cache(maxsize=None)
 def _client(service: str, endpoint_url: str | None, region: str | None) -> Any:
     return boto3.client(service, endpoint_url=endpoint_url, region_name=region)
+
+
+# Objects up to this size are fetched with one GetObject; larger ones with s3transfer's ranged, parallel
+# GETs (download_file, whose first call is a HeadObject for the size: one request more per object).
+SINGLE_GET_BYTES = 8 * 1024 * 1024
+
+
+def download(bucket: str, key: str, path: Path, size: int | None = None, s3: Any = None) -> None:
+    """The object into ``path``. ``size``: its size when the caller knows it (an S3 event carries it);
+    None for an object known to be small (a stage-1 frame)."""
+    s3 = s3 or client("s3")
+    if size is not None and size > SINGLE_GET_BYTES:
+        s3.download_file(bucket, key, str(path))
+        return
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    with open(path, "wb") as out:
+        shutil.copyfileobj(body, out, 1024 * 1024)
 
 
 def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
@@ -116,6 +135,19 @@ def write_result(where: Where, stem: str, result: Result, event_id: str, s3: Any
     s3.put_object(Bucket=buckets.output, Key=txt_key, Body=result.name.encode(), ContentType="text/plain; charset=utf-8", Metadata=meta,
                   Tagging=RESULT_TAGGING)
     return True
+
+
+def write_result_once(where: Where, stem: str, result: Result, event_id: str, s3: Any = None) -> bool:
+    """This event's result, written exactly once, optimistically: a write conditional on there being no
+    result yet (no HeadObject before it, the common case); when there is one, its state decides: this
+    event's own (a duplicate invocation: nothing written, False) or an older upload's (replaced,
+    conditionally on the ETag seen, so a concurrent writer still wins or loses whole)."""
+    if not event_id:
+        return write_result(where, stem, result, event_id, s3)
+    if write_result(where, stem, result, event_id, s3, replaces=None):
+        return True
+    done, current = result_state(where, stem, event_id, s3)
+    return not done and write_result(where, stem, result, event_id, s3, replaces=current)
 
 
 def result_done(where: Where, stem: str, event_id: str, s3: Any = None) -> bool:

@@ -29,7 +29,7 @@ from .env import SplittingEnv
 from .gop import GOP, gop_frames
 from .events import FrameRef, RecognitionRequest, Upload, uploads
 from .stage1 import decode_budget, frame_key, local_name, marker_key
-from .storage import EVENT_META, RESULT_TAGGING, already_done, client, log, write_result
+from .storage import EVENT_META, RESULT_TAGGING, already_done, client, download, log, write_result
 
 def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | None = None) -> RecognitionRequest:
     """Download, check, sample and store frames; InputError for a video we cannot or will not read.
@@ -48,7 +48,7 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
         return now
 
     local = workdir / local_name(upload.key)
-    client("s3").download_file(upload.bucket, upload.key, str(local))
+    download(upload.bucket, upload.key, local, upload.size)
     t = lap("download", started)
     frames = []
     # Decoded in process (video packets only); frame 0 alone, the others are face-recognition's to decode.

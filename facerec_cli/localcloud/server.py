@@ -33,7 +33,7 @@ import boto3
 import botocore.session
 
 from facerec_cli.errors import UserError
-from facerec_cli.localcloud import s3_conditional
+from facerec_cli.localcloud import moto_routing, s3_conditional
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys
 from facerec_cli.localcloud.moto_fixes import admin_credentials, check_iam_seam, enforced
 from facerec_cli.localcloud.runtime.dispatch import Dispatcher, FailureHook, RunnerFactory
@@ -117,6 +117,7 @@ class LocalCloud:
         # Before anything starts: a moved seam must fail here, not as handlers that never run.
         check_seam()
         s3_conditional.install()  # timelines' exactly-once merge needs S3's atomic conditional writes
+        moto_routing.install()  # moto lists its package directory on every request otherwise
         if self.enforce_iam:
             check_iam_seam()
         with _active_lock:

@@ -5,6 +5,7 @@ Hamilton clip, through the CLI."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import unicodedata
 from pathlib import Path
@@ -289,31 +290,82 @@ def test_a_small_gallery_is_calibrated_against_reference_faces(data: Path, encod
     assert recogniser.recognise_file(data / "videos" / "crowd_unlabeled_4s.mp4").name == "unknown"
 
 
-def test_a_calibrated_rule_unlike_the_default_keeps_left_out_strangers_out(celeb_gallery: Any, data: Path, encoder: Any,
-                                                                            reference: np.ndarray) -> None:  # fmt: skip
+def same_person_groups(faces: np.ndarray, within: float = 0.95) -> np.ndarray:
+    """A group label per face: faces closer than ``within`` (same-person distances) are one person. LFW
+    repeats people (12 pairs of the reference faces lie closer than 0.9)."""
+    label = np.arange(len(faces))
+    close = np.argwhere(openset.distance_of_cosine(faces @ faces.T) < within)
+    for _ in range(len(faces)):  # until no pair of close faces has two labels
+        merged = label.copy()
+        np.minimum.at(merged, close[:, 0], label[close[:, 1]])
+        if np.array_equal(merged, label):
+            break
+        label = merged
+    return label
+
+
+DRAWS = 10
+
+
+def test_a_calibrated_rule_unlike_the_default_holds_the_stranger_budget_on_left_out_faces(celeb_gallery: Any, data: Path, encoder: Any,
+                                                                                           reference: np.ndarray) -> None:  # fmt: skip
     """5celeb/train alone calibrates to exactly the default (a calibrate() that returned the default would
-    pass); with the reference faces enrolled as 100 one-photo people its strangers have near neighbours
-    and the rule gains a margin. On val (left out of calibration): every photo named right with the full
-    gallery, and with each person left out, fewer of their photos named as someone than under the default
-    rule (measured: 3 of 25 against 5)."""
+    pass). Here it is enrolled with a crowd: half the reference faces (drawn by person, 10 draws) as
+    people with one photo each; the rule gains a margin. The faces left out of the calibration are its
+    strangers, through ``Gallery.match`` under the calibrated rule: the other half of the reference
+    faces (never enrolled) against the whole gallery; the Hamilton enrolment's photos likewise; and each
+    5celeb person's val photos and the train photos calibration did not use (each person's after the
+    first MAX_PROBES_PER_PERSON) against the gallery without that person. At most the stranger budget of
+    them is named, and val's photos of the enrolled people are named right (or, rarely, unknown: never
+    someone else).
+
+    Measured (195 stranger photos, 1427 answers over the draws): while calibration's strangers were the
+    25 photos of the 5 people alone, 2 draws kept the default and the others margins 0.105-0.19, and 82
+    answers were named (5.7%, nearly twice the budget: this test failed, at draw 0's default rule
+    first); with the one-photo people as stranger probes too (64-87 of them; margins 0.19-0.285), 6
+    (0.4%), and 247 of 250 val answers right (one Ben Affleck photo, 0.961 from his centroid, answered
+    unknown as ambiguous in 3 draws)."""
     from lambdas.core.gallery_edit import without_person
 
     _, clean = celeb_gallery
-    crowd = [f"ref_{i:03d}" for i in range(len(reference))]
-    gallery = Gallery(weights=clean.weights, embeddings=np.concatenate([clean.embeddings, reference]), names=clean.names + crowd,
-                      recipe=clean.recipe)  # fmt: skip
-    cal = gallery.calibrate()
-    assert cal.calibrated and gallery.rule() != openset.OpenSetRule() and gallery.margin > 0
     val, _ = embed_photos(find_photos(data / "5celeb" / "val"), encoder)
-    assert [m.name for m in gallery.match(val.embeddings)] == val.names
+    hamilton, _ = embed_photos(find_photos(data / "enroll"), encoder)
+    group = same_person_groups(reference)
+    people = sorted(set(clean.names))
+    unused = [i for p in people for i in [k for k, n in enumerate(clean.names) if n == p][openset.MAX_PROBES_PER_PERSON :]]
+    named = answers = right = 0
+    strangers_seen: set[str] = set()
+    for draw in range(DRAWS):
+        enrolled_groups = np.random.default_rng(draw).permutation(np.unique(group))[: len(np.unique(group)) // 2]
+        crowd = np.flatnonzero(np.isin(group, enrolled_groups))
+        out = np.flatnonzero(~np.isin(group, enrolled_groups))
+        gallery = Gallery(weights=clean.weights, embeddings=np.concatenate([clean.embeddings, reference[crowd]]),
+                          names=clean.names + [f"ref_{i:03d}" for i in crowd], recipe=clean.recipe)  # fmt: skip
+        cal = gallery.calibrate()
+        assert cal.calibrated and gallery.rule() != openset.OpenSetRule() and gallery.margin > 0
 
-    def strangers_named(rule: openset.OpenSetRule) -> int:
-        named = 0
-        for person in sorted(set(val.names)):
+        probes = [(gallery, reference[out], [f"ref_{i:03d}" for i in out]), (gallery, hamilton.embeddings, hamilton.sources)]
+        for person in people:
             rest = without_person(gallery, person)
-            rest.threshold, rest.margin = rule.threshold, rule.margin
-            rows = [i for i, n in enumerate(val.names) if n == person]
-            named += sum(m.name != "unknown" for m in rest.match(val.embeddings[rows]))
-        return named
+            rest.threshold, rest.margin = gallery.threshold, gallery.margin  # the calibrated rule, this person a stranger
+            mine = [i for i in unused if clean.names[i] == person]
+            probes.append((rest, np.concatenate([val.embeddings[[i for i, n in enumerate(val.names) if n == person]], clean.embeddings[mine]]),
+                           [f"val/{s}" for s, n in zip(val.sources, val.names) if n == person] + [f"train/{clean.sources[i]}" for i in mine]))  # fmt: skip
+        for g, faces, sources in probes:
+            named += sum(m.name != "unknown" for m in g.match(faces))
+            answers += len(faces)
+            strangers_seen.update(sources)
 
-    assert strangers_named(gallery.rule()) < strangers_named(openset.OpenSetRule())
+        matches = gallery.match(val.embeddings)
+        assert all(m.name in (n, "unknown") for m, n in zip(matches, val.names)), [(m.name, n) for m, n in zip(matches, val.names)]
+        right += sum(m.name == n for m, n in zip(matches, val.names))
+
+    # The allowance for the sample: a rule whose true rate were exactly the budget would name more than
+    # the budget of a finite sample about half the time. Allowed: the budget plus 1.645 standard errors
+    # (a one-sided 95% binomial bound), counting each distinct stranger photo once (the draws answer the
+    # same photos again, so they are not independent samples): 3% + 2.0% for the 195 photos.
+    budget = openset.STRANGER_BUDGET
+    allowance = 1.645 * math.sqrt(budget * (1 - budget) / len(strangers_seen))
+    rate = named / answers
+    assert rate <= budget + allowance, f"{named} of {answers} stranger answers named ({rate:.1%}): budget {budget:.0%} + {allowance:.1%}"
+    assert right >= 0.98 * DRAWS * len(val.names), f"{right} of {DRAWS * len(val.names)} val answers right"

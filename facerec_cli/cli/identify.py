@@ -96,7 +96,8 @@ def print_calibration(calibration: Calibration, *, every_person: bool | None = N
             f"(named {calibration.known_named:.1%} of {plural(calibration.known_probes, 'photo')} against their person's other photos; "
             + (f"answered {calibration.strangers_rejected:.1%} of {plural(calibration.reference, 'reference face')} nobody enrolled unknown)"
                if calibration.reference else
-               f"answered {calibration.strangers_rejected:.1%} unknown with their person left out, as strangers)")
+               f"answered {calibration.strangers_rejected:.1%} of {plural(calibration.stranger_probes, 'photo')} unknown with their person "
+               "left out, as strangers)")
             + left_out_note(calibration), highlight=False, soft_wrap=True,
         )
     else:

@@ -22,7 +22,7 @@ from .gallery_edit import person_name, same_photos, with_photos
 from .names import lookup_name, plural
 from .openset import AMBIGUOUS, BEYOND_THRESHOLD, UNSUPPORTED
 from .results import UNKNOWN, Result, Timeline, main_identity, unpack_embedding
-from .timeline import Observation, build_timeline, labelled_groups, ranges_of, supported_names
+from .face_groups import Observation, build_timeline, labelled_groups, ranges_of, supported_names
 
 # A group's faces added to the gallery at most (spread over its time on screen): a stranger seen for an
 # hour would otherwise add thousands of near-identical rows.

@@ -242,3 +242,22 @@ def print_reidentified(report: Any) -> None:
               + (f"; {skipped} skipped: stored before results kept embeddings (recognise those videos again)" if skipped else "")
               + (f"; {other} skipped: made with other weights than the gallery's" if other else ""),
               highlight=False, soft_wrap=True)  # fmt: skip
+
+
+def print_enrolment(done: Any) -> None:
+    """What ``facerec enroll`` did (``enrolment.Enrolment``): the photos with a note, the gallery written,
+    the photos' consistency and the open-set rule, and two people under one name."""
+    for r in done.reports:
+        if r.note != "ok":
+            err.print(f"[yellow]{r.person}/{r.path.name}[/]: {r.note}", highlight=False, soft_wrap=True)
+    gallery = done.gallery
+    people = gallery.people
+    shown = ", ".join(people) if len(people) <= 12 else f"{', '.join(people[:12])}, ..."
+    err.print(
+        f"[green]wrote {done.output}[/]: {plural(len(gallery.names), 'face')} of {plural(len(people), 'person', 'people')} ({shown}), weights {gallery.weights}",
+        highlight=False, soft_wrap=True,
+    )
+    if gallery.calibration is not None:
+        print_calibration(gallery.calibration)
+    for t in done.two_people:
+        warn_two_groups(t.person, t.distance, [list(g) for g in t.groups])

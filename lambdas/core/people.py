@@ -1,6 +1,6 @@
 """Naming strangers after the fact, from what results store: each face's embedding (``Face.embedding``).
 
-A result's faces are grouped into people by the timeline's own rule (``timeline.labelled_groups``):
+A result's faces are grouped into people by the timeline's own rule (``face_groups.labelled_groups``):
 for a timeline result the groups and their ``unknown-N`` names are exactly its rows; a result without
 a timeline (a few sampled frames) gets its strangers grouped and numbered the same way, so
 ``facerec people list`` shows the names ``facerec people label`` takes for either kind.

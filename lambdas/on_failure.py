@@ -25,7 +25,8 @@ from typing import Any
 from .core.results import error_result
 from .env import FAILURE_QUEUE, ResultBuckets, require
 from .events import RecognitionRequest, uploads
-from .segments import SegmentRequest, fail_segment, is_segment_event
+from .segment_state import SegmentRequest, is_segment_event
+from .segments import fail_segment
 from .storage import client, log, result_state, write_result
 
 

@@ -1,8 +1,5 @@
 """Timelines of long videos, fanned out: segments recognised in parallel, merged exactly once.
 
-Over 400 lines on purpose: the fan-out, a segment's handling and the exactly-once merge share one
-protocol of state keys and conditional writes on S3 (below), which reads best in one place.
-
 With ``FACEREC_TIMELINE=1`` on video-splitting, an upload is cut into segments of
 ``FACEREC_SEGMENT_SECONDS`` (30 s): ``[0, 30)``, ``[30, 60)``... video-splitting stores the first frame
 (``<stem>.jpg``, the course's layout, as without a timeline) and a plan marker, then invokes
@@ -18,7 +15,7 @@ PUT 11 ms, GET 8.4 ms, JPEG decode 3.7 ms) and, worse, puts the whole decode in 
 invocation: 31 s to sample 1208 frames in one pass plus 19 s of encodes and PUTs before the last segment
 could start. With the segments decoding, no step is longer than one segment's share.
 
-State, in stage-1 under ``.facerec/segments/<hash of the stem>/<hash of the event id>/`` (stage-1 objects
+State (its keys and conditional writes: ``lambdas/segment_state.py``), in stage-1 under ``.facerec/segments/<hash of the stem>/<hash of the event id>/`` (stage-1 objects
 expire after a day): ``plan-of-NNNN`` (written before the invokes: ``watch`` counts segments in flight
 from it), ``part-KKKK-of-NNNN.json`` (a segment's observations, or its failure), ``merge`` (the claim of
 the one invocation that merges) and ``attempt-KKKK-<request id>-<n>`` (attempts of a failing segment).
@@ -36,18 +33,14 @@ that names the segment, never a timeline with a hole in it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import botocore.exceptions
 
 from .core import media
 from .core.errors import FacerecError, InputError
@@ -55,11 +48,12 @@ from .core.names import plural
 from .core.results import Result, error_result
 from .env import ResultBuckets
 from .events import RecognitionRequest
+from .segment_state import (  # is_segment_event: face-recognition's handler asks this module
+    SegmentRequest, attempt_key, claim_key, create, exists, is_segment_event, list_keys, part_key, plan_key, read_json, run_prefix, short_hash,
+)  # fmt: skip
 from .stage1 import budget_within, decode_budget, frame_key, invocation_deadline, local_name
 from .storage import EVENT_META, RESULT_TAGGING, SINGLE_GET_BYTES, client, download, log, metadata_text, result_done, write_result
 
-SEGMENT_KIND = "timeline-segment"
-PREFIX = ".facerec/segments/"
 # Attempts Lambda makes of an asynchronous invocation: 1 + the 2 retries facerec_cli/pipeline/stack.py
 # configures (MAX_RETRY_ATTEMPTS), as run-local's dispatcher does.
 MAX_ATTEMPTS = 3
@@ -80,171 +74,16 @@ def _timeline() -> Any:
     return timeline
 
 
+def _face_groups() -> Any:
+    """``lambdas.core.face_groups`` (the merge's rows), imported on first use for the same reason."""
+    from .core import face_groups
+
+    return face_groups
+
+
 def scan(*args: Any, **kwargs: Any) -> Any:
     """``core.timeline.scan`` (a name of this module, so that tests can stand in for it)."""
     return _timeline().scan(*args, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------- requests
-
-
-@dataclass
-class SegmentRequest:
-    """What video-splitting sends to face-recognition for one segment (InvocationType=Event)."""
-
-    stage1_bucket: str
-    stem: str
-    video: str
-    source: dict[str, Any]  # bucket, key, etag, size, event_id of the upload
-    segment: int  # 0-based
-    count: int
-    start: float
-    end: float | None  # None: to the end of a video whose length the container does not give
-    fps: float
-    duration: float | None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    kind: str = SEGMENT_KIND
-
-    @property
-    def event_id(self) -> str:
-        return str(self.source.get("event_id", ""))
-
-    @property
-    def label(self) -> str:
-        """``segment 3 of 20 (60-90 s)``: how messages name it."""
-        end = "end" if self.end is None else f"{self.end:g} s"
-        return f"segment {self.segment + 1} of {self.count} ({self.start:g}-{end})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SegmentRequest":
-        return cls(
-            stage1_bucket=data["stage1_bucket"], stem=data["stem"], video=data["video"], source=dict(data.get("source", {})),
-            segment=int(data["segment"]), count=int(data["count"]), start=float(data["start"]),
-            end=None if data.get("end") is None else float(data["end"]),
-            fps=float(data["fps"]), duration=None if data.get("duration") is None else float(data["duration"]),
-            timings_ms=dict(data.get("timings_ms", {})),
-        )  # fmt: skip
-
-
-def is_segment_event(event: Any) -> bool:
-    return isinstance(event, dict) and event.get("kind") == SEGMENT_KIND
-
-
-def segment_label(event: Any) -> str | None:
-    """``segment 3 of 20 (60-90 s)`` for a segment's event, None for any other."""
-    if not is_segment_event(event):
-        return None
-    try:
-        return SegmentRequest.from_dict(event).label
-    except (KeyError, TypeError, ValueError):
-        return "a segment"
-
-
-# -------------------------------------------------------------------------------------------- keys
-
-
-def _hash(text: str, n: int) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def stem_prefix(stem: str) -> str:
-    """The folder of a video's segment state in stage-1 (fixed length, whatever the stem)."""
-    return f"{PREFIX}{_hash(stem, 40)}/"
-
-
-def run_prefix(stem: str, event_id: str) -> str:
-    """The folder of one upload's (event's) segments: a new upload of the same key starts afresh."""
-    return f"{stem_prefix(stem)}{_hash(event_id, 16)}/"
-
-
-def plan_key(stem: str, event_id: str, count: int) -> str:
-    return f"{run_prefix(stem, event_id)}plan-of-{count:04d}"
-
-
-def part_key(stem: str, event_id: str, segment: int, count: int) -> str:
-    return f"{run_prefix(stem, event_id)}part-{segment:04d}-of-{count:04d}.json"
-
-
-def claim_key(stem: str, event_id: str) -> str:
-    return f"{run_prefix(stem, event_id)}merge"
-
-
-def attempt_key(stem: str, event_id: str, segment: int, request_id: str, n: int) -> str:
-    return f"{run_prefix(stem, event_id)}attempt-{segment:04d}-{_hash(request_id, 16)}-{n}"
-
-
-def parse_state_key(key: str) -> tuple[str, str, str, int, int] | None:
-    """``(stem hash, event hash, "plan" | "part", segment, count)`` of a plan or part key, else None
-    (what ``facerec watch`` counts, from a listing alone)."""
-    if not key.startswith(PREFIX):
-        return None
-    parts = key[len(PREFIX):].split("/")
-    if len(parts) != 3:
-        return None
-    stem_hash, event_hash, name = parts
-    try:
-        if name.startswith("plan-of-"):
-            return stem_hash, event_hash, "plan", -1, int(name[len("plan-of-"):])
-        if name.startswith("part-") and name.endswith(".json"):
-            segment, _, count = name[len("part-"): -len(".json")].partition("-of-")
-            return stem_hash, event_hash, "part", int(segment), int(count)
-    except ValueError:
-        return None
-    return None
-
-
-# ------------------------------------------------------------------------------- conditional writes
-
-
-def _code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
-    return str(exc.response.get("Error", {}).get("Code", "")), int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def create(s3: Any, bucket: str, key: str, body: bytes, **extra: Any) -> bool:
-    """Create ``key`` only if it does not exist (S3 conditional write): True when this call created
-    it, False when it was there. A 409 (another conditional write to the key in progress) is retried."""
-    for attempt in range(5):
-        try:
-            s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", **extra)
-            return True
-        except botocore.exceptions.ClientError as exc:
-            code, status = _code(exc)
-            if status == 412 or code == "PreconditionFailed":
-                return False
-            if status == 409 or code == "ConditionalRequestConflict":
-                time.sleep(0.05 * (attempt + 1))
-                continue
-            raise
-    return False
-
-
-def _exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except botocore.exceptions.ClientError as exc:
-        if _code(exc)[0] in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-
-
-def _read_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except botocore.exceptions.ClientError as exc:
-        if _code(exc)[0] in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-
-
-def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
-    keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return keys
 
 
 # ------------------------------------------------------------------------------ video-splitting side
@@ -317,7 +156,7 @@ def video_file(request: SegmentRequest | RecognitionRequest) -> Path:
         folder = Path(tempfile.gettempdir()) / "facerec-videos"
         folder.mkdir(parents=True, exist_ok=True)
         suffix = Path(str(src.get("key", ""))).suffix.lower()
-        path = folder / f"{_hash(ident, 24)}{suffix if suffix.isascii() and len(suffix) <= 9 else ''}"
+        path = folder / f"{short_hash(ident, 24)}{suffix if suffix.isascii() and len(suffix) <= 9 else ''}"
         partial = path.with_name(path.name + f".{os.getpid()}.part")
         size = src.get("size")
         download(src["bucket"], src["key"], partial, int(size) if size is not None else SINGLE_GET_BYTES + 1)
@@ -384,7 +223,7 @@ def handle_segment(event: dict[str, Any], env: Any, context: Any = None) -> dict
     s3 = client("s3")
     request_id = _request_id(context)
     key = part_key(request.stem, request.event_id, request.segment, request.count)
-    if _exists(s3, request.stage1_bucket, key):
+    if exists(s3, request.stage1_bucket, key):
         log("segment already recognised (a duplicate or a retry)", stem=request.stem, segment=request.segment)
     else:
         try:
@@ -422,7 +261,7 @@ def _claim(s3: Any, request: SegmentRequest, owner: str) -> bool:
     body = json.dumps({"owner": owner, "segment": request.segment}).encode()
     if create(s3, request.stage1_bucket, key, body, ContentType="application/json"):
         return True
-    holder = _read_json(s3, request.stage1_bucket, key) or {}
+    holder = read_json(s3, request.stage1_bucket, key) or {}
     return holder.get("owner") == owner
 
 
@@ -430,7 +269,7 @@ def complete(s3: Any, env: Any, request: SegmentRequest, request_id: str) -> str
     """After this segment's part: merge if every part is there and this invocation wins the claim."""
     prefix = run_prefix(request.stem, request.event_id)
     suffix = f"-of-{request.count:04d}.json"
-    parts = sorted(k for k in _list(s3, request.stage1_bucket, prefix) if k.startswith(prefix + "part-") and k.endswith(suffix))
+    parts = sorted(k for k in list_keys(s3, request.stage1_bucket, prefix) if k.startswith(prefix + "part-") and k.endswith(suffix))
     if len(parts) < request.count:
         return "waiting"
     if not _claim(s3, request, request_id):
@@ -445,19 +284,19 @@ def merge(s3: Any, env: Any, request: SegmentRequest, keys: list[str]) -> Result
     """All parts to the video's result: the timeline of all observations (as one pass would make it),
     or an ``error`` naming the segments that failed. Best-view crops with FACEREC_ANNOTATE=1."""
     started = time.perf_counter()
-    parts = [p for p in (_read_json(s3, request.stage1_bucket, k) for k in keys) if p is not None]
+    parts = [p for p in (read_json(s3, request.stage1_bucket, k) for k in keys) if p is not None]
     failed = sorted((p for p in parts if p.get("status") != "ok"), key=lambda p: p["segment"])
     if failed or len(parts) < request.count:
         result = failure_result(request, failed)
     else:
-        observations = [_timeline().Observation.from_dict(o) for p in parts for o in p.get("observations", [])]
+        observations = [_face_groups().Observation.from_dict(o) for p in parts for o in p.get("observations", [])]
         timings: dict[str, float] = {}
         for p in parts:
             for stage, ms in p.get("timings_ms", {}).items():
                 timings[stage] = timings.get(stage, 0.0) + float(ms)
         timings.update(request.timings_ms)
         first_start = min(float(p.get("started_at", time.time())) for p in parts)
-        result = _timeline().timeline_result(
+        result = _face_groups().timeline_result(
             request.video, observations, frames=sum(int(p.get("frames", 0)) for p in parts), model=parts[0].get("model"),
             fps=request.fps, duration=request.duration, segments=request.count, timings_ms=timings,
         )  # fmt: skip
@@ -491,22 +330,22 @@ def fail_segment(s3: Any, output_bucket: ResultBuckets | str, request: SegmentRe
     if request.event_id and result_done(output_bucket, request.stem, request.event_id, s3):
         return "result already written"
     if not _put_part(s3, request, failed_part(request, message)):
-        part = _read_json(s3, request.stage1_bucket, part_key(request.stem, request.event_id, request.segment, request.count)) or {}
+        part = read_json(s3, request.stage1_bucket, part_key(request.stem, request.event_id, request.segment, request.count)) or {}
         if part.get("status") == "ok":
             # It had stored its part and failed after: in the merge (it holds the claim), or before
             # claiming it while being the last (every part is in, nobody merges). Otherwise the last
             # segment to finish merges as usual.
-            holder = _read_json(s3, request.stage1_bucket, claim_key(request.stem, request.event_id))
+            holder = read_json(s3, request.stage1_bucket, claim_key(request.stem, request.event_id))
             if holder is None:
                 prefix = run_prefix(request.stem, request.event_id)
                 suffix = f"-of-{request.count:04d}.json"
-                done = [k for k in _list(s3, request.stage1_bucket, prefix) if k.startswith(prefix + "part-") and k.endswith(suffix)]
+                done = [k for k in list_keys(s3, request.stage1_bucket, prefix) if k.startswith(prefix + "part-") and k.endswith(suffix)]
                 if len(done) < request.count:
                     return "part already written"
             elif not (holder.get("segment") == request.segment and (not owner or holder.get("owner") == owner)):
                 return "merge held elsewhere"
     if not (_claim(s3, request, f"failed:{request.segment}:{owner}") or _claim_holder_is(s3, request, owner)):
-        holder = _read_json(s3, request.stage1_bucket, claim_key(request.stem, request.event_id)) or {}
+        holder = read_json(s3, request.stage1_bucket, claim_key(request.stem, request.event_id)) or {}
         if holder.get("segment") != request.segment:
             return "merge held elsewhere"  # another segment merges, and sees this failed part
     if request.event_id and result_done(output_bucket, request.stem, request.event_id, s3):
@@ -519,7 +358,7 @@ def fail_segment(s3: Any, output_bucket: ResultBuckets | str, request: SegmentRe
 def _claim_holder_is(s3: Any, request: SegmentRequest, owner: str) -> bool:
     if not owner:
         return False
-    holder = _read_json(s3, request.stage1_bucket, claim_key(request.stem, request.event_id)) or {}
+    holder = read_json(s3, request.stage1_bucket, claim_key(request.stem, request.event_id)) or {}
     return holder.get("owner") == owner
 
 
@@ -553,7 +392,4 @@ def store_best_views(s3: Any, bucket: str, request: SegmentRequest, result: Resu
         log("best views not stored", stem=request.stem, error=f"{type(exc).__name__}: {exc}")
 
 
-__all__ = [
-    "SEGMENT_KIND", "SegmentRequest", "complete", "create", "fail_segment", "fan_out", "handle_segment", "is_segment_event",
-    "merge", "parse_state_key", "part_key", "plan_key", "run_prefix", "segment_label", "stem_prefix",
-]  # fmt: skip
+__all__ = ["complete", "fail_segment", "fan_out", "handle_segment", "is_segment_event", "merge", "store_best_views", "video_file"]

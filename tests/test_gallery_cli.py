@@ -236,6 +236,21 @@ def test_remove_and_rename_through_the_cli(four_file: Path, tmp_path: Path) -> N
     assert merged.exit_code == 0 and "two groups" in merged.stderr, merged.output
 
 
+def test_the_edit_workflows_return_reports_and_print_nothing(four_file: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The workflows behind the commands (facerec_cli.gallery_workflows) are plain functions: they return
+    what happened and leave printing to the command (#31)."""
+    from facerec_cli.gallery_workflows import remove, rename, save_edit
+
+    before, removal = remove(four_file, photo=next(s for s in Gallery.load(four_file).sources if s.startswith("madonna/")))
+    assert removal.whose == "madonna" and removal.left == before.names.count("madonna") - 1 and removal.touched == ["madonna"]
+    out = tmp_path / "edited.safetensors"
+    report = save_edit(before, removal.after, removal.touched, out)
+    assert report.path == out and Gallery.load(out) == removal.after and report.rule_before == report.rule_after
+    _, renaming = rename(out, "elton_john", "madonna", merge=True)
+    assert (renaming.old, renaming.new, renaming.merged) == ("elton_john", "madonna", removal.left)
+    assert capfd.readouterr() == ("", "")
+
+
 # ------------------------------------------------------------------------------------------ push (moto over HTTP)
 
 

@@ -237,9 +237,9 @@ def test_a_stranger_keeps_its_number_after_a_relabel(results_dir: Path, gallery_
 
 
 def people_ranges(group: Any) -> str:
-    from facerec_cli.cli.people import _ranges
+    from facerec_cli.render import clock_ranges
 
-    return _ranges(group.ranges)
+    return clock_ranges(group.ranges)
 
 
 def test_search_person_ignores_case_and_suggests_names(results_dir: Path) -> None:

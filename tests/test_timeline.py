@@ -30,15 +30,9 @@ from lambdas import env as fenv
 from lambdas import segments
 from lambdas.core.recognise import Recogniser
 from lambdas.core.results import ERROR, OK, UNKNOWN, Result
-from lambdas.core.timeline import (
-    DEFAULT_FPS,
-    Observation,
-    build_timeline,
-    grid,
-    ranges_of,
-    recognise_timeline,
-    segment_plan,
-)  # fmt: skip
+from lambdas.core.face_groups import Observation, build_timeline, ranges_of
+from lambdas.core.media import segment_plan
+from lambdas.core.timeline import DEFAULT_FPS, grid, recognise_timeline
 
 from .test_cloud_cli import env, gallery_file  # noqa: F401 - fixtures used here
 from .test_watch_report import chromium, deployment, run_chromium, screenshot  # noqa: F401 - fixtures used here

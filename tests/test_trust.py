@@ -221,7 +221,7 @@ def test_enroll_says_how_many_photos_calibration_left_out(data: Path, tmp_path: 
 
 def _observations(result: Any) -> list[Any]:
     from lambdas.core.results import unpack_embedding
-    from lambdas.core.timeline import Observation
+    from lambdas.core.face_groups import Observation
 
     return [Observation(frame=f.frame, t=f.t, box=list(f.box), prob=f.prob, name=f.name, distance=f.distance, nearest="",
                         embedding=unpack_embedding(f.embedding or "").astype(np.float16), reason=f.reason) for f in result.faces]  # fmt: skip
@@ -235,7 +235,8 @@ def test_one_close_match_does_not_name_a_whole_group(celeb_gallery: Any, hamilto
     where Lacamoire's group has 1 of its 2 faces matched, keeps both names."""
     from lambdas.core.people import groups
     from lambdas.core.recognise import Recogniser
-    from lambdas.core.timeline import recognise_timeline, timeline_result
+    from lambdas.core.face_groups import timeline_result
+    from lambdas.core.timeline import recognise_timeline
 
     crowd = recognise_timeline(Recogniser(celeb_gallery[1]), data / "videos" / "crowd_unlabeled_4s.mp4")
     assert crowd.name == "unknown"

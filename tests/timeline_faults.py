@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdas import face_recognition
-from lambdas.segments import is_segment_event
+from lambdas.segment_state import is_segment_event
 
 
 def _targeted(event: dict[str, Any]) -> bool:

@@ -19,7 +19,7 @@ from lambdas.core.results import Result
 from facerec_cli.pipeline.local.runner import RunOptions
 from facerec_cli.render import err
 from facerec_cli.samples import still_video
-from facerec_cli.cli.identify import run_enroll
+from facerec_cli.cli.enroll import run_enroll
 from facerec_cli.cli.run_local import run_local
 
 PERSON = "eileen_collins"

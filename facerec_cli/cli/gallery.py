@@ -1,9 +1,9 @@
 """``facerec gallery``: gallery files, kept current without enrolling again or redeploying.
 
-``list``/``show`` read; ``add``/``remove``/``rename`` edit (``lambdas.core.gallery_edit``) and save
-atomically, only once the edit succeeded (an error leaves the file's bytes as they were); ``push`` and
-``--to-cloud`` upload the file alone (``pipeline.gallery_push``). Models, numpy and boto3 are imported
-inside the functions, so registering these commands costs ``facerec identify`` nothing.
+``list``/``show`` read; ``add``/``remove``/``rename`` edit and save, ``push`` and ``--to-cloud`` upload
+the file alone: the workflows are ``facerec_cli.gallery_workflows``, which return reports; these
+commands parse the options and print them (``render``). Models, numpy and boto3 are imported inside
+the functions, so registering these commands costs ``facerec identify`` nothing.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from rich.markup import escape
 
 from facerec_cli.cli.options import AwsTarget, GalleryOutputOpt, aws_target_options, user_errors_as_exit_codes
 from facerec_cli.errors import UserError
-from facerec_cli.render import err, out, plural, print_json
+from facerec_cli.render import err, out, plural, print_json, rule_line
 
 if TYPE_CHECKING:
-    from lambdas.core.gallery import Gallery
+    from facerec_cli.gallery_workflows import Cloud
 
 app = typer.Typer(
     name="gallery", no_args_is_help=True,
@@ -70,55 +70,6 @@ def gallery_convert(
     err.print(f"{new}: {plural(len(gallery.names), 'embedding')} of {plural(len(gallery.people), 'person', 'people')}, {gallery.weights} weights")
 
 
-# ------------------------------------------------------------------------------------------ reading
-
-
-def rule_info(gallery: Gallery) -> dict[str, Any]:
-    """The gallery's open-set rule and where it comes from: ``calibrated`` (threshold and margin stored
-    by enrol or an edit), ``stored`` (a threshold alone, from an older gallery) or ``default``."""
-    rule = gallery.rule()
-    source = "calibrated" if gallery.margin is not None else "stored" if gallery.threshold is not None else "default"
-    return {"threshold": rule.threshold, "margin": rule.margin, "source": source}
-
-
-def gallery_summary(gallery: Gallery) -> dict[str, Any]:
-    counts = {p: 0 for p in gallery.people}
-    for name in gallery.names:
-        counts[name] += 1
-    return {
-        "weights": gallery.weights, "recipe": gallery.recipe, "photos": len(gallery.names),
-        "people": [{"name": p, "photos": c} for p, c in counts.items()], "rule": rule_info(gallery),
-    }  # fmt: skip
-
-
-def person_details(gallery: Gallery, people: list[str] | None = None) -> list[dict[str, Any]]:
-    """Each person's (or each of ``people``'s) photos, how consistent they are and whether they form
-    two far-apart groups."""
-    from lambdas.core.gallery_edit import two_people
-    from lambdas.core.openset import calibrate
-
-    wanted = gallery.people if people is None else people
-    consistency = {c.person: c for c in calibrate(gallery.embeddings, gallery.names, gallery.sources).people}
-    split = {t.person: t for t in two_people(gallery, wanted)}
-    rows = []
-    for person in wanted:
-        c = consistency[person]
-        groups = split.get(person)
-        rows.append({
-            "name": person, "photos": [s or f"photo {i}" for i, (n, s) in enumerate(zip(gallery.names, gallery.sources)) if n == person],
-            "consistency": {"mean": c.mean, "worst": c.worst, "outliers": c.outliers},
-            "two_groups": None if groups is None else {"distance": groups.distance, "groups": [list(g) for g in groups.groups]},
-        })  # fmt: skip
-    return rows
-
-
-
-def _rule_line(rule: dict[str, Any]) -> str:
-    why = {"calibrated": "calibrated on the gallery's own photos", "stored": "threshold stored in the gallery",
-           "default": "the defaults: calibrating needs 5 people with 2+ photos"}[rule["source"]]  # fmt: skip
-    return f"open-set rule: threshold {rule['threshold']:g}, margin {rule['margin']:g} ({why})"
-
-
 @app.command("list")
 @user_errors_as_exit_codes
 def gallery_list(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = None, json_out: JsonFlag = False) -> None:
@@ -126,6 +77,7 @@ def gallery_list(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = N
     from rich.table import Table
 
     from facerec_cli.galleries import load_gallery
+    from facerec_cli.gallery_workflows import gallery_summary
 
     gallery, _ = _gallery(gallery_opt, [old_gallery], "list")
 
@@ -139,7 +91,7 @@ def gallery_list(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = N
     for p in summary["people"]:
         table.add_row(escape(p["name"]), str(p["photos"]))
     out.print(table)
-    out.print(_rule_line(summary["rule"]), highlight=False)
+    out.print(rule_line(summary["rule"]), highlight=False)
 
 
 @app.command("show")
@@ -157,6 +109,8 @@ def gallery_show(
     from lambdas.core.gallery_edit import enrolled_person
 
     from facerec_cli.galleries import load_gallery
+    from facerec_cli.gallery_workflows import person_details, rule_info
+    from facerec_cli.render import warn_two_groups
 
     gallery, rest = _gallery(gallery_opt, [person, old_second], "show")
     person = rest[0]
@@ -174,96 +128,32 @@ def gallery_show(
             far = "  [yellow]far from the others: likely another person[/]" if photo in c["outliers"] else ""
             out.print(f"  {escape(photo)}{far}", highlight=False, soft_wrap=True)
         if d["two_groups"]:
-            from facerec_cli.cli.identify import warn_two_groups
-
             warn_two_groups(d["name"], d["two_groups"]["distance"], d["two_groups"]["groups"])
-    out.print(_rule_line(rule_info(loaded)), highlight=False)
+    out.print(rule_line(rule_info(loaded)), highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ editing
 
 
-def report_edit(before: Gallery, after: Gallery, touched: list[str], path: Path) -> None:
-    """What changed that a person should know: the touched people's photos that sit far from the others,
-    two far-apart groups, and the open-set rule before and after."""
-    from lambdas.core.gallery_edit import two_people
-
-    from facerec_cli.cli.identify import warn_two_groups
-
-    consistency = {c.person: c for c in after.calibration.people} if after.calibration else {}
-    for person in (p for p in touched if p in consistency):
-        c = consistency[person]
-        for photo in c.outliers:
-            err.print(f"[yellow]warning[/]: {escape(photo)} is far from {escape(person)}'s other photos (over {_outlier():g}): "
-                      "likely another person", highlight=False, soft_wrap=True)  # fmt: skip
-    for t in two_people(after, [p for p in touched if p in after.people]):
-        warn_two_groups(t.person, t.distance, [list(g) for g in t.groups])
-    old, new = rule_info(before), rule_info(after)
-    change = "unchanged" if old == new else f"was threshold {old['threshold']:g}, margin {old['margin']:g} ({old['source']})"
-    from facerec_cli.cli.identify import left_out_note
-
-    err.print(f"{_rule_line(new)}; {change}" + (left_out_note(after.calibration) if after.calibration else ""), highlight=False, soft_wrap=True)
-    err.print(f"[green]wrote {escape(str(path))}[/]: {plural(len(after.names), 'photo')} of {plural(len(after.people), 'person', 'people')}", highlight=False, soft_wrap=True)
-
-
-def _outlier() -> float:
-    from lambdas.core.openset import OUTLIER_DISTANCE
-
-    return OUTLIER_DISTANCE
-
-
-def _load_for_edit(path: Path) -> Gallery:
-    from lambdas.core.gallery import Gallery
-
-    return Gallery.load(path)  # a torch gallery is refused with the command that converts it: edits write safetensors
-
-
-def _cloud(to_cloud: bool, target: AwsTarget) -> Any:
-    """(settings, clients, deployed target) when --to-cloud, checked before anything changes; else None."""
+def _cloud(to_cloud: bool, target: AwsTarget) -> Cloud | None:
+    """Where --to-cloud pushes, checked before anything changes; else None."""
     if not to_cloud:
         if any(v is not None for v in (target.prefix, target.region, target.endpoint_url, target.profile)):
             raise UserError("--prefix, --region, --endpoint-url and --profile are for --to-cloud", hint="add --to-cloud to upload the gallery")
         return None
-    from facerec_cli.infra.clients import Clients
-    from facerec_cli.pipeline.gallery_push import deployed_target
+    from facerec_cli.gallery_workflows import cloud_for
 
-    settings = target.settings()
-    clients = Clients.from_settings(settings)
-    return settings, clients, deployed_target(settings, clients)
+    return cloud_for(target.settings())
 
 
-def _save_and_push(before: Gallery, after: Gallery, touched: list[str], path: Path, cloud: Any) -> None:
-    from facerec_cli.galleries import check_new_gallery_path
+def save_and_push(before: Any, after: Any, touched: list[str], path: Path, cloud: Cloud | None) -> None:
+    """Save an edit (and with --to-cloud push it), printing what it changed."""
+    from facerec_cli.gallery_workflows import push_saved, save_edit
+    from facerec_cli.render import print_pushed, print_saved_edit
 
-    check_new_gallery_path(path, force=True)  # -o onto a folder or a file that is not a gallery: refused, nothing written
-    if cloud is not None:  # the deployed function would refuse it: say so before the file changes
-        from facerec_cli.pipeline.gallery_push import check_for_functions
-
-        check_for_functions(after, cloud[2])
-    after.save(path)
-    report_edit(before, after, touched, path)
+    print_saved_edit(save_edit(before, after, touched, path, cloud))
     if cloud is not None:
-        settings, clients, target = cloud
-        try:
-            _push(settings, path, clients=clients, target=target)
-        except UserError as exc:
-            raise UserError(f"{path} was saved, but {exc}", hint=f"upload it with `facerec gallery push -g {path}`") from exc
-
-
-def _push(settings: Any, path: Path, **kwargs: Any) -> None:
-    from facerec_cli.pipeline.gallery_push import push_gallery
-
-    from lambdas.core.gallery import read_gallery_file
-
-    body = read_gallery_file(Path(path))
-    pushed = push_gallery(settings, body, origin=str(path), **kwargs)
-    t = pushed.target
-    if not pushed.changed:
-        err.print(f"{escape(t.uri)} holds this gallery already (md5 {pushed.md5}): nothing uploaded", highlight=False, soft_wrap=True)
-    else:
-        err.print(f"[green]uploaded[/] {escape(str(path))} to {escape(t.uri)} ({pushed.size / 1e6:.2f} MB, md5 {pushed.md5}): "
-                  f"{t.function} uses it from its next invocation (videos being recognised now finish with the old one)",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+        print_pushed(push_saved(cloud, path), path)
 
 
 @app.command("add")
@@ -283,53 +173,30 @@ def gallery_add(
     Photos with no face are skipped and reported, photos already in the gallery too; photos far from
     their person, and a person whose photos form two far-apart groups, are warned about. The open-set
     rule is calibrated again."""
+    from facerec_cli.gallery_workflows import Additions, load_for_edit
+    from facerec_cli.render import progress
+
     gallery, photos = _gallery(gallery_opt, list(photos), "add")
     if not photos:
         raise UserError("which photos? name photos or folders after the gallery", hint="`facerec gallery add -g GALLERY PHOTOS...`")
-    run_add(gallery, photos, person=person, weights=weights, output=output, cloud=_cloud(to_cloud, target))
-
-
-def run_add(path: Path, paths: list[Path], *, person: str | None = None, weights: str | None = None, output: Path | None = None,
-            cloud: Any = None) -> Gallery:  # fmt: skip
-    from lambdas.core.enroll import collect_photos, embed_photos
-    from lambdas.core.errors import GalleryError
-    from lambdas.core.gallery import weights_for
-    from lambdas.core.gallery_edit import person_name, same_photos, with_photos
-    from lambdas.core.recognise import RECIPE, FaceEncoder
-    from lambdas.core.weights import weights_id
-
-    from facerec_cli.cli.identify import progress
-
-    before = _load_for_edit(path)
-    pairs = [(person_name(p), photo) for p, photo in collect_photos(paths, None if person is None else person_name(person))]
-    chosen = weights_for(before, weights)  # the gallery's own weights, never another
-    before.check_weights(weights_id(chosen), RECIPE)
+    cloud = _cloud(to_cloud, target)
+    additions = Additions.plan(load_for_edit(gallery), photos, person=person, weights=weights)
     with progress() as bar:
-        task = bar.add_task("loading models", total=len(pairs))
-        encoder = FaceEncoder(weights=chosen)
-        embedded, reports = embed_photos(pairs, encoder, lambda r: bar.update(task, advance=1, description=f"embedding {r.person}"))
+        task = bar.add_task("loading models", total=len(additions.pairs))
+        reports = additions.embed(lambda r: bar.update(task, advance=1, description=f"embedding {r.person}"))
     for r in reports:
         if r.note != "ok":
             err.print(f"[yellow]{escape(r.person)}/{escape(r.path.name)}[/]: {escape(r.note)}", highlight=False, soft_wrap=True)
-    if not embedded.names:
-        raise GalleryError(f"no face found in any of the {plural(len(pairs), 'photo')}: {path} is unchanged")
-    keep = []
-    for i, same in enumerate(same_photos(before, embedded.embeddings, embedded.sources)):
-        if same is None:
-            keep.append(i)
-        else:
-            err.print(f"[yellow]{escape(embedded.sources[i])}[/]: the same photo as {escape(same)}: skipped", highlight=False, soft_wrap=True)
-    if not keep:
-        err.print(f"every photo is in the gallery already: {path} is unchanged", highlight=False)
-        return before
-    names = [embedded.names[i] for i in keep]
-    after = with_photos(before, names, embedded.embeddings[keep], [embedded.sources[i] for i in keep])
-    added = {n: names.count(n) for n in dict.fromkeys(names)}
-    for name, count in added.items():
-        new = "" if name in before.people else " (new)"
-        err.print(f"added {plural(count, 'photo')} of {escape(name)}{new}: {after.names.count(name)} in all", highlight=False)
-    _save_and_push(before, after, list(added), output or path, cloud)
-    return after
+    added = additions.apply(gallery)
+    for source, same in added.same:
+        err.print(f"[yellow]{escape(source)}[/]: the same photo as {escape(same)}: skipped", highlight=False, soft_wrap=True)
+    if added.after is None:
+        err.print(f"every photo is in the gallery already: {gallery} is unchanged", highlight=False)
+        return
+    for name, count in added.added.items():
+        new = "" if name in additions.before.people else " (new)"
+        err.print(f"added {plural(count, 'photo')} of {escape(name)}{new}: {added.after.names.count(name)} in all", highlight=False)
+    save_and_push(additions.before, added.after, list(added.added), output or gallery, cloud)
 
 
 @app.command("remove")
@@ -345,31 +212,18 @@ def gallery_remove(
     target: AwsTarget = AwsTarget(),
 ) -> None:
     """Remove a person, or one photo (--photo); the open-set rule is calibrated again."""
+    from facerec_cli.gallery_workflows import remove
+
     gallery, rest = _gallery(gallery_opt, [person, old_second], "remove")
-    person = rest[0]
-    run_remove(gallery, person=person, photo=photo, output=output, cloud=_cloud(to_cloud, target))
-
-
-def run_remove(path: Path, *, person: str | None = None, photo: str | None = None, output: Path | None = None, cloud: Any = None) -> Gallery:
-    from lambdas.core.gallery_edit import enrolled_person, without_person, without_source
-
-    if (person is None) == (photo is None):
-        raise UserError("name a PERSON to remove, or one photo with --photo PERSON/PHOTO (not both)")
-    before = _load_for_edit(path)
-    if person is not None:
-        name = enrolled_person(before, person)
-        after = without_person(before, name)
-        err.print(f"removed {escape(name)} and {plural(before.names.count(name), 'photo')}", highlight=False)
-        touched: list[str] = []
+    cloud = _cloud(to_cloud, target)
+    before, done = remove(gallery, person=rest[0], photo=photo)
+    if done.person is not None:
+        err.print(f"removed {escape(done.person)} and {plural(done.photos, 'photo')}", highlight=False)
     else:
-        after, source = without_source(before, str(photo))
-        whose = before.names[before.sources.index(source)]
-        left = after.names.count(whose)
-        err.print(f"removed {escape(source)}: {escape(whose)} has {plural(left, 'photo')} left" if left else
-                  f"removed {escape(source)}, {escape(whose)}'s only photo: {escape(whose)} is no longer in the gallery", highlight=False)
-        touched = [whose] if left else []
-    _save_and_push(before, after, touched, output or path, cloud)
-    return after
+        whose, source = escape(str(done.whose)), escape(str(done.source))
+        err.print(f"removed {source}: {whose} has {plural(done.left, 'photo')} left" if done.left else
+                  f"removed {source}, {whose}'s only photo: {whose} is no longer in the gallery", highlight=False)
+    save_and_push(before, done.after, done.touched, output or gallery, cloud)
 
 
 @app.command("rename")
@@ -386,25 +240,16 @@ def gallery_rename(
     target: AwsTarget = AwsTarget(),
 ) -> None:
     """Rename a person (results name them so from then on)."""
+    from facerec_cli.gallery_workflows import rename
+
     gallery, rest = _gallery(gallery_opt, [old, new, old_third], "rename")
     if rest[1] is None:
         raise UserError("rename needs the person's name now and the new name", hint="`facerec gallery rename -g GALLERY OLD NEW`")
-    old, new = rest[0], rest[1]
-    run_rename(gallery, old, new, merge=merge, output=output, cloud=_cloud(to_cloud, target))
-
-
-def run_rename(path: Path, old: str, new: str, *, merge: bool = False, output: Path | None = None, cloud: Any = None) -> Gallery:
-    from lambdas.core.gallery_edit import enrolled_person, person_name, renamed
-    from lambdas.core.names import case_clash
-
-    before = _load_for_edit(path)
-    after = renamed(before, old, new, merge=merge)
-    old, new = enrolled_person(before, old), person_name(new)
-    new = case_clash(new, [p for p in before.people if p != old]) or new  # merged under the enrolled spelling
-    err.print(f"renamed {escape(old)} to {escape(new)}" + (f", merged with the {plural(before.names.count(new), 'photo')} of {escape(new)}"
-              if new in before.people else ""), highlight=False)  # fmt: skip
-    _save_and_push(before, after, [new], output or path, cloud)
-    return after
+    cloud = _cloud(to_cloud, target)
+    before, done = rename(gallery, rest[0], rest[1], merge=merge)
+    merged = "" if done.merged is None else f", merged with the {plural(done.merged, 'photo')} of {escape(done.new)}"
+    err.print(f"renamed {escape(done.old)} to {escape(done.new)}{merged}", highlight=False)
+    save_and_push(before, done.after, [done.new], output or gallery, cloud)
 
 
 @app.command("push")
@@ -416,10 +261,9 @@ def gallery_push(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = N
     It goes where bootstrap puts it (s3://<prefix>-details/.facerec/gallery.safetensors); the
     face-recognition function uses it from its next invocation. A gallery that does not load, or was made
     with other weights than the functions', is refused."""
-    from facerec_cli.infra.clients import Clients
-    from facerec_cli.pipeline.gallery_push import deployed_target
+    from facerec_cli.gallery_workflows import cloud_for, push
+    from facerec_cli.render import print_pushed
 
     gallery, _ = _gallery(gallery_opt, [old_gallery], "push")
-    settings = target.settings()
-    clients = Clients.from_settings(settings)
-    _push(settings, gallery, clients=clients, target=deployed_target(settings, clients))
+    cloud = cloud_for(target.settings())
+    print_pushed(push(cloud.settings, gallery, clients=cloud.clients, target=cloud.target), gallery)

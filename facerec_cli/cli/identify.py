@@ -1,119 +1,15 @@
-"""``facerec enroll`` and ``facerec identify``: the recognition core on local files."""
+"""``facerec identify``'s body: the recognition core on local files, each result printed as it finishes
+(a progress bar meanwhile); ``--timeline`` in one sequential pass per file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from lambdas.core.enroll import PhotoReport, build_gallery, find_photos
-from lambdas.core.gallery import Gallery
-from lambdas.core.openset import Calibration
-from lambdas.core.recognise import FaceEncoder, Recogniser, SamplingOptions
-from lambdas.core.reference import cached_reference_faces
+from lambdas.core.recognise import Recogniser, SamplingOptions
 from lambdas.core.results import ERROR, Result
 
-from facerec_cli.galleries import check_new_gallery_path, load_gallery
-from facerec_cli.render import err, out, plural, print_errors, print_json_lines, results_table
-
-
-def progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
-    )
-
-
-def run_enroll(photos_dir: Path, output: Path, *, weights: str = "casia-webface", device: str = "cpu", force: bool = False) -> Gallery:
-    """Enrol ``photos_dir`` into a new gallery file ``output`` (an existing gallery replaced only with
-    ``force``; checked before any photo is embedded)."""
-    check_new_gallery_path(output, force=force)
-    total = len(find_photos(photos_dir))
-    with progress() as bar:
-        task = bar.add_task("loading models", total=total)
-        encoder = FaceEncoder(weights=weights, device=device)
-        bar.update(task, description="enrolling")
-
-        def on_photo(report: PhotoReport) -> None:
-            bar.update(task, advance=1, description=f"enrolling {report.person}")
-
-        bar.update(task, description="embedding the reference faces (strangers for calibrating a small gallery)")
-        reference = cached_reference_faces(encoder)
-        gallery, reports = build_gallery(photos_dir, encoder, on_photo, reference=reference)
-    gallery.save(output)
-    for r in reports:
-        if r.note != "ok":
-            err.print(f"[yellow]{r.person}/{r.path.name}[/]: {r.note}", highlight=False, soft_wrap=True)
-    people = gallery.people
-    shown = ", ".join(people) if len(people) <= 12 else f"{', '.join(people[:12])}, ..."
-    err.print(
-        f"[green]wrote {output}[/]: {plural(len(gallery.names), 'face')} of {plural(len(people), 'person', 'people')} ({shown}), weights {gallery.weights}",
-        highlight=False, soft_wrap=True,
-    )
-    if gallery.calibration is not None:
-        print_calibration(gallery.calibration)
-    from lambdas.core.gallery_edit import two_people
-
-    for t in two_people(gallery):
-        warn_two_groups(t.person, t.distance, [list(g) for g in t.groups])
-    return gallery
-
-
-def warn_two_groups(person: str, distance: float, groups: list[list[str]]) -> None:
-    """One person's photos in two far-apart groups (``gallery_edit.two_people``): likely two people."""
-    from rich.markup import escape
-
-    shown = "; ".join(f"{len(g)}: {', '.join(g[:4])}{', ...' if len(g) > 4 else ''}" for g in groups)
-    err.print(
-        f"[yellow]warning[/]: {escape(person)}'s photos form two groups {distance:.2f} apart ({escape(shown)}): two people under one name? "
-        "remove the wrong ones with `facerec gallery remove -g GALLERY --photo PERSON/PHOTO`", highlight=False, soft_wrap=True,
-    )  # fmt: skip
-
-
-def print_calibration(calibration: Calibration, *, every_person: bool | None = None) -> None:
-    """How consistent each person's photos are, and the open-set rule chosen (or why none was)."""
-    from rich.table import Table
-
-    from lambdas.core.openset import MIN_CALIBRATION_PEOPLE
-
-    people = calibration.people
-    every_person = len(people) <= 30 if every_person is None else every_person
-    table = Table("person", "photos", "mean", "worst", "far from the others (likely another person)", title="photo consistency: "
-                  "each photo against the centroid of the person's other photos", title_justify="left")
-    for p in people:
-        if every_person or p.outliers:
-            table.add_row(p.person, str(p.photos), "-" if p.mean is None else f"{p.mean:.2f}",
-                          "-" if p.worst is None else f"{p.worst:.2f}", ", ".join(p.outliers))
-    if table.rows:
-        err.print(table)
-    single = sum(p.photos == 1 for p in people)
-    if single:
-        err.print(f"{single} of {plural(len(people), 'person', 'people')} {'has' if single == 1 else 'have'} a single photo: nothing to check it against; "
-                  "3-5 photos each also calibrate the gallery better", highlight=False)
-    rule = calibration.rule
-    if calibration.calibrated:
-        err.print(
-            f"open-set rule calibrated on the gallery's own photos: threshold {rule.threshold:g}, margin {rule.margin:g} "
-            f"(named {calibration.known_named:.1%} of {plural(calibration.known_probes, 'photo')} against their person's other photos; "
-            + (f"answered {calibration.strangers_rejected:.1%} of {plural(calibration.reference, 'reference face')} nobody enrolled unknown)"
-               if calibration.reference else
-               f"answered {calibration.strangers_rejected:.1%} of {plural(calibration.stranger_probes, 'photo')} unknown with their person "
-               "left out, as strangers)")
-            + left_out_note(calibration), highlight=False, soft_wrap=True,
-        )
-    else:
-        err.print(
-            f"open-set rule: the defaults (threshold {rule.threshold:g}, margin {rule.margin:g}): calibrating needs "
-            f"{MIN_CALIBRATION_PEOPLE} people with 2+ photos" + left_out_note(calibration), highlight=False, soft_wrap=True,
-        )
-
-
-def left_out_note(calibration: Calibration) -> str:
-    """The photos calibration did not use (far from their person's others: likely mislabelled)."""
-    n = len(calibration.left_out)
-    if not n:
-        return ""
-    return f"; {plural(n, 'photo')} left out of the calibration as likely mislabelled (still enrolled): {', '.join(calibration.left_out[:5])}" + (
-        ", ..." if n > 5 else "")
+from facerec_cli.galleries import load_gallery
+from facerec_cli.render import err, out, plural, print_errors, print_json_lines, print_timelines, progress, results_table
 
 
 def run_identify(
@@ -186,8 +82,6 @@ def run_identify_timeline(
     """``facerec identify --timeline``: each file in one sequential pass at ``fps`` (0: 2 fps)."""
     from lambdas.core.names import file_part, unique_file
     from lambdas.core.timeline import DEFAULT_FPS, best_view_crops, recognise_timeline
-
-    from facerec_cli.render import print_timelines
 
     fps = fps or DEFAULT_FPS
     gallery = load_gallery(gallery_path)

@@ -1,6 +1,7 @@
-"""``facerec people`` (name the strangers of a result), ``facerec search`` (where a person or a face was
-seen) and ``facerec results --reidentify`` (re-answer stored results against the gallery as it is now),
-all from the embeddings results store (``lambdas.core.people``, ``lambdas.core.search``), never the videos.
+"""``facerec people`` (name the strangers of a result) and ``facerec search`` (where a person or a face
+was seen), from the embeddings results store, never the videos: the workflows are
+``facerec_cli.stored_results`` (``results --reidentify``'s too), which return reports; these commands
+parse the options and print them.
 
 Results come from the output bucket (the AWS options) or from a folder (``--results DIR``, what
 ``run-local --out`` writes). numpy, the models and boto3 are imported inside the functions.
@@ -8,7 +9,6 @@ Results come from the output bucket (the AWS options) or from a folder (``--resu
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,10 +18,9 @@ from rich.markup import escape
 
 from facerec_cli.cli.options import AwsTarget, GalleryOutputOpt, aws_target_options, user_errors_as_exit_codes
 from facerec_cli.errors import UserError
-from facerec_cli.render import clock, err, out, plural, print_json
+from facerec_cli.render import clock_ranges, err, out, plural, print_json
 
 if TYPE_CHECKING:
-    from lambdas.core.gallery import Gallery
     from lambdas.core.people import Group
 
     from facerec_cli.pipeline.observe.result_store import Store
@@ -36,53 +35,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, no
 VideoArg = Annotated[str, typer.Argument(help="The video, as results name it (or its stem).")]
 
 
-def open_store(results_dir: Path | None, target: AwsTarget) -> Store:
-    from facerec_cli.pipeline.observe.result_store import BucketStore, DirStore
-
-    if results_dir is not None:
-        return DirStore(results_dir)
-    from facerec_cli.infra import aws
-    from facerec_cli.infra.clients import owner_checked_s3
-
-    settings = target.settings()
-    sess = aws.session(settings)
-    s3 = owner_checked_s3(settings, aws.client(settings, "s3", sess=sess), aws.client(settings, "sts", sess=sess))
-    from facerec_cli.pipeline.result_buckets import result_buckets
-
-    return BucketStore(s3, result_buckets(s3, settings.names))
-
-
-def gallery_for(gallery: Path | None, store: Store, target: AwsTarget, *, required: bool) -> Gallery | None:
-    """``--gallery``; else the deployed one when results come from the bucket (None if there is none and
-    it is not ``required``)."""
-    from facerec_cli.galleries import load_gallery
-    from facerec_cli.pipeline.observe.result_store import BucketStore
-
-    if gallery is not None:
-        return load_gallery(gallery)
-    if isinstance(store, BucketStore):
-        from lambdas.core.gallery import Gallery
-
-        from facerec_cli.infra.readers import get_or_none
-
-        key = target.settings().names.gallery_key
-        reply = get_or_none(store.s3.get_object, Bucket=store.bucket, Key=key)
-        if reply is not None:
-            return Gallery.from_bytes(reply["Body"].read(), origin=f"s3://{store.bucket}/{key}")
-        if required:
-            raise UserError(f"no gallery deployed at s3://{store.bucket}/{key}", hint="pass --gallery GALLERY")
-        return None
-    if required:
-        raise UserError("which gallery? pass --gallery GALLERY")
-    return None
-
-
-
-def _ranges(ranges: list[list[float]], limit: int = 8) -> str:
-    shown = [clock(a) if a == b else f"{clock(a)}-{clock(b)}" for a, b in ranges[:limit]]
-    return ", ".join(shown) + (f" (+{len(ranges) - limit} more)" if len(ranges) > limit else "")
-
-
 # ------------------------------------------------------------------------------------------ people
 
 
@@ -95,8 +47,9 @@ def people_list(video: VideoArg, results_dir: ResultsDirOpt = None, json_out: Js
     from lambdas.core.people import groups
 
     from facerec_cli.pipeline.observe.result_store import find_result
+    from facerec_cli.stored_results import open_store
 
-    store = open_store(results_dir, target)
+    store = open_store(results_dir, target.settings)
     stem, result = find_result(store, video)
     found = groups(result)
     if json_out:
@@ -122,8 +75,9 @@ def people_show(
     from lambdas.core.people import group_of
 
     from facerec_cli.pipeline.observe.result_store import find_result
+    from facerec_cli.stored_results import open_store
 
-    store = open_store(results_dir, target)
+    store = open_store(results_dir, target.settings)
     stem, result = find_result(store, video)
     g = group_of(result, group)
     if json_out:
@@ -139,7 +93,7 @@ def _group_dict(g: Group, store: Store) -> dict[str, Any]:
 def _group_line(g: Group, store: Store) -> str:
     where = store.locate(g.image) if g.image else None
     view = f"; best view: {escape(where)}" if where else ""
-    return f"[{'green' if g.known else 'yellow'}]{escape(g.label)}[/]: {plural(len(g.faces), 'face')} at {_ranges(g.ranges)}{view}"
+    return f"[{'green' if g.known else 'yellow'}]{escape(g.label)}[/]: {plural(len(g.faces), 'face')} at {clock_ranges(g.ranges)}{view}"
 
 
 @app.command("label")
@@ -159,92 +113,26 @@ def people_label(
     stores; the video is not read). The open-set rule is calibrated again; `facerec results
     --reidentify` then re-answers the stored results."""
     from lambdas.core.gallery import Gallery
-    from lambdas.core.people import label
 
-    from facerec_cli.cli.gallery import _save_and_push
-    from facerec_cli.pipeline.observe.result_store import find_result
+    from facerec_cli.gallery_workflows import cloud_for, push_saved, save_edit
+    from facerec_cli.render import print_pushed, print_saved_edit
+    from facerec_cli.stored_results import label_stranger, open_store
 
-    cloud = None
-    if to_cloud:  # checked before anything changes
-        from facerec_cli.infra.clients import Clients
-        from facerec_cli.pipeline.gallery_push import deployed_target
-
-        settings = target.settings()
-        clients = Clients.from_settings(settings)
-        cloud = settings, clients, deployed_target(settings, clients)
+    cloud = cloud_for(target.settings()) if to_cloud else None  # checked before anything changes
     before = Gallery.load(gallery)
-    stem, result = find_result(open_store(results_dir, target), video)
-    done = label(before, result, group, name)
+    result, done = label_stranger(before, open_store(results_dir, target.settings), video, group, name)
     new = "" if done.person in before.people else " (new)"
     skipped = f"; {done.same} already in the gallery" if done.same else ""
     was = f"; it holds faces shown before as {', '.join(done.was)} (re-answered since)" if done.was else ""
-    err.print(f"added {plural(len(done.added), 'face')} of {escape(group.strip())} (on screen {_ranges(done.ranges)}) in {escape(result.video)} "
+    err.print(f"added {plural(len(done.added), 'face')} of {escape(group.strip())} (on screen {clock_ranges(done.ranges)}) in {escape(result.video)} "
               f"as {escape(done.person)}{new}: {done.gallery.names.count(done.person)} in all{skipped}{escape(was)}",
               highlight=False, soft_wrap=True)  # fmt: skip
-    _save_and_push(before, done.gallery, [done.person], output or gallery, cloud)
+    path = output or gallery
+    print_saved_edit(save_edit(before, done.gallery, [done.person], path, cloud))
+    if cloud is not None:
+        print_pushed(push_saved(cloud, path), path)
     err.print("re-answer the stored results with `facerec results --reidentify`" + (f" --results {results_dir}" if results_dir else "")
               + ("" if to_cloud else f" --gallery {output or gallery}"), highlight=False, soft_wrap=True)  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------ reidentify
-
-
-def run_reidentify(store: Store, gallery: Gallery, *, threshold: float | None = None, json_lines: bool = False) -> dict[str, int]:
-    """Re-answer every stored result against ``gallery``; write back those whose answer changed."""
-    from lambdas.core.errors import GalleryError
-    from lambdas.core.people import NoEmbeddings, changed, reanswer
-
-    from facerec_cli.pipeline.observe.result_store import load_result
-
-    counts = {"results": 0, "changed": 0, "skipped_no_embeddings": 0, "skipped_other_weights": 0}
-    # Every result is read and re-answered before any is written: one unreadable result stops the
-    # command with nothing rewritten.
-    todo = []
-    for stem, text in store.items():
-        counts["results"] += 1
-        result = load_result(text, stem)
-        try:
-            after = reanswer(result, gallery, threshold)
-        except NoEmbeddings:
-            counts["skipped_no_embeddings"] += 1
-            continue
-        except GalleryError:
-            counts["skipped_other_weights"] += 1
-            continue
-        if changed(result, after):
-            todo.append((stem, result, after))
-    done: list[str] = []
-    for stem, result, after in todo:
-        try:
-            store.write(stem, after)
-        except (OSError, UserError) as exc:  # the ones written stay written: say exactly which
-            shown = ", ".join(done) if done else "none"
-            raise UserError(f"re-answering stopped at {stem}: {exc}; rewritten before it ({len(done)} of {len(todo)}): {shown}; "
-                            f"{stem} and the {len(todo) - len(done) - 1} after it are unchanged", hint="run the command again") from exc
-        done.append(stem)
-        counts["changed"] += 1
-        if json_lines:
-            sys.stdout.write(after.to_json() + "\n")
-        else:
-            err.print(f"{escape(result.video)}: {escape(result.name)} -> [bold]{escape(after.name)}[/]" + _people_change(result, after),
-                      highlight=False, soft_wrap=True)  # fmt: skip
-    if not json_lines:
-        skipped = counts["skipped_no_embeddings"]
-        other = counts["skipped_other_weights"]
-        err.print(f"re-answered {plural(counts['results'], 'result')} in {escape(store.where)}: {counts['changed']} changed and rewritten"
-                  + (f"; {skipped} skipped: stored before results kept embeddings (recognise those videos again)" if skipped else "")
-                  + (f"; {other} skipped: made with other weights than the gallery's" if other else ""),
-                  highlight=False, soft_wrap=True)  # fmt: skip
-    sys.stdout.flush()
-    return counts
-
-
-def _people_change(before: Any, after: Any) -> str:
-    if after.timeline is None:
-        return ""
-    was = {p.person for p in before.timeline.people} if before.timeline else set()
-    new = [p for p in after.timeline.people if p.known and p.person not in was]
-    return "".join(f"; {escape(p.person)} at {_ranges(p.ranges)}" for p in new)
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -269,9 +157,11 @@ def search(
     """Where a person (--person NAME) or a face (--photo FACE.jpg) was seen, from the stored results:
     videos and time ranges. A photo's face is compared with every stored face under the open-set rule,
     as if the photo were enrolled."""
+    from facerec_cli.stored_results import open_store, search_photo
+
     if (person is None) == (not photo):
         raise UserError("search for --person NAME or --photo FACE.jpg (one of them)")
-    store = open_store(results_dir, target)
+    store = open_store(results_dir, target.settings)
     started = time.perf_counter()
     if person is not None:
         from lambdas.core.search import find_person
@@ -284,7 +174,11 @@ def search(
             close = close_names(store.items(), what)
             note = f"; did you mean {', '.join(close)}?" if close else ""
     else:
-        found, looked, note = _search_photo(store, photo or [], gallery, threshold, target)
+        seen = search_photo(store, photo or [], gallery, threshold, target.settings)
+        for r in seen.photos:
+            if r.note != "ok":
+                err.print(f"[yellow]{escape(r.path.name)}[/]: {escape(r.note)}", highlight=False, soft_wrap=True)
+        found, looked, note = seen.found, seen.looked, "; " + "; ".join(seen.notes)
         what = ", ".join(p.name for p in photo or [])
     if json_out:
         for s in found:
@@ -293,38 +187,6 @@ def search(
     for s in found:
         near = "" if s.distance is None else f" (distance {s.distance:.2f})"
         kind = "" if s.timeline else " (sampled frames)"
-        out.print(f"{escape(s.video)}: {_ranges(s.ranges)}{kind}, {plural(s.faces, 'face')}{near}", highlight=False, soft_wrap=True)
+        out.print(f"{escape(s.video)}: {clock_ranges(s.ranges)}{kind}, {plural(s.faces, 'face')}{near}", highlight=False, soft_wrap=True)
     err.print(f"{escape(what)}: seen in {len(found)} of {plural(looked, 'result')} in {escape(store.where)} "
               f"({(time.perf_counter() - started):.2f} s){note}", highlight=False, soft_wrap=True)  # fmt: skip
-
-
-def _search_photo(store: Store, photos: list[Path], gallery_path: Path | None, threshold: float | None, target: AwsTarget) -> tuple[list[Any], int, str]:
-    import numpy as np
-
-    from lambdas.core.enroll import embed_photos
-    from lambdas.core.gallery import weights_for
-    from lambdas.core.recognise import FaceEncoder
-    from lambdas.core.search import FaceIndex, find_face
-
-    gallery = gallery_for(gallery_path, store, target, required=False)
-    index = FaceIndex.build(store.items())
-    models = {m: c for m, c in index.models().items() if m}
-    weights = weights_for(gallery) if gallery is not None else max(models, key=models.__getitem__) if models else "casia-webface"
-    encoder = FaceEncoder(weights=weights)
-    embedded, reports = embed_photos([("photo", p) for p in photos], encoder)
-    if not embedded.names:  # each photo's own problem, said once: unreadable, or no face
-        raise UserError("; ".join(f"{r.path.name}: {r.error or 'no face found'}" for r in reports))
-    for r in reports:
-        if r.note != "ok":
-            err.print(f"[yellow]{escape(r.path.name)}[/]: {escape(r.note)}", highlight=False, soft_wrap=True)
-    query = embedded.embeddings.mean(axis=0)  # several photos: their centroid, as a gallery matches
-    found = find_face(index, query / max(float(np.linalg.norm(query)), 1e-12), gallery, threshold=threshold, model=encoder.weights)
-    notes = []
-    if index.skipped:
-        notes.append(f"{plural(index.skipped, 'result')} skipped: stored before results kept embeddings")
-    other = sum(c for m, c in models.items() if m != encoder.weights)
-    if other:
-        notes.append(f"{plural(other, 'result')} of other weights than {encoder.weights} not compared")
-    rule = "the default threshold" if gallery is None else "the gallery's open-set rule"
-    notes.append(f"{plural(len(index), 'stored face')} compared under {rule}")
-    return found, index.looked, "; " + "; ".join(notes)

@@ -10,6 +10,7 @@ behind bootstrap/destroy is in :mod:`facerec_cli.cli.deploy_flow`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -141,12 +142,17 @@ def results(
     from facerec_cli.infra.errors import aws_errors
 
     if reidentify:
-        from facerec_cli.cli.people import gallery_for, open_store, run_reidentify
+        from facerec_cli.render import print_reidentified, print_rewritten
+        from facerec_cli.stored_results import gallery_for, open_store, reidentify as run_reidentify
 
         if watch or html is not None:
             raise UserError("--reidentify re-answers stored results: it takes no --watch or --html")
-        store = open_store(results_dir, target)
-        run_reidentify(store, gallery_for(gallery, store, target, required=True), json_lines=json_lines)  # type: ignore[arg-type]
+        store = open_store(results_dir, target.settings)
+        answered = run_reidentify(store, gallery_for(gallery, store, target.settings, required=True),  # type: ignore[arg-type]
+                                  on_rewritten=lambda before, after: print_rewritten(before, after, json_lines=json_lines))
+        if not json_lines:
+            print_reidentified(answered)
+        sys.stdout.flush()
         return
     if results_dir is not None:
         if watch or html is not None:

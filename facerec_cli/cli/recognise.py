@@ -1,7 +1,7 @@
 """The commands that recognise on this machine: enroll, identify, run-local, demo.
 
-Their bodies are in cli/identify.py, cli/run_local.py and cli/demo.py, imported when a command runs:
-importing this module loads neither the models nor boto3. ``app`` has no group name: the root app
+Their bodies are in cli/enroll.py, cli/identify.py, cli/run_local.py (cli/serve.py) and cli/demo.py,
+imported when a command runs: importing this module loads neither the models nor boto3. ``app`` has no group name: the root app
 merges its commands.
 """
 
@@ -41,7 +41,7 @@ def enroll(
     force: Annotated[bool, typer.Option("--force", help="Replace GALLERY if it is a gallery already (a file that is not a gallery is never replaced).")] = False,
 ) -> None:
     """Build a gallery from photos; reports photos with no face or several faces."""
-    from facerec_cli.cli.identify import run_enroll
+    from facerec_cli.cli.enroll import run_enroll
 
     run_enroll(photos_dir, output, weights=weights, device=device.value, force=force)
 

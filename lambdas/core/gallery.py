@@ -1,10 +1,8 @@
 """The enrolled gallery: embeddings with the person's name, the photo each came from, and the weights
 that made them (embeddings of different weights live in different spaces and must never be compared).
 
-Over 400 lines on purpose: the file format's reader, writer and matcher must agree byte for byte,
-so they stay in one module.
-
-File format (version 2): a safetensors file, read with numpy alone (no torch, no pickle):
+File format (version 2): a safetensors file (the container: ``tensor_file.py``), read with numpy alone
+(no torch, no pickle):
 
 - tensors: ``embeddings`` F32 [N, 512] (unit rows); ``person`` I32 [N] (row i belongs to
   ``people[person[i]]``); ``centroids`` F32 [512, P] (column j: the unit centroid of ``people[j]``,
@@ -22,7 +20,7 @@ at 100k identities (~200k rows, 620 MB, ``benchmarks/gallery_scaling.py``): name
 lists in the metadata cost ~45 ms of a 70 ms load (the escaped header, then each list), as NUL-joined
 tensors ~10 ms; recomputing the centroids would cost ~0.9 s, so they are stored. The structure is
 checked on load (dtypes, shapes, offsets, sorted people, indices in range); the numbers are trusted to
-be what :meth:`Gallery.save` wrote. The bytes are a function of the gallery (see ``_safetensors``).
+be what :meth:`Gallery.save` wrote. The bytes are a function of the gallery (``tensor_file.write``).
 
 Old galleries (``torch.save`` of a dict, format version 1) and the course's ``data.pt``
 (``[embedding_list, name_list]``, made with vggface2 weights) are torch pickles: this module refuses
@@ -33,10 +31,8 @@ them with :class:`LegacyGalleryError`, and the CLI converts them with torch
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import operator
-import struct
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -44,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from . import quantized
+from . import quantized, tensor_file
+from .centroids import normalise, people_centroids
 from .errors import GalleryError, LegacyGalleryError
 from .openset import (
     DEFAULT_MARGIN, DEFAULT_THRESHOLD, NEIGHBOURS, Calibration, OpenSetRule, calibrate, distance_of_cosine, nearest_people, next_mean,
@@ -70,11 +67,6 @@ SUFFIX = ".safetensors"
 # the middle of that gap (README, "Choosing the threshold"). A gallery carries its own, calibrated at
 # enrol time, with a margin to the next people (openset.OpenSetRule).
 
-_EPS = 1e-12  # as torch.nn.functional.normalize: x / max(|x|, eps)
-_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
-_DTYPES = {"F32": np.dtype("<f4"), "I32": np.dtype("<i4"), "U8": np.dtype("u1")}
-_SEP = "\0"  # between the names in the people and sources tensors (no file or folder name holds one)
-
 
 def _as_option(weights_id: str) -> str:
     """What to pass as --weights for these weights: a name as is; a file id (file:<sha256 prefix>) is no
@@ -84,55 +76,10 @@ def _as_option(weights_id: str) -> str:
     return weights_id
 
 
-def _is_safetensors(data: bytes) -> bool:
-    if len(data) < 10:
-        return False
-    (n,) = struct.unpack_from("<Q", data)
-    return 2 <= n <= min(_MAX_HEADER, len(data) - 8) and data[8:9] == b"{"
-
-
 def looks_like_torch(data: bytes) -> bool:
     """A ``torch.save`` file: a zip (``PK\\x03\\x04``, torch >= 1.6) or a bare pickle (protocol byte
     0x80, older torch). Told by its first bytes only: nothing is unpickled to find out."""
-    return not _is_safetensors(data) and (data[:4] == b"PK\x03\x04" or data[:1] == b"\x80")
-
-
-def _normalise(x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
-    """Rows scaled to unit length (a zero row stays zero); rows already unit (as an encoder's or a
-    loaded gallery's are) are returned as they are. ``inplace``: ``x`` is ours to overwrite."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    if x.dtype == np.float32 and np.all(np.abs(norms - 1) <= 1e-6):
-        return x
-    scale = np.maximum(norms, _EPS)[:, None]
-    if inplace:
-        x /= scale
-        return x
-    return x / scale
-
-
-def _transposed(x: np.ndarray, block: int = 256) -> np.ndarray:
-    """``x.T`` as a contiguous array, copied in row blocks (a plain copy of a transposed 100k x 512
-    array misses the cache on every element: 0.4-0.7 s here, blocked 0.14 s)."""
-    out = np.empty((x.shape[1], x.shape[0]), x.dtype)
-    for start in range(0, x.shape[0], block):
-        out[:, start : start + block] = x[start : start + block].T
-    return out
-
-
-def _text_tensor(values: list[str]) -> np.ndarray:
-    return np.frombuffer(_SEP.join(values).encode(), dtype=np.uint8)
-
-
-def _texts(blob: np.ndarray, count: int, what: str) -> list[str]:
-    """The ``count`` strings of a tensor written by ``_text_tensor``."""
-    if count == 0:
-        if blob.size:
-            raise ValueError(f"{what}: text for no entries")
-        return []
-    values = blob.tobytes().decode().split(_SEP)
-    if len(values) != count:
-        raise ValueError(f"{what}: {len(values)} entries, expected {count}")
-    return values
+    return not tensor_file.is_safetensors(data) and (data[:4] == b"PK\x03\x04" or data[:1] == b"\x80")
 
 
 def _unit_rows(x: Any, what: str) -> np.ndarray:
@@ -148,37 +95,7 @@ def _unit_rows(x: Any, what: str) -> np.ndarray:
         return np.zeros((0, DIM), np.float32)
     if arr.ndim != 2 or arr.shape[1] != DIM:
         raise GalleryError(f"{what} have shape {tuple(arr.shape)}; expected N x {DIM}")
-    return _normalise(arr, inplace=True)
-
-
-def _centroids(embeddings: np.ndarray, names: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(people sorted, row -> person index, centroids as DIM x P) in O(N): each person's mean unit
-    embedding, re-normalised. Rows are summed rank by rank (every person's first photo, then every
-    second photo...): within a rank each person appears once, so a fancy-index ``+=`` is exact; the
-    loop runs as many times as the largest person has photos."""
-    if not names:
-        return [], np.zeros(0, np.int32), np.zeros((embeddings.shape[1], 0), np.float32)
-    people = sorted(set(names))
-    index = {p: i for i, p in enumerate(people)}
-    person = np.fromiter((index[n] for n in names), dtype=np.int32, count=len(names))
-    counts = np.bincount(person, minlength=len(people))
-    order = np.argsort(person, kind="stable")  # rows grouped by person
-    first = np.cumsum(counts) - counts  # each person's first position in ``order``
-    rank = np.arange(len(names)) - first[person[order]]
-    by_rank = np.argsort(rank, kind="stable")
-    sizes = np.bincount(rank)
-    # Rank 0 holds every person once, in person order (``order`` is grouped by person, both sorts are
-    # stable): a gather, which copies, starts the sums.
-    sums = embeddings[order[by_rank[: sizes[0]]]]
-    start = sizes[0]
-    for size in sizes[1:]:
-        rows = order[by_rank[start : start + size]]
-        start += size
-        sums[person[rows]] += embeddings[rows]
-    # Faces are matched to each person's centroid (mean of their unit embeddings, re-normalised):
-    # on 5celeb it widened the gap between true matches and unenrolled faces from 0.03 (nearest
-    # single photo) to 0.21, because one odd gallery photo no longer attracts strangers.
-    return people, person, _transposed(_normalise(sums, inplace=True))
+    return normalise(arr, inplace=True)
 
 
 @dataclass
@@ -219,7 +136,7 @@ class Gallery:
         self.sources = [str(s) for s in self.sources] if self.sources else [""] * len(self.names)
         if len(self.sources) != len(self.names):
             raise GalleryError(f"gallery is inconsistent: {len(self.sources)} sources for {len(self.names)} names")
-        if _SEP in "".join(self.names) or _SEP in "".join(self.sources):
+        if tensor_file.TEXT_SEP in "".join(self.names) or tensor_file.TEXT_SEP in "".join(self.sources):
             raise GalleryError("a name or source in the gallery holds a NUL character")
         if self.threshold is not None:
             self.threshold = float(self.threshold)
@@ -227,7 +144,7 @@ class Gallery:
             self.margin = float(self.margin)
         if self.reference is not None:
             self.reference = _unit_rows(self.reference, "reference faces")
-        self._people, self._person, self._centroids_t = _centroids(self.embeddings, self.names)
+        self._people, self._person, self._centroids_t = people_centroids(self.embeddings, self.names)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Gallery):
@@ -298,7 +215,7 @@ class Gallery:
             q = q.reshape(1, -1)
         if q.ndim != 2 or q.shape[1] != self._centroids_t.shape[0]:
             raise GalleryError(f"faces embedded as {tuple(q.shape)}; the gallery holds {self._centroids_t.shape[0]}-d embeddings")
-        q = _normalise(q)
+        q = normalise(q)
         if len(self._people) >= quantized.MIN_PEOPLE:  # exact too, a quarter of the memory traffic
             if self._quantized is None:
                 self._quantized = quantized.QuantizedCentroids(self._centroids_t)
@@ -341,15 +258,15 @@ class Gallery:
         if self.reference_rule:
             metadata["reference_rule"] = "1"
         tensors = {
-            "embeddings": np.ascontiguousarray(self.embeddings, dtype=_DTYPES["F32"]),
-            "person": np.ascontiguousarray(self._person, dtype=_DTYPES["I32"]),
-            "centroids": np.ascontiguousarray(self._centroids_t, dtype=_DTYPES["F32"]),
-            "people": _text_tensor(self._people),
-            "sources": _text_tensor(self.sources),
+            "embeddings": np.ascontiguousarray(self.embeddings, dtype=tensor_file.DTYPES["F32"]),
+            "person": np.ascontiguousarray(self._person, dtype=tensor_file.DTYPES["I32"]),
+            "centroids": np.ascontiguousarray(self._centroids_t, dtype=tensor_file.DTYPES["F32"]),
+            "people": tensor_file.text_tensor(self._people),
+            "sources": tensor_file.text_tensor(self.sources),
         }
         if self.reference is not None:
-            tensors["reference"] = np.ascontiguousarray(self.reference, dtype=_DTYPES["F32"])
-        return _safetensors(tensors, metadata)
+            tensors["reference"] = np.ascontiguousarray(self.reference, dtype=tensor_file.DTYPES["F32"])
+        return tensor_file.write(tensors, metadata)
 
     def save(self, path: Path) -> None:
         """Write the file atomically (a temporary file beside it, then a rename); a folder in the way
@@ -375,7 +292,7 @@ class Gallery:
         if not data:
             raise GalleryError(f"{origin} is empty")
         data = bytes(data)
-        if not _is_safetensors(data):
+        if not tensor_file.is_safetensors(data):
             if looks_like_torch(data):
                 local = "://" not in origin
                 shown = origin if local else "OLD"
@@ -390,27 +307,25 @@ class Gallery:
 
     @classmethod
     def _from_safetensors(cls, data: bytes, origin: str) -> "Gallery":
-        (n,) = struct.unpack_from("<Q", data)
         try:
-            header = json.loads(data[8 : 8 + n])
-        except (UnicodeDecodeError, ValueError) as exc:
+            header, body = tensor_file.read_header(data)
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError
             raise GalleryError(_not_a_gallery(origin, f"a damaged safetensors header: {exc}")) from exc
         meta = header.get("__metadata__") if isinstance(header, dict) else None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise GalleryError(_not_a_gallery(origin, "a safetensors file without facerec's gallery metadata"))
         if meta.get("version") != str(VERSION):
             raise GalleryError(f"{origin} has gallery format version {meta.get('version')}; this facerec reads {VERSION}")
-        body = memoryview(data)[8 + n :]
         try:
-            embeddings = _tensor(header, body, "embeddings", "F32", 2)
-            person = _tensor(header, body, "person", "I32", 1)
-            centroids_t = _tensor(header, body, "centroids", "F32", 2)
-            people = _texts(_tensor(header, body, "people", "U8", 1), centroids_t.shape[1], "people")
-            sources = _texts(_tensor(header, body, "sources", "U8", 1), embeddings.shape[0], "sources")
+            embeddings = tensor_file.tensor(header, body, "embeddings", "F32", 2)
+            person = tensor_file.tensor(header, body, "person", "I32", 1)
+            centroids_t = tensor_file.tensor(header, body, "centroids", "F32", 2)
+            people = tensor_file.texts(tensor_file.tensor(header, body, "people", "U8", 1), centroids_t.shape[1], "people")
+            sources = tensor_file.texts(tensor_file.tensor(header, body, "sources", "U8", 1), embeddings.shape[0], "sources")
             threshold = float(meta["threshold"]) if meta.get("threshold") is not None else None
             margin = float(meta["margin"]) if meta.get("margin") is not None else None
             weights, recipe = meta["weights"], meta.get("recipe")
-            reference = _tensor(header, body, "reference", "F32", 2) if "reference" in header else None
+            reference = tensor_file.tensor(header, body, "reference", "F32", 2) if "reference" in header else None
         except (KeyError, TypeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             raise GalleryError(f"{origin} is a damaged facerec gallery ({type(exc).__name__}: {exc})") from exc
         rows, dim = embeddings.shape
@@ -450,42 +365,6 @@ class Gallery:
 
 def _not_a_gallery(origin: str, what: str) -> str:
     return f"{origin} is not a facerec gallery or course data.pt ({what}); make one with `facerec enroll PHOTOS_DIR -o gallery{SUFFIX}`"
-
-
-def _safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
-    """A safetensors file, written here rather than by ``safetensors.numpy.save``, whose header lists
-    ``__metadata__`` in hash order (different bytes at every save of the same gallery): these bytes are
-    a function of the gallery, so ``digest()`` and bootstrap's md5 comparison hold across saves. The
-    layout is the standard one (the package reads it: tests/test_gallery.py): u64 header length, JSON
-    header padded with spaces to 8 bytes, then the tensors back to back, in name order."""
-    names = {dt: code for code, dt in _DTYPES.items()}
-    header: dict[str, Any] = {"__metadata__": metadata}
-    offset = 0
-    for name in sorted(tensors):
-        arr = tensors[name]
-        header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
-        offset += arr.nbytes
-    text = json.dumps(header, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
-    text += b" " * (-len(text) % 8)
-    return b"".join([struct.pack("<Q", len(text)), text, *(tensors[n].reshape(-1).view(np.uint8) for n in sorted(tensors))])
-
-
-def _tensor(header: dict, body: memoryview, name: str, dtype: str, ndim: int) -> np.ndarray:
-    """A read-only view of tensor ``name`` in the safetensors ``body`` (no copy), its entry checked."""
-    spec = header[name]
-    if not isinstance(spec, dict) or spec.get("dtype") != dtype:
-        raise ValueError(f"tensor {name!r} is not {dtype}")
-    shape, offsets = spec.get("shape"), spec.get("data_offsets")
-    if (
-        not isinstance(shape, list) or len(shape) != ndim or not all(isinstance(s, int) and s >= 0 for s in shape)
-        or not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
-    ):
-        raise ValueError(f"tensor {name!r} has a bad shape or offsets")
-    start, end = offsets
-    np_dtype = _DTYPES[dtype]
-    if not 0 <= start <= end <= len(body) or end - start != math.prod(shape) * np_dtype.itemsize:
-        raise ValueError(f"tensor {name!r} lies outside the file (truncated?)")
-    return np.frombuffer(body, dtype=np_dtype, count=math.prod(shape), offset=start).reshape(shape)
 
 
 def read_gallery_file(path: Path) -> bytes:

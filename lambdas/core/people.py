@@ -1,6 +1,6 @@
 """Naming strangers after the fact, from what results store: each face's embedding (``Face.embedding``).
 
-A result's faces are grouped into people by the timeline's own rule (``timeline.labelled_groups``):
+A result's faces are grouped into people by the timeline's own rule (``face_groups.labelled_groups``):
 for a timeline result the groups and their ``unknown-N`` names are exactly its rows; a result without
 a timeline (a few sampled frames) gets its strangers grouped and numbered the same way, so
 ``facerec people list`` shows the names ``facerec people label`` takes for either kind.
@@ -22,7 +22,7 @@ from .gallery_edit import person_name, same_photos, with_photos
 from .names import lookup_name, plural
 from .openset import AMBIGUOUS, BEYOND_THRESHOLD, UNSUPPORTED
 from .results import UNKNOWN, Result, Timeline, main_identity, unpack_embedding
-from .timeline import Observation, build_timeline, labelled_groups, ranges_of, supported_names
+from .face_groups import Observation, build_timeline, labelled_groups, ranges_of, supported_names
 
 # A group's faces added to the gallery at most (spread over its time on screen): a stranger seen for an
 # hour would otherwise add thousands of near-identical rows.

@@ -25,7 +25,7 @@ import numpy as np
 
 from .gallery import Gallery
 from .openset import NEIGHBOURS, OpenSetRule, distance_of_cosine, nearest_people
-from .timeline import ranges_of
+from .face_groups import ranges_of
 
 DIM = 512
 _CHUNK = 65536  # index rows converted to float32 at once: bounded memory however many faces

@@ -41,8 +41,8 @@ from lambdas.core.results import ERROR
 from lambdas.events import RESULT_PREFIX_SKIP
 from lambdas.gop import FIRST_NAME as GOP_FIRST_NAME
 from lambdas.gop import first_frame_key
-from lambdas.segments import PREFIX as SEGMENTS_PREFIX
-from lambdas.segments import parse_state_key, stem_prefix
+from lambdas.segment_state import PREFIX as SEGMENTS_PREFIX
+from lambdas.segment_state import parse_state_key, stem_prefix
 
 from facerec_cli.infra.aws import error_code
 from facerec_cli.infra.errors import MISSING_QUEUE, aws_errors, user_error

@@ -10,7 +10,7 @@ from typing import Any
 from lambdas import on_failure
 from lambdas.core.results import Result, error_result
 from lambdas.events import RESULT_PREFIX_SKIP
-from lambdas.segments import segment_label
+from lambdas.segment_state import segment_label
 
 
 def list_result_keys(s3: Any, bucket: str, from_key: str = "") -> dict[str, str]:

@@ -556,3 +556,23 @@ def test_with_iam_enforced_handlers_run_with_exactly_their_roles_policy(make_env
 def test_iam_enforcement_needs_worker_processes() -> None:
     with pytest.raises(ValueError, match="enforce_iam needs worker processes"):
         LocalCloud(workers=0, enforce_iam=True)
+
+
+def test_moto_routes_without_listing_its_package_on_every_request(monkeypatch):
+    """moto_routing reads moto's module list once: a request routed after that does not list the
+    directory again (os.listdir made to fail), and the list is moto's own."""
+    import os
+
+    from moto import backends
+
+    from facerec_cli.localcloud import moto_routing
+
+    moto_routing.install()
+    listed = list(backends.list_of_moto_modules())
+    assert "s3" in listed and "awslambda" in listed
+
+    def no_listing(path):  # a spy that fails: routing must not list moto's directory any more
+        raise AssertionError(f"listed {path}")
+
+    monkeypatch.setattr(os, "listdir", no_listing)
+    assert list(backends.list_of_moto_modules()) == listed

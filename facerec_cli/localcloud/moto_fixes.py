@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from facerec_cli.infra.naming import ROLE_POLICY_NAME
 
 __all__ = [
+    "CORRECTIONS",
     "TESTED_MOTO",
     "admin_credentials",
     "check_iam_seam",
@@ -257,8 +258,13 @@ def _ec2_corrections(patch: Any) -> None:
 _ABSENT = object()
 
 
+# The corrections per service. The EC2 and Auto Scaling ones import moto's EC2 backend (0.7 s): a cloud
+# whose callers make no EC2 call (run-local's pipeline) leaves them out.
+CORRECTIONS = {"lambda": _lambda_corrections, "s3": _s3_corrections, "sqs": _sqs_corrections, "ec2": _ec2_corrections}
+
+
 @contextlib.contextmanager
-def _corrections() -> Iterator[None]:
+def _corrections(services: Iterable[str]) -> Iterator[None]:
     saved: list[tuple[Any, str, Any]] = []
 
     def patch(cls: Any, name: str, value: Any) -> None:
@@ -266,8 +272,8 @@ def _corrections() -> Iterator[None]:
         setattr(cls, name, value)
 
     try:
-        for correct in (_lambda_corrections, _s3_corrections, _sqs_corrections, _ec2_corrections):
-            correct(patch)
+        for service in services:
+            CORRECTIONS[service](patch)
         yield
     finally:
         for cls, name, value in reversed(saved):
@@ -278,13 +284,13 @@ def _corrections() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def enforced() -> Iterator[None]:
+def enforced(services: Iterable[str] = tuple(CORRECTIONS)) -> Iterator[None]:
     """While in this block, the embedded moto server enforces IAM (signatures and identity policies),
-    with the corrections above. Credentials must then be those of a moto IAM user or assumed role:
-    make users, roles and keys before entering."""
+    with the corrections above for ``services`` (default: all). Credentials must then be those of a moto
+    IAM user or assumed role: make users, roles and keys before entering."""
     from moto.core.authorization import enable_iam_authentication
 
-    with _corrections(), enable_iam_authentication():
+    with _corrections(services), enable_iam_authentication():
         yield
 
 

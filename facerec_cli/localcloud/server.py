@@ -35,7 +35,7 @@ import botocore.session
 from facerec_cli.errors import UserError
 from facerec_cli.localcloud import moto_routing, s3_conditional
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys
-from facerec_cli.localcloud.moto_fixes import admin_credentials, check_iam_seam, enforced
+from facerec_cli.localcloud.moto_fixes import CORRECTIONS, admin_credentials, check_iam_seam, enforced
 from facerec_cli.localcloud.runtime.dispatch import Dispatcher, FailureHook, RunnerFactory
 from facerec_cli.localcloud.runtime.functions import Allowlist, LocalFunction
 from facerec_cli.localcloud.runtime.seam import check_seam, install_seam
@@ -75,11 +75,14 @@ class LocalCloud:
         runner_factory: RunnerFactory | None = None,
         allow: Allowlist | None = None,
         enforce_iam: bool = False,
+        iam_services: tuple[str, ...] | None = None,
         record_metrics: bool = False,
     ) -> None:
         """``allow``: the handlers and function variables the runtime accepts (default: none, so every
         invocation is refused; run-local passes the pipeline's). ``enforce_iam``: check every request against IAM,
-        handlers with their function role's credentials (needs ``workers >= 1`` or a ``runner_factory``).
+        handlers with their function role's credentials (needs ``workers >= 1`` or a ``runner_factory``);
+        ``iam_services``: the services whose moto gaps are corrected meanwhile (default: all of
+        :data:`moto_fixes.CORRECTIONS`; a caller that makes no EC2 call saves importing moto's EC2).
         ``record_metrics``: each invocation's Lambda metrics in this cloud's CloudWatch (:mod:`.metrics`)."""
         if enforce_iam and workers == 0 and runner_factory is None:
             raise ValueError(
@@ -88,6 +91,7 @@ class LocalCloud:
             )
         self.region = region
         self.enforce_iam = enforce_iam
+        self._iam_services = tuple(CORRECTIONS) if iam_services is None else iam_services
         self._host, self._port = host, port
         self._dispatcher_args: dict[str, Any] = {
             "workers": workers,
@@ -156,7 +160,7 @@ class LocalCloud:
             if self.enforce_iam:
                 admin = admin_credentials(self.client("iam"), ADMIN_USER)  # made while moto does not check yet
                 self._admin = admin["aws_access_key_id"], admin["aws_secret_access_key"]
-                self._iam.enter_context(enforced())
+                self._iam.enter_context(enforced(self._iam_services))
             if self._record_metrics:
                 from facerec_cli.localcloud.metrics import LambdaMetrics
 

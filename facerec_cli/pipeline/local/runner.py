@@ -44,6 +44,8 @@ from facerec_cli.pipeline.local.handlers import pipeline_allowlist
 LOCAL_PREFIX = "facerec-local"
 RUNTIMES = ("workers", "containers")
 POLL_FALLBACK_S = 1.0  # look at the buckets at least this often, even when no invocation finished
+# The services the pipeline's handlers and this runner call: IAM's moto corrections for these only.
+PIPELINE_SERVICES = ("lambda", "s3", "sqs")
 
 
 @dataclass
@@ -165,7 +167,7 @@ class LocalPipeline:
         allow = options.allow if options.allow is not None else pipeline_allowlist()  # the runtime runs only what it is handed
         self.cloud = LocalCloud(
             workers=options.workers, on_failure=self._on_failure, log_path=log_path, runner_factory=runner_factory,
-            allow=allow, enforce_iam=options.iam, port=options.port, record_metrics=options.record_metrics,
+            allow=allow, enforce_iam=options.iam, iam_services=PIPELINE_SERVICES, port=options.port, record_metrics=options.record_metrics,
         )  # fmt: skip
         self.settings: Settings | None = None
         self.clients: Clients | None = None

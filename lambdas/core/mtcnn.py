@@ -28,10 +28,13 @@ def _windows(n_in: int | np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray
 
 
 def integral(image: np.ndarray) -> np.ndarray:
-    """(H+1) x (W+1) x C summed-area table of an H x W x C image, in float64 (exact for 8-bit pixels)."""
+    """(H+1) x (W+1) x C summed-area table of an H x W x C 8-bit image, in integers (exact): int32 while
+    the whole image's sum fits (any frame up to 8 megapixels), else int64. Half the bytes of float64 for
+    the gathers that resample the pyramid and the crops, with the same sums."""
     h, w, c = image.shape
-    table = np.zeros((h + 1, w + 1, c), np.float64)
-    np.cumsum(image, axis=0, dtype=np.float64, out=table[1:, 1:])
+    dtype = np.int32 if 255 * h * w < 2**31 else np.int64
+    table = np.zeros((h + 1, w + 1, c), dtype)
+    np.cumsum(image, axis=0, dtype=dtype, out=table[1:, 1:])
     np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
     return table
 
@@ -41,9 +44,10 @@ def area_resize(table: np.ndarray, y0: int, y1: int, x0: int, x1: int, out_h: in
     averaging (torch's ``interpolate(mode="area")``); out_h x out_w x C float32."""
     rs, re = _windows(y1 - y0, out_h)
     cs, ce = _windows(x1 - x0, out_w)
-    rs, re, cs, ce = rs + y0, re + y0, cs + x0, ce + x0
-    total = table[re][:, ce] - table[rs][:, ce] - table[re][:, cs] + table[rs][:, cs]
-    count = ((re - rs)[:, None] * (ce - cs)[None, :])[..., None]
+    rs, re, cs, ce = (rs + y0)[:, None], (re + y0)[:, None], (cs + x0)[None, :], (ce + x0)[None, :]
+    # Four out_h x out_w gathers (no out_h x W intermediate rows).
+    total = table[re, ce] - table[rs, ce] - table[re, cs] + table[rs, cs]
+    count = ((re - rs) * (ce - cs))[..., None]
     return (total / count).astype(_F32)
 
 

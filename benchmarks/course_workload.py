@@ -2,7 +2,7 @@
 against the seed approach, in the same run; optionally the same commands from another checkout (the
 code before a change) in the same run too.
 
-    python benchmarks/course_workload.py [--videos 100] [--workers 1] [--size 1280x720] [--rate 1.0] [--require-quiet]
+    python benchmarks/course_workload.py [--videos 100] [--workers N] [--size 1280x720] [--rate 1.0] [--require-quiet]
                                          [--baseline /work/main] [--skip-paced]
 
 Measure on a quiet machine: the load average is checked first (over 0.5: a warning, or a refusal with
@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("FACEREC_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 # Light imports only at module level: run-local's workers are spawned and re-import this module.
-from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos  # noqa: E402
+from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos, default_workers  # noqa: E402
 
 HAMILTON = "hamilton_miranda_lacamoire_10s.mp4"
 # (start s, end s, right answer), checked by eye on frames of the clip: Miranda alone on screen in the
@@ -242,7 +242,7 @@ def paced(gallery: Path, videos: list[Path], expected: dict[str, str], workers: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=1, help="warm workers per function")
+    parser.add_argument("--workers", type=int, default=None, help="warm workers per function (default: run-local's own default)")
     parser.add_argument("--size", default="1280x720", help="course video size, WxH")
     parser.add_argument("--rate", type=float, default=1.0, help="uploads per second in the paced mode")
     parser.add_argument("--paced-videos", type=int, default=30, help="videos in the paced mode")
@@ -275,7 +275,8 @@ def main() -> None:
     codes = [("", ROOT)] + ([("baseline ", Path(args.baseline).resolve())] if args.baseline else [])
     runs: dict[str, dict] = {}
     for label, code in codes:
-        for command, extra in (("identify", [*map(str, videos)]), ("run-local", [str(clips), "--workers", str(args.workers)])):
+        workers = [] if args.workers is None else ["--workers", str(args.workers)]
+        for command, extra in (("identify", [*map(str, videos)]), ("run-local", [str(clips), *workers])):
             settle(longest=args.settle)
             name = f"{label}{command}"
             wall, first, lines, cpu, _ = timed_process([*cli, command, *extra, "--gallery", str(gallery), "--json"], tmp, code)
@@ -313,7 +314,7 @@ def main() -> None:
     if args.skip_paced:
         return
     settle(longest=args.settle)
-    p = paced(gallery, videos[: args.paced_videos], expected, args.workers, 1.0 / args.rate)
+    p = paced(gallery, videos[: args.paced_videos], expected, default_workers() if args.workers is None else args.workers, 1.0 / args.rate)
     print(f"paced {args.rate:g}/s ({p['total']} videos, workers warm): latency p50 {p['p50_ms']:.0f} ms, p95 {p['p95_ms']:.0f} ms, "
           f"correct {p['correct']}/{p['total']} [load {os.getloadavg()[0]:.2f}]")
     print("  per-stage median ms of a paced video: " + json.dumps(p["stages_ms"]))

@@ -576,3 +576,15 @@ def test_moto_routes_without_listing_its_package_on_every_request(monkeypatch):
 
     monkeypatch.setattr(os, "listdir", no_listing)
     assert list(backends.list_of_moto_modules()) == listed
+
+
+def test_run_local_defaults_to_a_worker_per_core(monkeypatch):
+    """One recognition worker per core by default (one left 100 uploads queued on it while the other core
+    idled), at most four; one container per function with the containers runtime."""
+    import os
+
+    from facerec_cli.pipeline.local.runner import MAX_DEFAULT_WORKERS, default_workers
+
+    for cores, expected in ((1, 1), (2, 2), (16, MAX_DEFAULT_WORKERS)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert (default_workers(), default_workers("containers")) == (expected, 1)

@@ -101,7 +101,12 @@ def run_local(
     inputs: Annotated[list[Path] | None, typer.Argument(help="Videos, or folders of videos (none with --serve).", show_default=False)] = None,
     *,
     gallery: GalleryOpt,
-    workers: Annotated[int, typer.Option("--workers", min=0, max=16, help="Warm worker processes per function; 0 runs handlers in this process.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=0, max=16, show_default=False,
+                     help="Warm worker processes per function (default: one per core, at most 4; 1 with --runtime containers); "
+                          "0 runs handlers in this process."),
+    ] = None,
     json_lines: JsonOpt = False,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write <stem>.json and <stem>.txt per video here (with --timeline, each row's best-view crop too).")] = None,
     frames: FramesOpt = 3,
@@ -147,7 +152,7 @@ def run_local(
     from facerec_cli.cli.run_local import private_log_file, run_local as run
     from facerec_cli.config import Settings
     from facerec_cli.errors import UserError
-    from facerec_cli.pipeline.local.runner import LOCAL_PREFIX, RunOptions
+    from facerec_cli.pipeline.local.runner import LOCAL_PREFIX, RunOptions, default_workers
 
     extra_env: dict[str, str] = {}
     if timeline:  # video-splitting's timeline settings (lambdas/env.py), as `bootstrap --timeline` sets them
@@ -159,6 +164,7 @@ def run_local(
 
         extra_env.update(layout_env({}, stage1_layout.value, timeline=timeline))
     prefix = Settings(prefix=prefix).prefix if prefix else LOCAL_PREFIX  # an invalid prefix: one red line, before anything starts
+    workers = default_workers(runtime.value) if workers is None else workers
     options = RunOptions(workers=workers, frames=frames, fps=fps, threshold=threshold, weights=weights, timeout_s=timeout, extra_env=extra_env,
                          runtime=runtime.value, base_image=base_image, prefix=prefix, port=port)  # fmt: skip
     if serve:

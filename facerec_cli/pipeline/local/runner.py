@@ -44,6 +44,20 @@ from facerec_cli.pipeline.local.handlers import pipeline_allowlist
 LOCAL_PREFIX = "facerec-local"
 RUNTIMES = ("workers", "containers")
 POLL_FALLBACK_S = 1.0  # look at the buckets at least this often, even when no invocation finished
+# run-local's default warm workers per function: one per core, so that recognitions run side by side
+# (with one, 100 uploads queued on a single recognition worker while the other core idled), at most
+# this many (each recognition worker holds the models: ~300 MB).
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers(runtime: str = "workers") -> int:
+    """Workers per function when the user names none: the cores (at most MAX_DEFAULT_WORKERS); one
+    container per function with the containers runtime (each is a whole function image)."""
+    from facerec_cli.batch import default_workers as cores
+
+    return 1 if runtime == "containers" else max(1, min(MAX_DEFAULT_WORKERS, cores()))
+
+
 # The services the pipeline's handlers and this runner call: IAM's moto corrections for these only.
 PIPELINE_SERVICES = ("lambda", "s3", "sqs")
 

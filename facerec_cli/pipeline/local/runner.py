@@ -197,6 +197,10 @@ class LocalPipeline:
                 self.containers.close()
                 raise
             self.timings["images_ms"] = (time.perf_counter() - started) * 1000
+        if self.containers is None and self.options.workers >= 1:
+            from facerec_cli.localcloud.runtime.workers import start_fork_server
+
+            start_fork_server()  # the workers' imports, beside moto's start and the deployment
         self.cloud.start()
         self.timings["cloud_start_ms"] = (time.perf_counter() - started) * 1000
         try:

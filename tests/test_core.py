@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from facerec_cli.galleries import load_gallery
+from facerec_cli.gallery_files import load_gallery
 from facerec_cli.cli.app import app
 from lambdas.core import media
 from lambdas.core.errors import GalleryError

@@ -82,7 +82,7 @@ def load_gallery(uri: str, s3: Any) -> Any:
                 f"cannot read the gallery {uri} ({error_code(exc)}): upload one with `facerec iaas bootstrap --gallery G`"
             ) from exc
         return Gallery.from_bytes(body, origin=uri)
-    from facerec_cli.galleries import load_gallery  # a file on this machine may be an old torch gallery: converted
+    from facerec_cli.gallery_files import load_gallery  # a file on this machine may be an old torch gallery: converted
 
     return load_gallery(Path(parsed.path if parsed.scheme == "file" else uri))
 

@@ -98,7 +98,7 @@ def function_weights(gallery: Path, weights: str | None) -> str:
     from lambdas.core.gallery import weights_for
     from lambdas.core.weights import WEIGHTS_CHOICES
 
-    from facerec_cli.galleries import load_gallery
+    from facerec_cli.gallery_files import load_gallery
 
     resolved = weights_for(load_gallery(gallery), weights)
     return resolved if resolved in WEIGHTS_CHOICES else str(Path(resolved).expanduser().resolve())

@@ -81,7 +81,7 @@ def test_the_coarse_pass_alone_answers_a_settled_frame(data, celeb_gallery, enco
 
     encoder.detector.detect, encoder._run = spy_detect, spy_run
     try:
-        result = recogniser.recognise_frames("still", [Frame(0, 0.0, frame)])
+        result = recogniser.recognise_loaded("still", 1, [Frame(0, 0.0, frame)].__getitem__)[0]
     finally:
         del encoder.detector.detect, encoder._run
     assert (result.name, sizes, embedded) == ("madonna", [320], [1])

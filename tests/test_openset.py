@@ -17,7 +17,8 @@ from lambdas.core import openset
 from lambdas.core.enroll import build_gallery
 from lambdas.core.faces import BLURRED, PROFILE, TOO_SMALL, Detection, quality_issue, yaw
 from lambdas.core.gallery import Gallery
-from lambdas.core.media import Frame, load_image
+from lambdas.core.images import load_image
+from lambdas.core.media import Frame
 from lambdas.core.recognise import Recogniser
 from lambdas.core.results import UNKNOWN
 

@@ -217,7 +217,8 @@ class AppWorker:
 
     def recognise(self, request: Request) -> Any:
         """The core's Result for the request's image; problems with the input become error results."""
-        from lambdas.core.media import Frame, load_image
+        from lambdas.core.images import load_image
+        from lambdas.core.media import Frame
         from lambdas.core.results import error_result
 
         bucket = self.names.in_bucket

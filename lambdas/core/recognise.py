@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
+from . import images, media, sampling
 from .errors import InputError
 from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop, quality_issue
 from .gallery import Gallery, Match, weights_for
@@ -170,17 +170,17 @@ class Recogniser:
         name = video or path.name
         watch = Stopwatch()
         try:
-            if media.is_image(path):
+            if images.is_image(path):
                 started = time.perf_counter()
-                image = [Frame(0, 0.0, media.load_image(path))]
+                image = [Frame(0, 0.0, images.load_image(path))]
                 watch.add("decode", started)
                 return self._recognise(name, 1, image.__getitem__, watch)
             s = self.sampling
             started = time.perf_counter()
             # Decoded lazily: a sample is decoded only when recognition asks for it (video packets only).
             with media.open_video(path, timeout=s.timeout) as opened:
-                media.check_duration(path, opened.duration, s.max_seconds)
-                times = media.sample_times(opened.duration, s.frames, s.fps)
+                sampling.check_duration(path, opened.duration, s.max_seconds)
+                times = sampling.sample_times(opened.duration, s.frames, s.fps)
                 decoded = opened.frames(times)
                 watch.add("decode", started)
                 return self._recognise(name, len(times), lambda _: next(decoded, None), watch)

@@ -23,6 +23,7 @@ import botocore.exceptions
 
 from lambdas import env as fenv
 from lambdas.core import media
+from lambdas.core.images import is_image
 from lambdas.core.models import THREADS_ENV
 from lambdas import on_failure
 from lambdas.core.results import Result, error_result
@@ -122,7 +123,7 @@ def collect_videos(inputs: list[Path]) -> tuple[list[VideoJob], list[Result]]:
             paths = [item]
         for path in paths:
             if path.suffix.lower() not in media.VIDEO_SUFFIXES:
-                hint = "use `facerec identify` for images" if media.is_image(path) else "the input bucket only triggers on video suffixes"
+                hint = "use `facerec identify` for images" if is_image(path) else "the input bucket only triggers on video suffixes"
                 refused.append(error_result(path.name, f"{path.name}: not a video file name ({hint})"))
                 continue
             # Results are stored per stem (<stem>.txt, the course's layout): two inputs with one stem

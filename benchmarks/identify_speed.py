@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lambdas.core import media  # noqa: E402
+from lambdas.core import media, sampling  # noqa: E402
 from lambdas.core.enroll import build_gallery  # noqa: E402
 from lambdas.core.faces import FaceDetector, crop  # noqa: E402
 from lambdas.core.gallery import Gallery  # noqa: E402
@@ -37,7 +37,7 @@ def naive(video: Path, gallery_path: Path, encoder: FaceEncoder, full_res: FaceD
     gallery = Gallery.load(gallery_path)
     ms["gallery"] = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
-    frames, _ = media.read_frames(video, count=1)
+    frames, _ = sampling.read_frames(video, count=1)
     ms["decode"] = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
     dets = full_res.detect([frames[0].image])[0]

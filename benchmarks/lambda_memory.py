@@ -383,13 +383,13 @@ class Cloud:
 def stage1(cloud: Cloud, video: Path, stem: str) -> dict[str, Any]:
     """Frames of ``video`` in stage-1 as video-splitting stores them; the request it would send (with
     a placeholder stem and event id: each invocation gets its own)."""
-    from lambdas.core import media
+    from lambdas.core import images, sampling
     from lambdas.events import FrameRef, RecognitionRequest
 
     frames = []
-    for frame in media.sample_frames(video, count=3):
+    for frame in sampling.sample_frames(video, count=3):
         key = f"{stem}.jpg" if frame.index == 0 else f"{stem}/{frame.index:03d}.jpg"
-        cloud.s3.put_object(Bucket=cloud.names.stage1_bucket, Key=key, Body=media.encode_jpeg(frame.image), ContentType="image/jpeg")
+        cloud.s3.put_object(Bucket=cloud.names.stage1_bucket, Key=key, Body=images.encode_jpeg(frame.image), ContentType="image/jpeg")
         frames.append(FrameRef(key=key, t=frame.t))
     return RecognitionRequest(stage1_bucket=cloud.names.stage1_bucket, stem=stem, video=video.name, frames=frames,
                               source={"bucket": cloud.names.input_bucket, "key": f"{stem}.mp4", "event_id": ""}).to_dict()  # fmt: skip

@@ -63,7 +63,7 @@ class _Worker:
 
     @classmethod
     def load(cls, settings: BatchSettings) -> None:
-        from facerec_cli.galleries import load_gallery
+        from facerec_cli.gallery_files import load_gallery
 
         cls.settings, cls.recogniser, cls.error = settings, None, None
         try:

@@ -15,7 +15,7 @@ from lambdas.core.gallery_edit import TwoGroups, two_people
 from lambdas.core.recognise import FaceEncoder
 from lambdas.core.reference import cached_reference_faces
 
-from facerec_cli.galleries import check_new_gallery_path
+from facerec_cli.gallery_files import check_new_gallery_path
 
 
 @dataclass

@@ -233,7 +233,7 @@ def save_edit(before: Gallery, after: Gallery, touched: list[str], path: Path, c
     from lambdas.core.gallery_edit import two_people
     from lambdas.core.openset import OUTLIER_DISTANCE
 
-    from facerec_cli.galleries import check_new_gallery_path
+    from facerec_cli.gallery_files import check_new_gallery_path
 
     check_new_gallery_path(path, force=True)  # -o onto a folder or a file that is not a gallery: refused, nothing written
     if cloud is not None:  # the deployed function would refuse it: say so before the file changes

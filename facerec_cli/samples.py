@@ -13,7 +13,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from lambdas.core.media import load_image
+from lambdas.core.images import load_image
 
 from facerec_cli.errors import UserError
 
@@ -109,14 +109,14 @@ def joined_video(
     all of it for None, re-timed to ``fps``). Cut points fall on frame boundaries: piece ``k`` starts at
     the sum of the earlier pieces' lengths, rounded to a frame. For tests and benchmarks of timelines
     (who is on screen when), e.g. a 10-minute video made by repeating clips of the test data."""
-    from lambdas.core import media
+    from lambdas.core import images, media
 
     width, height = size[0] // 2 * 2, size[1] // 2 * 2
     try:
         with h264_writer(out, (width, height), fps, timeout, "join the pieces into a video") as put:
             for source, seconds in pieces:
                 source = Path(source)
-                if media.is_image(source):
+                if images.is_image(source):
                     canvas = _letterboxed(load_image(source), width, height)
                     for n in range(max(1, round((seconds or 3.0) * fps))):
                         put(_zoomed(canvas, n, zoom_per_frame))

@@ -46,7 +46,7 @@ def open_store(results_dir: Path | None, settings: Callable[[], Settings]) -> St
 def gallery_for(gallery: Path | None, store: Store, settings: Callable[[], Settings], *, required: bool) -> Gallery | None:
     """``--gallery``; else the deployed one when results come from the bucket (None if there is none and
     it is not ``required``)."""
-    from facerec_cli.galleries import load_gallery
+    from facerec_cli.gallery_files import load_gallery
     from facerec_cli.pipeline.observe.result_store import BucketStore
 
     if gallery is not None:

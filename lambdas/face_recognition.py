@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .core import media
+from .core import images, media
 from .core.errors import FacerecError
 from .core.media import Frame
 from .core.results import error_result
@@ -76,7 +76,7 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv, deadline: float 
                 local = Path(tmp) / f"{i:03d}.jpg"
                 download(request.stage1_bucket, ref.key, local)
                 fetch_s[0] += time.perf_counter() - t0
-                return Frame(i, ref.t, media.load_image(local))
+                return Frame(i, ref.t, images.load_image(local))
 
             further = UploadSamples(request, deadline)
             try:

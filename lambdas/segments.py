@@ -42,7 +42,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .core import media
+from .core import images, media, sampling
 from .core.errors import FacerecError, InputError
 from .core.names import plural
 from .core.results import Result, error_result
@@ -92,7 +92,7 @@ def scan(*args: Any, **kwargs: Any) -> Any:
 def plan_requests(upload: Any, env: Any, video: media.Video, stage1_bucket: str, timings_ms: dict[str, float]) -> list[SegmentRequest]:
     """The segment requests of an opened upload (``upload``: lambdas.events.Upload)."""
     duration = video.duration
-    plan = media.segment_plan(duration, env.segment_seconds)  # numpy-free: this runs in the splitting image
+    plan = sampling.segment_plan(duration, env.segment_seconds)  # numpy-free: this runs in the splitting image
     source = {"bucket": upload.bucket, "key": upload.key, "etag": upload.etag, "size": upload.size, "event_id": upload.event_id}
     return [
         SegmentRequest(stage1_bucket, upload.stem, upload.video, source, i, len(plan), start, end, env.timeline_fps, duration, dict(timings_ms))
@@ -115,10 +115,10 @@ def fan_out(upload: Any, env: Any, deadline: float | None = None) -> str:
             local = Path(tmp) / local_name(upload.key)
             s3.download_file(upload.bucket, upload.key, str(local))
             with media.open_video(local, timeout=decode_budget(env, deadline), name=upload.video) as video:
-                media.check_duration(Path(upload.video), video.duration, env.max_seconds)
+                sampling.check_duration(Path(upload.video), video.duration, env.max_seconds)
                 first = next(iter(video.frames([0.0])))  # the course's <stem>.jpg; also proves the video decodes
                 s3.put_object(
-                    Bucket=env.stage1_bucket, Key=frame_key(upload.stem, 0), Body=media.encode_jpeg(first.image), ContentType="image/jpeg",
+                    Bucket=env.stage1_bucket, Key=frame_key(upload.stem, 0), Body=images.encode_jpeg(first.image), ContentType="image/jpeg",
                     Metadata={EVENT_META: upload.event_id, "t": f"{first.t:.3f}"},
                 )  # fmt: skip
                 requests = plan_requests(upload, env, video, env.stage1_bucket, {"split": (time.perf_counter() - started) * 1000})

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .core import media
+from .core import images, media, sampling
 from .core.errors import InputError
 from .core.results import error_result
 from .env import SplittingEnv
@@ -53,16 +53,16 @@ def split(upload: Upload, env: SplittingEnv, workdir: Path, deadline: float | No
     frames = []
     # Decoded in process (video packets only); frame 0 alone, the others are face-recognition's to decode.
     with media.open_video(local, timeout=decode_budget(env, deadline), name=upload.video) as video:
-        media.check_duration(Path(upload.video), video.duration, env.max_seconds)
+        sampling.check_duration(Path(upload.video), video.duration, env.max_seconds)
         times: list[float] = []  # the samples face-recognition decodes itself, when it needs them
         if env.stage1_layout == GOP:  # Part 1's frames and names (lambdas/gop.py): all stored
             stored = gop_frames(upload.stem, video)
         else:
-            times = media.sample_times(video.duration, env.frames, env.fps or None)[1:]
+            times = sampling.sample_times(video.duration, env.frames, env.fps or None)[1:]
             stored = ((frame_key(upload.stem, f.index), f) for f in video.frames([0.0]))
         for key, frame in stored:
             t = lap("decode", t)
-            body = media.encode_jpeg(frame.image)
+            body = images.encode_jpeg(frame.image)
             t = lap("encode", t)
             client("s3").put_object(
                 Bucket=env.stage1_bucket,

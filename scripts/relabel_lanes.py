@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facerec_cli.pipeline.observe.report import MAX_LANES, VIEW_SIZE, ReportRow, render_html, thumbnail  # noqa: E402
-from lambdas.core.media import encode_jpeg, open_video  # noqa: E402
+from lambdas.core.images import encode_jpeg  # noqa: E402
+from lambdas.core.media import open_video  # noqa: E402
 from lambdas.core.results import Result  # noqa: E402
 
 SUBTITLE = "after `facerec people label ... unknown-1 alex_lacamoire` and `facerec results --reidentify`"

@@ -263,13 +263,13 @@ def sample_video(data: Path, tmp_path: Path, person: str = PERSON, seconds: floa
 
 def stage1_request(cloud: dict[str, Any], video: Path, stem: str) -> RecognitionRequest:
     """Frames of ``video`` in stage-1 as video-splitting stores them, and the request it would send."""
-    from lambdas.core import media
+    from lambdas.core import images, sampling
 
     names, s3 = cloud["settings"].names, cloud["clients"].s3
     frames = []
-    for frame in media.sample_frames(video, count=3):
+    for frame in sampling.sample_frames(video, count=3):
         frame_key = f"{stem}.jpg" if frame.index == 0 else f"{stem}/{frame.index:03d}.jpg"
-        s3.put_object(Bucket=names.stage1_bucket, Key=frame_key, Body=media.encode_jpeg(frame.image), ContentType="image/jpeg")
+        s3.put_object(Bucket=names.stage1_bucket, Key=frame_key, Body=images.encode_jpeg(frame.image), ContentType="image/jpeg")
         frames.append(FrameRef(key=frame_key, t=frame.t))
     return RecognitionRequest(
         stage1_bucket=names.stage1_bucket, stem=stem, video=video.name, frames=frames,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from facerec_cli.galleries import load_gallery
+from facerec_cli.gallery_files import load_gallery
 from facerec_cli.cli.app import app
-from lambdas.core import media
+from lambdas.core import images, media, sampling
 from lambdas.core.errors import GalleryError
 from lambdas.core.gallery import Gallery
 from lambdas.core.recognise import Recogniser
@@ -124,13 +124,13 @@ def test_sampling_spreads_frames_and_reads_video_info(data):
     video = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"
     info = media.probe(video)
     assert (info.width, info.height) == (640, 360) and 9.9 < info.duration < 10.1
-    frames, _ = media.read_frames(video, count=4)
+    frames, _ = sampling.read_frames(video, count=4)
     assert [f.index for f in frames] == [0, 1, 2, 3]
     assert [round(f.t, 1) for f in frames] == [0.0, 2.5, 5.0, 7.5]
     assert all(f.image.size == (640, 360) for f in frames)
-    assert media.sample_times(10.0, 3, fps=1.0) == [0.0, 1.0, 2.0]
+    assert sampling.sample_times(10.0, 3, fps=1.0) == [0.0, 1.0, 2.0]
     with pytest.raises(media.InputError, match="over the limit"):
-        media.read_frames(video, max_seconds=5)
+        sampling.read_frames(video, max_seconds=5)
 
 
 def test_transparent_png_is_composited_on_white(tmp_path):
@@ -138,7 +138,7 @@ def test_transparent_png_is_composited_on_white(tmp_path):
 
     path = tmp_path / "cutout.png"
     Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(path)
-    assert media.load_image(path).getpixel((0, 0)) == (255, 255, 255)
+    assert images.load_image(path).getpixel((0, 0)) == (255, 255, 255)
 
 
 def face(frame: int, name: str, distance: float, size: float = 10.0) -> Face:
@@ -191,7 +191,7 @@ def test_unreadable_videos_say_what_is_wrong(bad_inputs, tmp_path):
                     "-c:a", "aac", str(audio)], check=True)  # fmt: skip
     cases[audio] = "voice memo.mp4: the file has no video stream (audio only?): nothing to recognise"
     for path, message in cases.items():
-        for call in (media.probe, media.duration, media.read_frames, media.open_video):
+        for call in (media.probe, media.duration, sampling.read_frames, media.open_video):
             with pytest.raises(media.InputError) as caught:
                 call(path)
             assert str(caught.value).startswith(message), (call.__name__, str(caught.value))
@@ -207,7 +207,7 @@ def test_a_video_cut_short_gives_the_frames_before_the_cut(data, tmp_path):
                     "-c", "copy", "-movflags", "+faststart", str(whole)], check=True)  # fmt: skip
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    frames, seconds = media.read_frames(cut, count=4)
+    frames, seconds = sampling.read_frames(cut, count=4)
     assert 9.9 < seconds < 10.1  # the header still says 10 s
     assert 1 <= len(frames) < 4 and [f.index for f in frames] == list(range(len(frames)))
 
@@ -243,7 +243,7 @@ def test_identify_annotate_writes_every_sampled_frame_with_its_boxes(data, hamil
     assert found["frames"] == 3 and len(with_faces) > 1
     assert sorted(p.name for p in out.iterdir()) == [f"{video.stem}_f{i}.jpg" for i in with_faces]
 
-    frames, _ = media.read_frames(video, count=3)  # the pixels identify saw, from the same sampling
+    frames, _ = sampling.read_frames(video, count=3)  # the pixels identify saw, from the same sampling
     for face in found["faces"]:
         plain = frames[face["frame"]].image
         drawn = Image.open(out / f"{video.stem}_f{face['frame']}.jpg").convert("RGB")
@@ -325,7 +325,7 @@ def test_phone_video_with_display_rotation_is_seen_upright(data, celeb_gallery, 
     video = tmp_path / "phone.mp4"
     subprocess.run([*quiet, "-display_rotation", "-90", "-i", str(tmp_path / "raw.mp4"), "-c", "copy", str(video)], check=True)
 
-    frames, _ = media.read_frames(video, count=2)
+    frames, _ = sampling.read_frames(video, count=2)
     assert frames[0].image.size == upright.size  # portrait, as shown, not the stored landscape
     assert media.probe(video) == media.VideoInfo(duration=pytest.approx(2.0, abs=0.05), width=upright.width, height=upright.height,
                                                  fps=10.0, rotation=270)  # fmt: skip
@@ -350,7 +350,7 @@ def test_audio_only_file_says_it_has_no_video_stream(tmp_path):
     subprocess.run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
                     "-c:a", "aac", str(audio)], check=True)  # fmt: skip
     with pytest.raises(media.InputError, match=r"voice memo\.mp4: the file has no video stream \(audio only\?\)"):
-        media.read_frames(audio, count=3)
+        sampling.read_frames(audio, count=3)
 
 
 def test_enroll_reports_a_photo_without_a_face(data, tmp_path):
@@ -373,7 +373,7 @@ def test_decode_budget_stops_a_video_with_an_input_error_naming_the_file(data):
     video = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"
     # time: counted from opening the file, checked before every frame
     with pytest.raises(media.InputError) as caught:
-        media.read_frames(video, count=3, timeout=0)
+        sampling.read_frames(video, count=3, timeout=0)
     message = str(caught.value)
     assert message.startswith(f"{video.name}: decoding took longer than 0 s and was stopped") and "FACEREC_DECODE_TIMEOUT" in message
     with pytest.raises(media.InputError, match="took longer than 0 s"):
@@ -406,7 +406,7 @@ def test_far_samples_are_reached_by_seeking_and_match_a_full_decode(tmp_path, su
     should_seek = media.Video._should_seek
     monkeypatch.setattr(media.Video, "_should_seek", lambda self, pos, target: (r := should_seek(self, pos, target)) and not seeks.append(target) or r)
     with media.open_video(video) as opened:
-        times = media.sample_times(opened.duration, 5)
+        times = sampling.sample_times(opened.duration, 5)
         got = list(opened.frames(times))
     assert times == [0.0, 12.0, 24.0, 36.0, 48.0] and len(seeks) == 4
     with av.open(str(video)) as container:  # the reference: every frame, in order, no seeking
@@ -423,7 +423,7 @@ def test_close_samples_take_one_pass_and_distinct_frames(data, monkeypatch):
     monkeypatch.setattr(media.Video, "_should_seek", lambda *a: should_seek(*a) and pytest.fail("seeked"))
     with media.open_video(video) as opened:
         # 100 fps asked of a 25 fps video: each sample takes the next frame, never one twice
-        assert [round(f.t, 2) for f in opened.frames(media.sample_times(opened.duration, 4, fps=100))] == [0.0, 0.04, 0.08, 0.12]
+        assert [round(f.t, 2) for f in opened.frames(sampling.sample_times(opened.duration, 4, fps=100))] == [0.0, 0.04, 0.08, 0.12]
         # a second call starts again from the start
         assert [f.index for f in opened.frames([0.0])] == [0]
 
@@ -436,22 +436,22 @@ def test_images_and_video_frames_over_the_pixel_limit_are_refused(data, tmp_path
         path = tmp_path / f"huge{side}.png"
         Image.new("1", (side, side)).save(path)
         with pytest.raises(media.InputError) as caught:
-            media.load_image(path)
+            images.load_image(path)
         message = str(caught.value)
-        assert message.startswith(f"{path.name}: the image is ") and f"over the limit of {media.MAX_PIXELS // 10**6} megapixels" in message
+        assert message.startswith(f"{path.name}: the image is ") and f"over the limit of {images.MAX_PIXELS // 10**6} megapixels" in message
         assert "scale it down" in message and str(side * side // 10**6) in message
     # a video whose frames are over the limit is refused before decoding
     monkeypatch.setattr(media, "MAX_PIXELS", 200_000)
     video = data / "videos" / "hamilton_miranda_lacamoire_10s.mp4"  # 640x360 = 0.23 megapixels
     with pytest.raises(media.InputError, match=r"frames are 640x360 \(0\.23 megapixels\), over the limit of 0\.20 megapixels"):
-        media.read_frames(video)
+        sampling.read_frames(video)
 
 
 def test_jpeg_encoding_of_a_frame(data):
     from PIL import Image
 
-    frame = media.read_frames(data / "videos" / "hamilton_miranda_lacamoire_10s.mp4", count=1)[0][0]
-    jpeg = media.encode_jpeg(frame.image)
+    frame = sampling.read_frames(data / "videos" / "hamilton_miranda_lacamoire_10s.mp4", count=1)[0][0]
+    jpeg = images.encode_jpeg(frame.image)
     assert jpeg[:3] == b"\xff\xd8\xff"
     import io
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from facerec_cli.galleries import convert_gallery, load_gallery, upload_body
+from facerec_cli.gallery_files import convert_gallery, load_gallery, upload_body
 from facerec_cli.cli.app import app
 from lambdas.core.errors import GalleryError, LegacyGalleryError
 from lambdas.core.gallery import FORMAT, UNKNOWN, VERSION, Gallery, Match
@@ -307,7 +307,7 @@ def test_upload_body_converts_old_galleries_only(gallery, tmp_path):
     import hashlib
 
     from facerec_cli.config import Settings
-    from facerec_cli.galleries import gallery_object
+    from facerec_cli.gallery_files import gallery_object
 
     key = Settings(prefix="myid").names.gallery_key
     assert key == ".facerec/gallery.safetensors"
@@ -413,7 +413,7 @@ def test_missing_file_and_folder(tmp_path):
 
 def test_importing_the_runtime_gallery_does_not_import_torch():
     code = (
-        "import sys, numpy as np; import lambdas.core.gallery as g; import facerec_cli.galleries; "
+        "import sys, numpy as np; import lambdas.core.gallery as g; import facerec_cli.gallery_files; "
         "x = g.Gallery(weights='w', embeddings=np.eye(2, 512, dtype=np.float32), names=['a', 'b']); "
         "g.Gallery.from_bytes(x.to_bytes()).match(np.eye(1, 512, dtype=np.float32)); "
         "assert 'torch' not in sys.modules, 'torch imported'"

@@ -19,7 +19,7 @@ from facerec_cli.cli.serve import progress
 from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos
 from facerec_cli.samples import still_video
 from lambdas import env as fenv
-from lambdas.core import media
+from lambdas.core import images, media
 from lambdas.gop import GOP, gop_frames, gop_key
 from tests.test_cloud_cli import env, facerec, gallery_file  # noqa: F401 - fixtures (a fresh deployment on moto)
 
@@ -77,7 +77,7 @@ def test_gop_frames_are_the_course_commands_frames(clips, tmp_path: Path) -> Non
     ffmpegs = _ffmpegs()
     for clip, (path, count) in clips.items():
         with media.open_video(path) as video:
-            ours = {key.split("/", 1)[1]: media.encode_jpeg(frame.image) for key, frame in gop_frames("clip", video)}
+            ours = {key.split("/", 1)[1]: images.encode_jpeg(frame.image) for key, frame in gop_frames("clip", video)}
         assert list(ours) == NAMES, clip
         ours_px = {name: _pixels(body) for name, body in ours.items()}
         # File k is decoded frame min(10k + 4, count - 1): past the last frame the same picture repeats.

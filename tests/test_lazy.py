@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lambdas.core import media
+from lambdas.core import images, media
 from lambdas.core.gallery import Match
 from lambdas.core.openset import SECOND_GAP, SETTLED_MARGIN, OpenSetRule
 from lambdas.core.recognise import Recogniser, SamplingOptions
@@ -62,7 +62,7 @@ def test_the_coarse_pass_alone_answers_a_settled_frame(data, celeb_gallery, enco
 
     from lambdas.core.media import Frame
 
-    photo = media.load_image(sorted((data / "5celeb" / "train" / "madonna").iterdir())[0])
+    photo = images.load_image(sorted((data / "5celeb" / "train" / "madonna").iterdir())[0])
     frame = Image.new("RGB", (1280, 720), (40, 40, 40))
     photo.thumbnail((700, 700))
     frame.paste(photo, (300, 10))
@@ -81,7 +81,7 @@ def test_the_coarse_pass_alone_answers_a_settled_frame(data, celeb_gallery, enco
 
     encoder.detector.detect, encoder._run = spy_detect, spy_run
     try:
-        result = recogniser.recognise_frames("still", [Frame(0, 0.0, frame)])
+        result = recogniser.recognise_loaded("still", 1, [Frame(0, 0.0, frame)].__getitem__)[0]
     finally:
         del encoder.detector.detect, encoder._run
     assert (result.name, sizes, embedded) == ("madonna", [320], [1])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lambdas.core import media, mtcnn
+from lambdas.core import images, mtcnn, sampling
 from lambdas.core import models as M
 from lambdas.core.faces import DEFAULT_DETECT_SIZE, FaceDetector, crop
 
@@ -30,10 +30,10 @@ def _downscaled(image: Image.Image) -> Image.Image:
 def _all_pictures(data: Path) -> list[tuple[str, Image.Image]]:
     """Every photo of the test data and frames sampled at 2 fps from every video, as the detector gets
     them (downscaled to 640 pixels on the long side)."""
-    pictures = [(str(p.relative_to(data)), _downscaled(media.load_image(p)))
-                for p in sorted(data.rglob("*")) if p.is_file() and media.is_image(p)]
+    pictures = [(str(p.relative_to(data)), _downscaled(images.load_image(p)))
+                for p in sorted(data.rglob("*")) if p.is_file() and images.is_image(p)]
     for video in sorted((data / "videos").glob("*.mp4")):
-        frames, _ = media.read_frames(video, count=20, fps=2.0)
+        frames, _ = sampling.read_frames(video, count=20, fps=2.0)
         pictures += [(f"{video.name}@{f.t:.1f}s", _downscaled(f.image)) for f in frames]
     return pictures
 
@@ -77,7 +77,7 @@ def test_embeddings_match_the_torch_model(data: Path) -> None:
     detector = FaceDetector(nets)
     crops = []
     for photo in sorted((data / "5celeb" / "val").glob("*/*.jpg")):
-        image = media.load_image(photo)
+        image = images.load_image(photo)
         crops += [crop(image, d) for d in detector.detect([image])[0]]
     x = np.stack(crops)
     want = torch_models.TorchModels("casia-webface").embed(x)

@@ -17,7 +17,8 @@ from lambdas.core import openset
 from lambdas.core.enroll import build_gallery
 from lambdas.core.faces import BLURRED, PROFILE, TOO_SMALL, Detection, quality_issue, yaw
 from lambdas.core.gallery import Gallery
-from lambdas.core.media import Frame, load_image
+from lambdas.core.images import load_image
+from lambdas.core.media import Frame
 from lambdas.core.recognise import Recogniser
 from lambdas.core.results import UNKNOWN
 
@@ -103,17 +104,17 @@ def test_blurred_and_tiny_faces_are_unknown_with_a_reason(celeb_gallery, data: P
     recogniser = Recogniser(gallery)
     photo = data / "5celeb" / "val" / "jerry_seinfeld"
     image = load_image(sorted(photo.iterdir())[1])
-    sharp = recogniser.recognise_frames("sharp", [Frame(0, 0.0, image)])
+    sharp = recogniser.recognise_loaded("sharp", 1, [Frame(0, 0.0, image)].__getitem__)[0]
     assert sharp.name == "jerry_seinfeld" and sharp.faces[0].reason is None
     blurred = image.filter(ImageFilter.GaussianBlur(4 * max(image.size) / 250))  # still detected, no longer sharp
-    result = recogniser.recognise_frames("blurred", [Frame(0, 0.0, blurred)])
+    result = recogniser.recognise_loaded("blurred", 1, [Frame(0, 0.0, blurred)].__getitem__)[0]
     assert result.status == UNKNOWN and result.faces and {f.reason for f in result.faces} == {BLURRED}
     face = sharp.faces[0]
     scale = 14 / (face.box[2] - face.box[0])  # the face 14 px wide: too small to be trusted
     tiny = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
     canvas = Image.new("RGB", (200, 200), (128, 128, 128))
     canvas.paste(tiny, (10, 10))
-    small = recogniser.recognise_frames("tiny", [Frame(0, 0.0, canvas)])
+    small = recogniser.recognise_loaded("tiny", 1, [Frame(0, 0.0, canvas)].__getitem__)[0]
     assert small.faces and all(f.name == UNKNOWN for f in small.faces)  # found, and refused for its size alone
     assert {f.reason for f in small.faces} == {TOO_SMALL}
     dict_faces = json.loads(result.to_json())["faces"]

@@ -13,7 +13,7 @@ import botocore.exceptions
 import pytest
 
 from lambdas import face_recognition, warm
-from lambdas.core.media import load_image
+from lambdas.core.images import load_image
 from lambdas.events import FrameRef, RecognitionRequest
 
 
@@ -241,7 +241,7 @@ def test_an_unsettled_first_frame_decodes_further_samples_from_the_upload(bucket
 def test_further_samples_are_decoded_within_the_invocations_time(buckets: dict[str, Any], data: Path, tmp_path: Path) -> None:
     """99 samples at 25 fps of the 1080p crowd clip (strangers: never settled; one keyframe) with 6 s left in
     the invocation: the decode budget (1 s) ends it in an error result naming the video, in time."""
-    from lambdas.core.media import read_frames
+    from lambdas.core.sampling import read_frames
 
     crowd = data / "videos" / "crowd_unlabeled_4s.mp4"
     frame0 = tmp_path / "crowd0.jpg"  # frame 0 of the crowd, as stage-1 holds it

@@ -31,7 +31,7 @@ from lambdas import segments
 from lambdas.core.recognise import Recogniser
 from lambdas.core.results import ERROR, OK, UNKNOWN, Result
 from lambdas.core.face_groups import Observation, build_timeline, ranges_of
-from lambdas.core.media import segment_plan
+from lambdas.core.sampling import segment_plan
 from lambdas.core.timeline import DEFAULT_FPS, grid, recognise_timeline
 
 from .test_cloud_cli import env, gallery_file  # noqa: F401 - fixtures used here
@@ -106,7 +106,8 @@ def test_sightings_merge_across_gaps_of_up_to_two_intervals() -> None:
 
 
 def test_observations_round_trip_exactly(encoder: Any, data: Path) -> None:
-    from lambdas.core.media import Frame, load_image
+    from lambdas.core.images import load_image
+    from lambdas.core.media import Frame
     from lambdas.core.recognise import Stopwatch
     from lambdas.core.timeline import _observe
 

@@ -432,7 +432,7 @@ def videos(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
 
 
 def test_identify_annotate_draws_the_box_where_the_face_was_found(small_gallery: Path, videos: dict[str, Path], tmp_path: Path) -> None:
-    from lambdas.core.media import read_frames
+    from lambdas.core.sampling import read_frames
 
     out = tmp_path / "annotated"
     result = facerec("identify", str(videos["madonna"]), "--gallery", str(small_gallery), "--json", "--annotate", str(out))

@@ -65,7 +65,7 @@ def gallery_convert(
 
     Enroll writes safetensors galleries, and the runtime reads only those (no torch, no pickle);
     identify, run-local and bootstrap convert old files on the fly. A course data.pt means vggface2 weights."""
-    from facerec_cli.galleries import convert_gallery
+    from facerec_cli.gallery_files import convert_gallery
     gallery = convert_gallery(old, new)
     err.print(f"{new}: {plural(len(gallery.names), 'embedding')} of {plural(len(gallery.people), 'person', 'people')}, {gallery.weights} weights")
 
@@ -76,7 +76,7 @@ def gallery_list(old_gallery: OldGalleryArg = None, gallery_opt: GalleryFlag = N
     """The people in a gallery with their photo counts, and its open-set rule."""
     from rich.table import Table
 
-    from facerec_cli.galleries import load_gallery
+    from facerec_cli.gallery_files import load_gallery
     from facerec_cli.gallery_workflows import gallery_summary
 
     gallery, _ = _gallery(gallery_opt, [old_gallery], "list")
@@ -108,7 +108,7 @@ def gallery_show(
     someone else. Two far-apart groups of photos under one name are likely two people."""
     from lambdas.core.gallery_edit import enrolled_person
 
-    from facerec_cli.galleries import load_gallery
+    from facerec_cli.gallery_files import load_gallery
     from facerec_cli.gallery_workflows import person_details, rule_info
     from facerec_cli.render import warn_two_groups
 

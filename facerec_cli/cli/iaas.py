@@ -360,7 +360,7 @@ def _token_digest(token: str | None, digest: str | None, digest_of: Any) -> str 
 def _check_gallery(gallery: Path | None) -> None:
     if gallery is None:
         return
-    from facerec_cli.galleries import load_gallery
+    from facerec_cli.gallery_files import load_gallery
 
     loaded = load_gallery(gallery)
     if not loaded.names:

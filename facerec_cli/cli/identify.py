@@ -8,7 +8,7 @@ from pathlib import Path
 from lambdas.core.recognise import Recogniser, SamplingOptions
 from lambdas.core.results import ERROR, Result
 
-from facerec_cli.galleries import load_gallery
+from facerec_cli.gallery_files import load_gallery
 from facerec_cli.render import err, out, plural, print_errors, print_json_lines, print_timelines, progress, results_table
 
 

@@ -7,7 +7,6 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Group
 from rich.live import Live
@@ -17,8 +16,7 @@ from rich.table import Table
 from lambdas import env as fenv
 from lambdas.core.results import ERROR, Result
 
-from facerec_cli.infra.readers import get_or_none
-from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, VideoJob, collect_videos, write_outputs
+from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, VideoJob, collect_videos, fetch_best_views, write_outputs
 from facerec_cli.pipeline.observe.dashboard import Dashboard
 from facerec_cli.pipeline.observe.dashboard_view import render
 from facerec_cli.refresh import DEFAULT_INTERVAL
@@ -80,24 +78,6 @@ def private_log_file() -> str:
     fd, path = tempfile.mkstemp(prefix="facerec-run-local-", suffix=".log")
     os.close(fd)
     return path
-
-
-def fetch_best_views(s3: Any, bucket: str, results: list[Result], out_dir: Path) -> int:
-    """Copy the best-view crops that results name (``timeline.people[].image``, keys beside the result)
-    into ``out_dir`` under the same relative keys, so a results folder holds what its JSON refers to."""
-    copied = 0
-    for result in results:
-        for row in result.timeline.people if result.timeline else []:
-            target = out_dir / row.image if row.image else None
-            if target is None or not target.resolve().is_relative_to(out_dir.resolve()):
-                continue  # a key is ours (<stem>.timeline/<n>.jpg): anything else is not written outside the folder
-            reply = get_or_none(s3.get_object, Bucket=bucket, Key=row.image)
-            if reply is None:  # storing it failed (the function logs why): the row keeps its name, without a picture
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(reply["Body"].read())
-            copied += 1
-    return copied
 
 
 def run_local(

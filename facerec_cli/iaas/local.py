@@ -90,7 +90,7 @@ class LocalIaas:
         self._iam = contextlib.ExitStack()
 
     def start(self) -> "LocalIaas":
-        from facerec_cli.galleries import load_gallery
+        from facerec_cli.gallery_files import load_gallery
 
         load_gallery(self.gallery)  # a bad gallery fails here, not in every worker the scaler starts
         options = self.options

@@ -43,7 +43,7 @@ from typing import Any
 
 from facerec_cli.config import Settings
 from facerec_cli.errors import UserError
-from facerec_cli.galleries import gallery_object
+from facerec_cli.gallery_files import gallery_object
 from facerec_cli.iaas.messages import REQUEST_MAX_BYTES
 from facerec_cli.iaas.names import APP_INSTANCE_PREFIX, APP_INSTANCE_UNNAMED, GALLERY_KEY, TAG_KEY, WEB_INSTANCE, IaasNames
 from facerec_cli.iaas.options import IaasOptions

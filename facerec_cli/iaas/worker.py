@@ -82,7 +82,7 @@ def load_gallery(uri: str, s3: Any) -> Any:
                 f"cannot read the gallery {uri} ({error_code(exc)}): upload one with `facerec iaas bootstrap --gallery G`"
             ) from exc
         return Gallery.from_bytes(body, origin=uri)
-    from facerec_cli.galleries import load_gallery  # a file on this machine may be an old torch gallery: converted
+    from facerec_cli.gallery_files import load_gallery  # a file on this machine may be an old torch gallery: converted
 
     return load_gallery(Path(parsed.path if parsed.scheme == "file" else uri))
 
@@ -217,6 +217,8 @@ class AppWorker:
 
     def recognise(self, request: Request) -> Any:
         """The core's Result for the request's image; problems with the input become error results."""
+        from lambdas.core.images import load_image
+        from lambdas.core.media import Frame
         from lambdas.core.results import error_result
 
         bucket = self.names.in_bucket
@@ -235,7 +237,8 @@ class AppWorker:
             path = Path(tmp) / f"input{suffix}"
             path.write_bytes(body)
             try:
-                return self.recogniser.recognise_images(request.key, [(0.0, path)])
+                # Loaded when recognition asks for it: an unreadable image is an error result.
+                return self.recogniser.recognise_loaded(request.key, 1, lambda _: Frame(0, 0.0, load_image(path)))[0]
             except Exception as exc:  # noqa: BLE001 - the same image would fail again: answer, don't retry
                 log.exception("%s: recognition of %s failed", self.name, request.key)
                 return error_result(request.key, f"{request.key}: recognition failed ({type(exc).__name__}: {exc})")

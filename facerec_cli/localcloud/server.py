@@ -36,7 +36,8 @@ from facerec_cli.errors import UserError
 from facerec_cli.localcloud import moto_routing, s3_conditional
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys
 from facerec_cli.localcloud.moto_fixes import CORRECTIONS, admin_credentials, check_iam_seam, enforced
-from facerec_cli.localcloud.runtime.dispatch import Dispatcher, FailureHook, RunnerFactory
+from facerec_cli.localcloud.runtime.dispatch import Dispatcher, RunnerFactory
+from facerec_cli.localcloud.runtime.invocations import FailureHook
 from facerec_cli.localcloud.runtime.functions import Allowlist, LocalFunction
 from facerec_cli.localcloud.runtime.seam import check_seam, install_seam
 

@@ -130,7 +130,7 @@ def gallery_weights(gallery: Path | None, weights: str | None) -> str | None:
     """The weights to deploy for ``gallery``: the ones it was made with (refused when ``weights`` differ)."""
     if gallery is None:
         return weights
-    from facerec_cli.galleries import load_gallery
+    from facerec_cli.gallery_files import load_gallery
 
     loaded = load_gallery(gallery)  # GalleryError (one red line) on a missing, empty or foreign file; old ones converted
     if not len(loaded.names):

@@ -15,7 +15,7 @@ from typing import Any
 
 from facerec_cli.config import Settings
 from facerec_cli.errors import UserError
-from facerec_cli.galleries import gallery_object
+from facerec_cli.gallery_files import gallery_object
 from facerec_cli.infra.naming import ROLE_POLICY_NAME, TAG_KEY, TLS_ONLY_SID, dns_suffix, partition_for, plain_http, tls_only_statement
 from facerec_cli.infra.planner import Stack
 from facerec_cli.infra.resources.awslambda import EventInvokeSpec, FunctionSpec, PermissionSpec

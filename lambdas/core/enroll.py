@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
+from . import images
 from .errors import GalleryError, InputError
 from .gallery import Gallery
 from .media import Frame
@@ -44,7 +44,7 @@ def find_photos(photos_dir: Path) -> list[tuple[str, Path]]:
         (folder_person(person_dir), photo)
         for person_dir in sorted(p for p in photos_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         for photo in sorted(person_dir.iterdir())
-        if photo.is_file() and media.is_image(photo)
+        if photo.is_file() and images.is_image(photo)
     ]
     seen: dict[str, str] = {}
     for person in dict.fromkeys(p for p, _ in pairs):
@@ -77,13 +77,13 @@ def collect_photos(paths: list[Path], person: str | None = None) -> list[tuple[s
     pairs: list[tuple[str, Path]] = []
     for path in map(Path, paths):
         if path.is_file():
-            if not media.is_image(path):
+            if not images.is_image(path):
                 raise GalleryError(f"{path} is not a photo (.jpg, .png, .webp)")
             if person is None:
                 raise GalleryError(f"whose photo is {path}? pass --person NAME (or add the folder named after the person)")
             pairs.append((person, path))
         elif path.is_dir():
-            photos = sorted(p for p in path.iterdir() if p.is_file() and media.is_image(p))
+            photos = sorted(p for p in path.iterdir() if p.is_file() and images.is_image(p))
             if photos:
                 pairs += [(person or folder_person(path.resolve()), p) for p in photos]
             elif person is not None:
@@ -120,7 +120,7 @@ def embed_photos(
     reports: list[PhotoReport] = []
     for person, photo in pairs:
         try:
-            frame = Frame(0, 0.0, media.load_image(photo))
+            frame = Frame(0, 0.0, images.load_image(photo))
             dets = encoder.detector.detect([frame.image])[0]
             quality = None
             if dets:  # largest first

@@ -25,7 +25,7 @@ be what :meth:`Gallery.save` wrote. The bytes are a function of the gallery (``t
 Old galleries (``torch.save`` of a dict, format version 1) and the course's ``data.pt``
 (``[embedding_list, name_list]``, made with vggface2 weights) are torch pickles: this module refuses
 them with :class:`LegacyGalleryError`, and the CLI converts them with torch
-(``facerec_cli.galleries``, ``facerec gallery convert OLD NEW``).
+(``facerec_cli.gallery_files``, ``facerec gallery convert OLD NEW``).
 """
 
 from __future__ import annotations

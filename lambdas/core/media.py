@@ -1,12 +1,10 @@
-"""Reading videos and images, in process: videos with PyAV (``av``: ffmpeg's libraries in the wheel),
-images with Pillow.
-
-Over 400 lines on purpose: it is the whole PyAV/Pillow boundary (decoding strategy, rotation, image
-reading), kept in one module so the handlers' core has a single place that touches codecs.
+"""Reading videos, in process, with PyAV (``av``: ffmpeg's libraries in the wheel): opening and probing
+a video, decoding its frames lazily within a decode budget. Images are :mod:`.images`' (Pillow), which
+frames to take :mod:`.sampling`'s.
 
 A video is opened once (:func:`open_video`); its first video stream gives the duration, frame rate,
 size and display rotation. ``Video.frames(times)`` then decodes, for each sampled time ``t``
-(:func:`sample_times`), the first frame whose timestamp is at or after ``t``:
+(:func:`.sampling.sample_times`), the first frame whose timestamp is at or after ``t``:
 
 - close samples are taken in one sequential decode that stops after the last one needed;
 - a far sample (the keyframe before it lies past what has been decoded so far; without a seek index,
@@ -17,22 +15,18 @@ size and display rotation. ``Video.frames(times)`` then decodes, for each sample
 the sampled time: the two differ by less than one frame interval). Frames come out upright: the
 display rotation that phone videos carry (a display matrix) is applied, as players and ffmpeg's
 autorotate do. Frames are RGB Pillow images, decoded in memory; the video-splitting function stores
-them as JPEG (:func:`encode_jpeg`, ``JPEG_QUALITY``), ``facerec identify`` uses them as decoded.
+them as JPEG (:func:`.images.encode_jpeg`), ``facerec identify`` uses them as decoded.
 
 A decode budget keeps any file from hanging or spinning a worker: a time limit for the whole video
 (the callers' ``timeout``, in seconds, counted from opening the file and checked before every decoded
 frame) and ``MAX_FRAMES_PER_SAMPLE`` decoded frames per sampled frame. Exceeding either is an
-:class:`InputError`, like every other reason a file cannot be read; images and video frames over
-``MAX_PIXELS`` are refused before they are decoded.
+:class:`InputError`, like every other reason a file cannot be read; video frames over ``MAX_PIXELS``
+(:mod:`.images`' limit) are refused before they are decoded.
 """
 
 from __future__ import annotations
 
-import io
-import math
-import re
 import time
-import warnings
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,9 +34,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .errors import InputError
+from .images import MAX_PIXELS, check_file, megapixels
 
 # PyAV, imported on first use (``_require_av``): the recognition function only reads JPEGs and images,
 # and its image need not carry av's ~100 MB.
@@ -58,16 +53,10 @@ def _require_av() -> None:
         importlib.import_module("av.logging")
         av = module
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
 # The suffixes the input bucket's notification triggers on (facerec_cli.pipeline.stack).
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-# Pillow's scale; what stage-1 stores. Measured on course-like frames: a mean error of 0.7-1.0 levels
-# of 255 and 1.2-1.3x the bytes of the JPEGs the ffmpeg binary wrote before (-q:v 2); 95 doubles them.
-JPEG_QUALITY = 90
 
-# Images and video frames with more pixels than this are refused before decoding (a 50-megapixel RGB
-# image is 150 MB in memory; Pillow's own decompression-bomb limit is 89 megapixels, with a warning).
-MAX_PIXELS = 50_000_000
 # Seconds of decoding allowed per video when the caller gives none (FACEREC_DECODE_TIMEOUT in Lambda).
 DEFAULT_DECODE_TIMEOUT = 60.0
 # Frames decoded to reach one sampled frame (from the previous one or from the keyframe a seek landed
@@ -79,8 +68,6 @@ MAX_BAD_PACKETS = 50
 # Without a seek index (some containers have none), seek when the next sample is further ahead than
 # this; with one, seek exactly when the keyframe before the sample lies past what was decoded.
 SEEK_WHEN_GAP_OVER_S = 10.0
-
-_PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
 @dataclass(frozen=True)
@@ -99,31 +86,11 @@ class Frame:
     image: Image.Image  # RGB, upright
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def check_file(path: Path, name: str | None = None, *, fix: str = "upload the video again") -> int:
-    """Size of a readable, non-empty file; InputError otherwise (``fix``: what to do about an empty one)."""
-    name = name or path.name
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as exc:
-        raise InputError(f"{name}: file not found") from exc
-    if size == 0:
-        raise InputError(f"{name}: the file is empty (0 bytes); {fix}")
-    return size
-
-
-def _megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:.0f} megapixels" if pixels >= 1e6 else f"{pixels / 1e6:.2f} megapixels"
-
-
 def _check_video_pixels(name: str, width: int, height: int, limit: int) -> None:
     if width * height > limit:
         raise InputError(
-            f"{name}: the video's frames are {width}x{height} ({_megapixels(width * height)}), over the limit "
-            f"of {_megapixels(limit)}; scale the video down (e.g. to 1920x1080) and upload it again"
+            f"{name}: the video's frames are {width}x{height} ({megapixels(width * height)}), over the limit "
+            f"of {megapixels(limit)}; scale the video down (e.g. to 1920x1080) and upload it again"
         )
 
 
@@ -439,112 +406,3 @@ def duration(path: Path, timeout: float = 30.0) -> float | None:
         return video.duration
 
 
-def check_duration(path: Path, seconds: float | None, max_seconds: float | None) -> None:
-    if max_seconds is not None and seconds is not None and seconds > max_seconds:
-        raise InputError(
-            f"{path.name}: the video is {seconds:.0f} s long, over the limit of {max_seconds:.0f} s "
-            "(raise FACEREC_MAX_SECONDS or trim the video)"
-        )
-
-
-def segment_plan(duration: float | None, seconds: float) -> list[tuple[float, float | None]]:
-    """The parts ``[start, end)`` of a video of ``duration`` seconds, ``seconds`` long each (the last
-    one shorter): one part for a video no longer than that, or of unknown length (``end`` None: to
-    the end of the video, wherever that is)."""
-    if duration is None:
-        return [(0.0, None)]
-    if duration <= seconds or seconds <= 0:
-        return [(0.0, float(duration))]
-    count = math.ceil(duration / seconds - 1e-6)
-    return [(i * seconds, min(float(duration), (i + 1) * seconds)) for i in range(count)]
-
-
-def sample_times(duration: float | None, count: int, fps: float | None = None) -> list[float]:
-    """When to take frames: the first frame always (the course's ``<stem>.jpg``), then either every
-    1/fps seconds or, by default, evenly across the whole video so that everyone in it gets a chance."""
-    if count < 1:
-        raise ValueError("count must be at least 1")
-    if fps:
-        times = [i / fps for i in range(count)]
-        return [t for t in times if duration is None or t < duration] or [0.0]
-    if not duration or duration <= 0:
-        return [0.0]
-    step = duration / count
-    return [round(i * step, 3) for i in range(count)]
-
-
-def sample_frames(
-    path: Path,
-    count: int = 3,
-    fps: float | None = None,
-    max_seconds: float | None = None,
-    timeout: float = DEFAULT_DECODE_TIMEOUT,
-) -> Iterator[Frame]:
-    """The sampled frames of a video (``sample_times``), each yielded as soon as it is decoded, frame 0
-    first. InputError (before the first frame, or at the frame where the budget ran out) for a video
-    that cannot or will not be read, including one over ``max_seconds``."""
-    with open_video(path, timeout=timeout) as video:
-        check_duration(path, video.duration, max_seconds)
-        yield from video.frames(sample_times(video.duration, count, fps))
-
-
-def encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
-    """An RGB image as JPEG bytes (what stage-1 stores)."""
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _image_too_large(path: Path, detail: str) -> InputError:
-    return InputError(
-        f"{path.name}: the image is {detail}, over the limit of {_megapixels(MAX_PIXELS)}; scale it down "
-        "(e.g. to 4000 pixels on its long side) and try again"
-    )
-
-
-def load_image(path: Path) -> Image.Image:
-    """An RGB image; transparency is composited on white (a PNG cut-out must not turn black). Images
-    over ``MAX_PIXELS`` are refused from their header, before their pixels are decoded."""
-    check_file(path, fix="replace the photo")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                width, height = opened.size
-                if width * height > MAX_PIXELS:
-                    raise _image_too_large(path, f"{width}x{height} ({_megapixels(width * height)})")
-                # Phone photos store pixels sideways plus an EXIF orientation that viewers apply: apply
-                # it too, or the faces reach the detector lying on their side and are not found.
-                img = ImageOps.exif_transpose(opened)
-                img.load()
-                if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                    rgba = img.convert("RGBA")
-                    background = Image.new("RGB", rgba.size, (255, 255, 255))
-                    background.paste(rgba, mask=rgba.getchannel("A"))
-                    return background
-                return img.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's own limit (89 megapixels warns, twice that is an error) fires inside Image.open.
-        m = _PIL_BOMB_PIXELS.search(str(exc))
-        raise _image_too_large(path, _megapixels(int(m.group(1))) if m else "too large") from exc
-    except UnidentifiedImageError as exc:
-        raise InputError(f"{path.name}: not an image (its content is no JPEG, PNG or WebP picture); replace the photo") from exc
-    except (OSError, ValueError) as exc:  # Pillow: "Truncated File Read", "image file is truncated"...
-        raise InputError(f"{path.name}: not a readable image, damaged or cut short ({exc}); replace the photo") from exc
-
-
-def read_frames(
-    path: Path,
-    count: int = 3,
-    fps: float | None = None,
-    max_seconds: float | None = None,
-    timeout: float = DEFAULT_DECODE_TIMEOUT,
-) -> tuple[list[Frame], float | None]:
-    """Frames of a video (sampled, decoded in memory) or of an image (one frame), and the video's
-    duration (None for an image)."""
-    if is_image(path):
-        return [Frame(0, 0.0, load_image(path))], None
-    with open_video(path, timeout=timeout) as video:
-        check_duration(path, video.duration, max_seconds)
-        frames = list(video.frames(sample_times(video.duration, count, fps)))
-        return frames, video.duration

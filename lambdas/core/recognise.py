@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import media
+from . import images, media, sampling
 from .errors import InputError
 from .faces import DEFAULT_DETECT_SIZE, DEFAULT_MIN_PROB, Detection, FaceDetector, crop, quality_issue
 from .gallery import Gallery, Match, weights_for
@@ -157,10 +157,47 @@ class Recogniser:
         self.threshold = threshold
         self.sampling = sampling or SamplingOptions()
 
-    def recognise_frames(self, video: str, frames: list[Frame], watch: Stopwatch | None = None) -> Result:
-        return self.recognise_lazily(video, len(frames), frames.__getitem__, watch)[0]
+    # -- the entry points: a file (recognise_file, recognise_file_frames), frames a loader gives on
+    # demand (recognise_loaded: the recognition Lambda's stage-1 JPEGs and upload samples, the IaaS
+    # worker's image). Each turns an unreadable input into an ``error`` result.
 
-    def recognise_lazily(self, video: str, count: int, load: FrameLoader, watch: Stopwatch | None = None) -> tuple[Result, list[Frame]]:
+    def recognise_file(self, path: Path, video: str | None = None) -> Result:
+        """A video or image file; a bad input becomes an ``error`` result, never an exception."""
+        return self.recognise_file_frames(path, video)[0]
+
+    def recognise_file_frames(self, path: Path, video: str | None = None) -> tuple[Result, list[Frame]]:
+        """:meth:`recognise_file`, and the sampled frames too (to draw the faces on); no frames on error."""
+        name = video or path.name
+        watch = Stopwatch()
+        try:
+            if images.is_image(path):
+                started = time.perf_counter()
+                image = [Frame(0, 0.0, images.load_image(path))]
+                watch.add("decode", started)
+                return self._recognise(name, 1, image.__getitem__, watch)
+            s = self.sampling
+            started = time.perf_counter()
+            # Decoded lazily: a sample is decoded only when recognition asks for it (video packets only).
+            with media.open_video(path, timeout=s.timeout) as opened:
+                sampling.check_duration(path, opened.duration, s.max_seconds)
+                times = sampling.sample_times(opened.duration, s.frames, s.fps)
+                decoded = opened.frames(times)
+                watch.add("decode", started)
+                return self._recognise(name, len(times), lambda _: next(decoded, None), watch)
+        except InputError as exc:
+            return error_result(name, str(exc), **watch.ms), []
+
+    def recognise_loaded(self, video: str, count: int, load: FrameLoader, watch: Stopwatch | None = None) -> tuple[Result, list[Frame]]:
+        """Up to ``count`` frames that ``load(i)`` gives (decodes, fetches) only when recognition asks for
+        them (:meth:`_recognise`), so an early exit saves the loading too; a frame that cannot be read
+        (InputError) gives an ``error`` result. Returns the result and the frames used."""
+        watch = watch or Stopwatch()
+        try:
+            return self._recognise(video, count, load, watch)
+        except InputError as exc:
+            return error_result(video, str(exc), **watch.ms), []
+
+    def _recognise(self, video: str, count: int, load: FrameLoader, watch: Stopwatch | None = None) -> tuple[Result, list[Frame]]:
         """Recognise up to ``count`` frames, loading (decoding, fetching) each only when needed.
 
         With early exit, frames are looked at one at a time from frame 0, and the rest are never loaded
@@ -268,57 +305,3 @@ class Recogniser:
         settled, final = self.settled(matches), self.final(matches)
         watch.add("match", started)
         return faces, settled, final
-
-    def recognise_file(self, path: Path, video: str | None = None) -> Result:
-        """A video or image file; a bad input becomes an ``error`` result, never an exception."""
-        return self.recognise_file_frames(path, video)[0]
-
-    def recognise_file_frames(self, path: Path, video: str | None = None) -> tuple[Result, list[Frame]]:
-        """:meth:`recognise_file`, and the sampled frames too (to draw the faces on); no frames on error."""
-        name = video or path.name
-        watch = Stopwatch()
-        try:
-            if media.is_image(path):
-                started = time.perf_counter()
-                image = [Frame(0, 0.0, media.load_image(path))]
-                watch.add("decode", started)
-                return self.recognise_lazily(name, 1, image.__getitem__, watch)
-            s = self.sampling
-            started = time.perf_counter()
-            # Decoded lazily: a sample is decoded only when recognition asks for it (video packets only).
-            with media.open_video(path, timeout=s.timeout) as opened:
-                media.check_duration(path, opened.duration, s.max_seconds)
-                times = media.sample_times(opened.duration, s.frames, s.fps)
-                decoded = opened.frames(times)
-                watch.add("decode", started)
-                return self.recognise_lazily(name, len(times), lambda _: next(decoded, None), watch)
-        except InputError as exc:
-            return error_result(name, str(exc), **watch.ms), []
-
-    def recognise_images(self, video: str, images: list[tuple[float, Path]]) -> Result:
-        """Frames already on disk (stage-1 JPEGs), with their times in seconds."""
-        return self.recognise_images_frames(video, images)[0]
-
-    def recognise_images_frames(self, video: str, images: list[tuple[float, Path]]) -> tuple[Result, list[Frame]]:
-        """:meth:`recognise_images`, and the loaded frames too (to draw the faces on); no frames on error."""
-        return self.recognise_fetched(video, len(images), images.__getitem__)
-
-    def recognise_fetched(
-        self, video: str, count: int, fetch: Callable[[int], tuple[float, Path]], watch: Stopwatch | None = None
-    ) -> tuple[Result, list[Frame]]:
-        """Frames that ``fetch(i)`` puts on disk on demand (the recognition Lambda downloads stage-1
-        JPEGs in it), so an early exit saves the fetches too. A bad frame gives an ``error`` result."""
-
-        def load(i: int) -> Frame:
-            t, path = fetch(i)  # i < count: recognise_lazily asks for no more
-            return Frame(i, t, media.load_image(path))
-
-        return self.recognise_loaded(video, count, load, watch)
-
-    def recognise_loaded(self, video: str, count: int, load: FrameLoader, watch: Stopwatch | None = None) -> tuple[Result, list[Frame]]:
-        """:meth:`recognise_lazily`, with a frame that cannot be read (InputError) giving an ``error`` result."""
-        watch = watch or Stopwatch()
-        try:
-            return self.recognise_lazily(video, count, load, watch)
-        except InputError as exc:
-            return error_result(video, str(exc), **watch.ms), []

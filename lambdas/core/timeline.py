@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import media
+from . import images, media, sampling
 from .errors import InputError
 from .media import Frame
 from .face_groups import Observation, timeline_result
@@ -45,7 +45,7 @@ SECONDS_PER_FRAME = 5.0
 
 def grid(duration: float | None, fps: float, start: float = 0.0, end: float | None = None, *, limit: float = DEFAULT_MAX_SECONDS) -> list[tuple[int, float]]:
     """``(k, t)`` for the grid points ``t = k / fps`` in ``[start, end)`` (``end``: the duration) and
-    before the end of the video; times rounded to the millisecond, as ``media.sample_times``."""
+    before the end of the video; times rounded to the millisecond, as ``sampling.sample_times``."""
     if fps <= 0:
         raise ValueError("fps must be positive")
     stop = min(x for x in (end, duration, limit) if x is not None)
@@ -146,8 +146,8 @@ def best_view_crops(path: Path, timeline: Timeline, *, timeout: float = media.DE
     needed: nothing was kept from the scan). An image yields its one frame."""
     if not timeline.people:
         return {}
-    if media.is_image(path):
-        image = media.load_image(path)
+    if images.is_image(path):
+        image = images.load_image(path)
         return {p.person: crop_view(image, p.best.box) for p in timeline.people}
     wanted: dict[float, list[Appearance]] = {}
     for person in timeline.people:
@@ -173,12 +173,12 @@ def recognise_timeline(
     name = video or path.name
     started = time.perf_counter()
     try:
-        if media.is_image(path):
-            found = Scan(_observe(recogniser, [Frame(0, 0.0, media.load_image(path))], _watch()), 1)
+        if images.is_image(path):
+            found = Scan(_observe(recogniser, [Frame(0, 0.0, images.load_image(path))], _watch()), 1)
             duration = None
         else:
             with media.open_video(path, name=name) as opened:
-                media.check_duration(Path(name), opened.duration, max_seconds)
+                sampling.check_duration(Path(name), opened.duration, max_seconds)
                 # Its budget counts from opening, in wall time: widened for the detection between frames.
                 opened.timeout = timeout if timeout is not None else scan_budget(opened.duration, fps)
                 found = scan(recogniser, opened, fps, on_batch=on_batch)

@@ -2,7 +2,8 @@
 Lambda invocations, as SAM CLI keeps its in ``samcli/local/``. :mod:`.seam` hands moto's invocations to the
 :mod:`.dispatch` dispatcher, which runs the handlers (:mod:`.functions`) in warm worker processes
 (:mod:`.workers`), in this process, or in runners a caller hands it (the pipeline's containers,
-:mod:`facerec_cli.pipeline.local.containers`).
+:mod:`facerec_cli.pipeline.local.containers`); what an invocation is, and what the dispatcher reports of
+them, is in :mod:`.invocations`.
 
 Exports are resolved lazily: spawned workers import ``facerec_cli.localcloud.runtime.workers`` and should not pay
 for importing moto's server with this package.
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Dispatcher": "dispatch",
-    "Counters": "dispatch",
-    "Failure": "dispatch",
-    "FailureHook": "dispatch",
-    "Invocation": "dispatch",
+    "Counters": "invocations",
+    "Failure": "invocations",
+    "FailureHook": "invocations",
+    "Invocation": "invocations",
     "check_seam": "seam",
     "LocalFunction": "functions",
     "LambdaContext": "functions",
@@ -38,7 +39,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from facerec_cli.localcloud.runtime.dispatch import Counters, Dispatcher, Failure, FailureHook, Invocation
+    from facerec_cli.localcloud.runtime.dispatch import Dispatcher
+    from facerec_cli.localcloud.runtime.invocations import Counters, Failure, FailureHook, Invocation
     from facerec_cli.localcloud.runtime.functions import LambdaContext, LocalFunction, Outcome
     from facerec_cli.localcloud.runtime.seam import check_seam
 

@@ -4,45 +4,34 @@ Asynchronous invocations (S3 notifications, ``InvocationType=Event``) are queued
 handler error or a dead worker is retried (up to ``max_attempts`` in all, like Lambda's two retries),
 then reported through ``on_failure``. Synchronous ones wait for the handler's answer. Each function gets
 a lane (a queue and one thread per runner); a changed configuration gets fresh runners. How moto's
-Lambda hands invocations to a dispatcher is in :mod:`.seam`.
+Lambda hands invocations to a dispatcher is in :mod:`.seam`; what an invocation is, and what the
+dispatcher reports of them (counters, failures, hooks), in :mod:`.invocations`.
 
-Over 400 lines because :class:`Dispatcher` is one lock's worth of state (lanes, counters, retries,
-shutdown): its parts keep each other's invariants under that lock and would not read better apart.
+:class:`Dispatcher` is one lock's worth of state (lanes, counters, retries, shutdown): its parts keep
+each other's invariants under that lock, so they stay together here.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from facerec_cli.localcloud.runtime.functions import Allowlist, LocalFunction, Outcome, Runner, error_outcome
+from facerec_cli.localcloud.runtime.invocations import EVENT, REQUEST_RESPONSE, Counters, Failure, FailureHook, FinishedHook, Invocation
 from facerec_cli.localcloud.runtime.workers import InProcessRunner, WorkerProcess
 
 log = logging.getLogger(__name__)
 
-EVENT = "Event"
-REQUEST_RESPONSE = "RequestResponse"
-DRY_RUN = "DryRun"
-
-FailureHook = Callable[[str, Any, str], None]
-"""on_failure(function_name, event, error_message): an asynchronous invocation was given up on."""
-
 RunnerFactory = Callable[[LocalFunction, Mapping[str, str]], Runner]
 """runner_factory(spec, cloud_env): a runner for one of a function's lanes, instead of a worker process
 (``run-local --runtime containers``: a container behind the Lambda emulator)."""
-
-FinishedHook = Callable[[str, float, bool, int], None]
-"""on_finished(function_name, duration_ms, ok, concurrent): an invocation attempt ended; ``concurrent``:
-the function's attempts running when it started, itself included (what Lambda's metrics report)."""
 
 CredentialsFor = Callable[[LocalFunction], Mapping[str, str]]
 """credentials(spec): the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN a function's handlers get
@@ -51,62 +40,6 @@ in place of the cloud's own (IAM enforcement: credentials bound to the function'
 REFUSED = "Runtime.ConfigurationRefused"
 
 _STOP = object()  # tells a lane thread to finish
-
-
-@dataclass(frozen=True)
-class Counters:
-    """A snapshot for progress displays. ``succeeded``/``failed`` count finished invocations of both
-    types; ``retried`` counts extra attempts."""
-
-    queued: int = 0
-    running: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-
-    @property
-    def in_flight(self) -> int:
-        return self.queued + self.running
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An asynchronous invocation that failed on every attempt."""
-
-    function_name: str
-    request_id: str
-    event: Any
-    error_message: str
-    attempts: int
-
-
-@dataclass(eq=False)
-class Invocation:
-    """One invocation and its state: queued -> running -> (queued again on retry) -> succeeded |
-    failed | abandoned (the dispatcher closed first)."""
-
-    spec: LocalFunction
-    event_text: str
-    kind: str
-    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    state: str = "queued"
-    attempts: int = 0
-    outcome: Outcome | None = None
-    submitted_at: float = field(default_factory=time.monotonic)
-    finished_at: float | None = None
-    _done: threading.Event = field(default_factory=threading.Event, repr=False)
-    _counted: bool = field(default=False, repr=False)  # included in the dispatcher's outstanding count
-
-    def wait(self, timeout: float | None = None) -> Outcome | None:
-        self._done.wait(timeout)
-        return self.outcome
-
-    @property
-    def event(self) -> Any:
-        try:
-            return json.loads(self.event_text) if self.event_text else {}
-        except ValueError:
-            return self.event_text
 
 
 @dataclass(eq=False)

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from facerec_cli.localcloud.moto_fixes import TESTED_MOTO, moto_version
-from facerec_cli.localcloud.runtime.dispatch import DRY_RUN, EVENT, REQUEST_RESPONSE, Dispatcher
+from facerec_cli.localcloud.runtime.dispatch import Dispatcher
+from facerec_cli.localcloud.runtime.invocations import DRY_RUN, EVENT, REQUEST_RESPONSE
 from facerec_cli.localcloud.runtime.functions import LocalFunction
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ import botocore.exceptions
 
 from lambdas import env as fenv
 from lambdas.core import media
+from lambdas.core.images import is_image
 from lambdas.core.models import THREADS_ENV
 from lambdas import on_failure
 from lambdas.core.results import Result, error_result
@@ -33,6 +34,7 @@ from lambdas.on_failure import failure_record
 from facerec_cli.config import Settings
 from facerec_cli.infra.clients import Clients
 from facerec_cli.infra.executor import NullReporter, apply_plan
+from facerec_cli.infra.readers import get_or_none
 from facerec_cli.pipeline.deployer import plan_deploy
 from facerec_cli.pipeline.stack import DeployOptions
 from facerec_cli.errors import UserError
@@ -114,7 +116,7 @@ def function_weights(gallery: Path, weights: str | None) -> str:
     from lambdas.core.gallery import weights_for
     from lambdas.core.weights import WEIGHTS_CHOICES
 
-    from facerec_cli.galleries import load_gallery
+    from facerec_cli.gallery_files import load_gallery
 
     resolved = weights_for(load_gallery(gallery), weights)
     return resolved if resolved in WEIGHTS_CHOICES else str(Path(resolved).expanduser().resolve())
@@ -137,7 +139,7 @@ def collect_videos(inputs: list[Path]) -> tuple[list[VideoJob], list[Result]]:
             paths = [item]
         for path in paths:
             if path.suffix.lower() not in media.VIDEO_SUFFIXES:
-                hint = "use `facerec identify` for images" if media.is_image(path) else "the input bucket only triggers on video suffixes"
+                hint = "use `facerec identify` for images" if is_image(path) else "the input bucket only triggers on video suffixes"
                 refused.append(error_result(path.name, f"{path.name}: not a video file name ({hint})"))
                 continue
             # Results are stored per stem (<stem>.txt, the course's layout): two inputs with one stem
@@ -349,3 +351,21 @@ def write_outputs(out_dir: Path, jobs: list[VideoJob], refused: list[Result]) ->
         json_key, txt_key = result_keys(stem)
         (out_dir / json_key).write_text(result.to_json() + "\n", encoding="utf-8")
         (out_dir / txt_key).write_text(result.name, encoding="utf-8")
+
+
+def fetch_best_views(s3: Any, bucket: str, results: list[Result], out_dir: Path) -> int:
+    """Copy the best-view crops that results name (``timeline.people[].image``, keys beside the result)
+    into ``out_dir`` under the same relative keys, so a results folder holds what its JSON refers to."""
+    copied = 0
+    for result in results:
+        for row in result.timeline.people if result.timeline else []:
+            target = out_dir / row.image if row.image else None
+            if target is None or not target.resolve().is_relative_to(out_dir.resolve()):
+                continue  # a key is ours (<stem>.timeline/<n>.jpg): anything else is not written outside the folder
+            reply = get_or_none(s3.get_object, Bucket=bucket, Key=row.image)
+            if reply is None:  # storing it failed (the function logs why): the row keeps its name, without a picture
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(reply["Body"].read())
+            copied += 1
+    return copied

@@ -18,6 +18,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -61,6 +62,31 @@ def _context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))
     return ctx
+
+
+def stop_fork_server(timeout_s: float = 5.0) -> None:
+    """Stop the fork server (after the workers) and reap it, so that it does not outlive this process
+    re-parented, its CPU time lost to whoever measures this one. Waits at most ``timeout_s`` (a worker
+    still alive keeps it up); either way a later worker starts a new one. Reaches into CPython's
+    ForkServer (as its own ``_stop`` does, which would wait without limit): nothing if its fields moved."""
+    from multiprocessing import forkserver, util
+
+    server = forkserver._forkserver
+    if not all(hasattr(server, f) for f in ("_lock", "_forkserver_pid", "_forkserver_alive_fd", "_forkserver_address")):
+        return
+    with server._lock:
+        pid, alive, address = server._forkserver_pid, server._forkserver_alive_fd, server._forkserver_address
+        if pid is None:
+            return
+        os.close(alive)  # EOF on its "alive" pipe once no worker holds that end either: it exits
+        server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
+    deadline = time.monotonic() + timeout_s
+    with contextlib.suppress(ChildProcessError):
+        while not os.waitpid(pid, os.WNOHANG)[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    if address and not util.is_abstract_socket_namespace(address):
+        with contextlib.suppress(OSError):
+            os.unlink(address)
 
 
 def start_fork_server() -> None:

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,10 @@ class LocalPipeline:
         finally:
             if self.containers is not None:
                 self.containers.close()
+            elif self.options.workers >= 1:
+                from facerec_cli.localcloud.runtime.workers import stop_fork_server
+
+                stop_fork_server()  # after the workers: it waits for the last of them
 
     @property
     def names(self) -> Any:
@@ -317,13 +322,27 @@ class LocalPipeline:
         next_upload = time.monotonic()
         dispatcher = self.cloud.dispatcher
         settled, last_poll = -1, 0.0
+        burst: Future[None] | None = None
+        if not self.options.upload_interval_s and to_upload:
+            # A burst is uploaded on a thread of its own, in order, while this loop already collects
+            # results: 100 uploads take ~2 s, and the first result used to wait for the last upload.
+            def upload_all() -> None:
+                for job in jobs:
+                    self.upload(job)
+
+            uploader = ThreadPoolExecutor(1, thread_name_prefix="facerec-upload")
+            burst = uploader.submit(upload_all)
+            uploader.shutdown(wait=False)
+            to_upload = []
         while True:
             now = time.monotonic()
+            if burst is not None and burst.done():
+                burst.result()  # an upload that failed fails the run, as it did on this thread
+                burst = None
             while to_upload and now >= next_upload:
                 self.upload(to_upload.pop(0))
                 next_upload = now + self.options.upload_interval_s
-                if self.options.upload_interval_s:
-                    break
+                break
             # The buckets change when an invocation finishes: look then (and at least every
             # POLL_FALLBACK_S), not in a tight loop that keeps the moto server busy listing.
             wait = min(POLL_FALLBACK_S, max(0.0, next_upload - now) if to_upload else POLL_FALLBACK_S)
@@ -333,7 +352,7 @@ class LocalPipeline:
                 self.poll(jobs, track_split)
             if on_tick:
                 on_tick(jobs)
-            if not to_upload and all(j.state == "done" for j in jobs):
+            if not to_upload and burst is None and all(j.state == "done" for j in jobs):
                 break
             if time.monotonic() > deadline:
                 for job in jobs:

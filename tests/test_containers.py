@@ -900,7 +900,8 @@ def test_recognition_container_names_the_person_in_real_frames(
     assert answer == {"stem": request.stem}, (answer, logs)
     result = json.loads(clients.s3.get_object(Bucket=names.details_bucket, Key=f"{request.stem}.json")["Body"].read())
     assert result["status"] == "ok" and result["name"] == PERSON, result
-    assert result["frames"] == len(request.frames) and result["model"] == gallery.weights
+    # Frames looked at: as many as the answer needed (recognition stops once it is decided), at least one.
+    assert 1 <= result["frames"] <= len(request.frames) and result["model"] == gallery.weights
     assert clients.s3.get_object(Bucket=names.output_bucket, Key=f"{request.stem}.txt")["Body"].read().decode() == PERSON
     assert "REPORT RequestId" in logs, logs
     print(f"\nrecognition container: {result['name']} from {len(request.frames)} frames in {seconds:.1f} s (cold: models load)")
@@ -950,7 +951,7 @@ def test_recognition_handler_under_the_runtime_interface_client(
 
     result = json.loads(clients.s3.get_object(Bucket=names.details_bucket, Key=f"{stem}.json")["Body"].read())
     assert result["status"] == "ok" and result["name"] == PERSON, result
-    assert result["frames"] == len(request.frames) and result["model"] == gallery.weights
+    assert 1 <= result["frames"] <= len(request.frames) and result["model"] == gallery.weights  # as many as the answer needed
     assert clients.s3.get_object(Bucket=names.output_bucket, Key=f"{stem}.txt")["Body"].read().decode() == PERSON
     print(f"\nrecognition under the RIE: {result['name']} from {len(request.frames)} frames in {seconds:.1f} s (cold: models load)")
 

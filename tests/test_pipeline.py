@@ -308,6 +308,9 @@ def test_handlers_run_with_their_roles_policies_and_a_missing_permission_fails(g
         without(n.failure_function, "ForwardFailures")
         unqueued = run("no-queue.mp4")
         assert unqueued.error.startswith("face-recognition failed on every attempt: AccessDenied"), unqueued.error
+        # The result is there before the on-failure function has tried (and retried) to forward the
+        # record: let every attempt end before the policies come back, or a retry would succeed.
+        assert pipeline.cloud.dispatcher.wait_idle(120)
         restore(n.recognition_function)
         restore(n.failure_function)
 

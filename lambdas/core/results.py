@@ -202,14 +202,19 @@ def error_result(video: str, message: str, **timings: float) -> Result:
     return Result(video=video, status=ERROR, name=ERROR, error=message, timings_ms=dict(timings))
 
 
-def answer_decided(faces: list[Face], remaining: int) -> bool:
-    """Whether :func:`main_identity` gives the same name whatever ``remaining`` more frames show: its
-    leader was seen in more frames than any other name (or one not seen yet) could reach."""
+def frame_votes(faces: list[Face]) -> dict[str, set[int]]:
+    """Each name's votes: the frames it was named in (a face within the threshold votes once per frame)."""
     votes: dict[str, set[int]] = {}
     for face in faces:
         if face.name != UNKNOWN:
             votes.setdefault(face.name, set()).add(face.frame)
-    counts = sorted((len(frames) for frames in votes.values()), reverse=True)
+    return votes
+
+
+def answer_decided(faces: list[Face], remaining: int) -> bool:
+    """Whether :func:`main_identity` gives the same name whatever ``remaining`` more frames show: its
+    leader was seen in more frames than any other name (or one not seen yet) could reach."""
+    counts = sorted((len(frames) for frames in frame_votes(faces).values()), reverse=True)
     if not counts:
         return False
     runner_up = counts[1] if len(counts) > 1 else 0
@@ -226,13 +231,12 @@ def main_identity(faces: list[Face]) -> tuple[str, str]:
     """
     if not faces:
         return NO_FACE, NO_FACE
-    votes: dict[str, set[int]] = {}
+    votes = frame_votes(faces)
     area: dict[str, float] = {}
     best: dict[str, float] = {}
     for face in faces:
         if face.name == UNKNOWN:
             continue
-        votes.setdefault(face.name, set()).add(face.frame)
         area[face.name] = area.get(face.name, 0.0) + face.area()
         best[face.name] = min(best.get(face.name, float("inf")), face.distance)
     if not votes:

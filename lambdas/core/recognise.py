@@ -212,17 +212,16 @@ class Recogniser:
             used = self._load(range(count), load, watch)
             faces = self._faces(used, watch)[0] if used else []
         else:
-            named: list[bool] = []
-            final: list[bool] = []
-            coarse = True
+            named, all_final, coarse = False, True, True  # a settled name seen; every face seen final
             for i in range(count):
                 frame = self._load([i], load, watch)
                 if not frame:
                     break
                 used += frame
-                found, settled, done, coarse = self._frame_faces(frame[0], watch, coarse)
-                faces, named, final = faces + found, named + settled, final + done
-                if (any(named) and all(final)) or answer_decided(faces, count - i - 1):
+                found, settled, final, coarse = self._frame_faces(frame[0], watch, coarse)
+                faces += found
+                named, all_final = named or any(settled), all_final and all(final)
+                if (named and all_final) or answer_decided(faces, count - i - 1):
                     break
         status, name = main_identity(faces)
         result = Result(video=video, status=status, name=name, faces=faces, model=self.gallery.weights, frames=len(used), timings_ms=watch.ms)
@@ -249,8 +248,12 @@ class Recogniser:
     def final(self, matches: list[Match]) -> list[bool]:
         """Which faces no further look at could answer otherwise: settled names, and strangers beyond the
         threshold with room to spare (OpenSetRule.settled_unknown)."""
+        return self._settled_and_final(matches)[1]
+
+    def _settled_and_final(self, matches: list[Match]) -> tuple[list[bool], list[bool]]:
+        settled = self.settled(matches)
         rule = self.gallery.rule(self.threshold)
-        return [s or (m.name == UNKNOWN and rule.settled_unknown(m.distance)) for s, m in zip(self.settled(matches), matches)]
+        return settled, [s or (m.name == UNKNOWN and rule.settled_unknown(m.distance)) for s, m in zip(settled, matches)]
 
     def _settled_embeddings(self, plain: np.ndarray) -> list[bool]:
         """Faces whose plain embedding already answers them for good keep it (the mirror image cannot
@@ -302,6 +305,6 @@ class Recogniser:
                  distance=m.distance, reason=m.reason, embedding=pack_embedding(e.embedding))
             for e, m in zip(encoded, matches)
         ]  # fmt: skip
-        settled, final = self.settled(matches), self.final(matches)
+        settled, final = self._settled_and_final(matches)
         watch.add("match", started)
         return faces, settled, final

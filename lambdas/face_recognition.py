@@ -74,7 +74,7 @@ def recognise(request: RecognitionRequest, env: RecognitionEnv, deadline: float 
                 t0 = time.perf_counter()
                 ref = request.frames[i]
                 local = Path(tmp) / f"{i:03d}.jpg"
-                download(request.stage1_bucket, ref.key, local)
+                download(request.stage1_bucket, ref.key, local, small=True)
                 fetch_s[0] += time.perf_counter() - t0
                 return Frame(i, ref.t, images.load_image(local))
 

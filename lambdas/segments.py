@@ -52,7 +52,7 @@ from .segment_state import (  # is_segment_event: face-recognition's handler ask
     SegmentRequest, attempt_key, claim_key, create, exists, is_segment_event, list_keys, part_key, plan_key, read_json, run_prefix, short_hash,
 )  # fmt: skip
 from .stage1 import budget_within, decode_budget, frame_key, invocation_deadline, local_name
-from .storage import EVENT_META, RESULT_TAGGING, SINGLE_GET_BYTES, client, download, log, metadata_text, result_done, write_result
+from .storage import EVENT_META, RESULT_TAGGING, client, download, log, metadata_text, result_done, write_result
 
 # Attempts Lambda makes of an asynchronous invocation: 1 + the 2 retries facerec_cli/pipeline/stack.py
 # configures (MAX_RETRY_ATTEMPTS), as run-local's dispatcher does.
@@ -159,7 +159,7 @@ def video_file(request: SegmentRequest | RecognitionRequest) -> Path:
         path = folder / f"{short_hash(ident, 24)}{suffix if suffix.isascii() and len(suffix) <= 9 else ''}"
         partial = path.with_name(path.name + f".{os.getpid()}.part")
         size = src.get("size")
-        download(src["bucket"], src["key"], partial, int(size) if size is not None else SINGLE_GET_BYTES + 1)
+        download(src["bucket"], src["key"], partial, int(size) if size is not None else None)
         partial.replace(path)
         _cached[ident] = path
         return path

@@ -56,11 +56,11 @@ def _client(service: str, endpoint_url: str | None, region: str | None) -> Any:
 SINGLE_GET_BYTES = 8 * 1024 * 1024
 
 
-def download(bucket: str, key: str, path: Path, size: int | None = None, s3: Any = None) -> None:
+def download(bucket: str, key: str, path: Path, size: int | None = None, *, small: bool = False, s3: Any = None) -> None:
     """The object into ``path``. ``size``: its size when the caller knows it (an S3 event carries it);
-    None for an object known to be small (a stage-1 frame)."""
+    ``small``: known to be small without a size (a stage-1 frame). Neither: s3transfer finds out."""
     s3 = s3 or client("s3")
-    if size is not None and size > SINGLE_GET_BYTES:
+    if not small and (size is None or size > SINGLE_GET_BYTES):
         s3.download_file(bucket, key, str(path))
         return
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]

@@ -4,6 +4,7 @@ only when the recogniser needs them, so an early exit on a settled first frame s
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,34 @@ def test_further_samples_are_decoded_within_the_invocations_time(buckets: dict[s
     face_recognition.handler(event, _Context(6.0))
     result = _result(buckets, "crowd")
     assert result["status"] == "error" and "crowd.mp4: decoding took longer than 1 s" in result["error"]
+
+
+def test_downloads_ask_for_the_size_only_when_they_do_not_know_it(buckets: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A known-small object (a stage-1 frame) or one whose size is known and small (an S3 event's) is one
+    GetObject; a large or unsized one goes through s3transfer (a HeadObject first, then ranged GETs).
+    Each arrives whole, byte for byte, from a moto server over HTTP."""
+    from lambdas import storage
+
+    s3 = buckets["s3"]
+    bucket = buckets["output"]
+    small, large = os.urandom(300_000), os.urandom(storage.SINGLE_GET_BYTES + 1_000_000)
+    s3.put_object(Bucket=bucket, Key="small.bin", Body=small)
+    s3.put_object(Bucket=bucket, Key="large.bin", Body=large)
+    heads: list[str] = []
+    real_head = s3.head_object
+
+    def counting_head(**kwargs: Any) -> Any:  # a spy: counts HeadObjects, asks the real server
+        heads.append(kwargs["Key"])
+        return real_head(**kwargs)
+
+    monkeypatch.setattr(s3, "head_object", counting_head)
+    for name, kwargs, body, asked in (
+        ("small.bin", {"small": True}, small, []),
+        ("small.bin", {"size": len(small)}, small, []),
+        ("large.bin", {"size": len(large)}, large, ["large.bin"]),
+        ("small.bin", {}, small, ["small.bin"]),
+    ):
+        heads.clear()
+        target = tmp_path / f"{name}-{len(kwargs)}-{sorted(kwargs)}"
+        storage.download(bucket, name, target, s3=s3, **kwargs)
+        assert (target.read_bytes() == body, heads) == (True, asked), (name, kwargs)

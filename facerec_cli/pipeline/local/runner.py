@@ -339,10 +339,9 @@ class LocalPipeline:
             if burst is not None and burst.done():
                 burst.result()  # an upload that failed fails the run, as it did on this thread
                 burst = None
-            while to_upload and now >= next_upload:
+            if to_upload and now >= next_upload:  # paced: one upload per interval
                 self.upload(to_upload.pop(0))
                 next_upload = now + self.options.upload_interval_s
-                break
             # The buckets change when an invocation finishes: look then (and at least every
             # POLL_FALLBACK_S), not in a tight loop that keeps the moto server busy listing.
             wait = min(POLL_FALLBACK_S, max(0.0, next_upload - now) if to_upload else POLL_FALLBACK_S)

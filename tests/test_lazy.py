@@ -180,3 +180,21 @@ def test_strangers_far_beyond_the_threshold_skip_their_mirror_image(data, celeb_
     both = recogniser.match(encoder.encode([frame]))
     assert any(far) and sum(flipped) == len(far) - sum(far)
     assert [m.name for m in lean] == [m.name for m in both] == [UNKNOWN] * len(both)
+
+
+def test_after_a_failed_coarse_pass_the_video_goes_straight_to_full_resolution(data, celeb_gallery, encoder):
+    """The crowd (strangers, nobody settled): frame 0 is tried at 320 px and then at full resolution;
+    the later frames of the same video skip the coarse pass. The answer is the full run's."""
+    sizes: list[int | None] = []
+    detect = encoder.detector.detect
+
+    def spy_detect(images, size=None):  # a spy: records each pass's size and runs the real detector
+        sizes.append(size)
+        return detect(images, size)
+
+    encoder.detector.detect = spy_detect
+    try:
+        result = Recogniser(celeb_gallery[1], encoder, sampling=SamplingOptions(frames=3)).recognise_file(data / "videos" / "crowd_unlabeled_4s.mp4")
+    finally:
+        del encoder.detector.detect
+    assert (result.name, result.frames, sizes) == (UNKNOWN, 3, [320, None, None, None])

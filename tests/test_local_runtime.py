@@ -588,3 +588,23 @@ def test_run_local_defaults_to_a_worker_per_core(monkeypatch):
     for cores, expected in ((1, 1), (2, 2), (16, MAX_DEFAULT_WORKERS)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
         assert (default_workers(), default_workers("containers")) == (expected, 1)
+
+
+def test_the_fork_server_is_stopped_and_reaped():
+    """run-local's workers come from a fork server; stopping it leaves no process behind (it would
+    otherwise outlive run-local, re-parented), and the next worker starts a new one."""
+    from multiprocessing import forkserver
+
+    from facerec_cli.lifeline import alive
+    from facerec_cli.localcloud.runtime.workers import start_fork_server, stop_fork_server
+
+    start_fork_server()
+    pid = forkserver._forkserver._forkserver_pid  # CPython's record of it (what stop_fork_server reaps)
+    assert pid is not None and alive(pid)
+    stop_fork_server()
+    assert not alive(pid)
+    start_fork_server()
+    again = forkserver._forkserver._forkserver_pid
+    assert again is not None and again != pid and alive(again)
+    stop_fork_server()
+    assert not alive(again)

@@ -340,3 +340,18 @@ def test_a_changed_function_configuration_is_refused_not_run(gallery, course_vid
     text = log.read_text()
     assert "refused to run face-recognition: its configuration sets LD_PRELOAD" in text
     assert "refused to run face-recognition: its configuration names the handler 'tests.pipeline_faults.fail_once'" in text
+
+
+def test_an_upload_that_fails_in_a_burst_fails_the_run(gallery, course_videos, tmp_path):
+    """A burst is uploaded on a thread of its own: an upload that fails there (the file vanished after it
+    was listed) still fails run(), as it did when this thread uploaded, after the videos before it."""
+    videos, _ = course_videos
+    jobs, _ = collect_videos([videos[0]])
+    vanished = tmp_path / "vanished.mp4"
+    vanished.write_bytes(videos[0].read_bytes())
+    jobs += collect_videos([vanished])[0]
+    vanished.unlink()
+    with LocalPipeline(gallery, RunOptions(workers=0, timeout_s=120)) as pipeline:
+        with pytest.raises(OSError):
+            pipeline.run(jobs)
+        assert jobs[0].state != "waiting" and jobs[1].state == "waiting"

@@ -282,3 +282,17 @@ def test_downloads_ask_for_the_size_only_when_they_do_not_know_it(buckets: dict[
         target = tmp_path / f"{name}-{len(kwargs)}-{sorted(kwargs)}"
         storage.download(bucket, name, target, s3=s3, **kwargs)
         assert (target.read_bytes() == body, heads) == (True, asked), (name, kwargs)
+
+
+def test_result_keys_are_listed_from_the_first_pending_one(buckets: dict[str, Any]) -> None:
+    """run-local's poll lists only the keys from the first pending result on (S3's StartAfter is
+    exclusive: the pending key itself must be in), against a moto server over HTTP."""
+    from facerec_cli.pipeline.observe.results import list_result_keys
+
+    s3, bucket = buckets["s3"], buckets["details"]
+    for stem in ("test_01", "test_02", "test_03", "test_10"):
+        s3.put_object(Bucket=bucket, Key=f"{stem}.json", Body=b"{}")
+    s3.put_object(Bucket=bucket, Key="test_02.txt", Body=b"not a result")
+    assert sorted(list_result_keys(s3, bucket)) == ["test_01", "test_02", "test_03", "test_10"]
+    assert sorted(list_result_keys(s3, bucket, "test_02.json")) == ["test_02", "test_03", "test_10"]
+    assert sorted(list_result_keys(s3, bucket, "test_04.json")) == ["test_10"]

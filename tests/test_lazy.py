@@ -12,7 +12,7 @@ import pytest
 from lambdas.core import images, media
 from lambdas.core.gallery import Match
 from lambdas.core.openset import SECOND_GAP, SETTLED_MARGIN, OpenSetRule
-from lambdas.core.recognise import Recogniser, SamplingOptions
+from lambdas.core.recognise import Recogniser, SamplingOptions, Stopwatch
 from lambdas.core.results import UNKNOWN, Face, answer_decided
 
 
@@ -198,3 +198,35 @@ def test_after_a_failed_coarse_pass_the_video_goes_straight_to_full_resolution(d
     finally:
         del encoder.detector.detect
     assert (result.name, result.frames, sizes) == (UNKNOWN, 3, [320, None, None, None])
+
+
+def test_the_full_pass_keeps_the_coarse_pass_final_faces(data, celeb_gallery, encoder):
+    """The crowd's frame 0: the coarse pass finds a stranger beyond doubt (final) but nobody named, so the
+    full pass runs. It embeds only what the coarse pass left open (the faces it missed, any unsettled
+    one); the final face keeps its coarse answer. The faces and answers are those of a full pass alone."""
+    from lambdas.core.recognise import SAME_FACE_IOU, _iou
+
+    recogniser = Recogniser(celeb_gallery[1], encoder, sampling=SamplingOptions(frames=3))
+    frames = list(media.open_video(data / "videos" / "crowd_unlabeled_4s.mp4").frames([0.0]))
+    coarse, _, coarse_final = recogniser._faces(frames, Stopwatch(), 320, mirror=False)
+    assert any(coarse_final)  # the case: a final stranger at 320 px, nobody named, and more faces at full resolution
+
+    embedded: list[int] = []
+    run = encoder._run
+
+    def spy_run(crops, mirrored):  # a spy: counts the crops embedded and runs the real model
+        embedded.append(0 if mirrored else len(crops))
+        return run(crops, mirrored)
+
+    encoder._run = spy_run
+    try:
+        faces, settled, final, _ = recogniser._frame_faces(frames[0], Stopwatch())
+    finally:
+        del encoder._run
+    full, full_settled, full_final = recogniser._faces(frames, Stopwatch())
+    kept = [f for f in faces if any(f.box == c.box for c, done in zip(coarse, coarse_final) if done)]  # the coarse box: kept
+    # the plain embeddings of the coarse pass, then of the full pass: only the faces not kept
+    assert embedded[0] == len(coarse) and sum(embedded[1:]) == len(faces) - len(kept) and kept and len(faces) > len(coarse)
+    assert len(faces) == len(full) and all(max(_iou(f.box, g.box) for g in full) >= SAME_FACE_IOU for f in faces)
+    assert [f.name for f in faces] == [f.name for f in full] == [UNKNOWN] * len(full)
+    assert final == full_final and settled == full_settled

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import botocore.exceptions
 import pytest
 
 from facerec_cli.localcloud.server import LocalCloud
@@ -35,6 +36,11 @@ TRUST = {
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 
+LOGS_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": "*"}],
+}
+
 
 class Env:
     """A started cloud with an input and an output bucket and a Lambda role, as bootstrap would leave it."""
@@ -48,10 +54,8 @@ class Env:
         for bucket in (INPUT, OUTPUT):
             self.s3.create_bucket(Bucket=bucket)
         self.role = iam.create_role(RoleName="facerec-lambda", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
-        # Needs MOTO_IAM_LOAD_MANAGED_POLICIES, which LocalCloud sets.
-        iam.attach_role_policy(
-            RoleName="facerec-lambda", PolicyArn="arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-        )
+        # An inline policy, as bootstrap gives its roles (this cloud knows no AWS managed policy).
+        iam.put_role_policy(RoleName="facerec-lambda", PolicyName="logs", PolicyDocument=json.dumps(LOGS_POLICY))
 
     def function(self, name: str, handler: str, **variables: str) -> str:
         arn = self.lam.create_function(
@@ -265,6 +269,22 @@ def test_stop_kills_busy_workers_also_on_keyboard_interrupt(tmp_path: Path) -> N
     # The next cloud starts empty.
     with LocalCloud(workers=0) as cloud:
         assert cloud.client("s3").list_buckets()["Buckets"] == []
+
+
+def test_aws_managed_policies_only_when_asked_for() -> None:
+    # run-local deploys inline policies only, and loading AWS's managed policies is half of moto's start;
+    # `run-local --serve` asks for them, for outside clients that attach one.
+    arn = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+    for asked in (False, True):
+        with LocalCloud(workers=0, aws_managed_policies=asked) as cloud:
+            iam = cloud.client("iam")
+            iam.create_role(RoleName="r", AssumeRolePolicyDocument=json.dumps(TRUST))
+            if asked:
+                iam.attach_role_policy(RoleName="r", PolicyArn=arn)
+                assert [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName="r")["AttachedPolicies"]] == [arn]
+            else:
+                with pytest.raises(botocore.exceptions.ClientError, match="NoSuchEntity|not found|does not exist"):
+                    iam.attach_role_policy(RoleName="r", PolicyArn=arn)
 
 
 def test_a_moved_seam_fails_loudly(monkeypatch: Any) -> None:

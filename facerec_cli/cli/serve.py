@@ -102,7 +102,7 @@ def announce(pipeline: LocalPipeline, log_path: str) -> None:
 
 def serve(gallery: Path, options: RunOptions, *, log_path: str) -> None:
     """Deploy, serve until Ctrl-C or SIGTERM, stop everything."""
-    options = dataclasses.replace(options, enforce_iam=False, record_metrics=True)
+    options = dataclasses.replace(options, enforce_iam=False, record_metrics=True, aws_managed_policies=True)
     with sigterm_stops() as stop:
         pipeline = LocalPipeline(gallery, options, log_path=log_path)
         try:

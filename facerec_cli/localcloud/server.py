@@ -25,15 +25,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import threading
 from typing import Any
 
 import boto3
 import botocore.session
 
-from facerec_cli.errors import UserError
 from facerec_cli.localcloud import moto_routing, s3_conditional
+from facerec_cli.localcloud.moto_server import MotoServer
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys
 from facerec_cli.localcloud.moto_fixes import CORRECTIONS, admin_credentials, check_iam_seam, enforced
 from facerec_cli.localcloud.runtime.dispatch import Dispatcher, RunnerFactory
@@ -78,13 +77,17 @@ class LocalCloud:
         enforce_iam: bool = False,
         iam_services: tuple[str, ...] | None = None,
         record_metrics: bool = False,
+        aws_managed_policies: bool = False,
     ) -> None:
         """``allow``: the handlers and function variables the runtime accepts (default: none, so every
         invocation is refused; run-local passes the pipeline's). ``enforce_iam``: check every request against IAM,
         handlers with their function role's credentials (needs ``workers >= 1`` or a ``runner_factory``);
         ``iam_services``: the services whose moto gaps are corrected meanwhile (default: all of
         :data:`moto_fixes.CORRECTIONS`; a caller that makes no EC2 call saves importing moto's EC2).
-        ``record_metrics``: each invocation's Lambda metrics in this cloud's CloudWatch (:mod:`.metrics`)."""
+        ``record_metrics``: each invocation's Lambda metrics in this cloud's CloudWatch (:mod:`.metrics`).
+        ``aws_managed_policies``: IAM knows AWS's managed policies (``arn:aws:iam::aws:policy/...``), so
+        that an outside client may attach them; loading them costs moto half a second at start, and
+        nothing facerec deploys uses one (its roles have inline least-privilege policies)."""
         if enforce_iam and workers == 0 and runner_factory is None:
             raise ValueError(
                 "enforce_iam needs worker processes (workers >= 1): handlers in one process share their boto3 "
@@ -113,6 +116,7 @@ class LocalCloud:
         self._environ = contextlib.ExitStack()
         self._endpoint_url: str | None = None
         self._record_metrics = record_metrics
+        self._aws_managed_policies = aws_managed_policies
         self._metrics: Any = None  # LambdaMetrics while running, with record_metrics
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -129,19 +133,16 @@ class LocalCloud:
             if _active is not None:
                 raise RuntimeError("a LocalCloud is already running in this process (moto's state is global)")
             _active = self
-        from moto.server import ThreadedMotoServer
-
         # For as long as the cloud runs, this process sees no AWS profile and empty AWS config files:
         # moto itself builds boto3 Sessions in-process (to list regions), which would otherwise read the
         # user's ~/.aws files and fail outright on an AWS_PROFILE they do not define.
-        # MOTO_IAM_LOAD_MANAGED_POLICIES is read when moto builds its IAM backend: bootstrap attaches
-        # AWS managed policies.
+        # MOTO_IAM_LOAD_MANAGED_POLICIES is read when moto builds its IAM backend (see aws_managed_policies).
         self._environ.enter_context(
             applied_environ(
                 {
                     "AWS_CONFIG_FILE": os.devnull,
                     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-                    "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+                    "MOTO_IAM_LOAD_MANAGED_POLICIES": "true" if self._aws_managed_policies else "false",
                 },
                 remove=real_aws_keys(os.environ),
             )
@@ -151,12 +152,10 @@ class LocalCloud:
         if werkzeug_logger.level == logging.NOTSET:
             werkzeug_logger.setLevel(logging.WARNING)
         try:
-            if self._port:
-                _check_port_free(self._host, self._port)
             _reset_moto()  # a fresh, empty cloud, with the IAM setting above applied
-            self._server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=False)
+            self._server = MotoServer(self._host, self._port)
             self._server.start()
-            host, port = self._server.get_host_and_port()  # the bound port when port=0
+            host, port = self._server.host_and_port  # the bound port when port=0
             self._endpoint_url = f"http://{host}:{port}"
             if self.enforce_iam:
                 admin = admin_credentials(self.client("iam"), ADMIN_USER)  # made while moto does not check yet
@@ -192,10 +191,6 @@ class LocalCloud:
             if self._server is not None:
                 server, self._server = self._server, None
                 server.stop()
-                # ThreadedMotoServer.stop() shuts the loop down but leaves the socket open.
-                inner = getattr(server, "_server", None)
-                if inner is not None:
-                    inner.server_close()
             self._iam.close()
             self._admin = None
             self._role_credentials.clear()
@@ -326,14 +321,3 @@ def _reset_moto() -> None:
 
     _internal.moto_api_backend.reset()
 
-
-def _check_port_free(host: str, port: int) -> None:
-    # ThreadedMotoServer binds in its thread and waits for a ready event that a failed bind never sets:
-    # start() would hang forever on a busy port.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise UserError(f"cannot start the local cloud on {host}:{port}: {exc.strerror}",
-                            hint="choose another --port, or stop what listens there") from exc

@@ -285,26 +285,66 @@ class Recogniser:
             faces, settled, final = self._faces([frame], watch, coarse, mirror=False)
             if any(settled) and all(final):
                 return faces, settled, final, True
-            try_coarse = False
+            # The full pass looks for the faces the coarse one missed and judges its unsettled ones again; a
+            # face the coarse pass already answered for good (final) keeps that answer, not a second embedding.
+            known = [(f, s) for f, s, done in zip(faces, settled, final) if done]
+            return (*self._faces([frame], watch, known=known), False)
         return (*self._faces([frame], watch), try_coarse)
 
     def _faces(
-        self, frames: list[Frame], watch: Stopwatch, size: int | None = None, mirror: bool = True
+        self, frames: list[Frame], watch: Stopwatch, size: int | None = None, mirror: bool = True,
+        known: list[tuple[Face, bool]] | None = None,
     ) -> tuple[list[Face], list[bool], list[bool]]:
         """The faces of ``frames`` detected at ``size`` (default the detector's), which are settled and
-        which final. ``mirror=False``: plain embeddings only."""
+        which final. ``mirror=False``: plain embeddings only. ``known``: final faces of ``frames[0]`` from
+        a coarser pass, with whether each is settled: a detection that is one of them (SAME_FACE_IOU)
+        takes it as it is, unembedded."""
         if not mirror:
             skip: Settled | None = lambda plain: [True] * len(plain)  # noqa: E731
         else:
             skip = self._settled_embeddings if self.sampling.early_exit else None
-        encoded = self.encoder.encode(frames, watch, settled=skip, size=size)
+        started = time.perf_counter()
+        detections = self.encoder.detector.detect([f.image for f in frames], size)
+        watch.add("detect", started)
+        pairs = [(f, d) for f, dets in zip(frames, detections) for d in dets]
+        reused = _claim_known(pairs, known or [])
+        encoded = self.encoder.embed_detections([p for i, p in enumerate(pairs) if i not in reused], watch, skip)
         started = time.perf_counter()
         matches = self.match(encoded)
-        faces = [
-            Face(frame=e.frame.index, t=e.frame.t, box=list(e.detection.box), prob=e.detection.prob, name=m.name,
-                 distance=m.distance, reason=m.reason, embedding=pack_embedding(e.embedding))
-            for e, m in zip(encoded, matches)
-        ]  # fmt: skip
-        settled, final = self._settled_and_final(matches)
+        new = iter(zip(
+            [Face(frame=e.frame.index, t=e.frame.t, box=list(e.detection.box), prob=e.detection.prob, name=m.name,
+                  distance=m.distance, reason=m.reason, embedding=pack_embedding(e.embedding)) for e, m in zip(encoded, matches)],
+            *self._settled_and_final(matches),
+        ))  # fmt: skip
+        rows = [(*reused[i], True) if i in reused else next(new) for i in range(len(pairs))]  # detection order
         watch.add("match", started)
-        return faces, settled, final
+        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+# A detection of the full pass is a face the coarse pass found when their boxes overlap this much
+# (intersection over union). The two passes box one face a few pixels apart (0.73-0.97 on the crowd
+# clip); two faces of one frame overlap far less (MTCNN keeps no two boxes over 0.7 of the smaller one).
+SAME_FACE_IOU = 0.5
+
+
+def _iou(a: list[float] | tuple[float, ...], b: list[float] | tuple[float, ...]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _claim_known(pairs: list[tuple[Frame, Detection]], known: list[tuple[Face, bool]]) -> dict[int, tuple[Face, bool]]:
+    """Which detections (index into ``pairs``) are faces of ``known``, each known face claimed once, by
+    the detection that overlaps it most."""
+    claimed: dict[int, tuple[Face, bool]] = {}
+    for face, settled in known:
+        best, best_iou = None, SAME_FACE_IOU
+        for i, (frame, det) in enumerate(pairs):
+            if i not in claimed and frame.index == face.frame and (v := _iou(det.box, face.box)) >= best_iou:
+                best, best_iou = i, v
+        if best is not None:
+            claimed[best] = (face, settled)
+    return claimed

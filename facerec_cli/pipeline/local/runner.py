@@ -101,6 +101,9 @@ class RunOptions:
     # Record each invocation's Lambda metrics (AWS/Lambda Duration, Invocations, Errors,
     # ConcurrentExecutions) in the local cloud's CloudWatch, for outside clients (`run-local --serve`).
     record_metrics: bool = False
+    # IAM knows AWS's managed policies, for outside clients that attach them (`run-local --serve`); half a
+    # second of moto's start, and nothing facerec deploys uses one.
+    aws_managed_policies: bool = False
 
     @property
     def iam(self) -> bool:
@@ -185,6 +188,7 @@ class LocalPipeline:
         self.cloud = LocalCloud(
             workers=options.workers, on_failure=self._on_failure, log_path=log_path, runner_factory=runner_factory,
             allow=allow, enforce_iam=options.iam, iam_services=PIPELINE_SERVICES, port=options.port, record_metrics=options.record_metrics,
+            aws_managed_policies=options.aws_managed_policies,
         )  # fmt: skip
         self.settings: Settings | None = None
         self.clients: Clients | None = None

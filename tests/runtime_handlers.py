@@ -67,6 +67,7 @@ def echo_to_s3(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "setting": os.environ.get("SETTING"),
         "endpoint": os.environ.get("AWS_ENDPOINT_URL"),
         "profile": os.environ.get("AWS_PROFILE"),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
     }
     S3.put_object(Bucket=os.environ["OUTPUT_BUCKET"], Key=f"out/{key}", Body=json.dumps(record).encode())
     return record

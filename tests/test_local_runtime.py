@@ -57,7 +57,7 @@ class Env:
         # An inline policy, as bootstrap gives its roles (this cloud knows no AWS managed policy).
         iam.put_role_policy(RoleName="facerec-lambda", PolicyName="logs", PolicyDocument=json.dumps(LOGS_POLICY))
 
-    def function(self, name: str, handler: str, **variables: str) -> str:
+    def function(self, name: str, handler: str, *, memory_mb: int = 512, **variables: str) -> str:
         arn = self.lam.create_function(
             FunctionName=name,
             PackageType="Image",
@@ -65,7 +65,7 @@ class Env:
             ImageConfig={"Command": [f"tests.runtime_handlers.{handler}"]},
             Role=self.role,
             Timeout=60,
-            MemorySize=512,
+            MemorySize=memory_mb,
             Environment={"Variables": {"OUTPUT_BUCKET": OUTPUT, **variables}},
         )["FunctionArn"]
         return arn
@@ -269,6 +269,22 @@ def test_stop_kills_busy_workers_also_on_keyboard_interrupt(tmp_path: Path) -> N
     # The next cloud starts empty.
     with LocalCloud(workers=0) as cloud:
         assert cloud.client("s3").list_buckets()["Buckets"] == []
+
+
+def test_a_worker_gets_the_cpu_share_of_its_memory(make_env):
+    # Lambda gives a function CPU in proportion to its memory (1,769 MB: one vCPU): on this machine a
+    # worker's nice level plays that share, so a 1 GB function yields to a 1,769 MB one.
+    from facerec_cli.localcloud.runtime.workers import nice_for
+
+    env = make_env(1)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = {}
+    for memory in (1769, 1024, 128):
+        env.function(f"echo-{memory}", "echo_to_s3", memory_mb=memory)
+        response = env.lam.invoke(FunctionName=f"echo-{memory}", Payload=json.dumps({"key": str(memory)}))
+        seen[memory] = json.loads(response["Payload"].read())["nice"]
+    assert [nice_for(m) for m in seen] == [0, 2, 12]
+    assert seen == {m: max(ours, nice_for(m)) for m in seen}  # a process can lower its priority, never raise it
 
 
 def test_aws_managed_policies_only_when_asked_for() -> None:

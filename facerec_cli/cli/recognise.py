@@ -147,6 +147,10 @@ def run_local(
 ) -> None:
     """Run the whole pipeline (S3 -> video-splitting -> face-recognition -> S3) on an embedded local cloud.
     Exits 1 if any video ended in error. With --serve, keep it up for outside AWS clients instead."""
+    if inputs and not serve and runtime == Runtime.workers and workers != 0:
+        from facerec_cli.localcloud.runtime.workers import start_fork_server
+
+        start_fork_server()  # first: the workers' imports run beside this command's own (boto3, moto)
     from lambdas.core.results import ERROR
 
     from facerec_cli.cli.run_local import private_log_file, run_local as run

@@ -13,6 +13,7 @@ into every worker would only cost start-up time. What they run (:class:`~.functi
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -98,6 +99,28 @@ def start_fork_server() -> None:
     forkserver.ensure_running()
 
 
+# Lambda gives a function CPU in proportion to its memory, one vCPU at 1,769 MB; on a shared machine a
+# worker's scheduler weight plays that share (Linux CFS: each nice level is about 1.25x less weight).
+FULL_VCPU_MB = 1769
+NICE_STEP = 1.25
+
+
+def nice_for(memory_mb: int) -> int:
+    """The nice level whose CFS weight, against a full vCPU's nice 0, is the function's CPU share (0 at
+    1,769 MB and above; 1,024 MB: 2; 128 MB: 12)."""
+    share = min(1.0, max(memory_mb, 1) / FULL_VCPU_MB)
+    return min(19, round(math.log(1 / share) / math.log(NICE_STEP)))
+
+
+def cpu_share(memory_mb: int) -> None:
+    """This process at the nice level of ``memory_mb`` (only ever lower in priority than now)."""
+    with contextlib.suppress(OSError):
+        wanted = nice_for(memory_mb)
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if wanted > current:
+            os.nice(wanted - current)
+
+
 def _worker_main(
     conn: multiprocessing.connection.Connection,
     spec: LocalFunction,
@@ -114,6 +137,7 @@ def _worker_main(
         lifeline.follow(os.getppid(), origin=parent)
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cpu_share(spec.memory_mb)
     # Keep the CLI's stdout clean (`--json` prints only results there): handler output, including that
     # of subprocesses such as ffmpeg, goes to the log file or to stderr.
     redirect_output(log_path)

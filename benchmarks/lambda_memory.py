@@ -26,7 +26,7 @@ the real images and the real runtime:
 * video-splitting gets moto's own S3 ObjectCreated events for real uploads of that course video (a new
   key each time, so no invocation is a duplicate); its Invoke of face-recognition reaches moto's Lambda
   and is accepted there without running anything (moto cannot run Image functions; that seam is the
-  one facerec_cli/localcloud/runtime/dispatch.py patches), as an asynchronous Invoke returns at once on AWS.
+  one facerec_cli/localcloud/runtime/seam.py patches), as an asynchronous Invoke returns at once on AWS.
 
 Per (function, memory size): cold start (container start to the first response: the emulator, the
 runtime's init, for face-recognition the models loading at import and the gallery on first use, and the

@@ -166,7 +166,8 @@ def print_calibration(calibration: Calibration, *, every_person: bool | None = N
     if calibration.calibrated:
         err.print(
             f"open-set rule calibrated on the gallery's own photos: threshold {rule.threshold:g}, margin {rule.margin:g} "
-            f"(named {calibration.known_named:.1%} of {plural(calibration.known_probes, 'photo')} against their person's other photos; "
+            + (f"(named {calibration.known_named:.1%} of {plural(calibration.known_probes, 'photo')} against their person's other photos; "
+               if calibration.known_probes else "(no person with a second photo to check names against; ")
             + (f"answered {calibration.strangers_rejected:.1%} of {plural(calibration.reference, 'reference face')} nobody enrolled unknown)"
                if calibration.reference else
                f"answered {calibration.strangers_rejected:.1%} of {plural(calibration.stranger_probes, 'photo')} unknown with their person "

@@ -11,7 +11,7 @@ import pytest
 
 
 class Recorder:
-    """Stands in for moto's Lambda at its invocation seam (the method facerec_cli/localcloud/runtime/dispatch.py
+    """Stands in for moto's Lambda at its invocation seam (the method facerec_cli/localcloud/runtime/seam.py
     patches): records each invocation and answers like an accepted asynchronous one.
 
     Why not let moto invoke: moto cannot run Image functions (the functions bootstrap creates), and a

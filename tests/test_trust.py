@@ -370,3 +370,19 @@ def test_a_calibrated_rule_unlike_the_default_holds_the_stranger_budget_on_left_
     rate = named / answers
     assert rate <= budget + allowance, f"{named} of {answers} stranger answers named ({rate:.1%}): budget {budget:.0%} + {allowance:.1%}"
     assert right >= 0.98 * DRAWS * len(val.names), f"{right} of {DRAWS * len(val.names)} val answers right"
+
+
+def test_enrolling_one_photo_says_there_was_nothing_to_check_names_against(data: Path, tmp_path: Path) -> None:
+    """One person, one photo: calibrated on the reference faces alone; the summary used to read "named 0.0%
+    of 0 photos", as if every name had failed."""
+    import shutil
+
+    from tests.cli_run import facerec
+
+    person = tmp_path / "photos" / "madonna"
+    person.mkdir(parents=True)
+    shutil.copy(sorted((data / "5celeb" / "train" / "madonna").iterdir())[0], person)
+    result = facerec("enroll", str(tmp_path / "photos"), "-o", str(tmp_path / "g.safetensors"))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "no person with a second photo to check names against" in text and "of 0 photos" not in text

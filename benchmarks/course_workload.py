@@ -3,7 +3,7 @@ against the seed approach, in the same run; optionally the same commands from an
 code before a change) in the same run too.
 
     python benchmarks/course_workload.py [--videos 100] [--workers N] [--size 1280x720] [--rate 1.0] [--require-quiet]
-                                         [--baseline /work/main] [--skip-paced]
+                                         [--baseline /work/main] [--skip-paced] [--no-crowd]
 
 Measure on a quiet machine: the load average is checked first (over 0.5: a warning, or a refusal with
 --require-quiet), because a loaded machine slows torch's two threads far more than our processes and
@@ -13,7 +13,9 @@ Videos: course-format clips of one person each (`test_NN.mp4`, 2 s, 1280x720 H.2
 track, as the course's are): most are photos of
 ../shared/data/5celeb/val with a slow zoom, every fifth is real motion cut from the Hamilton clip of
 ../shared/data/videos (Lin-Manuel Miranda singing, two cuts; and a cut of the audience, whose right
-answer is `unknown`), scaled to the course's size. Gallery: 5celeb/train and enroll/.
+answer is `unknown`), scaled to the course's size. Gallery: 5celeb/train and enroll/. The course's own clips
+show one person each at 480p to 1080p: `--no-crowd --size 854x480,1280x720,1920x1080` comes closer to them
+(the audience cut alone took a third of the CPU of the default mix).
 
 Printed, all in this one run, each figure with the 1-minute load average when it was taken:
 - **identify, whole process**: `facerec identify DIR/*.mp4 --json` in a fresh process (worker processes,
@@ -82,37 +84,45 @@ def cut_clip(src: Path, start: float, end: float, out: Path, size: tuple[int, in
     return out
 
 
-def course_clips(count: int, size_text: str, prefix: str) -> tuple[Path, Path, dict[str, str]]:
-    """``count`` course-format clips of ``size_text`` (WxH) in a new temporary folder: (the folder, its
-    videos/ subfolder, clip name -> the right answer); says what it made and how long it took."""
-    size = tuple(int(v) for v in size_text.split("x"))
+def course_clips(count: int, size_text: str, prefix: str, crowd: bool = True) -> tuple[Path, Path, dict[str, str]]:
+    """``count`` course-format clips of ``size_text`` (WxH, or several comma-separated: the clips take
+    them in turn) in a new temporary folder: (the folder, its videos/ subfolder, clip name -> the right
+    answer); says what it made and how long it took. ``crowd=False``: no audience cut."""
+    sizes = [tuple(int(v) for v in text.split("x")) for text in size_text.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     clips = tmp / "videos"
     clips.mkdir()
     started = time.perf_counter()
-    expected = make_videos(clips, count, size)  # type: ignore[arg-type]
-    print(f"made {len(expected)} videos ({size_text}) in {time.perf_counter() - started:.1f} s; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    expected = make_videos(clips, count, sizes, crowd)  # type: ignore[arg-type]
+    print(f"made {len(expected)} videos ({size_text}{'' if crowd else ', one person each'}) in {time.perf_counter() - started:.1f} s; "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     return tmp, clips, expected
 
 
-def make_videos(folder: Path, count: int, size: tuple[int, int]) -> dict[str, str]:
+def make_videos(folder: Path, count: int, sizes: list[tuple[int, int]], crowd: bool = True) -> dict[str, str]:
+    """Every fifth clip a motion cut (MOTION_CUTS, the audience's only with ``crowd``), the others stills
+    of 5celeb/val photos; clip i has size sizes[i % len(sizes)]."""
     from facerec_cli.samples import still_video
 
     photos = sorted((DATA / "5celeb" / "val").glob("*/*"))
-    cuts = [cut_clip(DATA / "videos" / HAMILTON, a, b, folder / f"_cut{i}.mp4", size) for i, (a, b, _) in enumerate(MOTION_CUTS)]
+    motion = [c for c in MOTION_CUTS if crowd or c[2] != "unknown"]
+    cuts: dict[tuple[int, tuple[int, int]], Path] = {}
     expected = {}
     for i in range(count):
         name = f"test_{i:02d}.mp4" if count <= 100 else f"test_{i:03d}.mp4"
+        size = sizes[i % len(sizes)]
         if i % 5 == 4:
-            k = (i // 5) % len(cuts)
-            (folder / name).write_bytes(cuts[k].read_bytes())
-            expected[name] = MOTION_CUTS[k][2]
+            k = (i // 5) % len(motion)
+            if (k, size) not in cuts:
+                a, b, _ = motion[k]
+                cuts[k, size] = cut_clip(DATA / "videos" / HAMILTON, a, b, folder / f"_cut{k}_{size[0]}x{size[1]}.mp4", size)
+            (folder / name).write_bytes(cuts[k, size].read_bytes())
+            expected[name] = motion[k][2]
         else:
             photo = photos[i % len(photos)]
             still_video(photo, folder / name, seconds=CLIP_SECONDS, size=size, audio=True)
             expected[name] = photo.parent.name
-    for cut in cuts:
+    for cut in cuts.values():
         cut.unlink()
     return expected
 
@@ -243,7 +253,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=100)
     parser.add_argument("--workers", type=int, default=None, help="warm workers per function (default: run-local's own default)")
-    parser.add_argument("--size", default="1280x720", help="course video size, WxH")
+    parser.add_argument("--size", default="1280x720", help="course video size, WxH; several comma-separated: the clips take them in turn "
+                        "(the course's: 854x480,1280x720,1920x1080)")
+    parser.add_argument("--no-crowd", action="store_true", help="leave out the audience cut (several strangers): one person per clip, "
+                        "as the course's clips")
     parser.add_argument("--rate", type=float, default=1.0, help="uploads per second in the paced mode")
     parser.add_argument("--paced-videos", type=int, default=30, help="videos in the paced mode")
     parser.add_argument("--skip-seed", action="store_true", help="do not time the seed approach")
@@ -259,7 +272,7 @@ def main() -> None:
             raise SystemExit(f"refused: {message}; run again when it is quiet")
         print(f"WARNING: {message}", file=sys.stderr)
     print(f"load average before: {load:.2f}")
-    tmp, clips, expected = course_clips(args.videos, args.size, "facerec-bench-")
+    tmp, clips, expected = course_clips(args.videos, args.size, "facerec-bench-", crowd=not args.no_crowd)
     videos = sorted(clips.glob("*.mp4"))
     people = people_dir(tmp)
     gallery = tmp / "gallery.safetensors"

@@ -230,3 +230,29 @@ def test_the_full_pass_keeps_the_coarse_pass_final_faces(data, celeb_gallery, en
     assert len(faces) == len(full) and all(max(_iou(f.box, g.box) for g in full) >= SAME_FACE_IOU for f in faces)
     assert [f.name for f in faces] == [f.name for f in full] == [UNKNOWN] * len(full)
     assert final == full_final and settled == full_settled
+
+
+def test_decoding_to_a_sample_drops_the_frames_nothing_needs(data):
+    """Frames no other frame refers to (B-frames) shown before a sample are dropped by the decoder
+    undecoded: the samples are the very frames a full decode gives (pixel for pixel), with fewer frames
+    decoded. The crowd clip (1080p H.264 with B-frames) at three samples."""
+    import av
+
+    path = data / "videos" / "crowd_unlabeled_4s.mp4"
+    with media.open_video(path) as video:
+        times = [0.0, video.duration / 3, 2 * video.duration / 3]
+        got = [(f.t, np.asarray(f.image)) for f in video.frames(times)]
+        decoded = video.decoded
+    full, seen = [], 0  # every frame decoded, up to the last sample
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        start, tb = stream.start_time or 0, float(stream.time_base)
+        for frame in container.decode(stream):
+            seen += 1
+            if len(full) < len(times) and (frame.pts - start) * tb >= times[len(full)] - 0.0005:
+                full.append(((frame.pts - start) * tb, np.asarray(frame.to_image())))
+            if len(full) == len(times):
+                break
+    assert [t for t, _ in got] == pytest.approx([t for t, _ in full]) and len(got) == 3
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, full))
+    assert decoded < seen * 0.8, (decoded, seen)

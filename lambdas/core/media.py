@@ -152,6 +152,9 @@ class Video:
         self._keyframes: list[int] | None = None
         self._index_end: int | None = None
         self._read = False  # whether frames() has read from the container yet
+        self._skip_before: float | None = None  # frames(): the first timestamp the sample being decoded to may have
+        self._skipping = "DEFAULT"  # the decoder's skip_frame setting
+        self.decoded = 0  # frames the decoder gave so far (for tests and benchmarks)
         try:
             with _Libav():
                 # "file:" + the absolute path: a name like "pipe:1.mp4" is never read as another
@@ -275,6 +278,11 @@ class Video:
                     return
                 yield from frames
                 return
+            # A frame no other frame refers to (most B-frames) and shown before the sample wanted is
+            # never the sample nor needed to decode it: the decoder may drop it undecoded.
+            skip = "NONREF" if self._skip_before is not None and packet.pts is not None and packet.pts < self._skip_before else "DEFAULT"
+            if skip != self._skipping:
+                self._stream.codec_context.skip_frame = self._skipping = skip
             try:
                 with _Libav():
                     frames = packet.decode()
@@ -286,6 +294,7 @@ class Video:
                         f"{self.name}: not a readable video: over {MAX_BAD_PACKETS} damaged packets ({errors[-1]})"
                     ) from exc
                 continue
+            self.decoded += len(frames)
             yield from frames
 
     def frames(self, times: Sequence[float]) -> Iterator[Frame]:
@@ -317,6 +326,8 @@ class Video:
                         self._keyframes = None  # Matroska has read its index now
             if decoder is None:
                 decoder = self._decoded(errors)
+            # The sample is the first frame at or after t (below): the decoder may drop what lies before.
+            self._skip_before = self._start + (t - 0.0005) / self._tbf
             taken = None
             for decoded, frame in enumerate(decoder, 1):
                 self._check_frames(decoded, t)
@@ -330,6 +341,7 @@ class Video:
                     taken = frame
                     break
                 self._check_time()
+            self._skip_before = None  # what the decoder holds (frames at or past the target) is decoded in full
             if taken is None:
                 break  # the end of the video: no frame at or after t, nor after any later time
             self.rotation = taken.rotation

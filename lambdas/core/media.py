@@ -326,8 +326,9 @@ class Video:
                         self._keyframes = None  # Matroska has read its index now
             if decoder is None:
                 decoder = self._decoded(errors)
-            # The sample is the first frame at or after t (below): the decoder may drop what lies before.
-            self._skip_before = self._start + (t - 0.0005) / self._tbf
+            # The sample is the first frame at or after t (below): the decoder may drop what lies before
+            # (a tick short of it: float rounding never drops the frame the test below would take).
+            self._skip_before = self._start + (t - 0.0005) / self._tbf - 1
             taken = None
             for decoded, frame in enumerate(decoder, 1):
                 self._check_frames(decoded, t)

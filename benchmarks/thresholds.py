@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("FACEREC_TEST_DATA", ROOT.parent / "shared" / "data"))
 
-from lambdas.core import images, media, sampling  # noqa: E402
+from lambdas.core import sampling  # noqa: E402
 from lambdas.core.enroll import build_gallery  # noqa: E402
 from lambdas.core.gallery import DEFAULT_THRESHOLD  # noqa: E402
 from lambdas.core.recognise import FaceEncoder  # noqa: E402
@@ -37,7 +37,7 @@ def centroids(gallery) -> tuple[list[str], np.ndarray]:
 
 
 def distances(encoder: FaceEncoder, people: list[str], cents: np.ndarray, path: Path, frames: int = 3) -> list[np.ndarray]:
-    found, _ = sampling.read_frames(path, count=frames) if not images.is_image(path) else ([media.Frame(0, 0.0, images.load_image(path))], None)
+    found, _ = sampling.read_frames(path, count=frames)  # an image: its one frame
     faces = encoder.encode(found)
     return [np.linalg.norm(cents - f.embedding[None, :], axis=1) for f in faces]
 

@@ -101,10 +101,15 @@ class FaceEncoder:
         """Every face of every frame, embedded (``settled``: see :meth:`embed`); ``size``: the long side
         to detect at (default the detector's)."""
         watch = watch or Stopwatch()
+        return self.embed_detections(self.detect(frames, watch, size), watch, settled)
+
+    def detect(self, frames: list[Frame], watch: Stopwatch, size: int | None = None) -> list[tuple[Frame, Detection]]:
+        """Every face of every frame, detected at ``size`` (the long side; default the detector's), with
+        its frame, in frame order and largest first within a frame."""
         started = time.perf_counter()
         detections = self.detector.detect([f.image for f in frames], size)
         watch.add("detect", started)
-        return self.embed_detections([(f, d) for f, dets in zip(frames, detections) for d in dets], watch, settled)
+        return [(f, d) for f, dets in zip(frames, detections) for d in dets]
 
     def embed_detections(
         self, pairs: list[tuple[Frame, Detection]], watch: Stopwatch | None = None, settled: Settled | None = None
@@ -303,10 +308,7 @@ class Recogniser:
             skip: Settled | None = lambda plain: [True] * len(plain)  # noqa: E731
         else:
             skip = self._settled_embeddings if self.sampling.early_exit else None
-        started = time.perf_counter()
-        detections = self.encoder.detector.detect([f.image for f in frames], size)
-        watch.add("detect", started)
-        pairs = [(f, d) for f, dets in zip(frames, detections) for d in dets]
+        pairs = self.encoder.detect(frames, watch, size)
         reused = _claim_known(pairs, known or [])
         encoded = self.encoder.embed_detections([p for i, p in enumerate(pairs) if i not in reused], watch, skip)
         started = time.perf_counter()

@@ -16,7 +16,9 @@ result is already complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -117,6 +119,13 @@ def handle_upload(upload: Upload, env: SplittingEnv, deadline: float | None = No
     mark_done(env, upload)  # only now: a crash before this makes the retry split and invoke again
     log("split", key=upload.key, frames=len(request.frames), ms=round(request.timings_ms["split"]))
     return "split"
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # Lambda's init phase, not when imported by tools
+    # The clients are made once per container, before the first request; one that cannot be made yet
+    # (no region, say) is made again by the first request, which reports what is wrong.
+    with contextlib.suppress(Exception):
+        client("s3"), client("lambda")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -124,3 +124,25 @@ def stubborn(event: dict[str, Any], context: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         time.sleep(0.1)
+
+
+def client_files(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The botocore data files this worker reads to make its first S3 and Lambda clients (a fresh
+    worker's own, as a handler's first call makes them): none when its fork server parsed them."""
+    import botocore.loaders
+
+    read: list[str] = []
+    original = botocore.loaders.JSONFileLoader.load_file
+
+    def load_file(self: Any, file_path: str, *args: Any) -> Any:
+        read.append(os.path.basename(os.path.dirname(file_path)) + "/" + os.path.basename(file_path))
+        return original(self, file_path, *args)
+
+    botocore.loaders.JSONFileLoader.load_file = load_file  # type: ignore[method-assign]
+    try:
+        boto3.client("s3"), boto3.client("lambda")
+    finally:
+        botocore.loaders.JSONFileLoader.load_file = original  # type: ignore[method-assign]
+    record = {"read": read}
+    S3.put_object(Bucket=os.environ["OUTPUT_BUCKET"], Key=f"out/{_key(event)}", Body=json.dumps(record).encode())
+    return record

@@ -25,7 +25,7 @@ from facerec_cli.pipeline.local.handlers import pipeline_allowlist
 
 # The runtime's own tests run the tiny handlers of tests/runtime_handlers.py, with a variable of theirs.
 TEST_HANDLERS = pipeline_allowlist().widened(
-    handlers=[f"tests.runtime_handlers.{name}" for name in ("echo_to_s3", "fail_once", "die_once", "always_fail", "slow_echo", "gated_echo")],
+    handlers=[f"tests.runtime_handlers.{name}" for name in ("echo_to_s3", "fail_once", "die_once", "always_fail", "slow_echo", "gated_echo", "client_files")],
     variables=["SETTING"],
 )
 
@@ -285,6 +285,37 @@ def test_a_worker_gets_the_cpu_share_of_its_memory(make_env):
         seen[memory] = json.loads(response["Payload"].read())["nice"]
     assert [nice_for(m) for m in seen] == [0, 2, 12]
     assert seen == {m: max(ours, nice_for(m)) for m in seen}  # a process can lower its priority, never raise it
+
+
+def test_a_workers_first_clients_parse_no_botocore_data(make_env: Any) -> None:
+    # Parsing botocore's endpoints and service models cost each worker's first invocation 0.1-0.3 s:
+    # the fork server parses them once (runtime/preload.py) and every worker starts with them.
+    env = make_env(1)
+    env.function("files", "client_files")
+    response = env.lam.invoke(FunctionName="files", Payload=json.dumps({"key": "k"}))
+    assert json.loads(response["Payload"].read()) == {"read": []}
+
+
+def test_botocore_sessions_of_one_data_path_share_their_parsed_data(monkeypatch: Any) -> None:
+    import boto3
+    import botocore.session
+
+    from facerec_cli.localcloud import botocore_data
+
+    botocore_data.share_loaders()
+    made = [boto3.Session(region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s") for _ in range(3)]
+    for session in made:
+        session.client("s3", endpoint_url="http://127.0.0.1:9")
+    loaders = [s._session.get_component("data_loader") for s in made]
+    assert loaders[0] is loaders[1] is loaders[2]
+    # boto3 adds its data folder to the loader with every session: the shared loader's paths do not grow.
+    grown_to = len(loaders[0].search_paths)
+    for _ in range(5):
+        boto3.Session(region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s").client("s3", endpoint_url="http://127.0.0.1:9")
+    assert len(loaders[0].search_paths) == grown_to
+    monkeypatch.setenv("AWS_DATA_PATH", "/nonexistent-models")  # another data path: a loader of its own
+    other = botocore.session.Session().get_component("data_loader")
+    assert other is not loaders[0] and "/nonexistent-models" in other.search_paths
 
 
 def test_aws_managed_policies_only_when_asked_for() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import boto3
 import botocore.session
 
-from facerec_cli.localcloud import moto_routing, s3_conditional
+from facerec_cli.localcloud import botocore_data, moto_routing, s3_conditional
 from facerec_cli.localcloud.moto_server import MotoServer
 from facerec_cli.localcloud.environ import applied_environ, real_aws_keys
 from facerec_cli.localcloud.moto_fixes import CORRECTIONS, admin_credentials, check_iam_seam, enforced
@@ -127,6 +127,7 @@ class LocalCloud:
         check_seam()
         s3_conditional.install()  # timelines' exactly-once merge needs S3's atomic conditional writes
         moto_routing.install()  # moto lists its package directory on every request otherwise
+        botocore_data.share_loaders()  # our sessions and moto's parse botocore's JSON once, not once each
         if self.enforce_iam:
             check_iam_seam()
         with _active_lock:

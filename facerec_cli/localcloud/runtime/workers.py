@@ -56,6 +56,7 @@ def worker_environ(spec: LocalFunction, cloud_env: Mapping[str, str]) -> dict[st
 PRELOAD = (
     "numpy", "PIL.Image", "av", "onnxruntime", "boto3", "botocore.session",
     "lambdas.core.recognise", "lambdas.storage", "facerec_cli.localcloud.runtime.workers",
+    "facerec_cli.localcloud.runtime.preload",  # botocore's data, parsed once for every worker
 )  # fmt: skip
 
 

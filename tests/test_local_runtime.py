@@ -287,6 +287,20 @@ def test_a_worker_gets_the_cpu_share_of_its_memory(make_env):
     assert seen == {m: max(ours, nice_for(m)) for m in seen}  # a process can lower its priority, never raise it
 
 
+def test_settled_invocations_are_counted_per_function(make_env: Any) -> None:
+    # run-local looks at the results when an invocation of a function that answers finishes, not after
+    # every split: the count it waits on can be one function's.
+    env = make_env(1)
+    env.function("first", "echo_to_s3")
+    env.function("second", "echo_to_s3")
+    env.lam.invoke(FunctionName="first", Payload=json.dumps({"key": "a"}))
+    dispatcher = env.cloud.dispatcher
+    assert dispatcher.wait_settled(0, 0.0, ["second"]) == 0
+    assert dispatcher.wait_settled(-1, 0.0, ["first", "second"]) == 1 == dispatcher.wait_settled(-1, 0.0)
+    env.lam.invoke(FunctionName="second", Payload=json.dumps({"key": "b"}))
+    assert dispatcher.wait_settled(0, 5.0, ["second"]) == 1 and dispatcher.wait_settled(0, 0.0) == 2
+
+
 def test_a_workers_first_clients_parse_no_botocore_data(make_env: Any) -> None:
     # Parsing botocore's endpoints and service models cost each worker's first invocation 0.1-0.3 s:
     # the fork server parses them once (runtime/preload.py) and every worker starts with them.

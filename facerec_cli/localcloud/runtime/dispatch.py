@@ -19,7 +19,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,7 @@ class Dispatcher:
         self._queued = self._running = self._succeeded = self._failed = self._retried = 0
         self._outstanding = 0  # submitted and not finished, retries included
         self._settled = 0  # invocations finished so far (any state): what observers wait on
+        self._settled_by: Counter[str] = Counter()  # the same, per function name
         self._closing = False
         atexit.register(self.close)  # no orphan workers even if the owner forgets
 
@@ -137,13 +139,18 @@ class Dispatcher:
         with self._cond:
             return self._cond.wait_for(lambda: self._outstanding == 0, timeout)
 
-    def wait_settled(self, seen: int, timeout: float) -> int:
-        """Block until more than ``seen`` invocations have finished, or ``timeout`` seconds; returns
-        the number finished. Lets a watcher look at the buckets when something happened instead of
-        listing them in a tight loop (each list is work for the embedded moto server)."""
+    def wait_settled(self, seen: int, timeout: float, functions: Collection[str] | None = None) -> int:
+        """Block until more than ``seen`` invocations have finished (of ``functions`` only, when given),
+        or ``timeout`` seconds; returns the number finished. Lets a watcher look at the buckets when
+        something happened instead of listing them in a tight loop (each list is work for the embedded
+        moto server)."""
+
+        def finished() -> int:
+            return self._settled if functions is None else sum(self._settled_by[f] for f in functions)
+
         with self._cond:
-            self._cond.wait_for(lambda: self._settled > seen, max(0.0, timeout))
-            return self._settled
+            self._cond.wait_for(lambda: finished() > seen, max(0.0, timeout))
+            return finished()
 
     @property
     def counters(self) -> Counters:
@@ -316,6 +323,7 @@ class Dispatcher:
         inv.state, inv.outcome, inv.finished_at = state, outcome, time.monotonic()
         inv._done.set()
         self._settled += 1
+        self._settled_by[inv.spec.name] += 1
         self._cond.notify_all()
 
     # -- shutdown ----------------------------------------------------------------------------------

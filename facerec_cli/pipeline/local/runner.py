@@ -325,6 +325,7 @@ class LocalPipeline:
         to_upload = list(jobs)
         next_upload = time.monotonic()
         dispatcher = self.cloud.dispatcher
+        answering = (self.names.recognition_function, self.names.failure_function)
         settled, last_poll = -1, 0.0
         burst: Future[None] | None = None
         if not self.options.upload_interval_s and to_upload:
@@ -346,10 +347,12 @@ class LocalPipeline:
             if to_upload and now >= next_upload:  # paced: one upload per interval
                 self.upload(to_upload.pop(0))
                 next_upload = now + self.options.upload_interval_s
-            # The buckets change when an invocation finishes: look then (and at least every
-            # POLL_FALLBACK_S), not in a tight loop that keeps the moto server busy listing.
+            # The answers come when a face-recognition (or on-failure) invocation finishes: look then (and at
+            # least every POLL_FALLBACK_S), not in a tight loop that keeps the moto server busy listing. A
+            # split answers only an upload it refuses (rare): the fallback look finds those. Looking after
+            # every split too was half the lists of a burst, for nothing.
             wait = min(POLL_FALLBACK_S, max(0.0, next_upload - now) if to_upload else POLL_FALLBACK_S)
-            now_settled = dispatcher.wait_settled(settled, wait)
+            now_settled = dispatcher.wait_settled(settled, wait, answering)
             if now_settled != settled or time.monotonic() - last_poll >= POLL_FALLBACK_S:
                 settled, last_poll = now_settled, time.monotonic()
                 self.poll(jobs, track_split)

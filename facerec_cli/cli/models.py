@@ -20,7 +20,7 @@ def build(
     out: Annotated[Path | None, typer.Option("--out", help="Also copy the built models into this folder (e.g. to bake into an image; point FACEREC_MODELS at it).")] = None,
 ) -> None:
     """Build the four ONNX models (P-Net, R-Net, O-Net, InceptionResnetV1) into the weights cache; a second run reuses them."""
-    from lambdas.core.models import model_dir
+    from lambdas.core.models import MANIFEST, NETS, model_dir
 
     from facerec_cli.render import err
 
@@ -28,7 +28,8 @@ def build(
     err.print(f"[green]models ready[/]: {built.path} ({built.weights})", highlight=False)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        for item in built.path.iterdir():
+        # The models and their manifest only: not the graphs onnxruntime optimised for this machine.
+        for item in [built.file(net) for net in NETS] + [built.path / MANIFEST]:
             shutil.copy2(item, out / item.name)
         err.print(f"copied to {out}", highlight=False)
     typer.echo(str(out or built.path))

@@ -175,17 +175,22 @@ def _options(n: int, level: str = "ORT_ENABLE_ALL"):
 
 
 def _cpu_key() -> str | None:
-    """The instruction sets onnxruntime picks its kernels by (this CPU's flags), hashed; None where unknown."""
+    """This CPU as onnxruntime picks its kernels by (its vendor, model and instruction-set flags), hashed;
+    None where the flags cannot be read."""
     import platform
 
+    seen: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
             for line in info:
-                if line.startswith(("flags", "Features")):
-                    return hashlib.sha256(f"{platform.machine()}|{line.strip()}".encode()).hexdigest()[:12]
+                name = line.split(":", 1)[0].strip()
+                if name in ("vendor_id", "model name", "flags", "Features", "CPU implementer", "CPU part"):
+                    seen.setdefault(name, line.strip())
     except OSError:
-        pass
-    return None
+        return None
+    if "flags" not in seen and "Features" not in seen:
+        return None
+    return hashlib.sha256("|".join([platform.machine(), *sorted(seen.values())]).encode()).hexdigest()[:12]
 
 
 def optimized_path(model: Path) -> Path | None:

@@ -43,20 +43,24 @@ def share_loaders() -> None:
     botocore.session.create_loader = _shared_loader  # type: ignore[attr-defined]
 
 
-def warm(services: Iterable[str], region: str = "us-east-1") -> None:
-    """Share the loaders, then parse what a client of each of ``services`` needs (by making one, in a
-    session that reads no environment, profile or AWS file: nothing it makes depends on who calls)."""
-    share_loaders()
-    session = botocore.session.Session(
+def sealed_session() -> botocore.session.Session:
+    """A botocore session that reads no AWS profile, config or credentials file, whatever the
+    environment says (the local cloud's clients; the fork server's warm-up)."""
+    return botocore.session.Session(
         session_vars={
             "profile": (None, None, None, None),
             "config_file": (None, None, os.devnull, None),
             "credentials_file": (None, None, os.devnull, None),
-            "data_path": (None, None, None, None),
         }
     )
+
+
+def warm(services: Iterable[str], region: str = "us-east-1") -> None:
+    """Share the loaders, then parse what a client of each of ``services`` needs (by making one in a
+    :func:`sealed_session`: nothing it makes depends on who calls)."""
+    share_loaders()
+    session = sealed_session()
     for service in services:
         session.create_client(
             service, region_name=region, endpoint_url="http://127.0.0.1:9", aws_access_key_id="warm", aws_secret_access_key="warm"
         )
-

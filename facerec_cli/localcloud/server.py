@@ -29,7 +29,6 @@ import threading
 from typing import Any
 
 import boto3
-import botocore.session
 
 from facerec_cli.localcloud import botocore_data, moto_routing, s3_conditional
 from facerec_cli.localcloud.moto_server import MotoServer
@@ -250,15 +249,8 @@ class LocalCloud:
             key_id, secret, token = creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"], creds["AWS_SESSION_TOKEN"]
         else:
             (key_id, secret), token = self._admin or (FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY), None
-        core = botocore.session.Session(
-            session_vars={
-                "profile": (None, None, None, None),
-                "config_file": (None, None, os.devnull, None),
-                "credentials_file": (None, None, os.devnull, None),
-            }
-        )
         return boto3.Session(
-            botocore_session=core,
+            botocore_session=botocore_data.sealed_session(),
             aws_access_key_id=key_id,
             aws_secret_access_key=secret,
             aws_session_token=token,

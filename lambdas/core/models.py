@@ -11,6 +11,7 @@ per net per process and shared.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -174,6 +175,7 @@ def _options(n: int, level: str = "ORT_ENABLE_ALL"):
     return options
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_key() -> str | None:
     """This CPU as onnxruntime picks its kernels by (its vendor, model and instruction-set flags), hashed;
     None where the flags cannot be read."""

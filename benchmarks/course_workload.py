@@ -56,7 +56,8 @@ sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("FACEREC_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 # Light imports only at module level: run-local's workers are spawned and re-import this module.
-from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos, default_workers  # noqa: E402
+from facerec_cli.localcloud.runtime.workers import default_workers  # noqa: E402
+from facerec_cli.pipeline.local.runner import LocalPipeline, RunOptions, collect_videos  # noqa: E402
 
 HAMILTON = "hamilton_miranda_lacamoire_10s.mp4"
 # (start s, end s, right answer), checked by eye on frames of the clip: Miranda alone on screen in the

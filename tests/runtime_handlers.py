@@ -146,3 +146,27 @@ def client_files(event: dict[str, Any], context: Any) -> dict[str, Any]:
     record = {"read": read}
     S3.put_object(Bucket=os.environ["OUTPUT_BUCKET"], Key=f"out/{_key(event)}", Body=json.dumps(record).encode())
     return record
+
+
+def inherited_sessions(answer: Any, weights: str) -> None:
+    """Run in a process the fork server forks (as a worker is): the onnxruntime sessions it started with
+    (thread counts), whether a recognition worker's models (FACEREC_THREADS=1) are those very sessions,
+    whether they give the same embedding, bit for bit, as a session made here, and whether torch came
+    along. Sends the answer through ``answer`` (a queue)."""
+    import sys
+
+    import numpy as np
+
+    from lambdas.core import models
+
+    inherited = dict(models._sessions)
+    report: dict[str, Any] = {"threads": sorted(n for _, n in inherited), "torch": "torch" in sys.modules}
+    if inherited:
+        os.environ[models.THREADS_ENV] = "1"
+        found = models.model_dir(weights, build=False)
+        nets = models.OnnxModels(found)
+        report["reused"] = all(nets._sessions[net] is inherited[(str(found.file(net)), 1)] for net in models.NETS)
+        x = np.random.default_rng(0).standard_normal((2, 3, 160, 160)).astype(np.float32)
+        fresh = models._new_session(found.file("embedder"), 1, found.cached).run(None, {"x": x})[0]
+        report["same_embedding"] = bool(np.array_equal(nets.embed(x), fresh))
+    answer.put(report)

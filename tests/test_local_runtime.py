@@ -664,7 +664,7 @@ def test_run_local_defaults_to_a_worker_per_core(monkeypatch):
     idled), at most four; one container per function with the containers runtime."""
     import os
 
-    from facerec_cli.pipeline.local.runner import MAX_DEFAULT_WORKERS, default_workers
+    from facerec_cli.localcloud.runtime.workers import MAX_DEFAULT_WORKERS, default_workers
 
     for cores, expected in ((1, 1), (2, 2), (16, MAX_DEFAULT_WORKERS)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
@@ -689,3 +689,45 @@ def test_the_fork_server_is_stopped_and_reaped():
     assert again is not None and again != pid and alive(again)
     stop_fork_server()
     assert not alive(again)
+
+
+def _forked_worker_sessions(gallery: Path, workers: int, weights: str = "casia-webface") -> dict[str, Any]:
+    """What a process forked by a fork server started for run-local's (gallery, workers) holds, its
+    models looked up for ``weights`` (see runtime_handlers.inherited_sessions)."""
+    from facerec_cli.localcloud.runtime.workers import _context, start_fork_server, stop_fork_server
+    from tests.runtime_handlers import inherited_sessions
+
+    start_fork_server(gallery, None, workers)
+    try:
+        ctx = _context()
+        answer = ctx.Queue()
+        proc = ctx.Process(target=inherited_sessions, args=(answer, weights))
+        proc.start()
+        report = answer.get(timeout=60)
+        proc.join(10)
+        return report
+    finally:
+        stop_fork_server()
+
+
+def test_the_fork_server_makes_the_recognition_models_its_workers_use(celeb_gallery: Any, monkeypatch: Any) -> None:
+    # Each recognition worker made its own sessions of the four nets (0.2-0.25 s of its start on 2 cores,
+    # after the deploy): the fork server makes them once, while moto starts and the deploy runs, and every
+    # worker it forks starts with them, sharing their memory.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})  # 2 cores, 2 workers: 1 thread each
+    report = _forked_worker_sessions(celeb_gallery[0], 2, celeb_gallery[1].weights)
+    assert report == {"threads": [1, 1, 1, 1], "torch": False, "reused": True, "same_embedding": True}
+
+
+def test_the_fork_server_makes_no_sessions_a_worker_could_not_use(celeb_gallery: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    # Where the recognition workers get several threads each (16 cores, 2 workers: 7), a session made
+    # before the fork would lose its thread pool: none is made. A torch gallery (a course data.pt) is not
+    # converted there either: that would bring torch into every worker.
+    import torch
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert _forked_worker_sessions(celeb_gallery[0], 2) == {"threads": [], "torch": False}
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    course = tmp_path / "data.torch"
+    torch.save([[torch.zeros(1, 512)], ["someone"]], course)
+    assert _forked_worker_sessions(course, 2) == {"threads": [], "torch": False}

@@ -181,6 +181,18 @@ def test_missing_models_without_build_say_how_to_build(monkeypatch: pytest.Monke
         M.model_dir("casia-webface", build=False)
 
 
+def test_preloading_makes_single_threaded_sessions_of_built_models_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The local runtime's fork server preloads (runtime/preload.py): it never builds (that needs torch and
+    # minutes), and its sessions are single-threaded (a thread pool would not survive the fork).
+    built = M.model_dir("casia-webface")
+    monkeypatch.setattr(M, "_sessions", {})
+    assert M.preload("casia-webface")
+    assert sorted(M._sessions) == sorted((str(built.file(net)), 1) for net in M.NETS)
+    monkeypatch.setattr(M, "_sessions", {})
+    monkeypatch.setenv("FACEREC_WEIGHTS_DIR", str(tmp_path))  # an empty cache: nothing built
+    assert not M.preload("casia-webface") and M._sessions == {} and not any(tmp_path.iterdir())
+
+
 _NO_TORCH = """
 import json, sys
 from typer.testing import CliRunner

@@ -150,13 +150,15 @@ def run_local(
     if inputs and not serve and runtime == Runtime.workers and workers != 0:
         from facerec_cli.localcloud.runtime.workers import start_fork_server
 
-        start_fork_server()  # first: the workers' imports run beside this command's own (boto3, moto)
+        # First: the workers' imports, and the recognition models, run beside this command's own (boto3, moto).
+        start_fork_server(gallery, weights, workers)
     from lambdas.core.results import ERROR
 
     from facerec_cli.cli.run_local import private_log_file, run_local as run
     from facerec_cli.config import Settings
     from facerec_cli.errors import UserError
-    from facerec_cli.pipeline.local.runner import LOCAL_PREFIX, RunOptions, default_workers
+    from facerec_cli.localcloud.runtime.workers import default_workers
+    from facerec_cli.pipeline.local.runner import LOCAL_PREFIX, RunOptions
 
     extra_env: dict[str, str] = {}
     if timeline:  # video-splitting's timeline settings (lambdas/env.py), as `bootstrap --timeline` sets them

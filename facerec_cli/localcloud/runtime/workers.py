@@ -22,6 +22,7 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from facerec_cli import lifeline
@@ -91,13 +92,56 @@ def stop_fork_server(timeout_s: float = 5.0) -> None:
             os.unlink(address)
 
 
-def start_fork_server() -> None:
+# run-local's default warm workers per function: one per core, so that recognitions run side by side
+# (with one, 100 uploads queued on a single recognition worker while the other core idled), at most
+# this many (each recognition worker holds the models: ~300 MB).
+MAX_DEFAULT_WORKERS = 4
+
+
+def cores() -> int:
+    """The cores this process may use (as facerec_cli.batch counts them for `identify`; that module is
+    below this one and too heavy for the fork server's early start)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(runtime: str = "workers") -> int:
+    """Workers per function when the user names none: the cores (at most MAX_DEFAULT_WORKERS); one
+    container per function with the containers runtime (each is a whole function image)."""
+    return 1 if runtime == "containers" else max(1, min(MAX_DEFAULT_WORKERS, cores()))
+
+
+def recognition_threads(workers: int) -> int:
+    """onnxruntime threads per recognition worker when ``workers`` of them run. They share this machine's
+    cores with the splitting workers (decoding) and the moto server: one core is left to those, the rest
+    split. Measured on 2 cores, 40 videos in a burst with torch: 1 thread 2.67 videos/s, 2 threads 1.96
+    (idle threads spin on the core the decoder needs)."""
+    return max(1, (cores() - 1) // max(1, workers))
+
+
+# What the fork server reads at its start to make the recognition models' sessions for every worker it
+# forks (preload.py): the run's gallery, and the weights asked for (else the gallery's own).
+PRELOAD_GALLERY_ENV = "FACEREC_PRELOAD_GALLERY"
+PRELOAD_WEIGHTS_ENV = "FACEREC_PRELOAD_WEIGHTS"
+
+
+def start_fork_server(gallery: Path | None = None, weights: str | None = None, workers: int | None = None) -> None:
     """Start the fork server now (its imports run beside whatever the caller does next, e.g. the local
-    cloud's start); the first worker waits for them otherwise."""
+    cloud's start); the first worker waits for them otherwise. With the run's ``gallery`` (and
+    ``weights``, and ``workers`` per function): it also makes the recognition models' sessions once,
+    which the recognition workers inherit instead of loading their own, when theirs are single-threaded
+    (:func:`recognition_threads`; a thread pool does not survive the fork). Nothing more if the fork server
+    already runs."""
     from multiprocessing import forkserver
 
     _context()
-    forkserver.ensure_running()
+    preload: dict[str, str] = {}
+    if gallery is not None and recognition_threads(workers or default_workers()) == 1:
+        preload[PRELOAD_GALLERY_ENV] = str(Path(gallery).expanduser().resolve())
+        if weights:
+            preload[PRELOAD_WEIGHTS_ENV] = weights
+    # The fork server inherits this process's environment when it starts: these reach it alone.
+    with applied_environ(preload, remove=frozenset({PRELOAD_GALLERY_ENV, PRELOAD_WEIGHTS_ENV})):
+        forkserver.ensure_running()
 
 
 # Lambda gives a function CPU in proportion to its memory, one vCPU at 1,769 MB; on a shared machine a

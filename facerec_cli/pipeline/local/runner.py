@@ -12,7 +12,6 @@ the invocations run in them, behind the Lambda Runtime Interface Emulator (``con
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,26 +40,13 @@ from facerec_cli.pipeline.stack import DeployOptions
 from facerec_cli.errors import UserError
 from facerec_cli.pipeline.observe.results import fetch_result, list_result_keys
 from facerec_cli.localcloud.server import LocalCloud
+from facerec_cli.localcloud.runtime.workers import recognition_threads
 from facerec_cli.localcloud.runtime.functions import Allowlist
 from facerec_cli.pipeline.local.handlers import pipeline_allowlist
 
 LOCAL_PREFIX = "facerec-local"
 RUNTIMES = ("workers", "containers")
 POLL_FALLBACK_S = 1.0  # look at the buckets at least this often, even when no invocation finished
-# run-local's default warm workers per function: one per core, so that recognitions run side by side
-# (with one, 100 uploads queued on a single recognition worker while the other core idled), at most
-# this many (each recognition worker holds the models: ~300 MB).
-MAX_DEFAULT_WORKERS = 4
-
-
-def default_workers(runtime: str = "workers") -> int:
-    """Workers per function when the user names none: the cores (at most MAX_DEFAULT_WORKERS); one
-    container per function with the containers runtime (each is a whole function image)."""
-    from facerec_cli.batch import default_workers as cores
-
-    return 1 if runtime == "containers" else max(1, min(MAX_DEFAULT_WORKERS, cores()))
-
-
 # The services the pipeline's handlers and this runner call: IAM's moto corrections for these only.
 PIPELINE_SERVICES = ("lambda", "s3", "sqs")
 
@@ -207,7 +193,8 @@ class LocalPipeline:
         if self.containers is None and self.options.workers >= 1:
             from facerec_cli.localcloud.runtime.workers import start_fork_server
 
-            start_fork_server()  # the workers' imports, beside moto's start and the deployment
+            # The workers' imports and the recognition models, beside moto's start and the deployment.
+            start_fork_server(self.gallery, self.weights, self.options.workers)
         self.cloud.start()
         self.timings["cloud_start_ms"] = (time.perf_counter() - started) * 1000
         try:
@@ -225,12 +212,7 @@ class LocalPipeline:
                 splitting_image=images.get("splitting"),
                 recognition_image=images.get("recognition"),
             )
-            # Recognition workers share this machine's cores with the splitting workers (decoding) and the
-            # moto server: leave one core to those, split the rest. Measured on 2 cores, 40 videos in a
-            # burst with torch: 1 thread 2.67 videos/s, 2 threads 1.96 (idle threads spin on the core the
-            # decoder needs).
-            threads = str(max(1, ((os.cpu_count() or 1) - 1) // max(1, opts.workers)))
-            deploy_options.recognition_env.setdefault(THREADS_ENV, threads)
+            deploy_options.recognition_env.setdefault(THREADS_ENV, str(recognition_threads(opts.workers)))
             planned = time.perf_counter()
             apply_plan(plan_deploy(self.settings, deploy_options, self.clients), NullReporter())
             self.timings["deploy_ms"] = (time.perf_counter() - planned) * 1000

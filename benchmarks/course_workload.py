@@ -7,7 +7,8 @@ code before a change) in the same run too.
 
 Measure on a quiet machine: the load average is checked first (over 0.5: a warning, or a refusal with
 --require-quiet), because a loaded machine slows torch's two threads far more than our processes and
-flatters the ratio (a run at load 3-6 once reported 4.85x where a quiet one measured 1.40x).
+flatters the ratio (a run at load 3-6 once reported 4.85x where a quiet one measured 1.40x). Each checkout
+timed is compiled to bytecode first (``compile_checkout``), as an installed package is.
 
 Videos: course-format clips of one person each (`test_NN.mp4`, 2 s, 1280x720 H.264 with an AAC
 track, as the course's are): most are photos of
@@ -215,6 +216,17 @@ def timed_process(args: list[str], cwd: Path, code: Path = ROOT) -> tuple[float,
     return wall, first, lines, cpu, (last - first) if first is not None and last is not None else None
 
 
+def compile_checkout(code: Path) -> None:
+    """Bytecode for a checkout's own modules, as an installed package has (pip compiles it), or a source
+    tree once it has run (Python writes it). A machine that sets PYTHONDONTWRITEBYTECODE (these do) would
+    otherwise compile ~150 modules again in every fresh process, worker and fork server, while the seed
+    approach's torch and facenet-pytorch load compiled: measured at 0.15-0.3 s of run-local's start."""
+    import compileall
+
+    for package in ("facerec_cli", "lambdas"):
+        compileall.compile_dir(str(code / package), quiet=1)
+
+
 def stage_medians(lines: list[dict]) -> dict[str, float]:
     stages: dict[str, list[float]] = {}
     for r in lines:
@@ -287,6 +299,8 @@ def main() -> None:
     # The whole process, cold start included, for each.
     cli = [shutil.which("facerec") or "facerec"]  # the installed console script, as a user runs it
     codes = [("", ROOT)] + ([("baseline ", Path(args.baseline).resolve())] if args.baseline else [])
+    for _, code in codes:
+        compile_checkout(code)
     runs: dict[str, dict] = {}
     for label, code in codes:
         workers = [] if args.workers is None else ["--workers", str(args.workers)]
